@@ -1,0 +1,15 @@
+/* Subcommand registry. Each subcommand lives in src/cli/cmd_<name>.c and
+ * defines `int cmd_<name>(int argc, char **argv)` (argv[0] is the subcommand
+ * name) returning the process exit code. Add one DN_CMD line per command.
+ * The CLI is the only place allowed to call exit(). */
+#ifndef DN_CLI_COMMANDS_H
+#define DN_CLI_COMMANDS_H
+
+#define DN_COMMANDS(X) \
+    X(version, "print version and CPU features")
+
+#define DN_DECL(name, help) int cmd_##name(int argc, char **argv);
+DN_COMMANDS(DN_DECL)
+#undef DN_DECL
+
+#endif
