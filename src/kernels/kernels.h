@@ -1,0 +1,51 @@
+/* Convolution operator interface shared by the inference engine and the kernels.
+ *
+ * A dn_conv_op is prepared once from OIHW weights (+ optional per-channel bias,
+ * i.e. BatchNorm already folded in) and is then immutable and thread-safe: the
+ * packed/transformed weights live in it, per-call scratch is passed in.
+ * Activations at this interface are NCHW float32.
+ *
+ *   y[n][co][oy][ox] = act( bias[co] + sum_{ci,ky,kx} w[co][ci][ky][kx] *
+ *                           x[n][ci][oy*s - p + ky][ox*s - p + kx]  (+ res[n][co][oy][ox]) )
+ *   act = ReLU if relu else identity; out-of-range x reads are zero (padding).
+ *
+ * DN_CONV_REF is the scalar specification (src/kernels/ref/); every other
+ * implementation is tested against it on odd shapes. */
+#ifndef DN_KERNELS_H
+#define DN_KERNELS_H
+#include "core/core.h"
+
+typedef struct dn_conv_desc {
+    int cin, cout, kh, kw, stride, pad;
+} dn_conv_desc;
+
+static inline int dn_conv_out(int in, int k, int s, int p) { return (in + 2 * p - k) / s + 1; }
+
+typedef enum {
+    DN_CONV_AUTO = 0,   /* fastest exact (fp32) implementation the CPU supports */
+    DN_CONV_REF,        /* scalar reference */
+    DN_CONV_DIRECT,     /* vectorised fp32 direct / GEMM */
+    DN_CONV_WINOGRAD,   /* fp32 Winograd for 3x3 stride 1 (falls back otherwise) */
+    DN_CONV_BF16,       /* bf16 weights+activations, fp32 accumulate (AVX512_BF16) */
+    DN_CONV_INT8        /* int8 per-channel weights, calibrated activation scale (VNNI) */
+} dn_conv_impl;
+
+typedef struct dn_conv_op dn_conv_op;
+
+/* w: [cout][cin][kh][kw]; bias: [cout] or NULL. Copies what it needs.
+ * NULL on failure (dn_last_error says why). */
+dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *bias, dn_conv_impl impl);
+void dn_conv_op_free(dn_conv_op *op);
+/* Bytes of scratch dn_conv_op_run needs for this input size (may be 0). */
+size_t dn_conv_op_scratch(const dn_conv_op *op, int n, int h, int w);
+/* x: [n][cin][h][w]; res: NULL or [n][cout][oh][ow]; y: [n][cout][oh][ow].
+ * Parallelised over pool (may be NULL = single thread). scratch: at least
+ * dn_conv_op_scratch() bytes, 64-byte aligned. */
+void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w,
+                    const float *res, int relu, float *y, dn_pool *pool, void *scratch);
+const char *dn_conv_op_impl_name(const dn_conv_op *op);
+
+/* Scalar reference (also used directly by tests). */
+void dn_conv2d_ref(const dn_conv_desc *d, const float *x, int n, int h, int w, const float *wt,
+                   const float *bias, const float *res, int relu, float *y);
+#endif
