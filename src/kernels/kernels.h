@@ -48,4 +48,29 @@ const char *dn_conv_op_impl_name(const dn_conv_op *op);
 /* Scalar reference (also used directly by tests). */
 void dn_conv2d_ref(const dn_conv_desc *d, const float *x, int n, int h, int w, const float *wt,
                    const float *bias, const float *res, int relu, float *y);
+/* ------------------------------------------------------------ GEMM
+ * Row-major SGEMM with BLAS semantics:
+ *   C[M][N] = alpha * op(A)[M][K] * op(B)[K][N] + beta * C
+ * op(A) = A (M x K, lda >= K) or, if transA, A^T with A stored K x M (lda >= M);
+ * op(B) likewise (transB: B stored N x K). beta == 0 means C is not read.
+ * dn_sgemm picks the fastest ISA (see dn_kernels_force_isa), is parallel over
+ * pool (NULL = single thread) and deterministic: each C element is summed by one
+ * thread in a fixed order regardless of the pool size. Uses its own scratch
+ * (allocated per call; returns without touching C only if that allocation fails,
+ * after setting dn_last_error). */
+void dn_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc, dn_pool *pool);
+void dn_sgemm_ref(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc);
+
+/* ------------------------------------------------------------ ISA selection
+ * Kernels pick the widest ISA dn_cpu_features() reports. Tests (and benches)
+ * can cap it explicitly for everything created/called afterwards; a conv op
+ * keeps the ISA it was created with. Process-wide, not thread-safe: call it
+ * before starting work. Returns the previous setting. */
+typedef enum { DN_ISA_AUTO = 0, DN_ISA_SCALAR, DN_ISA_AVX2, DN_ISA_AVX512 } dn_isa;
+dn_isa dn_kernels_force_isa(dn_isa isa);
+/* The ISA that AUTO resolves to now (after forcing and CPU detection). */
+dn_isa dn_kernels_isa(void);
+const char *dn_isa_name(dn_isa isa);
 #endif
