@@ -1,0 +1,346 @@
+/* Prediction store tests against real databases: SQLite files in a temp dir and a
+ * PostgreSQL server started by the test (SKIPs visibly when not installed). */
+#include "harness.h"
+#include "serve_util.h"
+#include "core/core.h"
+#include "serve/store.h"
+#include <pthread.h>
+#include <sqlite3.h>
+
+static const char *SHA_A = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+static const char *SHA_B = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+static const char *SHA_M = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+static dn_pred_record rec(double t, const char *line, const char *cls, float conf, int unc) {
+    dn_pred_record r = {0};
+    r.time = t;
+    r.line = line;
+    r.station = "st1";
+    r.camera = "cam0";
+    r.part = "P-1";
+    r.source = "http";
+    r.image_sha256 = SHA_A;
+    r.model_sha256 = SHA_M;
+    r.model_version = "test-1";
+    r.cls = cls;
+    r.confidence = conf;
+    r.scores_json = "{\"a\":0.9,\"b\":0.1}";
+    r.uncertain = unc;
+    return r;
+}
+
+typedef struct { int n; double last_t; } cnt_ctx;
+static int count_fn(void *c, const dn_pred_row *r) {
+    cnt_ctx *k = c;
+    k->n++;
+    k->last_t = r->time;
+    return 0;
+}
+
+static int outcome_cb(void *c, const dn_outcome_row *o) {
+    int *n = c;
+    (*n)++;
+    return 0;
+}
+
+/* The same behaviour checks for every backend. */
+static void exercise(const char *url) {
+    dn_store *s = NULL;
+    dn_status rc = dn_store_open(url, &s);
+    CHECK_MSG(rc == DN_OK, "%s", dn_last_error());
+    if (rc) return;
+    CHECK(dn_store_schema_version(s) == DN_STORE_SCHEMA_VERSION);
+    double t0 = 1700000000.25;
+    const char *lines[] = {"L1", "L2", "L1", "L1", "L2"};
+    const char *cls[] = {"scratch", "ok", "scratch", "dent", "ok"};
+    int64_t ids[5];
+    for (int i = 0; i < 5; i++) {
+        dn_pred_record r = rec(t0 + i * 3600, lines[i], cls[i], 0.5f + 0.1f * i, i == 0);
+        CHECK(dn_store_insert(s, &r, &ids[i], NULL) == DN_OK);
+        if (i) CHECK(ids[i] > ids[i - 1]);
+    }
+    int64_t n = 0;
+    CHECK(dn_store_count(s, NULL, &n) == DN_OK && n == 5);
+    dn_pred_filter f = {0};
+    f.line = "L1";
+    CHECK(dn_store_count(s, &f, &n) == DN_OK && n == 3);
+    f.cls = "scratch";
+    CHECK(dn_store_count(s, &f, &n) == DN_OK && n == 2);
+    memset(&f, 0, sizeof f);
+    f.decision = "uncertain";
+    CHECK(dn_store_count(s, &f, &n) == DN_OK && n == 1);
+    memset(&f, 0, sizeof f);
+    f.from = t0 + 3600;
+    f.to = t0 + 3 * 3600; /* half-open: rows 1 and 2 */
+    CHECK(dn_store_count(s, &f, &n) == DN_OK && n == 2);
+
+    /* pagination by cursor */
+    memset(&f, 0, sizeof f);
+    f.limit = 2;
+    dn_pred_row *rows = NULL;
+    size_t nr = 0;
+    int pages = 0, total = 0;
+    for (;;) {
+        CHECK(dn_store_list(s, &f, &rows, &nr) == DN_OK);
+        if (!nr) break;
+        pages++;
+        total += (int)nr;
+        f.after_id = rows[nr - 1].id;
+        dn_pred_rows_free(rows, nr);
+        rows = NULL;
+    }
+    CHECK(pages == 3 && total == 5);
+
+    /* full record round trip */
+    dn_pred_row row;
+    int found = 0;
+    CHECK(dn_store_get(s, ids[3], &row, &found) == DN_OK && found);
+    if (found) {
+        CHECK(row.id == ids[3]);
+        CHECK_NEAR(row.time, t0 + 3 * 3600, 1e-6);
+        CHECK(!strcmp(row.line, "L1") && !strcmp(row.cls, "dent") && !strcmp(row.decision, "accepted"));
+        CHECK(!strcmp(row.station, "st1") && !strcmp(row.camera, "cam0") && !strcmp(row.part, "P-1"));
+        CHECK(!strcmp(row.image_sha256, SHA_A) && !strcmp(row.model_sha256, SHA_M));
+        CHECK(!strcmp(row.model_version, "test-1") && row.request_id == NULL && row.image_copy == NULL);
+        CHECK(!strcmp(row.scores_json, "{\"a\":0.9,\"b\":0.1}"));
+        CHECK_NEAR(row.confidence, 0.8, 1e-6);
+        dn_pred_row_clear(&row);
+    }
+    CHECK(dn_store_get(s, 999999, &row, &found) == DN_OK && !found);
+
+    /* request-id idempotency: same key -> same id, no second row */
+    dn_pred_record r = rec(t0, "L3", "ok", 0.99f, 0);
+    r.request_id = "req-42";
+    int64_t a = 0, b = 0;
+    int existed = -1;
+    CHECK(dn_store_insert(s, &r, &a, &existed) == DN_OK && existed == 0);
+    CHECK(dn_store_insert(s, &r, &b, &existed) == DN_OK && existed == 1 && a == b);
+    CHECK(dn_store_count(s, NULL, &n) == DN_OK && n == 6);
+
+    /* watched-file idempotency lookup */
+    r = rec(t0, "L3", "ok", 0.99f, 0);
+    r.source = "watch";
+    r.source_path = "/cam/img1.png";
+    r.image_sha256 = SHA_B;
+    CHECK(dn_store_insert(s, &r, &a, NULL) == DN_OK);
+    CHECK(dn_store_find_source(s, "/cam/img1.png", SHA_B, &b) == DN_OK && a == b);
+    CHECK(dn_store_find_source(s, "/cam/img1.png", SHA_A, &b) == DN_OK && b == 0);
+
+    /* action outcomes */
+    dn_outcome_row o = {ids[0], "stop-line", "webhook", "http://x/", "failed", "connection refused", 3, t0};
+    CHECK(dn_store_add_outcome(s, &o) == DN_OK);
+    o.status = "ok";
+    o.attempts = 1;
+    CHECK(dn_store_add_outcome(s, &o) == DN_OK);
+    int no = 0;
+    CHECK(dn_store_outcomes(s, ids[0], outcome_cb, &no) == DN_OK && no == 2);
+    CHECK(dn_store_count_outcomes(s, "failed", &n) == DN_OK && n == 1);
+    o.prediction_id = 987654321; /* foreign key: must refer to a prediction */
+    CHECK(dn_store_add_outcome(s, &o) != DN_OK);
+
+    /* invalid records are refused with a message */
+    r = rec(t0, "L1", "ok", 0.5f, 0);
+    r.image_sha256 = "nothex";
+    CHECK(dn_store_insert(s, &r, &a, NULL) == DN_ERR_ARG && strstr(dn_last_error(), "sha256"));
+
+    cnt_ctx k = {0};
+    memset(&f, 0, sizeof f);
+    CHECK(dn_store_scan(s, &f, count_fn, &k) == DN_OK && k.n == 7);
+    dn_store_close(s);
+
+    /* reopen: data still there, no migration re-applied */
+    CHECK(dn_store_open(url, &s) == DN_OK);
+    if (s) {
+        CHECK(dn_store_count(s, NULL, &n) == DN_OK && n == 7);
+        CHECK(dn_store_schema_version(s) == DN_STORE_SCHEMA_VERSION);
+        dn_store_close(s);
+    }
+}
+
+TEST(sqlite_roundtrip) {
+    char dir[256], url[400];
+    CHECK(h_tmpdir(dir, sizeof dir, "store") == 0);
+    snprintf(url, sizeof url, "sqlite:%s/p.db", dir);
+    exercise(url);
+    /* WAL mode is persistent in the file */
+    sqlite3 *db = NULL;
+    char path[300];
+    snprintf(path, sizeof path, "%s/p.db", dir);
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    CHECK(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(st) == SQLITE_ROW && !strcmp((const char *)sqlite3_column_text(st, 0), "wal"));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    h_rmrf(dir);
+}
+
+static void sqlite_exec(const char *path, const char *sql) {
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    char *err = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &err);
+    CHECK_MSG(rc == SQLITE_OK, "%s", err ? err : "?");
+    sqlite3_free(err);
+    sqlite3_close(db);
+}
+
+TEST(sqlite_migrates_v1) {
+    /* A database written by schema version 1 (as the first release created it). */
+    char dir[256], path[300];
+    CHECK(h_tmpdir(dir, sizeof dir, "store") == 0);
+    snprintf(path, sizeof path, "%s/old.db", dir);
+    sqlite_exec(path,
+                "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL);"
+                "INSERT INTO schema_version VALUES (1, 1.0);"
+                "CREATE TABLE predictions (id INTEGER PRIMARY KEY AUTOINCREMENT, time DOUBLE PRECISION NOT NULL,"
+                " line TEXT, station TEXT, camera TEXT, part TEXT, source TEXT NOT NULL, source_path TEXT,"
+                " request_id TEXT UNIQUE, image_sha256 TEXT NOT NULL, image_copy TEXT, model_sha256 TEXT NOT NULL,"
+                " model_version TEXT, class TEXT NOT NULL, confidence DOUBLE PRECISION NOT NULL, scores TEXT NOT NULL,"
+                " decision TEXT NOT NULL CHECK (decision IN ('accepted','uncertain')));"
+                "CREATE INDEX predictions_time ON predictions(time);"
+                "CREATE TABLE action_outcomes (id INTEGER PRIMARY KEY AUTOINCREMENT, prediction_id BIGINT NOT NULL"
+                " REFERENCES predictions(id), rule TEXT NOT NULL, kind TEXT NOT NULL, target TEXT, status TEXT NOT NULL,"
+                " attempts INTEGER NOT NULL, detail TEXT, time DOUBLE PRECISION NOT NULL);"
+                "INSERT INTO predictions(time, line, source, image_sha256, model_sha256, class, confidence, scores,"
+                " decision) VALUES (5.0, 'L9', 'http', 'x', 'y', 'crazing', 0.7, '{}', 'accepted');");
+    dn_store *s = NULL;
+    CHECK_MSG(dn_store_open(path, &s) == DN_OK, "%s", dn_last_error());
+    if (s) {
+        CHECK(dn_store_schema_version(s) == 2);
+        int64_t n = 0;
+        dn_pred_filter f = {0};
+        f.line = "L9";
+        CHECK(dn_store_count(s, &f, &n) == DN_OK && n == 1);
+        dn_store_close(s);
+    }
+    /* the v2 indexes exist */
+    sqlite3 *db = NULL;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    CHECK(sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master WHERE type='index' AND name IN"
+                                 " ('predictions_source','action_outcomes_pred')", -1, &st, NULL) == SQLITE_OK);
+    CHECK(sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) == 2);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    h_rmrf(dir);
+}
+
+TEST(sqlite_newer_schema_refused) {
+    char dir[256], path[300];
+    CHECK(h_tmpdir(dir, sizeof dir, "store") == 0);
+    snprintf(path, sizeof path, "%s/new.db", dir);
+    sqlite_exec(path, "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION);"
+                      "INSERT INTO schema_version VALUES (99, 1.0);");
+    dn_store *s = NULL;
+    CHECK(dn_store_open(path, &s) == DN_ERR_DB && !s);
+    CHECK(strstr(dn_last_error(), "newer") && strstr(dn_last_error(), "new.db"));
+    h_rmrf(dir);
+}
+
+TEST(sqlite_bad_inputs) {
+    dn_store *s = NULL;
+    CHECK(dn_store_open("sqlite:/nonexistent-dir-dn/x.db", &s) == DN_ERR_DB && !s);
+    CHECK(strstr(dn_last_error(), "/nonexistent-dir-dn/x.db") != NULL);
+    CHECK(dn_store_open("", &s) == DN_ERR_ARG);
+    CHECK(dn_store_open("sqlite:", &s) == DN_ERR_ARG);
+    char dir[256], path[300];
+    CHECK(h_tmpdir(dir, sizeof dir, "store") == 0);
+    snprintf(path, sizeof path, "%s/junk.db", dir);
+    FILE *f = fopen(path, "wb");
+    if (f) {
+        for (int i = 0; i < 200; i++) fputs("this is not a database file at all ", f);
+        fclose(f);
+    }
+    CHECK(dn_store_open(path, &s) == DN_ERR_DB && !s);
+    CHECK(strstr(dn_last_error(), "junk.db") != NULL);
+    CHECK(dn_store_open(dir, &s) == DN_ERR_DB && !s); /* a directory */
+    h_rmrf(dir);
+}
+
+typedef struct { dn_store *s; int64_t ids[50]; int fail; } thr_arg;
+static void *inserter(void *p) {
+    thr_arg *a = p;
+    for (int i = 0; i < 50; i++) {
+        dn_pred_record r = rec(1e9 + i, "L1", "ok", 0.9f, 0);
+        if (dn_store_insert(a->s, &r, &a->ids[i], NULL)) a->fail++;
+    }
+    return NULL;
+}
+
+static int cmp64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void concurrent(const char *url) {
+    dn_store *s = NULL;
+    CHECK(dn_store_open(url, &s) == DN_OK);
+    if (!s) return;
+    thr_arg a[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        memset(&a[i], 0, sizeof a[i]);
+        a[i].s = s;
+        pthread_create(&t[i], NULL, inserter, &a[i]);
+    }
+    int64_t all[200];
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        CHECK(a[i].fail == 0);
+        memcpy(all + 50 * i, a[i].ids, sizeof a[i].ids);
+    }
+    qsort(all, 200, sizeof all[0], cmp64);
+    int dup = 0;
+    for (int i = 1; i < 200; i++) dup += all[i] == all[i - 1];
+    CHECK(dup == 0 && all[0] > 0);
+    int64_t n = 0;
+    CHECK(dn_store_count(s, NULL, &n) == DN_OK);
+    dn_store_close(s);
+    (void)n;
+}
+
+TEST(sqlite_concurrent_inserts) {
+    char dir[256], url[400];
+    CHECK(h_tmpdir(dir, sizeof dir, "store") == 0);
+    snprintf(url, sizeof url, "sqlite:%s/c.db", dir);
+    concurrent(url);
+    dn_store *s = NULL;
+    CHECK(dn_store_open(url, &s) == DN_OK);
+    int64_t n = 0;
+    if (s) { CHECK(dn_store_count(s, NULL, &n) == DN_OK && n == 200); dn_store_close(s); }
+    h_rmrf(dir);
+}
+
+static h_pg g_pg;
+static int g_pg_ok;
+static char g_pg_why[256];
+
+TEST(postgres_roundtrip) {
+    if (!g_pg_ok) SKIP("%s", g_pg_why);
+    exercise(g_pg.url);
+}
+
+TEST(postgres_concurrent_and_bad_url) {
+    if (!g_pg_ok) SKIP("%s", g_pg_why);
+    /* a second opener on a migrated database applies nothing and works */
+    concurrent(g_pg.url);
+    dn_store *s = NULL;
+    char bad[300];
+    snprintf(bad, sizeof bad, "postgres://dn:secret@127.0.0.1:%d/nosuchdb", g_pg.port);
+    CHECK(dn_store_open(bad, &s) == DN_ERR_DB && !s);
+    CHECK(strstr(dn_last_error(), "nosuchdb") && !strstr(dn_last_error(), "secret"));
+}
+
+int main(void) {
+    RUN(sqlite_roundtrip);
+    RUN(sqlite_migrates_v1);
+    RUN(sqlite_newer_schema_refused);
+    RUN(sqlite_bad_inputs);
+    RUN(sqlite_concurrent_inserts);
+    g_pg_ok = h_pg_start(&g_pg, g_pg_why, sizeof g_pg_why);
+    RUN(postgres_roundtrip);
+    RUN(postgres_concurrent_and_bad_url);
+    if (g_pg_ok) h_pg_stop(&g_pg);
+    return REPORT();
+}
