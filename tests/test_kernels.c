@@ -100,11 +100,180 @@ TEST(conv_op_bad_desc) {
     CHECK(dn_conv_op_new(NULL, w, NULL, DN_CONV_AUTO) == NULL);
 }
 
+/* Compare impl (under a forced ISA) with the reference on one shape; returns
+ * max |diff| / max(1, max |ref|), or -1 if the op could not be built. */
+static double conv_vs_ref(dn_isa isa, dn_conv_impl impl, int n, int cin, int cout, int k, int s, int pad,
+                          int h, int w, int use_bias, int use_res, int relu, dn_pool *pool, const char **name) {
+    dn_conv_desc d = {cin, cout, k, k, s, pad};
+    int oh = dn_conv_out(h, k, s, pad), ow = dn_conv_out(w, k, s, pad);
+    size_t nx = (size_t)n * cin * h * w, nw = (size_t)cout * cin * k * k, ny = (size_t)n * cout * oh * ow;
+    float *x = malloc(nx * 4), *wt = malloc(nw * 4), *b = malloc(cout * 4), *r = malloc(ny * 4);
+    float *y0 = malloc(ny * 4), *y1 = malloc(ny * 4);
+    dn_rng rg;
+    dn_rng_seed(&rg, (uint64_t)(n * 1000003 + cin * 1009 + cout * 17 + k * 3 + s + pad * 7 + h * 31));
+    fill(x, nx, &rg, 1); fill(wt, nw, &rg, 0.5f); fill(b, cout, &rg, 1); fill(r, ny, &rg, 1);
+    dn_isa old = dn_kernels_force_isa(isa);
+    dn_conv_op *op = dn_conv_op_new(&d, wt, use_bias ? b : NULL, impl);
+    dn_kernels_force_isa(old);
+    double err = -1;
+    if (op) {
+        if (name) *name = dn_conv_op_impl_name(op);
+        void *scr = dn_alloc_aligned(dn_conv_op_scratch(op, n, h, w));
+        for (size_t i = 0; i < ny; i++) y1[i] = NAN;
+        dn_conv_op_run(op, x, n, h, w, use_res ? r : NULL, relu, y1, pool, scr);
+        dn_conv2d_ref(&d, x, n, h, w, wt, use_bias ? b : NULL, use_res ? r : NULL, relu, y0);
+        double mx = 1, md = 0;
+        for (size_t i = 0; i < ny; i++) {
+            if (fabs(y0[i]) > mx) mx = fabs(y0[i]);
+            double df = fabs((double)y0[i] - y1[i]);
+            if (!(df <= md)) md = isnan(df) ? INFINITY : df;
+        }
+        err = md / mx;
+        dn_free_aligned(scr);
+        dn_conv_op_free(op);
+    }
+    free(x); free(wt); free(b); free(r); free(y0); free(y1);
+    return err;
+}
+
+/* Odd shapes: batch 1 and 3, channels 3/5/17/33, stride 2, padding, 7x7 stem,
+ * 1x1 downsample, tiny spatial sizes, residual/ReLU on and off. */
+static const int shapes[][10] = {
+    /* n cin cout k s pad h w bias res|relu(bit0 res, bit1 relu) */
+    {1, 3, 5, 3, 1, 1, 7, 9, 1, 3},
+    {3, 5, 17, 3, 1, 1, 6, 5, 1, 1},
+    {1, 17, 33, 3, 2, 1, 9, 11, 0, 2},
+    {3, 3, 16, 7, 2, 3, 23, 19, 1, 2},   /* stem-like */
+    {1, 33, 20, 1, 2, 0, 9, 9, 1, 0},    /* 1x1 stride-2 downsample */
+    {3, 64, 64, 3, 1, 1, 7, 7, 1, 3},
+    {1, 20, 9, 3, 1, 1, 1, 1, 1, 3},     /* 1x1 spatial, padding only */
+    {2, 8, 40, 3, 1, 0, 3, 3, 0, 1},
+    {1, 300, 70, 3, 1, 1, 5, 4, 1, 3},   /* K > KC: several K blocks */
+    {2, 16, 24, 5, 3, 2, 13, 10, 1, 2},
+    {1, 64, 128, 3, 2, 1, 56, 56, 1, 2}, /* large N: several column chunks */
+};
+
+static void check_all_shapes(dn_isa isa, dn_conv_impl impl, double tol) {
+    dn_pool *pool = dn_pool_new(3);
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        const int *c = shapes[i];
+        const char *name = "?";
+        double e = conv_vs_ref(isa, impl, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9] & 1,
+                               (c[9] >> 1) & 1, i % 2 ? pool : NULL, &name);
+        CHECK_MSG(e >= 0 && e <= tol, "shape %zu (%s, n%d cin%d cout%d k%d s%d p%d %dx%d): rel err %g", i,
+                  name, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], e);
+    }
+    dn_pool_free(pool);
+}
+
+TEST(conv_direct_avx512_vs_ref) {
+    if (dn_kernels_isa() < DN_ISA_AVX512) SKIP("CPU (or DN_MAX_ISA) has no AVX-512");
+    check_all_shapes(DN_ISA_AVX512, DN_CONV_DIRECT, 2e-6);
+}
+TEST(conv_direct_avx2_vs_ref) {
+    if (dn_kernels_isa() < DN_ISA_AVX2) SKIP("CPU has no AVX2+FMA");
+    check_all_shapes(DN_ISA_AVX2, DN_CONV_DIRECT, 2e-6);
+}
+TEST(conv_auto_names_impl) {
+    dn_conv_desc d = {3, 4, 3, 3, 1, 1};
+    float w[4 * 3 * 9] = {0};
+    dn_isa old = dn_kernels_force_isa(DN_ISA_SCALAR);
+    dn_conv_op *op = dn_conv_op_new(&d, w, NULL, DN_CONV_AUTO);
+    dn_kernels_force_isa(old);
+    CHECK(op && strcmp(dn_conv_op_impl_name(op), "ref") == 0);
+    dn_conv_op_free(op);
+    if (dn_kernels_isa() >= DN_ISA_AVX2) {
+        op = dn_conv_op_new(&d, w, NULL, DN_CONV_AUTO);
+        CHECK(op && strncmp(dn_conv_op_impl_name(op), "direct", 6) == 0);
+        dn_conv_op_free(op);
+    }
+}
+
+/* Same output bits for 1, 2 and 3 threads. */
+TEST(conv_deterministic_threads) {
+    dn_conv_desc d = {19, 37, 3, 3, 1, 1};
+    int n = 2, h = 15, w = 13;
+    size_t nx = (size_t)n * 19 * h * w, nw = 37 * 19 * 9, ny = (size_t)n * 37 * h * w;
+    float *x = malloc(nx * 4), *wt = malloc(nw * 4), *y[3];
+    dn_rng rg;
+    dn_rng_seed(&rg, 9);
+    fill(x, nx, &rg, 1); fill(wt, nw, &rg, 1);
+    dn_conv_op *op = dn_conv_op_new(&d, wt, NULL, DN_CONV_AUTO);
+    CHECK(op != NULL);
+    void *scr = op ? dn_alloc_aligned(dn_conv_op_scratch(op, n, h, w)) : NULL;
+    for (int t = 0; t < 3; t++) {
+        y[t] = malloc(ny * 4);
+        dn_pool *p = dn_pool_new(t + 1);
+        if (op) dn_conv_op_run(op, x, n, h, w, NULL, 1, y[t], p, scr);
+        dn_pool_free(p);
+    }
+    CHECK(memcmp(y[0], y[1], ny * 4) == 0);
+    CHECK(memcmp(y[0], y[2], ny * 4) == 0);
+    for (int t = 0; t < 3; t++) free(y[t]);
+    dn_free_aligned(scr);
+    dn_conv_op_free(op);
+    free(x); free(wt);
+}
+
+static double sgemm_vs_ref(int ta, int tb, int M, int N, int K, float alpha, float beta, dn_pool *pool) {
+    int lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 1, ldc = N + 2;
+    size_t na = (size_t)(ta ? K : M) * lda, nb = (size_t)(tb ? N : K) * ldb, nc = (size_t)M * ldc;
+    float *A = malloc(na * 4 + 4), *B = malloc(nb * 4 + 4), *C0 = malloc(nc * 4), *C1 = malloc(nc * 4);
+    dn_rng rg;
+    dn_rng_seed(&rg, (uint64_t)(M * 7 + N * 13 + K));
+    fill(A, na, &rg, 1); fill(B, nb, &rg, 1); fill(C0, nc, &rg, 1);
+    memcpy(C1, C0, nc * 4);
+    if (beta == 0.0f) for (size_t i = 0; i < nc; i++) C1[i] = NAN; /* beta 0: C is not read */
+    dn_sgemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C0, ldc);
+    dn_sgemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C1, ldc, pool);
+    double mx = 1, md = 0;
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            size_t o = (size_t)i * ldc + j;
+            if (fabs(C0[o]) > mx) mx = fabs(C0[o]);
+            double df = fabs((double)C0[o] - C1[o]);
+            if (!(df <= md)) md = isnan(df) ? INFINITY : df;
+        }
+    free(A); free(B); free(C0); free(C1);
+    return md / mx;
+}
+
+static void check_sgemm(dn_isa isa) {
+    static const int cases[][7] = { /* ta tb M N K alpha*2 beta*2 */
+        {0, 0, 1, 1, 1, 2, 0}, {0, 0, 7, 33, 5, 2, 0}, {1, 0, 17, 9, 300, 3, 2}, {0, 1, 64, 49, 257, 2, 1},
+        {1, 1, 5, 70, 3, -2, 0}, {0, 0, 130, 300, 513, 2, 2}, {1, 0, 512, 3, 17, 2, 1}, {0, 0, 3, 1000, 2, 1, 0},
+    };
+    dn_isa old = dn_kernels_force_isa(isa);
+    dn_pool *pool = dn_pool_new(2);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const int *c = cases[i];
+        double e = sgemm_vs_ref(c[0], c[1], c[2], c[3], c[4], c[5] / 2.0f, c[6] / 2.0f, i % 2 ? pool : NULL);
+        CHECK_MSG(e <= 2e-6, "%s case %zu (ta%d tb%d %dx%dx%d): rel err %g", dn_isa_name(isa), i, c[0], c[1],
+                  c[2], c[3], c[4], e);
+    }
+    dn_pool_free(pool);
+    dn_kernels_force_isa(old);
+}
+TEST(sgemm_avx512_vs_ref) {
+    if (dn_kernels_isa() < DN_ISA_AVX512) SKIP("CPU (or DN_MAX_ISA) has no AVX-512");
+    check_sgemm(DN_ISA_AVX512);
+}
+TEST(sgemm_avx2_vs_ref) {
+    if (dn_kernels_isa() < DN_ISA_AVX2) SKIP("CPU has no AVX2+FMA");
+    check_sgemm(DN_ISA_AVX2);
+}
+
 int main(void) {
     RUN(conv_ref_hand);
     RUN(conv_ref_pad_stride);
     RUN(sgemm_ref_hand);
     RUN(conv_op_ref_matches_spec);
     RUN(conv_op_bad_desc);
+    RUN(conv_direct_avx512_vs_ref);
+    RUN(conv_direct_avx2_vs_ref);
+    RUN(conv_auto_names_impl);
+    RUN(conv_deterministic_threads);
+    RUN(sgemm_avx512_vs_ref);
+    RUN(sgemm_avx2_vs_ref);
     return REPORT();
 }

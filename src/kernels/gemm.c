@@ -1,5 +1,6 @@
 /* SGEMM dispatch and ISA selection. */
-#include "kernels/kernels.h"
+#include "kernels/kern_int.h"
+#include <stdlib.h>
 
 static dn_isa g_force = DN_ISA_AUTO;
 
@@ -30,5 +31,30 @@ const char *dn_isa_name(dn_isa isa) {
 
 void dn_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc, dn_pool *pool) {
-    dn_sgemm_ref(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (M <= 0 || N <= 0) return;
+    const dn_ukr *u = dn_ukr_for(dn_kernels_isa());
+    if (!u || K <= 0) {
+        dn_sgemm_ref(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    size_t na = dn_gemm_packed_a_floats(u, M, K);
+    size_t slab = dn_gemm_slab_bytes(u);
+    size_t abytes = (na * sizeof(float) + 63) & ~(size_t)63;
+    char *mem = dn_alloc_aligned(abytes + slab * (size_t)dn_gemm_slabs());
+    if (!mem) {
+        dn_fail_prefix(DN_ERR_NOMEM, "sgemm %dx%dx%d", M, N, K);
+        return;
+    }
+    float *Ap = (float *)mem;
+    dn_gemm_pack_a(u, M, K, A, lda, transA, alpha, Ap);
+    if (beta != 0.0f && beta != 1.0f)
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] *= beta;
+    dn_gemm_plan p = {0};
+    p.u = u; p.M = M; p.N = N; p.K = K; p.Ap = Ap;
+    p.B = B; p.ldb = ldb; p.transB = transB;
+    p.C = C; p.ldc = ldc; p.P = N; p.cimg = 0;
+    p.accum = beta != 0.0f;
+    dn_gemm_run(&p, pool, mem + abytes);
+    dn_free_aligned(mem);
 }

@@ -1,0 +1,207 @@
+/* Packed GEMM driver (Goto/BLIS loop order) shared by dn_sgemm and the fp32
+ * direct convolution. Work is split into items = (column chunk of NC) x
+ * (range of MR-row panels); each worker takes a contiguous range of items and
+ * packs its own B block, so each C element is produced by exactly one thread
+ * in a fixed K order: results do not depend on the number of threads. */
+#include "kernels/kern_int.h"
+#include <string.h>
+
+const dn_ukr *dn_ukr_for(dn_isa isa) {
+    if (isa == DN_ISA_AVX512) return &dn_ukr_avx512;
+    if (isa == DN_ISA_AVX2) return &dn_ukr_avx2;
+    return NULL;
+}
+
+size_t dn_gemm_packed_a_floats(const dn_ukr *u, int M, int K) {
+    return (size_t)((M + u->mr - 1) / u->mr) * u->mr * (size_t)K;
+}
+
+void dn_gemm_pack_a(const dn_ukr *u, int M, int K, const float *A, int lda, int transA, float alpha, float *dst) {
+    const int MR = u->mr;
+    int np = (M + MR - 1) / MR;
+    for (int mp = 0; mp < np; mp++) {
+        float *d = dst + (size_t)mp * K * MR;
+        for (int k = 0; k < K; k++)
+            for (int i = 0; i < MR; i++) {
+                int r = mp * MR + i;
+                float v = 0.0f;
+                if (r < M) v = transA ? A[(size_t)k * lda + r] : A[(size_t)r * lda + k];
+                d[(size_t)k * MR + i] = alpha * v;
+            }
+    }
+}
+
+size_t dn_gemm_slab_bytes(const dn_ukr *u) {
+    size_t f = (size_t)DN_GEMM_KC * DN_GEMM_NC + 2 * DN_UKR_MAX_MR * DN_UKR_MAX_NR;
+    return (f * sizeof(float) + 63) & ~(size_t)63;
+}
+
+int dn_gemm_slabs(void) {
+    int n = dn_num_cpus();
+    return n < 1 ? 1 : n > 64 ? 64 : n;
+}
+
+static inline int ceil_div(int a, int s) { return a >= 0 ? (a + s - 1) / s : -((-a) / s); }
+
+/* B block [pc, pc+kc) x [j0, j0+nc) into NR panels. */
+static void pack_b(const dn_gemm_plan *p, int pc, int kc, int j0, int nc, float *dst) {
+    const int NR = p->u->nr;
+    const int npan = (nc + NR - 1) / NR;
+    if (!p->cd) {
+        for (int kk = 0; kk < kc; kk++) {
+            int k = pc + kk;
+            for (int jp = 0; jp < npan; jp++) {
+                float *d = dst + ((size_t)jp * kc + kk) * NR;
+                int j = j0 + jp * NR, n = nc - jp * NR < NR ? nc - jp * NR : NR;
+                if (!p->transB) {
+                    const float *s = p->B + (size_t)k * p->ldb + j;
+                    for (int t = 0; t < n; t++) d[t] = s[t];
+                } else {
+                    const float *s = p->B + (size_t)j * p->ldb + k;
+                    for (int t = 0; t < n; t++) d[t] = s[(size_t)t * p->ldb];
+                }
+                for (int t = n; t < NR; t++) d[t] = 0.0f;
+            }
+        }
+        return;
+    }
+    /* im2col: row k = (ci, ky, kx), column j = (img, oy, ox). */
+    const dn_conv_desc *cd = p->cd;
+    const int kk2 = cd->kh * cd->kw, s = cd->stride, pad = cd->pad, w = p->w, h = p->h, ow = p->ow;
+    const long P = p->P;
+    for (int kk = 0; kk < kc; kk++) {
+        int k = pc + kk, ci = k / kk2, r = k % kk2, ky = r / cd->kw, kx = r % cd->kw;
+        int tlo0 = ceil_div(pad - kx, s), thi0 = ceil_div(w + pad - kx, s); /* valid ox range */
+        int j = j0;
+        while (j < j0 + nc) {
+            long img = j / P, pp = j % P;
+            int oy = (int)(pp / ow), ox = (int)(pp % ow);
+            int run = ow - ox < j0 + nc - j ? ow - ox : j0 + nc - j;
+            int iy = oy * s - pad + ky;
+            const float *src = NULL;
+            if (iy >= 0 && iy < h) src = p->x + (((size_t)img * cd->cin + ci) * h + iy) * w;
+            int lo = tlo0 - ox, hi = thi0 - ox; /* t in [lo, hi) reads inside the row */
+            int t = 0;
+            while (t < run) {
+                int jj = j - j0 + t;
+                int seg = NR - jj % NR;
+                if (seg > run - t) seg = run - t;
+                float *d = dst + ((size_t)(jj / NR) * kc + kk) * NR + jj % NR;
+                if (!src) {
+                    memset(d, 0, (size_t)seg * sizeof(float));
+                } else {
+                    for (int q = 0; q < seg; q++) {
+                        int tt = t + q;
+                        if (tt < lo || tt >= hi) { d[q] = 0.0f; continue; }
+                        if (s == 1) { /* contiguous stretch */
+                            int e = seg < hi - t ? seg : hi - t;
+                            memcpy(d + q, src + (ox + tt) - pad + kx, (size_t)(e - q) * sizeof(float));
+                            q = e - 1;
+                            continue;
+                        }
+                        d[q] = src[(ox + tt) * s - pad + kx];
+                    }
+                }
+                t += seg;
+            }
+            j += run;
+        }
+        /* zero the padding columns of the last panel */
+        for (int jj = nc; jj < npan * NR; jj++) dst[((size_t)(jj / NR) * kc + kk) * NR + jj % NR] = 0.0f;
+    }
+}
+
+typedef struct { const dn_gemm_plan *p; char *scratch; size_t slab; int nslab; } run_arg;
+
+static void tile(const dn_gemm_plan *p, int kc, const float *a, const float *b, int i0, int mr, int j, int nr,
+                 int accum, int last, float *tmp) {
+    const dn_ukr *u = p->u;
+    const float *bias = last && p->bias ? p->bias + i0 : NULL;
+    int relu = last && p->relu;
+    long P = p->P;
+    long img = j / P, pp = j % P;
+    if ((j + nr - 1) / P == img) {
+        float *c = p->C + img * p->cimg + (long)i0 * p->ldc + pp;
+        const float *res = last && p->R ? p->R + img * p->cimg + (long)i0 * p->ldc + pp : NULL;
+        u->fn(kc, a, b, c, p->ldc, mr, nr, accum, bias, res, p->ldc, relu);
+        return;
+    }
+    /* tile straddles an image boundary: gather, compute, scatter */
+    const int NR = u->nr;
+    float *ct = tmp, *rt = tmp + DN_UKR_MAX_MR * DN_UKR_MAX_NR;
+    int use_res = last && p->R;
+    for (int q = 0; q < nr; q++) {
+        long jq = j + q, iq = jq / P, pq = jq % P;
+        for (int i = 0; i < mr; i++) {
+            long off = iq * p->cimg + (long)(i0 + i) * p->ldc + pq;
+            if (accum) ct[i * NR + q] = p->C[off];
+            if (use_res) rt[i * NR + q] = p->R[off];
+        }
+    }
+    u->fn(kc, a, b, ct, NR, mr, nr, accum, bias, use_res ? rt : NULL, NR, relu);
+    for (int q = 0; q < nr; q++) {
+        long jq = j + q, iq = jq / P, pq = jq % P;
+        for (int i = 0; i < mr; i++) p->C[iq * p->cimg + (long)(i0 + i) * p->ldc + pq] = ct[i * NR + q];
+    }
+}
+
+static void run_job(void *va, int ith, int nth) {
+    run_arg *ra = va;
+    const dn_gemm_plan *p = ra->p;
+    if (nth > ra->nslab) nth = ra->nslab;
+    if (ith >= nth) return;
+    const dn_ukr *u = p->u;
+    const int MR = u->mr, NR = u->nr;
+    const int npanels = (p->M + MR - 1) / MR;
+    const int nchunks = (p->N + DN_GEMM_NC - 1) / DN_GEMM_NC;
+    /* enough items for load balance: >= 4 per thread when possible */
+    int msplit = 1;
+    if (nchunks < 4 * nth) {
+        msplit = (4 * nth + nchunks - 1) / nchunks;
+        if (msplit > npanels) msplit = npanels;
+    }
+    const int mchunk = (npanels + msplit - 1) / msplit;
+    msplit = (npanels + mchunk - 1) / mchunk;
+    long b, e;
+    dn_split((long)nchunks * msplit, ith, nth, &b, &e);
+    float *bbuf = (float *)(ra->scratch + (size_t)ith * ra->slab);
+    float *tmp = bbuf + (size_t)DN_GEMM_KC * DN_GEMM_NC;
+    for (long it = b; it < e; it++) {
+        int jc = (int)(it / msplit), mc = (int)(it % msplit);
+        int j0 = jc * DN_GEMM_NC, nc = p->N - j0 < DN_GEMM_NC ? p->N - j0 : DN_GEMM_NC;
+        int mp0 = mc * mchunk, mp1 = mp0 + mchunk < npanels ? mp0 + mchunk : npanels;
+        for (int pc = 0; pc < p->K; pc += DN_GEMM_KC) {
+            int kc = p->K - pc < DN_GEMM_KC ? p->K - pc : DN_GEMM_KC;
+            int last = pc + kc == p->K, accum = pc > 0 || p->accum;
+            pack_b(p, pc, kc, j0, nc, bbuf);
+            for (int mp = mp0; mp < mp1; mp++) {
+                const float *a = p->Ap + ((size_t)mp * p->K + pc) * MR;
+                int i0 = mp * MR, mr = p->M - i0 < MR ? p->M - i0 : MR;
+                for (int jp = 0; jp * NR < nc; jp++) {
+                    int nr = nc - jp * NR < NR ? nc - jp * NR : NR;
+                    tile(p, kc, a, bbuf + (size_t)jp * kc * NR, i0, mr, j0 + jp * NR, nr, accum, last, tmp);
+                }
+            }
+        }
+    }
+}
+
+void dn_gemm_run(const dn_gemm_plan *p, dn_pool *pool, void *scratch) {
+    if (p->M <= 0 || p->N <= 0) return;
+    run_arg ra = {p, scratch, dn_gemm_slab_bytes(p->u), dn_gemm_slabs()};
+    if (p->K <= 0) { /* no products: C = accum ? C : 0, then epilogue */
+        for (long j = 0; j < p->N; j++) {
+            long img = j / p->P, pp = j % p->P;
+            for (int i = 0; i < p->M; i++) {
+                long off = img * p->cimg + (long)i * p->ldc + pp;
+                float v = p->accum ? p->C[off] : 0.0f;
+                if (p->bias) v += p->bias[i];
+                if (p->R) v += p->R[off];
+                if (p->relu && v < 0.0f) v = 0.0f;
+                p->C[off] = v;
+            }
+        }
+        return;
+    }
+    dn_pool_run(pool, run_job, &ra);
+}

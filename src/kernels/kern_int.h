@@ -1,0 +1,56 @@
+/* Internal to src/kernels: the packed-GEMM driver shared by dn_sgemm and the
+ * fp32 direct convolution (im2col fused into B packing), and the per-ISA
+ * register-blocked micro-kernels it calls.
+ *
+ * Packed layouts (all zero-padded to full panels):
+ *   A: panels of MR rows,  Ap[(mp*K + k)*MR + i]   = A[mp*MR+i][k]
+ *   B: panels of NR cols,  Bp[(jp*kc + kk)*NR + jj] = B[pc+kk][j0+jp*NR+jj]
+ * Ownership: the driver reads everything through the plan; it writes only C
+ * and the caller-provided scratch. */
+#ifndef DN_KERN_INT_H
+#define DN_KERN_INT_H
+#include "kernels/kernels.h"
+
+/* C[mr x nr] (row stride ldc) = (accum ? C : 0) + sum_k a[k][i]*b[k][j]; then,
+ * if bias: + bias[i]; if res: + res[i*ldr + j]; if relu: max(0, .).
+ * a: kc x MR packed, b: kc x NR packed; mr <= MR, nr <= NR (partial tiles are
+ * masked on store). */
+typedef void (*dn_ukr_fn)(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr,
+                          int accum, const float *bias, const float *res, long ldr, int relu);
+typedef struct { int mr, nr; dn_ukr_fn fn; const char *name; } dn_ukr;
+
+extern const dn_ukr dn_ukr_avx512;   /* x86/ukr_avx512.c: 8 x 32 */
+extern const dn_ukr dn_ukr_avx2;     /* x86/ukr_avx2.c:   6 x 16 */
+const dn_ukr *dn_ukr_for(dn_isa isa); /* NULL for DN_ISA_SCALAR */
+
+#define DN_GEMM_KC 256
+#define DN_GEMM_NC 256
+#define DN_UKR_MAX_MR 16
+#define DN_UKR_MAX_NR 64
+
+typedef struct dn_gemm_plan {
+    const dn_ukr *u;
+    int M, N, K;
+    const float *Ap;              /* packed A (M x K) */
+    /* B source: matrix (cd == NULL) or im2col of x (cd != NULL). */
+    const float *B; int ldb, transB;
+    const dn_conv_desc *cd; const float *x; int h, w, oh, ow;
+    /* C addressing: element (i, j) lives at C + (j / P) * cimg + i * ldc + j % P.
+     * Plain matrices use P = N, cimg = 0. R (residual) uses the same mapping. */
+    float *C; long ldc, P, cimg;
+    const float *R;
+    const float *bias; int relu;
+    int accum;                    /* 1: add onto existing C (sgemm beta == 1) */
+} dn_gemm_plan;
+
+/* Bytes of scratch per thread and the number of thread slabs the driver uses. */
+size_t dn_gemm_slab_bytes(const dn_ukr *u);
+int dn_gemm_slabs(void);
+/* Runs the plan over pool; scratch: dn_gemm_slabs() * dn_gemm_slab_bytes() bytes,
+ * 64-byte aligned. */
+void dn_gemm_run(const dn_gemm_plan *p, dn_pool *pool, void *scratch);
+/* Pack an M x K matrix (row i at A + i*lda, or transposed) times alpha. dst
+ * holds ceil(M/MR)*MR*K floats. */
+void dn_gemm_pack_a(const dn_ukr *u, int M, int K, const float *A, int lda, int transA, float alpha, float *dst);
+size_t dn_gemm_packed_a_floats(const dn_ukr *u, int M, int K);
+#endif
