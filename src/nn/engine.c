@@ -1,0 +1,409 @@
+/* Inference engine: BN-folded conv plan + per-session buffers (see engine.h).
+ *
+ * Forward (eval mode, NCHW, batched):
+ *   stem conv7x7/s2 (+folded BN bias + ReLU in the conv epilogue) -> maxpool 3x3/s2/p1
+ *   -> BasicBlocks: t = relu(conv1(x)); r = down(x) or x; y = relu(conv2(t) + r)
+ *      (the downsample branch is computed first so conv2 fuses add + ReLU)
+ *   -> global average pool -> fc.
+ * Activation buffers rotate among four block buffers; the stem output has its
+ * own (largest) buffer. Nothing is allocated after dn_session_new_ex. */
+#include "nn/engine.h"
+#include "core/core.h"
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct pconv {
+    dn_conv_op *op;
+    dn_conv_desc d;
+    int ih, iw, oh, ow;
+} pconv;
+
+typedef struct pblock {
+    pconv c1, c2, down;
+    int has_down;
+    int stage;            /* 1..4 */
+} pblock;
+
+struct dn_session {
+    const dn_model *m;
+    int max_batch, in_h, in_w;
+    pconv stem;
+    int pool_h, pool_w;           /* maxpool output */
+    pblock blocks[DN_MAX_BLOCKS];
+    int nblocks;
+    int stage_c[6], stage_h[6], stage_w[6];
+    dn_pool *pool;
+    float *a_stem;                /* max_batch x c0 x stem oh x ow */
+    float *buf[4];                /* rotating block activations */
+    float *feat;                  /* max_batch x feat_dim */
+    float *logits;                /* max_batch x num_classes */
+    float *input;                 /* max_batch x 3 x in_h x in_w */
+    void *scratch;
+    size_t scratch_bytes;
+    char impl_name[48];
+};
+
+/* ------------------------------------------------------------ options */
+
+dn_status dn_conv_impl_parse(const char *s, dn_conv_impl *out) {
+    static const struct { const char *name; dn_conv_impl impl; } t[] = {
+        {"auto", DN_CONV_AUTO}, {"ref", DN_CONV_REF}, {"direct", DN_CONV_DIRECT},
+        {"winograd", DN_CONV_WINOGRAD}, {"bf16", DN_CONV_BF16}, {"int8", DN_CONV_INT8}};
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (s && !strcmp(s, t[i].name)) { *out = t[i].impl; return DN_OK; }
+    return dn_fail(DN_ERR_ARG, "conv implementation '%s' unknown (auto|ref|direct|winograd|bf16|int8)",
+                   s ? s : "(null)");
+}
+
+/* ------------------------------------------------------------ plan */
+
+/* Folds bn into conv c and creates the op for an input of ih x iw. */
+static dn_status make_conv(const dn_conv_p *c, const dn_bn_p *bn, dn_conv_impl impl, int ih, int iw,
+                           pconv *out) {
+    dn_status st = DN_OK;
+    size_t per = (size_t)c->cin * c->k * c->k;
+    float *w = dn_malloc((size_t)c->cout * per * sizeof(float));
+    float *b = dn_malloc((size_t)c->cout * sizeof(float));
+    if (!w || !b) { st = DN_ERR_NOMEM; goto done; }
+    for (int o = 0; o < c->cout; o++) {
+        double scale = (double)bn->weight[o] / sqrt((double)bn->var[o] + (double)bn->eps);
+        for (size_t i = 0; i < per; i++) w[o * per + i] = (float)(c->w[o * per + i] * scale);
+        b[o] = (float)((double)bn->bias[o] - (double)bn->mean[o] * scale);
+    }
+    out->d = (dn_conv_desc){c->cin, c->cout, c->k, c->k, c->stride, c->pad};
+    out->ih = ih; out->iw = iw;
+    out->oh = dn_conv_out(ih, c->k, c->stride, c->pad);
+    out->ow = dn_conv_out(iw, c->k, c->stride, c->pad);
+    if (out->oh < 1 || out->ow < 1) {
+        st = dn_fail(DN_ERR_ARG, "input %dx%d too small for a %dx%d/s%d conv", ih, iw, c->k, c->k, c->stride);
+        goto done;
+    }
+    out->op = dn_conv_op_new(&out->d, w, b, impl);
+    if (!out->op) st = DN_ERR_UNSUPPORTED;
+done:
+    free(w);
+    free(b);
+    return st;
+}
+
+static size_t conv_scratch(const pconv *p, int n) { return dn_conv_op_scratch(p->op, n, p->ih, p->iw); }
+static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
+
+static float *alloc_floats(size_t count) {
+    size_t bytes;
+    if (dn_mul_overflow(count, sizeof(float), &bytes)) {
+        dn_fail(DN_ERR_NOMEM, "session: buffer of %zu floats too large", count);
+        return NULL;
+    }
+    return dn_alloc_aligned(bytes);
+}
+
+dn_status dn_session_new_ex(const dn_model *m, const dn_session_opts *o, dn_session **out) {
+    dn_status st = DN_OK;
+    dn_session *s = NULL;
+    *out = NULL;
+    if (!m || !o) return dn_fail(DN_ERR_ARG, "session: NULL model or options");
+    if (o->max_batch < 1 || o->max_batch > 65536)
+        return dn_fail(DN_ERR_ARG, "session: max batch %d out of range 1..65536", o->max_batch);
+    int ih = o->in_h > 0 ? o->in_h : m->pp.crop, iw = o->in_w > 0 ? o->in_w : m->pp.crop;
+    if (ih < 1 || iw < 1 || ih > 8192 || iw > 8192)
+        return dn_fail(DN_ERR_ARG, "session: input size %dx%d out of range 1..8192", ih, iw);
+    dn_conv_impl impl = DN_CONV_AUTO;
+    if (o->impl >= 0) {
+        impl = (dn_conv_impl)o->impl;
+    } else {
+        const char *e = getenv("DN_CONV_IMPL");
+        if (e && *e && (st = dn_conv_impl_parse(e, &impl)))
+            return dn_fail_prefix(st, "DN_CONV_IMPL");
+    }
+
+    if (!(s = dn_calloc(1, sizeof *s))) return DN_ERR_NOMEM;
+    s->m = m;
+    s->max_batch = o->max_batch;
+    s->in_h = ih; s->in_w = iw;
+    int nb = o->max_batch;
+
+    if ((st = make_conv(&m->conv1, &m->bn1, impl, ih, iw, &s->stem))) goto fail;
+    s->pool_h = dn_conv_out(s->stem.oh, 3, 2, 1);
+    s->pool_w = dn_conv_out(s->stem.ow, 3, 2, 1);
+    s->stage_c[0] = m->conv1.cout; s->stage_h[0] = s->pool_h; s->stage_w[0] = s->pool_w;
+    size_t blk_max = (size_t)m->conv1.cout * s->pool_h * s->pool_w;
+    size_t scratch = conv_scratch(&s->stem, nb);
+    int h = s->pool_h, w = s->pool_w, b = 0;
+    for (int stg = 0; stg < 4; stg++) {
+        for (int i = 0; i < m->layers[stg]; i++, b++) {
+            const dn_block_p *bp = &m->blocks[b];
+            pblock *pb = &s->blocks[b];
+            s->nblocks = b + 1;
+            pb->stage = stg + 1;
+            pb->has_down = bp->has_down;
+            if ((st = make_conv(&bp->conv1, &bp->bn1, impl, h, w, &pb->c1))) goto fail;
+            if ((st = make_conv(&bp->conv2, &bp->bn2, impl, pb->c1.oh, pb->c1.ow, &pb->c2))) goto fail;
+            if (pb->has_down) {
+                if ((st = make_conv(&bp->down, &bp->down_bn, impl, h, w, &pb->down))) goto fail;
+                if (pb->down.oh != pb->c2.oh || pb->down.ow != pb->c2.ow) {
+                    st = dn_fail(DN_ERR_SHAPE, "layer%d.%d: shortcut and main path sizes differ", stg + 1, i);
+                    goto fail;
+                }
+                scratch = max_sz(scratch, conv_scratch(&pb->down, nb));
+            } else if (bp->conv1.stride != 1 || bp->conv1.cin != bp->conv2.cout) {
+                st = dn_fail(DN_ERR_SHAPE, "layer%d.%d: identity shortcut needs stride 1 and equal widths", stg + 1, i);
+                goto fail;
+            }
+            scratch = max_sz(scratch, max_sz(conv_scratch(&pb->c1, nb), conv_scratch(&pb->c2, nb)));
+            h = pb->c2.oh; w = pb->c2.ow;
+            blk_max = max_sz(blk_max, (size_t)pb->c1.d.cout * pb->c1.oh * pb->c1.ow);
+            blk_max = max_sz(blk_max, (size_t)pb->c2.d.cout * h * w);
+        }
+        s->stage_c[stg + 1] = m->widths[stg]; s->stage_h[stg + 1] = h; s->stage_w[stg + 1] = w;
+    }
+    s->stage_c[5] = m->feat_dim; s->stage_h[5] = 1; s->stage_w[5] = 1;
+    snprintf(s->impl_name, sizeof s->impl_name, "%s", dn_conv_op_impl_name(s->stem.op));
+
+    if (!(s->pool = dn_pool_new(o->threads))) { st = dn_fail(DN_ERR_NOMEM, "session: cannot start thread pool"); goto fail; }
+    st = DN_ERR_NOMEM;
+    if (!(s->a_stem = alloc_floats((size_t)nb * m->conv1.cout * s->stem.oh * s->stem.ow))) goto fail;
+    for (int i = 0; i < 4; i++)
+        if (!(s->buf[i] = alloc_floats((size_t)nb * blk_max))) goto fail;
+    if (!(s->feat = alloc_floats((size_t)nb * m->feat_dim))) goto fail;
+    if (!(s->logits = alloc_floats((size_t)nb * (m->num_classes > 0 ? m->num_classes : 1)))) goto fail;
+    if (!(s->input = alloc_floats((size_t)nb * 3 * ih * iw))) goto fail;
+    s->scratch_bytes = scratch;
+    if (scratch && !(s->scratch = dn_alloc_aligned(scratch))) goto fail;
+    *out = s;
+    return DN_OK;
+fail:
+    dn_session_free(s);
+    return st;
+}
+
+dn_status dn_session_new(const dn_model *m, int max_batch, int threads, dn_session **out) {
+    dn_session_opts o = {max_batch, threads, 0, 0, -1};
+    return dn_session_new_ex(m, &o, out);
+}
+
+void dn_session_free(dn_session *s) {
+    if (!s) return;
+    dn_conv_op_free(s->stem.op);
+    for (int b = 0; b < s->nblocks; b++) {
+        dn_conv_op_free(s->blocks[b].c1.op);
+        dn_conv_op_free(s->blocks[b].c2.op);
+        dn_conv_op_free(s->blocks[b].down.op);
+    }
+    if (s->pool) dn_pool_free(s->pool);
+    dn_free_aligned(s->a_stem);
+    for (int i = 0; i < 4; i++) dn_free_aligned(s->buf[i]);
+    dn_free_aligned(s->feat);
+    dn_free_aligned(s->logits);
+    dn_free_aligned(s->input);
+    dn_free_aligned(s->scratch);
+    free(s);
+}
+
+const char *dn_session_conv_impl(const dn_session *s) { return s->impl_name; }
+int dn_session_max_batch(const dn_session *s) { return s->max_batch; }
+void dn_session_input_size(const dn_session *s, int *h, int *w) { *h = s->in_h; *w = s->in_w; }
+float *dn_session_input(dn_session *s) { return s->input; }
+void dn_session_stage_shape(const dn_session *s, int stage, int *c, int *h, int *w) {
+    if (stage < 0) stage = 0;
+    if (stage > 5) stage = 5;
+    *c = s->stage_c[stage]; *h = s->stage_h[stage]; *w = s->stage_w[stage];
+}
+
+/* ------------------------------------------------------------ pooling jobs */
+
+typedef struct plane_job {
+    const float *x;
+    float *y;
+    long planes;
+    int h, w, oh, ow;
+} plane_job;
+
+/* 3x3 stride-2 pad-1 max pool; padding never wins (PyTorch semantics). */
+static void maxpool_job(void *arg, int ith, int nth) {
+    const plane_job *j = arg;
+    long b, e;
+    dn_split(j->planes, ith, nth, &b, &e);
+    for (long p = b; p < e; p++) {
+        const float *x = j->x + (size_t)p * j->h * j->w;
+        float *y = j->y + (size_t)p * j->oh * j->ow;
+        for (int oy = 0; oy < j->oh; oy++) {
+            int y0 = oy * 2 - 1, y1 = y0 + 3;
+            if (y0 < 0) y0 = 0;
+            if (y1 > j->h) y1 = j->h;
+            for (int ox = 0; ox < j->ow; ox++) {
+                int x0 = ox * 2 - 1, x1 = x0 + 3;
+                if (x0 < 0) x0 = 0;
+                if (x1 > j->w) x1 = j->w;
+                float mx = -FLT_MAX;
+                int any_nan = 0;
+                for (int yy = y0; yy < y1; yy++)
+                    for (int xx = x0; xx < x1; xx++) {
+                        float v = x[yy * j->w + xx];
+                        if (v != v) any_nan = 1;
+                        if (v > mx) mx = v;
+                    }
+                y[oy * j->ow + ox] = any_nan ? NAN : mx;
+            }
+        }
+    }
+}
+
+static void avgpool_job(void *arg, int ith, int nth) {
+    const plane_job *j = arg;
+    long b, e;
+    dn_split(j->planes, ith, nth, &b, &e);
+    long hw = (long)j->h * j->w;
+    for (long p = b; p < e; p++) {
+        const float *x = j->x + (size_t)p * hw;
+        double acc = 0;
+        for (long i = 0; i < hw; i++) acc += x[i];
+        j->y[p] = (float)(acc / (double)hw);
+    }
+}
+
+typedef struct fc_job {
+    const float *feat, *w, *bias;
+    float *out;
+    int n, k, c;
+} fc_job;
+
+static void fc_run(void *arg, int ith, int nth) {
+    const fc_job *j = arg;
+    long b, e;
+    dn_split((long)j->n * j->c, ith, nth, &b, &e);
+    for (long r = b; r < e; r++) {
+        int i = (int)(r / j->c), o = (int)(r % j->c);
+        const float *f = j->feat + (size_t)i * j->k, *w = j->w + (size_t)o * j->k;
+        float acc = 0;
+        for (int t = 0; t < j->k; t++) acc += f[t] * w[t];
+        j->out[(size_t)i * j->c + o] = acc + j->bias[o];
+    }
+}
+
+/* ------------------------------------------------------------ forward */
+
+static void run_conv(dn_session *s, const pconv *p, const float *x, int n, const float *res, int relu, float *y) {
+    dn_conv_op_run(p->op, x, n, p->ih, p->iw, res, relu, y, s->pool, s->scratch);
+}
+
+static dn_status check_call(const dn_session *s, const float *x, int n, const void *out, const char *what) {
+    if (!x || !out) return dn_fail(DN_ERR_ARG, "%s: NULL input or output", what);
+    if (n < 1 || n > s->max_batch)
+        return dn_fail(DN_ERR_ARG, "%s: batch of %d outside 1..%d (session max batch)", what, n, s->max_batch);
+    return DN_OK;
+}
+
+/* Runs the network up to `stage` (0..4) and returns the buffer holding it. */
+static const float *run_to(dn_session *s, const float *x, int n, int stage) {
+    const dn_model *m = s->m;
+    run_conv(s, &s->stem, x, n, NULL, 1, s->a_stem);
+    plane_job mp = {s->a_stem, s->buf[0], (long)n * m->conv1.cout, s->stem.oh, s->stem.ow, s->pool_h, s->pool_w};
+    dn_pool_run(s->pool, maxpool_job, &mp);
+    int cur = 0;
+    for (int b = 0; b < s->nblocks && s->blocks[b].stage <= stage; b++) {
+        const pblock *pb = &s->blocks[b];
+        int t = (cur + 1) & 3, d = (cur + 2) & 3, o = (cur + 3) & 3;
+        const float *res = s->buf[cur];
+        if (pb->has_down) {
+            run_conv(s, &pb->down, s->buf[cur], n, NULL, 0, s->buf[d]);
+            res = s->buf[d];
+        }
+        run_conv(s, &pb->c1, s->buf[cur], n, NULL, 1, s->buf[t]);
+        run_conv(s, &pb->c2, s->buf[t], n, res, 1, s->buf[o]);
+        cur = o;
+    }
+    return s->buf[cur];
+}
+
+static void pool_features(dn_session *s, const float *act, int n, float *feat) {
+    plane_job ap = {act, feat, (long)n * s->stage_c[4], s->stage_h[4], s->stage_w[4], 1, 1};
+    dn_pool_run(s->pool, avgpool_job, &ap);
+}
+
+static dn_status check_finite(const float *v, size_t count, const char *what) {
+    for (size_t i = 0; i < count; i++)
+        if (!isfinite(v[i]))
+            return dn_fail(DN_ERR_NUMERIC, "%s: non-finite output at element %zu (NaN/Inf in the input?)", what, i);
+    return DN_OK;
+}
+
+dn_status dn_session_forward_to(dn_session *s, const float *x, int n, int stage, float *out) {
+    dn_status st;
+    if ((st = check_call(s, x, n, out, "forward_to"))) return st;
+    if (stage < 0 || stage > 5) return dn_fail(DN_ERR_ARG, "forward_to: stage %d outside 0..5", stage);
+    if (stage == 5) return dn_session_features(s, x, n, out);
+    const float *a = run_to(s, x, n, stage);
+    size_t count = (size_t)n * s->stage_c[stage] * s->stage_h[stage] * s->stage_w[stage];
+    memcpy(out, a, count * sizeof(float));
+    return check_finite(out, count, "forward_to");
+}
+
+dn_status dn_session_features(dn_session *s, const float *x, int n, float *feat) {
+    dn_status st;
+    if ((st = check_call(s, x, n, feat, "features"))) return st;
+    pool_features(s, run_to(s, x, n, 4), n, feat);
+    return check_finite(feat, (size_t)n * s->m->feat_dim, "features");
+}
+
+dn_status dn_session_forward(dn_session *s, const float *x, int n, float *logits) {
+    dn_status st;
+    if ((st = check_call(s, x, n, logits, "forward"))) return st;
+    const dn_model *m = s->m;
+    if (m->num_classes < 1 || !m->fc_w)
+        return dn_fail(DN_ERR_ARG, "forward: model has no classification head (backbone only)");
+    pool_features(s, run_to(s, x, n, 4), n, s->feat);
+    fc_job fj = {s->feat, m->fc_w, m->fc_b, logits, n, m->feat_dim, m->num_classes};
+    dn_pool_run(s->pool, fc_run, &fj);
+    return check_finite(logits, (size_t)n * m->num_classes, "forward");
+}
+
+/* ------------------------------------------------------------ classify */
+
+void dn_softmax_t(const float *logits, int n, int c, float T, float *probs) {
+    double inv = T > 0 ? 1.0 / T : 1.0;
+    for (int i = 0; i < n; i++) {
+        const float *l = logits + (size_t)i * c;
+        float *p = probs + (size_t)i * c;
+        double mx = -INFINITY, sum = 0;
+        for (int k = 0; k < c; k++) if (l[k] * inv > mx) mx = l[k] * inv;
+        for (int k = 0; k < c; k++) sum += exp(l[k] * inv - mx);
+        /* l[k] is read before p[k] is written, so logits and probs may alias */
+        for (int k = 0; k < c; k++) {
+            double v = exp(l[k] * inv - mx);
+            p[k] = (float)(v / sum);
+        }
+    }
+}
+
+dn_status dn_session_classify_batch(dn_session *s, const float *x, int n, dn_prediction *preds, float *probs) {
+    dn_status st;
+    if (!preds) return dn_fail(DN_ERR_ARG, "classify: NULL predictions");
+    if ((st = dn_session_forward(s, x, n, s->logits))) return st;
+    const dn_model *m = s->m;
+    int c = m->num_classes;
+    dn_softmax_t(s->logits, n, c, m->temperature, s->logits);
+    for (int i = 0; i < n; i++) {
+        const float *p = s->logits + (size_t)i * c;
+        int best = 0;
+        for (int k = 1; k < c; k++) if (p[k] > p[best]) best = k;
+        preds[i].cls = best;
+        preds[i].confidence = p[best];
+        preds[i].uncertain = p[best] < m->threshold;
+    }
+    if (probs) memcpy(probs, s->logits, (size_t)n * c * sizeof(float));
+    return DN_OK;
+}
+
+dn_status dn_session_classify(dn_session *s, const dn_image *img, dn_prediction *pred, float *probs) {
+    dn_status st;
+    if (!s || !img || !pred) return dn_fail(DN_ERR_ARG, "classify: NULL argument");
+    const dn_preproc *pp = &s->m->pp;
+    if (pp->crop != s->in_h || pp->crop != s->in_w)
+        return dn_fail(DN_ERR_ARG, "classify: session planned for %dx%d input, model preprocessing crops %dx%d",
+                       s->in_h, s->in_w, pp->crop, pp->crop);
+    if ((st = dn_preprocess(img, pp, s->input))) return st;
+    return dn_session_classify_batch(s, s->input, 1, pred, probs);
+}
