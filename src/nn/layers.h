@@ -1,0 +1,85 @@
+/* Training-mode layers: forward and backward of every layer a ResNet needs.
+ * Activations are NCHW float32, batch-major. Nothing here allocates except
+ * where noted; the caller (src/train/net.c) owns every buffer and passes
+ * scratch. pool may be NULL (single thread). Results do not depend on the
+ * number of threads (every reduction has a fixed order).
+ *
+ * Gradient convention: parameter gradients are ACCUMULATED (+=), data
+ * gradients (dx) are OVERWRITTEN unless stated otherwise. */
+#ifndef DN_LAYERS_H
+#define DN_LAYERS_H
+#include "core/core.h"
+#include "nn/model.h"
+#include "kernels/kernels.h" /* dn_conv_out, dn_sgemm */
+
+/* ---------------------------------------------------------------- conv
+ * y = conv2d(x, p->w) (no bias), im2col + dn_sgemm.
+ * x [n][cin][h][w], y [n][cout][oh][ow]. */
+/* Floats of scratch the conv functions need (64-byte aligned). */
+size_t dn_conv_layer_scratch(const dn_conv_p *p, int h, int w);
+void dn_conv_layer_fwd(const dn_conv_p *p, const float *x, int n, int h, int w, float *y,
+                       dn_pool *pool, float *scratch);
+/* dy [n][cout][oh][ow]. dx [n][cin][h][w] (overwritten) may be NULL to skip the
+ * data gradient; dw [cout][cin][k][k] (accumulated) may be NULL. */
+void dn_conv_layer_bwd(const dn_conv_p *p, const float *x, int n, int h, int w, const float *dy,
+                       float *dx, float *dw, dn_pool *pool, float *scratch);
+
+/* ---------------------------------------------------------------- BatchNorm
+ * Training mode: normalise with the batch statistics over (n, h, w) per channel
+ * (biased variance), y = gamma * (x - mean) * invstd + beta, then ReLU if relu.
+ * If update_running, the running stats move like PyTorch (momentum 0.1):
+ *   mean_r = 0.9 mean_r + 0.1 mean;  var_r = 0.9 var_r + 0.1 var * M / (M - 1)
+ *   num_batches_tracked += 1        (M = n * hw; M == 1 gives var_r update with
+ *   an infinite unbiased variance in PyTorch; we refuse it in the net instead).
+ * save_mean / save_invstd [c] receive the batch mean and 1/sqrt(var + eps).
+ * y may equal x (in place). */
+void dn_bn_layer_fwd_train(dn_bn_p *p, const float *x, int n, int hw, float *y, float *save_mean,
+                           float *save_invstd, int relu, int update_running, dn_pool *pool);
+/* Eval mode (running statistics), optional ReLU; y may equal x. */
+void dn_bn_layer_fwd_eval(const dn_bn_p *p, const float *x, int n, int hw, float *y, int relu,
+                          dn_pool *pool);
+/* Backward of the training-mode forward. x: the BN input; y: its output (only
+ * read when relu, for the mask y > 0); dy: gradient w.r.t. y. dx (overwritten)
+ * may equal dy; dgamma, dbeta [c] accumulated (may be NULL together with dx
+ * non-NULL, or dx NULL to compute only the parameter grads). */
+void dn_bn_layer_bwd(const dn_bn_p *p, const float *x, const float *y, const float *dy, int n,
+                     int hw, const float *save_mean, const float *save_invstd, int relu, float *dx,
+                     float *dgamma, float *dbeta, dn_pool *pool);
+
+/* ---------------------------------------------------------------- ReLU
+ * y = max(x, 0) (y may equal x). Backward: dx = dy where y > 0 else 0
+ * (PyTorch's threshold_backward on the output); dx may equal dy. */
+void dn_relu_fwd(const float *x, size_t count, float *y, dn_pool *pool);
+void dn_relu_bwd(const float *y, const float *dy, size_t count, float *dx, dn_pool *pool);
+
+/* ---------------------------------------------------------------- residual add
+ * y = a + b, then ReLU if relu (y may equal a or b). Backward of the add is the
+ * identity on both inputs; dn_add_inplace accumulates a gradient: y += b. */
+void dn_add_fwd(const float *a, const float *b, size_t count, float *y, int relu, dn_pool *pool);
+void dn_add_inplace(float *y, const float *b, size_t count, dn_pool *pool);
+
+/* ---------------------------------------------------------------- max-pool
+ * Output size floor((in + 2 pd - k) / s) + 1 (ceil_mode=False). */
+static inline int dn_pool_out(int in, int k, int s, int pd) { return (in + 2 * pd - k) / s + 1; }
+/* k x k, stride s, padding pd (padding never wins: it is -inf). idx [n][c][oh][ow]
+ * receives the flat index (iy * w + ix) of the max in its input plane; ties go to
+ * the first in row-major scan order, NaN wins (as PyTorch's CPU kernel). */
+void dn_maxpool_fwd(const float *x, int n, int c, int h, int w, int k, int s, int pd, float *y,
+                    int32_t *idx, dn_pool *pool);
+/* dx [n][c][h][w] overwritten: zero, then dy routed to the argmax positions. */
+void dn_maxpool_bwd(const float *dy, const int32_t *idx, int n, int c, int h, int w, int oh, int ow,
+                    float *dx, dn_pool *pool);
+
+/* ---------------------------------------------------------------- global average pool
+ * y [n][c] = mean over h*w. Backward: dx [n][c][hw] = dy / hw (overwritten). */
+void dn_avgpool_fwd(const float *x, int n, int c, int hw, float *y);
+void dn_avgpool_bwd(const float *dy, int n, int c, int hw, float *dx);
+
+/* ---------------------------------------------------------------- linear
+ * y [n][out] = x [n][in] W^T + b, W [out][in] (PyTorch layout), b may be NULL.
+ * Backward: dw += dy^T x, db += sum_n dy, dx = dy W (each may be NULL). */
+void dn_linear_fwd(const float *x, int n, int in, int out, const float *wt, const float *b,
+                   float *y);
+void dn_linear_bwd(const float *x, const float *dy, int n, int in, int out, const float *wt,
+                   float *dx, float *dw, float *db);
+#endif
