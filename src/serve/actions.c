@@ -1,0 +1,971 @@
+/* Action executor: evaluates rules against predictions and runs the fired actions
+ * (command / webhook / MQTT) on worker threads, one bounded queue and thread per
+ * distinct target, so a slow or dead target only delays its own queue.
+ *
+ * Concurrency
+ *  - a->mu guards the current rules, the per-rule history (N of last M, rate windows,
+ *    cooldowns) and the worker list. dn_actions_submit holds it only while evaluating;
+ *    it never waits on a target.
+ *  - Each worker has its own mutex/condvar guarding its ring queue. Enqueueing never
+ *    blocks: a full queue yields an immediate "failed" outcome ("queue full").
+ *  - Outcome callbacks are serialised by a->cb_mu.
+ *  - Workers live until dn_actions_free (rules hot swap only adds workers), so job and
+ *    history pointers to workers stay valid. Each job holds a reference to the rules
+ *    object it was fired from, so in-flight actions finish with the old rules.
+ *  - Worker threads start with every signal blocked (SIGPIPE from a command that does
+ *    not read its stdin becomes EPIPE; SIGHUP/SIGTERM stay with the service's threads).
+ *  - MQTT: one libmosquitto client per broker queue, driven by libmosquitto's own network
+ *    thread (mosquitto_loop_start), which reconnects with backoff after a disconnect. */
+#include "serve/actions.h"
+#include "serve/rules.h"
+#include "core/core.h"
+#include "core/json.h"
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <mosquitto.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+#define DN_ACTIONS_MAX_WORKERS 256
+#define DN_ACTIONS_DRAIN_S 5.0      /* dn_actions_free: time allowed to finish queued actions */
+#define DN_ACTIONS_MAX_LINES 4096   /* per-rule history entries (distinct lines) before eviction */
+#define DN_ACTIONS_DETAIL 512
+
+/* ------------------------------------------------------------ events and jobs */
+
+typedef struct ev_copy {
+    atomic_int refs;
+    dn_pred_event ev;      /* strings below are owned copies */
+    char *line, *station, *camera, *part, *cls, *json;
+} ev_copy;
+
+static void ev_release(ev_copy *e) {
+    if (!e || atomic_fetch_sub(&e->refs, 1) != 1) return;
+    free(e->line); free(e->station); free(e->camera); free(e->part); free(e->cls); free(e->json);
+    free(e);
+}
+
+static char *dup_or_null(const char *s, int *oom) {
+    if (!s) return NULL;
+    char *d = strdup(s);
+    if (!d) *oom = 1;
+    return d;
+}
+
+static ev_copy *ev_copy_new(const dn_pred_event *src, double t) {
+    ev_copy *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    atomic_init(&e->refs, 1);
+    int oom = 0;
+    e->line = dup_or_null(src->line, &oom);
+    e->station = dup_or_null(src->station, &oom);
+    e->camera = dup_or_null(src->camera, &oom);
+    e->part = dup_or_null(src->part, &oom);
+    e->cls = dup_or_null(src->cls, &oom);
+    if (src->json) e->json = dup_or_null(src->json, &oom);
+    else { /* callers should pass the full prediction; this keeps actions useful without it */
+        dn_sb b = {0};
+        dn_sb_printf(&b, "{\"id\":%lld,\"time\":%.3f,\"class\":", (long long)src->id, t);
+        dn_sb_json_str(&b, src->cls ? src->cls : "");
+        dn_sb_printf(&b, ",\"confidence\":%.6g,\"uncertain\":%s", (double)src->confidence,
+                     src->uncertain ? "true" : "false");
+        const char *names[4] = {"line", "station", "camera", "part"};
+        const char *vals[4] = {src->line, src->station, src->camera, src->part};
+        for (int i = 0; i < 4; i++)
+            if (vals[i]) { dn_sb_printf(&b, ",\"%s\":", names[i]); dn_sb_json_str(&b, vals[i]); }
+        dn_sb_puts(&b, "}");
+        if (b.oom) { dn_sb_free(&b); oom = 1; }
+        else e->json = b.s;
+    }
+    e->ev = *src;
+    e->ev.time = t;
+    e->ev.line = e->line; e->ev.station = e->station; e->ev.camera = e->camera;
+    e->ev.part = e->part; e->ev.cls = e->cls; e->ev.json = e->json;
+    if (oom) { ev_release(e); return NULL; }
+    return e;
+}
+
+typedef struct job {
+    ev_copy *ev;
+    dn_rules *rules;          /* reference held for the job's lifetime */
+    const dn_rule *rule;      /* inside rules */
+    const dn_action_def *act; /* inside rules */
+} job;
+
+/* ------------------------------------------------------------ workers */
+
+typedef struct worker {
+    struct dn_actions *owner;
+    char *key;
+    dn_act_kind kind;
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    job **q;
+    int cap, head, count;
+    int done;                 /* thread has exited its loop (guarded by mu) */
+    /* webhook */
+    CURL *curl;
+    double curl_deadline;     /* abort transfers past this (shutdown) */
+    /* mqtt (mmu/mcv guard the fields below; written from libmosquitto's thread) */
+    struct mosquitto *mosq;
+    pthread_mutex_t mmu;
+    pthread_cond_t mcv;
+    int connected, conn_rc, loop_started;
+    int acked[16];
+    unsigned nacked;
+    char mqtt_err[160];
+} worker;
+
+typedef struct line_hist {
+    char *line;               /* "" for predictions without a line */
+    uint8_t *ring;            /* n of last m: 1 = matched */
+    int pos, filled, count;
+    double *ts;               /* rate: ring of the last rate_keep matching times */
+    int ts_head, ts_n;
+    uint64_t used;            /* LRU stamp for eviction */
+} line_hist;
+
+typedef struct rule_state {
+    const dn_rule *rule;
+    line_hist *h;
+    int nh;
+    line_hist global;         /* rate window when !rate_per_line */
+    int has_fired;
+    double last_fire;
+    worker **workers;         /* one per action */
+} rule_state;
+
+struct dn_actions {
+    pthread_mutex_t mu;
+    dn_rules *rules;
+    rule_state *st;
+    int nst;
+    uint64_t tick;
+    worker **workers;
+    int nworkers;
+    int dry_run;
+    dn_outcome_fn cb;
+    void *ctx;
+    pthread_mutex_t cb_mu;
+    atomic_size_t pending;
+    atomic_int stopping;
+    _Atomic double stop_deadline;
+};
+
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void report(dn_actions *a, const job *j, const char *target, const char *status, int attempts,
+                   const char *detail) {
+    dn_action_outcome o = {
+        .prediction_id = j->ev->ev.id, .rule = j->rule->name, .kind = j->act->kind_name,
+        .target = target ? target : j->act->target, .status = status, .attempts = attempts,
+        .detail = detail, .time = wall_now(),
+    };
+    if (!a->cb) return;
+    pthread_mutex_lock(&a->cb_mu);
+    a->cb(a->ctx, &o);
+    pthread_mutex_unlock(&a->cb_mu);
+}
+
+static void job_free(job *j) {
+    if (!j) return;
+    ev_release(j->ev);
+    dn_rules_free(j->rules);
+    free(j);
+}
+
+/* Sleep up to secs on the worker's condvar; returns early when the executor stops. */
+static void worker_sleep(worker *w, double secs) {
+    double until = dn_now() + secs;
+    pthread_mutex_lock(&w->mu);
+    while (!atomic_load(&w->owner->stopping)) {
+        double left = until - dn_now();
+        if (left <= 0) break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        double t = ts.tv_sec + ts.tv_nsec * 1e-9 + left;
+        ts.tv_sec = (time_t)t;
+        ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    }
+    pthread_mutex_unlock(&w->mu);
+}
+
+static int past_stop_deadline(const dn_actions *a) {
+    return atomic_load(&a->stopping) && dn_now() > atomic_load(&a->stop_deadline);
+}
+
+/* ------------------------------------------------------------ command */
+
+static void append_out(char *buf, size_t cap, size_t *len, const char *s, ssize_t n) {
+    for (ssize_t i = 0; i < n && *len + 1 < cap; i++) {
+        char c = s[i];
+        buf[(*len)++] = (c == '\n' || c == '\r' || c == '\t') ? ' ' : c;
+    }
+    buf[*len] = 0;
+}
+
+static int run_command(worker *w, const job *j, char *detail, size_t cap) {
+    const dn_action_def *act = j->act;
+    int in[2] = {-1, -1}, out[2] = {-1, -1};
+    int ok = 0, spawn_rc, have_fa = 0, have_at = 0;
+    pid_t pid = -1;
+    char **envp = NULL;
+    char *extra[5] = {0};
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC)) {
+        snprintf(detail, cap, "pipe: %s", strerror(errno));
+        goto done;
+    }
+    /* environment: the service's plus DN_RULE, DN_PREDICTION_ID, DN_CLASS, DN_LINE */
+    size_t nenv = 0;
+    while (environ && environ[nenv]) nenv++;
+    if (!(envp = calloc(nenv + 5, sizeof *envp))) { snprintf(detail, cap, "out of memory"); goto done; }
+    size_t e = 0;
+    for (size_t i = 0; i < nenv; i++)
+        if (strncmp(environ[i], "DN_RULE=", 8) && strncmp(environ[i], "DN_PREDICTION_ID=", 17) &&
+            strncmp(environ[i], "DN_CLASS=", 9) && strncmp(environ[i], "DN_LINE=", 8))
+            envp[e++] = environ[i];
+    if (asprintf(&extra[0], "DN_RULE=%s", j->rule->name) < 0) extra[0] = NULL;
+    if (asprintf(&extra[1], "DN_PREDICTION_ID=%lld", (long long)j->ev->ev.id) < 0) extra[1] = NULL;
+    if (asprintf(&extra[2], "DN_CLASS=%s", j->ev->ev.cls ? j->ev->ev.cls : "") < 0) extra[2] = NULL;
+    if (asprintf(&extra[3], "DN_LINE=%s", j->ev->ev.line ? j->ev->ev.line : "") < 0) extra[3] = NULL;
+    for (int i = 0; i < 4; i++)
+        if (extra[i]) envp[e++] = extra[i];
+
+    posix_spawn_file_actions_init(&fa);
+    have_fa = 1;
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 2);
+    posix_spawnattr_init(&at);
+    have_at = 1;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    /* own process group (so a timeout kills `sh -c` and its children), clean signal state */
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    posix_spawnattr_setpgroup(&at, 0);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &all);
+    spawn_rc = posix_spawnp(&pid, act->argv[0], &fa, &at, act->argv, envp);
+    close(in[0]); in[0] = -1;
+    close(out[1]); out[1] = -1;
+    if (spawn_rc) {
+        snprintf(detail, cap, "cannot run %s: %s", act->argv[0], strerror(spawn_rc));
+        pid = -1;
+        goto done;
+    }
+    fcntl(in[1], F_SETFL, O_NONBLOCK);
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    const char *payload = j->ev->json;
+    size_t plen = strlen(payload), off = 0;
+    char obuf[256] = "";
+    size_t olen = 0;
+    double start = dn_now(), deadline = start + act->timeout_s;
+    int status = 0, exited = 0, timed_out = 0, stopped = 0;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid || (r < 0 && errno == ECHILD)) { exited = r == pid; break; }
+        double now = dn_now();
+        if (now >= deadline || past_stop_deadline(w->owner)) {
+            timed_out = now >= deadline;
+            stopped = !timed_out;
+            kill(-pid, SIGKILL);
+            kill(pid, SIGKILL);
+            if (waitpid(pid, &status, 0) == pid) exited = 1;
+            break;
+        }
+        struct pollfd pf[2];
+        int np = 0, iw = -1, ir = -1;
+        if (in[1] >= 0) { pf[np].fd = in[1]; pf[np].events = POLLOUT; iw = np++; }
+        if (out[0] >= 0) { pf[np].fd = out[0]; pf[np].events = POLLIN; ir = np++; }
+        int ms = (int)((deadline - now) * 1000) + 1;
+        if (ms > 20) ms = 20; /* also polls waitpid: a child may exit with its stdout still shared */
+        if (poll(pf, (nfds_t)np, ms) < 0 && errno != EINTR) break;
+        if (iw >= 0 && pf[iw].revents) {
+            ssize_t n = write(in[1], payload + off, plen - off);
+            if (n > 0) off += (size_t)n;
+            if ((n < 0 && errno != EAGAIN && errno != EINTR) || off == plen) {
+                close(in[1]); /* done, or the command does not read stdin (EPIPE): not an error */
+                in[1] = -1;
+            }
+        }
+        if (ir >= 0 && pf[ir].revents) {
+            char tmp[512];
+            ssize_t n = read(out[0], tmp, sizeof tmp);
+            if (n > 0) append_out(obuf, sizeof obuf, &olen, tmp, n);
+            else if (n == 0 || (errno != EAGAIN && errno != EINTR)) { close(out[0]); out[0] = -1; }
+        }
+    }
+    if (out[0] >= 0) { /* output written just before exit */
+        char tmp[512];
+        ssize_t n;
+        while ((n = read(out[0], tmp, sizeof tmp)) > 0) append_out(obuf, sizeof obuf, &olen, tmp, n);
+    }
+    {   /* consume a SIGPIPE raised by writing to a command that closed its stdin */
+        sigset_t pipe_set;
+        sigemptyset(&pipe_set);
+        sigaddset(&pipe_set, SIGPIPE);
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe_set, NULL, &zero) > 0) {}
+    }
+    pid = -1;
+    if (timed_out) snprintf(detail, cap, "timeout after %.3g s (killed)", act->timeout_s);
+    else if (stopped) snprintf(detail, cap, "killed at shutdown");
+    else if (!exited) snprintf(detail, cap, "lost track of the process");
+    else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        ok = 1;
+        snprintf(detail, cap, "exit 0 in %.3f s%s%s", dn_now() - start, olen ? ": " : "", obuf);
+    } else if (WIFEXITED(status))
+        snprintf(detail, cap, "exit %d%s%s", WEXITSTATUS(status), olen ? ": " : "", obuf);
+    else if (WIFSIGNALED(status))
+        snprintf(detail, cap, "killed by signal %d%s%s", WTERMSIG(status), olen ? ": " : "", obuf);
+    else snprintf(detail, cap, "ended with status 0x%x", status);
+done:
+    if (have_fa) posix_spawn_file_actions_destroy(&fa);
+    if (have_at) posix_spawnattr_destroy(&at);
+    for (int i = 0; i < 2; i++) {
+        if (in[i] >= 0) close(in[i]);
+        if (out[i] >= 0) close(out[i]);
+    }
+    for (int i = 0; i < 4; i++) free(extra[i]);
+    free(envp);
+    return ok;
+}
+
+/* ------------------------------------------------------------ webhook */
+
+typedef struct { char buf[200]; size_t len; } body_snip;
+
+static size_t curl_write(char *p, size_t sz, size_t n, void *ud) {
+    body_snip *b = ud;
+    size_t len = b->len;
+    append_out(b->buf, sizeof b->buf, &len, p, (ssize_t)(sz * n));
+    b->len = len;
+    return sz * n;
+}
+
+static int curl_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
+    worker *w = ud;
+    return past_stop_deadline(w->owner); /* non-zero aborts the transfer */
+}
+
+static int run_webhook(worker *w, const job *j, char *detail, size_t cap) {
+    const dn_action_def *act = j->act;
+    if (!w->curl && !(w->curl = curl_easy_init())) {
+        snprintf(detail, cap, "curl_easy_init failed");
+        return 0;
+    }
+    CURL *c = w->curl;
+    curl_easy_reset(c); /* keeps the connection cache: keep-alive to the same receiver */
+    struct curl_slist *hdrs = NULL, *t;
+    char rule_hdr[256], id_hdr[64];
+    snprintf(rule_hdr, sizeof rule_hdr, "X-Defectnet-Rule: %s", j->rule->name);
+    snprintf(id_hdr, sizeof id_hdr, "X-Defectnet-Prediction-Id: %lld", (long long)j->ev->ev.id);
+    const char *fixed[] = {"Content-Type: application/json", "Expect:", rule_hdr, id_hdr};
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) {
+        if (!(t = curl_slist_append(hdrs, fixed[i]))) goto oom;
+        hdrs = t;
+    }
+    for (char **h = act->headers; h && *h; h++) {
+        if (!(t = curl_slist_append(hdrs, *h))) goto oom;
+        hdrs = t;
+    }
+    char errbuf[CURL_ERROR_SIZE] = "";
+    body_snip body = {.len = 0};
+    body.buf[0] = 0;
+    long ms = (long)(act->timeout_s * 1000);
+    if (ms < 1) ms = 1;
+    curl_easy_setopt(c, CURLOPT_URL, act->url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, j->ev->json);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(j->ev->json));
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "defectnet/" DN_VERSION);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, ms);
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curl_write);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, curl_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, w);
+    CURLcode rc = curl_easy_perform(c);
+    long code = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+    curl_slist_free_all(hdrs);
+    if (rc != CURLE_OK) {
+        snprintf(detail, cap, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        return 0;
+    }
+    snprintf(detail, cap, "HTTP %ld%s%s", code, body.len ? ": " : "", body.buf);
+    return code >= 200 && code < 300;
+oom:
+    curl_slist_free_all(hdrs);
+    snprintf(detail, cap, "out of memory");
+    return 0;
+}
+
+/* ------------------------------------------------------------ mqtt */
+
+static void on_connect(struct mosquitto *m, void *ud, int rc) {
+    worker *w = ud;
+    pthread_mutex_lock(&w->mmu);
+    w->connected = rc == 0;
+    w->conn_rc = rc;
+    if (rc) snprintf(w->mqtt_err, sizeof w->mqtt_err, "broker refused the connection: %s",
+                     mosquitto_connack_string(rc));
+    pthread_cond_broadcast(&w->mcv);
+    pthread_mutex_unlock(&w->mmu);
+}
+
+static void on_disconnect(struct mosquitto *m, void *ud, int rc) {
+    worker *w = ud;
+    pthread_mutex_lock(&w->mmu);
+    w->connected = 0;
+    snprintf(w->mqtt_err, sizeof w->mqtt_err, "connection lost: %s", mosquitto_strerror(rc));
+    pthread_cond_broadcast(&w->mcv);
+    pthread_mutex_unlock(&w->mmu);
+}
+
+static void on_publish(struct mosquitto *m, void *ud, int mid) {
+    worker *w = ud;
+    pthread_mutex_lock(&w->mmu);
+    w->acked[w->nacked++ % 16] = mid;
+    pthread_cond_broadcast(&w->mcv);
+    pthread_mutex_unlock(&w->mmu);
+}
+
+static int mid_acked(const worker *w, int mid) {
+    for (unsigned i = 0; i < 16 && i < w->nacked; i++)
+        if (w->acked[i] == mid) return 1;
+    return 0;
+}
+
+/* Waits on w->mcv (w->mmu held) until pred or the absolute monotonic deadline. */
+static void mqtt_wait(worker *w, double deadline) {
+    double left = deadline - dn_now();
+    if (left <= 0) return;
+    if (left > 0.05) left = 0.05; /* re-check stop deadline */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts); /* mcv uses the default (realtime) clock */
+    double t = ts.tv_sec + ts.tv_nsec * 1e-9 + left;
+    ts.tv_sec = (time_t)t;
+    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
+    pthread_cond_timedwait(&w->mcv, &w->mmu, &ts);
+}
+
+static int run_mqtt(worker *w, const job *j, const char *topic, char *detail, size_t cap) {
+    const dn_action_def *act = j->act;
+    double deadline = dn_now() + act->timeout_s;
+    if (!w->mosq) {
+        w->mosq = mosquitto_new(act->client_id, true, w);
+        if (!w->mosq) {
+            snprintf(detail, cap, "mosquitto_new: %s", strerror(errno));
+            return 0;
+        }
+        mosquitto_int_option(w->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
+        if (act->username) mosquitto_username_pw_set(w->mosq, act->username, act->password);
+        mosquitto_connect_callback_set(w->mosq, on_connect);
+        mosquitto_disconnect_callback_set(w->mosq, on_disconnect);
+        mosquitto_publish_callback_set(w->mosq, on_publish);
+        mosquitto_reconnect_delay_set(w->mosq, 1, 10, true);
+        int rc = mosquitto_connect_async(w->mosq, act->host, act->port, act->keepalive_s);
+        if (rc != MOSQ_ERR_SUCCESS) { /* the network thread keeps retrying */
+            pthread_mutex_lock(&w->mmu);
+            snprintf(w->mqtt_err, sizeof w->mqtt_err, "connect: %s",
+                     rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+            pthread_mutex_unlock(&w->mmu);
+            if (rc == MOSQ_ERR_INVAL) {
+                snprintf(detail, cap, "connect %s:%d: invalid parameters", act->host, act->port);
+                mosquitto_destroy(w->mosq);
+                w->mosq = NULL;
+                return 0;
+            }
+        }
+        rc = mosquitto_loop_start(w->mosq);
+        if (rc != MOSQ_ERR_SUCCESS) {
+            snprintf(detail, cap, "mosquitto_loop_start: %s", mosquitto_strerror(rc));
+            mosquitto_destroy(w->mosq);
+            w->mosq = NULL;
+            return 0;
+        }
+        w->loop_started = 1;
+    }
+    pthread_mutex_lock(&w->mmu);
+    while (!w->connected && dn_now() < deadline && !past_stop_deadline(w->owner)) mqtt_wait(w, deadline);
+    if (!w->connected) {
+        snprintf(detail, cap, "not connected to %s:%d within %.3g s (%s)", act->host, act->port,
+                 act->timeout_s, w->mqtt_err[0] ? w->mqtt_err : "no CONNACK");
+        pthread_mutex_unlock(&w->mmu);
+        return 0;
+    }
+    pthread_mutex_unlock(&w->mmu);
+    int mid = 0;
+    const char *payload = j->ev->json;
+    int rc = mosquitto_publish(w->mosq, &mid, topic, (int)strlen(payload), payload, act->qos, act->retain != 0);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        snprintf(detail, cap, "publish: %s", rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+        return 0;
+    }
+    if (act->qos == 0) {
+        snprintf(detail, cap, "published (qos 0, no acknowledgement)");
+        return 1;
+    }
+    pthread_mutex_lock(&w->mmu);
+    while (!mid_acked(w, mid) && dn_now() < deadline && !past_stop_deadline(w->owner)) mqtt_wait(w, deadline);
+    int ok = mid_acked(w, mid);
+    if (ok) snprintf(detail, cap, "%s received (mid %d)", act->qos == 1 ? "PUBACK" : "PUBCOMP", mid);
+    else snprintf(detail, cap, "no %s for mid %d within %.3g s%s%s", act->qos == 1 ? "PUBACK" : "PUBCOMP",
+                  mid, act->timeout_s, w->connected ? "" : ": ", w->connected ? "" : w->mqtt_err);
+    pthread_mutex_unlock(&w->mmu);
+    return ok;
+}
+
+/* ------------------------------------------------------------ job loop */
+
+static void run_job(worker *w, job *j) {
+    dn_actions *a = w->owner;
+    const dn_action_def *act = j->act;
+    char detail[DN_ACTIONS_DETAIL], last[DN_ACTIONS_DETAIL] = "";
+    char topic[1024] = "", target[1200];
+    const char *tgt = NULL;
+    if (act->kind == DN_ACT_MQTT) {
+        dn_rule_expand_topic(act->topic, j->rule, &j->ev->ev, topic, sizeof topic);
+        snprintf(target, sizeof target, "mqtt://%s:%d %s", act->host, act->port, topic);
+        tgt = target;
+    }
+    if (a->dry_run) {
+        switch (act->kind) {
+        case DN_ACT_COMMAND:
+            snprintf(detail, sizeof detail, "would run %s with the prediction JSON (%zu bytes) on stdin, "
+                     "timeout %g s", act->target, strlen(j->ev->json), act->timeout_s);
+            break;
+        case DN_ACT_WEBHOOK:
+            snprintf(detail, sizeof detail, "would POST the prediction JSON (%zu bytes) to %s, timeout %g s",
+                     strlen(j->ev->json), act->url, act->timeout_s);
+            break;
+        case DN_ACT_MQTT:
+            snprintf(detail, sizeof detail, "would publish the prediction JSON (%zu bytes) to topic '%s' on "
+                     "%s:%d, qos %d, retain %s", strlen(j->ev->json), topic, act->host, act->port, act->qos,
+                     act->retain ? "true" : "false");
+            break;
+        }
+        report(a, j, tgt, "dry-run", 0, detail);
+        return;
+    }
+    double backoff = act->backoff_s;
+    int attempts = 0;
+    for (;;) {
+        if (past_stop_deadline(a)) {
+            if (attempts) snprintf(detail, sizeof detail, "shutdown after %d attempts: %s", attempts, last);
+            else snprintf(detail, sizeof detail, "shutdown before the action could run");
+            report(a, j, tgt, "failed", attempts, detail);
+            return;
+        }
+        attempts++;
+        int ok = 0;
+        switch (act->kind) {
+        case DN_ACT_COMMAND: ok = run_command(w, j, last, sizeof last); break;
+        case DN_ACT_WEBHOOK: ok = run_webhook(w, j, last, sizeof last); break;
+        case DN_ACT_MQTT: ok = run_mqtt(w, j, topic, last, sizeof last); break;
+        }
+        if (ok) { report(a, j, tgt, "ok", attempts, last); return; }
+        if (attempts > act->retries) {
+            snprintf(detail, sizeof detail, "%s (after %d attempt%s)", last, attempts, attempts > 1 ? "s" : "");
+            report(a, j, tgt, "failed", attempts, detail);
+            return;
+        }
+        if (atomic_load(&a->stopping)) { /* no more backoff waits while shutting down */
+            snprintf(detail, sizeof detail, "shutdown after %d attempt%s: %s", attempts, attempts > 1 ? "s" : "", last);
+            report(a, j, tgt, "failed", attempts, detail);
+            return;
+        }
+        worker_sleep(w, backoff);
+        backoff *= 2;
+        if (backoff > act->backoff_max_s) backoff = act->backoff_max_s;
+    }
+}
+
+static void *worker_main(void *arg) {
+    worker *w = arg;
+    dn_actions *a = w->owner;
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        while (w->count == 0 && !atomic_load(&a->stopping)) pthread_cond_wait(&w->cv, &w->mu);
+        if (w->count == 0) {
+            w->done = 1;
+            pthread_mutex_unlock(&w->mu);
+            break;
+        }
+        job *j = w->q[w->head];
+        w->q[w->head] = NULL;
+        w->head = (w->head + 1) % w->cap;
+        w->count--;
+        pthread_mutex_unlock(&w->mu);
+        run_job(w, j);
+        job_free(j);
+        atomic_fetch_sub(&a->pending, 1);
+    }
+    if (w->mosq) {
+        mosquitto_disconnect(w->mosq);
+        if (w->loop_started) mosquitto_loop_stop(w->mosq, false);
+        mosquitto_destroy(w->mosq);
+        w->mosq = NULL;
+    }
+    if (w->curl) {
+        curl_easy_cleanup(w->curl);
+        w->curl = NULL;
+    }
+    return NULL;
+}
+
+static void worker_free(worker *w) {
+    if (!w) return;
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    pthread_mutex_destroy(&w->mmu);
+    pthread_cond_destroy(&w->mcv);
+    free(w->q);
+    free(w->key);
+    free(w);
+}
+
+/* Creates and starts a worker thread (all signals blocked in it). a->mu held. */
+static worker *worker_start(dn_actions *a, const dn_action_def *act, int cap) {
+    if (a->nworkers >= DN_ACTIONS_MAX_WORKERS) {
+        dn_fail(DN_ERR_ARG, "actions: too many distinct action targets (limit %d)", DN_ACTIONS_MAX_WORKERS);
+        return NULL;
+    }
+    worker *w = dn_calloc(1, sizeof *w);
+    if (!w) return NULL;
+    w->owner = a;
+    w->kind = act->kind;
+    w->cap = cap;
+    w->q = dn_calloc((size_t)cap, sizeof *w->q);
+    w->key = dn_strdup(act->key);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&w->mmu, NULL);
+    pthread_cond_init(&w->mcv, NULL);
+    if (!w->q || !w->key) { worker_free(w); return NULL; }
+    worker **nw = realloc(a->workers, (size_t)(a->nworkers + 1) * sizeof *nw);
+    if (!nw) { worker_free(w); dn_fail(DN_ERR_NOMEM, "actions: out of memory"); return NULL; }
+    a->workers = nw;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&w->th, NULL, worker_main, w);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc) {
+        worker_free(w);
+        dn_fail(DN_ERR_NOMEM, "actions: cannot start a worker thread: %s", strerror(rc));
+        return NULL;
+    }
+    a->workers[a->nworkers++] = w;
+    return w;
+}
+
+/* ------------------------------------------------------------ history */
+
+static void hist_clear(line_hist *h) {
+    free(h->line); free(h->ring); free(h->ts);
+    memset(h, 0, sizeof *h);
+}
+
+static void state_clear(rule_state *s) {
+    for (int i = 0; i < s->nh; i++) hist_clear(&s->h[i]);
+    free(s->h);
+    hist_clear(&s->global);
+    free(s->workers);
+    memset(s, 0, sizeof *s);
+}
+
+static int hist_init(line_hist *h, const dn_rule *r, const char *line) {
+    memset(h, 0, sizeof *h);
+    h->line = strdup(line);
+    if (r->m) h->ring = calloc((size_t)r->m, 1);
+    if (r->rate_above >= 0) h->ts = calloc((size_t)r->rate_keep, sizeof *h->ts);
+    if (!h->line || (r->m && !h->ring) || (r->rate_above >= 0 && !h->ts)) { hist_clear(h); return -1; }
+    return 0;
+}
+
+/* History of rule s for line (NULL -> ""); evicts the least recently used line when full. */
+static line_hist *hist_get(dn_actions *a, rule_state *s, const char *line) {
+    if (!line) line = "";
+    for (int i = 0; i < s->nh; i++)
+        if (!strcmp(s->h[i].line, line)) { s->h[i].used = ++a->tick; return &s->h[i]; }
+    int slot;
+    if (s->nh < DN_ACTIONS_MAX_LINES) {
+        line_hist *nh = realloc(s->h, (size_t)(s->nh + 1) * sizeof *nh);
+        if (!nh) return NULL;
+        s->h = nh;
+        slot = s->nh;
+        if (hist_init(&s->h[slot], s->rule, line)) return NULL;
+        s->nh++;
+    } else {
+        slot = 0;
+        for (int i = 1; i < s->nh; i++)
+            if (s->h[i].used < s->h[slot].used) slot = i;
+        line_hist fresh;
+        if (hist_init(&fresh, s->rule, line)) return NULL;
+        hist_clear(&s->h[slot]);
+        s->h[slot] = fresh;
+    }
+    s->h[slot].used = ++a->tick;
+    return &s->h[slot];
+}
+
+static void rate_push(line_hist *h, int keep, double t) {
+    if (h->ts_n == keep) { h->ts_head = (h->ts_head + 1) % keep; h->ts_n--; }
+    h->ts[(h->ts_head + h->ts_n) % keep] = t;
+    h->ts_n++;
+}
+
+static void rate_prune(line_hist *h, int keep, double t, double window) {
+    while (h->ts_n && h->ts[h->ts_head] <= t - window) { h->ts_head = (h->ts_head + 1) % keep; h->ts_n--; }
+}
+
+/* Builds states for rules r, carrying history over from old states of rules with the same
+ * name and the same history parameters. a->mu held. */
+static dn_status build_states(dn_actions *a, dn_rules *r, rule_state **out) {
+    dn_status code = DN_ERR_NOMEM;
+    rule_state *st = dn_calloc(r->n ? (size_t)r->n : 1, sizeof *st);
+    if (!st) return DN_ERR_NOMEM;
+    for (int i = 0; i < r->n; i++) {
+        const dn_rule *ru = &r->rules[i];
+        rule_state *s = &st[i];
+        s->rule = ru;
+        if (!(s->workers = dn_calloc((size_t)ru->nactions, sizeof *s->workers))) goto nomem;
+        for (int k = 0; k < ru->nactions; k++) {
+            const dn_action_def *act = &ru->actions[k];
+            worker *w = NULL;
+            for (int q = 0; q < a->nworkers && !w; q++)
+                if (!strcmp(a->workers[q]->key, act->key)) w = a->workers[q];
+            if (!w && !(w = worker_start(a, act, r->queue_capacity))) {
+                code = DN_ERR_ARG; /* worker_start recorded the message */
+                goto fail;
+            }
+            s->workers[k] = w;
+        }
+        if (ru->rate_above >= 0 && !ru->rate_per_line && hist_init(&s->global, ru, "")) goto nomem;
+        for (int o = 0; o < a->nst; o++) {
+            rule_state *os = &a->st[o];
+            const dn_rule *or_ = os->rule;
+            if (strcmp(or_->name, ru->name) || or_->n != ru->n || or_->m != ru->m ||
+                or_->rate_above != ru->rate_above || or_->rate_window_s != ru->rate_window_s ||
+                or_->rate_per_line != ru->rate_per_line)
+                continue;
+            /* same history parameters: move the history over */
+            hist_clear(&s->global);
+            s->global = os->global;
+            memset(&os->global, 0, sizeof os->global);
+            s->h = os->h; s->nh = os->nh;
+            os->h = NULL; os->nh = 0;
+            s->has_fired = os->has_fired;
+            s->last_fire = os->last_fire;
+            break;
+        }
+    }
+    *out = st;
+    return DN_OK;
+nomem:
+    code = dn_fail(DN_ERR_NOMEM, "actions: out of memory");
+fail:
+    for (int i = 0; i < r->n; i++) state_clear(&st[i]);
+    free(st);
+    return code;
+}
+
+/* ------------------------------------------------------------ public API */
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static int g_init_ok;
+static void global_init(void) {
+    g_init_ok = curl_global_init(CURL_GLOBAL_ALL) == CURLE_OK && mosquitto_lib_init() == MOSQ_ERR_SUCCESS;
+}
+
+dn_status dn_actions_set_rules(dn_actions *a, const dn_rules *rules) {
+    if (!a || !rules) return dn_fail(DN_ERR_ARG, "actions: NULL rules");
+    dn_rules *r = dn_rules_retain(rules);
+    pthread_mutex_lock(&a->mu);
+    rule_state *st = NULL;
+    dn_status s = build_states(a, r, &st);
+    if (s) {
+        pthread_mutex_unlock(&a->mu);
+        dn_rules_free(r);
+        return dn_fail_prefix(s, "%s", rules->name);
+    }
+    for (int i = 0; i < a->nst; i++) state_clear(&a->st[i]);
+    free(a->st);
+    dn_rules *old = a->rules;
+    a->st = st;
+    a->nst = r->n;
+    a->rules = r;
+    pthread_mutex_unlock(&a->mu);
+    dn_rules_free(old);
+    return DN_OK;
+}
+
+dn_status dn_actions_new(const dn_rules *rules, int dry_run, dn_outcome_fn cb, void *ctx, dn_actions **out) {
+    *out = NULL;
+    if (!rules) return dn_fail(DN_ERR_ARG, "actions: NULL rules");
+    pthread_once(&g_once, global_init);
+    if (!g_init_ok) return dn_fail(DN_ERR_NET, "actions: libcurl/libmosquitto initialisation failed");
+    dn_actions *a = dn_calloc(1, sizeof *a);
+    if (!a) return DN_ERR_NOMEM;
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_mutex_init(&a->cb_mu, NULL);
+    atomic_init(&a->pending, 0);
+    atomic_init(&a->stopping, 0);
+    atomic_init(&a->stop_deadline, 0.0);
+    a->dry_run = dry_run;
+    a->cb = cb;
+    a->ctx = ctx;
+    dn_status st = dn_actions_set_rules(a, rules);
+    if (st) { dn_actions_free(a); return st; }
+    *out = a;
+    return DN_OK;
+}
+
+size_t dn_actions_pending(const dn_actions *a) { return a ? atomic_load(&a->pending) : 0; }
+
+typedef struct { worker *w; const dn_rule *rule; const dn_action_def *act; } fired;
+
+int dn_actions_submit(dn_actions *a, const dn_pred_event *ev) {
+    if (!a || !ev || atomic_load(&a->stopping)) return 0;
+    double t = ev->time > 0 ? ev->time : wall_now();
+    fired stackbuf[32], *f = stackbuf;
+    int nf = 0, capf = 32;
+    dn_rules *rules;
+    pthread_mutex_lock(&a->mu);
+    rules = dn_rules_retain(a->rules);
+    for (int i = 0; i < a->nst; i++) {
+        rule_state *s = &a->st[i];
+        const dn_rule *r = s->rule;
+        if (!r->enabled) continue;
+        int base = dn_rule_match_event(r, ev), ok = base;
+        line_hist *h = NULL;
+        if (r->m || (r->rate_above >= 0 && r->rate_per_line)) {
+            if (!(h = hist_get(a, s, ev->line))) continue; /* out of memory: rule cannot be judged */
+        }
+        if (r->m) {
+            if (h->filled == r->m) h->count -= h->ring[h->pos];
+            else h->filled++;
+            h->ring[h->pos] = (uint8_t)base;
+            h->count += base;
+            h->pos = (h->pos + 1) % r->m;
+            ok = ok && h->count >= r->n;
+        }
+        if (r->rate_above >= 0) {
+            line_hist *rh = r->rate_per_line ? h : &s->global;
+            if (base) rate_push(rh, r->rate_keep, t);
+            rate_prune(rh, r->rate_keep, t, r->rate_window_s);
+            ok = ok && rh->ts_n >= r->rate_keep;
+        }
+        if (!ok) continue;
+        if (r->cooldown_s > 0 && s->has_fired && t - s->last_fire < r->cooldown_s) continue;
+        s->has_fired = 1;
+        s->last_fire = t;
+        for (int k = 0; k < r->nactions; k++) {
+            if (nf == capf) {
+                fired *nfb = malloc((size_t)capf * 2 * sizeof *nfb);
+                if (!nfb) break;
+                memcpy(nfb, f, (size_t)nf * sizeof *f);
+                if (f != stackbuf) free(f);
+                f = nfb;
+                capf *= 2;
+            }
+            f[nf++] = (fired){s->workers[k], r, &r->actions[k]};
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    ev_copy *ec = nf ? ev_copy_new(ev, t) : NULL;
+    for (int i = 0; i < nf; i++) {
+        job *j = ec ? calloc(1, sizeof *j) : NULL;
+        if (!j) {
+            /* cannot even record the event: report against a minimal stand-in */
+            job tmp = {.rule = f[i].rule, .act = f[i].act};
+            ev_copy stand = {.ev = *ev};
+            tmp.ev = &stand;
+            report(a, &tmp, NULL, "failed", 0, "out of memory");
+            continue;
+        }
+        atomic_fetch_add(&ec->refs, 1);
+        j->ev = ec;
+        j->rules = dn_rules_retain(rules);
+        j->rule = f[i].rule;
+        j->act = f[i].act;
+        worker *w = f[i].w;
+        int queued = 0;
+        pthread_mutex_lock(&w->mu);
+        if (w->count < w->cap && !w->done) {
+            w->q[(w->head + w->count) % w->cap] = j;
+            w->count++;
+            atomic_fetch_add(&a->pending, 1);
+            queued = 1;
+            pthread_cond_signal(&w->cv);
+        }
+        pthread_mutex_unlock(&w->mu);
+        if (!queued) {
+            report(a, j, NULL, "failed", 0, "queue full");
+            job_free(j);
+        }
+    }
+    ev_release(ec);
+    if (f != stackbuf) free(f);
+    dn_rules_free(rules);
+    return nf;
+}
+
+void dn_actions_free(dn_actions *a) {
+    if (!a) return;
+    atomic_store(&a->stop_deadline, dn_now() + DN_ACTIONS_DRAIN_S);
+    atomic_store(&a->stopping, 1);
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < a->nworkers; i++) {
+        worker *w = a->workers[i];
+        pthread_mutex_lock(&w->mu);
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
+    pthread_mutex_unlock(&a->mu);
+    /* workers drain their queues (no backoff waits; after the drain deadline every
+     * remaining job is reported failed without running) and exit */
+    for (int i = 0; i < a->nworkers; i++) pthread_join(a->workers[i]->th, NULL);
+    for (int i = 0; i < a->nworkers; i++) worker_free(a->workers[i]);
+    free(a->workers);
+    for (int i = 0; i < a->nst; i++) state_clear(&a->st[i]);
+    free(a->st);
+    dn_rules_free(a->rules);
+    pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->cb_mu);
+    free(a);
+}
