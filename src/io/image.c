@@ -187,7 +187,8 @@ static dn_status decode_png(const uint8_t *buf, size_t len, const char *name, dn
     if ((ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA) && depth < 8)
         png_set_expand_gray_1_2_4_to_8(p);
     if (depth == 16) png_set_strip_16(p); /* high byte, as PIL */
-    if (ctype & PNG_COLOR_MASK_ALPHA) png_set_strip_alpha(p);
+    /* Expansion turns tRNS into an alpha channel; drop it like any alpha. */
+    if ((ctype & PNG_COLOR_MASK_ALPHA) || png_get_valid(p, info, PNG_INFO_tRNS)) png_set_strip_alpha(p);
     if (ctype == PNG_COLOR_TYPE_GRAY || ctype == PNG_COLOR_TYPE_GRAY_ALPHA) png_set_gray_to_rgb(p);
     png_set_interlace_handling(p);
     png_read_update_info(p, info);
