@@ -3,6 +3,9 @@
 #include "core/core.h"
 #include "harness.h"
 #include "train/augment.h"
+#include "train/loader.h"
+#include <sys/stat.h>
+#include <unistd.h>
 
 static dn_image make_img(int w, int h) {
     dn_image im = {w, h, malloc((size_t)w * h * 3)};
@@ -91,9 +94,156 @@ TEST(aug_deterministic_and_switchable) {
     free(im.data);
 }
 
+/* ------------------------------------------------------------ loader */
+static char g_tmp[256];
+static const char *tmpdir(void) {
+    if (!g_tmp[0]) {
+        snprintf(g_tmp, sizeof g_tmp, "/tmp/dn_test_trainer_XXXXXX");
+        if (!mkdtemp(g_tmp)) g_tmp[0] = 0;
+    }
+    return g_tmp;
+}
+static int write_ppm(const char *path, int w, int h, int seed) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    fprintf(f, "P6\n%d %d\n255\n", w, h);
+    for (int i = 0; i < w * h * 3; i++) fputc((i * 31 + seed * 57 + (i / 3 / w) * seed) & 255, f);
+    fclose(f);
+    return 0;
+}
+
+#define NIMG 10
+static char g_paths[NIMG + 1][300];
+static const char *g_pathv[NIMG + 1];
+static int g_labels[NIMG + 1];
+static void make_files(void) {
+    static int done;
+    if (done) return;
+    done = 1;
+    for (int i = 0; i < NIMG; i++) {
+        snprintf(g_paths[i], sizeof g_paths[i], "%s/img%d.ppm", tmpdir(), i);
+        write_ppm(g_paths[i], 12 + i % 3, 10, i + 1);
+        g_labels[i] = i % 3;
+    }
+    snprintf(g_paths[NIMG], sizeof g_paths[NIMG], "%s/broken.ppm", tmpdir());
+    FILE *f = fopen(g_paths[NIMG], "wb");
+    fputs("P6\n12 10\n255\nshort", f);
+    fclose(f);
+    g_labels[NIMG] = 1;
+    for (int i = 0; i <= NIMG; i++) g_pathv[i] = g_paths[i];
+}
+
+static dn_loader_cfg loader_cfg(int workers, int n) {
+    dn_loader_cfg c;
+    memset(&c, 0, sizeof c);
+    c.paths = g_pathv;
+    c.labels = g_labels;
+    c.n = n;
+    dn_preproc_default(&c.pp);
+    c.pp.resize = 8;
+    c.pp.crop = 8;
+    dn_aug_default(&c.aug);
+    c.batch = 3;
+    c.workers = workers;
+    c.seed = 11;
+    return c;
+}
+
+/* Runs one pass, returns all tensors concatenated (malloc) and count. */
+static float *run_pass(dn_loader *L, const int *order, int count, int aug, int *got, int *labels_out) {
+    float *all = calloc((size_t)count * 192, sizeof(float));
+    *got = 0;
+    if (dn_loader_start(L, order, count, aug, 5) != DN_OK) return all;
+    for (;;) {
+        const float *x; const int *lab, *it;
+        int n;
+        if (dn_loader_next(L, &x, &lab, &it, &n) != DN_OK || n == 0) break;
+        memcpy(all + (size_t)*got * 192, x, (size_t)n * 192 * sizeof(float));
+        for (int j = 0; j < n; j++) {
+            if (labels_out) labels_out[*got + j] = lab[j];
+            CHECK(lab[j] == g_labels[it[j]]);
+        }
+        *got += n;
+    }
+    return all;
+}
+
+TEST(loader_deterministic_any_workers) {
+    make_files();
+    int order[] = {3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7};
+    int cnt = (int)(sizeof order / sizeof order[0]);
+    float *ref = NULL;
+    for (int w = 1; w <= 3; w++) {
+        dn_loader_cfg c = loader_cfg(w, NIMG);
+        c.cache_decoded = w == 2;
+        dn_loader *L;
+        CHECK(dn_loader_new(&c, &L) == DN_OK);
+        for (int rep = 0; rep < 2; rep++) {
+            int got;
+            float *t = run_pass(L, order, cnt, 1, &got, NULL);
+            CHECK(got == cnt);
+            if (!ref) ref = t;
+            else { CHECK(!memcmp(ref, t, (size_t)cnt * 192 * sizeof(float))); free(t); }
+        }
+        /* the eval pass equals plain preprocessing */
+        int got;
+        float *e = run_pass(L, order, 2, 0, &got, NULL);
+        dn_image im;
+        CHECK(dn_image_load(g_paths[3], &im) == DN_OK);
+        float want[192];
+        CHECK(dn_preprocess(&im, &c.pp, want) == DN_OK);
+        CHECK(!memcmp(e, want, sizeof want));
+        dn_image_free(&im);
+        free(e);
+        /* abandon a pass midway and start another: still consistent */
+        CHECK(dn_loader_start(L, order, cnt, 1, 5) == DN_OK);
+        const float *x; const int *lab, *it; int n;
+        CHECK(dn_loader_next(L, &x, &lab, &it, &n) == DN_OK && n == 3);
+        float *t = run_pass(L, order, cnt, 1, &got, NULL);
+        CHECK(got == cnt && !memcmp(ref, t, (size_t)cnt * 192 * sizeof(float)));
+        free(t);
+        CHECK(dn_loader_skipped(L) == 0);
+        dn_loader_free(L);
+    }
+    free(ref);
+}
+
+TEST(loader_skips_unreadable_and_strict) {
+    make_files();
+    int order[] = {0, 10, 1, 2, 10, 3, 4};
+    dn_loader_cfg c = loader_cfg(2, NIMG + 1);
+    dn_loader *L;
+    CHECK(dn_loader_new(&c, &L) == DN_OK);
+    int got, labs[7];
+    float *t = run_pass(L, order, 7, 1, &got, labs);
+    CHECK(got == 5);
+    CHECK(dn_loader_skipped(L) == 1); /* counted once per item */
+    CHECK(dn_loader_item_failed(L, 10));
+    CHECK(strstr(dn_loader_first_error(L), "broken.ppm") != NULL);
+    CHECK(labs[0] == g_labels[0] && labs[1] == g_labels[1] && labs[4] == g_labels[4]);
+    free(t);
+    dn_loader_free(L);
+    c.strict = 1;
+    CHECK(dn_loader_new(&c, &L) == DN_OK);
+    CHECK(dn_loader_start(L, order, 7, 0, 0) == DN_OK);
+    dn_status st = DN_OK;
+    for (int i = 0; i < 5 && !st; i++) {
+        const float *x; const int *lab, *it; int n;
+        st = dn_loader_next(L, &x, &lab, &it, &n);
+        if (!st && n == 0) break;
+    }
+    CHECK(st == DN_ERR_IO);
+    CHECK(strstr(dn_last_error(), "broken.ppm") != NULL);
+    int bad[] = {42};
+    CHECK(dn_loader_start(L, bad, 1, 0, 0) == DN_ERR_ARG);
+    dn_loader_free(L);
+}
+
 int main(void) {
     RUN(aug_parse);
     RUN(aug_geometry);
     RUN(aug_deterministic_and_switchable);
+    RUN(loader_deterministic_any_workers);
+    RUN(loader_skips_unreadable_and_strict);
     return REPORT();
 }
