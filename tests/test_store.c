@@ -3,7 +3,9 @@
 #include "harness.h"
 #include "serve_util.h"
 #include "core/core.h"
+#include "serve/mreport.h"
 #include "serve/store.h"
+#include <png.h>
 #include <pthread.h>
 #include <sqlite3.h>
 
@@ -332,12 +334,192 @@ TEST(postgres_concurrent_and_bad_url) {
     CHECK(strstr(dn_last_error(), "nosuchdb") && !strstr(dn_last_error(), "secret"));
 }
 
+
+/* A small known production day set: 2 lines, 3 classes (one "ok"), some uncertain. */
+static dn_store *report_db(char *dir, size_t n) {
+    char url[400];
+    if (h_tmpdir(dir, n, "report")) return NULL;
+    snprintf(url, sizeof url, "sqlite:%s/r.db", dir);
+    dn_store *s = NULL;
+    if (dn_store_open(url, &s)) return NULL;
+    double day0 = 1704067200; /* 2024-01-01T00:00:00Z */
+    /* (hour offset, line, class, uncertain) */
+    struct { double h; const char *line, *cls; int unc; } rows[] = {
+        {7, "L1", "ok", 0},      {8, "L1", "scratch", 0},  {9, "L1", "scratch", 1}, {15, "L1", "dent", 0},
+        {23, "L2", "ok", 0},     {25, "L2", "scratch", 0}, {30, "L2", "ok", 1},     {31, "L2", "<b>x</b>", 0},
+        {33, "L1", "scratch", 0}, {50, "L2", "ok", 0}};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        dn_pred_record r = rec(day0 + rows[i].h * 3600, rows[i].line, rows[i].cls, 0.9f, rows[i].unc);
+        int64_t id;
+        if (dn_store_insert(s, &r, &id, NULL)) { dn_store_close(s); return NULL; }
+    }
+    return s;
+}
+
+TEST(report_counts_and_formats) {
+    char dir[256];
+    dn_store *s = report_db(dir, sizeof dir);
+    CHECK(s != NULL);
+    if (!s) return;
+    dn_mreport *r = NULL;
+    dn_mreport_opts o = {0};
+    o.group_by = "line";
+    CHECK(dn_mreport_build(s, &o, &r) == DN_OK);
+    if (r) {
+        CHECK(dn_mreport_total(r) == 10);
+        CHECK(dn_mreport_class_count(r, "scratch") == 4 && dn_mreport_class_count(r, "ok") == 4);
+        dn_sb b = {0};
+        CHECK(dn_mreport_render(r, "csv", &b) == DN_OK);
+        /* L1: 5 predictions, 4 defects, 1 uncertain; L2: 5, 2 defects, 1 uncertain */
+        CHECK_MSG(b.s && strstr(b.s, "\nL1,5,4,0.800000,1,0.200000,"), "%s", b.s ? b.s : "");
+        CHECK(b.s && strstr(b.s, "\nL2,5,2,0.400000,1,0.200000,"));
+        dn_sb_free(&b);
+        CHECK(dn_mreport_render(r, "json", &b) == DN_OK);
+        dn_json *j = b.s ? dn_json_parse(b.s, b.len, NULL, 0) : NULL;
+        CHECK(j != NULL);
+        if (j) {
+            CHECK(dn_json_num(dn_json_get(j, "total"), -1) == 10);
+            CHECK(dn_json_num(dn_json_get(j, "defects"), -1) == 6);
+            CHECK(dn_json_num(dn_json_get(j, "uncertain"), -1) == 2);
+            const dn_json *p = dn_json_get(j, "pareto");
+            CHECK(dn_json_len(p) == 3);
+            CHECK(!strcmp(dn_json_str(dn_json_get(dn_json_at(p, 0), "class"), ""), "scratch"));
+            CHECK_NEAR(dn_json_num(dn_json_get(dn_json_at(p, 2), "cumulative_pct"), 0), 100.0, 1e-9);
+            CHECK(dn_json_len(dn_json_get(j, "series")) == 3); /* 3 UTC days */
+            dn_json_free(j);
+        }
+        dn_sb_free(&b);
+        CHECK(dn_mreport_render(r, "xml", &b) == DN_ERR_ARG);
+        dn_sb_free(&b);
+        dn_mreport_free(r);
+    }
+    /* by shift (6,14,22): hour 23 of day 0 and hour 25 (01:00 day 1) are both in day 0's S3 */
+    o.group_by = "shift";
+    CHECK(dn_mreport_build(s, &o, &r) == DN_OK);
+    if (r) {
+        dn_sb b = {0};
+        CHECK(dn_mreport_render(r, "csv", &b) == DN_OK);
+        CHECK_MSG(b.s && strstr(b.s, "\n2024-01-01 S3 22:00,2,1,"), "%s", b.s ? b.s : "");
+        CHECK(b.s && strstr(b.s, "\n2024-01-01 S1 06:00,3,2,"));
+        dn_sb_free(&b);
+        dn_mreport_free(r);
+    }
+    /* time range + line filter: day 1 only, L2 */
+    o.group_by = "class";
+    CHECK(dn_parse_time("2024-01-02", "from", &o.from) == DN_OK);
+    CHECK(dn_parse_time("2024-01-03T00:00:00Z", "to", &o.to) == DN_OK);
+    o.line = "L2";
+    CHECK(dn_mreport_build(s, &o, &r) == DN_OK);
+    if (r) {
+        CHECK(dn_mreport_total(r) == 3);
+        dn_mreport_free(r);
+    }
+    /* bad options name the problem */
+    dn_mreport_opts bad = {0};
+    bad.group_by = "week";
+    CHECK(dn_mreport_build(s, &bad, &r) == DN_ERR_ARG && strstr(dn_last_error(), "week"));
+    bad.group_by = "day";
+    bad.shifts = "6,25";
+    CHECK(dn_mreport_build(s, &bad, &r) == DN_ERR_ARG && strstr(dn_last_error(), "shifts"));
+    double t;
+    CHECK(dn_parse_time("2024-13-01", "--from", &t) == DN_ERR_ARG && strstr(dn_last_error(), "--from"));
+    CHECK(dn_parse_time("yesterday", "--to", &t) == DN_ERR_ARG);
+    CHECK(dn_parse_time("1700000000", "--to", &t) == DN_OK && t == 1700000000);
+    dn_store_close(s);
+    h_rmrf(dir);
+}
+
+/* Counts pixels of a PNG that are clearly coloured (not grey/white/black). */
+static long colored_pixels(const char *path, int *w, int *h) {
+    png_image img;
+    memset(&img, 0, sizeof img);
+    img.version = PNG_IMAGE_VERSION;
+    if (!png_image_begin_read_from_file(&img, path)) return -1;
+    img.format = PNG_FORMAT_RGB;
+    size_t n = PNG_IMAGE_SIZE(img);
+    unsigned char *buf = malloc(n);
+    if (!buf || !png_image_finish_read(&img, NULL, buf, 0, NULL)) { free(buf); png_image_free(&img); return -1; }
+    long c = 0;
+    for (size_t i = 0; i + 2 < n; i += 3) {
+        int mx = buf[i], mn = buf[i];
+        for (int k = 1; k < 3; k++) { if (buf[i + k] > mx) mx = buf[i + k]; if (buf[i + k] < mn) mn = buf[i + k]; }
+        c += mx - mn > 60;
+    }
+    *w = (int)img.width;
+    *h = (int)img.height;
+    free(buf);
+    return c;
+}
+
+static int count_substr(const char *s, const char *needle) {
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle)) n++;
+    return n;
+}
+
+TEST(report_html_renders_in_chromium) {
+    if (access("/usr/bin/chromium", X_OK) != 0) SKIP("chromium not installed (Debian package chromium)");
+    char dir[256];
+    dn_store *s = report_db(dir, sizeof dir);
+    CHECK(s != NULL);
+    if (!s) return;
+    dn_mreport *r = NULL;
+    dn_mreport_opts o = {0};
+    CHECK(dn_mreport_build(s, &o, &r) == DN_OK);
+    dn_sb b = {0};
+    CHECK(r && dn_mreport_render(r, "html", &b) == DN_OK);
+    dn_mreport_free(r);
+    dn_store_close(s);
+    if (!b.s) { h_rmrf(dir); return; }
+    /* self-contained: no scripts, no external references; user strings escaped */
+    CHECK(!strstr(b.s, "<script") && !strstr(b.s, "src=") && !strstr(b.s, "href=") && !strstr(b.s, "url("));
+    CHECK(!strstr(b.s, "<b>x</b>") && strstr(b.s, "&lt;b&gt;x&lt;/b&gt;"));
+    char html[300], dom[300], png[300], cmd[2000];
+    snprintf(html, sizeof html, "%s/report.html", dir);
+    snprintf(dom, sizeof dom, "%s/dom.html", dir);
+    snprintf(png, sizeof png, "%s/shot.png", dir);
+    FILE *f = fopen(html, "wb");
+    CHECK(f != NULL);
+    if (f) { fwrite(b.s, 1, b.len, f); fclose(f); }
+    dn_sb_free(&b);
+    const char *flags = "--headless --no-sandbox --disable-gpu --disable-background-networking "
+                        "--disable-component-update --disable-sync --no-first-run --disable-dev-shm-usage";
+    snprintf(cmd, sizeof cmd, "cd %s && chromium %s --user-data-dir=%s/prof1 --dump-dom file://%s > %s 2>/dev/null",
+             dir, flags, dir, html, dom);
+    CHECK(system(cmd) == 0);
+    uint8_t *d = NULL;
+    size_t dl = 0;
+    CHECK(dn_read_file(dom, 1 << 24, &d, &dl) == DN_OK);
+    if (d) {
+        char *t = malloc(dl + 1);
+        memcpy(t, d, dl);
+        t[dl] = 0;
+        /* the browser parsed 4 charts; bars: series 7 non-empty (day,class) cells, pareto 3, lines 2, uncertain 3 days */
+        CHECK_MSG(count_substr(t, "<svg") == 4, "svg count %d", count_substr(t, "<svg"));
+        CHECK_MSG(count_substr(t, "class=\"bar\"") == 7 + 3 + 2 + 3, "bar count %d", count_substr(t, "class=\"bar\""));
+        CHECK(strstr(t, "id=\"kpi-total\"") && strstr(t, "<b>10</b>"));
+        CHECK(strstr(t, "class=\"cumulative\""));
+        free(t);
+        free(d);
+    }
+    snprintf(cmd, sizeof cmd, "cd %s && chromium %s --user-data-dir=%s/prof2 --window-size=900,1400 --screenshot=%s file://%s >/dev/null 2>&1",
+             dir, flags, dir, png, html);
+    CHECK(system(cmd) == 0);
+    int w = 0, h = 0;
+    long col = colored_pixels(png, &w, &h);
+    printf("  chromium screenshot %dx%d, %ld coloured pixels\n", w, h, col);
+    CHECK(col > 5000); /* the bars really got painted */
+    h_rmrf(dir);
+}
+
 int main(void) {
     RUN(sqlite_roundtrip);
     RUN(sqlite_migrates_v1);
     RUN(sqlite_newer_schema_refused);
     RUN(sqlite_bad_inputs);
     RUN(sqlite_concurrent_inserts);
+    RUN(report_counts_and_formats);
+    RUN(report_html_renders_in_chromium);
     g_pg_ok = h_pg_start(&g_pg, g_pg_why, sizeof g_pg_why);
     RUN(postgres_roundtrip);
     RUN(postgres_concurrent_and_bad_url);

@@ -6,7 +6,8 @@
 #define DN_CLI_COMMANDS_H
 
 #define DN_COMMANDS(X) \
-    X(version, "print version and CPU features")
+    X(version, "print version and CPU features") \
+    X(report, "manufacturing report (CSV/JSON/HTML) from the prediction store")
 
 #define DN_DECL(name, help) int cmd_##name(int argc, char **argv);
 DN_COMMANDS(DN_DECL)
