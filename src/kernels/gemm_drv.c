@@ -43,6 +43,37 @@ int dn_gemm_slabs(void) {
 
 static inline int ceil_div(int a, int s) { return a >= 0 ? (a + s - 1) / s : -((-a) / s); }
 
+/* Writers of cnt consecutive columns starting at column jj of row kk of a
+ * packed B block, split at panel boundaries. */
+static inline float *bpos(float *dst, int kc, int kk, int NR, int jj) {
+    return dst + ((size_t)(jj / NR) * kc + kk) * NR + jj % NR;
+}
+static void put_zero(float *dst, int kc, int kk, int NR, int jj, int cnt) {
+    while (cnt > 0) {
+        int seg = NR - jj % NR;
+        if (seg > cnt) seg = cnt;
+        memset(bpos(dst, kc, kk, NR, jj), 0, (size_t)seg * sizeof(float));
+        jj += seg; cnt -= seg;
+    }
+}
+static void put_copy(float *dst, int kc, int kk, int NR, int jj, const float *src, int cnt) {
+    while (cnt > 0) {
+        int seg = NR - jj % NR;
+        if (seg > cnt) seg = cnt;
+        memcpy(bpos(dst, kc, kk, NR, jj), src, (size_t)seg * sizeof(float));
+        jj += seg; cnt -= seg; src += seg;
+    }
+}
+static void put_gather(float *dst, int kc, int kk, int NR, int jj, const float *src, int s, int cnt) {
+    while (cnt > 0) {
+        int seg = NR - jj % NR;
+        if (seg > cnt) seg = cnt;
+        float *d = bpos(dst, kc, kk, NR, jj);
+        for (int q = 0; q < seg; q++) d[q] = src[(size_t)q * s];
+        jj += seg; cnt -= seg; src += (size_t)seg * s;
+    }
+}
+
 /* B block [pc, pc+kc) x [j0, j0+nc) into NR panels. */
 static void pack_b(const dn_gemm_plan *p, int pc, int kc, int j0, int nc, float *dst) {
     const int NR = p->u->nr;
@@ -81,29 +112,17 @@ static void pack_b(const dn_gemm_plan *p, int pc, int kc, int j0, int nc, float 
             const float *src = NULL;
             if (iy >= 0 && iy < h) src = p->x + (((size_t)img * cd->cin + ci) * h + iy) * w;
             int lo = tlo0 - ox, hi = thi0 - ox; /* t in [lo, hi) reads inside the row */
-            int t = 0;
-            while (t < run) {
-                int jj = j - j0 + t;
-                int seg = NR - jj % NR;
-                if (seg > run - t) seg = run - t;
-                float *d = dst + ((size_t)(jj / NR) * kc + kk) * NR + jj % NR;
-                if (!src) {
-                    memset(d, 0, (size_t)seg * sizeof(float));
-                } else {
-                    for (int q = 0; q < seg; q++) {
-                        int tt = t + q;
-                        if (tt < lo || tt >= hi) { d[q] = 0.0f; continue; }
-                        if (s == 1) { /* contiguous stretch */
-                            int e = seg < hi - t ? seg : hi - t;
-                            memcpy(d + q, src + (ox + tt) - pad + kx, (size_t)(e - q) * sizeof(float));
-                            q = e - 1;
-                            continue;
-                        }
-                        d[q] = src[(ox + tt) * s - pad + kx];
-                    }
-                }
-                t += seg;
+            if (lo < 0) lo = 0;
+            if (hi > run) hi = run;
+            if (!src || hi < lo) lo = hi = run; /* all zero */
+            int jj = j - j0;
+            put_zero(dst, kc, kk, NR, jj, lo);
+            if (hi > lo) {
+                const float *sp = src + (ox + lo) * s - pad + kx;
+                if (s == 1) put_copy(dst, kc, kk, NR, jj + lo, sp, hi - lo);
+                else put_gather(dst, kc, kk, NR, jj + lo, sp, s, hi - lo);
             }
+            put_zero(dst, kc, kk, NR, jj + hi, run - hi);
             j += run;
         }
         /* zero the padding columns of the last panel */
@@ -126,22 +145,28 @@ static void tile(const dn_gemm_plan *p, int kc, const float *a, const float *b, 
         u->fn(kc, a, b, c, p->ldc, mr, nr, accum, bias, res, p->ldc, relu);
         return;
     }
-    /* tile straddles an image boundary: gather, compute, scatter */
+    /* tile straddles an image boundary: gather, compute, scatter, one
+     * contiguous segment (same image) at a time */
     const int NR = u->nr;
     float *ct = tmp, *rt = tmp + DN_UKR_MAX_MR * DN_UKR_MAX_NR;
     int use_res = last && p->R;
-    for (int q = 0; q < nr; q++) {
-        long jq = j + q, iq = jq / P, pq = jq % P;
-        for (int i = 0; i < mr; i++) {
-            long off = iq * p->cimg + (long)(i0 + i) * p->ldc + pq;
-            if (accum) ct[i * NR + q] = p->C[off];
-            if (use_res) rt[i * NR + q] = p->R[off];
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) u->fn(kc, a, b, ct, NR, mr, nr, accum, bias, use_res ? rt : NULL, NR, relu);
+        else if (!accum && !use_res) continue;
+        for (int q = 0; q < nr;) {
+            long jq = j + q, iq = jq / P, pq = jq % P;
+            int seg = (int)(P - pq < nr - q ? P - pq : nr - q);
+            for (int i = 0; i < mr; i++) {
+                long off = iq * p->cimg + (long)(i0 + i) * p->ldc + pq;
+                if (pass == 1) {
+                    memcpy(p->C + off, ct + i * NR + q, (size_t)seg * sizeof(float));
+                } else {
+                    if (accum) memcpy(ct + i * NR + q, p->C + off, (size_t)seg * sizeof(float));
+                    if (use_res) memcpy(rt + i * NR + q, p->R + off, (size_t)seg * sizeof(float));
+                }
+            }
+            q += seg;
         }
-    }
-    u->fn(kc, a, b, ct, NR, mr, nr, accum, bias, use_res ? rt : NULL, NR, relu);
-    for (int q = 0; q < nr; q++) {
-        long jq = j + q, iq = jq / P, pq = jq % P;
-        for (int i = 0; i < mr; i++) p->C[iq * p->cimg + (long)(i0 + i) * p->ldc + pq] = ct[i * NR + q];
     }
 }
 

@@ -24,7 +24,7 @@ extern const dn_ukr dn_ukr_avx2;     /* x86/ukr_avx2.c:   6 x 16 */
 const dn_ukr *dn_ukr_for(dn_isa isa); /* NULL for DN_ISA_SCALAR */
 
 #define DN_GEMM_KC 256
-#define DN_GEMM_NC 256
+#define DN_GEMM_NC 512
 #define DN_UKR_MAX_MR 16
 #define DN_UKR_MAX_NR 64
 
