@@ -4,6 +4,9 @@
 #include "harness.h"
 #include "train/augment.h"
 #include "train/loader.h"
+#include "train/featcache.h"
+#include "nn/engine.h"
+#include "nn/model.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -239,11 +242,166 @@ TEST(loader_skips_unreadable_and_strict) {
     dn_loader_free(L);
 }
 
+/* ------------------------------------------------------------ tiny models */
+/* A narrow ResNet in torchvision key layout (1 block per stage, widths w0..w3),
+ * random weights with non-trivial BN statistics, plus a head of ncls. */
+static float *rnd_arr(dn_rng *r, int64_t n, float scale, float offset) {
+    float *a = malloc((size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++) a[i] = offset + scale * dn_rng_normal(r);
+    return a;
+}
+static void add_t(dn_tensors *ts, const char *name, int nd, int64_t a, int64_t b, int64_t c, int64_t d,
+                  float *data) {
+    int64_t sh[4] = {a, b, c, d};
+    dn_tensors_add(ts, name, nd, sh, data);
+}
+static void add_conv(dn_tensors *ts, dn_rng *r, const char *name, int co, int ci, int k) {
+    char n[128];
+    snprintf(n, sizeof n, "%s.weight", name);
+    add_t(ts, n, 4, co, ci, k, k, rnd_arr(r, (int64_t)co * ci * k * k, sqrtf(2.0f / (ci * k * k)), 0));
+}
+static void add_bn(dn_tensors *ts, dn_rng *r, const char *name, int c) {
+    char n[128];
+    const char *suf[] = {"weight", "bias", "running_mean", "running_var"};
+    float sc[] = {0.1f, 0.1f, 0.1f, 0.1f}, off[] = {1, 0, 0, 1};
+    for (int i = 0; i < 4; i++) {
+        snprintf(n, sizeof n, "%s.%s", name, suf[i]);
+        float *a = rnd_arr(r, c, sc[i], off[i]);
+        if (i == 3) for (int j = 0; j < c; j++) a[j] = fabsf(a[j]) + 0.5f;
+        add_t(ts, n, 1, c, 0, 0, 0, a);
+    }
+}
+static dn_model *tiny_model(int ncls, uint64_t seed) {
+    int w[4] = {4, 8, 8, 8};
+    dn_rng r;
+    dn_rng_seed(&r, seed);
+    dn_tensors ts = {0};
+    add_conv(&ts, &r, "conv1", w[0], 3, 7);
+    add_bn(&ts, &r, "bn1", w[0]);
+    int cin = w[0];
+    for (int s = 0; s < 4; s++) {
+        char p[64];
+        snprintf(p, sizeof p, "layer%d.0.conv1", s + 1); add_conv(&ts, &r, p, w[s], cin, 3);
+        snprintf(p, sizeof p, "layer%d.0.bn1", s + 1); add_bn(&ts, &r, p, w[s]);
+        snprintf(p, sizeof p, "layer%d.0.conv2", s + 1); add_conv(&ts, &r, p, w[s], w[s], 3);
+        snprintf(p, sizeof p, "layer%d.0.bn2", s + 1); add_bn(&ts, &r, p, w[s]);
+        if (s > 0) {
+            snprintf(p, sizeof p, "layer%d.0.downsample.0", s + 1); add_conv(&ts, &r, p, w[s], cin, 1);
+            snprintf(p, sizeof p, "layer%d.0.downsample.1", s + 1); add_bn(&ts, &r, p, w[s]);
+        }
+        cin = w[s];
+    }
+    dn_model *m = NULL;
+    if (dn_model_from_tensors(&ts, 1, &m) != DN_OK) {
+        printf("  tiny model: %s\n", dn_last_error());
+        dn_tensors_free(&ts);
+        return NULL;
+    }
+    dn_tensors_free(&ts);
+    const char *names[] = {"a", "b", "c", "d", "e", "f", "g", "h"};
+    if (ncls > 0 && dn_model_new_head(m, ncls, names, seed) != DN_OK) {
+        dn_model_free(m);
+        return NULL;
+    }
+    m->pp.resize = 16;
+    m->pp.crop = 16;
+    return m;
+}
+
+static dn_featcache_cfg fc_cfg(const dn_model *m, const int *subset, int ns, const char *dir) {
+    dn_featcache_cfg c;
+    memset(&c, 0, sizeof c);
+    c.paths = g_pathv;
+    c.labels = g_labels;
+    c.subset = subset;
+    c.nsubset = ns;
+    c.views = 2;
+    c.pp = m->pp;
+    dn_aug_default(&c.aug);
+    c.seed = 3;
+    c.batch = 4;
+    c.workers = 2;
+    c.dir = dir;
+    c.model_sha256 = "0123abcd";
+    return c;
+}
+
+TEST(featcache_memory_and_disk) {
+    make_files();
+    dn_model *m = tiny_model(3, 1);
+    CHECK(m != NULL);
+    if (!m) return;
+    dn_session_opts o = {4, 1, 16, 16, -1};
+    dn_session *s;
+    CHECK(dn_session_new_ex(m, &o, &s) == DN_OK);
+    int subset[] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10}; /* 10 = unreadable */
+    dn_featcache_cfg c = fc_cfg(m, subset, 11, NULL);
+    dn_featcache a, b;
+    dn_featcache_stats st;
+    CHECK(dn_featcache_build(s, &c, &a, &st) == DN_OK);
+    CHECK(a.n == 30 && a.dim == 8 && st.computed == 30 && st.skipped == 1);
+    /* view-0 row of item 4 = features of the plain eval transform */
+    float x[3 * 16 * 16], f[8];
+    dn_image im;
+    CHECK(dn_image_load(g_paths[4], &im) == DN_OK);
+    CHECK(dn_preprocess(&im, &m->pp, x) == DN_OK);
+    dn_image_free(&im);
+    CHECK(dn_session_features(s, x, 1, f) == DN_OK);
+    int row = -1, views[3] = {0};
+    for (int r = 0; r < a.n; r++) {
+        if (a.item[r] == 4 && a.view[r] == 0) row = r;
+        views[a.view[r]]++;
+        CHECK(a.y[r] == g_labels[a.item[r]]);
+    }
+    CHECK(views[0] == 10 && views[1] == 10 && views[2] == 10);
+    CHECK(row >= 0);
+    if (row >= 0)
+        for (int j = 0; j < 8; j++) CHECK_NEAR(a.x[row * 8 + j], f[j], 1e-5 * (1 + fabsf(f[j])));
+    /* deterministic */
+    CHECK(dn_featcache_build(s, &c, &b, &st) == DN_OK);
+    CHECK(b.n == a.n && !memcmp(a.x, b.x, (size_t)a.n * 8 * sizeof(float)));
+    dn_featcache_free(&b);
+
+    /* disk cache: first build writes, second reads everything back */
+    char dir[300];
+    snprintf(dir, sizeof dir, "%s/fcache", tmpdir());
+    mkdir(dir, 0755);
+    c = fc_cfg(m, subset, 10, dir);
+    CHECK(dn_featcache_build(s, &c, &b, &st) == DN_OK);
+    CHECK(st.computed == 30 && st.reused == 0);
+    dn_featcache d;
+    CHECK(dn_featcache_build(s, &c, &d, &st) == DN_OK);
+    CHECK(st.computed == 0 && st.reused == 30);
+    CHECK(d.n == b.n && !memcmp(d.x, b.x, (size_t)b.n * 8 * sizeof(float)));
+    dn_featcache_free(&d);
+    /* a subset in another order reuses the same per-file views */
+    int sub2[] = {9, 3};
+    c = fc_cfg(m, sub2, 2, dir);
+    CHECK(dn_featcache_build(s, &c, &d, &st) == DN_OK);
+    CHECK(st.reused == 6 && st.computed == 0);
+    for (int r = 0; r < d.n; r++)
+        for (int q = 0; q < b.n; q++)
+            if (b.item[q] == d.item[r] && b.view[q] == d.view[r])
+                CHECK(!memcmp(d.x + r * 8, b.x + q * 8, 8 * sizeof(float)));
+    dn_featcache_free(&d);
+    /* another model identity -> nothing reused */
+    c = fc_cfg(m, subset, 10, dir);
+    c.model_sha256 = "ffff";
+    CHECK(dn_featcache_build(s, &c, &d, &st) == DN_OK);
+    CHECK(st.reused == 0 && st.computed == 30);
+    dn_featcache_free(&d);
+    dn_featcache_free(&b);
+    dn_featcache_free(&a);
+    dn_session_free(s);
+    dn_model_free(m);
+}
+
 int main(void) {
     RUN(aug_parse);
     RUN(aug_geometry);
     RUN(aug_deterministic_and_switchable);
     RUN(loader_deterministic_any_workers);
     RUN(loader_skips_unreadable_and_strict);
+    RUN(featcache_memory_and_disk);
     return REPORT();
 }

@@ -46,8 +46,8 @@ struct dn_loader {
     int inflight;      /* samples claimed and not yet reported */
 };
 
-uint64_t dn_loader_sample_seed(uint64_t seed, uint64_t pass_id, int item, int pos) {
-    uint64_t z = seed ^ (pass_id * 0x9E3779B97F4A7C15ull) ^ ((uint64_t)(uint32_t)item << 32) ^ (uint32_t)pos;
+uint64_t dn_loader_sample_seed(uint64_t seed, uint64_t pass_id, uint64_t salt, int pos) {
+    uint64_t z = seed ^ (pass_id * 0x9E3779B97F4A7C15ull) ^ (salt * 0xD6E8FEB86659FD93ull) ^ (uint32_t)pos;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
@@ -127,7 +127,10 @@ static void *worker(void *arg) {
         dn_status st = get_image(L, item, &img, &owned);
         if (!st) {
             dn_rng rng;
-            dn_rng_seed(&rng, dn_loader_sample_seed(L->cfg.seed, pass_id, item, pos));
+            if (L->cfg.item_salt)
+                dn_rng_seed(&rng, dn_loader_sample_seed(L->cfg.seed, pass_id, L->cfg.item_salt[item], 0));
+            else
+                dn_rng_seed(&rng, dn_loader_sample_seed(L->cfg.seed, pass_id, (uint64_t)item + 1, pos));
             st = dn_loader_transform(&img, &L->cfg.pp, augment ? &L->cfg.aug : NULL, &rng, dst);
             if (owned) dn_image_free(&img);
         }

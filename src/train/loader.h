@@ -33,6 +33,10 @@ typedef struct dn_loader_cfg {
     uint64_t seed;
     int strict;
     int cache_decoded;        /* keep decoded images in memory across passes */
+    const uint64_t *item_salt;/* optional [n] (borrowed): when set, a sample's seed is
+                               * (seed, pass_id, item_salt[item]) only, e.g. a content
+                               * hash, so a file gets the same augmented view whatever
+                               * its position (the feature cache relies on this) */
 } dn_loader_cfg;
 
 typedef struct dn_loader dn_loader;
@@ -57,6 +61,7 @@ int dn_loader_item_failed(const dn_loader *L, int item);
  * rng when aug != NULL, preprocesses into out. */
 dn_status dn_loader_transform(const dn_image *img, const dn_preproc *pp, const dn_aug *aug, dn_rng *rng,
                               float *out);
-/* The per-sample seed used by the loader. */
-uint64_t dn_loader_sample_seed(uint64_t seed, uint64_t pass_id, int item, int pos);
+/* The per-sample seed used by the loader (salt = item_salt[item] if given,
+ * else item and pos are mixed in). */
+uint64_t dn_loader_sample_seed(uint64_t seed, uint64_t pass_id, uint64_t salt, int pos);
 #endif
