@@ -14,6 +14,10 @@
 #include "nn/engine.h"
 #include "nn/model.h"
 #include "nn/tensor.h"
+#include "core/json.h"
+#include "io/pth.h"
+#include <dirent.h>
+#include <unistd.h>
 
 /* ------------------------------------------------------------ helpers */
 
@@ -534,6 +538,219 @@ TEST(conv_impl_env_var) {
     dn_model_free(m);
 }
 
+/* ------------------------------------------------------------ PyTorch parity */
+
+/* Reads a raw little-endian float32 file of exactly count floats (NULL otherwise). */
+static float *read_f32(const char *path, size_t count) {
+    uint8_t *d = NULL;
+    size_t len = 0;
+    if (dn_read_file(path, 1u << 30, &d, &len) != DN_OK) { printf("  %s\n", dn_last_error()); return NULL; }
+    if (len != count * sizeof(float)) { printf("  %s: %zu bytes, expected %zu\n", path, len, count * 4); free(d); return NULL; }
+    return (float *)d;
+}
+
+static dn_model *load_pth(const char *path) {
+    dn_tensors ts = {0};
+    dn_model *m = NULL;
+    if (dn_pth_load(path, &ts) != DN_OK || dn_model_from_tensors(&ts, 0, &m) != DN_OK)
+        printf("  %s: %s\n", path, dn_last_error());
+    dn_tensors_free(&ts);
+    return m;
+}
+
+typedef struct parity { double maxd, maxl; int top1_ok, rows; } parity;
+
+/* Runs x (n x 3 x h x w) through m and compares with the expected logits. */
+static int check_parity(dn_model *m, const float *x, int n, int h, int w, const float *want, dn_conv_impl impl,
+                        int threads, parity *pr) {
+    int c = m->num_classes;
+    dn_session_opts o = {n, threads, h, w, (int)impl};
+    dn_session *s = NULL;
+    float *got = malloc((size_t)n * c * sizeof(float));
+    int ok = dn_session_new_ex(m, &o, &s) == DN_OK && dn_session_forward(s, x, n, got) == DN_OK;
+    if (!ok) printf("  forward: %s\n", dn_last_error());
+    memset(pr, 0, sizeof *pr);
+    if (ok) {
+        pr->maxd = max_diff(got, want, (size_t)n * c);
+        pr->maxl = max_abs(want, (size_t)n * c);
+        pr->rows = n;
+        for (int i = 0; i < n; i++) pr->top1_ok += argmax(got + (size_t)i * c, c) == argmax(want + (size_t)i * c, c);
+    }
+    dn_session_free(s);
+    free(got);
+    return ok;
+}
+
+TEST(fixture_parity_with_pytorch) {
+    const char *dir = "tests/fixtures/resnet";
+    char path[512];
+    snprintf(path, sizeof path, "%s/fixtures.json", dir);
+    uint8_t *txt = NULL;
+    size_t len = 0;
+    CHECK(dn_read_file(path, 1 << 20, &txt, &len) == DN_OK);
+    if (!txt) return;
+    char err[128];
+    dn_json *j = dn_json_parse((const char *)txt, len, err, sizeof err);
+    free(txt);
+    CHECK_MSG(j != NULL, "%s: %s", path, err);
+    if (!j) return;
+    CHECK(dn_json_len(j) == 2);
+    for (size_t f = 0; f < dn_json_len(j); f++) {
+        const dn_json *e = dn_json_at(j, f);
+        const char *name = dn_json_str(dn_json_get(e, "name"), "?");
+        const dn_json *in = dn_json_get(e, "input"), *lg = dn_json_get(e, "logits");
+        int n = (int)dn_json_num(dn_json_at(in, 0), 0), h = (int)dn_json_num(dn_json_at(in, 2), 0);
+        int w = (int)dn_json_num(dn_json_at(in, 3), 0), c = (int)dn_json_num(dn_json_at(lg, 1), 0);
+        snprintf(path, sizeof path, "%s/%s.pth", dir, name);
+        dn_model *m = load_pth(path);
+        CHECK_MSG(m != NULL, "%s", name);
+        if (!m) continue;
+        CHECK(m->num_classes == c);
+        for (int k = 0; k < 4; k++) CHECK(m->layers[k] == (int)dn_json_num(dn_json_at(dn_json_get(e, "layers"), (size_t)k), 0));
+        snprintf(path, sizeof path, "%s/%s_input.f32", dir, name);
+        float *x = read_f32(path, (size_t)n * 3 * h * w);
+        snprintf(path, sizeof path, "%s/%s_logits.f32", dir, name);
+        float *want = read_f32(path, (size_t)n * c);
+        CHECK(x && want);
+        for (size_t ii = 0; x && want && ii < sizeof IMPLS / sizeof IMPLS[0]; ii++) {
+            if (!impl_available(IMPLS[ii])) continue;
+            for (int threads = 1; threads <= 2; threads++) {
+                parity pr;
+                CHECK(check_parity(m, x, n, h, w, want, IMPLS[ii], threads, &pr));
+                printf("  %s %s x%d: max|dlogit| %.3g, max|logit| %.3g, rel %.3g, top-1 %d/%d\n", name,
+                       IMPL_NAMES[ii], threads, pr.maxd, pr.maxl, pr.maxd / pr.maxl, pr.top1_ok, pr.rows);
+                CHECK(pr.maxd <= 1e-4 * pr.maxl && pr.top1_ok == n);
+            }
+        }
+        free(x); free(want);
+        dn_model_free(m);
+    }
+    dn_json_free(j);
+}
+
+static int have_torch(void) {
+    static int cached = -1;
+    if (cached < 0) cached = system("/usr/bin/python3 -c 'import torch, torchvision' >/dev/null 2>&1") == 0;
+    return cached;
+}
+
+static int read_shape(const char *dir, int *n, int *h, int *w, int *c) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/shape.txt", dir);
+    FILE *f = fopen(p, "r");
+    int ch, ok = f && fscanf(f, "%d %d %d %d %d", n, &ch, h, w, c) == 5 && ch == 3;
+    if (f) fclose(f);
+    return ok;
+}
+
+TEST(full_width_resnet18_parity) {
+    if (!have_torch()) SKIP("/usr/bin/python3 has no torch/torchvision: full-width ResNet-18 parity not checked");
+    char dir[] = "/tmp/dn_test_full_XXXXXX", cmd[1024], p[600];
+    if (!mkdtemp(dir)) SKIP("cannot create a temp dir");
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tools/check_full_resnet.py random %s 2", dir);
+    CHECK(system(cmd) == 0);
+    int n, h, w, c;
+    CHECK(read_shape(dir, &n, &h, &w, &c));
+    snprintf(p, sizeof p, "%s/model.pth", dir);
+    dn_model *m = load_pth(p);
+    CHECK(m && !strcmp(m->arch, "resnet18") && m->num_classes == c);
+    snprintf(p, sizeof p, "%s/input.f32", dir);
+    float *x = read_f32(p, (size_t)n * 3 * h * w);
+    snprintf(p, sizeof p, "%s/logits.f32", dir);
+    float *want = read_f32(p, (size_t)n * c);
+    if (m && x && want) {
+        parity pr;
+        CHECK(check_parity(m, x, n, h, w, want, DN_CONV_AUTO, 2, &pr));
+        printf("  full resnet18 (random, BN stats) auto x2: max|dlogit| %.3g, max|logit| %.3g, rel %.3g, top-1 %d/%d\n",
+               pr.maxd, pr.maxl, pr.maxd / pr.maxl, pr.top1_ok, pr.rows);
+        CHECK(pr.maxd <= 1e-4 * pr.maxl && pr.top1_ok == n);
+    }
+    free(x); free(want);
+    dn_model_free(m);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
+/* First `count` image files (sorted names) of a folder, appended to paths. */
+static int first_images(const char *dir, int count, char paths[][1400], int have) {
+    DIR *d = opendir(dir);
+    if (!d) return have;
+    char names[64][256];
+    int k = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && k < 64)
+        if (e->d_name[0] != '.' && strrchr(e->d_name, '.') && strcmp(strrchr(e->d_name, '.'), ".txt") &&
+            strcmp(strrchr(e->d_name, '.'), ".csv"))
+            snprintf(names[k++], sizeof names[0], "%s", e->d_name);
+    closedir(d);
+    qsort(names, (size_t)k, sizeof names[0], (int (*)(const void *, const void *))strcmp);
+    for (int i = 0; i < k && i < count; i++) snprintf(paths[have++], 1400, "%.1100s/%.255s", dir, names[i]);
+    return have;
+}
+
+TEST(imagenet_weights_real_images_end_to_end) {
+    const char *sh = h_shared();
+    if (!sh) SKIP("../shared (or $DN_SHARED) absent: real-weights parity not checked");
+    if (!have_torch()) SKIP("/usr/bin/python3 has no torch/torchvision: real-weights parity not checked");
+    char wpath[1100];
+    snprintf(wpath, sizeof wpath, "%.1000s/weights/resnet18-imagenet.pth", sh);
+    if (access(wpath, R_OK) != 0) SKIP("%s absent", wpath);
+    char imgs[8][1400], sub[1100];
+    int k = 0;
+    snprintf(sub, sizeof sub, "%.1000s/datasets/NEU-CLS/Cr", sh);
+    k = first_images(sub, 2, imgs, k);
+    snprintf(sub, sizeof sub, "%.1000s/datasets/NEU-CLS-64/cr", sh);
+    k = first_images(sub, 2, imgs, k);
+    snprintf(sub, sizeof sub, "%.1000s/datasets/DeepPCB-crops/test/open", sh);
+    k = first_images(sub, 2, imgs, k);
+    if (k == 0) SKIP("no images found under %s/datasets", sh);
+    char dir[] = "/tmp/dn_test_real_XXXXXX", cmd[16384];
+    if (!mkdtemp(dir)) SKIP("cannot create a temp dir");
+    int o = snprintf(cmd, sizeof cmd, "/usr/bin/python3 tools/check_full_resnet.py images %s '%s'", dir, wpath);
+    for (int i = 0; i < k; i++) o += snprintf(cmd + o, sizeof cmd - (size_t)o, " '%s'", imgs[i]);
+    CHECK(system(cmd) == 0);
+    int n, h, w, c;
+    CHECK(read_shape(dir, &n, &h, &w, &c) && n == k);
+    dn_model *m = load_pth(wpath);
+    char p[600];
+    snprintf(p, sizeof p, "%s/input.f32", dir);
+    float *x = read_f32(p, (size_t)k * 3 * 224 * 224);
+    snprintf(p, sizeof p, "%s/logits.f32", dir);
+    float *want = read_f32(p, (size_t)k * 1000);
+    if (m && x && want) {
+        /* (a) torchvision-preprocessed tensors: the network alone */
+        parity pr;
+        CHECK(check_parity(m, x, k, 224, 224, want, DN_CONV_AUTO, 2, &pr));
+        printf("  imagenet resnet18, torchvision input: max|dlogit| %.3g, max|logit| %.3g, rel %.3g, top-1 %d/%d\n",
+               pr.maxd, pr.maxl, pr.maxd / pr.maxl, pr.top1_ok, pr.rows);
+        CHECK(pr.maxd <= 1e-4 * pr.maxl && pr.top1_ok == k);
+        /* (b) end to end: our decode + preprocess + forward */
+        float *mine = malloc((size_t)k * 3 * 224 * 224 * sizeof(float));
+        int ok = 1;
+        double pix = 0;
+        for (int i = 0; i < k && ok; i++) {
+            dn_image img = {0};
+            ok = dn_image_load(imgs[i], &img) == DN_OK &&
+                 dn_preprocess(&img, &m->pp, mine + (size_t)i * 3 * 224 * 224) == DN_OK;
+            dn_image_free(&img);
+        }
+        CHECK_MSG(ok, "%s", dn_last_error());
+        if (ok) {
+            pix = max_diff(mine, x, (size_t)k * 3 * 224 * 224);
+            CHECK(check_parity(m, mine, k, 224, 224, want, DN_CONV_AUTO, 2, &pr));
+            printf("  imagenet resnet18, end to end (%d images): max|dinput| %.3g, max|dlogit| %.3g, rel %.3g, top-1 %d/%d\n",
+                   k, pix, pr.maxd, pr.maxd / pr.maxl, pr.top1_ok, pr.rows);
+            CHECK(pr.top1_ok == k);
+            CHECK(pr.maxd <= 2e-2 * pr.maxl);
+        }
+        free(mine);
+    }
+    free(x); free(want);
+    dn_model_free(m);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void) {
     dn_rng_seed(&g_rng, 12345);
     RUN(bind_narrow_resnet18);
@@ -549,5 +766,8 @@ int main(void) {
     RUN(engine_matches_naive_forward);
     RUN(engine_stages_and_classify);
     RUN(conv_impl_env_var);
+    RUN(fixture_parity_with_pytorch);
+    RUN(full_width_resnet18_parity);
+    RUN(imagenet_weights_real_images_end_to_end);
     return REPORT();
 }
