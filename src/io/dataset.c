@@ -1,0 +1,805 @@
+/* Datasets: file collection, ImageFolder scan, CSV manifests, stratified
+ * splits, duplicate detection. See dataset.h for the contracts. */
+#include "io/dataset.h"
+#include "core/sha256.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define DN_WALK_MAX_DEPTH 32
+#define DN_MANIFEST_MAX_BYTES ((size_t)256 << 20)
+
+/* ------------------------------------------------------------ names, order */
+
+const char *dn_split_name(int split) {
+    switch (split) {
+    case DN_SPLIT_TRAIN: return "train";
+    case DN_SPLIT_VAL: return "val";
+    case DN_SPLIT_TEST: return "test";
+    default: return "";
+    }
+}
+
+int dn_split_parse(const char *s) {
+    if (!strcasecmp(s, "train")) return DN_SPLIT_TRAIN;
+    if (!strcasecmp(s, "val") || !strcasecmp(s, "valid") || !strcasecmp(s, "validation")) return DN_SPLIT_VAL;
+    if (!strcasecmp(s, "test")) return DN_SPLIT_TEST;
+    return -1;
+}
+
+int dn_natural_cmp(const char *a, const char *b) {
+    const unsigned char *p = (const unsigned char *)a, *q = (const unsigned char *)b;
+    while (*p && *q) {
+        if (isdigit(*p) && isdigit(*q)) {
+            const unsigned char *p0 = p, *q0 = q;
+            while (*p0 == '0') p0++;
+            while (*q0 == '0') q0++;
+            const unsigned char *p1 = p0, *q1 = q0;
+            while (isdigit(*p1)) p1++;
+            while (isdigit(*q1)) q1++;
+            if (p1 - p0 != q1 - q0) return (p1 - p0) < (q1 - q0) ? -1 : 1;
+            int c = memcmp(p0, q0, (size_t)(p1 - p0));
+            if (c) return c;
+            p = p1;
+            q = q1;
+            continue;
+        }
+        if (*p != *q) return *p < *q ? -1 : 1;
+        p++;
+        q++;
+    }
+    if (*p || *q) return *p ? 1 : -1;
+    return strcmp(a, b); /* equal by value ("01" vs "1"): still a total order */
+}
+
+static int natural_cmp_p(const void *a, const void *b) {
+    return dn_natural_cmp(*(char *const *)a, *(char *const *)b);
+}
+
+int dn_is_image_name(const char *path) {
+    static const char *ext[] = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pnm"};
+    const char *dot = strrchr(path, '.');
+    if (!dot || strchr(dot, '/')) return 0;
+    for (size_t i = 0; i < sizeof ext / sizeof ext[0]; i++)
+        if (!strcasecmp(dot, ext[i])) return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ string lists */
+
+typedef struct { char **v; int n, cap; } strlist;
+
+static dn_status sl_push(strlist *l, char *s) { /* takes ownership of s */
+    if (!s) return DN_ERR_NOMEM;
+    if (l->n == l->cap) {
+        int nc = l->cap ? l->cap * 2 : 64;
+        char **nv = realloc(l->v, sizeof(char *) * (size_t)nc);
+        if (!nv) { free(s); return dn_fail(DN_ERR_NOMEM, "out of memory listing files"); }
+        l->v = nv;
+        l->cap = nc;
+    }
+    l->v[l->n++] = s;
+    return DN_OK;
+}
+
+static void sl_free(strlist *l) {
+    for (int i = 0; i < l->n; i++) free(l->v[i]);
+    free(l->v);
+    memset(l, 0, sizeof *l);
+}
+
+void dn_paths_free(char **paths, int n) {
+    if (!paths) return;
+    for (int i = 0; i < n; i++) free(paths[i]);
+    free(paths);
+}
+
+static char *path_join(const char *dir, const char *name) {
+    size_t a = strlen(dir), b = strlen(name);
+    int slash = a > 0 && dir[a - 1] != '/';
+    char *p = dn_malloc(a + b + 2);
+    if (!p) return NULL;
+    memcpy(p, dir, a);
+    if (slash) p[a++] = '/';
+    memcpy(p + a, name, b + 1);
+    return p;
+}
+
+static int is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+static int is_file(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Appends image files under dir (recursive, hidden entries skipped, natural
+ * order within each directory listing). */
+static dn_status walk(const char *dir, strlist *out, int depth) {
+    if (depth > DN_WALK_MAX_DEPTH) return dn_fail(DN_ERR_ARG, "%s: folders nested too deeply (symlink loop?)", dir);
+    DIR *d = opendir(dir);
+    if (!d) return dn_fail(DN_ERR_IO, "%s: cannot open folder: %s", dir, strerror(errno));
+    strlist names = {0};
+    dn_status st = DN_OK;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        if ((st = sl_push(&names, dn_strdup(e->d_name)))) break;
+    }
+    closedir(d);
+    if (st) { sl_free(&names); return st; }
+    qsort(names.v, (size_t)names.n, sizeof(char *), natural_cmp_p);
+    for (int i = 0; i < names.n && !st; i++) {
+        char *p = path_join(dir, names.v[i]);
+        if (!p) { st = DN_ERR_NOMEM; break; }
+        struct stat sb;
+        if (stat(p, &sb) != 0) { free(p); continue; } /* dangling symlink */
+        if (S_ISDIR(sb.st_mode)) {
+            st = walk(p, out, depth + 1);
+            free(p);
+        } else if (S_ISREG(sb.st_mode) && dn_is_image_name(p)) {
+            st = sl_push(out, p);
+        } else {
+            free(p);
+        }
+    }
+    sl_free(&names);
+    return st;
+}
+
+dn_status dn_collect_images(const char *const *inputs, int ninputs, char ***out, int *n) {
+    *out = NULL;
+    *n = 0;
+    strlist l = {0};
+    dn_status st = DN_OK;
+    for (int i = 0; i < ninputs && !st; i++) {
+        struct stat sb;
+        if (stat(inputs[i], &sb) != 0) {
+            st = dn_fail(DN_ERR_IO, "%s: cannot access: %s", inputs[i], strerror(errno));
+        } else if (S_ISDIR(sb.st_mode)) {
+            st = walk(inputs[i], &l, 0);
+        } else {
+            st = sl_push(&l, dn_strdup(inputs[i]));
+        }
+    }
+    if (st) { sl_free(&l); return st; }
+    *out = l.v;
+    *n = l.n;
+    return DN_OK;
+}
+
+/* --------------------------------------------------------------- builder
+ * Items are gathered with their class *names*; finish() sorts the names
+ * naturally and turns them into label indices. */
+
+typedef struct {
+    dn_item *items;
+    char **cls; /* per item, owned */
+    int n, cap;
+} builder;
+
+static dn_status b_add(builder *b, const char *path, const char *cls, int split) {
+    if (b->n == b->cap) {
+        int nc = b->cap ? b->cap * 2 : 256;
+        dn_item *ni = realloc(b->items, sizeof(dn_item) * (size_t)nc);
+        if (!ni) return dn_fail(DN_ERR_NOMEM, "out of memory building dataset");
+        b->items = ni;
+        char **ncl = realloc(b->cls, sizeof(char *) * (size_t)nc);
+        if (!ncl) return dn_fail(DN_ERR_NOMEM, "out of memory building dataset");
+        b->cls = ncl;
+        b->cap = nc;
+    }
+    char *p = dn_strdup(path), *c = dn_strdup(cls);
+    if (!p || !c) { free(p); free(c); return DN_ERR_NOMEM; }
+    b->items[b->n] = (dn_item){p, -1, split};
+    b->cls[b->n] = c;
+    b->n++;
+    return DN_OK;
+}
+
+static void b_free(builder *b) {
+    for (int i = 0; i < b->n; i++) {
+        free(b->items[i].path);
+        free(b->cls[i]);
+    }
+    free(b->items);
+    free(b->cls);
+    memset(b, 0, sizeof *b);
+}
+
+void dn_dataset_free(dn_dataset *ds) {
+    if (!ds) return;
+    for (int i = 0; i < ds->n; i++) free(ds->items[i].path);
+    free(ds->items);
+    for (int i = 0; i < ds->nclasses; i++) free(ds->classes[i]);
+    free(ds->classes);
+    free(ds->source);
+    free(ds);
+}
+
+/* Turns the builder into a dataset (the builder is consumed). */
+static dn_status b_finish(builder *b, const char *source, int has_split, dn_dataset **out) {
+    *out = NULL;
+    if (b->n == 0) { b_free(b); return dn_fail(DN_ERR_ARG, "%s: no images found", source); }
+    dn_dataset *ds = dn_calloc(1, sizeof *ds);
+    char **names = dn_malloc(sizeof(char *) * (size_t)b->n);
+    if (!ds || !names) { free(ds); free(names); b_free(b); return DN_ERR_NOMEM; }
+    memcpy(names, b->cls, sizeof(char *) * (size_t)b->n);
+    qsort(names, (size_t)b->n, sizeof(char *), natural_cmp_p);
+    int k = 0;
+    for (int i = 0; i < b->n; i++)
+        if (k == 0 || strcmp(names[k - 1], names[i])) names[k++] = names[i];
+    if (k < 2) {
+        dn_status st = dn_fail(DN_ERR_ARG, "%s: only one class ('%s'); classification needs at least two", source,
+                               names[0]);
+        free(names);
+        free(ds);
+        b_free(b);
+        return st;
+    }
+    ds->classes = dn_malloc(sizeof(char *) * (size_t)k);
+    ds->source = dn_strdup(source);
+    if (!ds->classes || !ds->source) {
+        free(ds->classes); free(ds->source); free(ds); free(names); b_free(b);
+        return DN_ERR_NOMEM;
+    }
+    for (int i = 0; i < k; i++) {
+        ds->classes[i] = dn_strdup(names[i]);
+        if (!ds->classes[i]) {
+            ds->nclasses = i;
+            free(names);
+            b_free(b);
+            dn_dataset_free(ds);
+            return DN_ERR_NOMEM;
+        }
+    }
+    ds->nclasses = k;
+    for (int i = 0; i < b->n; i++) {
+        char **hit = bsearch(&b->cls[i], names, (size_t)k, sizeof(char *), natural_cmp_p);
+        b->items[i].label = (int)(hit - names);
+        free(b->cls[i]);
+    }
+    free(names);
+    free(b->cls);
+    ds->items = b->items;
+    ds->n = ds->cap = b->n;
+    ds->has_split = has_split;
+    *out = ds;
+    return DN_OK;
+}
+
+/* ------------------------------------------------------------ ImageFolder */
+
+static dn_status scan_classes(const char *dir, int split, builder *b) {
+    DIR *d = opendir(dir);
+    if (!d) return dn_fail(DN_ERR_IO, "%s: cannot open folder: %s", dir, strerror(errno));
+    strlist sub = {0};
+    dn_status st = DN_OK;
+    struct dirent *e;
+    while ((e = readdir(d)) && !st) {
+        if (e->d_name[0] == '.') continue;
+        char *p = path_join(dir, e->d_name);
+        if (!p) { st = DN_ERR_NOMEM; break; }
+        int isd = is_dir(p);
+        free(p);
+        if (isd) st = sl_push(&sub, dn_strdup(e->d_name));
+    }
+    closedir(d);
+    if (st) { sl_free(&sub); return st; }
+    if (sub.n == 0) {
+        sl_free(&sub);
+        return dn_fail(DN_ERR_ARG, "%s: no class sub-folders (expected one folder per class)", dir);
+    }
+    qsort(sub.v, (size_t)sub.n, sizeof(char *), natural_cmp_p);
+    for (int i = 0; i < sub.n && !st; i++) {
+        char *p = path_join(dir, sub.v[i]);
+        strlist files = {0};
+        if (!p) { st = DN_ERR_NOMEM; break; }
+        st = walk(p, &files, 1);
+        if (!st && files.n == 0) st = dn_fail(DN_ERR_ARG, "%s: class folder has no images", p);
+        for (int j = 0; j < files.n && !st; j++) st = b_add(b, files.v[j], sub.v[i], split);
+        sl_free(&files);
+        free(p);
+    }
+    sl_free(&sub);
+    return st;
+}
+
+dn_status dn_dataset_scan(const char *dir, dn_dataset **out) {
+    *out = NULL;
+    struct stat sb;
+    if (stat(dir, &sb) != 0) return dn_fail(DN_ERR_IO, "%s: cannot access: %s", dir, strerror(errno));
+    if (!S_ISDIR(sb.st_mode)) return dn_fail(DN_ERR_ARG, "%s: not a folder", dir);
+    builder b = {0};
+    dn_status st = DN_OK;
+    /* Official split: train/ and test/ (and optionally val/) sub-folders. */
+    char *tr = path_join(dir, "train"), *te = path_join(dir, "test");
+    if (!tr || !te) { free(tr); free(te); return DN_ERR_NOMEM; }
+    int official = is_dir(tr) && is_dir(te);
+    if (official) {
+        st = scan_classes(tr, DN_SPLIT_TRAIN, &b);
+        if (!st) st = scan_classes(te, DN_SPLIT_TEST, &b);
+        const char *vn[] = {"val", "valid", "validation"};
+        for (int i = 0; i < 3 && !st; i++) {
+            char *v = path_join(dir, vn[i]);
+            if (!v) { st = DN_ERR_NOMEM; break; }
+            if (is_dir(v)) st = scan_classes(v, DN_SPLIT_VAL, &b);
+            free(v);
+        }
+    } else {
+        st = scan_classes(dir, DN_SPLIT_NONE, &b);
+    }
+    free(tr);
+    free(te);
+    if (st) { b_free(&b); return st; }
+    return b_finish(&b, dir, official, out);
+}
+
+/* --------------------------------------------------------------- manifest */
+
+/* Splits one CSV record starting at *pos into fields (quotes supported);
+ * fields are written NUL-terminated into buf. Returns number of fields, -1 at
+ * end of input, -2 on an unterminated quote. */
+static int csv_record(const char *s, size_t len, size_t *pos, char *buf, char **fields, int maxf) {
+    size_t i = *pos;
+    if (i >= len) return -1;
+    int nf = 0;
+    char *w = buf;
+    fields[nf++] = w;
+    for (;;) {
+        if (i < len && s[i] == '"') {
+            i++;
+            for (;;) {
+                if (i >= len) return -2;
+                if (s[i] == '"') {
+                    if (i + 1 < len && s[i + 1] == '"') { *w++ = '"'; i += 2; continue; }
+                    i++;
+                    break;
+                }
+                *w++ = s[i++];
+            }
+        }
+        while (i < len && s[i] != ',' && s[i] != '\n' && s[i] != '\r') *w++ = s[i++];
+        if (i < len && s[i] == ',') {
+            *w++ = 0;
+            i++;
+            if (nf < maxf) fields[nf++] = w; /* fields beyond maxf are parsed and ignored */
+            continue;
+        }
+        *w++ = 0;
+        if (i < len && s[i] == '\r') i++;
+        if (i < len && s[i] == '\n') i++;
+        break;
+    }
+    *pos = i;
+    return nf;
+}
+
+static void trim(char *s) {
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)s[n - 1])) s[--n] = 0;
+    size_t k = 0;
+    while (isspace((unsigned char)s[k])) k++;
+    if (k) memmove(s, s + k, n - k + 1);
+}
+
+static char *dir_of(const char *path) {
+    const char *sl = strrchr(path, '/');
+    if (!sl) return dn_strdup(".");
+    if (sl == path) return dn_strdup("/");
+    char *d = dn_malloc((size_t)(sl - path) + 1);
+    if (d) { memcpy(d, path, (size_t)(sl - path)); d[sl - path] = 0; }
+    return d;
+}
+
+#define CSV_MAXF 16
+
+dn_status dn_dataset_load_manifest(const char *csv, dn_dataset **out) {
+    *out = NULL;
+    uint8_t *data;
+    size_t len;
+    dn_status st = dn_read_file(csv, DN_MANIFEST_MAX_BYTES, &data, &len);
+    if (st) return st;
+    char *buf = dn_malloc(len + CSV_MAXF + 1), *dir = dir_of(csv);
+    builder b = {0};
+    char *fields[CSV_MAXF];
+    int cpath = -1, clabel = -1, csplit = -1, line = 0, nmissing = 0, has_split = 0;
+    char first_missing[512] = "";
+    int first_missing_line = 0;
+    size_t pos = 0;
+    if (!buf || !dir) { st = DN_ERR_NOMEM; goto done; }
+    /* header */
+    int nf;
+    do {
+        nf = csv_record((const char *)data, len, &pos, buf, fields, CSV_MAXF);
+        line++;
+    } while (nf == 1 && fields[0][0] == 0);
+    if (nf < 0) { st = dn_fail(DN_ERR_FORMAT, "%s: empty manifest (expected header path,label[,split])", csv); goto done; }
+    for (int i = 0; i < nf && i < CSV_MAXF; i++) {
+        trim(fields[i]);
+        if (!strcasecmp(fields[i], "path")) cpath = i;
+        else if (!strcasecmp(fields[i], "label")) clabel = i;
+        else if (!strcasecmp(fields[i], "split")) csplit = i;
+    }
+    if (cpath < 0 || clabel < 0) {
+        st = dn_fail(DN_ERR_FORMAT, "%s: line 1: header must name columns 'path' and 'label' (optional 'split')", csv);
+        goto done;
+    }
+    while ((nf = csv_record((const char *)data, len, &pos, buf, fields, CSV_MAXF)) != -1) {
+        line++;
+        if (nf == -2) { st = dn_fail(DN_ERR_FORMAT, "%s: line %d: unterminated quote", csv, line); goto done; }
+        if (nf == 1 && fields[0][0] == 0) continue; /* blank line */
+        int need = cpath > clabel ? cpath : clabel;
+        if (csplit > need) need = csplit;
+        if (nf <= need) {
+            st = dn_fail(DN_ERR_FORMAT, "%s: line %d: expected %d columns, found %d", csv, line, need + 1, nf);
+            goto done;
+        }
+        char *p = fields[cpath], *l = fields[clabel];
+        trim(p);
+        trim(l);
+        if (!*p || !*l) { st = dn_fail(DN_ERR_FORMAT, "%s: line %d: empty path or label", csv, line); goto done; }
+        int split = DN_SPLIT_NONE;
+        if (csplit >= 0) {
+            char *s = fields[csplit];
+            trim(s);
+            if (*s) {
+                split = dn_split_parse(s);
+                if (split < 0) {
+                    st = dn_fail(DN_ERR_FORMAT, "%s: line %d: unknown split '%s' (train, val or test)", csv, line, s);
+                    goto done;
+                }
+                has_split = 1;
+            }
+        }
+        char *full = p[0] == '/' ? dn_strdup(p) : path_join(dir, p);
+        if (!full) { st = DN_ERR_NOMEM; goto done; }
+        if (!is_file(full)) {
+            if (!nmissing++) {
+                snprintf(first_missing, sizeof first_missing, "%s", full);
+                first_missing_line = line;
+            }
+        } else {
+            st = b_add(&b, full, l, split);
+        }
+        free(full);
+        if (st) goto done;
+    }
+    if (nmissing) {
+        st = dn_fail(DN_ERR_IO, "%s: %d listed file%s missing (first: line %d: %s)", csv, nmissing,
+                     nmissing > 1 ? "s are" : " is", first_missing_line, first_missing);
+        goto done;
+    }
+    if (has_split)
+        for (int i = 0; i < b.n; i++)
+            if (b.items[i].split == DN_SPLIT_NONE) {
+                st = dn_fail(DN_ERR_FORMAT, "%s: some rows have a split and others not (%s)", csv, b.items[i].path);
+                goto done;
+            }
+    free(buf);
+    free(dir);
+    free(data);
+    return b_finish(&b, csv, has_split, out);
+done:
+    b_free(&b);
+    free(buf);
+    free(dir);
+    free(data);
+    return st;
+}
+
+dn_status dn_dataset_open(const char *path, dn_dataset **out) {
+    *out = NULL;
+    struct stat sb;
+    if (stat(path, &sb) != 0) return dn_fail(DN_ERR_IO, "%s: cannot access: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) return dn_dataset_scan(path, out);
+    return dn_dataset_load_manifest(path, out);
+}
+
+/* ------------------------------------------------------------------ split */
+
+void dn_split_cfg_default(dn_split_cfg *c) {
+    c->train = 0.70;
+    c->val = 0.15;
+    c->test = 0.15;
+    c->seed = 42;
+}
+
+static int idx_path_cmp(const void *a, const void *b, void *ctx) {
+    const dn_dataset *ds = ctx;
+    return strcmp(ds->items[*(const int *)a].path, ds->items[*(const int *)b].path);
+}
+
+static int round_frac(int n, double f) { return (int)(n * f + 0.5); }
+
+dn_status dn_dataset_split(dn_dataset *ds, const dn_split_cfg *cfg) {
+    dn_split_cfg def;
+    if (!cfg) { dn_split_cfg_default(&def); cfg = &def; }
+    double sum = cfg->train + cfg->val + cfg->test;
+    if (!(cfg->train > 0) || cfg->val < 0 || cfg->test < 0 || !(sum > 0))
+        return dn_fail(DN_ERR_ARG, "split fractions %.3g/%.3g/%.3g: train must be > 0, val and test >= 0",
+                       cfg->train, cfg->val, cfg->test);
+    int official = ds->has_split;
+    double fv = cfg->val / sum, ft = cfg->test / sum;
+    if (official) { /* carve val from train only */
+        fv = cfg->val / (cfg->train + cfg->val);
+        ft = 0;
+        for (int i = 0; i < ds->n; i++)
+            if (ds->items[i].split == DN_SPLIT_VAL) return DN_OK; /* official val exists: keep all */
+    }
+    int *idx = dn_malloc(sizeof(int) * (size_t)(ds->n ? ds->n : 1));
+    if (!idx) return DN_ERR_NOMEM;
+    for (int c = 0; c < ds->nclasses; c++) {
+        int m = 0;
+        for (int i = 0; i < ds->n; i++)
+            if (ds->items[i].label == c && (!official || ds->items[i].split == DN_SPLIT_TRAIN)) idx[m++] = i;
+        if (!m) continue;
+        qsort_r(idx, (size_t)m, sizeof(int), idx_path_cmp, ds);
+        dn_rng r;
+        dn_rng_seed(&r, cfg->seed * 1000003u + (uint64_t)c);
+        for (int i = m - 1; i > 0; i--) {
+            int j = (int)dn_rng_below(&r, (uint32_t)i + 1);
+            int t = idx[i]; idx[i] = idx[j]; idx[j] = t;
+        }
+        int nt = round_frac(m, ft), nv = round_frac(m, fv);
+        if (m >= 3) {
+            if (ft > 0 && nt == 0) nt = 1;
+            if (fv > 0 && nv == 0) nv = 1;
+        }
+        while (nt + nv >= m && (nt > 0 || nv > 0)) { /* keep >= 1 train image */
+            if (nt >= nv && nt > 0) nt--;
+            else nv--;
+        }
+        for (int i = 0; i < m; i++)
+            ds->items[idx[i]].split = i < nt ? DN_SPLIT_TEST : i < nt + nv ? DN_SPLIT_VAL : DN_SPLIT_TRAIN;
+    }
+    free(idx);
+    ds->has_split = 1;
+    return DN_OK;
+}
+
+/* --------------------------------------------------------- manifest write */
+
+/* Path of target relative to the folder base (both made absolute); falls back
+ * to the absolute path. Caller frees. */
+static char *relative_to(const char *base, const char *target) {
+    char rb[PATH_MAX], rt[PATH_MAX];
+    if (!realpath(base, rb) || !realpath(target, rt)) return dn_strdup(target);
+    /* Longest common prefix ending on a component boundary. */
+    size_t common = 0, i = 0;
+    for (;; i++) {
+        int eb = rb[i] == '/' || rb[i] == 0, et = rt[i] == '/' || rt[i] == 0;
+        if (eb && et) common = i;
+        if (!rb[i] || !rt[i] || rb[i] != rt[i]) break;
+    }
+    if (!strcmp(rb, "/")) common = 0;
+    int ups = 0;
+    for (size_t k = common; rb[k]; k++)
+        if (rb[k] == '/') ups++;
+    const char *rest = rt + common;
+    if (*rest == '/') rest++;
+    char *out = dn_malloc((size_t)ups * 3 + strlen(rest) + 1);
+    if (!out) return NULL;
+    out[0] = 0;
+    for (int k = 0; k < ups; k++) strcat(out, "../");
+    strcat(out, rest);
+    return out;
+}
+
+static void csv_field(FILE *f, const char *s) {
+    if (!strpbrk(s, ",\"\n\r") && s[0] != ' ') { fputs(s, f); return; }
+    fputc('"', f);
+    for (; *s; s++) {
+        if (*s == '"') fputc('"', f);
+        fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
+dn_status dn_dataset_write_manifest(const dn_dataset *ds, const char *csv) {
+    char *dir = dir_of(csv);
+    size_t n = strlen(csv) + 8;
+    char *tmp = dn_malloc(n);
+    if (!dir || !tmp) { free(dir); free(tmp); return DN_ERR_NOMEM; }
+    snprintf(tmp, n, "%s.tmp", csv);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        dn_status st = dn_fail(DN_ERR_IO, "%s: cannot write: %s", csv, strerror(errno));
+        free(dir); free(tmp);
+        return st;
+    }
+    fputs("path,label,split\n", f);
+    for (int i = 0; i < ds->n; i++) {
+        char *rel = relative_to(dir, ds->items[i].path);
+        csv_field(f, rel ? rel : ds->items[i].path);
+        free(rel);
+        fputc(',', f);
+        csv_field(f, ds->classes[ds->items[i].label]);
+        fputc(',', f);
+        fputs(dn_split_name(ds->items[i].split), f);
+        fputc('\n', f);
+    }
+    int bad = ferror(f);
+    if (fclose(f) != 0) bad = 1;
+    dn_status st = DN_OK;
+    if (bad) st = dn_fail(DN_ERR_IO, "%s: write failed", csv);
+    else if (rename(tmp, csv) != 0) st = dn_fail(DN_ERR_IO, "%s: cannot write: %s", csv, strerror(errno));
+    if (st) unlink(tmp);
+    free(dir);
+    free(tmp);
+    return st;
+}
+
+/* ------------------------------------------------------------- duplicates */
+
+typedef struct { uint8_t h[32]; int idx; } hashed;
+
+static int split_rank(int s) { return s == DN_SPLIT_NONE ? -1 : s; }
+
+static int hashed_cmp(const void *a, const void *b, void *ctx) {
+    const dn_dataset *ds = ctx;
+    const hashed *x = a, *y = b;
+    int c = memcmp(x->h, y->h, 32);
+    if (c) return c;
+    const dn_item *p = &ds->items[x->idx], *q = &ds->items[y->idx];
+    if (split_rank(p->split) != split_rank(q->split)) return split_rank(p->split) < split_rank(q->split) ? -1 : 1;
+    return strcmp(p->path, q->path);
+}
+
+static dn_status hash_file(const char *path, uint8_t out[32]) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return dn_fail(DN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    dn_sha256_ctx c;
+    dn_sha256_init(&c);
+    uint8_t buf[65536];
+    size_t r;
+    while ((r = fread(buf, 1, sizeof buf, f)) > 0) dn_sha256_update(&c, buf, r);
+    int err = ferror(f);
+    fclose(f);
+    if (err) return dn_fail(DN_ERR_IO, "%s: read failed", path);
+    dn_sha256_final(&c, out);
+    return DN_OK;
+}
+
+dn_status dn_dataset_dedup(dn_dataset *ds, int drop, FILE *log, int *cross, int *within, int *dropped) {
+    int ncross = 0, nwithin = 0, ndrop = 0;
+    hashed *hs = dn_malloc(sizeof(hashed) * (size_t)(ds->n ? ds->n : 1));
+    char *gone = dn_calloc((size_t)(ds->n ? ds->n : 1), 1);
+    dn_status st = DN_OK;
+    if (!hs || !gone) { st = DN_ERR_NOMEM; goto done; }
+    for (int i = 0; i < ds->n; i++) {
+        hs[i].idx = i;
+        if ((st = hash_file(ds->items[i].path, hs[i].h))) goto done;
+    }
+    qsort_r(hs, (size_t)ds->n, sizeof(hashed), hashed_cmp, ds);
+    for (int g = 0; g < ds->n;) {
+        int e = g + 1;
+        while (e < ds->n && !memcmp(hs[e].h, hs[g].h, 32)) e++;
+        const dn_item *first = &ds->items[hs[g].idx];
+        for (int k = g + 1; k < e; k++) {
+            const dn_item *it = &ds->items[hs[k].idx];
+            int xsplit = it->split != first->split, xlabel = it->label != first->label;
+            if (xsplit || xlabel) {
+                ncross++;
+                if (log) {
+                    fprintf(log, "warning: duplicate content: %s (%s%s%s) == %s (%s%s%s)%s\n", first->path,
+                            first->split >= 0 ? dn_split_name(first->split) : "", first->split >= 0 ? ", " : "",
+                            ds->classes[first->label], it->path, it->split >= 0 ? dn_split_name(it->split) : "",
+                            it->split >= 0 ? ", " : "", ds->classes[it->label],
+                            drop && xsplit ? "; dropped the second copy" : "");
+                }
+                if (drop && xsplit) {
+                    gone[hs[k].idx] = 1;
+                    ndrop++;
+                }
+            } else {
+                nwithin++;
+            }
+        }
+        g = e;
+    }
+    if (ndrop) {
+        int w = 0;
+        for (int i = 0; i < ds->n; i++) {
+            if (gone[i]) free(ds->items[i].path);
+            else ds->items[w++] = ds->items[i];
+        }
+        ds->n = w;
+    }
+done:
+    free(hs);
+    free(gone);
+    if (cross) *cross = ncross;
+    if (within) *within = nwithin;
+    if (dropped) *dropped = ndrop;
+    return st;
+}
+
+/* ---------------------------------------------------------------- queries */
+
+int dn_dataset_count(const dn_dataset *ds, int split, int *counts) {
+    if (counts) memset(counts, 0, sizeof(int) * (size_t)ds->nclasses);
+    int n = 0;
+    for (int i = 0; i < ds->n; i++) {
+        if (split != DN_SPLIT_NONE && ds->items[i].split != split) continue;
+        n++;
+        if (counts) counts[ds->items[i].label]++;
+    }
+    return n;
+}
+
+dn_status dn_dataset_select(const dn_dataset *ds, int split, const char ***paths, int **labels, int *n) {
+    int m = dn_dataset_count(ds, split, NULL);
+    *paths = dn_malloc(sizeof(char *) * (size_t)(m ? m : 1));
+    *labels = dn_malloc(sizeof(int) * (size_t)(m ? m : 1));
+    if (!*paths || !*labels) {
+        free(*paths); free(*labels);
+        *paths = NULL; *labels = NULL; *n = 0;
+        return DN_ERR_NOMEM;
+    }
+    int k = 0;
+    for (int i = 0; i < ds->n; i++) {
+        if (split != DN_SPLIT_NONE && ds->items[i].split != split) continue;
+        (*paths)[k] = ds->items[i].path;
+        (*labels)[k] = ds->items[i].label;
+        k++;
+    }
+    *n = k;
+    return DN_OK;
+}
+
+int dn_dataset_class_index(const dn_dataset *ds, const char *name) {
+    for (int i = 0; i < ds->nclasses; i++)
+        if (!strcmp(ds->classes[i], name)) return i;
+    return -1;
+}
+
+/* ---------------------------------------------------------------- prepare */
+
+dn_status dn_dataset_prepare(const char *data, const char *split_manifest, const dn_split_cfg *cfg,
+                             int drop_dups, FILE *log, dn_dataset **out) {
+    *out = NULL;
+    dn_dataset *ds = NULL;
+    dn_status st;
+    if (split_manifest && is_file(split_manifest)) {
+        if ((st = dn_dataset_load_manifest(split_manifest, &ds))) return st;
+        if (!ds->has_split) {
+            dn_dataset_free(ds);
+            return dn_fail(DN_ERR_FORMAT, "%s: split manifest has no 'split' column values", split_manifest);
+        }
+        if (log) fprintf(log, "using split manifest %s (%d images)\n", split_manifest, ds->n);
+        *out = ds;
+        return DN_OK;
+    }
+    if (!data) return dn_fail(DN_ERR_ARG, "no data given and split manifest %s does not exist",
+                              split_manifest ? split_manifest : "(none)");
+    if ((st = dn_dataset_open(data, &ds))) return st;
+    int preset = ds->has_split;
+    if ((st = dn_dataset_split(ds, cfg))) goto fail;
+    int cross = 0, within = 0, dropped = 0;
+    if ((st = dn_dataset_dedup(ds, drop_dups, log, &cross, &within, &dropped))) goto fail;
+    if (log) {
+        fprintf(log, "%s: %d images, %d classes, %s split: train %d, val %d, test %d", data, ds->n, ds->nclasses,
+                preset ? "official" : "stratified", dn_dataset_count(ds, DN_SPLIT_TRAIN, NULL),
+                dn_dataset_count(ds, DN_SPLIT_VAL, NULL), dn_dataset_count(ds, DN_SPLIT_TEST, NULL));
+        fprintf(log, "; duplicates: %d across splits/labels (%d dropped), %d within a split\n", cross, dropped,
+                within);
+    }
+    if (split_manifest) {
+        if ((st = dn_dataset_write_manifest(ds, split_manifest))) goto fail;
+        if (log) fprintf(log, "wrote split manifest %s\n", split_manifest);
+    }
+    *out = ds;
+    return DN_OK;
+fail:
+    dn_dataset_free(ds);
+    return st;
+}
