@@ -5,6 +5,7 @@
 #include "train/augment.h"
 #include "train/loader.h"
 #include "train/featcache.h"
+#include "train/checkpoint.h"
 #include "nn/engine.h"
 #include "nn/model.h"
 #include <sys/stat.h>
@@ -396,6 +397,53 @@ TEST(featcache_memory_and_disk) {
     dn_model_free(m);
 }
 
+/* ------------------------------------------------------------ checkpoints */
+TEST(checkpoint_roundtrip_and_corruption) {
+    make_files();
+    char path[300];
+    snprintf(path, sizeof path, "%s/a.ckpt", tmpdir());
+    dn_tensors ts = {0};
+    dn_meta meta = {0};
+    int64_t sh[2] = {2, 3};
+    float *d = malloc(6 * sizeof(float));
+    for (int i = 0; i < 6; i++) d[i] = i * 0.5f - 1;
+    CHECK(dn_tensors_add(&ts, "fc.weight", 2, sh, d) == DN_OK);
+    CHECK(dn_tensors_add(&ts, "optim.step", 1, (int64_t[]){1}, calloc(1, sizeof(float))) == DN_OK);
+    dn_meta_set(&meta, "epoch", "7");
+    dn_meta_set(&meta, "classes", "[\"a\",\"b\"]");
+    CHECK(dn_checkpoint_save(path, &ts, &meta) == DN_OK);
+    dn_tensors t2 = {0};
+    dn_meta m2 = {0};
+    CHECK(dn_checkpoint_load(path, &t2, &m2) == DN_OK);
+    CHECK(t2.n == 2 && !strcmp(t2.t[0].name, "fc.weight") && t2.t[0].ndim == 2 && t2.t[0].shape[1] == 3);
+    CHECK(!memcmp(t2.t[0].data, d, 6 * sizeof(float)));
+    CHECK(dn_meta_get(&m2, "epoch") && !strcmp(dn_meta_get(&m2, "epoch"), "7"));
+    dn_tensors_free(&t2);
+    dn_meta_free(&m2);
+    /* flip one byte of a weight: checksum catches it */
+    FILE *f = fopen(path, "r+b");
+    fseek(f, -40, SEEK_END);
+    int c = fgetc(f);
+    fseek(f, -40, SEEK_END);
+    fputc(c ^ 0x10, f);
+    fclose(f);
+    CHECK(dn_checkpoint_load(path, &t2, &m2) == DN_ERR_FORMAT);
+    CHECK(strstr(dn_last_error(), "a.ckpt: corrupt checkpoint (checksum mismatch)") != NULL);
+    CHECK(t2.n == 0 && m2.n == 0);
+    /* truncated */
+    CHECK(dn_checkpoint_save(path, &ts, &meta) == DN_OK);
+    CHECK(truncate(path, 60) == 0);
+    CHECK(dn_checkpoint_load(path, &t2, &m2) == DN_ERR_FORMAT);
+    CHECK(strstr(dn_last_error(), "truncated") != NULL);
+    /* not a checkpoint at all */
+    CHECK(dn_checkpoint_load(g_paths[0], &t2, &m2) == DN_ERR_FORMAT);
+    CHECK(strstr(dn_last_error(), "not a defectnet checkpoint") != NULL);
+    snprintf(path, sizeof path, "%s/nodir/x.ckpt", tmpdir());
+    CHECK(dn_checkpoint_save(path, &ts, &meta) == DN_ERR_IO);
+    dn_tensors_free(&ts);
+    dn_meta_free(&meta);
+}
+
 int main(void) {
     RUN(aug_parse);
     RUN(aug_geometry);
@@ -403,5 +451,6 @@ int main(void) {
     RUN(loader_deterministic_any_workers);
     RUN(loader_skips_unreadable_and_strict);
     RUN(featcache_memory_and_disk);
+    RUN(checkpoint_roundtrip_and_corruption);
     return REPORT();
 }
