@@ -12,7 +12,10 @@
  *   p -= (lr / (1 - b1^t)) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
  * The lr passed to dn_optim_step is multiplied by cfg.group_lr_mult[param.group]
  * (e.g. 0.1 for the pretrained backbone, 1 for the head); weight decay uses that
- * effective lr too (like a PyTorch param group with its own lr).
+ * effective lr too (like a PyTorch param group with its own lr). The multiplier
+ * scales the whole schedule, so it equals PyTorch param groups driven by one
+ * scheduler exactly when the schedule's eta_min is 0 (PyTorch's eta_min is an
+ * absolute floor shared by all groups).
  *
  * Ownership: the optimizer copies the dn_param descriptors (not the arrays: data
  * and grad stay owned by the net) and owns its state arrays. */
