@@ -1,0 +1,78 @@
+#!/bin/sh
+# One command, one run: ResNet-18 (224x224, same weights, same input tensor) on
+# defectnet (every conv implementation available), ONNX Runtime (npm
+# onnxruntime-node, CPU) and PyTorch (Debian python3-torch), alternating the
+# systems round by round. Prints a ratio table and appends it to BENCHMARKS.md.
+#
+#   bench/run.sh [--rounds N] [--threads T] [--no-append]
+#
+# Needs: /usr/bin/python3 with torch+torchvision (export + PyTorch side), node/npm
+# (onnxruntime-node is installed into bench/node_modules with --ignore-scripts on
+# first use), ../shared/weights/resnet18-imagenet.pth (or $DN_SHARED).
+set -e
+cd "$(dirname "$0")/.."
+ROUNDS=3; THREADS=2; APPEND=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --rounds) ROUNDS=$2; shift 2;;
+    --threads) THREADS=$2; shift 2;;
+    --no-append) APPEND=0; shift;;
+    *) echo "bench/run.sh: unknown option $1" >&2; exit 2;;
+    esac
+done
+SHARED=${DN_SHARED:-../shared}
+W=$SHARED/weights/resnet18-imagenet.pth
+[ -f "$W" ] || { echo "bench/run.sh: $W: weights not found (set DN_SHARED)" >&2; exit 1; }
+BUILD=${BUILD:-build-bench}
+OUT=bench/out
+mkdir -p $OUT
+make -s BUILD=$BUILD -j2 $BUILD/bench/bench_infer $BUILD/bench/bench_conv $BUILD/bench/bench_train >/dev/null 2>$OUT/build.log \
+    || make -s BUILD=$BUILD -j2 $BUILD/bench/bench_infer $BUILD/bench/bench_conv >/dev/null
+[ -f $OUT/resnet18.onnx ] && [ -f $OUT/input.f32 ] ||
+    /usr/bin/python3 tools/export_onnx.py --weights "$W" --out $OUT/resnet18.onnx --input $OUT/input.f32
+[ -d bench/node_modules/onnxruntime-node ] ||
+    (cd bench && npm install --ignore-scripts --no-audit --no-fund >/dev/null)
+
+RES=$OUT/results.jsonl
+: > $RES
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+IMPLS="direct"
+for i in winograd bf16 int8; do
+    # an implementation counts once the engine actually resolves it (no fallback)
+    if $BUILD/bench/bench_infer --weights "$W" --input $OUT/input.f32 --batch 1 --iters 1 --warmup 0 \
+        --threads $THREADS --impl $i 2>/dev/null | grep -q "\"impl\": \"$i"; then IMPLS="$IMPLS $i"; fi
+done
+run() { # label, command...
+    label=$1; shift
+    if ! "$@" >>$RES 2>$OUT/last.err; then echo "bench/run.sh: $label failed: $(tail -1 $OUT/last.err)" >&2; fi
+}
+r=1
+while [ $r -le $ROUNDS ]; do
+    echo "round $r/$ROUNDS ($IMPLS)" >&2
+    for b in 1 32; do
+        if [ $b = 1 ]; then it=30; wu=3; else it=4; wu=1; fi
+        run ort node bench/bench_ort.js --model $OUT/resnet18.onnx --input $OUT/input.f32 --batch $b \
+            --threads $THREADS --iters $it --warmup $wu
+        for i in $IMPLS; do
+            run "defectnet $i" $BUILD/bench/bench_infer --weights "$W" --input $OUT/input.f32 --batch $b \
+                --threads $THREADS --iters $it --warmup $wu --impl $i
+        done
+        run pytorch /usr/bin/python3 tools/bench_torch.py --weights "$W" --input $OUT/input.f32 --batch $b \
+            --threads $THREADS --iters $it --warmup $wu
+    done
+    for t in all head; do
+        run "pytorch train-$t" /usr/bin/python3 tools/bench_torch.py --weights "$W" --input $OUT/input.f32 \
+            --batch 32 --threads $THREADS --iters 3 --warmup 1 --train $t
+        if [ -x $BUILD/bench/bench_train ]; then
+            run "defectnet train-$t" $BUILD/bench/bench_train --weights "$W" --input $OUT/input.f32 \
+                --batch 32 --threads $THREADS --iters 3 --warmup 1 --train $t
+        fi
+    done
+    r=$((r + 1))
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+CPU=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
+A=""
+[ $APPEND = 1 ] && A="--append BENCHMARKS.md"
+/usr/bin/python3 bench/report.py $RES --cmd "bench/run.sh --rounds $ROUNDS --threads $THREADS" \
+    --cpu "$CPU ($(nproc) CPUs)" --load "$LOAD_BEFORE -> $LOAD_AFTER" $A

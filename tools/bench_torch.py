@@ -1,0 +1,104 @@
+#!/usr/bin/python3
+"""PyTorch side of bench/run.sh (Debian python3-torch, torch.set_num_threads).
+
+Inference: torchvision ResNet-18 with the given weights, eval mode, no_grad.
+Training (--train all|head): forward + backward + SGD(momentum 0.9) step on
+batches of the shared input with fixed labels, every layer trainable (all) or
+only a new fc head trainable with the backbone frozen in eval mode (head, the
+PyTorch-tutorial way: the backbone still runs forward every step).
+
+Prints one JSON line like bench/bench_ort.js.
+Usage: /usr/bin/python3 tools/bench_torch.py --weights W --input bench/out/input.f32 --batch 32
+           [--threads 2] [--iters 10] [--warmup 2] [--train all|head] [--classes 6]
+"""
+import argparse
+import json
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+import torchvision
+
+
+def pct(s, p):
+    i = min(len(s) - 1, max(0, int(np.ceil(p / 100 * len(s))) - 1))
+    return s[i]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--weights", required=True)
+    ap.add_argument("--input", required=True)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--train", choices=["all", "head"], default=None)
+    ap.add_argument("--classes", type=int, default=6)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    per = 3 * 224 * 224
+    raw = np.fromfile(a.input, dtype="<f4")
+    avail = raw.size // per
+    if a.batch < 1 or a.batch > avail:
+        sys.exit(f"bench_torch: batch {a.batch} not in 1..{avail} (input file)")
+    x = torch.from_numpy(raw[: a.batch * per].copy()).reshape(a.batch, 3, 224, 224)
+    m = torchvision.models.resnet18()
+    m.load_state_dict(torch.load(a.weights, map_location="cpu"))
+    lat = []
+    top1 = []
+    if a.train is None:
+        m.eval()
+        with torch.no_grad():
+            for _ in range(a.warmup):
+                out = m(x)
+            t0 = time.perf_counter()
+            for _ in range(a.iters):
+                s = time.perf_counter()
+                out = m(x)
+                lat.append((time.perf_counter() - s) * 1e3)
+            total = time.perf_counter() - t0
+        top1 = out.argmax(1).tolist()
+        mode = "fp32"
+    else:
+        m.fc = torch.nn.Linear(512, a.classes)
+        if a.train == "head":
+            for n, p in m.named_parameters():
+                p.requires_grad = n.startswith("fc.")
+            m.eval()  # frozen backbone: BatchNorm uses running statistics
+        else:
+            m.train()
+        params = [p for p in m.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+        y = torch.arange(a.batch) % a.classes
+        lossf = torch.nn.CrossEntropyLoss()
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = lossf(m(x), y)
+            loss.backward()
+            opt.step()
+
+        for _ in range(a.warmup):
+            step()
+        t0 = time.perf_counter()
+        for _ in range(a.iters):
+            s = time.perf_counter()
+            step()
+            lat.append((time.perf_counter() - s) * 1e3)
+        total = time.perf_counter() - t0
+        mode = "train-" + a.train
+    lat.sort()
+    print(json.dumps({
+        "system": "pytorch", "mode": mode, "version": torch.__version__, "batch": a.batch,
+        "threads": a.threads, "iters": a.iters, "img_s": a.batch * a.iters / total,
+        "p50_ms": pct(lat, 50), "p90_ms": pct(lat, 90), "p99_ms": pct(lat, 99),
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "top1": top1,
+    }))
+
+
+if __name__ == "__main__":
+    main()
