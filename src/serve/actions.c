@@ -38,7 +38,6 @@
 extern char **environ;
 
 #define DN_ACTIONS_MAX_WORKERS 256
-#define DN_ACTIONS_DRAIN_S 5.0      /* dn_actions_free: time allowed to finish queued actions */
 #define DN_ACTIONS_MAX_LINES 4096   /* per-rule history entries (distinct lines) before eviction */
 #define DN_ACTIONS_DETAIL 512
 
@@ -947,7 +946,10 @@ int dn_actions_submit(dn_actions *a, const dn_pred_event *ev) {
 
 void dn_actions_free(dn_actions *a) {
     if (!a) return;
-    atomic_store(&a->stop_deadline, dn_now() + DN_ACTIONS_DRAIN_S);
+    pthread_mutex_lock(&a->mu);
+    double drain = a->rules ? a->rules->drain_s : 0;
+    pthread_mutex_unlock(&a->mu);
+    atomic_store(&a->stop_deadline, dn_now() + drain);
     atomic_store(&a->stopping, 1);
     pthread_mutex_lock(&a->mu);
     for (int i = 0; i < a->nworkers; i++) {

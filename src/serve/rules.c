@@ -117,7 +117,7 @@ static dn_status get_num(const pctx *pc, const dn_json *v, const char *key, doub
 }
 
 static dn_status get_int(const pctx *pc, const dn_json *v, const char *key, int lo, int hi, int *out) {
-    double x;
+    double x = 0;
     dn_status st = get_num(pc, v, key, lo, hi, &x);
     if (st) return st;
     if (x != floor(x)) return PFAIL(pc, "\"%s\" = %g must be an integer", key, x);
@@ -418,6 +418,7 @@ dn_status dn_rules_parse(const char *text, size_t len, const char *name, dn_rule
     if (!rs) { dn_json_free(root); return DN_ERR_NOMEM; }
     atomic_init(&rs->refs, 1);
     rs->queue_capacity = 256;
+    rs->drain_s = 5;
     if (!(rs->name = dn_strdup(name))) { st = DN_ERR_NOMEM; goto fail; }
     if (dn_json_type_of(root) != DN_JSON_OBJ) {
         st = dn_fail(DN_ERR_FORMAT, "%s: top level must be an object {\"rules\": [...]}, not %s", name,
@@ -442,8 +443,15 @@ dn_status dn_rules_parse(const char *text, size_t len, const char *name, dn_rule
                 goto fail;
             }
             rs->queue_capacity = (int)q;
+        } else if (!strcmp(k, "drain_s")) {
+            double d = dn_json_num(v, -1);
+            if (dn_json_type_of(v) != DN_JSON_NUM || !(d >= 0 && d <= 3600)) {
+                st = dn_fail(DN_ERR_FORMAT, "%s: \"drain_s\" must be a number in [0, 3600]", name);
+                goto fail;
+            }
+            rs->drain_s = d;
         } else {
-            st = dn_fail(DN_ERR_FORMAT, "%s: unknown top-level field \"%s\" (known: version, queue_capacity, rules)",
+            st = dn_fail(DN_ERR_FORMAT, "%s: unknown top-level field \"%s\" (known: version, queue_capacity, drain_s, rules)",
                          name, k);
             goto fail;
         }

@@ -66,6 +66,7 @@ struct dn_rules {
     dn_rule *rules;
     int n;
     int queue_capacity;  /* per action queue */
+    double drain_s;      /* dn_actions_free: time allowed to finish queued actions */
     atomic_int refs;
 };
 
