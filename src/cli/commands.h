@@ -7,7 +7,8 @@
 
 #define DN_COMMANDS(X) \
     X(version, "print version and CPU features") \
-    X(report, "manufacturing report (CSV/JSON/HTML) from the prediction store")
+    X(report, "manufacturing report (CSV/JSON/HTML) from the prediction store") \
+    X(predict, "classify image files/folders with a model (table, jsonl, csv)")
 
 #define DN_DECL(name, help) int cmd_##name(int argc, char **argv);
 DN_COMMANDS(DN_DECL)

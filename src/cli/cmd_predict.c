@@ -1,0 +1,270 @@
+/* defectnet predict: classify image files and folders with a model.
+ *
+ *   defectnet predict --model M [--top-k K] [--batch B] [--threads T]
+ *                     [--format table|jsonl|csv] PATH...
+ *
+ * PATHs are image files and/or directories (searched recursively for image
+ * files by extension, natural order; dn_collect_images). Images are decoded and preprocessed with
+ * the model's own contract, B at a time, and each batch is forwarded once.
+ * One output line per image: path, class, confidence (temperature-calibrated
+ * softmax), uncertain flag (confidence < model threshold) and the top-K classes
+ * with probabilities. Default format: table when stdout is a terminal, JSON lines
+ * otherwise. A file that cannot be read or decoded is reported on stderr as one
+ * line "defectnet predict: <file>: <problem>" and skipped; the rest are still
+ * classified.
+ *
+ * Exit status: 0 every image classified; 1 at least one file failed (the others
+ * were classified); 2 usage error, unloadable model, or nothing to classify. */
+#include "core/core.h"
+#include "core/json.h"
+#include "io/dataset.h"
+#include "nn/engine.h"
+#include "nn/model.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+enum { FMT_TABLE, FMT_JSONL, FMT_CSV };
+
+typedef struct { char **v; int n, cap; } strvec;
+
+static int sv_push(strvec *s, char *p) {
+    if (!p) return -1;
+    if (s->n == s->cap) {
+        int nc = s->cap ? s->cap * 2 : 64;
+        char **nv = realloc(s->v, (size_t)nc * sizeof *nv);
+        if (!nv) { free(p); return -1; }
+        s->v = nv; s->cap = nc;
+    }
+    s->v[s->n++] = p;
+    return 0;
+}
+static void sv_free(strvec *s) {
+    for (int i = 0; i < s->n; i++) free(s->v[i]);
+    free(s->v);
+}
+/* ------------------------------------------------------------ output */
+
+typedef struct { int idx; float p; } ranked;
+static int cmp_rank(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->p != y->p) return x->p < y->p ? 1 : -1;
+    return x->idx - y->idx;
+}
+
+static void csv_field(FILE *f, const char *s) {
+    if (!strpbrk(s, ",\"\r\n")) { fputs(s, f); return; }
+    fputc('"', f);
+    for (; *s; s++) { if (*s == '"') fputc('"', f); fputc(*s, f); }
+    fputc('"', f);
+}
+
+static void print_header(int fmt, int k, int pathw) {
+    if (fmt == FMT_CSV) {
+        printf("path,class,confidence,uncertain");
+        for (int i = 1; i <= k; i++) printf(",top%d_class,top%d_prob", i, i);
+        printf("\n");
+    } else if (fmt == FMT_TABLE) {
+        printf("%-*s  %-16s %10s  %s\n", pathw, "path", "class", "confidence", "top-k");
+    }
+}
+
+static void print_row(int fmt, const dn_model *m, const char *path, const dn_prediction *pr, const float *probs,
+                      int k, int pathw) {
+    int c = m->num_classes;
+    ranked r[DN_MAX_CLASSES];
+    for (int i = 0; i < c; i++) { r[i].idx = i; r[i].p = probs[i]; }
+    qsort(r, (size_t)c, sizeof r[0], cmp_rank);
+    const char *cls = dn_model_class_name(m, pr->cls);
+    if (fmt == FMT_JSONL) {
+        dn_sb b = {0};
+        dn_sb_puts(&b, "{\"path\": ");
+        dn_sb_json_str(&b, path);
+        dn_sb_puts(&b, ", \"class\": ");
+        dn_sb_json_str(&b, cls);
+        dn_sb_printf(&b, ", \"class_index\": %d, \"confidence\": %.6f, \"uncertain\": %s, \"top_k\": [", pr->cls,
+                     pr->confidence, pr->uncertain ? "true" : "false");
+        for (int i = 0; i < k; i++) {
+            dn_sb_puts(&b, i ? ", {\"class\": " : "{\"class\": ");
+            dn_sb_json_str(&b, dn_model_class_name(m, r[i].idx));
+            dn_sb_printf(&b, ", \"prob\": %.6f}", r[i].p);
+        }
+        dn_sb_puts(&b, "]}");
+        if (!b.oom) puts(b.s);
+        dn_sb_free(&b);
+    } else if (fmt == FMT_CSV) {
+        csv_field(stdout, path);
+        putchar(',');
+        csv_field(stdout, cls);
+        printf(",%.6f,%d", pr->confidence, pr->uncertain);
+        for (int i = 0; i < k; i++) {
+            putchar(',');
+            csv_field(stdout, dn_model_class_name(m, r[i].idx));
+            printf(",%.6f", r[i].p);
+        }
+        putchar('\n');
+    } else {
+        printf("%-*s  %-16s %9.2f%%%s", pathw, path, cls, 100.0 * pr->confidence, pr->uncertain ? "?" : " ");
+        for (int i = 0; i < k; i++) printf(" %s%s %.3f", i ? "| " : " ", dn_model_class_name(m, r[i].idx), r[i].p);
+        putchar('\n');
+    }
+}
+
+/* ------------------------------------------------------------ main */
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: defectnet predict --model M [--top-k K] [--batch B] [--threads T]\n"
+            "                         [--format table|jsonl|csv] PATH...\n"
+            "  PATH      image files and/or directories (searched recursively)\n"
+            "  --top-k   classes listed per image (default 3, at most the number of classes)\n"
+            "  --batch   images decoded and forwarded together (default 8)\n"
+            "  --threads worker threads (default: all cores)\n"
+            "  --format  table (default on a terminal) | jsonl (default otherwise) | csv\n"
+            "exit status: 0 all classified, 1 some files failed (rest classified), 2 usage/model error\n");
+}
+
+static int parse_int(const char *opt, const char *v, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = v ? strtol(v, &end, 10) : 0;
+    if (!v || errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "defectnet predict: %s: expected an integer in %d..%d, got '%s'\n", opt, lo, hi, v ? v : "");
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+int cmd_predict(int argc, char **argv) {
+    const char *model_path = NULL;
+    int topk = 3, batch = 8, threads = 0, fmt = -1, failed = 0, ok = 0, rc = 2;
+    strvec inputs = {0}, files = {0};
+    dn_model *m = NULL;
+    dn_session *s = NULL;
+    dn_prediction *preds = NULL;
+    float *probs = NULL;
+    char **names = NULL;
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); rc = 0; goto done; }
+        else if (!strcmp(a, "--model")) { if (!v) goto missing; model_path = v; i++; }
+        else if (!strcmp(a, "--top-k")) { if (parse_int(a, v, 1, DN_MAX_CLASSES, &topk)) goto done; i++; }
+        else if (!strcmp(a, "--batch")) { if (parse_int(a, v, 1, 1024, &batch)) goto done; i++; }
+        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 0, 1024, &threads)) goto done; i++; }
+        else if (!strcmp(a, "--format")) {
+            if (!v) goto missing;
+            if (!strcmp(v, "table")) fmt = FMT_TABLE;
+            else if (!strcmp(v, "jsonl")) fmt = FMT_JSONL;
+            else if (!strcmp(v, "csv")) fmt = FMT_CSV;
+            else { fprintf(stderr, "defectnet predict: --format: unknown format '%s' (table|jsonl|csv)\n", v); goto done; }
+            i++;
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "defectnet predict: unknown option '%s'\n", a);
+            usage(stderr);
+            goto done;
+        } else if (sv_push(&inputs, dn_strdup(a))) {
+            fprintf(stderr, "defectnet predict: out of memory\n");
+            goto done;
+        }
+        continue;
+    missing:
+        fprintf(stderr, "defectnet predict: %s needs a value\n", a);
+        goto done;
+    }
+    if (!model_path) { fprintf(stderr, "defectnet predict: --model is required\n"); usage(stderr); goto done; }
+    if (!inputs.n) { fprintf(stderr, "defectnet predict: no image files or folders given\n"); usage(stderr); goto done; }
+    if (fmt < 0) fmt = isatty(STDOUT_FILENO) ? FMT_TABLE : FMT_JSONL;
+
+    if (dn_model_load(model_path, &m)) {
+        fprintf(stderr, "defectnet predict: %s\n", dn_last_error());
+        goto done;
+    }
+    if (m->num_classes < 1) {
+        fprintf(stderr, "defectnet predict: %s: model has no classification head (backbone only)\n", model_path);
+        goto done;
+    }
+    if (topk > m->num_classes) topk = m->num_classes;
+
+    for (int i = 0; i < inputs.n; i++) {
+        char **paths = NULL;
+        int np = 0;
+        if (dn_collect_images((const char *const *)&inputs.v[i], 1, &paths, &np)) {
+            fprintf(stderr, "defectnet predict: %s\n", dn_last_error());
+            failed++;
+            continue;
+        }
+        int oom = 0;
+        for (int k = 0; k < np; k++) {
+            if (!oom && sv_push(&files, paths[k])) oom = 1;
+            else if (oom) free(paths[k]);
+            paths[k] = NULL;
+        }
+        dn_paths_free(paths, np);
+        if (oom) { fprintf(stderr, "defectnet predict: out of memory\n"); goto done; }
+    }
+    if (!files.n) {
+        fprintf(stderr, "defectnet predict: no image files found\n");
+        goto done;
+    }
+    if (batch > files.n) batch = files.n;
+
+    if (dn_session_new(m, batch, threads, &s)) {
+        fprintf(stderr, "defectnet predict: %s\n", dn_last_error());
+        goto done;
+    }
+    int c = m->num_classes, crop = m->pp.crop;
+    size_t per = (size_t)3 * crop * crop;
+    preds = dn_calloc((size_t)batch, sizeof *preds);
+    probs = dn_calloc((size_t)batch * c, sizeof *probs);
+    names = dn_calloc((size_t)batch, sizeof *names);
+    if (!preds || !probs || !names) { fprintf(stderr, "defectnet predict: out of memory\n"); goto done; }
+    int pathw = 4;
+    if (fmt == FMT_TABLE)
+        for (int i = 0; i < files.n; i++) { int l = (int)strlen(files.v[i]); if (l > pathw) pathw = l < 60 ? l : 60; }
+    print_header(fmt, topk, pathw);
+
+    float *in = dn_session_input(s);
+    for (int next = 0; next < files.n;) {
+        int nb = 0;
+        while (nb < batch && next < files.n) {
+            const char *path = files.v[next++];
+            dn_image img = {0};
+            dn_status st = dn_image_load(path, &img);
+            if (!st) st = dn_preprocess(&img, &m->pp, in + (size_t)nb * per);
+            dn_image_free(&img);
+            if (st) {
+                const char *err = dn_last_error();
+                /* decoder messages normally name the file already */
+                if (strstr(err, path)) fprintf(stderr, "defectnet predict: %s\n", err);
+                else fprintf(stderr, "defectnet predict: %s: %s\n", path, err);
+                failed++;
+                continue;
+            }
+            names[nb++] = files.v[next - 1];
+        }
+        if (!nb) continue;
+        if (dn_session_classify_batch(s, in, nb, preds, probs)) {
+            for (int i = 0; i < nb; i++) fprintf(stderr, "defectnet predict: %s: %s\n", names[i], dn_last_error());
+            failed += nb;
+            continue;
+        }
+        for (int i = 0; i < nb; i++) print_row(fmt, m, names[i], &preds[i], probs + (size_t)i * c, topk, pathw);
+        ok += nb;
+        fflush(stdout);
+    }
+    rc = failed ? 1 : 0;
+    if (failed) fprintf(stderr, "defectnet predict: %d classified, %d failed\n", ok, failed);
+done:
+    free(names);
+    free(probs);
+    free(preds);
+    dn_session_free(s);
+    dn_model_free(m);
+    sv_free(&files);
+    sv_free(&inputs);
+    return rc;
+}

@@ -1,0 +1,208 @@
+/* `defectnet predict` end to end: drives the CLI binary ($DN_BIN, exported by
+ * tests/run.sh) on a temporary folder of small good images plus bad files, using
+ * the narrow fixture model tests/fixtures/resnet/r18n.pth. Checks one line per
+ * good image in every format (JSON lines parse, CSV header and columns, table),
+ * one stderr line per bad file naming it, recursion, exit codes, and usage errors. */
+#include "core/core.h"
+#include "core/json.h"
+#include "harness.h"
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MODEL "tests/fixtures/resnet/r18n.pth"
+
+static char g_dir[256];
+static const char *g_bin;
+
+static void write_file(const char *name, const void *data, size_t n) {
+    char p[512];
+    snprintf(p, sizeof p, "%s/%s", g_dir, name);
+    FILE *f = fopen(p, "wb");
+    if (!f) return;
+    fwrite(data, 1, n, f);
+    fclose(f);
+}
+
+/* Binary PGM (P5) or PPM (P6) with a gradient + a "defect" square. */
+static void write_pnm(const char *name, int w, int h, int color, int seed) {
+    char hdr[64];
+    int hl = snprintf(hdr, sizeof hdr, "P%d\n%d %d\n255\n", color ? 6 : 5, w, h);
+    int ch = color ? 3 : 1;
+    size_t n = (size_t)hl + (size_t)w * h * ch;
+    unsigned char *b = malloc(n);
+    memcpy(b, hdr, (size_t)hl);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < ch; c++) {
+                int v = (x * 7 + y * 3 + c * 50 + seed * 31) & 255;
+                if (x > w / 3 && x < w / 2 && y > h / 3 && y < h / 2) v = 255 - v;
+                b[hl + ((size_t)y * w + x) * ch + c] = (unsigned char)v;
+            }
+    write_file(name, b, n);
+    free(b);
+}
+
+/* Runs the CLI with args; stdout/stderr captured into files; returns exit code. */
+static int run(const char *args, char **out, char **err) {
+    char cmd[2048], o[300], e[300];
+    snprintf(o, sizeof o, "%s/.stdout", g_dir);
+    snprintf(e, sizeof e, "%s/.stderr", g_dir);
+    snprintf(cmd, sizeof cmd, "\"%s\" predict %s >\"%s\" 2>\"%s\"", g_bin, args, o, e);
+    int st = system(cmd);
+    size_t len;
+    uint8_t *d = NULL;
+    *out = *err = NULL;
+    if (dn_read_file(o, 1 << 24, &d, &len) == DN_OK) { *out = realloc(d, len + 1); (*out)[len] = 0; }
+    if (dn_read_file(e, 1 << 24, &d, &len) == DN_OK) { *err = realloc(d, len + 1); (*err)[len] = 0; }
+    if (!*out) *out = calloc(1, 1);
+    if (!*err) *err = calloc(1, 1);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+static int setup(void) {
+    g_bin = getenv("DN_BIN");
+    if (!g_bin || access(g_bin, X_OK) != 0) return 0;
+    snprintf(g_dir, sizeof g_dir, "/tmp/dn_test_predict_XXXXXX");
+    if (!mkdtemp(g_dir)) return 0;
+    char sub[300];
+    snprintf(sub, sizeof sub, "%s/sub", g_dir);
+    mkdir(sub, 0755);
+    write_pnm("a_good.pgm", 40, 30, 0, 1);
+    write_pnm("b_good.ppm", 23, 51, 1, 2);
+    write_pnm("sub/c_good.pgm", 64, 64, 0, 3);
+    write_pnm("sub/d_good.PPM", 17, 9, 1, 4);
+    write_file("bad_text.jpg", "this is not a jpeg\n", 19);
+    static const unsigned char png_sig[16] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+    write_file("sub/truncated.png", png_sig, sizeof png_sig);
+    write_file("empty.bmp", "", 0);
+    write_file("notes.txt", "not an image, ignored by extension\n", 35);
+    return 1;
+}
+
+TEST(jsonl_good_and_bad_files) {
+    if (!g_dir[0]) SKIP("DN_BIN not set (run through tests/run.sh)");
+    char *out, *err, args[600];
+    snprintf(args, sizeof args, "--model %s --format jsonl --batch 3 --threads 2 --top-k 2 %s", MODEL, g_dir);
+    int rc = run(args, &out, &err);
+    CHECK_MSG(rc == 1, "exit %d, stderr: %s", rc, err);
+    CHECK_MSG(count_lines(out) == 4, "stdout: %s", out);
+    /* each bad file: one line naming it; plus the summary line */
+    CHECK(strstr(err, "bad_text.jpg") && strstr(err, "truncated.png") && strstr(err, "empty.bmp"));
+    CHECK(!strstr(err, "notes.txt"));
+    CHECK_MSG(count_lines(err) == 4, "stderr: %s", err);
+    CHECK(strstr(err, "4 classified, 3 failed"));
+    int lines = 0;
+    for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), lines++) {
+        char perr[128];
+        dn_json *j = dn_json_parse(line, strlen(line), perr, sizeof perr);
+        CHECK_MSG(j != NULL, "invalid JSON line '%s': %s", line, perr);
+        if (!j) continue;
+        const char *path = dn_json_str(dn_json_get(j, "path"), "");
+        CHECK(strstr(path, "_good.") != NULL);
+        CHECK(!strncmp(dn_json_str(dn_json_get(j, "class"), ""), "class_", 6));
+        double conf = dn_json_num(dn_json_get(j, "confidence"), -1);
+        CHECK(conf > 0.2 - 1e-9 && conf <= 1.0); /* 5 classes: argmax prob >= 1/5 */
+        const dn_json *tk = dn_json_get(j, "top_k");
+        CHECK(dn_json_len(tk) == 2);
+        CHECK_NEAR(dn_json_num(dn_json_get(dn_json_at(tk, 0), "prob"), -1), conf, 1e-6);
+        CHECK(!strcmp(dn_json_str(dn_json_get(dn_json_at(tk, 0), "class"), "?"), dn_json_str(dn_json_get(j, "class"), "")));
+        CHECK(dn_json_num(dn_json_get(dn_json_at(tk, 1), "prob"), 2) <= conf);
+        CHECK(dn_json_bool(dn_json_get(j, "uncertain"), 1) == 0);
+        if (lines == 2) CHECK(strstr(path, "sub/c_good.pgm") != NULL); /* sorted, recursive */
+        dn_json_free(j);
+    }
+    free(out); free(err);
+}
+
+TEST(batch_size_does_not_change_results) {
+    if (!g_dir[0]) SKIP("DN_BIN not set (run through tests/run.sh)");
+    char *o1, *o2, *e1, *e2, args[600];
+    snprintf(args, sizeof args, "--model %s --format csv --batch 1 --threads 1 %s", MODEL, g_dir);
+    int r1 = run(args, &o1, &e1);
+    snprintf(args, sizeof args, "--model %s --format csv --batch 4 --threads 2 %s", MODEL, g_dir);
+    int r2 = run(args, &o2, &e2);
+    CHECK(r1 == 1 && r2 == 1);
+    CHECK_MSG(!strcmp(o1, o2), "batch 1:\n%s\nbatch 4:\n%s", o1, o2);
+    free(o1); free(o2); free(e1); free(e2);
+}
+
+TEST(csv_and_table_formats) {
+    if (!g_dir[0]) SKIP("DN_BIN not set (run through tests/run.sh)");
+    char *out, *err, args[600];
+    snprintf(args, sizeof args, "--model %s --format csv --top-k 9 %s/a_good.pgm %s/sub", MODEL, g_dir, g_dir);
+    int rc = run(args, &out, &err);
+    CHECK_MSG(rc == 1, "exit %d: %s", rc, err); /* sub/truncated.png fails */
+    CHECK(!strncmp(out, "path,class,confidence,uncertain,top1_class,top1_prob,", 53));
+    CHECK(strstr(out, "top5_prob\n") != NULL && strstr(out, "top6") == NULL); /* top-k clamped to 5 classes */
+    CHECK(count_lines(out) == 4);
+    char *row = strchr(out, '\n') + 1;
+    int commas = 0;
+    for (char *p = row; *p && *p != '\n'; p++) commas += *p == ',';
+    CHECK(commas == 3 + 2 * 5);
+    free(out); free(err);
+
+    snprintf(args, sizeof args, "--model %s --format table %s/a_good.pgm %s/b_good.ppm", MODEL, g_dir, g_dir);
+    rc = run(args, &out, &err);
+    CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+    CHECK(!strncmp(out, "path", 4) && count_lines(out) == 3 && strstr(out, "%") && strstr(out, "b_good.ppm"));
+    CHECK(err[0] == 0);
+    free(out); free(err);
+}
+
+TEST(default_format_is_jsonl_when_piped) {
+    if (!g_dir[0]) SKIP("DN_BIN not set (run through tests/run.sh)");
+    char *out, *err, args[600];
+    snprintf(args, sizeof args, "--model %s %s/a_good.pgm", MODEL, g_dir);
+    CHECK(run(args, &out, &err) == 0);
+    CHECK(out[0] == '{' && count_lines(out) == 1);
+    free(out); free(err);
+}
+
+TEST(usage_and_model_errors) {
+    if (!g_dir[0]) SKIP("DN_BIN not set (run through tests/run.sh)");
+    static const struct { const char *args; const char *needle; } cases[] = {
+        {"/tmp", "--model is required"},
+        {"--model " MODEL, "no image files or folders"},
+        {"--model " MODEL " --top-k 0 x.png", "--top-k"},
+        {"--model " MODEL " --batch abc x.png", "--batch"},
+        {"--model " MODEL " --format xml x.png", "unknown format 'xml'"},
+        {"--model " MODEL " --frobnicate x.png", "unknown option '--frobnicate'"},
+        {"--model /nonexistent/model.pth x.png", "/nonexistent/model.pth"},
+        {"--model tests/fixtures/resnet/r18n_logits.f32 x.png", "r18n_logits.f32"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *out, *err;
+        int rc = run(cases[i].args, &out, &err);
+        CHECK_MSG(rc == 2, "'%s': exit %d", cases[i].args, rc);
+        CHECK_MSG(strstr(err, cases[i].needle) != NULL, "'%s': stderr '%s' lacks '%s'", cases[i].args, err, cases[i].needle);
+        CHECK(out[0] == 0 || strstr(out, "usage") == NULL);
+        free(out); free(err);
+    }
+    /* only missing inputs: named, nothing to classify */
+    char *out, *err, args[600];
+    snprintf(args, sizeof args, "--model %s %s/does_not_exist.png", MODEL, g_dir);
+    CHECK(run(args, &out, &err) == 2);
+    CHECK(strstr(err, "does_not_exist.png: cannot access") != NULL);
+    free(out); free(err);
+}
+
+int main(void) {
+    if (!setup()) g_dir[0] = 0;
+    RUN(jsonl_good_and_bad_files);
+    RUN(batch_size_does_not_change_results);
+    RUN(csv_and_table_formats);
+    RUN(default_format_is_jsonl_when_piped);
+    RUN(usage_and_model_errors);
+    if (g_dir[0]) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+        if (system(cmd) != 0) printf("could not remove %s\n", g_dir);
+    }
+    return REPORT();
+}
