@@ -265,8 +265,8 @@ static dn_status b_finish(builder *b, const char *source, int has_split, dn_data
     for (int i = 0; i < b->n; i++) {
         char **hit = bsearch(&b->cls[i], names, (size_t)k, sizeof(char *), natural_cmp_p);
         b->items[i].label = (int)(hit - names);
-        free(b->cls[i]);
     }
+    for (int i = 0; i < b->n; i++) free(b->cls[i]); /* names[] points into these */
     free(names);
     free(b->cls);
     ds->items = b->items;
