@@ -11,6 +11,7 @@
 #include "train/net.h"
 #include "train/optim.h"
 #include "train/sched.h"
+#include "nn/engine.h"
 #include <stdint.h>
 
 #define FIX "tests/fixtures/train/"
@@ -264,6 +265,275 @@ done:
     fixture_free(&common);
 }
 
+
+/* ------------------------------------------------------------ schedules vs torch tables */
+TEST(schedules_match_torch) {
+    fixture common;
+    if (!fixture_load("common", &common)) { CHECK_MSG(0, "cannot load common fixture"); return; }
+    const dn_json *arr = dn_json_get(common.meta, "schedules");
+    CHECK(dn_json_len(arr) >= 4);
+    for (size_t i = 0; i < dn_json_len(arr); i++) {
+        const dn_json *c = dn_json_at(arr, i);
+        dn_sched sc = {0};
+        CHECK(dn_sched_parse_kind(dn_json_str(dn_json_get(c, "kind"), ""), &sc.kind) == DN_OK);
+        sc.base_lr = 0.1f;
+        sc.step_size = (int)cfg_num(c, "step_size", 0);
+        sc.gamma = (float)cfg_num(c, "gamma", 0);
+        sc.t_max = (int)cfg_num(c, "t_max", 0);
+        sc.eta_min = (float)cfg_num(c, "eta_min", 0);
+        sc.warmup = (int)cfg_num(c, "warmup", 0);
+        sc.warmup_start = (float)cfg_num(c, "warmup_start", 1);
+        CHECK_MSG(dn_sched_check(&sc) == DN_OK, "%s", dn_last_error());
+        const dn_json *lrs = dn_json_get(c, "lrs");
+        for (size_t t = 0; t < dn_json_len(lrs); t++) {
+            double want = dn_json_num(dn_json_at(lrs, t), -1);
+            float got = dn_sched_lr(&sc, (long)t);
+            CHECK_MSG(fabs(got - want) <= 1e-6 * want + 1e-9, "schedule %zu step %zu: %.9g vs torch %.9g", i, t, got, want);
+        }
+    }
+    fixture_free(&common);
+}
+
+/* ------------------------------------------------------------ cached inputs, eval, staging */
+static dn_model *fixture_model(const float **x, int *n, int *h, int *w, fixture *common) {
+    if (!fixture_load("common", common)) return NULL;
+    int64_t xn, xs[8];
+    *x = fx_get(common, "x", &xn, xs, NULL);
+    *n = (int)xs[0]; *h = (int)xs[2]; *w = (int)xs[3];
+    return load_init_model(common);
+}
+
+static double max_rel(const float *a, const float *b, int64_t n) {
+    double mr = 0, md = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (fabs(b[i]) > mr) mr = fabs(b[i]);
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= md)) md = d;
+    }
+    return md / (mr > 1e-6 ? mr : 1e-6);
+}
+
+/* Training from a cached activation (engine forward_to) or cached pooled
+ * features must give the same logits and gradients as the full forward. */
+static void cached_case(int first, int engine_stage) {
+    fixture common;
+    const float *x;
+    int n, h, w;
+    dn_model *ma = fixture_model(&x, &n, &h, &w, &common), *mb = NULL;
+    dn_net *na = NULL, *nb = NULL;
+    dn_session *ses = NULL;
+    float *act = NULL;
+    CHECK(ma != NULL);
+    if (!ma || dn_model_clone(ma, &mb)) goto done;
+    CHECK(dn_net_new(ma, first, n, h, w, 1, &na) == DN_OK);
+    CHECK(dn_net_new(mb, first, n, h, w, 2, &nb) == DN_OK);
+    dn_session_opts so = {n, 1, h, w, DN_CONV_REF};
+    CHECK_MSG(dn_session_new_ex(mb, &so, &ses) == DN_OK, "%s", dn_last_error());
+    if (!na || !nb || !ses) goto done;
+    int c, hh, ww;
+    dn_session_stage_shape(ses, engine_stage, &c, &hh, &ww);
+    int nc2, nh2, nw2;
+    /* engine "after stage k" (k = 0..4) enters our stage k + 1; engine 5 = pooled = our 5 */
+    int stage = engine_stage == 5 ? 5 : engine_stage + 1;
+    dn_net_input_shape(nb, stage, &nc2, &nh2, &nw2);
+    CHECK(c == nc2 && hh == nh2 && ww == nw2);
+    act = malloc(sizeof(float) * n * c * hh * ww);
+    CHECK(dn_session_forward_to(ses, x, n, engine_stage, act) == DN_OK);
+    float la[64], lb[64], da[64], db[64], loss;
+    int labels[4] = {0, 2, 1, 2};
+    CHECK(dn_net_forward(na, x, n, la) == DN_OK);
+    CHECK(dn_net_forward_from(nb, stage, act, n, lb) == DN_OK);
+    CHECK_MSG(max_rel(lb, la, (int64_t)n * ma->num_classes) < 1e-4, "logits differ");
+    CHECK(dn_ce_loss(la, labels, n, ma->num_classes, NULL, 0, &loss, da) == DN_OK);
+    CHECK(dn_ce_loss(lb, labels, n, mb->num_classes, NULL, 0, &loss, db) == DN_OK);
+    dn_net_zero_grad(na);
+    dn_net_zero_grad(nb);
+    CHECK(dn_net_backward(na, da) == DN_OK);
+    CHECK(dn_net_backward(nb, db) == DN_OK);
+    int pa, pb;
+    const dn_param *A = dn_net_params(na, &pa), *B = dn_net_params(nb, &pb);
+    CHECK(pa == pb);
+    for (int i = 0; i < pa && i < pb; i++) {
+        CHECK(!strcmp(A[i].name, B[i].name));
+        double e = max_rel(B[i].grad, A[i].grad, A[i].numel);
+        CHECK_MSG(e < 1e-3, "grad %s rel err %g", A[i].name, e);
+    }
+done:
+    free(act);
+    dn_session_free(ses);
+    dn_net_free(na); dn_net_free(nb);
+    dn_model_free(ma); dn_model_free(mb);
+    fixture_free(&common);
+}
+
+TEST(forward_from_cached_layer3) { cached_case(4, 3); }
+TEST(forward_from_pooled_features) { cached_case(5, 5); }
+TEST(forward_from_cached_layer2_with_frozen_layer3) { cached_case(4, 2); }
+
+TEST(eval_forward_matches_engine_and_keeps_state) {
+    fixture common;
+    const float *x;
+    int n, h, w;
+    dn_model *m = fixture_model(&x, &n, &h, &w, &common), *ref = NULL;
+    dn_net *net = NULL;
+    dn_session *ses = NULL;
+    CHECK(m != NULL);
+    if (!m || dn_model_clone(m, &ref)) goto done;
+    CHECK(dn_net_new(m, 0, n, h, w, 2, &net) == DN_OK);
+    dn_session_opts so = {n, 1, h, w, DN_CONV_REF};
+    CHECK(dn_session_new_ex(ref, &so, &ses) == DN_OK);
+    if (!net || !ses) goto done;
+    float a[64], b[64];
+    CHECK(dn_net_eval_forward(net, 0, x, n, a) == DN_OK);
+    CHECK(dn_session_forward(ses, x, n, b) == DN_OK);
+    CHECK_MSG(max_rel(a, b, (int64_t)n * m->num_classes) < 1e-4, "eval logits differ from engine");
+    /* eval forward must not touch BN running stats */
+    CHECK(!memcmp(m->bn1.mean, ref->bn1.mean, sizeof(float) * m->bn1.c));
+    CHECK(m->bn1.num_batches_tracked == ref->bn1.num_batches_tracked);
+    /* and a backward after an eval forward is refused */
+    CHECK(dn_net_backward(net, a) == DN_ERR_ARG);
+done:
+    dn_session_free(ses);
+    dn_net_free(net);
+    dn_model_free(m); dn_model_free(ref);
+    fixture_free(&common);
+}
+
+TEST(freeze_specs_and_staging) {
+    int f = -1;
+    CHECK(dn_freeze_parse("backbone", &f) == DN_OK && f == 5);
+    CHECK(dn_freeze_parse("layer3", &f) == DN_OK && f == 4);
+    CHECK(dn_freeze_parse("none", &f) == DN_OK && f == 0);
+    CHECK(dn_freeze_parse("2", &f) == DN_OK && f == 2);
+    CHECK(dn_freeze_parse("layer9", &f) == DN_ERR_ARG && strstr(dn_last_error(), "layer9"));
+    CHECK(dn_freeze_parse("", &f) == DN_ERR_ARG);
+    fixture common;
+    const float *x;
+    int n, h, w;
+    dn_model *m = fixture_model(&x, &n, &h, &w, &common);
+    dn_net *net = NULL;
+    CHECK(m != NULL);
+    if (!m) { fixture_free(&common); return; }
+    CHECK(dn_net_new(m, 5, n, h, w, 1, &net) == DN_OK);
+    if (net) {
+        int np;
+        const dn_param *p = dn_net_params(net, &np);
+        CHECK(np == 2 && !strcmp(p[0].name, "fc.weight") && p[0].group == DN_PARAM_HEAD);
+        CHECK(dn_net_set_first_trainable(net, 4) == DN_OK);
+        p = dn_net_params(net, &np);
+        CHECK(np == 17 && !strcmp(p[0].name, "layer4.0.conv1.weight") && p[0].group == DN_PARAM_BACKBONE);
+        CHECK(!strcmp(p[np - 1].name, "fc.bias") && p[np - 1].is_norm_or_bias);
+        float lg[64];
+        /* bad calls: each a one-line error, nothing crashes */
+        CHECK(dn_net_forward(net, x, n + 1, lg) == DN_ERR_ARG);
+        CHECK(dn_net_forward_from(net, 5, x, n, lg) == DN_ERR_ARG && strstr(dn_last_error(), "stage"));
+        CHECK(dn_net_backward(net, lg) == DN_ERR_ARG);
+        CHECK(dn_net_set_first_trainable(net, 6) == DN_ERR_ARG);
+    }
+    dn_net_free(net);
+    net = NULL;
+    CHECK(dn_net_new(m, 7, n, h, w, 1, &net) == DN_ERR_ARG && net == NULL);
+    CHECK(dn_net_new(m, 0, 0, h, w, 1, &net) == DN_ERR_ARG);
+    CHECK(dn_net_new(m, 0, 1, 4, 4, 1, &net) == DN_ERR_ARG);
+    /* batch of 1 image: 2x2 layer4 still gives 4 values per channel; fine */
+    CHECK(dn_net_new(m, 0, 1, h, w, 1, &net) == DN_OK);
+    dn_net_free(net);
+    dn_model_free(m);
+    fixture_free(&common);
+}
+
+TEST(loss_bad_input) {
+    float z[6] = {1, 2, 3, 0, 0, NAN}, d[6], loss;
+    int lab[2] = {0, 3};
+    CHECK(dn_ce_loss(z, lab, 2, 3, NULL, 0, &loss, d) == DN_ERR_ARG && strstr(dn_last_error(), "label 3"));
+    lab[1] = 1;
+    CHECK(dn_ce_loss(z, lab, 2, 3, NULL, 0, &loss, d) == DN_ERR_NUMERIC);
+    z[5] = 0;
+    CHECK(dn_ce_loss(z, lab, 2, 3, NULL, 1.5f, &loss, d) == DN_ERR_ARG);
+    float wz[3] = {0, 0, 1};
+    CHECK(dn_ce_loss(z, lab, 2, 3, wz, 0, &loss, d) == DN_ERR_ARG);
+    float wneg[3] = {1, -1, 1};
+    CHECK(dn_ce_loss(z, lab, 2, 3, wneg, 0, &loss, d) == DN_ERR_ARG);
+    CHECK(dn_ce_loss(z, lab, 2, 3, NULL, 0, &loss, d) == DN_OK && isfinite(loss));
+    dn_sched bad = {DN_SCHED_COSINE, 0.1f, 0, 0, 0, 0, 0, 0};
+    CHECK(dn_sched_check(&bad) == DN_ERR_ARG && strstr(dn_last_error(), "t_max"));
+    dn_sched_kind k;
+    CHECK(dn_sched_parse_kind("exp", &k) == DN_ERR_ARG);
+}
+
+/* ------------------------------------------------------------ optimizer checkpoint */
+static void fake_grads(float *g, int n, int step) {
+    for (int i = 0; i < n; i++) g[i] = sinf(0.7f * i + 1.3f * step) * (i % 3 == 0 ? 1e-3f : 1.f);
+}
+
+static void optim_roundtrip(dn_optim_kind kind) {
+    enum { N1 = 37, N2 = 5 };
+    float w[2][N1 + N2], g[N1 + N2];
+    for (int r = 0; r < 2; r++)
+        for (int i = 0; i < N1 + N2; i++) w[r][i] = cosf(0.3f * i);
+    dn_param p[2][2];
+    for (int r = 0; r < 2; r++) {
+        p[r][0] = (dn_param){"a.weight", w[r], g, N1, DN_PARAM_BACKBONE, 0};
+        p[r][1] = (dn_param){"fc.bias", w[r] + N1, g + N1, N2, DN_PARAM_HEAD, 1};
+    }
+    dn_optim_cfg c;
+    dn_optim_cfg_default(&c, kind);
+    c.weight_decay = 0.01f;
+    c.nesterov = kind == DN_OPT_SGD;
+    c.group_lr_mult[0] = 0.1f;
+    dn_optim *a = NULL, *b = NULL, *b2 = NULL;
+    CHECK(dn_optim_new(&c, p[0], 2, &a) == DN_OK);
+    CHECK(dn_optim_new(&c, p[1], 2, &b) == DN_OK);
+    if (!a || !b) goto done;
+    dn_tensors st = {0};
+    for (int s = 0; s < 5; s++) {
+        fake_grads(g, N1 + N2, s);
+        CHECK(dn_optim_step(a, 0.05f) == DN_OK);
+        if (s < 2) CHECK(dn_optim_step(b, 0.05f) == DN_OK);
+        if (s == 1) {
+            CHECK(dn_optim_state_save(b, &st) == DN_OK);
+            dn_optim_free(b);
+            b = NULL;
+            CHECK(dn_optim_new(&c, p[1], 2, &b2) == DN_OK);
+            CHECK_MSG(dn_optim_state_load(b2, &st) == DN_OK, "%s", dn_last_error());
+            CHECK(dn_optim_steps(b2) == 2);
+        }
+        if (s >= 2 && b2) CHECK(dn_optim_step(b2, 0.05f) == DN_OK);
+    }
+    CHECK_MSG(!memcmp(w[0], w[1], sizeof w[0]), "resumed optimizer diverged from uninterrupted run");
+    /* wrong kind and damaged state are refused by name */
+    dn_optim_cfg other;
+    dn_optim_cfg_default(&other, kind == DN_OPT_SGD ? DN_OPT_ADAMW : DN_OPT_SGD);
+    dn_optim *o = NULL;
+    CHECK(dn_optim_new(&other, p[1], 2, &o) == DN_OK);
+    if (o) CHECK(dn_optim_state_load(o, &st) == DN_ERR_FORMAT);
+    dn_optim_free(o);
+    dn_tensor *t = dn_tensors_find(&st, kind == DN_OPT_SGD ? "optim.a.weight.momentum_buffer" : "optim.a.weight.exp_avg_sq");
+    CHECK(t != NULL);
+    if (t && b2) {
+        t->shape[0] = 3;
+        CHECK(dn_optim_state_load(b2, &st) == DN_ERR_SHAPE && strstr(dn_last_error(), "optim.a.weight"));
+    }
+    dn_tensors_free(&st);
+done:
+    dn_optim_free(a); dn_optim_free(b); dn_optim_free(b2);
+}
+
+TEST(sgd_state_save_restore) { optim_roundtrip(DN_OPT_SGD); }
+TEST(adamw_state_save_restore) { optim_roundtrip(DN_OPT_ADAMW); }
+
+TEST(optim_bad_config) {
+    dn_optim_cfg c;
+    dn_optim_cfg_default(&c, DN_OPT_SGD);
+    c.momentum = 0;
+    c.nesterov = 1;
+    dn_optim *o = NULL;
+    CHECK(dn_optim_new(&c, NULL, 0, &o) == DN_ERR_ARG && o == NULL && strstr(dn_last_error(), "nesterov"));
+    dn_optim_cfg_default(&c, DN_OPT_ADAMW);
+    c.beta2 = 1.0f;
+    CHECK(dn_optim_new(&c, NULL, 0, &o) == DN_ERR_ARG && strstr(dn_last_error(), "betas"));
+}
+
 TEST(sgd_nesterov_wd_freeze_none) { run_case("sgd_none", 1); }
 TEST(sgd_nesterov_wd_freeze_none_2threads) { run_case("sgd_none", 2); }
 TEST(adamw_freeze_layer3_warmup_cosine) { run_case("adamw_layer3", 2); }
@@ -276,5 +546,15 @@ int main(void) {
     RUN(adamw_freeze_layer3_warmup_cosine);
     RUN(sgd_head_only_steplr);
     RUN(label_smoothing_class_weights_freeze_layer2);
+    RUN(schedules_match_torch);
+    RUN(forward_from_cached_layer3);
+    RUN(forward_from_pooled_features);
+    RUN(forward_from_cached_layer2_with_frozen_layer3);
+    RUN(eval_forward_matches_engine_and_keeps_state);
+    RUN(freeze_specs_and_staging);
+    RUN(loss_bad_input);
+    RUN(sgd_state_save_restore);
+    RUN(adamw_state_save_restore);
+    RUN(optim_bad_config);
     return REPORT();
 }
