@@ -81,6 +81,7 @@ static int setup(void) {
     static const unsigned char png_sig[16] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
     write_file("sub/truncated.png", png_sig, sizeof png_sig);
     write_file("empty.bmp", "", 0);
+    write_file("huge.pgm", "P5\n100000 100000\n255\n", 22); /* declares 10^10 pixels */
     write_file("notes.txt", "not an image, ignored by extension\n", 35);
     return 1;
 }
@@ -93,10 +94,11 @@ TEST(jsonl_good_and_bad_files) {
     CHECK_MSG(rc == 1, "exit %d, stderr: %s", rc, err);
     CHECK_MSG(count_lines(out) == 4, "stdout: %s", out);
     /* each bad file: one line naming it; plus the summary line */
-    CHECK(strstr(err, "bad_text.jpg") && strstr(err, "truncated.png") && strstr(err, "empty.bmp"));
+    CHECK(strstr(err, "bad_text.jpg") && strstr(err, "truncated.png") && strstr(err, "empty.bmp") &&
+          strstr(err, "huge.pgm"));
     CHECK(!strstr(err, "notes.txt"));
-    CHECK_MSG(count_lines(err) == 4, "stderr: %s", err);
-    CHECK(strstr(err, "4 classified, 3 failed"));
+    CHECK_MSG(count_lines(err) == 5, "stderr: %s", err);
+    CHECK(strstr(err, "4 classified, 4 failed"));
     int lines = 0;
     for (char *line = strtok(out, "\n"); line; line = strtok(NULL, "\n"), lines++) {
         char perr[128];
