@@ -8,6 +8,7 @@
 #define DN_COMMANDS(X) \
     X(version, "print version and CPU features") \
     X(report, "manufacturing report (CSV/JSON/HTML) from the prediction store") \
+    X(serve, "HTTP prediction service with durable store, folder watch and actions") \
     X(predict, "classify image files/folders with a model (table, jsonl, csv)")
 
 #define DN_DECL(name, help) int cmd_##name(int argc, char **argv);

@@ -1,0 +1,91 @@
+/* The production service behind `defectnet serve`: an HTTP/1.1 API on libmicrohttpd,
+ * a worker pool classifying images with one shared immutable dn_model and one
+ * dn_session per worker, the durable prediction store, the action executor, and
+ * optionally a folder watcher (src/serve/watch.h).
+ *
+ * Request path of POST /v1/predict: the libmicrohttpd threads receive the body
+ * (size limit, slow-client deadline, bearer token), then hand a job to a bounded
+ * queue (full -> 503 + Retry-After) and suspend the connection; a worker decodes,
+ * classifies, commits the prediction to the store, submits it to the action
+ * executor and resumes the connection with the JSON answer. The prediction is
+ * committed BEFORE the response exists, so every 200 is in the database.
+ *
+ * Endpoints (documented in docs/serve.md):
+ *   POST /v1/predict          image (raw body or multipart/form-data), metadata from
+ *                             query (?line=&station=&camera=&part=) or headers
+ *                             (X-Line, X-Station, X-Camera, X-Part or X-Serial),
+ *                             X-Request-Id = idempotency key            [token]
+ *   GET  /v1/predictions      ?from&to&line&class&decision&limit&cursor
+ *   GET  /v1/report           ?format=csv|json|html&from&to&line&group_by
+ *   GET  /healthz             liveness + model identity
+ *   GET  /metrics             Prometheus text format
+ *   POST /v1/admin/reload     reload model and rules                    [token]
+ * [token]: when a token is configured, "Authorization: Bearer <token>" is required.
+ *
+ * Hot reload (dn_server_reload, SIGHUP in the CLI, POST /v1/admin/reload): the new
+ * model and rules are loaded beside the old ones; on success they become current for
+ * new jobs while jobs already running finish with the generation they started with
+ * (reference counted); on failure the old ones stay and the error is returned.
+ *
+ * Ownership: dn_server_start returns a server owned by the caller; dn_server_stop
+ * shuts it down gracefully and frees it. Config strings are copied. */
+#ifndef DN_SERVE_HTTP_H
+#define DN_SERVE_HTTP_H
+#include "core/json.h"
+#include "defectnet.h"
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct dn_server_config {
+    const char *model_path;      /* required */
+    const char *db_url;          /* NULL = "sqlite:defectnet.db" */
+    const char *rules_path;      /* NULL = no actions */
+    const char *listen;          /* "HOST:PORT", NULL = "127.0.0.1:8080"; port 0 = ephemeral */
+    int workers;                 /* <= 0: number of CPUs */
+    int queue;                   /* bounded job queue, <= 0: 4 * workers */
+    int session_threads;         /* inference threads per worker session, <= 0: 1 */
+    const char *token;           /* bearer token for write/admin endpoints; NULL = none */
+    const char *store_images;    /* directory for image copies (by sha256); NULL = none */
+    int dry_run;                 /* actions report "dry-run" instead of running */
+    size_t max_body;             /* bytes, 0 = 16 MiB */
+    int body_timeout;            /* seconds to receive a whole request, 0 = 30 */
+    int idle_timeout;            /* seconds of connection inactivity before close, 0 = 15 */
+    const char *watch_dir;       /* folder to watch (NULL = none) */
+    int move_processed;          /* move watched files to <dir>/processed/<class>/ */
+    const char *ok_classes;      /* non-defect classes for /v1/report (NULL = default) */
+    int quiet;                   /* no per-event log lines on stderr */
+} dn_server_config;
+
+typedef struct dn_server dn_server;
+
+dn_status dn_server_start(const dn_server_config *c, dn_server **out);
+/* Bound TCP port (useful with port 0). */
+int dn_server_port(const dn_server *s);
+/* Reload model and rules; keeps the old ones on failure. */
+dn_status dn_server_reload(dn_server *s);
+/* Graceful shutdown: stop accepting, answer every received request, drain the
+ * queue and the action executor (bounded), close the store, free. */
+void dn_server_stop(dn_server *s);
+
+/* ---- used by the folder watcher (and tests): classify one image through the same
+ * pipeline as HTTP, blocking until done (waits for queue space instead of 503). */
+typedef struct dn_classify_req {
+    const uint8_t *data;         /* image bytes (not retained after return) */
+    size_t len;
+    const char *line, *station, *camera, *part, *request_id;
+    const char *source;          /* "http" | "watch" */
+    const char *source_path;     /* file path for watch */
+} dn_classify_req;
+typedef struct dn_classify_res {
+    int http_code;               /* 200 on success, else the 4xx/5xx an HTTP client would get */
+    int64_t id;                  /* prediction id (200 only) */
+    char cls[128];               /* predicted class (200 only) */
+    char *json;                  /* response body, malloc'ed, caller frees */
+} dn_classify_res;
+dn_status dn_server_classify(dn_server *s, const dn_classify_req *req, dn_classify_res *res);
+/* The server's store (owned by the server; valid until dn_server_stop). */
+struct dn_store *dn_server_store(dn_server *s);
+struct dn_metrics *dn_server_metrics(dn_server *s);
+int dn_server_log_enabled(const dn_server *s);
+
+#endif

@@ -1,0 +1,171 @@
+/* Prometheus metrics (see metrics.h). A mutex guards everything: updates are a
+ * few per request, far cheaper than the inference they describe. */
+#include "serve/metrics.h"
+#include "core/core.h"
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A counter family with up to two label values per series. */
+typedef struct {
+    char *a, *b;
+    double v;
+} series;
+typedef struct {
+    series s[DN_METRICS_MAX_SERIES];
+    int n;
+} family;
+
+static const double BUCKETS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
+#define NB ((int)(sizeof BUCKETS / sizeof BUCKETS[0]))
+
+struct dn_metrics {
+    pthread_mutex_t mu;
+    family requests, predictions, actions, reloads, watch;
+    unsigned long long hist[NB + 1];
+    double lat_sum;
+    unsigned long long lat_count;
+    long inflight;
+};
+
+dn_metrics *dn_metrics_new(void) {
+    dn_metrics *m = dn_calloc(1, sizeof *m);
+    if (m) pthread_mutex_init(&m->mu, NULL);
+    return m;
+}
+
+static void family_free(family *f) {
+    for (int i = 0; i < f->n; i++) { free(f->s[i].a); free(f->s[i].b); }
+}
+
+void dn_metrics_free(dn_metrics *m) {
+    if (!m) return;
+    family_free(&m->requests);
+    family_free(&m->predictions);
+    family_free(&m->actions);
+    family_free(&m->reloads);
+    family_free(&m->watch);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+static int eq(const char *x, const char *y) { return (!x && !y) || (x && y && !strcmp(x, y)); }
+
+/* Adds v to the series (a, b); folds into ("other","other") when the family is full. */
+static void add(family *f, const char *a, const char *b, double v) {
+    for (int i = 0; i < f->n; i++)
+        if (eq(f->s[i].a, a) && eq(f->s[i].b, b)) { f->s[i].v += v; return; }
+    if (f->n >= DN_METRICS_MAX_SERIES - 1) { /* the last slot is the shared "other" series */
+        a = "other";
+        b = b ? "other" : NULL;
+        for (int i = 0; i < f->n; i++)
+            if (eq(f->s[i].a, a) && eq(f->s[i].b, b)) { f->s[i].v += v; return; }
+        if (f->n == DN_METRICS_MAX_SERIES) { f->s[f->n - 1].v += v; return; }
+    }
+    series *s = &f->s[f->n];
+    s->a = a ? strdup(a) : NULL;
+    s->b = b ? strdup(b) : NULL;
+    if ((a && !s->a) || (b && !s->b)) { free(s->a); free(s->b); return; } /* OOM: drop the sample */
+    s->v = v;
+    f->n++;
+}
+
+void dn_metrics_request(dn_metrics *m, const char *endpoint, int code) {
+    char c[16];
+    snprintf(c, sizeof c, "%d", code);
+    pthread_mutex_lock(&m->mu);
+    add(&m->requests, endpoint, c, 1);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void dn_metrics_latency(dn_metrics *m, double s) {
+    pthread_mutex_lock(&m->mu);
+    int i = 0;
+    while (i < NB && s > BUCKETS[i]) i++;
+    m->hist[i]++;
+    m->lat_sum += s;
+    m->lat_count++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void dn_metrics_prediction(dn_metrics *m, const char *cls, int uncertain) {
+    pthread_mutex_lock(&m->mu);
+    add(&m->predictions, cls, uncertain ? "uncertain" : "accepted", 1);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void dn_metrics_action(dn_metrics *m, const char *kind, const char *status) {
+    pthread_mutex_lock(&m->mu);
+    add(&m->actions, kind ? kind : "?", status ? status : "?", 1);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void dn_metrics_reload(dn_metrics *m, int ok) {
+    pthread_mutex_lock(&m->mu);
+    add(&m->reloads, ok ? "ok" : "failed", NULL, 1);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void dn_metrics_watch(dn_metrics *m, const char *result) {
+    pthread_mutex_lock(&m->mu);
+    add(&m->watch, result, NULL, 1);
+    pthread_mutex_unlock(&m->mu);
+}
+
+void dn_metrics_inflight(dn_metrics *m, int delta) {
+    pthread_mutex_lock(&m->mu);
+    m->inflight += delta;
+    pthread_mutex_unlock(&m->mu);
+}
+
+/* Label value escaping per the text format: backslash, double quote, newline. */
+static void label(dn_sb *b, const char *v) {
+    for (const char *p = v ? v : ""; *p; p++) {
+        if (*p == '\\') dn_sb_puts(b, "\\\\");
+        else if (*p == '"') dn_sb_puts(b, "\\\"");
+        else if (*p == '\n') dn_sb_puts(b, "\\n");
+        else dn_sb_putn(b, p, 1);
+    }
+}
+
+static void family_out(dn_sb *b, const family *f, const char *name, const char *help, const char *la, const char *lb) {
+    dn_sb_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (int i = 0; i < f->n; i++) {
+        dn_sb_printf(b, "%s{%s=\"", name, la);
+        label(b, f->s[i].a);
+        if (lb) {
+            dn_sb_printf(b, "\",%s=\"", lb);
+            label(b, f->s[i].b);
+        }
+        dn_sb_printf(b, "\"} %.17g\n", f->s[i].v);
+    }
+}
+
+void dn_metrics_render(dn_metrics *m, long qd, long qc, dn_sb *b) {
+    pthread_mutex_lock(&m->mu);
+    family_out(b, &m->requests, "defectnet_http_requests_total", "HTTP requests by endpoint and status code.",
+               "endpoint", "code");
+    dn_sb_puts(b, "# HELP defectnet_predict_latency_seconds Time from request received to response ready for POST /v1/predict.\n"
+                  "# TYPE defectnet_predict_latency_seconds histogram\n");
+    unsigned long long cum = 0;
+    for (int i = 0; i < NB; i++) {
+        cum += m->hist[i];
+        dn_sb_printf(b, "defectnet_predict_latency_seconds_bucket{le=\"%g\"} %llu\n", BUCKETS[i], cum);
+    }
+    cum += m->hist[NB];
+    dn_sb_printf(b, "defectnet_predict_latency_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
+    dn_sb_printf(b, "defectnet_predict_latency_seconds_sum %.9g\ndefectnet_predict_latency_seconds_count %llu\n",
+                 m->lat_sum, m->lat_count);
+    family_out(b, &m->predictions, "defectnet_predictions_total", "Predictions by class and decision.", "class", "decision");
+    dn_sb_printf(b, "# HELP defectnet_queue_depth Requests waiting for a worker.\n# TYPE defectnet_queue_depth gauge\n"
+                    "defectnet_queue_depth %ld\n"
+                    "# HELP defectnet_queue_capacity Bounded queue size (503 when full).\n# TYPE defectnet_queue_capacity gauge\n"
+                    "defectnet_queue_capacity %ld\n"
+                    "# HELP defectnet_inflight_requests Requests being received or processed.\n"
+                    "# TYPE defectnet_inflight_requests gauge\ndefectnet_inflight_requests %ld\n",
+                 qd, qc, m->inflight);
+    family_out(b, &m->actions, "defectnet_action_outcomes_total", "Action outcomes by kind and status.", "kind", "status");
+    family_out(b, &m->reloads, "defectnet_model_reloads_total", "Model and rules reloads.", "result", NULL);
+    family_out(b, &m->watch, "defectnet_watch_files_total", "Files seen by the folder watcher.", "result", NULL);
+    pthread_mutex_unlock(&m->mu);
+}

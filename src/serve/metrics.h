@@ -1,0 +1,37 @@
+/* Service metrics in the Prometheus text exposition format (version 0.0.4).
+ *
+ * Exposed series:
+ *   defectnet_http_requests_total{endpoint,code}      counter
+ *   defectnet_predict_latency_seconds{le}             histogram (POST /v1/predict, receive->response)
+ *   defectnet_predictions_total{class,decision}       counter
+ *   defectnet_queue_depth / defectnet_queue_capacity  gauges (set by the caller on render)
+ *   defectnet_inflight_requests                       gauge
+ *   defectnet_action_outcomes_total{kind,status}      counter
+ *   defectnet_model_reloads_total{result}             counter
+ *   defectnet_watch_files_total{result}               counter
+ *
+ * Ownership: dn_metrics_new returns an object owned by the caller (dn_metrics_free).
+ * Thread-safety: every function may be called from any thread. Label values are
+ * copied and escaped on output; the number of distinct label sets is capped
+ * (DN_METRICS_MAX_SERIES per family; further ones are folded into "other"). */
+#ifndef DN_SERVE_METRICS_H
+#define DN_SERVE_METRICS_H
+#include "core/json.h"
+
+#define DN_METRICS_MAX_SERIES 256
+
+typedef struct dn_metrics dn_metrics;
+
+dn_metrics *dn_metrics_new(void);
+void dn_metrics_free(dn_metrics *m);
+void dn_metrics_request(dn_metrics *m, const char *endpoint, int code);
+void dn_metrics_latency(dn_metrics *m, double seconds);
+void dn_metrics_prediction(dn_metrics *m, const char *cls, int uncertain);
+void dn_metrics_action(dn_metrics *m, const char *kind, const char *status);
+void dn_metrics_reload(dn_metrics *m, int ok);
+void dn_metrics_watch(dn_metrics *m, const char *result);
+void dn_metrics_inflight(dn_metrics *m, int delta);
+/* Appends the whole exposition; queue depth/capacity are sampled by the caller. */
+void dn_metrics_render(dn_metrics *m, long queue_depth, long queue_capacity, dn_sb *out);
+
+#endif

@@ -1,0 +1,242 @@
+/* inotify folder watcher (see watch.h). One thread: it scans, then waits on the
+ * inotify descriptor and a stop pipe with poll(). Classification blocks the thread
+ * in dn_server_classify (waiting for queue space instead of being refused). */
+#include "serve/watch.h"
+#include "core/core.h"
+#include "core/sha256.h"
+#include "serve/http.h"
+#include "serve/metrics.h"
+#include "serve/store.h"
+#include <dirent.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define WATCH_MAX_FILE (256u << 20)
+
+struct dn_watch {
+    struct dn_server *s;
+    char dir[PATH_MAX];
+    int move;
+    int ifd, stop_pipe[2];
+    pthread_t th;
+    atomic_long handled;
+};
+
+long dn_watch_handled(dn_watch *w) { return atomic_load(&w->handled); }
+
+static int ignored_name(const char *n) {
+    size_t l = strlen(n);
+    if (!l || n[0] == '.') return 1;
+    if (n[l - 1] == '~') return 1;
+    if (l > 4 && !strcmp(n + l - 4, ".tmp")) return 1;
+    if (l > 5 && !strcmp(n + l - 5, ".part")) return 1;
+    return 0;
+}
+
+/* mkdir -p of DIR/<a>[/<b>] */
+static int ensure_dir(const char *path) {
+    if (mkdir(path, 0755) == 0 || errno == EEXIST) return 0;
+    return -1;
+}
+
+/* Directory-safe version of a class name. */
+static void safe_name(const char *in, char *out, size_t n) {
+    size_t k = 0;
+    for (const char *p = in; *p && k + 1 < n; p++) {
+        out[k] = (*p == '/' || *p == '\\' || (*p == '.' && k == 0)) ? '_' : *p;
+        k++;
+    }
+    out[k] = 0;
+    if (!k) snprintf(out, n, "_");
+}
+
+static void move_to(dn_watch *w, const char *path, const char *name, const char *sub1, const char *sub2, int64_t id) {
+    char d1[PATH_MAX + 32], d2[PATH_MAX + 200], dst[PATH_MAX + 600];
+    snprintf(d1, sizeof d1, "%s/%s", w->dir, sub1);
+    if (ensure_dir(d1)) goto fail;
+    if (sub2) {
+        char sn[128];
+        safe_name(sub2, sn, sizeof sn);
+        snprintf(d2, sizeof d2, "%s/%s", d1, sn);
+        if (ensure_dir(d2)) goto fail;
+    } else {
+        snprintf(d2, sizeof d2, "%s", d1);
+    }
+    snprintf(dst, sizeof dst, "%s/%.255s", d2, name);
+    if (access(dst, F_OK) == 0) snprintf(dst, sizeof dst, "%s/%.255s-%lld", d2, name, (long long)id);
+    if (rename(path, dst) == 0) return;
+fail:
+    if (dn_server_log_enabled(w->s)) fprintf(stderr, "serve: watch: cannot move %s into %s/: %s\n", path, sub1, strerror(errno));
+}
+
+static void handle_file(dn_watch *w, const char *name) {
+    if (ignored_name(name)) return;
+    char path[PATH_MAX + 256];
+    snprintf(path, sizeof path, "%s/%s", w->dir, name);
+    struct stat st;
+    if (lstat(path, &st) || !S_ISREG(st.st_mode)) return;
+    dn_metrics *m = dn_server_metrics(w->s);
+    dn_store *store = dn_server_store(w->s);
+    uint8_t *data = NULL;
+    size_t len = 0;
+    if (dn_read_file(path, WATCH_MAX_FILE, &data, &len)) {
+        if (dn_server_log_enabled(w->s)) fprintf(stderr, "serve: watch: %s\n", dn_last_error());
+        dn_metrics_watch(m, "unreadable");
+        atomic_fetch_add(&w->handled, 1);
+        return;
+    }
+    uint8_t dg[32];
+    char sha[65];
+    dn_sha256(data, len, dg);
+    dn_sha256_hex(dg, sha);
+    int64_t id = 0;
+    if (dn_store_find_source(store, path, sha, &id) == DN_OK && id > 0) {
+        dn_metrics_watch(m, "already_logged");
+        if (w->move) {
+            dn_pred_row row;
+            int found = 0;
+            if (dn_store_get(store, id, &row, &found) == DN_OK && found) {
+                move_to(w, path, name, "processed", row.cls, id);
+                dn_pred_row_clear(&row);
+            }
+        }
+        free(data);
+        atomic_fetch_add(&w->handled, 1);
+        return;
+    }
+    dn_classify_req rq = {0};
+    rq.data = data;
+    rq.len = len;
+    rq.source = "watch";
+    rq.source_path = path;
+    dn_classify_res res;
+    if (dn_server_classify(w->s, &rq, &res)) {
+        free(data);
+        return; /* shutting down: the file stays and is picked up at the next start */
+    }
+    free(data);
+    if (res.http_code == 200) {
+        dn_metrics_watch(m, "classified");
+        if (dn_server_log_enabled(w->s)) fprintf(stderr, "serve: watch: %s -> %s (id %lld)\n", path, res.cls, (long long)res.id);
+        if (w->move) move_to(w, path, name, "processed", res.cls, res.id);
+    } else if (res.http_code >= 400 && res.http_code < 500) {
+        dn_metrics_watch(m, "rejected");
+        if (dn_server_log_enabled(w->s)) fprintf(stderr, "serve: watch: %s rejected: %s", path, res.json ? res.json : "\n");
+        if (w->move) move_to(w, path, name, "rejected", NULL, 0);
+    } else {
+        /* store/server trouble: leave the file for the next scan */
+        dn_metrics_watch(m, "failed");
+        if (dn_server_log_enabled(w->s)) fprintf(stderr, "serve: watch: %s failed: %s", path, res.json ? res.json : "\n");
+    }
+    free(res.json);
+    atomic_fetch_add(&w->handled, 1);
+}
+
+static void scan(dn_watch *w) {
+    DIR *d = opendir(w->dir);
+    if (!d) return;
+    /* collect first: handling renames entries out of the directory */
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (ignored_name(de->d_name)) continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 64;
+            char **nn = realloc(names, nc * sizeof *nn);
+            if (!nn) break;
+            names = nn;
+            cap = nc;
+        }
+        if (!(names[n] = strdup(de->d_name))) break;
+        n++;
+    }
+    closedir(d);
+    for (size_t i = 0; i < n; i++) {
+        handle_file(w, names[i]);
+        free(names[i]);
+    }
+    free(names);
+}
+
+static void *watch_main(void *arg) {
+    dn_watch *w = arg;
+    scan(w);
+    char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        struct pollfd p[2] = {{w->ifd, POLLIN, 0}, {w->stop_pipe[0], POLLIN, 0}};
+        int r = poll(p, 2, -1);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 || p[1].revents) break;
+        ssize_t len = read(w->ifd, buf, sizeof buf);
+        if (len <= 0) continue;
+        for (char *q = buf; q < buf + len;) {
+            struct inotify_event *ev = (struct inotify_event *)q;
+            q += sizeof *ev + ev->len;
+            if (ev->mask & IN_Q_OVERFLOW) { scan(w); continue; }
+            if (ev->mask & IN_IGNORED) continue;
+            if (ev->len && !(ev->mask & IN_ISDIR)) handle_file(w, ev->name);
+            /* stop promptly even in a burst of events */
+            struct pollfd sp = {w->stop_pipe[0], POLLIN, 0};
+            if (poll(&sp, 1, 0) > 0) return NULL;
+        }
+    }
+    return NULL;
+}
+
+dn_status dn_watch_start(struct dn_server *s, const char *dir, int move_processed, dn_watch **out) {
+    *out = NULL;
+    dn_watch *w = dn_calloc(1, sizeof *w);
+    if (!w) return DN_ERR_NOMEM;
+    w->s = s;
+    w->move = move_processed;
+    w->ifd = -1;
+    w->stop_pipe[0] = w->stop_pipe[1] = -1;
+    struct stat st;
+    if (!realpath(dir, w->dir) || stat(w->dir, &st) || !S_ISDIR(st.st_mode)) {
+        free(w);
+        return dn_fail(DN_ERR_IO, "%s: --watch is not a directory", dir);
+    }
+    w->ifd = inotify_init1(IN_CLOEXEC);
+    if (w->ifd < 0 || pipe(w->stop_pipe)) {
+        dn_status rc = dn_fail(DN_ERR_IO, "%s: inotify: %s", dir, strerror(errno));
+        if (w->ifd >= 0) close(w->ifd);
+        free(w);
+        return rc;
+    }
+    if (inotify_add_watch(w->ifd, w->dir, IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
+        dn_status rc = dn_fail(DN_ERR_IO, "%s: cannot watch: %s", dir, strerror(errno));
+        close(w->ifd);
+        close(w->stop_pipe[0]);
+        close(w->stop_pipe[1]);
+        free(w);
+        return rc;
+    }
+    if (pthread_create(&w->th, NULL, watch_main, w)) {
+        close(w->ifd);
+        close(w->stop_pipe[0]);
+        close(w->stop_pipe[1]);
+        free(w);
+        return dn_fail(DN_ERR_NOMEM, "%s: cannot start watcher thread", dir);
+    }
+    *out = w;
+    return DN_OK;
+}
+
+void dn_watch_stop(dn_watch *w) {
+    if (!w) return;
+    if (write(w->stop_pipe[1], "x", 1) != 1) { /* the thread still ends at its next poll */ }
+    pthread_join(w->th, NULL);
+    close(w->ifd);
+    close(w->stop_pipe[0]);
+    close(w->stop_pipe[1]);
+    free(w);
+}
