@@ -271,9 +271,9 @@ static int blackhole(int *port) {
 static pid_t g_broker = -1;
 static int g_broker_port;
 
-static int broker_start(void) {
+static int broker_start_on(int port) {
     if (access("/usr/sbin/mosquitto", X_OK)) return -1;
-    g_broker_port = free_port();
+    g_broker_port = port;
     char conf[512];
     snprintf(conf, sizeof conf, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", g_broker_port);
     const char *cpath = write_tmp("mosquitto.conf", conf);
@@ -296,6 +296,8 @@ static int broker_start(void) {
     }
     return -1;
 }
+
+static int broker_start(void) { return broker_start_on(free_port()); }
 
 static void broker_stop(void) {
     if (g_broker > 0) {
@@ -807,6 +809,43 @@ TEST(mqtt_retained_message) {
     col_destroy(&c);
 }
 
+/* The broker goes away and comes back on the same port: the executor's connection
+ * reconnects and a retried publish gets through. */
+TEST(mqtt_broker_restart_reconnects) {
+    if (g_broker < 0) SKIP("mosquitto broker not available (/usr/sbin/mosquitto)");
+    dn_rules *r = rules_from("mqttre.json",
+                             "{\"drain_s\": 0.5, \"rules\": [{\"name\": \"re\", \"when\": {}, "
+                             "\"actions\": [{\"type\": \"mqtt\", \"broker\": \"mqtt://127.0.0.1:%d\", "
+                             "\"topic\": \"factory/{line}/re\", \"timeout_s\": 1, \"retries\": 12, \"backoff_s\": 0.2, "
+                             "\"backoff_max_s\": 1}]}]}", g_broker_port);
+    CHECK(r);
+    if (!r) return;
+    collector c;
+    col_init(&c);
+    dn_actions *a = NULL;
+    CHECK(dn_actions_new(r, 0, on_outcome, &c, &a) == DN_OK);
+    dn_rules_free(r);
+    dn_pred_event ev = make_event(35, 1000, "R2", "patches", 0.9f);
+    CHECK(dn_actions_submit(a, &ev) == 1);
+    CHECK(col_wait(&c, 1, 20) == 1);
+    CHECK_MSG(!strcmp(c.o[0].status, "ok") && c.o[0].attempts == 1, "%s", c.o[0].detail);
+    int port = g_broker_port;
+    broker_stop();
+    ev = make_event(36, 1001, "R2", "patches", 0.9f);
+    CHECK(dn_actions_submit(a, &ev) == 1);
+    msleep(1500); /* a few failed attempts against the dead broker */
+    CHECK(c.n == 1);
+    g_broker_port = port;
+    int restarted = broker_start_on(port) == 0;
+    CHECK(restarted);
+    CHECK(col_wait(&c, 2, 40) == 2);
+    CHECK_MSG(!strcmp(c.o[1].status, "ok") && c.o[1].attempts > 1, "%s after %d: %s", c.o[1].status,
+              c.o[1].attempts, c.o[1].detail);
+    printf("  after broker restart: %s, %d attempts: %s\n", c.o[1].status, c.o[1].attempts, c.o[1].detail);
+    dn_actions_free(a);
+    col_destroy(&c);
+}
+
 TEST(mqtt_unreachable_broker_retried_then_failed) {
     int closed = free_port();
     dn_rules *r = rules_from("mqttdead.json",
@@ -1124,6 +1163,7 @@ int main(void) {
     RUN(dead_webhook_does_not_block);
     RUN(mqtt_publish_qos1_received);
     RUN(mqtt_retained_message);
+    RUN(mqtt_broker_restart_reconnects);
     RUN(mqtt_unreachable_broker_retried_then_failed);
     RUN(n_of_m_per_line);
     RUN(rate_window_and_cooldown);

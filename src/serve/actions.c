@@ -549,7 +549,7 @@ static int run_mqtt(worker *w, const job *j, const char *topic, char *detail, si
 static void run_job(worker *w, job *j) {
     dn_actions *a = w->owner;
     const dn_action_def *act = j->act;
-    char detail[DN_ACTIONS_DETAIL], last[DN_ACTIONS_DETAIL] = "";
+    char detail[2048], last[DN_ACTIONS_DETAIL] = ""; /* detail: room for last + context */
     char topic[1024] = "", target[1200];
     const char *tgt = NULL;
     if (act->kind == DN_ACT_MQTT) {
