@@ -45,8 +45,10 @@ typedef struct dn_action_outcome {
     int64_t prediction_id; const char *rule, *kind /* "command"|"webhook"|"mqtt" */, *target;
     const char *status /* "ok"|"failed"|"dry-run" */; int attempts; const char *detail; double time;
 } dn_action_outcome;
-/* Called from an executor thread (or, for "failed: queue full", from the submitting thread).
- * All strings in *o are valid only during the call. Must not call dn_actions_free. */
+/* Called from an executor thread, or from the thread calling dn_actions_submit for actions that
+ * could not be queued (status "failed", detail "queue full"): it must not take a lock the
+ * submitter holds across dn_actions_submit. Calls are serialised (never two at once).
+ * All strings in *o are valid only during the call. Must not call dn_actions_* functions. */
 typedef void (*dn_outcome_fn)(void *ctx, const dn_action_outcome *o);
 
 typedef struct dn_actions dn_actions;      /* executor: owns its threads and queues */
