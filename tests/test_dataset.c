@@ -3,6 +3,7 @@
  * from ../shared when present. */
 #include "harness.h"
 #include "io/dataset.h"
+#include "io/synth.h"
 
 #include <limits.h>
 #include <sys/stat.h>
@@ -385,6 +386,115 @@ TEST(real_neu64_duplicates) {
     dn_dataset_free(ds);
 }
 
+
+/* ------------------------------------------------------------- synthetic */
+
+TEST(synth_deterministic) {
+    int n = 96;
+    uint8_t *a = malloc(n * n), *b = malloc(n * n), *c = malloc(n * n);
+    CHECK(dn_synth_render(4, n, 5, 3, a) == DN_OK);
+    CHECK(dn_synth_render(4, n, 5, 3, b) == DN_OK);
+    CHECK(memcmp(a, b, n * n) == 0);
+    CHECK(dn_synth_render(4, n, 6, 3, c) == DN_OK); /* other seed */
+    CHECK(memcmp(a, c, n * n) != 0);
+    CHECK(dn_synth_render(4, n, 5, 4, c) == DN_OK); /* other index */
+    CHECK(memcmp(a, c, n * n) != 0);
+    CHECK(dn_synth_render(6, n, 5, 3, c) == DN_ERR_ARG);
+    CHECK(dn_synth_render(0, 8, 5, 3, c) == DN_ERR_ARG);
+    CHECK(dn_synth_num_classes() == 6 && !strcmp(dn_synth_class_name(0), "clean") && !dn_synth_class_name(6));
+    free(a);
+    free(b);
+    free(c);
+}
+
+TEST(synth_write_scan_decode) {
+    dn_synth_cfg cfg;
+    dn_synth_cfg_default(&cfg);
+    cfg.per_class = 5;
+    cfg.size = 64;
+    int written = 0;
+    CHECK(dn_synth_write(P("%s/synth/data", "s"), &cfg, &written) == DN_OK);
+    CHECK(written == 30);
+    dn_dataset *ds;
+    CHECK(dn_dataset_scan(P("%s/synth/data", "s"), &ds) == DN_OK);
+    if (!ds) return;
+    CHECK(ds->nclasses == 6 && ds->n == 30);
+    for (int i = 0; i < 6; i++) CHECK(!strcmp(ds->classes[i], dn_synth_class_name(i)));
+    /* the PNG holds exactly the rendered pixels (as R=G=B after decoding) */
+    uint8_t px[64 * 64];
+    CHECK(dn_synth_render(ds->items[7].label, 64, cfg.seed, 2, px) == DN_OK);
+    dn_image im;
+    CHECK(strstr(ds->items[7].path, "crack/crack_0002.png") != NULL);
+    CHECK(dn_image_load(ds->items[7].path, &im) == DN_OK);
+    int same = im.w == 64 && im.h == 64;
+    for (int i = 0; same && i < 64 * 64; i++) same = im.data[3 * i] == px[i] && im.data[3 * i + 2] == px[i];
+    CHECK(same);
+    dn_image_free(&im);
+    dn_dataset_free(ds);
+    put(P("%s/synth/file", "s"), "x");
+    CHECK(dn_synth_write(P("%s/synth/file/sub", "s"), &cfg, &written) == DN_ERR_IO);
+    CHECK(strstr(dn_last_error(), "synth/file") != NULL);
+    cfg.size = 5;
+    CHECK(dn_synth_write(P("%s/synth/x", "s"), &cfg, &written) == DN_ERR_ARG);
+}
+
+/* Learnability smoke check: classes must be separable even by a crude
+ * nearest-centroid classifier on intensity-deviation features (a ResNet has
+ * far more to work with). Features: quantiles of (pixel - image median), the
+ * fraction of strongly dark/bright pixels and of strong local gradients. */
+static void synth_features(const uint8_t *px, int n, double *f) {
+    int hist[256] = {0};
+    for (int i = 0; i < n * n; i++) hist[px[i]]++;
+    int cum = 0, med = 0;
+    for (; med < 256; med++) if ((cum += hist[med]) >= n * n / 2) break;
+    const double qs[] = {0.001, 0.01, 0.05, 0.95, 0.99, 0.999};
+    for (int q = 0; q < 6; q++) {
+        int target = (int)(qs[q] * n * n), c = 0, v = 0;
+        for (; v < 256; v++) if ((c += hist[v]) > target) break;
+        f[q] = (v - med) / 50.0;
+    }
+    int dark = 0, bright = 0, grad = 0;
+    for (int y = 1; y < n - 1; y++)
+        for (int x = 1; x < n - 1; x++) {
+            int v = px[y * n + x];
+            dark += v < med - 35;
+            bright += v > med + 35;
+            int gx = px[y * n + x + 1] - px[y * n + x - 1], gy = px[(y + 1) * n + x] - px[(y - 1) * n + x];
+            grad += gx * gx + gy * gy > 40 * 40;
+        }
+    f[6] = 20.0 * dark / (n * n);
+    f[7] = 20.0 * bright / (n * n);
+    f[8] = 50.0 * grad / (n * n);
+}
+
+TEST(synth_classes_separable) {
+    enum { N = 64, TRAIN = 15, TEST = 15, F = 9, C = 6 };
+    double cent[C][F] = {{0}}, f[F];
+    uint8_t px[N * N];
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < TRAIN; i++) {
+            CHECK(dn_synth_render(c, N, 11, i, px) == DN_OK);
+            synth_features(px, N, f);
+            for (int k = 0; k < F; k++) cent[c][k] += f[k] / TRAIN;
+        }
+    int correct = 0;
+    for (int c = 0; c < C; c++)
+        for (int i = TRAIN; i < TRAIN + TEST; i++) {
+            CHECK(dn_synth_render(c, N, 11, i, px) == DN_OK);
+            synth_features(px, N, f);
+            int best = 0;
+            double bd = 1e30;
+            for (int d = 0; d < C; d++) {
+                double s = 0;
+                for (int k = 0; k < F; k++) s += (f[k] - cent[d][k]) * (f[k] - cent[d][k]);
+                if (s < bd) { bd = s; best = d; }
+            }
+            correct += best == c;
+        }
+    printf("  nearest-centroid accuracy on synthetic classes: %d/%d (chance %d)\n", correct, C * TEST, TEST);
+    CHECK(correct >= C * TEST / 2);
+}
+
 int main(void) {
     snprintf(root, sizeof root, "/tmp/dn_dstest_XXXXXX");
     if (!mkdtemp(root)) { perror("mkdtemp"); return 1; }
@@ -401,6 +511,9 @@ int main(void) {
     RUN(stratified_split);
     RUN(split_manifest_roundtrip);
     RUN(duplicates_across_splits);
+    RUN(synth_deterministic);
+    RUN(synth_write_scan_decode);
+    RUN(synth_classes_separable);
     RUN(real_neu_cls);
     RUN(real_deeppcb_official_split);
     RUN(real_neu64_duplicates);
