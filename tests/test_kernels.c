@@ -2,6 +2,7 @@
  * implementation (each ISA) against the reference on odd shapes. */
 #include "core/core.h"
 #include "kernels/kernels.h"
+#include "kernels/kern_int.h"
 #include "harness.h"
 
 static void fill(float *p, size_t n, dn_rng *r, float scale) {
@@ -153,17 +154,20 @@ static const int shapes[][10] = {
     {1, 64, 128, 3, 2, 1, 56, 56, 1, 2}, /* large N: several column chunks */
 };
 
-static void check_all_shapes(dn_isa isa, dn_conv_impl impl, double tol) {
+static double check_all_shapes(dn_isa isa, dn_conv_impl impl, double tol) {
     dn_pool *pool = dn_pool_new(3);
+    double worst = 0;
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         const int *c = shapes[i];
         const char *name = "?";
         double e = conv_vs_ref(isa, impl, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9] & 1,
                                (c[9] >> 1) & 1, i % 2 ? pool : NULL, &name);
+        if (e > worst) worst = e;
         CHECK_MSG(e >= 0 && e <= tol, "shape %zu (%s, n%d cin%d cout%d k%d s%d p%d %dx%d): rel err %g", i,
                   name, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], e);
     }
     dn_pool_free(pool);
+    return worst;
 }
 
 TEST(conv_direct_avx512_vs_ref) {
@@ -174,6 +178,35 @@ TEST(conv_direct_avx2_vs_ref) {
     if (dn_kernels_isa() < DN_ISA_AVX2) SKIP("CPU has no AVX2+FMA");
     check_all_shapes(DN_ISA_AVX2, DN_CONV_DIRECT, 2e-6);
 }
+/* Winograd: every 3x3 stride-1 shape (others fall back to direct, also checked).
+ * F(4x4,3x3) loses a little precision: the bound is relative to max |y|. */
+TEST(conv_winograd_avx512_vs_ref) {
+    if (dn_kernels_isa() < DN_ISA_AVX512) SKIP("CPU (or DN_MAX_ISA) has no AVX-512");
+    dn_wino_min_tiles = 1; /* transforms even on tiny shapes */
+    double e = check_all_shapes(DN_ISA_AVX512, DN_CONV_WINOGRAD, 4e-5);
+    dn_wino_min_tiles = 0;
+    printf("  winograd f4x4 avx512: worst max|dy|/max(1,max|y|) over the shapes = %.2e\n", e);
+}
+TEST(conv_winograd_avx2_vs_ref) {
+    if (dn_kernels_isa() < DN_ISA_AVX2) SKIP("CPU has no AVX2+FMA");
+    dn_wino_min_tiles = 1;
+    double e = check_all_shapes(DN_ISA_AVX2, DN_CONV_WINOGRAD, 4e-5);
+    dn_wino_min_tiles = 0;
+    printf("  winograd f4x4 avx2: worst rel err = %.2e\n", e);
+}
+/* Larger Winograd shapes: several tile chunks, batch 3, odd sizes. */
+TEST(conv_winograd_chunks) {
+    if (dn_kernels_isa() < DN_ISA_AVX2) SKIP("CPU has no AVX2+FMA");
+    dn_pool *pool = dn_pool_new(2);
+    const char *name = "?";
+    double e = conv_vs_ref(DN_ISA_AUTO, DN_CONV_WINOGRAD, 3, 33, 17, 3, 1, 1, 57, 43, 1, 1, 1, pool, &name);
+    CHECK_MSG(e >= 0 && e <= 4e-5, "%s: rel err %g", name, e);
+    CHECK(strncmp(name, "winograd", 8) == 0);
+    e = conv_vs_ref(DN_ISA_AUTO, DN_CONV_WINOGRAD, 1, 256, 64, 3, 1, 0, 30, 31, 1, 0, 0, pool, &name);
+    CHECK_MSG(e >= 0 && e <= 4e-5, "%s: rel err %g", name, e);
+    dn_pool_free(pool);
+}
+
 TEST(conv_auto_names_impl) {
     dn_conv_desc d = {3, 4, 3, 3, 1, 1};
     float w[4 * 3 * 9] = {0};
@@ -271,6 +304,9 @@ int main(void) {
     RUN(conv_op_bad_desc);
     RUN(conv_direct_avx512_vs_ref);
     RUN(conv_direct_avx2_vs_ref);
+    RUN(conv_winograd_avx512_vs_ref);
+    RUN(conv_winograd_avx2_vs_ref);
+    RUN(conv_winograd_chunks);
     RUN(conv_auto_names_impl);
     RUN(conv_deterministic_threads);
     RUN(sgemm_avx512_vs_ref);

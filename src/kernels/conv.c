@@ -14,7 +14,58 @@ struct dn_conv_op {
     char name[48];
     const dn_ukr *u;          /* DIRECT: micro-kernel; Ap = packed weights */
     float *Ap;
+    /* WINOGRAD F(4x4,3x3): Uw = 36 packed A matrices (cout x cin) of G g G^T,
+     * each uw_stride floats; Ap above stays for inputs too small to tile. */
+    float *Uw;
+    size_t uw_stride;
+    void (*wino_in)(const dn_wino_geom *, const float *, long, int, int, int, float *, int);
+    void (*wino_out)(const dn_wino_geom *, const float *, long, int, int, int, const float *, const float *, int,
+                     float *);
 };
+
+int dn_wino_min_tiles = 0;
+
+/* U[xi = r*6+k][co][ci] = (G g G^T)[r][k], computed in double. */
+static const double WG[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+static dn_status wino_prepare(dn_conv_op *op) {
+    const dn_conv_desc *d = &op->d;
+    int cin = d->cin, cout = d->cout;
+    float *U = dn_malloc((size_t)36 * cout * cin * sizeof(float));
+    if (!U) return DN_ERR_NOMEM;
+    for (int co = 0; co < cout; co++)
+        for (int ci = 0; ci < cin; ci++) {
+            const float *g = op->w + ((size_t)co * cin + ci) * 9;
+            double t[6][3];
+            for (int r = 0; r < 6; r++)
+                for (int c = 0; c < 3; c++)
+                    t[r][c] = WG[r][0] * g[0 * 3 + c] + WG[r][1] * g[1 * 3 + c] + WG[r][2] * g[2 * 3 + c];
+            for (int r = 0; r < 6; r++)
+                for (int k = 0; k < 6; k++)
+                    U[((size_t)(r * 6 + k) * cout + co) * cin + ci] =
+                        (float)(t[r][0] * WG[k][0] + t[r][1] * WG[k][1] + t[r][2] * WG[k][2]);
+        }
+    op->uw_stride = dn_gemm_packed_a_floats(op->u, cout, cin);
+    op->Uw = dn_alloc_aligned(36 * op->uw_stride * sizeof(float));
+    if (!op->Uw) { free(U); return DN_ERR_NOMEM; }
+    for (int xi = 0; xi < 36; xi++)
+        dn_gemm_pack_a(op->u, cout, cin, U + (size_t)xi * cout * cin, cin, 0, 1.0f, op->Uw + xi * op->uw_stride);
+    free(U);
+    if (op->isa == DN_ISA_AVX512) { op->wino_in = dn_wino_in_avx512; op->wino_out = dn_wino_out_avx512; }
+    else { op->wino_in = dn_wino_in_avx2; op->wino_out = dn_wino_out_avx2; }
+    return DN_OK;
+}
+
+/* Tiles per chunk: V and M of a chunk (36 x (cin + cout) x Tb floats) within
+ * ~3 MB so they stay in L2/L3, at least one panel, a multiple of NR. */
+static int wino_chunk(const dn_conv_op *op) {
+    int NR = op->u->nr;
+    long tb = (3L << 20) / (36L * 4 * (op->d.cin + op->d.cout));
+    tb = tb / NR * NR;
+    if (tb < NR) tb = NR;
+    if (tb > 2048) tb = 2048;
+    return (int)tb;
+}
 
 static dn_status check_desc(const dn_conv_desc *d) {
     if (!d) return dn_fail(DN_ERR_ARG, "conv: NULL descriptor");
@@ -48,19 +99,26 @@ dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *b
         break;
     case DN_CONV_AUTO:
     case DN_CONV_DIRECT:
-    case DN_CONV_WINOGRAD: /* not implemented yet: the exact direct path */
         op->impl = op->u ? DN_CONV_DIRECT : DN_CONV_REF;
+        break;
+    case DN_CONV_WINOGRAD: /* 3x3 stride 1 only; other shapes use the direct path */
+        op->impl = !op->u ? DN_CONV_REF
+                 : d->kh == 3 && d->kw == 3 && d->stride == 1 ? DN_CONV_WINOGRAD : DN_CONV_DIRECT;
         break;
     default:
         dn_fail(DN_ERR_UNSUPPORTED, "conv: implementation %d not available", (int)impl);
         goto fail;
     }
-    if (op->impl == DN_CONV_DIRECT) {
+    if (op->impl == DN_CONV_DIRECT || op->impl == DN_CONV_WINOGRAD) {
         int K = d->cin * d->kh * d->kw;
         op->Ap = dn_alloc_aligned(dn_gemm_packed_a_floats(op->u, d->cout, K) * sizeof(float));
         if (!op->Ap) goto fail;
         dn_gemm_pack_a(op->u, d->cout, K, op->w, K, 0, 1.0f, op->Ap);
         snprintf(op->name, sizeof op->name, "direct-%s", op->u->name);
+        if (op->impl == DN_CONV_WINOGRAD) {
+            if (wino_prepare(op)) goto fail;
+            snprintf(op->name, sizeof op->name, "winograd-f4x4-%s", op->u->name);
+        }
     } else {
         op->isa = DN_ISA_SCALAR;
         snprintf(op->name, sizeof op->name, "ref");
@@ -76,12 +134,67 @@ void dn_conv_op_free(dn_conv_op *op) {
     free(op->w);
     free(op->bias);
     dn_free_aligned(op->Ap);
+    dn_free_aligned(op->Uw);
     free(op);
 }
 
 size_t dn_conv_op_scratch(const dn_conv_op *op, int n, int h, int w) {
     if (!op || op->impl == DN_CONV_REF) return 0;
-    return dn_gemm_slab_bytes(op->u) * (size_t)dn_gemm_slabs();
+    size_t direct = dn_gemm_slab_bytes(op->u) * (size_t)dn_gemm_slabs();
+    if (op->impl != DN_CONV_WINOGRAD) return direct;
+    size_t wino = (size_t)36 * (op->d.cin + op->d.cout) * wino_chunk(op) * sizeof(float) + 64;
+    return wino > direct ? wino : direct;
+}
+
+typedef struct {
+    const dn_conv_op *op;
+    const dn_wino_geom *g;
+    const float *x, *res;
+    float *y, *V, *M;
+    int relu, phase, nt;
+    long t0;
+} wino_job;
+
+static void wino_phase(void *va, int ith, int nth) {
+    wino_job *j = va;
+    const dn_conv_op *op = j->op;
+    const dn_wino_geom *g = j->g;
+    long b, e;
+    if (j->phase == 0) {
+        dn_split(g->cin, ith, nth, &b, &e);
+        if (b < e) op->wino_in(g, j->x, j->t0, j->nt, (int)b, (int)e, j->V, op->u->nr);
+    } else if (j->phase == 1) {
+        const int MR = op->u->mr, NR = op->u->nr, np = (g->cout + MR - 1) / MR;
+        dn_split(36L * np, ith, nth, &b, &e);
+        for (long it = b; it < e; it++) {
+            int xi = (int)(it / np), mp = (int)(it % np);
+            const float *a = op->Uw + xi * op->uw_stride + (size_t)mp * g->cin * MR;
+            const float *vb = j->V + (size_t)xi * g->cin * g->Tpad;
+            float *c = j->M + (size_t)xi * g->cout * g->Tpad + (size_t)mp * MR * g->Tpad;
+            int mr = g->cout - mp * MR < MR ? g->cout - mp * MR : MR;
+            for (int jp = 0; jp * NR < j->nt; jp++) {
+                int nr = j->nt - jp * NR < NR ? j->nt - jp * NR : NR;
+                op->u->fn(g->cin, a, vb + (size_t)jp * g->cin * NR, c + jp * NR, g->Tpad, mr, nr, 0, NULL, NULL, 0, 0);
+            }
+        }
+    } else {
+        dn_split(g->cout, ith, nth, &b, &e);
+        if (b < e) op->wino_out(g, j->M, j->t0, j->nt, (int)b, (int)e, op->bias, j->res, j->relu, j->y);
+    }
+}
+
+static void wino_run(const dn_conv_op *op, const float *x, int n, int h, int w, const float *res, int relu,
+                     float *y, dn_pool *pool, void *scratch, int oh, int ow) {
+    dn_wino_geom g = {op->d.cin, op->d.cout, h, w, op->d.pad, oh, ow, (oh + 3) / 4, (ow + 3) / 4, 0};
+    const int NR = op->u->nr, tb = wino_chunk(op);
+    long T = (long)n * g.th * g.tw;
+    g.Tpad = (int)((T < tb ? (T + NR - 1) / NR * NR : tb));
+    wino_job j = {op, &g, x, res, y, (float *)scratch, (float *)scratch + (size_t)36 * g.cin * g.Tpad, relu, 0, 0, 0};
+    for (long t0 = 0; t0 < T; t0 += g.Tpad) {
+        j.t0 = t0;
+        j.nt = (int)(T - t0 < g.Tpad ? T - t0 : g.Tpad);
+        for (j.phase = 0; j.phase < 3; j.phase++) dn_pool_run(pool, wino_phase, &j);
+    }
 }
 
 void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w, const float *res, int relu,
@@ -98,6 +211,11 @@ void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
         own = dn_alloc_aligned(dn_conv_op_scratch(op, n, h, w));
         if (!own) { dn_conv2d_ref(d, x, n, h, w, op->w, op->bias, res, relu, y); return; }
         scratch = own;
+    }
+    if (op->impl == DN_CONV_WINOGRAD && (long)n * ((oh + 3) / 4) * ((ow + 3) / 4) >= (dn_wino_min_tiles > 0 ? dn_wino_min_tiles : op->u->nr)) {
+        wino_run(op, x, n, h, w, res, relu, y, pool, scratch, oh, ow);
+        dn_free_aligned(own);
+        return;
     }
     dn_gemm_plan p = {0};
     p.u = op->u;

@@ -53,4 +53,23 @@ void dn_gemm_run(const dn_gemm_plan *p, dn_pool *pool, void *scratch);
  * holds ceil(M/MR)*MR*K floats. */
 void dn_gemm_pack_a(const dn_ukr *u, int M, int K, const float *A, int lda, int transA, float alpha, float *dst);
 size_t dn_gemm_packed_a_floats(const dn_ukr *u, int M, int K);
+
+/* ------------------------------------------------------------ Winograd F(4x4,3x3)
+ * Tiles t = (image, ty, tx) of 4x4 outputs, th = ceil(oh/4), tw = ceil(ow/4).
+ * A chunk of nt tiles starting at t0 is transformed into
+ *   V: 36 packed-B matrices (K = cin, N = nt), V + xi*cin*Tpad, panel layout as B;
+ *   then M[xi] = U[xi] (cout x cin) * V[xi] by the micro-kernel,
+ *   M: 36 row-major cout x Tpad matrices, M + xi*cout*Tpad;
+ * and back: y = A^T M A + bias (+ res), ReLU. Tpad = nt rounded up to NR. */
+typedef struct { int cin, cout, h, w, pad, oh, ow, th, tw, Tpad; } dn_wino_geom;
+/* A Winograd op runs the direct path when the input has fewer tiles than this
+ * (default 0 = the micro-kernel's NR, i.e. less than one full column panel).
+ * Tests set it to 1 to exercise the transforms on tiny shapes. Process-wide. */
+extern int dn_wino_min_tiles;
+void dn_wino_in_avx512(const dn_wino_geom *g, const float *x, long t0, int nt, int ci0, int ci1, float *V, int NR);
+void dn_wino_out_avx512(const dn_wino_geom *g, const float *M, long t0, int nt, int co0, int co1,
+                        const float *bias, const float *res, int relu, float *y);
+void dn_wino_in_avx2(const dn_wino_geom *g, const float *x, long t0, int nt, int ci0, int ci1, float *V, int NR);
+void dn_wino_out_avx2(const dn_wino_geom *g, const float *M, long t0, int nt, int co0, int co1,
+                      const float *bias, const float *res, int relu, float *y);
 #endif
