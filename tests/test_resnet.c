@@ -17,6 +17,7 @@
 #include "core/json.h"
 #include "io/pth.h"
 #include <dirent.h>
+#include <pthread.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------ helpers */
@@ -751,6 +752,84 @@ TEST(imagenet_weights_real_images_end_to_end) {
     CHECK(system(cmd) == 0);
 }
 
+/* ------------------------------------------------------------ public API */
+
+static void synth_image(dn_image *img, int w, int h, int seed) {
+    img->w = w; img->h = h;
+    img->data = malloc((size_t)w * h * 3);
+    for (int i = 0; i < w * h * 3; i++) img->data[i] = (uint8_t)((i * 37 + seed * 101 + (i / (w * 3)) * 13) & 255);
+}
+
+typedef struct { const dn_model *m; const dn_image *img; dn_prediction pred; float probs[5]; dn_status st; } cls_arg;
+static void *classify_thread(void *a) {
+    cls_arg *c = a;
+    dn_session *s = NULL;
+    c->st = dn_session_new(c->m, 1, 1, &s);
+    for (int rep = 0; !c->st && rep < 3; rep++) c->st = dn_session_classify(s, c->img, &c->pred, c->probs);
+    dn_session_free(s);
+    return NULL;
+}
+
+TEST(public_load_and_classify) {
+    dn_model *m = NULL;
+    CHECK(dn_model_load("tests/fixtures/resnet/r18n.pth", &m) == DN_OK);
+    if (!m) { printf("  %s\n", dn_last_error()); return; }
+    CHECK(dn_model_num_classes(m) == 5 && dn_model_preproc(m)->crop == 224 && dn_model_preproc(m)->resize == 256);
+    dn_image img;
+    synth_image(&img, 71, 50, 1);
+    dn_session *s = NULL;
+    CHECK(dn_session_new(m, 2, 2, &s) == DN_OK);
+    if (s) {
+        dn_prediction pr;
+        float probs[5], logits[5], *x = malloc(3 * 224 * 224 * sizeof(float));
+        CHECK(dn_session_classify(s, &img, &pr, probs) == DN_OK);
+        CHECK(dn_session_classify(s, &img, &pr, NULL) == DN_OK);
+        CHECK(dn_preprocess(&img, dn_model_preproc(m), x) == DN_OK);
+        CHECK(dn_session_forward(s, x, 1, logits) == DN_OK);
+        dn_softmax_t(logits, 1, 5, 1.0f, logits);
+        CHECK(pr.cls == argmax(logits, 5) && pr.uncertain == 0);
+        for (int k = 0; k < 5; k++) CHECK_NEAR(probs[k], logits[k], 1e-6);
+        CHECK_NEAR(pr.confidence, logits[pr.cls], 1e-6);
+        free(x);
+        CHECK(dn_session_classify(s, NULL, &pr, NULL) == DN_ERR_ARG);
+        dn_session_free(s);
+        /* concurrent sessions over the same (immutable) model agree */
+        pthread_t th[2];
+        cls_arg ca[2] = {{m, &img, {0}, {0}, 0}, {m, &img, {0}, {0}, 0}};
+        for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, classify_thread, &ca[i]);
+        for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+        CHECK(ca[0].st == DN_OK && ca[1].st == DN_OK);
+        CHECK(ca[0].pred.cls == pr.cls && !memcmp(ca[0].probs, ca[1].probs, sizeof probs));
+        CHECK_NEAR(ca[0].probs[pr.cls], pr.confidence, 1e-6);
+    }
+    /* a session planned for another input size cannot classify images */
+    dn_session_opts o = {1, 1, 64, 64, -1};
+    CHECK(dn_session_new_ex(m, &o, &s) == DN_OK);
+    if (s) {
+        dn_prediction pr;
+        CHECK(dn_session_classify(s, &img, &pr, NULL) == DN_ERR_ARG && strstr(dn_last_error(), "64x64"));
+        dn_session_free(s);
+    }
+    /* a backbone-only model cannot produce logits */
+    dn_tensors ts;
+    make_tensors(&ts, L18, WN, 0, 1);
+    dn_model *bb = NULL;
+    CHECK(dn_model_from_tensors(&ts, 0, &bb) == DN_OK);
+    dn_tensors_free(&ts);
+    if (bb && dn_session_new(bb, 1, 1, &s) == DN_OK) {
+        dn_prediction pr;
+        float feat[16];
+        CHECK(dn_session_classify(s, &img, &pr, NULL) == DN_ERR_ARG && strstr(dn_last_error(), "no classification head"));
+        float *x = calloc(3 * 224 * 224, sizeof(float));
+        CHECK(dn_session_features(s, x, 1, feat) == DN_OK);
+        free(x);
+        dn_session_free(s);
+    }
+    dn_model_free(bb);
+    dn_image_free(&img);
+    dn_model_free(m);
+}
+
 int main(void) {
     dn_rng_seed(&g_rng, 12345);
     RUN(bind_narrow_resnet18);
@@ -766,6 +845,7 @@ int main(void) {
     RUN(engine_matches_naive_forward);
     RUN(engine_stages_and_classify);
     RUN(conv_impl_env_var);
+    RUN(public_load_and_classify);
     RUN(fixture_parity_with_pytorch);
     RUN(full_width_resnet18_parity);
     RUN(imagenet_weights_real_images_end_to_end);
