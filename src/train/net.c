@@ -56,6 +56,7 @@ struct dn_net {
     char (*names)[64];
     int nparams;
     int last_n, pending;    /* a training forward awaits its backward */
+    dn_net_profile prof;
 };
 
 dn_status dn_freeze_parse(const char *spec, int *first_trainable) {
@@ -344,6 +345,55 @@ void dn_net_zero_grad(dn_net *net) {
     if (total) memset(net->gradbuf, 0, total * sizeof(float));
 }
 
+/* ------------------------------------------------------------ timed layer calls */
+
+static double conv_flop(const cbn *u, int n) {
+    return 2.0 * n * u->oc * u->oh * u->ow * (double)u->in_c * u->conv->k * u->conv->k;
+}
+
+static void conv_fwd(dn_net *net, const cbn *u, const float *in, int n, float *out) {
+    double t = dn_now();
+    dn_conv_layer_fwd(u->conv, in, n, u->in_h, u->in_w, out, net->pool, net->scratch);
+    net->prof.conv_fwd_s += dn_now() - t;
+    net->prof.conv_fwd_flop += conv_flop(u, n);
+}
+
+/* Data and weight gradients as two calls: the data gradient needs no im2col,
+ * so splitting costs nothing and lets the profile tell them apart. */
+static void conv_bwd(dn_net *net, const cbn *u, const float *in, int n, const float *dy, float *dx) {
+    double t = dn_now();
+    dn_conv_layer_bwd(u->conv, in, n, u->in_h, u->in_w, dy, NULL, u->dw, net->pool, net->scratch);
+    double t2 = dn_now();
+    net->prof.conv_bwd_weight_s += t2 - t;
+    net->prof.conv_bwd_weight_flop += conv_flop(u, n);
+    if (dx) {
+        dn_conv_layer_bwd(u->conv, in, n, u->in_h, u->in_w, dy, dx, NULL, net->pool, net->scratch);
+        net->prof.conv_bwd_data_s += dn_now() - t2;
+        net->prof.conv_bwd_data_flop += conv_flop(u, n);
+    }
+}
+
+static void bn_fwd_train(dn_net *net, cbn *u, int n, float *y, int relu) {
+    double t = dn_now();
+    dn_bn_layer_fwd_train(u->bn, u->c, n, u->oh * u->ow, y, u->mean, u->invstd, relu, 1, net->pool);
+    net->prof.bn_fwd_s += dn_now() - t;
+}
+
+static void bn_fwd_eval(dn_net *net, const cbn *u, int n, float *xy, int relu) {
+    double t = dn_now();
+    dn_bn_layer_fwd_eval(u->bn, xy, n, u->oh * u->ow, xy, relu, net->pool);
+    net->prof.bn_fwd_s += dn_now() - t;
+}
+
+static void bn_bwd(dn_net *net, cbn *u, const float *y, const float *dy, int n, int relu, float *dx) {
+    double t = dn_now();
+    dn_bn_layer_bwd(u->bn, u->c, y, dy, n, u->oh * u->ow, u->mean, u->invstd, relu, dx, u->dg, u->db, net->pool);
+    net->prof.bn_bwd_s += dn_now() - t;
+}
+
+void dn_net_get_profile(const dn_net *net, dn_net_profile *out) { *out = net->prof; }
+void dn_net_reset_profile(dn_net *net) { memset(&net->prof, 0, sizeof net->prof); }
+
 /* ------------------------------------------------------------ forward */
 
 /* Index of a temporary not in {a, b, c} (each may be -1). */
@@ -366,8 +416,8 @@ static float *stage_eval(dn_net *net, int s, const float *in, int n) {
     if (s == 0) {
         cbn *u = &net->stem;
         int a = free_temp(ti, -1, -1), b = free_temp(ti, a, -1);
-        dn_conv_layer_fwd(u->conv, in, n, u->in_h, u->in_w, net->t[a], pool, net->scratch);
-        dn_bn_layer_fwd_eval(u->bn, net->t[a], n, u->oh * u->ow, net->t[a], 1, pool);
+        conv_fwd(net, u, in, n, net->t[a]);
+        bn_fwd_eval(net, u, n, net->t[a], 1);
         dn_maxpool_fwd(net->t[a], n, u->oc, u->oh, u->ow, 3, 2, 1, net->t[b],
                        (int32_t *)net->t[free_temp(ti, a, b)], pool);
         return net->t[b];
@@ -378,15 +428,15 @@ static float *stage_eval(dn_net *net, int s, const float *in, int n) {
         ti = temp_index(net, cur);
         int a = free_temp(ti, -1, -1), b = free_temp(ti, a, -1), c = free_temp(ti, a, b);
         cbn *u1 = &bk->u1, *u2 = &bk->u2;
-        dn_conv_layer_fwd(u1->conv, cur, n, u1->in_h, u1->in_w, net->t[a], pool, net->scratch);
-        dn_bn_layer_fwd_eval(u1->bn, net->t[a], n, u1->oh * u1->ow, net->t[a], 1, pool);
-        dn_conv_layer_fwd(u2->conv, net->t[a], n, u2->in_h, u2->in_w, net->t[b], pool, net->scratch);
-        dn_bn_layer_fwd_eval(u2->bn, net->t[b], n, u2->oh * u2->ow, net->t[b], 0, pool);
+        conv_fwd(net, u1, cur, n, net->t[a]);
+        bn_fwd_eval(net, u1, n, net->t[a], 1);
+        conv_fwd(net, u2, net->t[a], n, net->t[b]);
+        bn_fwd_eval(net, u2, n, net->t[b], 0);
         const float *sc = cur;
         if (bk->has_down) {
             cbn *ud = &bk->ud;
-            dn_conv_layer_fwd(ud->conv, cur, n, ud->in_h, ud->in_w, net->t[c], pool, net->scratch);
-            dn_bn_layer_fwd_eval(ud->bn, net->t[c], n, ud->oh * ud->ow, net->t[c], 0, pool);
+            conv_fwd(net, ud, cur, n, net->t[c]);
+            bn_fwd_eval(net, ud, n, net->t[c], 0);
             sc = net->t[c];
         }
         dn_add_fwd(net->t[b], sc, (size_t)n * act_size(u2), net->t[b], 1, pool);
@@ -400,8 +450,8 @@ static const float *stage_train(dn_net *net, int s, const float *in, int n) {
     dn_pool *pool = net->pool;
     if (s == 0) {
         cbn *u = &net->stem;
-        dn_conv_layer_fwd(u->conv, in, n, u->in_h, u->in_w, u->c, pool, net->scratch);
-        dn_bn_layer_fwd_train(u->bn, u->c, n, u->oh * u->ow, net->stem_a, u->mean, u->invstd, 1, 1, pool);
+        conv_fwd(net, u, in, n, u->c);
+        bn_fwd_train(net, u, n, net->stem_a, 1);
         dn_maxpool_fwd(net->stem_a, n, u->oc, u->oh, u->ow, 3, 2, 1, net->mp_out, net->mp_idx, pool);
         return net->mp_out;
     }
@@ -410,15 +460,15 @@ static const float *stage_train(dn_net *net, int s, const float *in, int n) {
         blk *bk = &net->b[i];
         cbn *u1 = &bk->u1, *u2 = &bk->u2;
         bk->in = cur;
-        dn_conv_layer_fwd(u1->conv, cur, n, u1->in_h, u1->in_w, u1->c, pool, net->scratch);
-        dn_bn_layer_fwd_train(u1->bn, u1->c, n, u1->oh * u1->ow, bk->a1, u1->mean, u1->invstd, 1, 1, pool);
-        dn_conv_layer_fwd(u2->conv, bk->a1, n, u2->in_h, u2->in_w, u2->c, pool, net->scratch);
-        dn_bn_layer_fwd_train(u2->bn, u2->c, n, u2->oh * u2->ow, bk->out, u2->mean, u2->invstd, 0, 1, pool);
+        conv_fwd(net, u1, cur, n, u1->c);
+        bn_fwd_train(net, u1, n, bk->a1, 1);
+        conv_fwd(net, u2, bk->a1, n, u2->c);
+        bn_fwd_train(net, u2, n, bk->out, 0);
         const float *sc = cur;
         if (bk->has_down) {
             cbn *ud = &bk->ud;
-            dn_conv_layer_fwd(ud->conv, cur, n, ud->in_h, ud->in_w, ud->c, pool, net->scratch);
-            dn_bn_layer_fwd_train(ud->bn, ud->c, n, ud->oh * ud->ow, net->t[0], ud->mean, ud->invstd, 0, 1, pool);
+            conv_fwd(net, ud, cur, n, ud->c);
+            bn_fwd_train(net, ud, n, net->t[0], 0);
             sc = net->t[0];
         }
         dn_add_fwd(bk->out, sc, (size_t)n * act_size(u2), bk->out, 1, pool);
@@ -503,15 +553,15 @@ static int block_bwd(dn_net *net, blk *bk, int g, int n, int need_dx) {
     cbn *u1 = &bk->u1, *u2 = &bk->u2;
     size_t cnt = (size_t)n * act_size(u2);
     dn_relu_bwd(bk->out, G, cnt, G, pool);
-    dn_bn_layer_bwd(u2->bn, u2->c, NULL, G, n, u2->oh * u2->ow, u2->mean, u2->invstd, 0, A, u2->dg, u2->db, pool);
-    dn_conv_layer_bwd(u2->conv, bk->a1, n, u2->in_h, u2->in_w, A, B, u2->dw, pool, net->scratch);
-    dn_bn_layer_bwd(u1->bn, u1->c, bk->a1, B, n, u1->oh * u1->ow, u1->mean, u1->invstd, 1, B, u1->dg, u1->db, pool);
-    dn_conv_layer_bwd(u1->conv, bk->in, n, u1->in_h, u1->in_w, B, need_dx ? C : NULL, u1->dw, pool, net->scratch);
+    bn_bwd(net, u2, NULL, G, n, 0, A);
+    conv_bwd(net, u2, bk->a1, n, A, B);
+    bn_bwd(net, u1, bk->a1, B, n, 1, B);
+    conv_bwd(net, u1, bk->in, n, B, need_dx ? C : NULL);
     size_t icnt = (size_t)n * in_size(u1);
     if (bk->has_down) {
         cbn *ud = &bk->ud;
-        dn_bn_layer_bwd(ud->bn, ud->c, NULL, G, n, ud->oh * ud->ow, ud->mean, ud->invstd, 0, A, ud->dg, ud->db, pool);
-        dn_conv_layer_bwd(ud->conv, bk->in, n, ud->in_h, ud->in_w, A, need_dx ? B : NULL, ud->dw, pool, net->scratch);
+        bn_bwd(net, ud, NULL, G, n, 0, A);
+        conv_bwd(net, ud, bk->in, n, A, need_dx ? B : NULL);
         if (need_dx) dn_add_inplace(C, B, icnt, pool);
     } else if (need_dx) {
         dn_add_inplace(C, G, icnt, pool);
@@ -544,9 +594,8 @@ dn_status dn_net_backward(dn_net *net, const float *dlogits) {
         cbn *u = &net->stem;
         int a = free_temp(g, -1, -1);
         dn_maxpool_bwd(net->t[g], net->mp_idx, n, u->oc, u->oh, u->ow, net->mp_h, net->mp_w, net->t[a], net->pool);
-        dn_bn_layer_bwd(u->bn, u->c, net->stem_a, net->t[a], n, u->oh * u->ow, u->mean, u->invstd, 1,
-                        net->t[a], u->dg, u->db, net->pool);
-        dn_conv_layer_bwd(u->conv, net->x0, n, u->in_h, u->in_w, net->t[a], NULL, u->dw, net->pool, net->scratch);
+        bn_bwd(net, u, net->stem_a, net->t[a], n, 1, net->t[a]);
+        conv_bwd(net, u, net->x0, n, net->t[a], NULL);
     }
     return DN_OK;
 }

@@ -106,4 +106,13 @@ dn_status dn_net_eval_forward(dn_net *net, int stage, const float *x, int n, flo
 dn_status dn_net_sync(dn_net *net);
 
 dn_model *dn_net_model(dn_net *net);
+
+/* Time (seconds) and work (FLOP, 2 per multiply-add) spent since creation or the
+ * last reset, by kind; for benchmarks and profiles. */
+typedef struct dn_net_profile {
+    double conv_fwd_s, conv_bwd_data_s, conv_bwd_weight_s, bn_fwd_s, bn_bwd_s;
+    double conv_fwd_flop, conv_bwd_data_flop, conv_bwd_weight_flop;
+} dn_net_profile;
+void dn_net_get_profile(const dn_net *net, dn_net_profile *out);
+void dn_net_reset_profile(dn_net *net);
 #endif
