@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void dn_metrics_free(dn_metrics *m) {
+void dn_eval_metrics_free(dn_eval_metrics *m) {
     if (!m) return;
     free(m->cm);
     free(m->precision);
@@ -23,8 +23,8 @@ static int argmax(const float *p, int k) {
     return best;
 }
 
-dn_status dn_metrics_compute(int k, int64_t n, const int *y_true, const float *probs,
-                             const int *y_pred, int topk, dn_metrics *out) {
+dn_status dn_eval_metrics_compute(int k, int64_t n, const int *y_true, const float *probs,
+                             const int *y_pred, int topk, dn_eval_metrics *out) {
     memset(out, 0, sizeof *out);
     if (k < 1) return dn_fail(DN_ERR_ARG, "metrics: number of classes %d must be >= 1", k);
     if (n < 0) return dn_fail(DN_ERR_ARG, "metrics: negative sample count");
@@ -129,7 +129,7 @@ dn_status dn_metrics_compute(int k, int64_t n, const int *y_true, const float *p
     }
     return DN_OK;
 fail:
-    dn_metrics_free(out);
+    dn_eval_metrics_free(out);
     return st;
 }
 
@@ -149,7 +149,7 @@ static void name_of(const char *const *names, int i, char *buf, size_t n) {
     else snprintf(buf, n, "%d", i);
 }
 
-void dn_metrics_json(const dn_metrics *m, const char *const *names, FILE *f) {
+void dn_eval_metrics_json(const dn_eval_metrics *m, const char *const *names, FILE *f) {
     char nb[256];
     fprintf(f, "{\"n\":%lld,\"accuracy\":%.6f,\"macro_precision\":%.6f,\"macro_recall\":%.6f,"
                "\"macro_f1\":%.6f,\"weighted_precision\":%.6f,\"weighted_recall\":%.6f,\"weighted_f1\":%.6f",
@@ -174,7 +174,7 @@ void dn_metrics_json(const dn_metrics *m, const char *const *names, FILE *f) {
     fputs("]}", f);
 }
 
-void dn_metrics_print(const dn_metrics *m, const char *const *names, FILE *f) {
+void dn_eval_metrics_print(const dn_eval_metrics *m, const char *const *names, FILE *f) {
     char nb[256];
     fprintf(f, "%-20s %9s %9s %9s %8s\n", "class", "precision", "recall", "f1", "support");
     for (int c = 0; c < m->k; c++) {

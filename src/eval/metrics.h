@@ -17,7 +17,7 @@
  *    (b/15, (b+1)/15] (confidence 0 goes to bin 0), ECE = sum_b |B|/n *
  *    |accuracy(B) - mean confidence(B)| (Guo et al. 2017).
  *
- * Ownership: dn_metrics owns all of its arrays; release with dn_metrics_free.
+ * Ownership: dn_eval_metrics owns all of its arrays; release with dn_eval_metrics_free.
  */
 #ifndef DN_METRICS_H
 #define DN_METRICS_H
@@ -27,7 +27,7 @@
 
 #define DN_ECE_BINS 15
 
-typedef struct dn_metrics {
+typedef struct dn_eval_metrics {
     int k;                   /* number of classes */
     int64_t n;               /* number of samples */
     int64_t *cm;             /* k*k confusion matrix, cm[true*k + pred] */
@@ -43,7 +43,7 @@ typedef struct dn_metrics {
     double ece;
     int64_t bin_count[DN_ECE_BINS];
     double bin_conf[DN_ECE_BINS], bin_acc[DN_ECE_BINS]; /* means per bin (0 if empty) */
-} dn_metrics;
+} dn_eval_metrics;
 
 /* Computes every metric.
  *   k       number of classes (1..DN_MAX_CLASSES-ish; must be >= 1)
@@ -54,14 +54,14 @@ typedef struct dn_metrics {
  *           (one of probs / y_pred must be given)
  *   topk    k of top-k accuracy (clamped to [1, k]); ignored without probs
  * Labels out of range or non-finite probabilities -> DN_ERR_ARG. */
-dn_status dn_metrics_compute(int k, int64_t n, const int *y_true, const float *probs,
-                             const int *y_pred, int topk, dn_metrics *out);
-void dn_metrics_free(dn_metrics *m);
+dn_status dn_eval_metrics_compute(int k, int64_t n, const int *y_true, const float *probs,
+                             const int *y_pred, int topk, dn_eval_metrics *out);
+void dn_eval_metrics_free(dn_eval_metrics *m);
 
 /* Writes the metrics as one JSON object (no trailing newline) to f.
  * class_names may be NULL (then "0", "1", ...). */
-void dn_metrics_json(const dn_metrics *m, const char *const *class_names, FILE *f);
+void dn_eval_metrics_json(const dn_eval_metrics *m, const char *const *class_names, FILE *f);
 /* Human-readable table (per-class rows, averages, confusion matrix). */
-void dn_metrics_print(const dn_metrics *m, const char *const *class_names, FILE *f);
+void dn_eval_metrics_print(const dn_eval_metrics *m, const char *const *class_names, FILE *f);
 
 #endif

@@ -1,0 +1,202 @@
+/* defectnet train: fine-tune a ResNet on a folder of defect images (see
+ * src/train/trainer.h for what happens). */
+#include "commands.h"
+#include "core/core.h"
+#include "train/trainer.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: defectnet train (--data DIR|CSV | --split-manifest CSV) --weights PTH|MODEL|none --out MODEL.safetensors\n"
+            "  data\n"
+            "    --data DIR|CSV          ImageFolder (one sub-folder per class; train/ + test/ = official split) or a\n"
+            "                            manifest CSV (path,label[,split])\n"
+            "    --manifest CSV          same as --data CSV\n"
+            "    --split-manifest CSV    reuse this split (path,label,split) if it exists, else write the new split there\n"
+            "                            (default: <out>.split.csv)\n"
+            "    --val F --test F        split fractions (default 0.15 / 0.15), --split-seed N (default 42)\n"
+            "    --keep-dups             keep cross-split duplicate copies (default: dropped, with a warning)\n"
+            "    --strict                an unreadable image is fatal (default: skipped and counted)\n"
+            "  model\n"
+            "    --weights PTH|MODEL|none  torchvision .pth (ImageNet fc dropped), a defectnet model (head kept when its\n"
+            "                            classes match the data), or none (random init, from scratch)\n"
+            "    --new-head              replace the head of a defectnet model trained on other classes\n"
+            "    --out MODEL             best model (by validation macro-F1), with recipe and results in its metadata\n"
+            "  recipe (defaults generalise: frozen backbone, cached features, augmented views)\n"
+            "    --freeze backbone|layer3|layer2|layer1|stem|none   single stage (default backbone = head only)\n"
+            "    --stages \"head:5,layer3:10\"  staged schedule: head only, then layer4 + head, ... (overrides --freeze/--epochs)\n"
+            "    --epochs N              epochs of the single stage (default 30)\n"
+            "    --lr F                  head learning rate (default 1e-3), --backbone-lr-mult F (default 0.1)\n"
+            "    --optimizer sgd|adamw   (default adamw), --weight-decay F (default 1e-4)\n"
+            "    --schedule cosine|step|const (default cosine), --warmup STEPS (default 0)\n"
+            "    --batch N (default 32), --image-size N (default 224: whole image resized)\n"
+            "    --label-smoothing F (default 0.1), --class-weights auto|none (default auto), --balanced-sampler\n"
+            "    --aug flip,rot90,rrc,jitter | --no-aug   (default all four)\n"
+            "    --views K               augmented views cached per image on the head-only path (default 4)\n"
+            "    --patience N            early stopping on validation macro-F1 (default 10, 0 = off)\n"
+            "    --feature-cache DIR     keep computed features on disk (keyed by weights, file, preprocessing, view)\n"
+            "  run\n"
+            "    --resume CKPT           continue from a checkpoint (written to <out>.ckpt every epoch)\n"
+            "    --checkpoint PATH       where to write checkpoints\n"
+            "    --seed N (default 42), --threads N (default all cores), --workers N (loader threads, default 1)\n"
+            "    --json                  JSON lines on stdout (one per epoch, and a final summary)\n"
+            "    --quiet                 no progress output\n");
+}
+
+static int parse_float(const char *opt, const char *v, float lo, float hi, float *out) {
+    char *e;
+    double d = strtod(v, &e);
+    if (!*v || *e || !(d >= lo && d <= hi)) {
+        fprintf(stderr, "defectnet train: %s: '%s' is not a number in [%g, %g]\n", opt, v, lo, hi);
+        return -1;
+    }
+    *out = (float)d;
+    return 0;
+}
+static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
+    char *e;
+    long d = strtol(v, &e, 10);
+    if (!*v || *e || d < lo || d > hi) {
+        fprintf(stderr, "defectnet train: %s: '%s' is not an integer in [%ld, %ld]\n", opt, v, lo, hi);
+        return -1;
+    }
+    *out = d;
+    return 0;
+}
+
+int cmd_train(int argc, char **argv) {
+    dn_train_cfg c;
+    dn_train_cfg_default(&c);
+    const char *freeze = NULL, *stages = NULL;
+    long epochs = -1;
+    int have_weights = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        /* flags without a value */
+        if (!strcmp(a, "--balanced-sampler")) { c.balanced_sampler = 1; continue; }
+        if (!strcmp(a, "--no-aug")) { c.aug.flags = 0; continue; }
+        if (!strcmp(a, "--json")) { c.json = 1; continue; }
+        if (!strcmp(a, "--strict")) { c.strict = 1; continue; }
+        if (!strcmp(a, "--quiet")) { c.quiet = 1; continue; }
+        if (!strcmp(a, "--new-head")) { c.new_head = 1; continue; }
+        if (!strcmp(a, "--keep-dups")) { c.drop_dups = 0; continue; }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "defectnet train: unexpected argument '%s' (see --help)\n", a);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "defectnet train: %s needs a value\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        long l;
+        float f;
+        if (!strcmp(a, "--data") || !strcmp(a, "--manifest")) c.data = v;
+        else if (!strcmp(a, "--split-manifest")) c.split_manifest = v;
+        else if (!strcmp(a, "--weights")) { c.weights = v; have_weights = 1; }
+        else if (!strcmp(a, "--out")) c.out = v;
+        else if (!strcmp(a, "--freeze")) freeze = v;
+        else if (!strcmp(a, "--stages")) stages = v;
+        else if (!strcmp(a, "--epochs")) { if (parse_int(a, v, 1, 100000, &epochs)) return 2; }
+        else if (!strcmp(a, "--lr")) { if (parse_float(a, v, 1e-9f, 10.0f, &c.lr)) return 2; }
+        else if (!strcmp(a, "--backbone-lr-mult")) { if (parse_float(a, v, 0, 100, &c.backbone_lr_mult)) return 2; }
+        else if (!strcmp(a, "--weight-decay")) { if (parse_float(a, v, 0, 1, &c.weight_decay)) return 2; }
+        else if (!strcmp(a, "--optimizer")) {
+            if (!strcmp(v, "sgd")) c.optimizer = DN_OPT_SGD;
+            else if (!strcmp(v, "adamw")) c.optimizer = DN_OPT_ADAMW;
+            else { fprintf(stderr, "defectnet train: --optimizer: '%s' is not sgd or adamw\n", v); return 2; }
+        } else if (!strcmp(a, "--schedule")) {
+            if (dn_sched_parse_kind(v, &c.schedule)) { fprintf(stderr, "defectnet train: --schedule: %s\n", dn_last_error()); return 2; }
+        } else if (!strcmp(a, "--warmup")) { if (parse_int(a, v, 0, 10000000, &l)) return 2; c.warmup = (int)l; }
+        else if (!strcmp(a, "--batch")) { if (parse_int(a, v, 1, 4096, &l)) return 2; c.batch = (int)l; }
+        else if (!strcmp(a, "--image-size")) { if (parse_int(a, v, 32, 1024, &l)) return 2; c.image_size = (int)l; }
+        else if (!strcmp(a, "--views")) { if (parse_int(a, v, 0, 64, &l)) return 2; c.views = (int)l; }
+        else if (!strcmp(a, "--label-smoothing")) { if (parse_float(a, v, 0, 0.99f, &c.label_smoothing)) return 2; }
+        else if (!strcmp(a, "--class-weights")) {
+            if (!strcmp(v, "auto")) c.class_weights = 1;
+            else if (!strcmp(v, "none")) c.class_weights = 0;
+            else { fprintf(stderr, "defectnet train: --class-weights: '%s' is not auto or none\n", v); return 2; }
+        } else if (!strcmp(a, "--aug")) {
+            if (dn_aug_parse(v, &c.aug.flags)) { fprintf(stderr, "defectnet train: %s\n", dn_last_error()); return 2; }
+        } else if (!strcmp(a, "--patience")) { if (parse_int(a, v, 0, 100000, &l)) return 2; c.patience = (int)l; }
+        else if (!strcmp(a, "--resume")) c.resume = v;
+        else if (!strcmp(a, "--checkpoint")) c.checkpoint = v;
+        else if (!strcmp(a, "--feature-cache")) c.cache_dir = v;
+        else if (!strcmp(a, "--seed")) { if (parse_int(a, v, 0, 2147483647L, &l)) return 2; c.seed = (uint64_t)l; }
+        else if (!strcmp(a, "--split-seed")) { if (parse_int(a, v, 0, 2147483647L, &l)) return 2; c.split.seed = (uint64_t)l; }
+        else if (!strcmp(a, "--val")) { if (parse_float(a, v, 0, 0.9f, &f)) return 2; c.split.val = f; }
+        else if (!strcmp(a, "--test")) { if (parse_float(a, v, 0, 0.9f, &f)) return 2; c.split.test = f; }
+        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 0, 1024, &l)) return 2; c.threads = (int)l; }
+        else if (!strcmp(a, "--workers")) { if (parse_int(a, v, 1, 64, &l)) return 2; c.workers = (int)l; }
+        else {
+            fprintf(stderr, "defectnet train: unknown option '%s' (see --help)\n", a);
+            return 2;
+        }
+    }
+    if (!c.out) { fprintf(stderr, "defectnet train: --out is required (see --help)\n"); return 2; }
+    if (!have_weights) {
+        fprintf(stderr, "defectnet train: --weights is required (a torchvision .pth, a defectnet model, or none)\n");
+        return 2;
+    }
+    if (!c.data && (!c.split_manifest || access(c.split_manifest, R_OK) != 0)) {
+        fprintf(stderr, "defectnet train: --data is required (or an existing --split-manifest)\n");
+        return 2;
+    }
+    if (stages && (freeze || epochs > 0)) {
+        fprintf(stderr, "defectnet train: --stages replaces --freeze/--epochs; give one or the other\n");
+        return 2;
+    }
+    if (stages) {
+        if (dn_train_parse_stages(stages, c.stages, &c.nstages)) {
+            fprintf(stderr, "defectnet train: %s\n", dn_last_error());
+            return 2;
+        }
+    } else {
+        if (freeze && dn_freeze_parse(freeze, &c.stages[0].first_trainable)) {
+            fprintf(stderr, "defectnet train: --freeze: %s\n", dn_last_error());
+            return 2;
+        }
+        if (epochs > 0) c.stages[0].epochs = (int)epochs;
+        else if (c.stages[0].first_trainable < DN_STAGE_HEAD) c.stages[0].epochs = 10;
+    }
+    if (!c.weights || !strcmp(c.weights, "none")) {
+        /* from scratch nothing is pretrained: every layer trains at the full rate */
+        for (int i = 0; i < c.nstages; i++)
+            if (c.stages[i].first_trainable == DN_STAGE_HEAD && !stages && !freeze) c.stages[i].first_trainable = 0;
+        c.backbone_lr_mult = 1.0f;
+    }
+    c.progress = !c.quiet && isatty(2);
+
+    dn_train_result res;
+    dn_status st = dn_train_run(&c, &res);
+    if (st) {
+        if (c.progress) fputs("\r\033[K", stderr);
+        fprintf(stderr, "defectnet train: %s\n", dn_last_error());
+        return 1;
+    }
+    if (c.json) {
+        printf("{\"event\":\"done\",\"out\":\"%s\",\"classes\":%d,\"train\":%d,\"val\":%d,\"test\":%d,\"skipped\":%d,"
+               "\"best_epoch\":%d,\"epochs\":%d,\"seconds\":%.2f,\"feature_seconds\":%.2f,\"split_manifest\":\"%s\",\"val_metrics\":",
+               c.out, res.nclasses, res.ntrain, res.nval, res.ntest, res.skipped, res.best_epoch, res.epochs_run,
+               res.seconds, res.feature_seconds, res.split_manifest);
+        dn_eval_metrics_json(&res.val, NULL, stdout);
+        printf(",\"test_metrics\":");
+        if (res.ntest) dn_eval_metrics_json(&res.test, NULL, stdout);
+        else printf("null");
+        printf("}\n");
+    } else {
+        printf("model: %s (best epoch %d of %d, %.1fs)\n", c.out, res.best_epoch + 1, res.epochs_run, res.seconds);
+        printf("split manifest: %s (%d train / %d val / %d test)\n", res.split_manifest, res.ntrain, res.nval, res.ntest);
+        if (res.skipped) printf("skipped unreadable images: %d\n", res.skipped);
+        printf("validation: accuracy %.4f  macro-F1 %.4f\n", res.val.accuracy, res.val.macro_f1);
+        if (res.ntest) {
+            printf("test: accuracy %.4f  macro-F1 %.4f  ECE %.4f\n", res.test.accuracy, res.test.macro_f1, res.test.ece);
+        }
+    }
+    dn_train_result_free(&res);
+    return 0;
+}

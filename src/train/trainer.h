@@ -1,0 +1,128 @@
+/* The fine-tuning driver behind `defectnet train`.
+ *
+ * Flow: prepare the data (ImageFolder or manifest; stratified split written as
+ * a manifest and reused, see io/dataset.h) -> load the weights (torchvision
+ * .pth: ImageNet fc dropped; defectnet model: its head kept if its classes are
+ * the data's; "none": torchvision's random init) -> a new Linear(feat_dim, N)
+ * head with the classes in natural order -> run the stages -> evaluate the best
+ * model on the test split -> save it with the recipe and results in its
+ * metadata.
+ *
+ * Stages. Each stage names its first trainable network stage (train/net.h:
+ * 5 = head only, 4 = layer4 + head, 0 = everything) and its epochs, e.g.
+ * "head:5,layer3:10" = 5 head-only epochs then 10 epochs of layer4 + head.
+ * Every stage starts from the best model so far, with its own LR schedule
+ * (warmup + cosine/step over the stage's steps); pretrained backbone
+ * parameters get lr * backbone_lr_mult.
+ *  - A head-only stage takes the fast path: pooled features of every training
+ *    image and of `views` fixed augmented views are computed once through the
+ *    inference engine (train/featcache.h) and the head is trained on them;
+ *    validation features likewise. Each head epoch costs milliseconds.
+ *  - Other stages run the trainable net (train/net.h) on freshly augmented
+ *    batches from the threaded loader every epoch.
+ * Early stopping: after each epoch the validation macro-F1 is computed; the
+ * best model (strictly higher macro-F1) is kept and written to `out`; a stage
+ * ends after `patience` epochs without improvement (0 = never).
+ * Checkpoints (train/checkpoint.h) are written atomically after every epoch of
+ * a full-network stage and at the end of a head-only stage: model, optimizer
+ * state, stage/epoch, RNG state, best score; `resume` continues from one.
+ * A NaN/Inf loss stops the run with an error; the last checkpoint and the
+ * best model written so far are left untouched.
+ *
+ * Ownership: the cfg's strings are borrowed for the duration of the call;
+ * dn_train_result owns its metrics (dn_train_result_free). */
+#ifndef DN_TRAINER_H
+#define DN_TRAINER_H
+#include "eval/metrics.h"
+#include "io/dataset.h"
+#include "train/augment.h"
+#include "train/optim.h"
+#include "train/sched.h"
+#include <stdio.h>
+
+#define DN_MAX_TRAIN_STAGES 8
+
+typedef struct dn_train_stage {
+    int first_trainable; /* 0..5 (train/net.h) */
+    int epochs;
+} dn_train_stage;
+
+typedef struct dn_train_cfg {
+    const char *data;           /* ImageFolder dir or manifest CSV (may be NULL if split_manifest exists) */
+    const char *split_manifest; /* reused if it exists, else written (default <out>.split.csv) */
+    dn_split_cfg split;
+    int drop_dups;              /* drop cross-split duplicate copies */
+    const char *weights;        /* torchvision .pth, defectnet model, or "none" */
+    const char *out;            /* best model (defectnet safetensors) */
+    const char *checkpoint;     /* default <out>.ckpt */
+    const char *resume;         /* checkpoint to continue from, or NULL */
+    const char *cache_dir;      /* on-disk feature cache, or NULL (memory only) */
+    dn_train_stage stages[DN_MAX_TRAIN_STAGES];
+    int nstages;
+    float lr, backbone_lr_mult, weight_decay;
+    dn_optim_kind optimizer;
+    dn_sched_kind schedule;
+    int warmup;                 /* warmup steps at the start of each stage */
+    int batch, image_size, views;
+    float label_smoothing;
+    int class_weights;          /* 1: weights n / (k * count_c) in the loss */
+    int balanced_sampler;       /* 1: sample classes uniformly (with replacement) */
+    dn_aug aug;
+    int patience;
+    uint64_t seed;
+    int threads;                /* compute threads (<= 0: all cores) */
+    int workers;                /* loader threads */
+    int strict;                 /* unreadable image fatal */
+    int new_head;               /* replace the head of a defectnet model whose classes differ */
+    int json;                   /* JSON lines on stdout */
+    int progress;               /* 1: progress bar on stderr (a TTY); 0: plain log lines */
+    int quiet;                  /* nothing on stderr but warnings */
+} dn_train_cfg;
+
+/* Defaults that generalise (chosen on the datasets in RESULTS.md):
+ * stages "head:30" (frozen backbone, cached features, 4 augmented views),
+ * AdamW lr 1e-3 wd 1e-4, cosine, batch 32, image 224 (Resize+CenterCrop 224:
+ * the whole image), label smoothing 0.1, augment flip,rot90,rrc,jitter,
+ * class weights auto, patience 10, seed 42, backbone lr x0.1. */
+void dn_train_cfg_default(dn_train_cfg *c);
+
+/* "head:5,layer3:10" (names as dn_freeze_parse; "head" = "backbone") into
+ * stages. DN_ERR_ARG naming the bad entry. */
+dn_status dn_train_parse_stages(const char *spec, dn_train_stage *st, int *n);
+
+typedef struct dn_train_result {
+    int nclasses;
+    int ntrain, nval, ntest;
+    int skipped;            /* unreadable images skipped */
+    int best_epoch;         /* global epoch (0-based) of the kept model */
+    int epochs_run;
+    double best_val_f1;
+    dn_eval_metrics val, test;   /* of the kept model; test.n == 0 without a test split */
+    double seconds, feature_seconds, head_seconds;
+    char split_manifest[1024];
+} dn_train_result;
+
+dn_status dn_train_run(const dn_train_cfg *cfg, dn_train_result *res);
+void dn_train_result_free(dn_train_result *r);
+
+/* Head-only training on cached features (the fast path), exposed for tests
+ * and benchmarks. Trains m->fc in place from its current values for `epochs`
+ * epochs (cfg: batch, lr, optimizer, schedule, warmup, weight decay, label
+ * smoothing, balanced_sampler, patience) with class weights class_w ([k] or
+ * NULL). With val, the head with the best validation macro-F1 is restored at
+ * the end (else the last one). report (may be NULL) is called after every
+ * epoch (val metrics NULL without val). */
+struct dn_featcache;
+struct dn_model;
+typedef void (*dn_epoch_fn)(void *ctx, int epoch, double loss, const dn_eval_metrics *val, double seconds,
+                            int improved);
+typedef struct dn_head_fit_result {
+    int epochs_run;
+    int best_epoch;      /* -1 without val */
+    double best_f1;
+    double seconds;
+} dn_head_fit_result;
+dn_status dn_head_fit(struct dn_model *m, const struct dn_featcache *train, const struct dn_featcache *val,
+                      const dn_train_cfg *cfg, const float *class_w, int epochs, dn_rng *rng, dn_epoch_fn report,
+                      void *ctx, dn_head_fit_result *res);
+#endif
