@@ -6,12 +6,14 @@
 #define DN_CLI_COMMANDS_H
 
 #define DN_COMMANDS(X) \
+    X(convert, "convert torchvision .pth to a defectnet safetensors model (class names, metadata)") \
+    X(info, "describe a model: architecture, classes, preprocessing, sha256, metadata") \
+    X(download, "download torchvision ResNet-18 weights, sha256-verified") \
     X(version, "print version and CPU features") \
     X(report, "manufacturing report (CSV/JSON/HTML) from the prediction store") \
     X(serve, "HTTP prediction service with durable store, folder watch and actions") \
     X(predict, "classify image files/folders with a model (table, jsonl, csv)") \
-    X(synth, "write a synthetic defect-image dataset (ImageFolder of PNGs)") \
-    X(train, "fine-tune a ResNet on a folder of defect images (head-only fast path, stages, early stopping)")
+    X(synth, "write a synthetic defect-image dataset (ImageFolder of PNGs)")
 
 #define DN_DECL(name, help) int cmd_##name(int argc, char **argv);
 DN_COMMANDS(DN_DECL)
