@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1121,6 +1122,94 @@ TEST(shutdown_bounded_no_leaked_threads) {
     col_destroy(&c);
 }
 
+TEST(history_survives_reload) {
+    const char *txt = "{\"rules\": [{\"name\": \"three\", \"when\": {\"class\": \"scratches\", "
+                      "\"n_of_last\": {\"n\": 3, \"m\": %d}}, \"actions\": [{\"type\": \"command\", "
+                      "\"argv\": [\"true\"]}]}]}";
+    dn_rules *r1 = rules_from("hist1.json", txt, 3);
+    dn_rules *r2 = rules_from("hist2.json", txt, 3);
+    dn_rules *r3 = rules_from("hist3.json", txt, 4);
+    CHECK(r1 && r2 && r3);
+    if (!r1 || !r2 || !r3) { dn_rules_free(r1); dn_rules_free(r2); dn_rules_free(r3); return; }
+    collector c;
+    col_init(&c);
+    dn_actions *a = NULL;
+    CHECK(dn_actions_new(r1, 1, on_outcome, &c, &a) == DN_OK);
+    dn_pred_event ev = make_event(1, 1000, "L1", "scratches", 0.9f);
+    CHECK(dn_actions_submit(a, &ev) == 0);
+    CHECK(dn_actions_submit(a, &ev) == 0);
+    CHECK(dn_actions_set_rules(a, r2) == DN_OK); /* same rule, same window: history kept */
+    CHECK(dn_actions_submit(a, &ev) == 1);
+    CHECK(dn_actions_set_rules(a, r3) == DN_OK); /* window changed: history starts fresh */
+    CHECK(dn_actions_submit(a, &ev) == 0);
+    CHECK(dn_actions_submit(a, &ev) == 0);
+    CHECK(dn_actions_submit(a, &ev) == 1);
+    dn_actions_free(a);
+    dn_rules_free(r1); dn_rules_free(r2); dn_rules_free(r3);
+    CHECK(c.n == 2);
+    col_destroy(&c);
+}
+
+static atomic_int g_cnt_ok, g_cnt_failed, g_cnt_full;
+static void count_outcome(void *ctx, const dn_action_outcome *o) {
+    if (!strcmp(o->status, "ok")) atomic_fetch_add(&g_cnt_ok, 1);
+    else if (!strcmp(o->status, "failed")) {
+        atomic_fetch_add(&g_cnt_failed, 1);
+        if (!strcmp(o->detail, "queue full")) atomic_fetch_add(&g_cnt_full, 1);
+    }
+}
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+/* Issue 5 item 7 (actions part): with every target dead, predictions keep flowing.
+ * Measures dn_actions_submit latency over many submits (printed; no timing assertion
+ * beyond a "never blocked for seconds" sanity bound). */
+TEST(submit_latency_under_dead_targets) {
+    int closed = free_port(), bh_port = 0;
+    int bh = blackhole(&bh_port);
+    CHECK(bh >= 0);
+    if (bh < 0) return;
+    dn_rules *r = rules_from("latency.json",
+                             "{\"queue_capacity\": 64, \"drain_s\": 0.2, \"rules\": [{\"name\": \"dead\", \"when\": {}, "
+                             "\"actions\": ["
+                             "{\"type\": \"webhook\", \"url\": \"http://127.0.0.1:%d/\", \"retries\": 2, \"backoff_s\": 0.05},"
+                             "{\"type\": \"webhook\", \"url\": \"http://127.0.0.1:%d/\", \"timeout_s\": 0.5, \"retries\": 1},"
+                             "{\"type\": \"mqtt\", \"broker\": \"mqtt://127.0.0.1:%d\", \"topic\": \"t/{line}\", "
+                             "\"timeout_s\": 0.2, \"retries\": 1, \"backoff_s\": 0.05}]}]}",
+                             closed, bh_port, closed);
+    CHECK(r);
+    if (!r) { close(bh); return; }
+    atomic_store(&g_cnt_ok, 0);
+    atomic_store(&g_cnt_failed, 0);
+    atomic_store(&g_cnt_full, 0);
+    dn_actions *a = NULL;
+    CHECK(dn_actions_new(r, 0, count_outcome, NULL, &a) == DN_OK);
+    dn_rules_free(r);
+    enum { N = 3000 };
+    static double lat[N];
+    int fired = 0;
+    for (int i = 0; i < N; i++) {
+        dn_pred_event ev = make_event(1000 + i, 1e9 + i, i % 2 ? "L1" : "L2", "scratches", 0.9f);
+        double t0 = dn_now();
+        fired += dn_actions_submit(a, &ev);
+        lat[i] = dn_now() - t0;
+    }
+    qsort(lat, N, sizeof *lat, cmp_double);
+    printf("  %d submits, 3 dead targets: submit latency p50 %.1f us, p99 %.1f us, max %.1f us; "
+           "%d queue-full outcomes at submit\n", N, lat[N / 2] * 1e6, lat[N * 99 / 100] * 1e6, lat[N - 1] * 1e6,
+           atomic_load(&g_cnt_full));
+    CHECK(fired == 3 * N);
+    CHECK(lat[N - 1] < 2.0);
+    double t0 = dn_now();
+    dn_actions_free(a);
+    printf("  shutdown with %d queued: %.2f s\n", 3 * N - atomic_load(&g_cnt_full), dn_now() - t0);
+    CHECK(atomic_load(&g_cnt_ok) == 0);
+    CHECK(atomic_load(&g_cnt_failed) == 3 * N); /* every fired action has exactly one outcome */
+    close(bh);
+}
+
 TEST(bad_arguments) {
     dn_actions *a = NULL;
     CHECK(dn_actions_new(NULL, 0, NULL, NULL, &a) == DN_ERR_ARG && !a);
@@ -1171,6 +1260,8 @@ int main(void) {
     RUN(hot_swap_rules);
     RUN(queue_full_never_blocks);
     RUN(shutdown_bounded_no_leaked_threads);
+    RUN(history_survives_reload);
+    RUN(submit_latency_under_dead_targets);
     RUN(bad_arguments);
     broker_stop();
     mosquitto_lib_cleanup();

@@ -775,6 +775,11 @@ static dn_status build_states(dn_actions *a, dn_rules *r, rule_state **out) {
             s->workers[k] = w;
         }
         if (ru->rate_above >= 0 && !ru->rate_per_line && hist_init(&s->global, ru, "")) goto nomem;
+    }
+    /* only once nothing can fail any more: the old states lose what they hand over */
+    for (int i = 0; i < r->n; i++) {
+        const dn_rule *ru = &r->rules[i];
+        rule_state *s = &st[i];
         for (int o = 0; o < a->nst; o++) {
             rule_state *os = &a->st[o];
             const dn_rule *or_ = os->rule;
