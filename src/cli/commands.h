@@ -13,7 +13,8 @@
     X(report, "manufacturing report (CSV/JSON/HTML) from the prediction store") \
     X(serve, "HTTP prediction service with durable store, folder watch and actions") \
     X(predict, "classify image files/folders with a model (table, jsonl, csv)") \
-    X(synth, "write a synthetic defect-image dataset (ImageFolder of PNGs)")
+    X(synth, "write a synthetic defect-image dataset (ImageFolder of PNGs)") \
+    X(train, "fine-tune a ResNet on a folder of defect images (head-only fast path, stages, early stopping)")
 
 #define DN_DECL(name, help) int cmd_##name(int argc, char **argv);
 DN_COMMANDS(DN_DECL)
