@@ -122,6 +122,7 @@ static void usage(FILE *f) {
             "  --batch   images decoded and forwarded together (default 8)\n"
             "  --threads worker threads (default: all cores)\n"
             "  --format  table (default on a terminal) | jsonl (default otherwise) | csv\n"
+            "            ('?' after a table confidence / uncertain=true|1: below the model's threshold)\n"
             "exit status: 0 all classified, 1 some files failed (rest classified), 2 usage/model error\n");
 }
 
