@@ -136,7 +136,7 @@ static dn_status walk(const char *dir, strlist *out, int depth) {
     }
     closedir(d);
     if (st) { sl_free(&names); return st; }
-    qsort(names.v, (size_t)names.n, sizeof(char *), natural_cmp_p);
+    if (names.n > 1) qsort(names.v, (size_t)names.n, sizeof(char *), natural_cmp_p);
     for (int i = 0; i < names.n && !st; i++) {
         char *p = path_join(dir, names.v[i]);
         if (!p) { st = DN_ERR_NOMEM; break; }
