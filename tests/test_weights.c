@@ -14,6 +14,7 @@
 #include "nn/model.h"
 #include <stdint.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -565,10 +566,11 @@ static const char *narrow_variant(const char *file, const char *drop, const char
         int64_t shape[DN_MAX_DIMS];
         memcpy(shape, t->shape, sizeof shape);
         int64_t numel = dn_tensor_numel(t);
-        if (reshape && !strcmp(t->name, reshape)) { shape[0] = 1; shape[1] = numel; }
+        int nd = t->ndim;
+        if (reshape && !strcmp(t->name, reshape)) { shape[0] = 1; shape[1] = numel; nd = 2; }
         float *d = malloc(sizeof(float) * (size_t)(numel ? numel : 1));
         memcpy(d, t->data, sizeof(float) * (size_t)numel);
-        dn_tensors_add(&out, t->name, t->ndim, shape, d);
+        dn_tensors_add(&out, t->name, nd, shape, d);
     }
     if (extra) {
         int64_t one = 1;
@@ -707,6 +709,97 @@ TEST(bad_directory_instead_of_file) {
     CHECK(expect_load_error(tmpdir, "not a regular file"));
 }
 
+
+/* ------------------------------------------------------------ CLI (needs $DN_BIN, set by tests/run.sh) */
+
+/* Runs the CLI with stdout+stderr captured into out; returns the exit status. */
+static int run_cli(const char *args, char *out, size_t outlen) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", getenv("DN_BIN"), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, outlen - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+static int have_cli(void) {
+    const char *b = getenv("DN_BIN");
+    return b && access(b, X_OK) == 0;
+}
+
+TEST(cli_convert_and_info) {
+    if (!have_cli()) SKIP("DN_BIN not set (run through make test)");
+    static char out[1 << 16];
+    char args[1024];
+    const char *dst = tpath("cli.safetensors");
+    snprintf(args, sizeof args, "convert " FX "narrow_legacy.pth %s --classes 'crazing, inclusion,patches,pitted,scratch' --meta quant_guard=agree:0.998", dst);
+    CHECK_MSG(run_cli(args, out, sizeof out) == 0, "%s", out);
+    snprintf(args, sizeof args, "info --json %s", dst);
+    CHECK_MSG(run_cli(args, out, sizeof out) == 0, "%s", out);
+    dn_json *j = dn_json_parse(out, strlen(out), NULL, 0);
+    CHECK_MSG(j != NULL, "%s", out);
+    char src[65], me[65];
+    dn_sha256_file(FX "narrow_legacy.pth", src);
+    dn_sha256_file(dst, me);
+    CHECK(!strcmp(dn_json_str(dn_json_get(j, "source_sha256"), ""), src));
+    CHECK(!strcmp(dn_json_str(dn_json_get(j, "sha256"), ""), me));
+    CHECK(!strcmp(dn_json_str(dn_json_get(j, "arch"), ""), "resnet-custom"));
+    CHECK(dn_json_num(dn_json_get(j, "params"), 0) == 31441);
+    const dn_json *cls = dn_json_get(j, "classes");
+    CHECK(dn_json_len(cls) == 5 && !strcmp(dn_json_str(dn_json_at(cls, 1), ""), "inclusion"));
+    CHECK(dn_json_num(dn_json_get(dn_json_get(j, "preprocess"), "crop"), 0) == 224);
+    CHECK(!strcmp(dn_json_str(dn_json_get(dn_json_get(j, "metadata"), "quant_guard"), ""), "agree:0.998"));
+    dn_json_free(j);
+    snprintf(args, sizeof args, "info %s", dst);
+    CHECK(run_cli(args, out, sizeof out) == 0 && strstr(out, "4=scratch") && strstr(out, "meta quant_guard: agree:0.998") &&
+          strstr(out, "widths 4/8/16/24"));
+}
+
+TEST(cli_convert_errors) {
+    if (!have_cli()) SKIP("DN_BIN not set (run through make test)");
+    static char out[1 << 14];
+    char args[1024];
+    const char *dst = tpath("cli_bad.safetensors");
+    snprintf(args, sizeof args, "convert " FX "narrow_zip.pth %s --classes a,b", dst);
+    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "2 class names given but " FX "narrow_zip.pth has 5 outputs"));
+    snprintf(args, sizeof args, "convert " FX "narrow_zip.pth %s --classes a,b,a,c,d", dst);
+    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "class name 'a' given twice"));
+    snprintf(args, sizeof args, "convert " FX "narrow_zip.pth %s --arch-check", dst);
+    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "architecture is resnet-custom"));
+    snprintf(args, sizeof args, "convert " FX "narrow_zip.pth %s --meta classes=x", dst);
+    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "reserved key"));
+    CHECK(access(dst, F_OK) != 0);
+    snprintf(args, sizeof args, "convert " FX "narrow.json %s", dst);
+    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "narrow.json: not a model file") && count_lines(out) == 1);
+    CHECK(run_cli("convert --bogus a b", out, sizeof out) == 2);
+    CHECK(run_cli("convert onlyone", out, sizeof out) == 2);
+    CHECK(run_cli("info /nonexistent.pth", out, sizeof out) == 1 && strstr(out, "/nonexistent.pth: cannot open"));
+    CHECK(run_cli("info", out, sizeof out) == 2);
+}
+
+TEST(cli_download_file_url) {
+    if (!have_cli()) SKIP("DN_BIN not set (run through make test)");
+    static char out[1 << 14];
+    char args[2048], cwd[512], hex[65];
+    CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    dn_sha256_file(FX "narrow_zip.pth", hex);
+    snprintf(args, sizeof args, "download --out %s --url file://%s/" FX "narrow_zip.pth --sha256 %s", tmpdir, cwd, hex);
+    CHECK_MSG(run_cli(args, out, sizeof out) == 0 && strstr(out, "verified"), "%s", out);
+    CHECK(access(tpath("narrow_zip.pth"), F_OK) == 0);
+    CHECK_MSG(run_cli(args, out, sizeof out) == 0 && strstr(out, "already present"), "%s", out);
+    snprintf(args, sizeof args, "download --out %s --url file://%s/" FX "narrow_legacy.pth --sha256 %s", tmpdir, cwd, hex);
+    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "sha256 mismatch"));
+    CHECK(access(tpath("narrow_legacy.pth"), F_OK) != 0);
+    snprintf(args, sizeof args, "download --url file://%s/x.pth", cwd);
+    CHECK(run_cli(args, out, sizeof out) == 2 && strstr(out, "needs --sha256"));
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/dn_test_weights_XXXXXX");
     if (!mkdtemp(tmpdir)) { printf("cannot create temp dir\n"); return 1; }
@@ -738,6 +831,9 @@ int main(void) {
     RUN(bad_non_weight_file);
     RUN(bad_unreadable_path);
     RUN(bad_directory_instead_of_file);
+    RUN(cli_convert_and_info);
+    RUN(cli_convert_errors);
+    RUN(cli_download_file_url);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
     if (system(cmd) != 0) printf("note: could not remove %s\n", tmpdir);
