@@ -37,7 +37,8 @@ void dn_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
         dn_sgemm_ref(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
-    size_t na = dn_gemm_packed_a_floats(u, M, K);
+    /* alpha == 1: the micro-kernel reads A in place (no packing pass) */
+    size_t na = alpha == 1.0f ? 0 : dn_gemm_packed_a_floats(u, M, K);
     size_t slab = dn_gemm_slab_bytes(u);
     size_t abytes = (na * sizeof(float) + 63) & ~(size_t)63;
     char *mem = dn_alloc_aligned(abytes + slab * (size_t)dn_gemm_slabs());
@@ -45,13 +46,14 @@ void dn_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
         dn_fail_prefix(DN_ERR_NOMEM, "sgemm %dx%dx%d", M, N, K);
         return;
     }
-    float *Ap = (float *)mem;
-    dn_gemm_pack_a(u, M, K, A, lda, transA, alpha, Ap);
+    float *Ap = na ? (float *)mem : NULL;
+    if (Ap) dn_gemm_pack_a(u, M, K, A, lda, transA, alpha, Ap);
     if (beta != 0.0f && beta != 1.0f)
         for (int i = 0; i < M; i++)
             for (int j = 0; j < N; j++) C[(size_t)i * ldc + j] *= beta;
     dn_gemm_plan p = {0};
     p.u = u; p.M = M; p.N = N; p.K = K; p.Ap = Ap;
+    p.A = A; p.a_rs = transA ? 1 : lda; p.a_cs = transA ? lda : 1;
     p.B = B; p.ldb = ldb; p.transB = transB;
     p.C = C; p.ldc = ldc; p.P = N; p.cimg = 0;
     p.accum = beta != 0.0f;

@@ -32,7 +32,7 @@ void dn_gemm_pack_a(const dn_ukr *u, int M, int K, const float *A, int lda, int 
 }
 
 size_t dn_gemm_slab_bytes(const dn_ukr *u) {
-    size_t f = (size_t)DN_GEMM_KC * DN_GEMM_NC + 2 * DN_UKR_MAX_MR * DN_UKR_MAX_NR;
+    size_t f = (size_t)DN_GEMM_KC * DN_GEMM_NC + 2 * DN_UKR_MAX_MR * DN_UKR_MAX_NR + (size_t)DN_GEMM_KC * DN_UKR_MAX_MR;
     return (f * sizeof(float) + 63) & ~(size_t)63;
 }
 
@@ -132,8 +132,15 @@ static void pack_b(const dn_gemm_plan *p, int pc, int kc, int j0, int nc, float 
 
 typedef struct { const dn_gemm_plan *p; char *scratch; size_t slab; int nslab; } run_arg;
 
-static void tile(const dn_gemm_plan *p, int kc, const float *a, const float *b, int i0, int mr, int j, int nr,
-                 int accum, int last, float *tmp) {
+static inline void ukr(const dn_gemm_plan *p, int kc, const float *a, long a_rs, const float *b, float *c, long ldc,
+                       int mr, int nr, int accum, const float *bias, const float *res, long ldr, int relu) {
+    if (a_rs) p->u->fn_strided(kc, a, a_rs, p->a_cs, b, c, ldc, mr, nr, accum, bias, res, ldr, relu);
+    else p->u->fn(kc, a, b, c, ldc, mr, nr, accum, bias, res, ldr, relu);
+}
+
+/* a_rs == 0: a is a packed panel; else A in place (row stride a_rs, p->a_cs). */
+static void tile(const dn_gemm_plan *p, int kc, const float *a, long a_rs, const float *b, int i0, int mr, int j,
+                 int nr, int accum, int last, float *tmp) {
     const dn_ukr *u = p->u;
     const float *bias = last && p->bias ? p->bias + i0 : NULL;
     int relu = last && p->relu;
@@ -142,7 +149,7 @@ static void tile(const dn_gemm_plan *p, int kc, const float *a, const float *b, 
     if ((j + nr - 1) / P == img) {
         float *c = p->C + img * p->cimg + (long)i0 * p->ldc + pp;
         const float *res = last && p->R ? p->R + img * p->cimg + (long)i0 * p->ldc + pp : NULL;
-        u->fn(kc, a, b, c, p->ldc, mr, nr, accum, bias, res, p->ldc, relu);
+        ukr(p, kc, a, a_rs, b, c, p->ldc, mr, nr, accum, bias, res, p->ldc, relu);
         return;
     }
     /* tile straddles an image boundary: gather, compute, scatter, one
@@ -151,7 +158,7 @@ static void tile(const dn_gemm_plan *p, int kc, const float *a, const float *b, 
     float *ct = tmp, *rt = tmp + DN_UKR_MAX_MR * DN_UKR_MAX_NR;
     int use_res = last && p->R;
     for (int pass = 0; pass < 2; pass++) {
-        if (pass == 1) u->fn(kc, a, b, ct, NR, mr, nr, accum, bias, use_res ? rt : NULL, NR, relu);
+        if (pass == 1) ukr(p, kc, a, a_rs, b, ct, NR, mr, nr, accum, bias, use_res ? rt : NULL, NR, relu);
         else if (!accum && !use_res) continue;
         for (int q = 0; q < nr;) {
             long jq = j + q, iq = jq / P, pq = jq % P;
@@ -189,22 +196,39 @@ static void run_job(void *va, int ith, int nth) {
     msplit = (npanels + mchunk - 1) / mchunk;
     long b, e;
     dn_split((long)nchunks * msplit, ith, nth, &b, &e);
+    if (b >= e) return;
     float *bbuf = (float *)(ra->scratch + (size_t)ith * ra->slab);
     float *tmp = bbuf + (size_t)DN_GEMM_KC * DN_GEMM_NC;
-    for (long it = b; it < e; it++) {
-        int jc = (int)(it / msplit), mc = (int)(it % msplit);
+    float *apan = tmp + 2 * DN_UKR_MAX_MR * DN_UKR_MAX_NR; /* packed edge panel of an in-place A */
+    /* items are (column chunk, panel range) in chunk-major order: pack each B
+     * block once and run all of this worker's panel ranges of that chunk on it */
+    for (int jc = (int)(b / msplit); jc <= (int)((e - 1) / msplit); jc++) {
+        int mlo = jc == b / msplit ? (int)(b % msplit) : 0;
+        int mhi = jc == (e - 1) / msplit ? (int)((e - 1) % msplit) + 1 : msplit;
         int j0 = jc * DN_GEMM_NC, nc = p->N - j0 < DN_GEMM_NC ? p->N - j0 : DN_GEMM_NC;
-        int mp0 = mc * mchunk, mp1 = mp0 + mchunk < npanels ? mp0 + mchunk : npanels;
+        int mp0 = mlo * mchunk, mp1 = mhi * mchunk < npanels ? mhi * mchunk : npanels;
         for (int pc = 0; pc < p->K; pc += DN_GEMM_KC) {
             int kc = p->K - pc < DN_GEMM_KC ? p->K - pc : DN_GEMM_KC;
             int last = pc + kc == p->K, accum = pc > 0 || p->accum;
             pack_b(p, pc, kc, j0, nc, bbuf);
             for (int mp = mp0; mp < mp1; mp++) {
-                const float *a = p->Ap + ((size_t)mp * p->K + pc) * MR;
                 int i0 = mp * MR, mr = p->M - i0 < MR ? p->M - i0 : MR;
+                const float *a;
+                long a_rs = 0;
+                if (p->Ap) {
+                    a = p->Ap + ((size_t)mp * p->K + pc) * MR;
+                } else if (mr == MR) {
+                    a = p->A + (size_t)i0 * p->a_rs + (size_t)pc * p->a_cs;
+                    a_rs = p->a_rs;
+                } else { /* rows past M must not be read: pack this edge panel */
+                    for (int k = 0; k < kc; k++)
+                        for (int i = 0; i < MR; i++)
+                            apan[k * MR + i] = i < mr ? p->A[(size_t)(i0 + i) * p->a_rs + (size_t)(pc + k) * p->a_cs] : 0.0f;
+                    a = apan;
+                }
                 for (int jp = 0; jp * NR < nc; jp++) {
                     int nr = nc - jp * NR < NR ? nc - jp * NR : NR;
-                    tile(p, kc, a, bbuf + (size_t)jp * kc * NR, i0, mr, j0 + jp * NR, nr, accum, last, tmp);
+                    tile(p, kc, a, a_rs, bbuf + (size_t)jp * kc * NR, i0, mr, j0 + jp * NR, nr, accum, last, tmp);
                 }
             }
         }

@@ -17,7 +17,11 @@
  * masked on store). */
 typedef void (*dn_ukr_fn)(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr,
                           int accum, const float *bias, const float *res, long ldr, int relu);
-typedef struct { int mr, nr; dn_ukr_fn fn; const char *name; } dn_ukr;
+/* Same with A read in place: element (i, k) at a[i*a_rs + k*a_cs] (all MR rows
+ * must be readable; the driver packs partial edge panels instead). */
+typedef void (*dn_ukr_strided_fn)(int kc, const float *a, long a_rs, long a_cs, const float *b, float *c, long ldc,
+                                  int mr, int nr, int accum, const float *bias, const float *res, long ldr, int relu);
+typedef struct { int mr, nr; dn_ukr_fn fn; dn_ukr_strided_fn fn_strided; const char *name; } dn_ukr;
 
 extern const dn_ukr dn_ukr_avx512;   /* x86/ukr_avx512.c: 8 x 32 */
 extern const dn_ukr dn_ukr_avx2;     /* x86/ukr_avx2.c:   6 x 16 */
@@ -31,7 +35,8 @@ const dn_ukr *dn_ukr_for(dn_isa isa); /* NULL for DN_ISA_SCALAR */
 typedef struct dn_gemm_plan {
     const dn_ukr *u;
     int M, N, K;
-    const float *Ap;              /* packed A (M x K) */
+    const float *Ap;              /* packed A (M x K), or NULL: A read in place */
+    const float *A; long a_rs, a_cs; /* if Ap == NULL: element (i, k) at A[i*a_rs + k*a_cs] */
     /* B source: matrix (cd == NULL) or im2col of x (cd != NULL). */
     const float *B; int ldb, transB;
     const dn_conv_desc *cd; const float *x; int h, w, oh, ow;

@@ -7,19 +7,20 @@
 #define MR 6
 #define NR 16
 
-static void ukr_6x16(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr, int accum,
-                     const float *bias, const float *res, long ldr, int relu) {
+static inline __attribute__((always_inline)) void body(int kc, const float *a, long a_rs, long a_cs,
+                                                       const float *b, float *c, long ldc, int mr, int nr, int accum,
+                                                       const float *bias, const float *res, long ldr, int relu) {
     __m256 c0[MR], c1[MR];
     for (int i = 0; i < MR; i++) { c0[i] = _mm256_setzero_ps(); c1[i] = _mm256_setzero_ps(); }
     for (int k = 0; k < kc; k++) {
         __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
 #pragma GCC unroll 6
         for (int i = 0; i < MR; i++) {
-            __m256 ai = _mm256_broadcast_ss(a + i);
+            __m256 ai = _mm256_broadcast_ss(a + i * a_rs);
             c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
             c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
         }
-        a += MR;
+        a += a_cs;
         b += NR;
     }
     const __m256 zero = _mm256_setzero_ps();
@@ -57,4 +58,13 @@ static void ukr_6x16(int kc, const float *a, const float *b, float *c, long ldc,
     }
 }
 
-const dn_ukr dn_ukr_avx2 = {MR, NR, ukr_6x16, "avx2-6x16"};
+static void ukr_6x16(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr, int accum,
+                     const float *bias, const float *res, long ldr, int relu) {
+    body(kc, a, 1, MR, b, c, ldc, mr, nr, accum, bias, res, ldr, relu);
+}
+static void ukr_6x16_strided(int kc, const float *a, long a_rs, long a_cs, const float *b, float *c, long ldc, int mr,
+                     int nr, int accum, const float *bias, const float *res, long ldr, int relu) {
+    body(kc, a, a_rs, a_cs, b, c, ldc, mr, nr, accum, bias, res, ldr, relu);
+}
+
+const dn_ukr dn_ukr_avx2 = {MR, NR, ukr_6x16, ukr_6x16_strided, "avx2-6x16"};

@@ -6,8 +6,9 @@
 #define MR 8
 #define NR 32
 
-static void ukr_8x32(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr, int accum,
-                     const float *bias, const float *res, long ldr, int relu) {
+static inline __attribute__((always_inline)) void body(int kc, const float *a, long a_rs, long a_cs,
+                                                       const float *b, float *c, long ldc, int mr, int nr, int accum,
+                                                       const float *bias, const float *res, long ldr, int relu) {
     __m512 c0[MR], c1[MR];
     for (int i = 0; i < MR; i++) { c0[i] = _mm512_setzero_ps(); c1[i] = _mm512_setzero_ps(); }
     for (int k = 0; k < kc; k++) {
@@ -15,11 +16,11 @@ static void ukr_8x32(int kc, const float *a, const float *b, float *c, long ldc,
         _mm_prefetch((const char *)(b + 8 * NR), _MM_HINT_T0);
 #pragma GCC unroll 8
         for (int i = 0; i < MR; i++) {
-            __m512 ai = _mm512_set1_ps(a[i]);
+            __m512 ai = _mm512_set1_ps(a[i * a_rs]);
             c0[i] = _mm512_fmadd_ps(ai, b0, c0[i]);
             c1[i] = _mm512_fmadd_ps(ai, b1, c1[i]);
         }
-        a += MR;
+        a += a_cs;
         b += NR;
     }
     __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
@@ -47,4 +48,13 @@ static void ukr_8x32(int kc, const float *a, const float *b, float *c, long ldc,
     }
 }
 
-const dn_ukr dn_ukr_avx512 = {MR, NR, ukr_8x32, "avx512-8x32"};
+static void ukr_8x32(int kc, const float *a, const float *b, float *c, long ldc, int mr, int nr, int accum,
+                     const float *bias, const float *res, long ldr, int relu) {
+    body(kc, a, 1, MR, b, c, ldc, mr, nr, accum, bias, res, ldr, relu);
+}
+static void ukr_8x32_strided(int kc, const float *a, long a_rs, long a_cs, const float *b, float *c, long ldc, int mr,
+                     int nr, int accum, const float *bias, const float *res, long ldr, int relu) {
+    body(kc, a, a_rs, a_cs, b, c, ldc, mr, nr, accum, bias, res, ldr, relu);
+}
+
+const dn_ukr dn_ukr_avx512 = {MR, NR, ukr_8x32, ukr_8x32_strided, "avx512-8x32"};
