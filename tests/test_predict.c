@@ -6,6 +6,7 @@
 #include "core/core.h"
 #include "core/json.h"
 #include "harness.h"
+#include "nn/model.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -194,6 +195,39 @@ TEST(usage_and_model_errors) {
     free(out); free(err);
 }
 
+/* A defectnet safetensors model carries its class names, preprocessing and
+ * threshold: predict uses them without any option. */
+TEST(safetensors_model_metadata_applied) {
+    if (!g_dir[0]) SKIP("DN_BIN not set (run through tests/run.sh)");
+    dn_model *m = NULL;
+    CHECK(dn_model_load(MODEL, &m) == DN_OK);
+    if (!m) return;
+    static const char *names[5] = {"crack", "inclusion", "patch, \"big\"", "scratch", "spot"};
+    for (int i = 0; i < 5; i++) { free(m->class_names[i]); m->class_names[i] = dn_strdup(names[i]); }
+    m->pp.resize = 0;  /* no resize: centre crop of 32 straight from the image */
+    m->pp.crop = 32;
+    m->threshold = 1.0f; /* every prediction uncertain */
+    char path[400], args[900], *out, *err;
+    snprintf(path, sizeof path, "%s/model.safetensors", g_dir);
+    CHECK(dn_model_save(m, path) == DN_OK);
+    dn_model_free(m);
+    snprintf(args, sizeof args, "--model %s --format csv --top-k 5 %s/a_good.pgm %s/b_good.ppm", path, g_dir, g_dir);
+    int rc = run(args, &out, &err);
+    CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+    CHECK(count_lines(out) == 3);
+    CHECK(strstr(out, "\"patch, \"\"big\"\"\"") != NULL); /* CSV quoting of a class name */
+    CHECK(strstr(out, ",crack,") != NULL && strstr(out, ",spot,") != NULL);
+    char *row = strchr(out, '\n') + 1;
+    char *f = row;
+    for (int c = 0; c < 3; c++) f = strchr(f, ',') + 1;
+    CHECK(f[0] == '1'); /* uncertain column */
+    free(out); free(err);
+    snprintf(args, sizeof args, "--model %s --format jsonl %s/b_good.ppm", path, g_dir);
+    CHECK(run(args, &out, &err) == 0);
+    CHECK(strstr(out, "\"uncertain\": true") != NULL);
+    free(out); free(err);
+}
+
 int main(void) {
     if (!setup()) g_dir[0] = 0;
     RUN(jsonl_good_and_bad_files);
@@ -201,6 +235,7 @@ int main(void) {
     RUN(csv_and_table_formats);
     RUN(default_format_is_jsonl_when_piped);
     RUN(usage_and_model_errors);
+    RUN(safetensors_model_metadata_applied);
     if (g_dir[0]) {
         char cmd[400];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
