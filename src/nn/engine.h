@@ -8,7 +8,9 @@
  *      staging buffer) planned once for max_batch images of in_h x in_w, so that
  *      dn_session_forward and friends never allocate.
  * The session borrows the model: the model must outlive the session (the fc
- * weights are read from it, not copied). A session is used by one thread at a
+ * weights are read from it at every forward, not copied). The conv/BN weights
+ * are snapshotted (folded) when the session is created: after changing the
+ * backbone parameters of a model, create a new session. A session is used by one thread at a
  * time; its own worker pool parallelises each forward.
  *
  * Stages (used by forward_to and stage_shape):
