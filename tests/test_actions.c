@@ -89,6 +89,14 @@ static int can_connect(int port) {
     return ok;
 }
 
+static int count_fds(void) {
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    while (d && readdir(d)) n++;
+    if (d) closedir(d);
+    return n;
+}
+
 static int count_threads(void) {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
@@ -1089,7 +1097,7 @@ TEST(shutdown_bounded_no_leaked_threads) {
     int bh = blackhole(&bh_port);
     CHECK(bh >= 0);
     if (bh < 0) return;
-    int threads0 = count_threads();
+    int threads0 = count_threads(), fds0 = count_fds();
     dn_rules *r = rules_from("shutdown.json",
                              "{\"drain_s\": 0.5, \"rules\": [{\"name\": \"hang\", \"when\": {}, \"actions\": ["
                              "{\"type\": \"webhook\", \"url\": \"http://127.0.0.1:%d/\", \"timeout_s\": 60, \"retries\": 5},"
@@ -1118,6 +1126,7 @@ TEST(shutdown_bounded_no_leaked_threads) {
     CHECK(col_count(&c, NULL, "failed") == 9);
     msleep(50);
     CHECK_MSG(count_threads() == threads0, "threads %d before, %d after", threads0, count_threads());
+    CHECK_MSG(count_fds() == fds0, "open fds %d before, %d after", fds0, count_fds());
     close(bh);
     col_destroy(&c);
 }
