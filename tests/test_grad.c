@@ -51,53 +51,65 @@ static double fd_check(const char *what, float *v, const float *g, size_t n, flo
 /* ------------------------------------------------------------ conv */
 typedef struct {
     dn_conv_p p;
-    float *x, *y, *r, *scratch;
-    int n, h, w;
+    dn_conv_layer L;
+    float *x, *y, *r;
+    void *scratch;
+    int n, ops;
 } conv_ctx;
 
 static double conv_loss(void *vc) {
     conv_ctx *c = vc;
-    dn_conv_layer_fwd(&c->p, c->x, c->n, c->h, c->w, c->y, NULL, c->scratch);
-    int oh = dn_conv_out(c->h, c->p.k, c->p.stride, c->p.pad), ow = dn_conv_out(c->w, c->p.k, c->p.stride, c->p.pad);
-    return dot(c->y, c->r, (size_t)c->n * c->p.cout * oh * ow);
+    if (c->ops) dn_conv_layer_prepare(&c->L, 1, 0); /* ops copy the weights: rebuild after perturbing */
+    dn_conv_layer_fwd(&c->L, c->x, c->n, c->y, NULL, c->scratch);
+    return dot(c->y, c->r, (size_t)c->n * c->p.cout * c->L.oh * c->L.ow);
 }
 
-static void conv_case(int n, int cin, int cout, int h, int w, int k, int s, int pd, dn_pool *pool) {
-    conv_ctx c = {{cin, cout, k, s, pd, NULL}, 0, 0, 0, 0, n, h, w};
-    int oh = dn_conv_out(h, k, s, pd), ow = dn_conv_out(w, k, s, pd);
-    size_t nx = (size_t)n * cin * h * w, nw = (size_t)cout * cin * k * k, ny = (size_t)n * cout * oh * ow;
-    size_t ns = dn_conv_layer_scratch(&c.p, h, w);
-    c.x = malloc(nx * 4); c.p.w = malloc(nw * 4); c.y = malloc(ny * 4); c.r = malloc(ny * 4);
-    c.scratch = dn_alloc_aligned((ns ? ns : 1) * 4);
+/* ops = 1: forward and stride-1 data gradient through dn_conv_op; 0: the GEMM
+ * paths (im2col + GEMM forward, GEMM + col2im data gradient). Weight gradient
+ * is the chunked GEMM in both. */
+static void conv_case(int n, int cin, int cout, int h, int w, int k, int s, int pd, dn_pool *pool, int ops) {
+    conv_ctx c = {{cin, cout, k, s, pd, NULL}, {0}, 0, 0, 0, 0, n, ops};
+    size_t nx = (size_t)n * cin * h * w, nw = (size_t)cout * cin * k * k;
+    c.p.w = malloc(nw * 4);
+    fill(c.p.w, nw, 0.3f);
+    CHECK(dn_conv_layer_init(&c.L, &c.p, h, w, n) == DN_OK);
+    c.L.chunk = n > 1 ? n - 1 : 1; /* force more than one chunk when n > 2 */
+    size_t ny = (size_t)n * cout * c.L.oh * c.L.ow;
+    c.scratch = dn_alloc_aligned(dn_conv_layer_scratch(&c.L, n));
+    c.x = malloc(nx * 4); c.y = malloc(ny * 4); c.r = malloc(ny * 4);
     float *dx = malloc(nx * 4), *dw = calloc(nw, 4);
-    fill(c.x, nx, 1); fill(c.p.w, nw, 0.3f); fill(c.r, ny, 1);
-    dn_conv_layer_fwd(&c.p, c.x, n, h, w, c.y, pool, c.scratch);
-    dn_conv_layer_bwd(&c.p, c.x, n, h, w, c.r, dx, dw, pool, c.scratch);
+    fill(c.x, nx, 1); fill(c.r, ny, 1);
+    if (ops) CHECK(dn_conv_layer_prepare(&c.L, 1, 1) == DN_OK);
+    dn_conv_layer_fwd(&c.L, c.x, n, c.y, pool, c.scratch);
+    dn_conv_layer_bwd_data(&c.L, n, c.r, dx, pool, c.scratch);
+    dn_conv_layer_bwd_weight(&c.L, c.x, n, c.r, dw, pool, c.scratch);
     int sk = 0;
     char what[96];
-    snprintf(what, sizeof what, "conv k%d s%d p%d %dx%d->%d dx", k, s, pd, cin, h, cout);
+    snprintf(what, sizeof what, "conv%s k%d s%d p%d %dx%d->%d dx", ops ? "(ops)" : "(gemm)", k, s, pd, cin, h, cout);
     CHECK_MSG(fd_check(what, c.x, dx, nx, 1e-2f, conv_loss, &c, &sk, NULL) < 2e-3, "%s", what);
-    snprintf(what, sizeof what, "conv k%d s%d p%d %dx%d->%d dw", k, s, pd, cin, h, cout);
+    snprintf(what, sizeof what, "conv%s k%d s%d p%d %dx%d->%d dw", ops ? "(ops)" : "(gemm)", k, s, pd, cin, h, cout);
     CHECK_MSG(fd_check(what, c.p.w, dw, nw, 1e-2f, conv_loss, &c, &sk, NULL) < 2e-3, "%s", what);
     /* weight grads accumulate */
-    dn_conv_layer_bwd(&c.p, c.x, n, h, w, c.r, NULL, dw, pool, c.scratch);
     float *dw1 = calloc(nw, 4);
-    dn_conv_layer_bwd(&c.p, c.x, n, h, w, c.r, NULL, dw1, NULL, c.scratch);
+    dn_conv_layer_bwd_weight(&c.L, c.x, n, c.r, dw, pool, c.scratch);
+    dn_conv_layer_bwd_weight(&c.L, c.x, n, c.r, dw1, NULL, c.scratch);
     double e = 0;
     for (size_t i = 0; i < nw; i++) e = fmax(e, fabs(dw[i] - 2 * dw1[i]) / (fabs(dw1[i]) + 1e-3));
     CHECK_MSG(e < 1e-4, "conv dw does not accumulate (%g)", e);
     free(dw1);
+    dn_conv_layer_release(&c.L);
     free(c.x); free(c.p.w); free(c.y); free(c.r); dn_free_aligned(c.scratch); free(dx); free(dw);
 }
 
-TEST(conv_3x3_s1_p1) { conv_case(2, 3, 5, 6, 7, 3, 1, 1, NULL); }
-TEST(conv_3x3_s2_p1) { conv_case(2, 5, 4, 7, 6, 3, 2, 1, NULL); }
-TEST(conv_1x1_s2_downsample) { conv_case(3, 4, 6, 5, 5, 1, 2, 0, NULL); }
-TEST(conv_1x1_s1) { conv_case(1, 3, 2, 4, 3, 1, 1, 0, NULL); }
-TEST(conv_7x7_s2_p3_stem) { conv_case(2, 3, 4, 9, 8, 7, 2, 3, NULL); }
+TEST(conv_3x3_s1_p1) { conv_case(2, 3, 5, 6, 7, 3, 1, 1, NULL, 1); conv_case(3, 3, 5, 6, 7, 3, 1, 1, NULL, 0); }
+TEST(conv_3x3_s2_p1) { conv_case(2, 5, 4, 7, 6, 3, 2, 1, NULL, 1); conv_case(3, 5, 4, 7, 6, 3, 2, 1, NULL, 0); }
+TEST(conv_1x1_s2_downsample) { conv_case(3, 4, 6, 5, 5, 1, 2, 0, NULL, 1); conv_case(3, 4, 6, 5, 5, 1, 2, 0, NULL, 0); }
+TEST(conv_1x1_s1) { conv_case(1, 3, 2, 4, 3, 1, 1, 0, NULL, 1); conv_case(3, 3, 2, 4, 3, 1, 1, 0, NULL, 0); }
+TEST(conv_7x7_s2_p3_stem) { conv_case(2, 3, 4, 9, 8, 7, 2, 3, NULL, 1); conv_case(3, 3, 4, 9, 8, 7, 2, 3, NULL, 0); }
 TEST(conv_threaded) {
     dn_pool *pool = dn_pool_new(2);
-    conv_case(2, 17, 3, 5, 5, 3, 1, 1, pool);
+    conv_case(2, 17, 3, 5, 5, 3, 1, 1, pool, 1);
+    conv_case(3, 17, 3, 5, 5, 3, 1, 1, pool, 0);
     dn_pool_free(pool);
 }
 

@@ -1,144 +1,258 @@
-/* Convolution layer for training: forward, data gradient and weight gradient
- * through im2col + dn_sgemm, one image at a time (scratch holds one column
- * matrix). The per-image weight-gradient GEMMs accumulate in image order, so
- * the result does not depend on the number of threads. */
+/* Convolution layer for training (see layers.h): forward and data gradient
+ * through the kernels' dn_conv_op where possible, weight gradient (and the
+ * strided data gradient) as chunked GEMMs over several images at once so the
+ * GEMMs are large. Chunks run in image order and each GEMM is deterministic,
+ * so results do not depend on the number of threads. */
 #include "nn/layers.h"
 #include "kernels/kernels.h"
+#include <stdlib.h>
 #include <string.h>
+
+/* Floats of one GEMM chunk buffer pair we aim for (col + dy^T). */
+#define CHUNK_FLOATS (6u << 20)
 
 typedef struct {
     const dn_conv_p *p;
-    const float *x;   /* one image [cin][h][w] */
-    float *col;       /* [cin*k*k][oh*ow] */
-    float *dx;        /* col2im target [cin][h][w] */
-    int h, w, oh, ow;
+    const float *x;   /* chunk of images [g][cin][h][w] */
+    float *col;       /* [cin*k*k][ld], image j at column offset j*oh*ow */
+    float *dx;        /* col2im target [g][cin][h][w] */
+    int g, h, w, oh, ow;
+    size_t ld;
 } im2col_job;
 
-static int is_pointwise(const dn_conv_p *p) { return p->k == 1 && p->stride == 1 && p->pad == 0; }
-
-size_t dn_conv_layer_scratch(const dn_conv_p *p, int h, int w) {
-    if (is_pointwise(p)) return 0;
-    int oh = dn_conv_out(h, p->k, p->stride, p->pad), ow = dn_conv_out(w, p->k, p->stride, p->pad);
-    return (size_t)p->cin * p->k * p->k * (size_t)oh * ow;
-}
-
-/* Rows of col for input channels [c0, c1). */
-static void im2col_range(const im2col_job *j, int c0, int c1) {
+/* col rows of input channel ci for image j. */
+static void im2col_one(const im2col_job *j, int img, int ci) {
     const dn_conv_p *p = j->p;
     int k = p->k, s = p->stride, pd = p->pad, h = j->h, w = j->w, oh = j->oh, ow = j->ow;
-    for (int ci = c0; ci < c1; ci++) {
-        const float *xp = j->x + (size_t)ci * h * w;
-        for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) {
-                float *row = j->col + ((size_t)(ci * k + ky) * k + kx) * oh * ow;
-                for (int oy = 0; oy < oh; oy++) {
-                    int iy = oy * s - pd + ky;
-                    float *r = row + (size_t)oy * ow;
-                    if (iy < 0 || iy >= h) { memset(r, 0, sizeof(float) * ow); continue; }
-                    const float *xr = xp + (size_t)iy * w;
-                    if (s == 1) {
-                        int ox0 = pd - kx > 0 ? pd - kx : 0;              /* first ox with ix >= 0 */
-                        int ox1 = w + pd - kx < ow ? w + pd - kx : ow;    /* first ox with ix >= w */
-                        if (ox1 < ox0) ox1 = ox0;
-                        for (int ox = 0; ox < ox0; ox++) r[ox] = 0.f;
-                        if (ox1 > ox0) memcpy(r + ox0, xr + ox0 - pd + kx, sizeof(float) * (ox1 - ox0));
-                        for (int ox = ox1; ox < ow; ox++) r[ox] = 0.f;
-                    } else {
-                        for (int ox = 0; ox < ow; ox++) {
-                            int ix = ox * s - pd + kx;
-                            r[ox] = (ix >= 0 && ix < w) ? xr[ix] : 0.f;
-                        }
-                    }
-                }
-            }
-    }
-}
-
-/* dx[ci] = sum over (ky,kx) of the col rows scattered back, channels [c0, c1). */
-static void col2im_range(const im2col_job *j, int c0, int c1) {
-    const dn_conv_p *p = j->p;
-    int k = p->k, s = p->stride, pd = p->pad, h = j->h, w = j->w, oh = j->oh, ow = j->ow;
-    for (int ci = c0; ci < c1; ci++) {
-        float *xp = j->dx + (size_t)ci * h * w;
-        memset(xp, 0, sizeof(float) * h * w);
-        for (int ky = 0; ky < k; ky++)
-            for (int kx = 0; kx < k; kx++) {
-                const float *row = j->col + ((size_t)(ci * k + ky) * k + kx) * oh * ow;
-                for (int oy = 0; oy < oh; oy++) {
-                    int iy = oy * s - pd + ky;
-                    if (iy < 0 || iy >= h) continue;
-                    const float *r = row + (size_t)oy * ow;
-                    float *xr = xp + (size_t)iy * w;
+    const float *xp = j->x + ((size_t)img * p->cin + ci) * h * w;
+    for (int ky = 0; ky < k; ky++)
+        for (int kx = 0; kx < k; kx++) {
+            float *row = j->col + ((size_t)(ci * k + ky) * k + kx) * j->ld + (size_t)img * oh * ow;
+            for (int oy = 0; oy < oh; oy++) {
+                int iy = oy * s - pd + ky;
+                float *r = row + (size_t)oy * ow;
+                if (iy < 0 || iy >= h) { memset(r, 0, sizeof(float) * ow); continue; }
+                const float *xr = xp + (size_t)iy * w;
+                if (s == 1) {
+                    int ox0 = pd - kx > 0 ? pd - kx : 0;              /* first ox with ix >= 0 */
+                    int ox1 = w + pd - kx < ow ? w + pd - kx : ow;    /* first ox with ix >= w */
+                    if (ox1 < ox0) ox1 = ox0;
+                    for (int ox = 0; ox < ox0; ox++) r[ox] = 0.f;
+                    if (ox1 > ox0) memcpy(r + ox0, xr + ox0 - pd + kx, sizeof(float) * (ox1 - ox0));
+                    for (int ox = ox1; ox < ow; ox++) r[ox] = 0.f;
+                } else {
                     for (int ox = 0; ox < ow; ox++) {
                         int ix = ox * s - pd + kx;
-                        if (ix >= 0 && ix < w) xr[ix] += r[ox];
+                        r[ox] = (ix >= 0 && ix < w) ? xr[ix] : 0.f;
                     }
                 }
             }
+        }
+}
+
+/* dx plane (img, ci) = sum of its col rows scattered back. */
+static void col2im_one(const im2col_job *j, int img, int ci) {
+    const dn_conv_p *p = j->p;
+    int k = p->k, s = p->stride, pd = p->pad, h = j->h, w = j->w, oh = j->oh, ow = j->ow;
+    float *xp = j->dx + ((size_t)img * p->cin + ci) * h * w;
+    memset(xp, 0, sizeof(float) * h * w);
+    for (int ky = 0; ky < k; ky++)
+        for (int kx = 0; kx < k; kx++) {
+            const float *row = j->col + ((size_t)(ci * k + ky) * k + kx) * j->ld + (size_t)img * oh * ow;
+            for (int oy = 0; oy < oh; oy++) {
+                int iy = oy * s - pd + ky;
+                if (iy < 0 || iy >= h) continue;
+                const float *r = row + (size_t)oy * ow;
+                float *xr = xp + (size_t)iy * w;
+                for (int ox = 0; ox < ow; ox++) {
+                    int ix = ox * s - pd + kx;
+                    if (ix >= 0 && ix < w) xr[ix] += r[ox];
+                }
+            }
+        }
+}
+
+static void im2col_fn(void *arg, int ith, int nth) {
+    im2col_job *j = arg;
+    long b, e;
+    dn_split((long)j->g * j->p->cin, ith, nth, &b, &e);
+    for (long t = b; t < e; t++) im2col_one(j, (int)(t / j->p->cin), (int)(t % j->p->cin));
+}
+
+static void col2im_fn(void *arg, int ith, int nth) {
+    im2col_job *j = arg;
+    long b, e;
+    dn_split((long)j->g * j->p->cin, ith, nth, &b, &e);
+    for (long t = b; t < e; t++) col2im_one(j, (int)(t / j->p->cin), (int)(t % j->p->cin));
+}
+
+/* dyT[co][j*ohw + s] = dy[j][co][s] for a chunk of g images. */
+typedef struct { const float *dy; float *dyt; int g, cout; size_t ohw; } tr_job;
+static void transpose_fn(void *arg, int ith, int nth) {
+    tr_job *t = arg;
+    long b, e;
+    dn_split((long)t->g * t->cout, ith, nth, &b, &e);
+    for (long i = b; i < e; i++) {
+        int j = (int)(i / t->cout), co = (int)(i % t->cout);
+        memcpy(t->dyt + ((size_t)co * t->g + j) * t->ohw, t->dy + ((size_t)j * t->cout + co) * t->ohw,
+               t->ohw * sizeof(float));
     }
 }
 
-static void im2col_job_fn(void *arg, int ith, int nth) {
-    im2col_job *j = arg;
-    long b, e;
-    dn_split(j->p->cin, ith, nth, &b, &e);
-    im2col_range(j, (int)b, (int)e);
-}
-
-static void col2im_job_fn(void *arg, int ith, int nth) {
-    im2col_job *j = arg;
-    long b, e;
-    dn_split(j->p->cin, ith, nth, &b, &e);
-    col2im_range(j, (int)b, (int)e);
-}
-
-static void run(dn_pool *pool, dn_job_fn fn, im2col_job *j) {
+static void run(dn_pool *pool, dn_job_fn fn, void *j) {
     if (pool) dn_pool_run(pool, fn, j);
     else fn(j, 0, 1);
 }
 
-void dn_conv_layer_fwd(const dn_conv_p *p, const float *x, int n, int h, int w, float *y,
-                       dn_pool *pool, float *scratch) {
-    int oh = dn_conv_out(h, p->k, p->stride, p->pad), ow = dn_conv_out(w, p->k, p->stride, p->pad);
-    int K = p->cin * p->k * p->k, N = oh * ow;
+static int is_pointwise(const dn_conv_p *p) { return p->k == 1 && p->stride == 1 && p->pad == 0; }
+static int bwd_as_conv(const dn_conv_p *p) { return p->stride == 1 && p->k - 1 - p->pad >= 0; }
+
+static dn_conv_desc fwd_desc(const dn_conv_p *p) {
+    dn_conv_desc d = {p->cin, p->cout, p->k, p->k, p->stride, p->pad};
+    return d;
+}
+static dn_conv_desc bwd_desc(const dn_conv_p *p) {
+    dn_conv_desc d = {p->cout, p->cin, p->k, p->k, 1, p->k - 1 - p->pad};
+    return d;
+}
+
+dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w, int maxn) {
+    memset(L, 0, sizeof *L);
+    L->p = p; L->h = h; L->w = w;
+    L->oh = dn_conv_out(h, p->k, p->stride, p->pad);
+    L->ow = dn_conv_out(w, p->k, p->stride, p->pad);
+    if (L->oh < 1 || L->ow < 1) return dn_fail(DN_ERR_ARG, "conv layer: input %dx%d too small", h, w);
+    size_t per = ((size_t)p->cin * p->k * p->k + p->cout) * L->oh * L->ow;
+    size_t g = CHUNK_FLOATS / (per ? per : 1);
+    if (g < 1) g = 1;
+    if (g > (size_t)maxn) g = (size_t)maxn;
+    L->chunk = (int)g;
+    return DN_OK;
+}
+
+void dn_conv_layer_release(dn_conv_layer *L) {
+    if (!L) return;
+    dn_conv_op_free(L->fwd);
+    dn_conv_op_free(L->bwd);
+    free(L->wt);
+    L->fwd = L->bwd = NULL;
+    L->wt = NULL;
+}
+
+dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd) {
+    const dn_conv_p *p = L->p;
+    if (fwd) {
+        dn_conv_op_free(L->fwd);
+        dn_conv_desc d = fwd_desc(p);
+        if (!(L->fwd = dn_conv_op_new(&d, p->w, NULL, DN_CONV_AUTO))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
+    }
+    if (bwd && bwd_as_conv(p)) {
+        int k = p->k, kk = k * k;
+        if (!L->wt && !(L->wt = dn_malloc((size_t)p->cin * p->cout * kk * sizeof(float)))) return DN_ERR_NOMEM;
+        for (int co = 0; co < p->cout; co++)
+            for (int ci = 0; ci < p->cin; ci++) {
+                const float *src = p->w + ((size_t)co * p->cin + ci) * kk;
+                float *dst = L->wt + ((size_t)ci * p->cout + co) * kk;
+                for (int t = 0; t < kk; t++) dst[t] = src[kk - 1 - t];
+            }
+        dn_conv_op_free(L->bwd);
+        dn_conv_desc d = bwd_desc(p);
+        if (!(L->bwd = dn_conv_op_new(&d, L->wt, NULL, DN_CONV_AUTO))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
+    }
+    return DN_OK;
+}
+
+size_t dn_conv_layer_scratch(const dn_conv_layer *L, int maxn) {
+    const dn_conv_p *p = L->p;
+    size_t ohw = (size_t)L->oh * L->ow, g = (size_t)L->chunk;
+    size_t gemm = (((size_t)p->cin * p->k * p->k + p->cout) * g * ohw) * sizeof(float) + 128;
+    size_t s = gemm;
+    dn_conv_desc fd = fwd_desc(p), bd = bwd_desc(p);
+    /* The ops' scratch depends only on shapes: measure it on throwaway ops. */
+    float *wz = dn_calloc((size_t)p->cin * p->cout * p->k * p->k, sizeof(float));
+    if (wz) {
+        dn_conv_op *o = dn_conv_op_new(&fd, wz, NULL, DN_CONV_AUTO);
+        if (o) { size_t t = dn_conv_op_scratch(o, maxn, L->h, L->w); if (t > s) s = t; dn_conv_op_free(o); }
+        if (bwd_as_conv(p) && (o = dn_conv_op_new(&bd, wz, NULL, DN_CONV_AUTO))) {
+            size_t t = dn_conv_op_scratch(o, maxn, L->oh, L->ow);
+            if (t > s) s = t;
+            dn_conv_op_free(o);
+        }
+        free(wz);
+    }
+    return s;
+}
+
+/* GEMM fallback forward (no op prepared): im2col per chunk. */
+void dn_conv_layer_fwd(const dn_conv_layer *L, const float *x, int n, float *y, dn_pool *pool, void *scratch) {
+    const dn_conv_p *p = L->p;
+    if (L->fwd) {
+        dn_conv_op_run(L->fwd, x, n, L->h, L->w, NULL, 0, y, pool, scratch);
+        return;
+    }
+    int K = p->cin * p->k * p->k, N = L->oh * L->ow;
     for (int i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * p->cin * h * w;
+        const float *xi = x + (size_t)i * p->cin * L->h * L->w;
         const float *col = xi;
         if (!is_pointwise(p)) {
-            im2col_job j = {p, xi, scratch, NULL, h, w, oh, ow};
-            run(pool, im2col_job_fn, &j);
+            im2col_job j = {p, xi, scratch, NULL, 1, L->h, L->w, L->oh, L->ow, (size_t)N};
+            run(pool, im2col_fn, &j);
             col = scratch;
         }
         dn_sgemm(0, 0, p->cout, N, K, 1.f, p->w, K, col, N, 0.f, y + (size_t)i * p->cout * N, N, pool);
     }
 }
 
-void dn_conv_layer_bwd(const dn_conv_p *p, const float *x, int n, int h, int w, const float *dy,
-                       float *dx, float *dw, dn_pool *pool, float *scratch) {
-    int oh = dn_conv_out(h, p->k, p->stride, p->pad), ow = dn_conv_out(w, p->k, p->stride, p->pad);
-    int K = p->cin * p->k * p->k, N = oh * ow;
-    for (int i = 0; i < n; i++) {
-        const float *xi = x + (size_t)i * p->cin * h * w;
-        const float *dyi = dy + (size_t)i * p->cout * N;
-        float *dxi = dx ? dx + (size_t)i * p->cin * h * w : NULL;
-        im2col_job j = {p, xi, scratch, dxi, h, w, oh, ow};
-        if (dw) {
-            const float *col = xi;
-            if (!is_pointwise(p)) {
-                run(pool, im2col_job_fn, &j);
-                col = scratch;
-            }
-            /* dW[cout][K] += dy_i[cout][N] * col[K][N]^T */
-            dn_sgemm(0, 1, p->cout, K, N, 1.f, dyi, N, col, N, 1.f, dw, K, pool);
+void dn_conv_layer_bwd_weight(const dn_conv_layer *L, const float *x, int n, const float *dy, float *dw,
+                              dn_pool *pool, void *scratch) {
+    const dn_conv_p *p = L->p;
+    int K = p->cin * p->k * p->k;
+    size_t ohw = (size_t)L->oh * L->ow;
+    for (int i0 = 0; i0 < n; i0 += L->chunk) {
+        int g = n - i0 < L->chunk ? n - i0 : L->chunk;
+        size_t ld = (size_t)g * ohw;
+        float *col = scratch, *dyt = col + (size_t)K * ld;
+        /* col [K][g*ohw] of the chunk, dy^T [cout][g*ohw] */
+        im2col_job j = {p, x + (size_t)i0 * p->cin * L->h * L->w, col, NULL, g, L->h, L->w, L->oh, L->ow, ld};
+        run(pool, im2col_fn, &j);
+        const float *a = dy + (size_t)i0 * p->cout * ohw;
+        if (g > 1) {
+            tr_job t = {a, dyt, g, p->cout, ohw};
+            run(pool, transpose_fn, &t);
+            a = dyt;
         }
-        if (dxi) {
-            if (is_pointwise(p)) {
-                /* dx_i[cin][N] = W[cout][cin]^T * dy_i[cout][N] */
-                dn_sgemm(1, 0, K, N, p->cout, 1.f, p->w, K, dyi, N, 0.f, dxi, N, pool);
-            } else {
-                dn_sgemm(1, 0, K, N, p->cout, 1.f, p->w, K, dyi, N, 0.f, scratch, N, pool);
-                run(pool, col2im_job_fn, &j);
-            }
+        /* dW[cout][K] += dyT[cout][g*ohw] * col[K][g*ohw]^T */
+        dn_sgemm(0, 1, p->cout, K, (int)ld, 1.f, a, (int)ld, col, (int)ld, 1.f, dw, K, pool);
+    }
+}
+
+void dn_conv_layer_bwd_data(const dn_conv_layer *L, int n, const float *dy, float *dx, dn_pool *pool,
+                            void *scratch) {
+    const dn_conv_p *p = L->p;
+    if (L->bwd) {
+        dn_conv_op_run(L->bwd, dy, n, L->oh, L->ow, NULL, 0, dx, pool, scratch);
+        return;
+    }
+    int K = p->cin * p->k * p->k;
+    size_t ohw = (size_t)L->oh * L->ow;
+    for (int i0 = 0; i0 < n; i0 += L->chunk) {
+        int g = n - i0 < L->chunk ? n - i0 : L->chunk;
+        size_t ld = (size_t)g * ohw;
+        float *dcol = scratch, *dyt = dcol + (size_t)K * ld;
+        const float *b = dy + (size_t)i0 * p->cout * ohw;
+        if (g > 1) {
+            tr_job t = {b, dyt, g, p->cout, ohw};
+            run(pool, transpose_fn, &t);
+            b = dyt;
         }
+        float *dxc = dx + (size_t)i0 * p->cin * L->h * L->w;
+        if (is_pointwise(p) && g == 1) {
+            dn_sgemm(1, 0, K, (int)ld, p->cout, 1.f, p->w, K, b, (int)ld, 0.f, dxc, (int)ld, pool);
+            continue;
+        }
+        /* dcol[K][g*ohw] = W[cout][K]^T * dyT[cout][g*ohw], then col2im */
+        dn_sgemm(1, 0, K, (int)ld, p->cout, 1.f, p->w, K, b, (int)ld, 0.f, dcol, (int)ld, pool);
+        im2col_job j = {p, NULL, dcol, dxc, g, L->h, L->w, L->oh, L->ow, ld};
+        run(pool, col2im_fn, &j);
     }
 }

@@ -13,16 +13,41 @@
 #include "kernels/kernels.h" /* dn_conv_out, dn_sgemm */
 
 /* ---------------------------------------------------------------- conv
- * y = conv2d(x, p->w) (no bias), im2col + dn_sgemm.
- * x [n][cin][h][w], y [n][cout][oh][ow]. */
-/* Floats of scratch the conv functions need (64-byte aligned). */
-size_t dn_conv_layer_scratch(const dn_conv_p *p, int h, int w);
-void dn_conv_layer_fwd(const dn_conv_p *p, const float *x, int n, int h, int w, float *y,
-                       dn_pool *pool, float *scratch);
-/* dy [n][cout][oh][ow]. dx [n][cin][h][w] (overwritten) may be NULL to skip the
- * data gradient; dw [cout][cin][k][k] (accumulated) may be NULL. */
-void dn_conv_layer_bwd(const dn_conv_p *p, const float *x, int n, int h, int w, const float *dy,
-                       float *dx, float *dw, dn_pool *pool, float *scratch);
+ * y = conv2d(x, p->w) (no bias) for x [n][cin][h][w], y [n][cout][oh][ow].
+ * A dn_conv_layer is planned once for an input size and holds the fast-path
+ * operators built from the CURRENT weights (dn_conv_layer_prepare must be
+ * called again after the weights changed, i.e. after every optimizer step):
+ *  - forward: a dn_conv_op (kernels' packed direct convolution);
+ *  - data gradient: for stride-1 convs, a dn_conv_op over dy with the flipped,
+ *    transposed kernel (dx = conv(dy, rot180(W)^T, pad k-1-p)); otherwise a
+ *    GEMM W^T * dy over a chunk of images followed by col2im;
+ *  - weight gradient: dW += dy * col^T as one GEMM over a chunk of images
+ *    (reduction length = images x output pixels), chunks in image order.
+ * Without a fast ISA (DN_FORCE_REF) the ops fall back to the reference conv.
+ * Ownership: the layer borrows p (the model's conv) and owns its ops and the
+ * transposed kernel. Scratch is the caller's: dn_conv_layer_scratch bytes,
+ * 64-byte aligned, for batches up to maxn. */
+typedef struct dn_conv_op dn_conv_op;
+typedef struct dn_conv_layer {
+    const dn_conv_p *p;
+    int h, w, oh, ow;
+    int chunk;            /* images per GEMM chunk (weight / data gradient) */
+    dn_conv_op *fwd, *bwd;
+    float *wt;            /* [cin][cout][k][k] flipped kernel for bwd (stride-1 only) */
+} dn_conv_layer;
+
+dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w, int maxn);
+/* (Re)build the forward op (fwd != 0) and/or the data-gradient op (bwd != 0). */
+dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd);
+void dn_conv_layer_release(dn_conv_layer *L);
+size_t dn_conv_layer_scratch(const dn_conv_layer *L, int maxn);
+void dn_conv_layer_fwd(const dn_conv_layer *L, const float *x, int n, float *y, dn_pool *pool, void *scratch);
+/* dw [cout][cin][k][k] += weight gradient for dy [n][cout][oh][ow]. */
+void dn_conv_layer_bwd_weight(const dn_conv_layer *L, const float *x, int n, const float *dy, float *dw,
+                              dn_pool *pool, void *scratch);
+/* dx [n][cin][h][w] = data gradient (overwritten). */
+void dn_conv_layer_bwd_data(const dn_conv_layer *L, int n, const float *dy, float *dx, dn_pool *pool,
+                            void *scratch);
 
 /* ---------------------------------------------------------------- BatchNorm
  * Training mode: normalise with the batch statistics over (n, h, w) per channel

@@ -16,6 +16,9 @@
 #include <string.h>
 
 typedef struct cbn {        /* conv followed by BatchNorm */
+    dn_conv_layer L;        /* planned conv (fast-path ops rebuilt when weights change) */
+    size_t scr;             /* scratch bytes L needs */
+    int ready;              /* forward op matches the (frozen) weights */
     dn_conv_p *conv;
     dn_bn_p *bn;
     int in_c, in_h, in_w, oc, oh, ow;
@@ -49,7 +52,7 @@ struct dn_net {
     float *x0;              /* copy of the input of the first trainable stage (stage <= 4) */
     float *t[4];            /* temporaries, tcap floats each */
     size_t tcap;
-    float *scratch;         /* conv scratch, scap floats */
+    void *scratch;          /* conv scratch, scap bytes */
     size_t scap;
     float *gradbuf;
     dn_param *params;
@@ -75,13 +78,18 @@ dn_status dn_freeze_parse(const char *spec, int *first_trainable) {
 static size_t act_size(const cbn *u) { return (size_t)u->oc * u->oh * u->ow; }
 static size_t in_size(const cbn *u) { return (size_t)u->in_c * u->in_h * u->in_w; }
 
-static void init_cbn(cbn *u, dn_conv_p *conv, dn_bn_p *bn, int c, int h, int w) {
+static dn_status init_cbn(cbn *u, dn_conv_p *conv, dn_bn_p *bn, int c, int h, int w, int maxb) {
     memset(u, 0, sizeof *u);
     u->conv = conv; u->bn = bn;
     u->in_c = c; u->in_h = h; u->in_w = w;
     u->oc = conv->cout;
     u->oh = dn_conv_out(h, conv->k, conv->stride, conv->pad);
     u->ow = dn_conv_out(w, conv->k, conv->stride, conv->pad);
+    if (conv->cin != c) return dn_fail(DN_ERR_SHAPE, "training net: conv expects %d input channels, gets %d", conv->cin, c);
+    dn_status st = dn_conv_layer_init(&u->L, conv, h, w, maxb);
+    if (st) return st;
+    u->scr = dn_conv_layer_scratch(&u->L, maxb);
+    return DN_OK;
 }
 
 void dn_net_input_shape(const dn_net *net, int stage, int *c, int *h, int *w) {
@@ -101,7 +109,7 @@ static size_t input_numel(const dn_net *net, int stage) {
 static void plan_sizes(const dn_net *net, int from, size_t *act, size_t *scr) {
     size_t a = 0, s = 0;
 #define UPD(u) do { if (act_size(u) > a) a = act_size(u); if (in_size(u) > a) a = in_size(u); \
-    size_t _s = dn_conv_layer_scratch((u)->conv, (u)->in_h, (u)->in_w); if (_s > s) s = _s; } while (0)
+    if ((u)->scr > s) s = (u)->scr; } while (0)
     if (from <= 0) UPD(&net->stem);
     for (int i = 0; i < net->nb; i++) {
         const blk *b = &net->b[i];
@@ -131,7 +139,7 @@ static dn_status ensure_temps(dn_net *net, int from) {
     }
     if (s > net->scap) {
         dn_free_aligned(net->scratch);
-        if (!(net->scratch = dn_alloc_aligned(s * sizeof(float)))) {
+        if (!(net->scratch = dn_alloc_aligned(s))) {
             net->scap = 0;
             return dn_fail(DN_ERR_NOMEM, "training net: cannot allocate conv scratch");
         }
@@ -279,7 +287,7 @@ dn_status dn_net_new(dn_model *m, int first_trainable, int max_batch, int in_h, 
     net->m = m; net->first = first_trainable; net->maxb = max_batch; net->in_h = in_h; net->in_w = in_w;
     dn_status st = DN_OK;
     if (!(net->pool = dn_pool_new(threads))) { st = DN_ERR_NOMEM; goto fail; }
-    init_cbn(&net->stem, &m->conv1, &m->bn1, 3, in_h, in_w);
+    if ((st = init_cbn(&net->stem, &m->conv1, &m->bn1, 3, in_h, in_w, max_batch))) goto fail;
     net->mp_h = dn_pool_out(net->stem.oh, 3, 2, 1);
     net->mp_w = dn_pool_out(net->stem.ow, 3, 2, 1);
     if (net->mp_h < 1 || net->mp_w < 1) { st = dn_fail(DN_ERR_ARG, "training net: input %dx%d too small", in_h, in_w); goto fail; }
@@ -290,10 +298,11 @@ dn_status dn_net_new(dn_model *m, int first_trainable, int max_batch, int in_h, 
             dn_block_p *bp = &m->blocks[bi];
             blk *b = &net->b[bi];
             b->stage = s;
-            init_cbn(&b->u1, &bp->conv1, &bp->bn1, c, h, w);
-            init_cbn(&b->u2, &bp->conv2, &bp->bn2, b->u1.oc, b->u1.oh, b->u1.ow);
+            net->nb = bi + 1;
+            if ((st = init_cbn(&b->u1, &bp->conv1, &bp->bn1, c, h, w, max_batch))) goto fail;
+            if ((st = init_cbn(&b->u2, &bp->conv2, &bp->bn2, b->u1.oc, b->u1.oh, b->u1.ow, max_batch))) goto fail;
             b->has_down = bp->has_down;
-            if (b->has_down) init_cbn(&b->ud, &bp->down, &bp->down_bn, c, h, w);
+            if (b->has_down && (st = init_cbn(&b->ud, &bp->down, &bp->down_bn, c, h, w, max_batch))) goto fail;
             c = b->u2.oc; h = b->u2.oh; w = b->u2.ow;
             if (h < 1 || w < 1) { st = dn_fail(DN_ERR_ARG, "training net: input %dx%d too small", in_h, in_w); goto fail; }
         }
@@ -314,6 +323,12 @@ fail:
 void dn_net_free(dn_net *net) {
     if (!net) return;
     free_trainable(net);
+    dn_conv_layer_release(&net->stem.L);
+    for (int i = 0; i < net->nb; i++) {
+        dn_conv_layer_release(&net->b[i].u1.L);
+        dn_conv_layer_release(&net->b[i].u2.L);
+        dn_conv_layer_release(&net->b[i].ud.L);
+    }
     for (int i = 0; i < 4; i++) dn_free_aligned(net->t[i]);
     dn_free_aligned(net->scratch);
     dn_free_aligned(net->feat);
@@ -327,12 +342,19 @@ dn_status dn_net_set_first_trainable(dn_net *net, int first_trainable) {
     free_trainable(net);
     net->first = first_trainable;
     net->pending = 0;
+    dn_net_sync(net);
     return alloc_trainable(net);
 }
 
 int dn_net_first_trainable(const dn_net *net) { return net->first; }
 dn_model *dn_net_model(dn_net *net) { return net->m; }
-dn_status dn_net_sync(dn_net *net) { (void)net; return DN_OK; }
+/* Frozen convs keep their forward ops until the next sync; trainable ones are
+ * rebuilt at every forward. */
+dn_status dn_net_sync(dn_net *net) {
+    net->stem.ready = 0;
+    for (int i = 0; i < net->nb; i++) net->b[i].u1.ready = net->b[i].u2.ready = net->b[i].ud.ready = 0;
+    return DN_OK;
+}
 
 const dn_param *dn_net_params(const dn_net *net, int *count) {
     *count = net->nparams;
@@ -353,21 +375,20 @@ static double conv_flop(const cbn *u, int n) {
 
 static void conv_fwd(dn_net *net, const cbn *u, const float *in, int n, float *out) {
     double t = dn_now();
-    dn_conv_layer_fwd(u->conv, in, n, u->in_h, u->in_w, out, net->pool, net->scratch);
+    dn_conv_layer_fwd(&u->L, in, n, out, net->pool, net->scratch);
     net->prof.conv_fwd_s += dn_now() - t;
     net->prof.conv_fwd_flop += conv_flop(u, n);
 }
 
-/* Data and weight gradients as two calls: the data gradient needs no im2col,
- * so splitting costs nothing and lets the profile tell them apart. */
+/* Weight gradient, then the data gradient if dx (timed apart for the profile). */
 static void conv_bwd(dn_net *net, const cbn *u, const float *in, int n, const float *dy, float *dx) {
     double t = dn_now();
-    dn_conv_layer_bwd(u->conv, in, n, u->in_h, u->in_w, dy, NULL, u->dw, net->pool, net->scratch);
+    dn_conv_layer_bwd_weight(&u->L, in, n, dy, u->dw, net->pool, net->scratch);
     double t2 = dn_now();
     net->prof.conv_bwd_weight_s += t2 - t;
     net->prof.conv_bwd_weight_flop += conv_flop(u, n);
     if (dx) {
-        dn_conv_layer_bwd(u->conv, in, n, u->in_h, u->in_w, dy, dx, NULL, net->pool, net->scratch);
+        dn_conv_layer_bwd_data(&u->L, n, dy, dx, net->pool, net->scratch);
         net->prof.conv_bwd_data_s += dn_now() - t2;
         net->prof.conv_bwd_data_flop += conv_flop(u, n);
     }
@@ -395,6 +416,36 @@ void dn_net_get_profile(const dn_net *net, dn_net_profile *out) { *out = net->pr
 void dn_net_reset_profile(dn_net *net) { memset(&net->prof, 0, sizeof net->prof); }
 
 /* ------------------------------------------------------------ forward */
+
+/* Builds the conv ops of stages >= from for the current weights: trainable
+ * convs every time (their weights move at each optimizer step), with the
+ * data-gradient op when training needs their dx; frozen convs once. */
+static dn_status prep(dn_net *net, cbn *u, int trainable, int need_dx) {
+    if (!trainable && u->ready) return DN_OK;
+    double t = dn_now();
+    dn_status st = dn_conv_layer_prepare(&u->L, 1, trainable && need_dx);
+    net->prof.prepare_s += dn_now() - t;
+    if (st) return st;
+    u->ready = !trainable;
+    return DN_OK;
+}
+
+static dn_status prepare_ops(dn_net *net, int from, int training) {
+    dn_status st;
+    int f = net->first;
+    if (from <= 0 && (st = prep(net, &net->stem, f <= 0, 0))) return st;
+    for (int i = 0; i < net->nb; i++) {
+        blk *b = &net->b[i];
+        if (b->stage < from) continue;
+        int tr = b->stage >= f;
+        /* the first trainable block's conv1/downsample need no dx unless the stem trains */
+        int in_dx = training && tr && (i > 0 ? net->b[i - 1].stage >= f : f == 0);
+        if ((st = prep(net, &b->u1, tr, in_dx)) || (st = prep(net, &b->u2, tr, training && tr)) ||
+            (b->has_down && (st = prep(net, &b->ud, tr, in_dx))))
+            return st;
+    }
+    return DN_OK;
+}
 
 /* Index of a temporary not in {a, b, c} (each may be -1). */
 static int free_temp(int a, int b, int c) {
@@ -513,7 +564,7 @@ dn_status dn_net_forward_from(dn_net *net, int stage, const float *x, int n, flo
         return dn_fail(DN_ERR_ARG, "training net: cannot start at stage %d after the first trainable stage %d",
                        stage, net->first);
     if ((st = check_bn_count(net, n))) return st;
-    if ((st = ensure_temps(net, stage))) return st;
+    if ((st = ensure_temps(net, stage)) || (st = prepare_ops(net, stage, 1))) return st;
     const float *cur = x;
     for (int s = stage; s < net->first && s <= 4; s++) cur = stage_eval(net, s, cur, n);
     if (net->first <= 4) {
@@ -535,7 +586,7 @@ dn_status dn_net_eval_forward(dn_net *net, int stage, const float *x, int n, flo
     dn_status st;
     net->pending = 0;
     if ((st = check_call(net, stage, x, n, logits))) return st;
-    if ((st = ensure_temps(net, stage))) return st;
+    if ((st = ensure_temps(net, stage)) || (st = prepare_ops(net, stage, 0))) return st;
     const float *cur = x;
     for (int s = stage; s <= 4; s++) cur = stage_eval(net, s, cur, n);
     head_fwd(net, cur, stage, x, n, logits);

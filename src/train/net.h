@@ -111,6 +111,7 @@ dn_model *dn_net_model(dn_net *net);
  * last reset, by kind; for benchmarks and profiles. */
 typedef struct dn_net_profile {
     double conv_fwd_s, conv_bwd_data_s, conv_bwd_weight_s, bn_fwd_s, bn_bwd_s;
+    double prepare_s;         /* rebuilding conv ops from the updated weights */
     double conv_fwd_flop, conv_bwd_data_flop, conv_bwd_weight_flop;
 } dn_net_profile;
 void dn_net_get_profile(const dn_net *net, dn_net_profile *out);
