@@ -66,10 +66,12 @@ static int expect_load_error(const char *path, const char *want) {
 typedef struct { const char *name; const uint8_t *data; size_t len; int deflate; long long declared_usize; } zent;
 static void put16(uint8_t *p, unsigned v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static void put32(uint8_t *p, uint32_t v) { put16(p, v & 0xffff); put16(p + 2, v >> 16); }
+static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
+static int mkzip_zip64; /* 1: write zip64 records (sizes/offsets via extra fields + zip64 EOCD) */
 static uint8_t *mkzip(const zent *e, int n, size_t *outlen) {
     size_t cap = 1024;
-    for (int i = 0; i < n; i++) cap += 2 * e[i].len + 200 + 2 * strlen(e[i].name);
-    uint8_t *z = calloc(1, cap), *cd = calloc(1, 1024 + 100 * (size_t)n + 2 * 4096);
+    for (int i = 0; i < n; i++) cap += 2 * e[i].len + 300 + 2 * strlen(e[i].name);
+    uint8_t *z = calloc(1, cap), *cd = calloc(1, 1024 + 200 * (size_t)n + 2 * 4096);
     size_t p = 0, c = 0;
     for (int i = 0; i < n; i++) {
         uint8_t *comp = (uint8_t *)e[i].data;
@@ -87,26 +89,47 @@ static uint8_t *mkzip(const zent *e, int n, size_t *outlen) {
             deflateEnd(&s);
         }
         uint32_t crc = (uint32_t)crc32(0, e[i].data, (uInt)e[i].len);
-        uint32_t us = e[i].declared_usize >= 0 ? (uint32_t)e[i].declared_usize : (uint32_t)e[i].len;
-        size_t nl = strlen(e[i].name), loff = p;
-        put32(z + p, 0x04034b50); put16(z + p + 4, 20); put16(z + p + 8, e[i].deflate ? 8 : 0);
-        put32(z + p + 14, crc); put32(z + p + 18, (uint32_t)clen); put32(z + p + 22, us); put16(z + p + 26, (unsigned)nl);
+        uint64_t us = e[i].declared_usize >= 0 ? (uint64_t)e[i].declared_usize : (uint64_t)e[i].len;
+        size_t nl = strlen(e[i].name), loff = p, xl = mkzip_zip64 ? 20 : 0;
+        put32(z + p, 0x04034b50); put16(z + p + 4, 45); put16(z + p + 8, e[i].deflate ? 8 : 0);
+        put32(z + p + 14, crc);
+        put32(z + p + 18, mkzip_zip64 ? 0xFFFFFFFFu : (uint32_t)clen);
+        put32(z + p + 22, mkzip_zip64 ? 0xFFFFFFFFu : (uint32_t)us);
+        put16(z + p + 26, (unsigned)nl); put16(z + p + 28, (unsigned)xl);
         memcpy(z + p + 30, e[i].name, nl);
-        p += 30 + nl;
+        if (xl) { put16(z + p + 30 + nl, 1); put16(z + p + 32 + nl, 16); put64(z + p + 34 + nl, us); put64(z + p + 42 + nl, clen); }
+        p += 30 + nl + xl;
         memcpy(z + p, comp, clen);
         p += clen;
-        put32(cd + c, 0x02014b50); put16(cd + c + 4, 20); put16(cd + c + 6, 20); put16(cd + c + 10, e[i].deflate ? 8 : 0);
-        put32(cd + c + 16, crc); put32(cd + c + 20, (uint32_t)clen); put32(cd + c + 24, us); put16(cd + c + 28, (unsigned)nl);
-        put32(cd + c + 42, (uint32_t)loff);
+        size_t cxl = mkzip_zip64 ? 28 : 0;
+        put32(cd + c, 0x02014b50); put16(cd + c + 4, 45); put16(cd + c + 6, 45); put16(cd + c + 10, e[i].deflate ? 8 : 0);
+        put32(cd + c + 16, crc);
+        put32(cd + c + 20, mkzip_zip64 ? 0xFFFFFFFFu : (uint32_t)clen);
+        put32(cd + c + 24, mkzip_zip64 ? 0xFFFFFFFFu : (uint32_t)us);
+        put16(cd + c + 28, (unsigned)nl); put16(cd + c + 30, (unsigned)cxl);
+        put32(cd + c + 42, mkzip_zip64 ? 0xFFFFFFFFu : (uint32_t)loff);
         memcpy(cd + c + 46, e[i].name, nl);
-        c += 46 + nl;
+        if (cxl) { /* order per APPNOTE 4.5.3: usize, csize, local header offset */
+            uint8_t *x = cd + c + 46 + nl;
+            put16(x, 1); put16(x + 2, 24); put64(x + 4, us); put64(x + 12, clen); put64(x + 20, loff);
+        }
+        c += 46 + nl + cxl;
         if (comp != e[i].data) free(comp);
     }
     memcpy(z + p, cd, c);
     size_t cdoff = p;
     p += c;
-    put32(z + p, 0x06054b50); put16(z + p + 8, (unsigned)n); put16(z + p + 10, (unsigned)n);
-    put32(z + p + 12, (uint32_t)c); put32(z + p + 16, (uint32_t)cdoff);
+    if (mkzip_zip64) {
+        size_t z64 = p;
+        put32(z + p, 0x06064b50); put64(z + p + 4, 44); put16(z + p + 12, 45); put16(z + p + 14, 45);
+        put64(z + p + 24, (uint64_t)n); put64(z + p + 32, (uint64_t)n); put64(z + p + 40, c); put64(z + p + 48, cdoff);
+        p += 56;
+        put32(z + p, 0x07064b50); put64(z + p + 8, z64); put32(z + p + 16, 1);
+        p += 20;
+    }
+    put32(z + p, 0x06054b50);
+    put16(z + p + 8, mkzip_zip64 ? 0xFFFF : (unsigned)n); put16(z + p + 10, mkzip_zip64 ? 0xFFFF : (unsigned)n);
+    put32(z + p + 12, mkzip_zip64 ? 0xFFFFFFFFu : (uint32_t)c); put32(z + p + 16, mkzip_zip64 ? 0xFFFFFFFFu : (uint32_t)cdoff);
     p += 22;
     free(cd);
     *outlen = p;
@@ -416,6 +439,74 @@ TEST(download_verifies_sha256_file_url) {
     CHECK(access(out2, F_OK) != 0);
     /* the published torchvision prefix is the start of the pinned digest */
     CHECK(!strncmp(DN_RESNET18_SHA256, "f37072fd", 8) && strstr(DN_RESNET18_URL, "f37072fd"));
+}
+
+
+TEST(zip64_archive) {
+    /* the narrow model re-packed with zip64 records everywhere (as torch writes > 4 GiB files) */
+    size_t n, pn;
+    uint8_t *b = slurp(FX "narrow_zip.pth", &n);
+    dn_zip *z;
+    if (!b || dn_zip_open(b, n, "x", &z)) { CHECK(0); free(b); return; }
+    uint8_t *pkl;
+    CHECK(dn_zip_read(z, dn_zip_find(z, "narrow_zip/data.pkl"), &pkl, &pn) == DN_OK);
+    mkzip_zip64 = 1;
+    uint8_t *zz = replace_pickle(FX "narrow_zip.pth", pkl, pn, &n);
+    mkzip_zip64 = 0;
+    CHECK(zz && spit(tpath("zip64.pth"), zz, n) == 0);
+    dn_zip *z2;
+    CHECK(zz && dn_zip_open(zz, n, "zip64", &z2) == DN_OK);
+    if (zz && z2) { CHECK(dn_zip_count(z2) == dn_zip_count(z)); dn_zip_close(z2); }
+    dn_tensors a, c;
+    CHECK(dn_pth_load(FX "narrow_zip.pth", &a) == DN_OK);
+    dn_status st = dn_pth_load(tpath("zip64.pth"), &c);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    CHECK(tensors_equal(&a, &c));
+    dn_tensors_free(&a);
+    dn_tensors_free(&c);
+    free(zz); free(pkl);
+    dn_zip_close(z);
+    free(b);
+}
+
+/* Deterministic random corruption of every small fixture format: each mutated file
+ * either loads or fails with a one-line message naming it; never a crash (run
+ * under ASan+UBSan to make that meaningful). */
+TEST(robust_random_corruption) {
+    const char *files[] = {FX "dtypes_zip.pth", FX "dtypes_legacy.pth", FX "dtypes_deflate.pth", NULL};
+    dn_model *m;
+    CHECK(dn_model_load(FX "narrow_zip.pth", &m) == DN_OK);
+    const char *stp = tpath("fuzz_base.safetensors");
+    CHECK(m && dn_model_save(m, stp) == DN_OK);
+    dn_model_free(m);
+    files[3] = stp;
+    dn_rng r;
+    dn_rng_seed(&r, 2024);
+    for (int f = 0; f < 4; f++) {
+        size_t n;
+        uint8_t *b = slurp(files[f], &n);
+        if (!b) { CHECK(0); continue; }
+        uint8_t *c = malloc(n);
+        int bad_msg = 0;
+        for (int it = 0; it < 400; it++) {
+            memcpy(c, b, n);
+            int k = 1 + (int)dn_rng_below(&r, 6);
+            for (int j = 0; j < k; j++) {
+                size_t pos = f == 3 && j == 0 ? dn_rng_below(&r, 2048) : dn_rng_below(&r, (uint32_t)n); /* hit the header */
+                c[pos] = dn_rng_below(&r, 2) ? (uint8_t)(c[pos] ^ (1u << dn_rng_below(&r, 8))) : (uint8_t)dn_rng_below(&r, 256);
+            }
+            size_t len = dn_rng_below(&r, 8) == 0 ? dn_rng_below(&r, (uint32_t)n) : n;
+            dn_tensors ts;
+            dn_meta meta;
+            dn_status st = f == 3 ? dn_safetensors_load_mem(c, len, "mutant", &ts, &meta) : dn_pth_load_mem(c, len, "mutant", &ts);
+            if (st && (!strstr(dn_last_error(), "mutant") || strchr(dn_last_error(), '\n'))) bad_msg++;
+            dn_tensors_free(&ts);
+            if (f == 3) dn_meta_free(&meta);
+        }
+        CHECK_MSG(bad_msg == 0, "%s: %d failures without a proper message", files[f], bad_msg);
+        free(c);
+        free(b);
+    }
 }
 
 /* ------------------------------------------------------------ bad input */
@@ -813,6 +904,8 @@ int main(void) {
     RUN(model_save_roundtrip_metadata);
     RUN(safetensors_read_dtypes);
     RUN(download_verifies_sha256_file_url);
+    RUN(zip64_archive);
+    RUN(robust_random_corruption);
     RUN(bad_truncated_pth_zip);
     RUN(bad_truncated_pth_legacy);
     RUN(bad_corrupt_zip_directory);
