@@ -207,6 +207,72 @@ TEST(conv_winograd_chunks) {
     dn_pool_free(pool);
 }
 
+/* bf16: against the reference run on bf16-rounded inputs and weights (the
+ * products are exact in fp32, so only summation order differs: tight), and
+ * against the fp32 reference (loose: bf16 keeps 8 mantissa bits). */
+static int has_bf16(void) {
+    return dn_kernels_isa() >= DN_ISA_AVX512 && (dn_cpu_features() & DN_CPU_AVX512BF16);
+}
+static float round_bf16(float v) { return dn_bf16_to_f32(dn_f32_to_bf16(v)); }
+
+TEST(conv_bf16_vs_ref) {
+    if (!has_bf16()) SKIP("CPU has no AVX512_BF16");
+    dn_pool *pool = dn_pool_new(2);
+    double worst_exact = 0, worst_fp32 = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int *c = shapes[si];
+        int n = c[0], cin = c[1], cout = c[2], k = c[3], st = c[4], pad = c[5], h = c[6], w = c[7];
+        dn_conv_desc d = {cin, cout, k, k, st, pad};
+        int oh = dn_conv_out(h, k, st, pad), ow = dn_conv_out(w, k, st, pad);
+        size_t nx = (size_t)n * cin * h * w, nw = (size_t)cout * cin * k * k, ny = (size_t)n * cout * oh * ow;
+        float *x = malloc(nx * 4), *wt = malloc(nw * 4), *b = malloc(cout * 4), *r = malloc(ny * 4);
+        float *xr = malloc(nx * 4), *wr = malloc(nw * 4), *y0 = malloc(ny * 4), *y1 = malloc(ny * 4), *y2 = malloc(ny * 4);
+        dn_rng rg;
+        dn_rng_seed(&rg, 100 + si);
+        fill(x, nx, &rg, 1); fill(wt, nw, &rg, 0.5f); fill(b, cout, &rg, 1); fill(r, ny, &rg, 1);
+        for (size_t i = 0; i < nx; i++) xr[i] = round_bf16(x[i]);
+        for (size_t i = 0; i < nw; i++) wr[i] = round_bf16(wt[i]);
+        const float *res = c[9] & 1 ? r : NULL;
+        int relu = (c[9] >> 1) & 1;
+        dn_conv_op *op = dn_conv_op_new(&d, wt, c[8] ? b : NULL, DN_CONV_BF16);
+        CHECK_MSG(op != NULL, "%s", dn_last_error());
+        if (op) {
+            CHECK(strstr(dn_conv_op_impl_name(op), "bf16") != NULL);
+            void *scr = dn_alloc_aligned(dn_conv_op_scratch(op, n, h, w));
+            dn_conv_op_run(op, x, n, h, w, res, relu, y1, si % 2 ? pool : NULL, scr);
+            dn_conv2d_ref(&d, xr, n, h, w, wr, c[8] ? b : NULL, res, relu, y0);
+            dn_conv2d_ref(&d, x, n, h, w, wt, c[8] ? b : NULL, res, relu, y2);
+            double mx = 1, e0 = 0, e2 = 0;
+            for (size_t i = 0; i < ny; i++) {
+                if (fabs(y2[i]) > mx) mx = fabs(y2[i]);
+                double d0 = fabs((double)y0[i] - y1[i]), d2 = fabs((double)y2[i] - y1[i]);
+                if (!(d0 <= e0)) e0 = isnan(d0) ? INFINITY : d0;
+                if (!(d2 <= e2)) e2 = isnan(d2) ? INFINITY : d2;
+            }
+            e0 /= mx; e2 /= mx;
+            if (e0 > worst_exact) worst_exact = e0;
+            if (e2 > worst_fp32) worst_fp32 = e2;
+            CHECK_MSG(e0 <= 2e-6, "shape %zu: vs bf16-rounded ref %g", si, e0);
+            CHECK_MSG(e2 <= 2e-2, "shape %zu: vs fp32 ref %g", si, e2);
+            dn_free_aligned(scr);
+            dn_conv_op_free(op);
+        }
+        free(x); free(wt); free(b); free(r); free(xr); free(wr); free(y0); free(y1); free(y2);
+    }
+    printf("  bf16: worst rel err vs bf16-rounded ref %.2e, vs fp32 ref %.2e\n", worst_exact, worst_fp32);
+    dn_pool_free(pool);
+}
+
+TEST(conv_bf16_unsupported_isa) {
+    dn_conv_desc d = {3, 4, 3, 3, 1, 1};
+    float w[4 * 3 * 9] = {0};
+    dn_isa old = dn_kernels_force_isa(DN_ISA_AVX2);
+    dn_conv_op *op = dn_conv_op_new(&d, w, NULL, DN_CONV_BF16);
+    dn_kernels_force_isa(old);
+    CHECK(op == NULL);
+    CHECK(strstr(dn_last_error(), "bf16") != NULL);
+}
+
 TEST(conv_auto_names_impl) {
     dn_conv_desc d = {3, 4, 3, 3, 1, 1};
     float w[4 * 3 * 9] = {0};
@@ -307,6 +373,8 @@ int main(void) {
     RUN(conv_winograd_avx512_vs_ref);
     RUN(conv_winograd_avx2_vs_ref);
     RUN(conv_winograd_chunks);
+    RUN(conv_bf16_vs_ref);
+    RUN(conv_bf16_unsupported_isa);
     RUN(conv_auto_names_impl);
     RUN(conv_deterministic_threads);
     RUN(sgemm_avx512_vs_ref);

@@ -105,6 +105,15 @@ dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *b
         op->impl = !op->u ? DN_CONV_REF
                  : d->kh == 3 && d->kw == 3 && d->stride == 1 ? DN_CONV_WINOGRAD : DN_CONV_DIRECT;
         break;
+    case DN_CONV_BF16:
+        if (op->isa < DN_ISA_AVX512 || !(dn_cpu_features() & DN_CPU_AVX512BF16)) {
+            dn_fail(DN_ERR_UNSUPPORTED, "conv: bf16 needs a CPU with AVX512_BF16 (this one: %s%s)",
+                    dn_isa_name(op->isa), dn_cpu_features() & DN_CPU_AVX512BF16 ? "" : ", no AVX512_BF16");
+            goto fail;
+        }
+        op->impl = DN_CONV_BF16;
+        op->u = &dn_ukr_bf16_avx512;
+        break;
     default:
         dn_fail(DN_ERR_UNSUPPORTED, "conv: implementation %d not available", (int)impl);
         goto fail;
@@ -119,6 +128,13 @@ dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *b
             if (wino_prepare(op)) goto fail;
             snprintf(op->name, sizeof op->name, "winograd-f4x4-%s", op->u->name);
         }
+    } else if (op->impl == DN_CONV_BF16) {
+        int K = d->cin * d->kh * d->kw;
+        size_t na = dn_gemm_pack_a_bf16(op->u, d->cout, K, op->w, K, NULL);
+        op->Ap = dn_alloc_aligned(na * sizeof(uint16_t));
+        if (!op->Ap) goto fail;
+        dn_gemm_pack_a_bf16(op->u, d->cout, K, op->w, K, (uint16_t *)(void *)op->Ap);
+        snprintf(op->name, sizeof op->name, "%s", op->u->name);
     } else {
         op->isa = DN_ISA_SCALAR;
         snprintf(op->name, sizeof op->name, "ref");
@@ -221,6 +237,7 @@ void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
     p.u = op->u;
     p.M = d->cout; p.K = d->cin * d->kh * d->kw; p.N = n * oh * ow;
     p.Ap = op->Ap;
+    p.bf16 = op->impl == DN_CONV_BF16;
     p.cd = d; p.x = x; p.h = h; p.w = w; p.oh = oh; p.ow = ow;
     p.C = y; p.P = (long)oh * ow; p.ldc = p.P; p.cimg = (long)d->cout * p.P;
     p.R = res; p.bias = op->bias; p.relu = relu;

@@ -31,8 +31,39 @@ void dn_gemm_pack_a(const dn_ukr *u, int M, int K, const float *A, int lda, int 
     }
 }
 
+size_t dn_gemm_pack_a_bf16(const dn_ukr *u, int M, int K, const float *A, int lda, uint16_t *dst) {
+    const int MR = u->mr, K2 = (K + 1) & ~1, np = (M + MR - 1) / MR;
+    if (dst)
+        for (int mp = 0; mp < np; mp++)
+            for (int k = 0; k < K2; k++)
+                for (int i = 0; i < MR; i++) {
+                    int r = mp * MR + i;
+                    float v = r < M && k < K ? A[(size_t)r * lda + k] : 0.0f;
+                    dst[(((size_t)mp * K2 + (k & ~1)) * MR) + i * 2 + (k & 1)] = dn_f32_to_bf16(v);
+                }
+    return (size_t)np * K2 * MR;
+}
+
+/* fp32 packed B block (kc rows, NR panels) -> bf16 pairs [jp][kc2/2][NR][2]. */
+static void b_to_bf16(const float *src, int kc, int nc, int NR, uint16_t *dst) {
+    const int kc2 = (kc + 1) & ~1, npan = (nc + NR - 1) / NR;
+    for (int jp = 0; jp < npan; jp++) {
+        const float *s = src + (size_t)jp * kc * NR;
+        uint16_t *d = dst + (size_t)jp * kc2 * NR;
+        for (int k = 0; k < kc2; k += 2) {
+            const float *r0 = s + (size_t)k * NR, *r1 = k + 1 < kc ? r0 + NR : NULL;
+            uint16_t *dd = d + (size_t)k * NR;
+            for (int j = 0; j < NR; j++) {
+                dd[2 * j] = dn_f32_to_bf16(r0[j]);
+                dd[2 * j + 1] = r1 ? dn_f32_to_bf16(r1[j]) : 0;
+            }
+        }
+    }
+}
+
 size_t dn_gemm_slab_bytes(const dn_ukr *u) {
-    size_t f = (size_t)DN_GEMM_KC * DN_GEMM_NC + 2 * DN_UKR_MAX_MR * DN_UKR_MAX_NR + (size_t)DN_GEMM_KC * DN_UKR_MAX_MR;
+    size_t f = (size_t)DN_GEMM_KC * DN_GEMM_NC + 2 * DN_UKR_MAX_MR * DN_UKR_MAX_NR + (size_t)DN_GEMM_KC * DN_UKR_MAX_MR +
+               ((size_t)DN_GEMM_KC + 2) * DN_GEMM_NC / 2 + 64; /* + bf16 copy of the B block */
     return (f * sizeof(float) + 63) & ~(size_t)63;
 }
 
@@ -200,6 +231,7 @@ static void run_job(void *va, int ith, int nth) {
     float *bbuf = (float *)(ra->scratch + (size_t)ith * ra->slab);
     float *tmp = bbuf + (size_t)DN_GEMM_KC * DN_GEMM_NC;
     float *apan = tmp + 2 * DN_UKR_MAX_MR * DN_UKR_MAX_NR; /* packed edge panel of an in-place A */
+    uint16_t *b16 = (uint16_t *)(apan + (size_t)DN_GEMM_KC * DN_UKR_MAX_MR);
     /* items are (column chunk, panel range) in chunk-major order: pack each B
      * block once and run all of this worker's panel ranges of that chunk on it */
     for (int jc = (int)(b / msplit); jc <= (int)((e - 1) / msplit); jc++) {
@@ -211,11 +243,21 @@ static void run_job(void *va, int ith, int nth) {
             int kc = p->K - pc < DN_GEMM_KC ? p->K - pc : DN_GEMM_KC;
             int last = pc + kc == p->K, accum = pc > 0 || p->accum;
             pack_b(p, pc, kc, j0, nc, bbuf);
+            const float *bblk = bbuf;
+            int kcu = kc; /* k count the micro-kernel sees */
+            if (p->bf16) {
+                b_to_bf16(bbuf, kc, nc, NR, b16);
+                bblk = (const float *)(const void *)b16;
+                kcu = (kc + 1) & ~1;
+            }
             for (int mp = mp0; mp < mp1; mp++) {
                 int i0 = mp * MR, mr = p->M - i0 < MR ? p->M - i0 : MR;
                 const float *a;
                 long a_rs = 0;
-                if (p->Ap) {
+                if (p->bf16) {
+                    const uint16_t *a16 = (const uint16_t *)(const void *)p->Ap;
+                    a = (const float *)(const void *)(a16 + ((size_t)mp * ((p->K + 1) & ~1) + pc) * MR);
+                } else if (p->Ap) {
                     a = p->Ap + ((size_t)mp * p->K + pc) * MR;
                 } else if (mr == MR) {
                     a = p->A + (size_t)i0 * p->a_rs + (size_t)pc * p->a_cs;
@@ -228,7 +270,9 @@ static void run_job(void *va, int ith, int nth) {
                 }
                 for (int jp = 0; jp * NR < nc; jp++) {
                     int nr = nc - jp * NR < NR ? nc - jp * NR : NR;
-                    tile(p, kc, a, a_rs, bbuf + (size_t)jp * kc * NR, i0, mr, j0 + jp * NR, nr, accum, last, tmp);
+                    const float *bp = p->bf16 ? (const float *)(const void *)(b16 + (size_t)jp * kcu * NR)
+                                              : bblk + (size_t)jp * kc * NR;
+                    tile(p, kcu, a, a_rs, bp, i0, mr, j0 + jp * NR, nr, accum, last, tmp);
                 }
             }
         }

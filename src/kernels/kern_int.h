@@ -25,7 +25,26 @@ typedef struct { int mr, nr; dn_ukr_fn fn; dn_ukr_strided_fn fn_strided; const c
 
 extern const dn_ukr dn_ukr_avx512;   /* x86/ukr_avx512.c: 8 x 32 */
 extern const dn_ukr dn_ukr_avx2;     /* x86/ukr_avx2.c:   6 x 16 */
+extern const dn_ukr dn_ukr_bf16_avx512; /* x86/ukr_bf16_avx512.c: 8 x 32, bf16 pairs */
 const dn_ukr *dn_ukr_for(dn_isa isa); /* NULL for DN_ISA_SCALAR */
+
+/* fp32 -> bf16, round to nearest even (NaN kept quiet). */
+static inline uint16_t dn_f32_to_bf16(float f) {
+    uint32_t u;
+    __builtin_memcpy(&u, &f, 4);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static inline float dn_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    __builtin_memcpy(&f, &u, 4);
+    return f;
+}
+/* bf16 packed A: [mp][K2/2][MR][2] with K2 = K rounded up to even; returns
+ * the number of uint16 elements (dst may be NULL to query). */
+size_t dn_gemm_pack_a_bf16(const dn_ukr *u, int M, int K, const float *A, int lda, uint16_t *dst);
 
 #define DN_GEMM_KC 256
 #define DN_GEMM_NC 512
@@ -46,6 +65,7 @@ typedef struct dn_gemm_plan {
     const float *R;
     const float *bias; int relu;
     int accum;                    /* 1: add onto existing C (sgemm beta == 1) */
+    int bf16;                     /* Ap is dn_gemm_pack_a_bf16 output; B converted per block */
 } dn_gemm_plan;
 
 /* Bytes of scratch per thread and the number of thread slabs the driver uses. */
