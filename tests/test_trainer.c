@@ -6,8 +6,10 @@
 #include "train/loader.h"
 #include "train/featcache.h"
 #include "train/checkpoint.h"
+#include "train/trainer.h"
 #include "nn/engine.h"
 #include "nn/model.h"
+#include "core/sha256.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -444,6 +446,306 @@ TEST(checkpoint_roundtrip_and_corruption) {
     dn_meta_free(&meta);
 }
 
+/* ------------------------------------------------------------ head fit */
+/* Gaussian clusters in feature space: the head must separate them. */
+static void make_clusters(dn_featcache *fc, int n, int k, int d, uint64_t seed) {
+    dn_rng r;
+    dn_rng_seed(&r, seed);
+    fc->dim = d;
+    fc->n = n;
+    fc->x = dn_alloc_aligned((size_t)n * d * sizeof(float));
+    fc->y = calloc((size_t)n, sizeof(int));
+    fc->item = calloc((size_t)n, sizeof(int));
+    fc->view = calloc((size_t)n, sizeof(int));
+    for (int i = 0; i < n; i++) {
+        fc->y[i] = i % k;
+        fc->item[i] = i;
+        for (int j = 0; j < d; j++) fc->x[(size_t)i * d + j] = (j % k == fc->y[i] ? 1.5f : 0.0f) + 0.5f * dn_rng_normal(&r);
+    }
+}
+
+static int g_reports;
+static void count_report(void *ctx, int ep, double loss, const dn_eval_metrics *val, double secs, int improved) {
+    (void)ctx; (void)ep; (void)loss; (void)val; (void)secs; (void)improved;
+    g_reports++;
+}
+
+TEST(head_fit_separates_clusters) {
+    dn_model *m = tiny_model(3, 2);
+    CHECK(m != NULL);
+    if (!m) return;
+    dn_featcache tr = {0}, va = {0};
+    make_clusters(&tr, 300, 3, 8, 1);
+    make_clusters(&va, 90, 3, 8, 2);
+    dn_train_cfg c;
+    dn_train_cfg_default(&c);
+    c.batch = 16;
+    c.lr = 0.01f;
+    c.patience = 0;
+    dn_rng rng;
+    dn_rng_seed(&rng, 5);
+    dn_head_fit_result hr;
+    g_reports = 0;
+    CHECK(dn_head_fit(m, &tr, &va, &c, NULL, 20, &rng, count_report, NULL, &hr) == DN_OK);
+    CHECK(hr.epochs_run == 20 && g_reports == 20);
+    CHECK(hr.best_f1 > 0.95);
+    /* the restored head is the best one: re-evaluate it */
+    int correct = 0;
+    for (int i = 0; i < va.n; i++) {
+        int best = 0;
+        float bl = -1e30f;
+        for (int j = 0; j < 3; j++) {
+            float l = m->fc_b[j];
+            for (int q = 0; q < 8; q++) l += m->fc_w[j * 8 + q] * va.x[i * 8 + q];
+            if (l > bl) { bl = l; best = j; }
+        }
+        correct += best == va.y[i];
+    }
+    CHECK(correct >= 86);
+    /* early stopping: patience 2 on a task that is solved at once stops early */
+    c.patience = 2;
+    CHECK(dn_head_fit(m, &tr, &va, &c, NULL, 50, &rng, NULL, NULL, &hr) == DN_OK);
+    CHECK(hr.epochs_run < 50);
+    /* balanced sampler + class weights run too */
+    c.balanced_sampler = 1;
+    float cw[3] = {1, 2, 0.5f};
+    CHECK(dn_head_fit(m, &tr, &va, &c, cw, 3, &rng, NULL, NULL, &hr) == DN_OK);
+    /* NaN features -> a clear divergence error */
+    tr.x[5] = NAN;
+    c.balanced_sampler = 0;
+    CHECK(dn_head_fit(m, &tr, &va, &c, NULL, 3, &rng, NULL, NULL, &hr) == DN_ERR_NUMERIC);
+    CHECK(strstr(dn_last_error(), "diverged") != NULL && strstr(dn_last_error(), "NaN") != NULL);
+    dn_featcache_free(&tr);
+    dn_featcache_free(&va);
+    dn_model_free(m);
+}
+
+TEST(stage_parse) {
+    dn_train_stage st[DN_MAX_TRAIN_STAGES];
+    int n;
+    CHECK(dn_train_parse_stages("head:5,layer3:10", st, &n) == DN_OK);
+    CHECK(n == 2 && st[0].first_trainable == 5 && st[0].epochs == 5 && st[1].first_trainable == 4 && st[1].epochs == 10);
+    CHECK(dn_train_parse_stages("none:1", st, &n) == DN_OK && n == 1 && st[0].first_trainable == 0);
+    CHECK(dn_train_parse_stages("head", st, &n) == DN_ERR_ARG);
+    CHECK(dn_train_parse_stages("head:0", st, &n) == DN_ERR_ARG);
+    CHECK(dn_train_parse_stages("tail:3", st, &n) == DN_ERR_ARG);
+    CHECK(strstr(dn_last_error(), "tail") != NULL);
+}
+
+/* ------------------------------------------------------------ end to end */
+/* ImageFolder dir/<cls>/<i>.ppm; classes get distinct brightness/texture. */
+static void make_folder(const char *dir, const char *const *classes, int ncls, int per) {
+    mkdir(dir, 0755);
+    for (int c = 0; c < ncls; c++) {
+        char d[400];
+        snprintf(d, sizeof d, "%s/%s", dir, classes[c]);
+        mkdir(d, 0755);
+        for (int i = 0; i < per; i++) {
+            char p[500];
+            snprintf(p, sizeof p, "%s/%d.ppm", d, i);
+            FILE *f = fopen(p, "wb");
+            fprintf(f, "P6\n20 20\n255\n");
+            for (int y = 0; y < 20; y++)
+                for (int x = 0; x < 20; x++) {
+                    int v = c == 0 ? 40 + (x * 3 + i) % 20 : c == 1 ? ((x / 4 + y / 4) % 2 ? 230 : 20) : 120 + ((y + i) % 3) * 40;
+                    if (x == 0 && y == 0) v = i * 9; /* every image unique (no duplicate drops) */
+                    for (int ch = 0; ch < 3; ch++) fputc(v & 255, f);
+                }
+            fclose(f);
+        }
+    }
+}
+
+static char g_model_abc[300];
+static const char *model_abc(void) {
+    if (!g_model_abc[0]) {
+        dn_model *m = tiny_model(3, 9);
+        snprintf(g_model_abc, sizeof g_model_abc, "%s/tiny_abc.safetensors", tmpdir());
+        if (!m || dn_model_save(m, g_model_abc) != DN_OK) printf("  cannot save tiny model: %s\n", dn_last_error());
+        dn_model_free(m);
+    }
+    return g_model_abc;
+}
+
+static void small_cfg(dn_train_cfg *c, const char *data, const char *out) {
+    dn_train_cfg_default(c);
+    c->data = data;
+    c->weights = model_abc();
+    c->out = out;
+    c->image_size = 32;
+    c->batch = 8;
+    c->views = 1;
+    c->stages[0].epochs = 4;
+    c->threads = 1;
+    c->quiet = 1;
+    c->split.seed = 3;
+}
+
+TEST(train_head_only_end_to_end) {
+    char data[300], out[300], out2[300];
+    const char *cls[] = {"a", "b", "c"};
+    snprintf(data, sizeof data, "%s/abc", tmpdir());
+    make_folder(data, cls, 3, 10);
+    snprintf(out, sizeof out, "%s/m1.safetensors", tmpdir());
+    dn_train_cfg c;
+    small_cfg(&c, data, out);
+    dn_train_result res;
+    dn_status st = dn_train_run(&c, &res);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (st) return;
+    CHECK(res.nclasses == 3 && res.ntrain + res.nval + res.ntest == 30 && res.nval > 0 && res.ntest > 0);
+    CHECK(res.epochs_run == 4 && res.best_epoch >= 0 && res.best_epoch < 4);
+    CHECK(res.test.n == res.ntest && res.skipped == 0);
+    dn_model *m = NULL;
+    CHECK(dn_model_load(out, &m) == DN_OK);
+    if (m) {
+        CHECK(m->num_classes == 3 && !strcmp(m->class_names[0], "a") && !strcmp(m->class_names[2], "c"));
+        CHECK(m->pp.crop == 32 && m->pp.resize == 32);
+        const char *rec = dn_meta_get(&m->meta, "train_recipe");
+        CHECK(rec && strstr(rec, "\"image_size\":32") && strstr(rec, "\"first_trainable\":5"));
+        const char *sh = dn_meta_get(&m->meta, "split_manifest_sha256");
+        CHECK(sh && strlen(sh) == 64);
+        CHECK(dn_meta_get(&m->meta, "train_val_metrics") && dn_meta_get(&m->meta, "train_test_metrics"));
+        dn_model_free(m);
+    }
+    /* the split manifest was written and is reused as is */
+    char split[400], hex1[65], hex2[65];
+    snprintf(split, sizeof split, "%s.split.csv", out);
+    CHECK(dn_sha256_file(split, hex1) == DN_OK);
+    snprintf(out2, sizeof out2, "%s/m2.safetensors", tmpdir());
+    small_cfg(&c, NULL, out2);
+    c.split_manifest = split;
+    dn_train_result r2;
+    CHECK(dn_train_run(&c, &r2) == DN_OK);
+    CHECK(dn_sha256_file(split, hex2) == DN_OK && !strcmp(hex1, hex2));
+    CHECK(r2.ntrain == res.ntrain && r2.ntest == res.ntest);
+    /* same seed, same data: same result */
+    CHECK_NEAR(r2.best_val_f1, res.best_val_f1, 1e-9);
+    dn_train_result_free(&r2);
+    dn_train_result_free(&res);
+}
+
+TEST(train_staged_checkpoint_resume) {
+    char data[300], out[300], ckpt[400];
+    snprintf(data, sizeof data, "%s/abc", tmpdir());
+    snprintf(out, sizeof out, "%s/m3.safetensors", tmpdir());
+    dn_train_cfg c;
+    small_cfg(&c, data, out);
+    CHECK(dn_train_parse_stages("head:2,layer3:2", c.stages, &c.nstages) == DN_OK);
+    dn_train_result res;
+    dn_status st = dn_train_run(&c, &res);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (st) return;
+    CHECK(res.epochs_run == 4);
+    dn_train_result_free(&res);
+    snprintf(ckpt, sizeof ckpt, "%s.ckpt", out);
+    dn_tensors ts = {0};
+    dn_meta meta = {0};
+    CHECK(dn_checkpoint_load(ckpt, &ts, &meta) == DN_OK);
+    CHECK(dn_meta_get(&meta, "stage") && !strcmp(dn_meta_get(&meta, "stage"), "1"));
+    CHECK(dn_tensors_find(&ts, "model.layer4.0.conv1.weight") != NULL);
+    int has_optim = 0;
+    for (int i = 0; i < ts.n; i++) has_optim |= !strncmp(ts.t[i].name, "optim.", 6);
+    CHECK(has_optim);
+    dn_tensors_free(&ts);
+    dn_meta_free(&meta);
+    /* resume with one more epoch in the last stage: exactly one epoch runs */
+    char ck2[400];
+    snprintf(ck2, sizeof ck2, "%s/resume.ckpt", tmpdir());
+    FILE *a = fopen(ckpt, "rb"), *b = fopen(ck2, "wb");
+    int ch;
+    while ((ch = fgetc(a)) != EOF) fputc(ch, b);
+    fclose(a);
+    fclose(b);
+    c.stages[1].epochs = 3;
+    c.resume = ck2;
+    c.split_manifest = NULL;
+    st = dn_train_run(&c, &res);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (!st) {
+        CHECK(res.epochs_run == 5);
+        dn_train_result_free(&res);
+    }
+}
+
+TEST(train_bad_input) {
+    char data[300], out[300], p[400];
+    dn_train_cfg c;
+    dn_train_result res;
+    snprintf(out, sizeof out, "%s/bad.safetensors", tmpdir());
+    /* empty folder */
+    snprintf(data, sizeof data, "%s/empty", tmpdir());
+    mkdir(data, 0755);
+    small_cfg(&c, data, out);
+    CHECK(dn_train_run(&c, &res) != DN_OK);
+    CHECK_MSG(strstr(dn_last_error(), "empty") != NULL, "%s", dn_last_error());
+    /* single class */
+    const char *one[] = {"a"};
+    snprintf(data, sizeof data, "%s/single", tmpdir());
+    make_folder(data, one, 1, 6);
+    small_cfg(&c, data, out);
+    CHECK(dn_train_run(&c, &res) != DN_OK);
+    CHECK_MSG(strstr(dn_last_error(), "class") != NULL, "%s", dn_last_error());
+    /* unreadable images: skipped and counted, fatal with strict */
+    const char *cls[] = {"a", "b", "c"};
+    snprintf(data, sizeof data, "%s/withbad", tmpdir());
+    make_folder(data, cls, 3, 8);
+    snprintf(p, sizeof p, "%s/b/zz_broken.ppm", data);
+    FILE *f = fopen(p, "wb");
+    fputs("P6\n20 20\n255\nxx", f);
+    fclose(f);
+    small_cfg(&c, data, out);
+    dn_status st = dn_train_run(&c, &res);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (!st) {
+        CHECK(res.skipped >= 1);
+        dn_train_result_free(&res);
+    }
+    small_cfg(&c, data, out);
+    c.strict = 1;
+    CHECK(dn_train_run(&c, &res) != DN_OK);
+    CHECK_MSG(strstr(dn_last_error(), "zz_broken.ppm") != NULL, "%s", dn_last_error());
+    /* a model whose classes do not match the data */
+    const char *xy[] = {"x", "y"};
+    snprintf(data, sizeof data, "%s/xy", tmpdir());
+    make_folder(data, xy, 2, 8);
+    small_cfg(&c, data, out);
+    CHECK(dn_train_run(&c, &res) == DN_ERR_ARG);
+    CHECK_MSG(strstr(dn_last_error(), "do not match") != NULL, "%s", dn_last_error());
+    c.new_head = 1; /* explicitly replacing the head is fine */
+    st = dn_train_run(&c, &res);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (!st) dn_train_result_free(&res);
+    /* --resume of a checkpoint trained on other classes */
+    char ck[400];
+    snprintf(ck, sizeof ck, "%s/m3.safetensors.ckpt", tmpdir());
+    small_cfg(&c, data, out);
+    c.new_head = 1;
+    c.resume = ck;
+    CHECK(dn_train_run(&c, &res) == DN_ERR_ARG);
+    CHECK_MSG(strstr(dn_last_error(), "checkpoint classes") != NULL, "%s", dn_last_error());
+    /* corrupt checkpoint */
+    snprintf(p, sizeof p, "%s/corrupt.ckpt", tmpdir());
+    f = fopen(p, "wb");
+    fputs("DNCKPT01 this is not a checkpoint at all, just bytes .................", f);
+    fclose(f);
+    snprintf(data, sizeof data, "%s/abc", tmpdir());
+    snprintf(out, sizeof out, "%s/bad2.safetensors", tmpdir());
+    small_cfg(&c, data, out);
+    c.resume = p;
+    CHECK(dn_train_run(&c, &res) == DN_ERR_FORMAT);
+    CHECK_MSG(strstr(dn_last_error(), "corrupt.ckpt: corrupt checkpoint") != NULL, "%s", dn_last_error());
+    /* a manifest naming missing files */
+    snprintf(p, sizeof p, "%s/missing.csv", tmpdir());
+    f = fopen(p, "w");
+    fprintf(f, "path,label,split\nabc/a/0.ppm,a,train\nabc/b/0.ppm,b,train\nnope/gone.ppm,a,val\nabc/c/1.ppm,c,test\n");
+    fclose(f);
+    small_cfg(&c, p, out);
+    CHECK(dn_train_run(&c, &res) != DN_OK);
+    CHECK_MSG(strstr(dn_last_error(), "gone.ppm") != NULL || strstr(dn_last_error(), "missing") != NULL, "%s",
+              dn_last_error());
+}
+
 int main(void) {
     RUN(aug_parse);
     RUN(aug_geometry);
@@ -452,5 +754,10 @@ int main(void) {
     RUN(loader_skips_unreadable_and_strict);
     RUN(featcache_memory_and_disk);
     RUN(checkpoint_roundtrip_and_corruption);
+    RUN(head_fit_separates_clusters);
+    RUN(stage_parse);
+    RUN(train_head_only_end_to_end);
+    RUN(train_staged_checkpoint_resume);
+    RUN(train_bad_input);
     return REPORT();
 }

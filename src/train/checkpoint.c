@@ -116,8 +116,11 @@ dn_status dn_checkpoint_load(const char *path, dn_tensors *ts, dn_meta *meta) {
     memcpy(&plen, buf + 8, 8);
     if (plen != len - 48) {
         free(buf);
-        return dn_fail(DN_ERR_FORMAT, "%s: corrupt checkpoint (truncated: %zu of %llu payload bytes)", path,
-                       len < 48 ? 0 : len - 48, (unsigned long long)plen);
+        if (plen > len)
+            return dn_fail(DN_ERR_FORMAT, "%s: corrupt checkpoint (truncated: header announces %llu payload bytes, file has %zu)",
+                           path, (unsigned long long)plen, len - 48);
+        return dn_fail(DN_ERR_FORMAT, "%s: corrupt checkpoint (length field %llu does not match the file size)", path,
+                       (unsigned long long)plen);
     }
     uint8_t d[32];
     dn_sha256(buf + 16, (size_t)plen, d);

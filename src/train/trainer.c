@@ -940,7 +940,12 @@ dn_status dn_train_run(const dn_train_cfg *c, dn_train_result *res) {
     snprintf(r->out_tmp, sizeof r->out_tmp, "%s.tmp.%d", c->out, (int)getpid());
     char split_path[1024];
     if (c->split_manifest) snprintf(split_path, sizeof split_path, "%s", c->split_manifest);
-    else snprintf(split_path, sizeof split_path, "%s.split.csv", c->out);
+    else {
+        /* The default split file belongs to this --out: a resumed run reuses it,
+         * a fresh run re-splits (it may have other data) and overwrites it. */
+        snprintf(split_path, sizeof split_path, "%s.split.csv", c->out);
+        if (!c->resume && c->data) unlink(split_path);
+    }
     snprintf(res->split_manifest, sizeof res->split_manifest, "%s", split_path);
 
     /* data */
