@@ -11,6 +11,7 @@
     X(download, "download torchvision ResNet-18 weights, sha256-verified") \
     X(version, "print version and CPU features") \
     X(report, "manufacturing report (CSV/JSON/HTML) from the prediction store") \
+    X(rules, "check an action rules file; replay predictions through it in dry-run") \
     X(serve, "HTTP prediction service with durable store, folder watch and actions") \
     X(predict, "classify image files/folders with a model (table, jsonl, csv)") \
     X(synth, "write a synthetic defect-image dataset (ImageFolder of PNGs)") \
