@@ -333,6 +333,67 @@ TEST(bad_memory_decode) {
     CHECK(dn_image_decode(NULL, 0, "upload", &im) == DN_ERR_FORMAT);
 }
 
+
+static uint64_t xorshift(uint64_t *r) {
+    *r ^= *r << 13;
+    *r ^= *r >> 7;
+    *r ^= *r << 17;
+    return *r;
+}
+
+/* Random corruptions of every fixture image (flipped bytes, truncation,
+ * scrambled headers): decoding must either succeed with a sane image or fail
+ * with a one-line message naming the input, never crash (run under ASan). */
+TEST(bad_random_corruptions) {
+    const char *files[] = {"rgb_1x1.png", "gray_3x500.png", "rgb_257x255.png", "rgb_640x480.jpg", "prog_97x61.jpg",
+                           "gray_64x48.jpg", "cmyk_41x30.jpg", "palette_50x37.png", "palette_trns_21x20.png",
+                           "bilevel_35x27.png", "rgb16_45x61.png", "gray16_26x33.png", "rgba_33x29.png",
+                           "la_23x19.png", "gray_31x17.pgm", "rgb_22x35.ppm", "rgb_37x23.bmp", "gray_45x30.bmp"};
+    uint64_t r = 0x1234567;
+#define NEXT() xorshift(&r)
+    int ok = 0, failed = 0, bad_msg = 0;
+    for (size_t fi = 0; fi < sizeof files / sizeof files[0]; fi++) {
+        char path[256];
+        snprintf(path, sizeof path, FIX "/%s", files[fi]);
+        size_t len;
+        uint8_t *orig = slurp(path, &len);
+        CHECK(orig != NULL);
+        if (!orig) continue;
+        uint8_t *b = malloc(len);
+        for (int it = 0; it < 40; it++) {
+            memcpy(b, orig, len);
+            size_t n = len;
+            switch (NEXT() % 3) {
+            case 0:
+                for (int k = 0, m = 1 + (int)(NEXT() % 8); k < m; k++) {
+                    size_t at = NEXT() % len;
+                    b[at] ^= (uint8_t)(1 + NEXT() % 255);
+                }
+                break;
+            case 1: n = NEXT() % len; break;
+            default: for (size_t k = 0; k < 64 && k < len; k++) if (NEXT() % 4 == 0) b[k] = (uint8_t)NEXT(); break;
+            }
+            dn_image im;
+            if (dn_image_decode(b, n, "fuzz-input", &im) == DN_OK) {
+                ok++;
+                CHECK(im.w > 0 && im.h > 0 && im.data != NULL);
+                dn_image_free(&im);
+            } else {
+                failed++;
+                const char *e = dn_last_error();
+                if (strncmp(e, "fuzz-input: ", 12) || strchr(e, '\n')) { bad_msg++; printf("  bad message: %s\n", e); }
+                CHECK(im.data == NULL);
+            }
+        }
+        free(b);
+        free(orig);
+    }
+#undef NEXT
+    printf("  %d corrupted inputs decoded, %d rejected with a message\n", ok, failed);
+    CHECK(bad_msg == 0);
+    CHECK(failed > 0);
+}
+
 int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/dn_imgtest_XXXXXX");
     if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
@@ -351,6 +412,7 @@ int main(void) {
     RUN(bad_unreadable_path);
     RUN(bad_directory);
     RUN(bad_memory_decode);
+    RUN(bad_random_corruptions);
     RUN(parity_real_images);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
