@@ -301,6 +301,19 @@ TEST(real_resnet18_pth) {
     CHECK(dn_model_load(path, &m) == DN_OK);
     CHECK(!strcmp(m->arch, "resnet18") && m->num_classes == 1000 && dn_model_param_count(m) == 11689512);
     CHECK(!strcmp(m->sha256, hex) && !strcmp(m->source_sha256, hex));
+    /* full-width safetensors round trip keeps every value bit-exact and the provenance */
+    const char *out = tpath("r18.safetensors");
+    dn_model *m2 = NULL;
+    CHECK(dn_model_save(m, out) == DN_OK && dn_model_load(out, &m2) == DN_OK);
+    if (m2) {
+        dn_tensors a = {0}, b = {0};
+        CHECK(dn_model_to_tensors(m, &a) == DN_OK && dn_model_to_tensors(m2, &b) == DN_OK && tensors_equal(&a, &b));
+        CHECK(!strcmp(m2->source_sha256, hex) && !strcmp(m2->arch, "resnet18"));
+        dn_tensors_free(&a);
+        dn_tensors_free(&b);
+    }
+    unlink(out);
+    dn_model_free(m2);
     dn_model_free(m);
 }
 
@@ -610,6 +623,24 @@ TEST(bad_pickle_disallowed_global) {
     bad_pickle_case("reduce_storage.pth", (const uint8_t *)red, sizeof red - 1, "REDUCE of 'torch.FloatStorage' is not allowed");
 }
 
+TEST(pickle_rebuild_tensor_v1_and_memoize) {
+    /* protocol-4 style: SHORT_BINUNICODE, MEMOIZE, STACK_GLOBAL, old 4-argument _rebuild_tensor */
+    static const char pk[] = "\x80\x04}\x94\x8c\x01w\x94"
+        "\x8c\x0ctorch._utils\x94\x8c\x0f_rebuild_tensor\x94\x93\x94"
+        "((\x8c\x07storage\x8c\x05torch\x8c\x0c" "FloatStorage\x93\x8c\x01" "0\x8c\x03" "cpu\x4b\x02t\x51"
+        "K\x00K\x02\x85K\x01\x85t\x52s.";
+    size_t n;
+    uint8_t *z = replace_pickle(FX "dtypes_zip.pth", (const uint8_t *)pk, sizeof pk - 1, &n);
+    dn_tensors ts;
+    dn_status st = z ? dn_pth_load_mem(z, n, "v1", &ts) : DN_ERR_IO;
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (!st) {
+        CHECK(ts.n == 1 && !strcmp(ts.t[0].name, "w") && ts.t[0].ndim == 1 && ts.t[0].shape[0] == 2);
+        dn_tensors_free(&ts);
+    }
+    free(z);
+}
+
 TEST(bad_pickle_unknown_opcode) {
     static const char unk[] = "\x80\x02}\xff.";
     bad_pickle_case("opcode.pth", (const uint8_t *)unk, sizeof unk - 1, "unknown opcode 0xff");
@@ -912,6 +943,7 @@ int main(void) {
     RUN(bad_zip_crc);
     RUN(bad_zip_bomb);
     RUN(bad_pickle_disallowed_global);
+    RUN(pickle_rebuild_tensor_v1_and_memoize);
     RUN(bad_pickle_unknown_opcode);
     RUN(bad_wrong_dtype);
     RUN(bad_wrong_shape);

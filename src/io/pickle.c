@@ -225,7 +225,7 @@ static const struct { const char *name; dn_dtype dt; } storages[] = {
     {"torch.ShortStorage", DN_DT_I16}, {"torch.CharStorage", DN_DT_I8}, {"torch.ByteStorage", DN_DT_U8},
     {"torch.BoolStorage", DN_DT_BOOL},
 };
-static const char *callables[] = {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2",
+static const char *callables[] = {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor",
                                   "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state"};
 
 static int storage_dtype(const char *name, dn_dtype *dt) {
@@ -298,7 +298,11 @@ static dn_pk *persistent_load(up *u, dn_pk *pid) {
 }
 
 static dn_pk *rebuild_tensor(up *u, dn_pk *args) {
-    if (args->n < 6 || args->n > 7) { perr(u, DN_ERR_FORMAT, "_rebuild_tensor_v2: expected 6 or 7 arguments", NULL); return NULL; }
+    /* v2: (storage, offset, size, stride, requires_grad, hooks[, metadata]); v1 (torch < 1.0): the first four */
+    if (args->n != 4 && (args->n < 6 || args->n > 7)) {
+        perr(u, DN_ERR_FORMAT, "_rebuild_tensor: expected 4, 6 or 7 arguments", NULL);
+        return NULL;
+    }
     dn_pk *st = args->items[0], *size = args->items[2], *stride = args->items[3];
     int64_t off;
     if (st->type != DN_PK_STORAGE) { perr(u, DN_ERR_FORMAT, "_rebuild_tensor_v2: first argument is not a storage", NULL); return NULL; }
@@ -345,7 +349,8 @@ static dn_pk *do_reduce(up *u, dn_pk *fn, dn_pk *args) {
         perr(u, DN_ERR_FORMAT, "OrderedDict: unsupported arguments", NULL);
         return NULL;
     }
-    if (!strcmp(fn->s, "torch._utils._rebuild_tensor_v2")) return rebuild_tensor(u, args);
+    if (!strcmp(fn->s, "torch._utils._rebuild_tensor_v2") || !strcmp(fn->s, "torch._utils._rebuild_tensor"))
+        return rebuild_tensor(u, args);
     if (!strcmp(fn->s, "torch._utils._rebuild_parameter") || !strcmp(fn->s, "torch._utils._rebuild_parameter_with_state")) {
         if (args->n < 1 || args->items[0]->type != DN_PK_TENSOR) {
             perr(u, DN_ERR_FORMAT, "%s: first argument is not a tensor", fn->s);

@@ -3,6 +3,7 @@
  * callables it knows are modelled in C:
  *   collections.OrderedDict            -> dict
  *   torch._utils._rebuild_tensor_v2    -> tensor (storage, offset, size, stride)
+ *   torch._utils._rebuild_tensor       -> same (torch < 1.0 spelling, 4 arguments)
  *   torch._utils._rebuild_parameter    -> its tensor argument
  *   torch.<T>Storage (Float, Double, Half, BFloat16, Long, Int, Short, Char,
  *   Byte, Bool)                        -> storage type (only inside persistent ids)
