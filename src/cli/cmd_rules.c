@@ -66,14 +66,42 @@ static int do_check(const char *path) {
     return 0;
 }
 
-typedef struct { int n; } dry_ctx;
+/* Outcomes arrive from one thread per target in any order; they are collected and printed
+ * sorted by (prediction id, rule order in the file, text). */
+typedef struct { long long id; int ri; char *text; } dry_line;
+typedef struct {
+    dry_line *v;
+    size_t n, cap;
+    int oom;
+    const dn_rules *rules;
+} dry_ctx;
 
 static void on_outcome(void *ctx, const dn_action_outcome *o) {
-    dry_ctx *c = ctx;
-    c->n++; /* calls are serialised by the executor */
-    printf("prediction %lld: rule '%s' %s: %s%s%s\n", (long long)o->prediction_id, o->rule, o->status,
-           strcmp(o->status, "dry-run") ? o->target : "", strcmp(o->status, "dry-run") ? ": " : "", o->detail);
-    fflush(stdout);
+    dry_ctx *c = ctx; /* calls are serialised by the executor */
+    if (c->n == c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 64;
+        dry_line *nv = realloc(c->v, nc * sizeof *nv);
+        if (!nv) { c->oom = 1; return; }
+        c->v = nv;
+        c->cap = nc;
+    }
+    int ri = 0;
+    while (ri < c->rules->n && strcmp(c->rules->rules[ri].name, o->rule)) ri++;
+    char *t = NULL;
+    if (asprintf(&t, "prediction %lld: rule '%s' %s: %s%s%s", (long long)o->prediction_id, o->rule, o->status,
+                 strcmp(o->status, "dry-run") ? o->target : "", strcmp(o->status, "dry-run") ? ": " : "",
+                 o->detail) < 0) { c->oom = 1; return; }
+    c->v[c->n].id = (long long)o->prediction_id;
+    c->v[c->n].ri = ri;
+    c->v[c->n].text = t;
+    c->n++;
+}
+
+static int cmp_line(const void *x, const void *y) {
+    const dry_line *a = x, *b = y;
+    if (a->id != b->id) return a->id < b->id ? -1 : 1;
+    if (a->ri != b->ri) return a->ri < b->ri ? -1 : 1;
+    return strcmp(a->text, b->text);
 }
 
 /* One prediction object -> event (strings point into v). 0 on success. */
@@ -109,6 +137,7 @@ static int do_dry_run(const char *rules_path, const char *pred_path) {
     uint8_t *data = NULL;
     size_t len = 0;
     dry_ctx ctx = {.n = 0};
+    
     const char *src = pred_path && strcmp(pred_path, "-") ? pred_path : "stdin";
     if (dn_rules_load(rules_path, &r)) {
         fprintf(stderr, "defectnet rules: %s\n", dn_last_error());
@@ -128,6 +157,7 @@ static int do_dry_run(const char *rules_path, const char *pred_path) {
         data = (uint8_t *)b.s;
         len = b.len;
     }
+    ctx.rules = r;
     if (dn_actions_new(r, 1, on_outcome, &ctx, &a)) {
         fprintf(stderr, "defectnet rules: %s\n", dn_last_error());
         goto done;
@@ -176,12 +206,20 @@ static int do_dry_run(const char *rules_path, const char *pred_path) {
         }
     }
     dn_json_free(doc);
-    dn_actions_free(a); /* drains: every dry-run outcome is printed before this returns */
+    dn_actions_free(a); /* drains: every dry-run outcome is reported before this returns */
     a = NULL;
+    if (ctx.oom) {
+        fprintf(stderr, "defectnet rules: out of memory collecting outcomes\n");
+        goto done;
+    }
+    qsort(ctx.v, ctx.n, sizeof *ctx.v, cmp_line);
+    for (size_t i = 0; i < ctx.n; i++) printf("%s\n", ctx.v[i].text);
     printf("%ld prediction%s, %ld action%s would fire\n", npred, npred == 1 ? "" : "s", fired, fired == 1 ? "" : "s");
     rc = 0;
 done:
     dn_actions_free(a);
+    for (size_t i = 0; i < ctx.n; i++) free(ctx.v[i].text);
+    free(ctx.v);
     dn_rules_free(r);
     free(data);
     return rc;
