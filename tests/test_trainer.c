@@ -666,6 +666,17 @@ TEST(train_staged_checkpoint_resume) {
         CHECK(res.epochs_run == 5);
         dn_train_result_free(&res);
     }
+    /* the streaming path (fresh augmentations each epoch), layer4 and all layers */
+    small_cfg(&c, data, out);
+    c.no_cache = 1;
+    c.balanced_sampler = 1;
+    CHECK(dn_train_parse_stages("layer3:1,none:1", c.stages, &c.nstages) == DN_OK);
+    st = dn_train_run(&c, &res);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (!st) {
+        CHECK(res.epochs_run == 2 && res.best_val_f1 >= 0);
+        dn_train_result_free(&res);
+    }
 }
 
 TEST(train_bad_input) {

@@ -38,6 +38,8 @@ static void usage(FILE *f) {
             "    --views K               augmented views cached per image on the head-only path (default 4)\n"
             "    --patience N            early stopping on validation macro-F1 (default 10, 0 = off)\n"
             "    --feature-cache DIR     keep computed features on disk (keyed by weights, file, preprocessing, view)\n"
+            "    --stream                layer4 stages: fresh augmentations every epoch instead of training on cached\n"
+            "                            layer3 outputs of the fixed views (slower)\n"
             "  run\n"
             "    --resume CKPT           continue from a checkpoint (written to <out>.ckpt every epoch)\n"
             "    --checkpoint PATH       where to write checkpoints\n"
@@ -84,6 +86,7 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--quiet")) { c.quiet = 1; continue; }
         if (!strcmp(a, "--new-head")) { c.new_head = 1; continue; }
         if (!strcmp(a, "--keep-dups")) { c.drop_dups = 0; continue; }
+        if (!strcmp(a, "--stream")) { c.no_cache = 1; continue; }
         if (strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "defectnet train: unexpected argument '%s' (see --help)\n", a);
             return 2;

@@ -33,10 +33,11 @@ static void cache_path(const dn_featcache_cfg *cfg, int dim, char *path, size_t 
     uint8_t d[32];
     dn_aug_format(cfg->aug.flags, aug, sizeof aug);
     int len = snprintf(desc, sizeof desc,
-                       "model=%s|pp=%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%d|aug=%s,%.4g,%.4g,%.4g|seed=%llu|dim=%d",
+                       "model=%s|pp=%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%d|aug=%s,%.4g,%.4g,%.4g|seed=%llu|dim=%d|stage=%d",
                        cfg->model_sha256, cfg->pp.resize, cfg->pp.crop, cfg->pp.mean[0], cfg->pp.mean[1],
                        cfg->pp.mean[2], cfg->pp.std[0], cfg->pp.std[1], cfg->pp.std[2], cfg->pp.bgr, aug,
-                       cfg->aug.scale_min, cfg->aug.jitter_b, cfg->aug.jitter_c, (unsigned long long)cfg->seed, dim);
+                       cfg->aug.scale_min, cfg->aug.jitter_b, cfg->aug.jitter_c, (unsigned long long)cfg->seed, dim,
+                       cfg->stage > 0 && cfg->stage < 5 ? cfg->stage : 5);
     dn_sha256(desc, (size_t)len, d);
     dn_sha256_hex(d, hex);
     snprintf(path, n, "%s/%.32s.dnfc", cfg->dir, hex);
@@ -106,8 +107,11 @@ dn_status dn_featcache_build(dn_session *s, const dn_featcache_cfg *cfg, dn_feat
     memset(out, 0, sizeof *out);
     memset(stats, 0, sizeof *stats);
     double t0 = dn_now();
-    int dim, hh, ww, ih, iw;
-    dn_session_stage_shape(s, 5, &dim, &hh, &ww);
+    int stage = cfg->stage > 0 && cfg->stage < 5 ? cfg->stage : 5;
+    if (cfg->stage < 0 || cfg->stage > 5) return dn_fail(DN_ERR_ARG, "feature cache: stage %d out of range", cfg->stage);
+    int dim, ch, hh, ww, ih, iw;
+    dn_session_stage_shape(s, stage, &ch, &hh, &ww);
+    dim = ch * hh * ww;
     dn_session_input_size(s, &ih, &iw);
     if (ih != cfg->pp.crop || iw != cfg->pp.crop)
         return dn_fail(DN_ERR_ARG, "feature cache: session input %dx%d does not match preprocessing crop %d", ih, iw,
@@ -134,6 +138,7 @@ dn_status dn_featcache_build(dn_session *s, const dn_featcache_cfg *cfg, dn_feat
     dn_loader *L = NULL;
     char cpath[1100] = "";
     out->dim = dim;
+    out->stage = stage;
     out->x = dn_alloc_aligned((size_t)(rows ? rows : 1) * dim * sizeof(float));
     out->y = dn_calloc((size_t)rows + 1, sizeof(int));
     out->item = dn_calloc((size_t)rows + 1, sizeof(int));
@@ -209,7 +214,8 @@ dn_status dn_featcache_build(dn_session *s, const dn_featcache_cfg *cfg, dn_feat
             int n;
             if ((st = dn_loader_next(L, &x, &lab, &it, &n))) goto fail;
             if (!n) break;
-            if ((st = dn_session_features(s, x, n, fbuf))) goto fail;
+            if ((st = stage == 5 ? dn_session_features(s, x, n, fbuf) : dn_session_forward_to(s, x, n, stage, fbuf)))
+                goto fail;
             for (int j = 0; j < n; j++) {
                 int64_t r = (int64_t)v * ns + it[j];
                 memcpy(out->x + (size_t)r * dim, fbuf + (size_t)j * dim, (size_t)dim * sizeof(float));

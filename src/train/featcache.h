@@ -23,7 +23,8 @@
 #include "train/augment.h"
 
 typedef struct dn_featcache {
-    int dim;         /* feature dimension (model feat_dim) */
+    int dim;         /* values per row: feat_dim for stage 5, C*H*W of the stage otherwise */
+    int stage;       /* engine stage the rows were taken after (nn/engine.h) */
     int64_t n;       /* rows */
     float *x;        /* n x dim */
     int *y;          /* [n] labels */
@@ -37,6 +38,7 @@ typedef struct dn_featcache_cfg {
     const int *subset;        /* indices of the items to cache (borrowed) */
     int nsubset;
     int views;                /* K augmented views per image (0 = originals only) */
+    int stage;                /* engine stage to cache: 5 = pooled features (0 means 5), 0..4 = after that stage */
     dn_preproc pp;            /* must match the session's input size */
     dn_aug aug;               /* augmentation for views 1..K */
     uint64_t seed;

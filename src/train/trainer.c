@@ -881,6 +881,169 @@ done:
     return st;
 }
 
+/* layer4 + head on cached layer3 outputs: layers up to layer3 are frozen,
+ * so their output for the original image and for the K fixed augmented views
+ * is computed once through the engine; every epoch then only runs layer4 +
+ * head forward/backward. Used when the cache fits the memory budget
+ * (DN_TRAIN_CACHE_MAX_MB, default 6000). */
+static size_t cache_budget(void) {
+    const char *e = getenv("DN_TRAIN_CACHE_MAX_MB");
+    long mb = e && *e ? atol(e) : 6000;
+    return (size_t)(mb > 0 ? mb : 0) << 20;
+}
+
+static int l4_cache_fits(const run *r) {
+    const dn_train_cfg *c = r->cfg;
+    int ch = r->m->widths[2], h = c->image_size;
+    /* stem /4, layer2 /2, layer3 /2 */
+    for (int i = 0; i < 4; i++) h = (h + 1) / 2;
+    size_t per = (size_t)ch * h * h * sizeof(float);
+    size_t rows = (size_t)r->ntr * (1 + (c->aug.flags ? c->views : 0)) + (size_t)r->nva;
+    return per * rows <= cache_budget();
+}
+
+static dn_status stage_l4_cached(run *r, int si, resume_state *rs, double *feat_s) {
+    const dn_train_cfg *c = r->cfg;
+    int epochs = c->stages[si].epochs, k = r->k, B = c->batch;
+    dn_session *s = NULL;
+    dn_net *net = NULL;
+    dn_optim *o = NULL;
+    dn_featcache tr = {0}, va = {0};
+    dn_featcache_stats fs;
+    dn_eval_metrics vm = {0};
+    float *xb = NULL, *logits = NULL, *dl = NULL, *vprobs = NULL;
+    int *order = NULL, *yb = NULL;
+    dn_status st = DN_ERR_NOMEM;
+    int *sub = dn_malloc((size_t)(r->ntr > r->nva ? r->ntr : r->nva) * sizeof(int) + sizeof(int));
+    if (!sub) return DN_ERR_NOMEM;
+    dn_session_opts so = {B, c->threads, c->image_size, c->image_size, -1};
+    if ((st = dn_session_new_ex(r->m, &so, &s))) goto done;
+    dn_featcache_cfg fc;
+    memset(&fc, 0, sizeof fc);
+    fc.pp = r->m->pp;
+    fc.aug = c->aug;
+    fc.seed = c->seed;
+    fc.batch = B;
+    fc.workers = c->workers;
+    fc.strict = c->strict;
+    fc.stage = DN_STAGE_LAYER3;
+    fc.dir = r->src_sha[0] ? c->cache_dir : NULL;
+    fc.model_sha256 = r->src_sha;
+    fc.verbose = !c->quiet;
+    for (int i = 0; i < r->ntr; i++) sub[i] = i;
+    fc.paths = r->tr_paths;
+    fc.labels = r->tr_labels;
+    fc.subset = sub;
+    fc.nsubset = r->ntr;
+    fc.views = c->aug.flags ? c->views : 0;
+    logf_(r, "stage %d: layer4 + head on cached layer3 outputs of %d training images x %d views", si + 1, r->ntr,
+          fc.views + 1);
+    if ((st = dn_featcache_build(s, &fc, &tr, &fs))) goto done;
+    r->skipped += fs.skipped;
+    *feat_s += fs.seconds;
+    for (int i = 0; i < r->nva; i++) sub[i] = i;
+    fc.paths = r->va_paths;
+    fc.labels = r->va_labels;
+    fc.nsubset = r->nva;
+    fc.views = 0;
+    if ((st = dn_featcache_build(s, &fc, &va, &fs))) goto done;
+    r->skipped += fs.skipped;
+    *feat_s += fs.seconds;
+    dn_session_free(s);
+    s = NULL;
+    logf_(r, "cached %lld + %lld layer3 activations (%.0f MB) in %.1fs", (long long)tr.n, (long long)va.n,
+          (double)(tr.n + va.n) * tr.dim * 4 / 1048576.0, *feat_s);
+    int d = tr.dim, n = (int)tr.n;
+    xb = dn_alloc_aligned((size_t)B * d * sizeof(float));
+    logits = dn_malloc((size_t)B * k * sizeof(float));
+    dl = dn_malloc((size_t)B * k * sizeof(float));
+    vprobs = dn_malloc((size_t)(va.n ? va.n : 1) * k * sizeof(float));
+    order = dn_malloc((size_t)(n ? n : 1) * sizeof(int));
+    yb = dn_malloc((size_t)B * sizeof(int));
+    st = DN_ERR_NOMEM;
+    if (!xb || !logits || !dl || !vprobs || !order || !yb) goto done;
+    if (n < 1) { st = dn_fail(DN_ERR_ARG, "no readable training images"); goto done; }
+    if ((st = dn_net_new(r->m, DN_STAGE_LAYER4, B, c->image_size, c->image_size, c->threads, &net))) goto done;
+    int np;
+    const dn_param *params = dn_net_params(net, &np);
+    if ((st = make_optim(c, params, np, &o))) goto done;
+    int start_ep = 0, bad = 0;
+    if (rs && rs->active && rs->stage == si) {
+        start_ep = rs->stage_epochs_done;
+        bad = rs->bad_epochs;
+        if (start_ep > 0 && (st = dn_optim_state_load(o, &rs->ts))) {
+            dn_fail_prefix(st, "%s", c->resume);
+            goto done;
+        }
+    }
+    long steps_per = (n + B - 1) / B;
+    dn_sched sc;
+    if ((st = make_sched(c, steps_per * epochs, &sc))) goto done;
+    long step = (long)start_ep * steps_per;
+    for (int ep = start_ep; ep < epochs; ep++) {
+        double t0 = dn_now(), lsum = 0;
+        int seen = 0;
+        epoch_order(tr.y, n, k, c->balanced_sampler, &r->rng, order);
+        for (int s0 = 0; s0 < n; s0 += B) {
+            int nb = n - s0 < B ? n - s0 : B;
+            for (int j = 0; j < nb; j++) {
+                memcpy(xb + (size_t)j * d, tr.x + (size_t)order[s0 + j] * d, (size_t)d * sizeof(float));
+                yb[j] = tr.y[order[s0 + j]];
+            }
+            dn_net_zero_grad(net);
+            if ((st = dn_net_forward_from(net, DN_STAGE_LAYER4, xb, nb, logits))) goto done;
+            float loss = 0;
+            st = dn_ce_loss(logits, yb, nb, k, r->class_w, c->label_smoothing, &loss, dl);
+            if (st == DN_ERR_NUMERIC || (!st && !isfinite(loss))) { st = bad_loss(r->gep, step, isfinite(loss) ? NAN : loss); goto done; }
+            if (st) goto done;
+            if ((st = dn_net_backward(net, dl))) goto done;
+            if ((st = dn_optim_step(o, dn_sched_lr(&sc, step)))) goto done;
+            step++;
+            lsum += (double)loss * nb;
+            seen += nb;
+            double el = dn_now() - t0, ips = seen / (el > 0 ? el : 1e-9);
+            progress(r, si, ep, epochs, (double)seen / n, lsum / seen, ips,
+                     (double)(n - seen) / ips + (double)(epochs - ep - 1) * n / ips);
+        }
+        double train_s = dn_now() - t0;
+        for (int s0 = 0; s0 < (int)va.n; s0 += B) {
+            int nb = (int)va.n - s0 < B ? (int)va.n - s0 : B;
+            if ((st = dn_net_eval_forward(net, DN_STAGE_LAYER4, va.x + (size_t)s0 * d, nb, vprobs + (size_t)s0 * k))) goto done;
+        }
+        for (int64_t i = 0; i < va.n; i++) dn_softmax_row(vprobs + i * k, k, vprobs + i * k);
+        dn_eval_metrics_free(&vm);
+        if ((st = dn_eval_metrics_compute(k, va.n, va.y, vprobs, NULL, 1, &vm))) goto done;
+        int improved = vm.macro_f1 > r->best_f1;
+        if (improved) {
+            note_improvement(r, vm.macro_f1);
+            bad = 0;
+            if ((st = save_model_atomic(r->best, c->out, r->out_tmp))) goto done;
+        } else {
+            bad++;
+        }
+        epoch_report(r, si, ep, epochs, lsum / seen, &vm, dn_now() - t0, seen / (train_s > 0 ? train_s : 1e-9), improved);
+        r->gep++;
+        int last = ep + 1 == epochs || (c->patience > 0 && bad >= c->patience);
+        if ((st = save_checkpoint(r, si, last ? epochs : ep + 1, bad, o))) goto done;
+        if (c->patience > 0 && bad >= c->patience) {
+            logf_(r, "early stop: no validation macro-F1 improvement for %d epochs", bad);
+            break;
+        }
+    }
+    st = DN_OK;
+done:
+    free(sub);
+    dn_eval_metrics_free(&vm);
+    dn_featcache_free(&tr);
+    dn_featcache_free(&va);
+    dn_session_free(s);
+    dn_optim_free(o);
+    dn_net_free(net);
+    dn_free_aligned(xb);
+    free(logits); free(dl); free(vprobs); free(order); free(yb);
+    return st;
+}
+
 /* ------------------------------------------------------------ run */
 
 static void recipe_json(const run *r, dn_sb *b) {
@@ -996,7 +1159,9 @@ dn_status dn_train_run(const dn_train_cfg *c, dn_train_result *res) {
         if (done_eps >= c->stages[si].epochs) continue;
         /* each stage starts from the best model so far */
         if (r->best_epoch >= 0) model_copy_params(r->m, r->best);
-        if (c->stages[si].first_trainable == DN_STAGE_HEAD) st = stage_head(r, si, &feat_s);
+        int first = c->stages[si].first_trainable;
+        if (first == DN_STAGE_HEAD) st = stage_head(r, si, &feat_s);
+        else if (first == DN_STAGE_LAYER4 && !c->no_cache && l4_cache_fits(r)) st = stage_l4_cached(r, si, &rs, &feat_s);
         else st = stage_full(r, si, &rs);
         if (st) goto done;
     }

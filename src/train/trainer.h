@@ -18,6 +18,9 @@
  *    image and of `views` fixed augmented views are computed once through the
  *    inference engine (train/featcache.h) and the head is trained on them;
  *    validation features likewise. Each head epoch costs milliseconds.
+ *  - A layer4 + head stage likewise caches the layer3 outputs of the same
+ *    fixed views (when they fit DN_TRAIN_CACHE_MAX_MB, default 6000 MB, and
+ *    no_cache is 0) and trains layer4 + head on them.
  *  - Other stages run the trainable net (train/net.h) on freshly augmented
  *    batches from the threaded loader every epoch.
  * Early stopping: after each epoch the validation macro-F1 is computed; the
@@ -77,6 +80,8 @@ typedef struct dn_train_cfg {
     int json;                   /* JSON lines on stdout */
     int progress;               /* 1: progress bar on stderr (a TTY); 0: plain log lines */
     int quiet;                  /* nothing on stderr but warnings */
+    int no_cache;               /* layer4 stages: stream fresh augmentations every epoch instead of
+                                 * training on cached layer3 outputs of the fixed views */
 } dn_train_cfg;
 
 /* Defaults that generalise (chosen on the datasets in RESULTS.md):
