@@ -7,6 +7,7 @@
 #include "core/json.h"
 #include "harness.h"
 #include "nn/model.h"
+#include "io/safetensors.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -228,6 +229,26 @@ TEST(safetensors_model_metadata_applied) {
     free(out); free(err);
 }
 
+/* A weight file missing a tensor: exit 2, the file and the key named. */
+TEST(model_with_missing_key) {
+    if (!g_dir[0]) SKIP("DN_BIN not set (run through tests/run.sh)");
+    dn_model *m = NULL;
+    dn_tensors ts = {0};
+    CHECK(dn_model_load(MODEL, &m) == DN_OK && m && dn_model_to_tensors(m, &ts) == DN_OK);
+    dn_model_free(m);
+    for (int i = 0; i < ts.n; i++)
+        if (!strcmp(ts.t[i].name, "layer2.1.bn1.weight")) ts.t[i].name[0] = 'X'; /* renamed: missing + unexpected */
+    char path[400], args[900], *out, *err;
+    snprintf(path, sizeof path, "%s/missing.safetensors", g_dir);
+    CHECK(dn_safetensors_save(path, &ts, NULL) == DN_OK);
+    dn_tensors_free(&ts);
+    snprintf(args, sizeof args, "--model %s %s/a_good.pgm", path, g_dir);
+    CHECK(run(args, &out, &err) == 2);
+    CHECK_MSG(strstr(err, path) && strstr(err, "missing key 'layer2.1.bn1.weight'") && count_lines(err) == 1, "stderr: %s", err);
+    CHECK(out[0] == 0);
+    free(out); free(err);
+}
+
 int main(void) {
     if (!setup()) g_dir[0] = 0;
     RUN(jsonl_good_and_bad_files);
@@ -236,6 +257,7 @@ int main(void) {
     RUN(default_format_is_jsonl_when_piped);
     RUN(usage_and_model_errors);
     RUN(safetensors_model_metadata_applied);
+    RUN(model_with_missing_key);
     if (g_dir[0]) {
         char cmd[400];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);

@@ -16,6 +16,7 @@
 #include "nn/tensor.h"
 #include "core/json.h"
 #include "io/pth.h"
+#include "io/safetensors.h"
 #include <dirent.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -830,6 +831,39 @@ TEST(public_load_and_classify) {
     dn_model_free(m);
 }
 
+/* Binding errors surface through dn_model_load naming both the file and the key. */
+TEST(load_file_binding_errors_named) {
+    char dir[] = "/tmp/dn_test_bind_XXXXXX", path[256];
+    if (!mkdtemp(dir)) SKIP("cannot create a temp dir");
+    static const struct { int what; const char *key, *needle; } cases[] = {
+        {0, "layer3.1.bn2.running_mean", "missing key 'layer3.1.bn2.running_mean'"},
+        {1, "layer2.0.extra.weight", "unexpected key 'layer2.0.extra.weight'"},
+        {2, "layer4.0.downsample.0.weight", "layer4.0.downsample.0.weight: shape [16,8,1,1] does not match expected [16,12,1,1]"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        dn_tensors ts;
+        make_tensors(&ts, L18, WN, 5, 1);
+        if (cases[i].what == 0) drop_tensor(&ts, cases[i].key);
+        if (cases[i].what == 1) { int64_t sh[1] = {3}; dn_tensors_add(&ts, cases[i].key, 1, sh, rand_array(3, 1, 0, 0)); }
+        if (cases[i].what == 2) { /* the [16,12,1,1] shortcut replaced by a [16,8,1,1] tensor */
+            drop_tensor(&ts, cases[i].key);
+            int64_t sh[4] = {16, 8, 1, 1};
+            dn_tensors_add(&ts, cases[i].key, 4, sh, rand_array(16 * 8, 1, 0, 0));
+        }
+        snprintf(path, sizeof path, "%s/bad%zu.safetensors", dir, i);
+        CHECK(dn_safetensors_save(path, &ts, NULL) == DN_OK);
+        dn_tensors_free(&ts);
+        dn_model *m = NULL;
+        dn_clear_error();
+        CHECK_MSG(dn_model_load(path, &m) == DN_ERR_SHAPE, "case %zu", i);
+        CHECK_MSG(strstr(dn_last_error(), path) && strstr(dn_last_error(), cases[i].needle), "error: %s", dn_last_error());
+        CHECK(m == NULL);
+        dn_model_free(m);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
 int main(void) {
     dn_rng_seed(&g_rng, 12345);
     RUN(bind_narrow_resnet18);
@@ -846,6 +880,7 @@ int main(void) {
     RUN(engine_stages_and_classify);
     RUN(conv_impl_env_var);
     RUN(public_load_and_classify);
+    RUN(load_file_binding_errors_named);
     RUN(fixture_parity_with_pytorch);
     RUN(full_width_resnet18_parity);
     RUN(imagenet_weights_real_images_end_to_end);
