@@ -111,14 +111,17 @@ TEST(parity_real_images) {
     char tmp[] = "/tmp/dn_parity_XXXXXX";
     if (!mkdtemp(tmp)) SKIP("cannot create temp dir");
     const char *sets[] = {"NEU-CLS", "NEU-CLS-64", "DeepPCB-crops/train", "DeepPCB-crops/test"};
+    /* DN_PARITY_PER_DIR raises the sample for a measurement run (default 25). */
+    const char *pd = getenv("DN_PARITY_PER_DIR");
+    int per = pd && atoi(pd) > 0 ? atoi(pd) : 25;
     stats all = {0};
     for (int i = 0; i < 5; i++) {
         char cmd[4096], out[1100];
         snprintf(out, sizeof out, "%s/%d", tmp, i);
         if (i < 4)
             snprintf(cmd, sizeof cmd,
-                     "/usr/bin/python3 tools/preproc_parity.py expect --per-dir 25 --out %s %s/datasets/%s >/dev/null",
-                     out, sh, sets[i]);
+                     "/usr/bin/python3 tools/preproc_parity.py expect --per-dir %d --out %s %s/datasets/%s >/dev/null",
+                     per, out, sh, sets[i]);
         else
             snprintf(cmd, sizeof cmd,
                      "/usr/bin/python3 tools/preproc_parity.py expect --per-dir 100 --out %s " FIX " >/dev/null",
