@@ -630,8 +630,13 @@ static void *worker_main(void *arg) {
         atomic_fetch_sub(&a->pending, 1);
     }
     if (w->mosq) {
+        pthread_mutex_lock(&w->mmu);
+        int connected = w->connected;
+        pthread_mutex_unlock(&w->mmu);
         mosquitto_disconnect(w->mosq);
-        if (w->loop_started) mosquitto_loop_stop(w->mosq, false);
+        /* While disconnected, libmosquitto's thread reconnects with a blocking connect(),
+         * which can hang for minutes on a firewalled host: cancel it instead of waiting. */
+        if (w->loop_started) mosquitto_loop_stop(w->mosq, !connected);
         mosquitto_destroy(w->mosq);
         w->mosq = NULL;
     }
