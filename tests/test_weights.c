@@ -750,6 +750,23 @@ TEST(bad_metadata) {
     dn_model_free(m);
 }
 
+
+TEST(bad_duplicate_keys) {
+    /* state_dict naming the same tensor twice (protocol 2, memoised tensor) */
+    static const char pk[] = "\x80\x02}(X\x01\x00\x00\x00" "w"
+        "ctorch._utils\n_rebuild_tensor\n((X\x07\x00\x00\x00" "storage" "ctorch\nFloatStorage\n"
+        "X\x01\x00\x00\x00" "0" "X\x03\x00\x00\x00" "cpu" "K\x02tQK\x00K\x02\x85K\x01\x85tR" "q\x09"
+        "X\x01\x00\x00\x00" "wh\x09u.";
+    bad_pickle_case("dup.pth", (const uint8_t *)pk, sizeof pk - 1, "state_dict key 'w' appears twice");
+    uint8_t data[8] = {0};
+    size_t n;
+    uint8_t *f = mk_st("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+                       "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", data, 8, &n);
+    CHECK(spit(tpath("dup.safetensors"), f, n) == 0);
+    CHECK(expect_load_error(tpath("dup.safetensors"), "tensor 'a' appears twice"));
+    free(f);
+}
+
 TEST(bad_truncated_safetensors) {
     dn_model *m;
     CHECK(dn_model_load(FX "narrow_zip.pth", &m) == DN_OK);
@@ -950,6 +967,7 @@ int main(void) {
     RUN(bad_missing_key);
     RUN(bad_unexpected_key);
     RUN(bad_metadata);
+    RUN(bad_duplicate_keys);
     RUN(bad_truncated_safetensors);
     RUN(bad_header_length_past_eof);
     RUN(bad_overlapping_offsets);

@@ -113,13 +113,10 @@ static int add_item(up *u, dn_pk *c, dn_pk *v) {
     return 0;
 }
 
+/* Appends (key, value). Duplicate keys are kept in order (lookups take the last);
+ * replacing in place would cost O(n^2) on hostile input. Consumers that need
+ * unique keys (pth.c) check for duplicates themselves. */
 static int dict_set(up *u, dn_pk *d, dn_pk *k, dn_pk *v) {
-    if (k->type == DN_PK_STR)
-        for (size_t i = 0; i + 1 < d->n; i += 2)
-            if (d->items[i]->type == DN_PK_STR && d->items[i]->slen == k->slen && !memcmp(d->items[i]->s, k->s, k->slen)) {
-                d->items[i + 1] = v;
-                return 0;
-            }
     return add_item(u, d, k) || add_item(u, d, v) ? -1 : 0;
 }
 

@@ -27,7 +27,7 @@
 
 #define DN_PK_MAX_STACK 100000
 #define DN_PK_MAX_MEMO 1000000
-#define DN_PK_MAX_OBJECTS 2000000
+#define DN_PK_MAX_OBJECTS 1000000
 
 typedef enum {
     DN_PK_NONE, DN_PK_BOOL, DN_PK_INT, DN_PK_BIGINT, DN_PK_FLOAT, DN_PK_STR, DN_PK_BYTES,
@@ -49,7 +49,7 @@ struct dn_pk {
     double f;           /* FLOAT */
     char *s;            /* STR (UTF-8, NUL-terminated), BYTES/BIGINT raw bytes, GLOBAL "module.name", STORAGE key */
     size_t slen;
-    dn_pk **items;      /* TUPLE/LIST: n items; DICT: 2n (key, value) pairs in insertion order */
+    dn_pk **items;      /* TUPLE/LIST: n items; DICT: n/2 (key, value) pairs in insertion order, duplicates kept */
     size_t n, cap;
     /* STORAGE */
     dn_dtype dtype;

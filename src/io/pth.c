@@ -10,6 +10,7 @@
 /* LONG1 encoding of torch's legacy MAGIC_NUMBER 0x1950a86a20f9469cfc6c. */
 static const uint8_t legacy_magic[12] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8};
 #define DN_PTH_MAX_FILE ((size_t)8 << 30)
+#define DN_PTH_MAX_TENSORS 100000
 
 int dn_pth_detect(const uint8_t *buf, size_t len) {
     if (dn_zip_detect(buf, len)) return DN_PTH_ZIP;
@@ -87,12 +88,29 @@ static dn_status copy_tensor(const char *label, const char *name, const dn_pk *t
     return DN_OK;
 }
 
+static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
+
+/* Duplicate keys in O(n log n) (the unpickler keeps duplicates). */
+static dn_status check_unique(const char *label, const dn_pk *sd) {
+    size_t n = sd->n / 2;
+    const char **names = dn_malloc((n ? n : 1) * sizeof *names);
+    if (!names) return DN_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) names[i] = sd->items[2 * i]->s;
+    qsort(names, n, sizeof *names, cmp_str);
+    dn_status st = DN_OK;
+    for (size_t i = 1; i < n; i++)
+        if (!strcmp(names[i], names[i - 1])) { st = dn_fail(DN_ERR_FORMAT, "%s: state_dict key '%s' appears twice", label, names[i]); break; }
+    free(names);
+    return st;
+}
+
 static dn_status collect(const char *label, const dn_pk *root, storage_fn get, void *ctx, dn_tensors *out) {
     const dn_pk *sd = NULL;
     dn_status st = find_state_dict(label, root, &sd);
     if (st) return st;
     size_t npairs = sd->n / 2;
     if (npairs == 0) return dn_fail(DN_ERR_FORMAT, "%s: state_dict is empty", label);
+    if (npairs > DN_PTH_MAX_TENSORS) return dn_fail(DN_ERR_FORMAT, "%s: state_dict has %zu entries (limit %d)", label, npairs, DN_PTH_MAX_TENSORS);
     int all_module = 1;
     for (size_t i = 0; i < npairs; i++) {
         const dn_pk *k = sd->items[2 * i], *v = sd->items[2 * i + 1];
@@ -102,6 +120,7 @@ static dn_status collect(const char *label, const dn_pk *root, storage_fn get, v
                            label, k->s);
         if (strncmp(k->s, "module.", 7)) all_module = 0;
     }
+    if ((st = check_unique(label, sd))) return st;
     for (size_t i = 0; i < npairs; i++) {
         const dn_pk *k = sd->items[2 * i], *v = sd->items[2 * i + 1];
         const char *name = all_module ? k->s + 7 : k->s;

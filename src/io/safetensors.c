@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #define DN_ST_MAX_FILE ((size_t)8 << 30)
+#define DN_ST_MAX_META 10000 /* dn_meta is a linear map */
 
 static uint64_t rd64(const uint8_t *p) {
     uint64_t v = 0;
@@ -36,6 +37,7 @@ static int parse_dtype(const char *s, dn_dtype *dt) {
 }
 
 typedef struct { uint64_t b, e; const char *name; } range;
+static int cmp_name(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 static int cmp_range(const void *a, const void *b) {
     const range *x = a, *y = b;
     return x->b < y->b ? -1 : x->b > y->b ? 1 : (x->e < y->e ? -1 : x->e > y->e);
@@ -69,6 +71,8 @@ dn_status dn_safetensors_load_mem(const uint8_t *buf, size_t len, const char *la
         const dn_json *v = dn_json_at(h, i);
         if (!strcmp(name, "__metadata__")) {
             if (dn_json_type_of(v) != DN_JSON_OBJ) { st = dn_fail(DN_ERR_FORMAT, "%s: __metadata__ is not an object", label); goto fail; }
+            if (dn_json_len(v) > DN_ST_MAX_META)
+                { st = dn_fail(DN_ERR_FORMAT, "%s: __metadata__ has %zu entries (limit %d)", label, dn_json_len(v), DN_ST_MAX_META); goto fail; }
             for (size_t k = 0; k < dn_json_len(v); k++) {
                 const char *mv = dn_json_str(dn_json_at(v, k), NULL);
                 if (!mv) {
@@ -79,7 +83,6 @@ dn_status dn_safetensors_load_mem(const uint8_t *buf, size_t len, const char *la
             }
             continue;
         }
-        if (dn_tensors_find(ts, name)) { st = dn_fail(DN_ERR_FORMAT, "%s: tensor '%s' appears twice", label, name); goto fail; }
         const dn_json *jdt = dn_json_get(v, "dtype"), *jsh = dn_json_get(v, "shape"), *jof = dn_json_get(v, "data_offsets");
         const char *dts = dn_json_str(jdt, NULL);
         dn_dtype dt;
@@ -130,6 +133,20 @@ dn_status dn_safetensors_load_mem(const uint8_t *buf, size_t len, const char *la
         if (!f) { st = DN_ERR_NOMEM; goto fail; }
         dn_dtype_to_f32(dt, data + ub, (size_t)numel, f);
         if ((st = dn_tensors_add(ts, name, (int)nd, shape, f))) goto fail;
+    }
+    /* duplicate names (JSON objects may repeat keys), O(n log n) */
+    {
+        const char **names = dn_malloc((nr ? nr : 1) * sizeof *names);
+        if (!names) { st = DN_ERR_NOMEM; goto fail; }
+        for (size_t i = 0; i < nr; i++) names[i] = rs[i].name;
+        qsort(names, nr, sizeof *names, cmp_name);
+        for (size_t i = 1; i < nr; i++)
+            if (!strcmp(names[i], names[i - 1])) {
+                st = dn_fail(DN_ERR_FORMAT, "%s: tensor '%s' appears twice", label, names[i]);
+                break;
+            }
+        free(names);
+        if (st) goto fail;
     }
     qsort(rs, nr, sizeof *rs, cmp_range);
     for (size_t i = 1; i < nr; i++)
