@@ -15,6 +15,13 @@
 #include <string.h>
 #include <sys/resource.h>
 
+/* user + system CPU seconds of this process (all threads) */
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+}
+
 int main(int argc, char **argv) {
     char wbuf[1024];
     const char *weights = NULL, *freeze = "none", *sh = getenv("DN_SHARED");
@@ -60,9 +67,9 @@ int main(int argc, char **argv) {
     dn_rng_seed(&r, 7);
     for (size_t i = 0; i < nx; i++) x[i] = dn_rng_normal(&r);
     for (int i = 0; i < batch; i++) labels[i] = i % classes;
-    double t0 = 0, tf = 0, tb = 0, to = 0;
+    double t0 = 0, tf = 0, tb = 0, to = 0, cpu0 = 0;
     for (int i = 0; i <= steps; i++) { /* step 0 is warm-up */
-        if (i == 1) { t0 = dn_now(); tf = tb = to = 0; dn_net_reset_profile(net); }
+        if (i == 1) { t0 = dn_now(); tf = tb = to = 0; dn_net_reset_profile(net); cpu0 = cpu_seconds(); }
         float loss;
         double a = dn_now();
         dn_net_zero_grad(net);
@@ -76,7 +83,7 @@ int main(int argc, char **argv) {
         tf += b - a; tb += c - b; to += d - c;
         fprintf(stderr, "step %d: loss %.4f  %.2f s\n", i, loss, d - a);
     }
-    double total = dn_now() - t0;
+    double total = dn_now() - t0, cpu = cpu_seconds() - cpu0;
     dn_net_profile p;
     dn_net_get_profile(net, &p);
     struct rusage ru;
@@ -85,6 +92,9 @@ int main(int argc, char **argv) {
            size, freeze, threads, steps);
     printf("  img/s %.2f   step %.3f s (forward %.3f, backward %.3f, optimizer %.3f)\n", batch * steps / total,
            total / steps, tf / steps, tb / steps, to / steps);
+    printf("  CPU time %.3f s/step over %d threads (%.0f%% of %d cores busy; on an idle machine ~%.2f img/s)\n",
+           cpu / steps, threads, 100 * cpu / (total * threads), threads, batch * steps / (cpu / threads));
+    printf("  rebuilding conv ops from updated weights %.3f s/step\n", p.prepare_s / steps);
     printf("  conv forward      %.3f s/step  %6.1f GFLOP/s\n", p.conv_fwd_s / steps,
            p.conv_fwd_flop / (p.conv_fwd_s + 1e-12) * 1e-9);
     printf("  conv data grad    %.3f s/step  %6.1f GFLOP/s\n", p.conv_bwd_data_s / steps,
@@ -92,7 +102,7 @@ int main(int argc, char **argv) {
     printf("  conv weight grad  %.3f s/step  %6.1f GFLOP/s\n", p.conv_bwd_weight_s / steps,
            p.conv_bwd_weight_flop / (p.conv_bwd_weight_s + 1e-12) * 1e-9);
     printf("  BN forward        %.3f s/step\n  BN backward       %.3f s/step\n", p.bn_fwd_s / steps, p.bn_bwd_s / steps);
-    double known = p.conv_fwd_s + p.conv_bwd_data_s + p.conv_bwd_weight_s + p.bn_fwd_s + p.bn_bwd_s;
+    double known = p.conv_fwd_s + p.conv_bwd_data_s + p.conv_bwd_weight_s + p.bn_fwd_s + p.bn_bwd_s + p.prepare_s;
     printf("  other (pool/relu/add/head/optimizer) %.3f s/step\n", total / steps - known / steps);
     printf("  peak RSS %.0f MB\n", ru.ru_maxrss / 1024.0);
     rc = 0;

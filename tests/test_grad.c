@@ -72,7 +72,7 @@ static void conv_case(int n, int cin, int cout, int h, int w, int k, int s, int 
     size_t nx = (size_t)n * cin * h * w, nw = (size_t)cout * cin * k * k;
     c.p.w = malloc(nw * 4);
     fill(c.p.w, nw, 0.3f);
-    CHECK(dn_conv_layer_init(&c.L, &c.p, h, w, n) == DN_OK);
+    CHECK(dn_conv_layer_init(&c.L, &c.p, h, w, n, DN_CONV_AUTO) == DN_OK);
     c.L.chunk = n > 1 ? n - 1 : 1; /* force more than one chunk when n > 2 */
     size_t ny = (size_t)n * cout * c.L.oh * c.L.ow;
     c.scratch = dn_alloc_aligned(dn_conv_layer_scratch(&c.L, n));

@@ -116,8 +116,11 @@ static dn_conv_desc bwd_desc(const dn_conv_p *p) {
     return d;
 }
 
-dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w, int maxn) {
+dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w, int maxn, int impl) {
     memset(L, 0, sizeof *L);
+    if (impl != DN_CONV_AUTO && impl != DN_CONV_DIRECT && impl != DN_CONV_WINOGRAD && impl != DN_CONV_REF)
+        return dn_fail(DN_ERR_ARG, "conv layer: implementation %d is not exact enough for training", impl);
+    L->impl = impl;
     L->p = p; L->h = h; L->w = w;
     L->oh = dn_conv_out(h, p->k, p->stride, p->pad);
     L->ow = dn_conv_out(w, p->k, p->stride, p->pad);
@@ -144,7 +147,7 @@ dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd) {
     if (fwd) {
         dn_conv_op_free(L->fwd);
         dn_conv_desc d = fwd_desc(p);
-        if (!(L->fwd = dn_conv_op_new(&d, p->w, NULL, DN_CONV_AUTO))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
+        if (!(L->fwd = dn_conv_op_new(&d, p->w, NULL, (dn_conv_impl)L->impl))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
     }
     if (bwd && bwd_as_conv(p)) {
         int k = p->k, kk = k * k;
@@ -157,7 +160,7 @@ dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd) {
             }
         dn_conv_op_free(L->bwd);
         dn_conv_desc d = bwd_desc(p);
-        if (!(L->bwd = dn_conv_op_new(&d, L->wt, NULL, DN_CONV_AUTO))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
+        if (!(L->bwd = dn_conv_op_new(&d, L->wt, NULL, (dn_conv_impl)L->impl))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
     }
     return DN_OK;
 }
@@ -171,9 +174,9 @@ size_t dn_conv_layer_scratch(const dn_conv_layer *L, int maxn) {
     /* The ops' scratch depends only on shapes: measure it on throwaway ops. */
     float *wz = dn_calloc((size_t)p->cin * p->cout * p->k * p->k, sizeof(float));
     if (wz) {
-        dn_conv_op *o = dn_conv_op_new(&fd, wz, NULL, DN_CONV_AUTO);
+        dn_conv_op *o = dn_conv_op_new(&fd, wz, NULL, (dn_conv_impl)L->impl);
         if (o) { size_t t = dn_conv_op_scratch(o, maxn, L->h, L->w); if (t > s) s = t; dn_conv_op_free(o); }
-        if (bwd_as_conv(p) && (o = dn_conv_op_new(&bd, wz, NULL, DN_CONV_AUTO))) {
+        if (bwd_as_conv(p) && (o = dn_conv_op_new(&bd, wz, NULL, (dn_conv_impl)L->impl))) {
             size_t t = dn_conv_op_scratch(o, maxn, L->oh, L->ow);
             if (t > s) s = t;
             dn_conv_op_free(o);

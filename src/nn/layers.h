@@ -32,11 +32,14 @@ typedef struct dn_conv_layer {
     const dn_conv_p *p;
     int h, w, oh, ow;
     int chunk;            /* images per GEMM chunk (weight / data gradient) */
+    int impl;             /* dn_conv_impl of the ops: DN_CONV_AUTO (exact direct) or
+                           * DN_CONV_WINOGRAD (3x3 stride-1 convs, ~1e-5 relative error) */
     dn_conv_op *fwd, *bwd;
     float *wt;            /* [cin][cout][k][k] flipped kernel for bwd (stride-1 only) */
 } dn_conv_layer;
 
-dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w, int maxn);
+/* impl: a dn_conv_impl among AUTO, DIRECT, WINOGRAD, REF (bf16/int8 refused). */
+dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w, int maxn, int impl);
 /* (Re)build the forward op (fwd != 0) and/or the data-gradient op (bwd != 0). */
 dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd);
 void dn_conv_layer_release(dn_conv_layer *L);
