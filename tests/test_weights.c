@@ -399,6 +399,25 @@ static uint8_t *mk_st(const char *header, const uint8_t *data, size_t dlen, size
     *outlen = 8 + hl + dlen;
     return b;
 }
+TEST(plain_safetensors_state_dict) {
+    /* a safetensors state_dict written by another tool: no defectnet metadata */
+    dn_tensors ts;
+    CHECK(dn_pth_load(FX "narrow_zip.pth", &ts) == DN_OK);
+    dn_meta meta = {0};
+    dn_meta_set(&meta, "producer", "other-tool");
+    const char *p = tpath("plain.safetensors");
+    CHECK(dn_safetensors_save(p, &ts, &meta) == DN_OK);
+    dn_tensors_free(&ts);
+    dn_meta_free(&meta);
+    dn_model *m = NULL;
+    CHECK(dn_model_load(p, &m) == DN_OK);
+    char hex[65];
+    dn_sha256_file(p, hex);
+    CHECK(m && !strcmp(m->source_sha256, hex) && !strcmp(dn_model_class_name(m, 0), "class_0") &&
+          dn_meta_get(&m->meta, "producer") && m->pp.crop == 224);
+    dn_model_free(m);
+}
+
 TEST(safetensors_read_dtypes) {
     uint8_t data[2 + 2 + 8 + 8 + 4];
     uint16_t h = 0x3C00;                  /* fp16 1.0 */
@@ -916,6 +935,18 @@ TEST(cli_convert_errors) {
     CHECK(access(dst, F_OK) != 0);
     snprintf(args, sizeof args, "convert " FX "narrow.json %s", dst);
     CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "narrow.json: not a model file") && count_lines(out) == 1);
+    /* --classes-file: one name per line, blank lines ignored, must match the fc width */
+    const char *cf = tpath("classes.txt");
+    CHECK(spit(cf, "alpha\r\nbeta\n\ngamma\ndelta\nepsilon\n", 33) == 0);
+    snprintf(args, sizeof args, "convert " FX "narrow_zip.pth %s --classes-file %s", dst, cf);
+    CHECK_MSG(run_cli(args, out, sizeof out) == 0, "%s", out);
+    dn_model *m = NULL;
+    CHECK(dn_model_load(dst, &m) == DN_OK && m && !strcmp(dn_model_class_name(m, 0), "alpha") &&
+          !strcmp(dn_model_class_name(m, 4), "epsilon"));
+    dn_model_free(m);
+    unlink(dst);
+    CHECK(spit(cf, "alpha\nbeta\n", 11) == 0);
+    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "2 class names given"));
     CHECK(run_cli("convert --bogus a b", out, sizeof out) == 2);
     CHECK(run_cli("convert onlyone", out, sizeof out) == 2);
     CHECK(run_cli("info /nonexistent.pth", out, sizeof out) == 1 && strstr(out, "/nonexistent.pth: cannot open"));
@@ -950,6 +981,7 @@ int main(void) {
     RUN(real_resnet18_pth);
     RUN(model_load_pth_defaults);
     RUN(model_save_roundtrip_metadata);
+    RUN(plain_safetensors_state_dict);
     RUN(safetensors_read_dtypes);
     RUN(download_verifies_sha256_file_url);
     RUN(zip64_archive);

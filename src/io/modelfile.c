@@ -227,12 +227,16 @@ dn_status dn_model_load_ex(const char *path, int skip_fc, dn_model **out) {
         goto done;
     }
     snprintf(m->sha256, sizeof m->sha256, "%s", sha);
-    if (f == DN_WFMT_SAFETENSORS) {
+    if (f == DN_WFMT_SAFETENSORS && dn_meta_get(&meta, DN_META_FORMAT)) {
         if ((st = dn_model_meta_apply(m, &meta, path))) goto done;
         if (skip_fc) m->temperature = 1.0f, m->threshold = 0.0f; /* calibration belongs to the dropped head */
     } else {
-        /* torchvision weights: defaults (class_0.., torchvision eval preprocessing), provenance = this file */
+        /* torchvision weights (.pth, or a plain safetensors state_dict without defectnet
+         * metadata): defaults (class_0.., torchvision eval preprocessing), provenance =
+         * this file; foreign metadata keys are still carried along */
         snprintf(m->source_sha256, sizeof m->source_sha256, "%s", sha);
+        for (int i = 0; i < meta.n; i++)
+            if (!dn_meta_key_reserved(meta.keys[i]) && (st = dn_meta_set(&m->meta, meta.keys[i], meta.vals[i]))) goto done;
     }
     *out = m;
     m = NULL;

@@ -30,7 +30,9 @@ int dn_meta_key_reserved(const char *key);
  * else 65 bytes) receives the file's sha256. */
 dn_status dn_weights_load(const char *path, dn_tensors *ts, dn_meta *meta, dn_weight_format *format, char *sha256_hex);
 
-/* dn_model_load with the option to drop the fc.* head (backbone for fine-tuning). */
+/* dn_model_load with the option to drop the fc.* head (backbone for fine-tuning).
+ * A safetensors file without the defectnet "format" key (a plain state_dict) is
+ * treated like a .pth: default classes/preprocessing, source_sha256 = its sha256. */
 dn_status dn_model_load_ex(const char *path, int skip_fc, dn_model **out);
 
 /* Metadata <-> model. dn_model_meta_build writes every reserved key plus m->meta
