@@ -10,6 +10,7 @@
     X(info, "describe a model: architecture, classes, preprocessing, sha256, metadata") \
     X(download, "download torchvision ResNet-18 weights, sha256-verified") \
     X(version, "print version and CPU features") \
+    X(quantize, "opt a model into bf16 inference with an accuracy guard (agreement, per-class change)") \
     X(report, "manufacturing report (CSV/JSON/HTML) from the prediction store") \
     X(rules, "check an action rules file; replay predictions through it in dry-run") \
     X(serve, "HTTP prediction service with durable store, folder watch and actions") \

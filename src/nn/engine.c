@@ -8,6 +8,7 @@
  * Activation buffers rotate among four block buffers; the stem output has its
  * own (largest) buffer. Nothing is allocated after dn_session_new_ex. */
 #include "nn/engine.h"
+#include "nn/quant.h"
 #include "core/core.h"
 #include <float.h>
 #include <math.h>
@@ -125,7 +126,7 @@ dn_status dn_session_new_ex(const dn_model *m, const dn_session_opts *o, dn_sess
     s->in_h = ih; s->in_w = iw;
     int nb = o->max_batch;
 
-    if ((st = make_conv(&m->conv1, &m->bn1, impl, ih, iw, &s->stem))) goto fail;
+    if ((st = make_conv(&m->conv1, &m->bn1, dn_quant_conv_impl(m, "conv1", impl), ih, iw, &s->stem))) goto fail;
     s->pool_h = dn_conv_out(s->stem.oh, 3, 2, 1);
     s->pool_w = dn_conv_out(s->stem.ow, 3, 2, 1);
     s->stage_c[0] = m->conv1.cout; s->stage_h[0] = s->pool_h; s->stage_w[0] = s->pool_w;
@@ -139,10 +140,18 @@ dn_status dn_session_new_ex(const dn_model *m, const dn_session_opts *o, dn_sess
             s->nblocks = b + 1;
             pb->stage = stg + 1;
             pb->has_down = bp->has_down;
-            if ((st = make_conv(&bp->conv1, &bp->bn1, impl, h, w, &pb->c1))) goto fail;
-            if ((st = make_conv(&bp->conv2, &bp->bn2, impl, pb->c1.oh, pb->c1.ow, &pb->c2))) goto fail;
+            /* per-conv implementation: a quantized model's metadata (nn/quant.h) */
+            char nm[3][48];
+            snprintf(nm[0], sizeof nm[0], "layer%d.%d.conv1", stg + 1, i);
+            snprintf(nm[1], sizeof nm[1], "layer%d.%d.conv2", stg + 1, i);
+            snprintf(nm[2], sizeof nm[2], "layer%d.%d.downsample.0", stg + 1, i);
+            if ((st = make_conv(&bp->conv1, &bp->bn1, dn_quant_conv_impl(m, nm[0], impl), h, w, &pb->c1))) goto fail;
+            if ((st = make_conv(&bp->conv2, &bp->bn2, dn_quant_conv_impl(m, nm[1], impl), pb->c1.oh, pb->c1.ow,
+                                &pb->c2)))
+                goto fail;
             if (pb->has_down) {
-                if ((st = make_conv(&bp->down, &bp->down_bn, impl, h, w, &pb->down))) goto fail;
+                if ((st = make_conv(&bp->down, &bp->down_bn, dn_quant_conv_impl(m, nm[2], impl), h, w, &pb->down)))
+                    goto fail;
                 if (pb->down.oh != pb->c2.oh || pb->down.ow != pb->c2.ow) {
                     st = dn_fail(DN_ERR_SHAPE, "layer%d.%d: shortcut and main path sizes differ", stg + 1, i);
                     goto fail;
