@@ -399,6 +399,41 @@ static uint8_t *mk_st(const char *header, const uint8_t *data, size_t dlen, size
     *outlen = 8 + hl + dlen;
     return b;
 }
+
+/* The safetensors we write, read back by an independent reader (Python: struct +
+ * json + numpy) and compared with torch.load of the source .pth: bit-exact. */
+TEST(safetensors_matches_torch_via_python) {
+    if (system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0) SKIP("/usr/bin/python3 without torch/numpy");
+    dn_model *m = NULL;
+    CHECK(dn_model_load(FX "narrow_legacy.pth", &m) == DN_OK);
+    if (!m) return;
+    const char *out = tpath("py.safetensors");
+    CHECK(dn_model_save(m, out) == DN_OK);
+    dn_model_free(m);
+    const char *py = tpath("check.py");
+    static const char script[] =
+        "import json, struct, sys, numpy as np, torch\n"
+        "b = open(sys.argv[1], 'rb').read()\n"
+        "n = struct.unpack('<Q', b[:8])[0]\n"
+        "h = json.loads(b[8:8 + n]); meta = h.pop('__metadata__')\n"
+        "sd = torch.load(sys.argv[2])\n"
+        "assert list(h) == list(sd), 'key order'\n"
+        "for k, v in h.items():\n"
+        "    s, e = v['data_offsets']\n"
+        "    a = np.frombuffer(b[8 + n + s:8 + n + e], dtype='<f4').reshape(v['shape'])\n"
+        "    t = sd[k].to(torch.float32).numpy()\n"
+        "    assert v['dtype'] == 'F32' and a.shape == t.shape and np.array_equal(a, t), k\n"
+        "assert json.loads(meta['classes']) == ['class_%d' % i for i in range(5)]\n"
+        "assert json.loads(meta['preprocess'])['crop'] == 224 and meta['format'] == 'defectnet'\n"
+        "print('OK', len(h))\n";
+    CHECK(spit(py, script, sizeof script - 1) == 0);
+    char cmd[1600], res[64] = "";
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s %s " FX "narrow_legacy.pth 2>&1", py, out);
+    FILE *p = popen(cmd, "r");
+    if (p) { if (!fgets(res, sizeof res, p)) res[0] = 0; pclose(p); }
+    CHECK_MSG(!strcmp(res, "OK 122\n"), "python said: %s", res);
+}
+
 TEST(plain_safetensors_state_dict) {
     /* a safetensors state_dict written by another tool: no defectnet metadata */
     dn_tensors ts;
@@ -981,6 +1016,7 @@ int main(void) {
     RUN(real_resnet18_pth);
     RUN(model_load_pth_defaults);
     RUN(model_save_roundtrip_metadata);
+    RUN(safetensors_matches_torch_via_python);
     RUN(plain_safetensors_state_dict);
     RUN(safetensors_read_dtypes);
     RUN(download_verifies_sha256_file_url);
