@@ -18,7 +18,8 @@
 typedef struct cbn {        /* conv followed by BatchNorm */
     dn_conv_layer L;        /* planned conv (fast-path ops rebuilt when weights change) */
     size_t scr;             /* scratch bytes L needs */
-    int ready;              /* forward op matches the (frozen) weights */
+    int ready;              /* frozen: forward op built and kept */
+    int stage;              /* 0 = stem, 1..4 = layer */
     dn_conv_p *conv;
     dn_bn_p *bn;
     int in_c, in_h, in_w, oc, oh, ow;
@@ -50,7 +51,8 @@ struct dn_net {
     float *feat;            /* [maxb][feat_dim] */
     float *dfc_w, *dfc_b;
     float *x0;              /* copy of the input of the first trainable stage (stage <= 4) */
-    float *t[4];            /* temporaries, tcap floats each */
+    float *t[4];            /* temporaries, tcap floats each (largest block activation) */
+    float *big;             /* stem conv-output-sized temporary (eval stem, stem backward) */
     size_t tcap;
     void *scratch;          /* conv scratch, scap bytes */
     size_t scap;
@@ -78,8 +80,9 @@ dn_status dn_freeze_parse(const char *spec, int *first_trainable) {
 static size_t act_size(const cbn *u) { return (size_t)u->oc * u->oh * u->ow; }
 static size_t in_size(const cbn *u) { return (size_t)u->in_c * u->in_h * u->in_w; }
 
-static dn_status init_cbn(cbn *u, dn_conv_p *conv, dn_bn_p *bn, int c, int h, int w, int maxb, int impl) {
+static dn_status init_cbn(cbn *u, dn_conv_p *conv, dn_bn_p *bn, int c, int h, int w, int maxb, int impl, int stage) {
     memset(u, 0, sizeof *u);
+    u->stage = stage;
     u->conv = conv; u->bn = bn;
     u->in_c = c; u->in_h = h; u->in_w = w;
     u->oc = conv->cout;
@@ -110,7 +113,7 @@ static void plan_sizes(const dn_net *net, int from, size_t *act, size_t *scr) {
     size_t a = 0, s = 0;
 #define UPD(u) do { if (act_size(u) > a) a = act_size(u); if (in_size(u) > a) a = in_size(u); \
     if ((u)->scr > s) s = (u)->scr; } while (0)
-    if (from <= 0) UPD(&net->stem);
+    if (from <= 0 && net->stem.scr > s) s = net->stem.scr; /* its activation lives in net->big */
     for (int i = 0; i < net->nb; i++) {
         const blk *b = &net->b[i];
         if (b->stage < from) continue;
@@ -137,6 +140,9 @@ static dn_status ensure_temps(dn_net *net, int from) {
                 return dn_fail(DN_ERR_NOMEM, "training net: cannot allocate %zu MB of activations", need * 4 >> 20);
         net->tcap = need;
     }
+    if (from <= 0 && !net->big &&
+        !(net->big = dn_alloc_aligned(act_size(&net->stem) * net->maxb * sizeof(float))))
+        return dn_fail(DN_ERR_NOMEM, "training net: cannot allocate the stem activation");
     if (s > net->scap) {
         dn_free_aligned(net->scratch);
         if (!(net->scratch = dn_alloc_aligned(s))) {
@@ -297,7 +303,7 @@ dn_status dn_net_new(dn_model *m, int first_trainable, int max_batch, int in_h, 
     net->m = m; net->first = first_trainable; net->maxb = max_batch; net->in_h = in_h; net->in_w = in_w;
     dn_status st = DN_OK;
     if (!(net->pool = dn_pool_new(threads))) { st = DN_ERR_NOMEM; goto fail; }
-    if ((st = init_cbn(&net->stem, &m->conv1, &m->bn1, 3, in_h, in_w, max_batch, impl))) goto fail;
+    if ((st = init_cbn(&net->stem, &m->conv1, &m->bn1, 3, in_h, in_w, max_batch, impl, 0))) goto fail;
     net->mp_h = dn_pool_out(net->stem.oh, 3, 2, 1);
     net->mp_w = dn_pool_out(net->stem.ow, 3, 2, 1);
     if (net->mp_h < 1 || net->mp_w < 1) { st = dn_fail(DN_ERR_ARG, "training net: input %dx%d too small", in_h, in_w); goto fail; }
@@ -309,10 +315,10 @@ dn_status dn_net_new(dn_model *m, int first_trainable, int max_batch, int in_h, 
             blk *b = &net->b[bi];
             b->stage = s;
             net->nb = bi + 1;
-            if ((st = init_cbn(&b->u1, &bp->conv1, &bp->bn1, c, h, w, max_batch, impl))) goto fail;
-            if ((st = init_cbn(&b->u2, &bp->conv2, &bp->bn2, b->u1.oc, b->u1.oh, b->u1.ow, max_batch, impl))) goto fail;
+            if ((st = init_cbn(&b->u1, &bp->conv1, &bp->bn1, c, h, w, max_batch, impl, s))) goto fail;
+            if ((st = init_cbn(&b->u2, &bp->conv2, &bp->bn2, b->u1.oc, b->u1.oh, b->u1.ow, max_batch, impl, s))) goto fail;
             b->has_down = bp->has_down;
-            if (b->has_down && (st = init_cbn(&b->ud, &bp->down, &bp->down_bn, c, h, w, max_batch, impl))) goto fail;
+            if (b->has_down && (st = init_cbn(&b->ud, &bp->down, &bp->down_bn, c, h, w, max_batch, impl, s))) goto fail;
             c = b->u2.oc; h = b->u2.oh; w = b->u2.ow;
             if (h < 1 || w < 1) { st = dn_fail(DN_ERR_ARG, "training net: input %dx%d too small", in_h, in_w); goto fail; }
         }
@@ -340,6 +346,7 @@ void dn_net_free(dn_net *net) {
         dn_conv_layer_release(&net->b[i].ud.L);
     }
     for (int i = 0; i < 4; i++) dn_free_aligned(net->t[i]);
+    dn_free_aligned(net->big);
     dn_free_aligned(net->scratch);
     dn_free_aligned(net->feat);
     dn_pool_free(net->pool);
@@ -358,11 +365,18 @@ dn_status dn_net_set_first_trainable(dn_net *net, int first_trainable) {
 
 int dn_net_first_trainable(const dn_net *net) { return net->first; }
 dn_model *dn_net_model(dn_net *net) { return net->m; }
-/* Frozen convs keep their forward ops until the next sync; trainable ones are
- * rebuilt at every forward. */
+/* Frozen convs keep their forward ops until the next sync; trainable convs
+ * build theirs from the current weights right before each use and free them
+ * right after (weights move at every optimizer step; this also keeps only one
+ * packed copy of trainable weights alive at a time). */
 dn_status dn_net_sync(dn_net *net) {
+    cbn *all[3];
+    dn_conv_layer_release(&net->stem.L);
     net->stem.ready = 0;
-    for (int i = 0; i < net->nb; i++) net->b[i].u1.ready = net->b[i].u2.ready = net->b[i].ud.ready = 0;
+    for (int i = 0; i < net->nb; i++) {
+        all[0] = &net->b[i].u1; all[1] = &net->b[i].u2; all[2] = &net->b[i].ud;
+        for (int k = 0; k < 3; k++) { dn_conv_layer_release(&all[k]->L); all[k]->ready = 0; }
+    }
     return DN_OK;
 }
 
@@ -383,22 +397,42 @@ static double conv_flop(const cbn *u, int n) {
     return 2.0 * n * u->oc * u->oh * u->ow * (double)u->in_c * u->conv->k * u->conv->k;
 }
 
-static void conv_fwd(dn_net *net, const cbn *u, const float *in, int n, float *out) {
+/* Builds the op(s) of u (see dn_net_sync). A failure to build only costs speed:
+ * the layer falls back to its GEMM paths. */
+static void conv_prep(dn_net *net, cbn *u, int fwd, int bwd) {
+    double t = dn_now();
+    if (dn_conv_layer_prepare(&u->L, fwd, bwd)) {
+        dn_conv_layer_release(&u->L);
+        dn_clear_error();
+    }
+    net->prof.prepare_s += dn_now() - t;
+}
+
+static void conv_fwd(dn_net *net, cbn *u, const float *in, int n, float *out) {
+    int trainable = u->stage >= net->first;
+    if (!u->ready) {
+        conv_prep(net, u, 1, 0);
+        u->ready = !trainable;
+    }
     double t = dn_now();
     dn_conv_layer_fwd(&u->L, in, n, out, net->pool, net->scratch);
     net->prof.conv_fwd_s += dn_now() - t;
+    if (trainable) dn_conv_layer_release(&u->L);
     net->prof.conv_fwd_flop += conv_flop(u, n);
 }
 
 /* Weight gradient, then the data gradient if dx (timed apart for the profile). */
-static void conv_bwd(dn_net *net, const cbn *u, const float *in, int n, const float *dy, float *dx) {
+static void conv_bwd(dn_net *net, cbn *u, const float *in, int n, const float *dy, float *dx) {
     double t = dn_now();
     dn_conv_layer_bwd_weight(&u->L, in, n, dy, u->dw, net->pool, net->scratch);
     double t2 = dn_now();
     net->prof.conv_bwd_weight_s += t2 - t;
     net->prof.conv_bwd_weight_flop += conv_flop(u, n);
     if (dx) {
+        conv_prep(net, u, 0, 1);
+        t2 = dn_now();
         dn_conv_layer_bwd_data(&u->L, n, dy, dx, net->pool, net->scratch);
+        dn_conv_layer_release(&u->L);
         net->prof.conv_bwd_data_s += dn_now() - t2;
         net->prof.conv_bwd_data_flop += conv_flop(u, n);
     }
@@ -427,36 +461,6 @@ void dn_net_reset_profile(dn_net *net) { memset(&net->prof, 0, sizeof net->prof)
 
 /* ------------------------------------------------------------ forward */
 
-/* Builds the conv ops of stages >= from for the current weights: trainable
- * convs every time (their weights move at each optimizer step), with the
- * data-gradient op when training needs their dx; frozen convs once. */
-static dn_status prep(dn_net *net, cbn *u, int trainable, int need_dx) {
-    if (!trainable && u->ready) return DN_OK;
-    double t = dn_now();
-    dn_status st = dn_conv_layer_prepare(&u->L, 1, trainable && need_dx);
-    net->prof.prepare_s += dn_now() - t;
-    if (st) return st;
-    u->ready = !trainable;
-    return DN_OK;
-}
-
-static dn_status prepare_ops(dn_net *net, int from, int training) {
-    dn_status st;
-    int f = net->first;
-    if (from <= 0 && (st = prep(net, &net->stem, f <= 0, 0))) return st;
-    for (int i = 0; i < net->nb; i++) {
-        blk *b = &net->b[i];
-        if (b->stage < from) continue;
-        int tr = b->stage >= f;
-        /* the first trainable block's conv1/downsample need no dx unless the stem trains */
-        int in_dx = training && tr && (i > 0 ? net->b[i - 1].stage >= f : f == 0);
-        if ((st = prep(net, &b->u1, tr, in_dx)) || (st = prep(net, &b->u2, tr, training && tr)) ||
-            (b->has_down && (st = prep(net, &b->ud, tr, in_dx))))
-            return st;
-    }
-    return DN_OK;
-}
-
 /* Index of a temporary not in {a, b, c} (each may be -1). */
 static int free_temp(int a, int b, int c) {
     for (int i = 0; i < 4; i++)
@@ -477,11 +481,10 @@ static float *stage_eval(dn_net *net, int s, const float *in, int n) {
     if (s == 0) {
         cbn *u = &net->stem;
         int a = free_temp(ti, -1, -1), b = free_temp(ti, a, -1);
-        conv_fwd(net, u, in, n, net->t[a]);
-        bn_fwd_eval(net, u, n, net->t[a], 1);
-        dn_maxpool_fwd(net->t[a], n, u->oc, u->oh, u->ow, 3, 2, 1, net->t[b],
-                       (int32_t *)net->t[free_temp(ti, a, b)], pool);
-        return net->t[b];
+        conv_fwd(net, u, in, n, net->big);
+        bn_fwd_eval(net, u, n, net->big, 1);
+        dn_maxpool_fwd(net->big, n, u->oc, u->oh, u->ow, 3, 2, 1, net->t[a], (int32_t *)net->t[b], pool);
+        return net->t[a];
     }
     const float *cur = in;
     for (int i = net->stage_b0[s]; i < net->stage_b0[s + 1]; i++) {
@@ -574,7 +577,7 @@ dn_status dn_net_forward_from(dn_net *net, int stage, const float *x, int n, flo
         return dn_fail(DN_ERR_ARG, "training net: cannot start at stage %d after the first trainable stage %d",
                        stage, net->first);
     if ((st = check_bn_count(net, n))) return st;
-    if ((st = ensure_temps(net, stage)) || (st = prepare_ops(net, stage, 1))) return st;
+    if ((st = ensure_temps(net, stage))) return st;
     const float *cur = x;
     for (int s = stage; s < net->first && s <= 4; s++) cur = stage_eval(net, s, cur, n);
     if (net->first <= 4) {
@@ -596,7 +599,7 @@ dn_status dn_net_eval_forward(dn_net *net, int stage, const float *x, int n, flo
     dn_status st;
     net->pending = 0;
     if ((st = check_call(net, stage, x, n, logits))) return st;
-    if ((st = ensure_temps(net, stage)) || (st = prepare_ops(net, stage, 0))) return st;
+    if ((st = ensure_temps(net, stage))) return st;
     const float *cur = x;
     for (int s = stage; s <= 4; s++) cur = stage_eval(net, s, cur, n);
     head_fwd(net, cur, stage, x, n, logits);
@@ -653,10 +656,9 @@ dn_status dn_net_backward(dn_net *net, const float *dlogits) {
     }
     if (net->first == 0) {
         cbn *u = &net->stem;
-        int a = free_temp(g, -1, -1);
-        dn_maxpool_bwd(net->t[g], net->mp_idx, n, u->oc, u->oh, u->ow, net->mp_h, net->mp_w, net->t[a], net->pool);
-        bn_bwd(net, u, net->stem_a, net->t[a], n, 1, net->t[a]);
-        conv_bwd(net, u, net->x0, n, net->t[a], NULL);
+        dn_maxpool_bwd(net->t[g], net->mp_idx, n, u->oc, u->oh, u->ow, net->mp_h, net->mp_w, net->big, net->pool);
+        bn_bwd(net, u, net->stem_a, net->big, n, 1, net->big);
+        conv_bwd(net, u, net->x0, n, net->big, NULL);
     }
     return DN_OK;
 }
