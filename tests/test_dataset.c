@@ -387,6 +387,28 @@ TEST(real_neu64_duplicates) {
 }
 
 
+TEST(prepare_checks_given_manifest) {
+    put(P("%s/a.png", "pm"), "twin");
+    put(P("%s/b.png", "pm"), "twin");
+    put(P("%s/c.png", "pm"), "other");
+    put(P("%s/split.csv", "pm"), "path,label,split\na.png,x,train\nc.png,y,train\nb.png,x,test\n");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *log = open_memstream(&buf, &len);
+    dn_dataset *ds;
+    CHECK(dn_dataset_prepare(NULL, P("%s/split.csv", "pm"), NULL, 1, log, &ds) == DN_OK);
+    fclose(log);
+    CHECK(ds && ds->n == 2 && dn_dataset_count(ds, DN_SPLIT_TEST, NULL) == 0);
+    CHECK_MSG(buf && strstr(buf, "pm/a.png (train, x) == ") && strstr(buf, "(1 dropped)"), "%s", buf ? buf : "");
+    free(buf);
+    dn_dataset_free(ds);
+    /* a manifest without splits cannot serve as a split manifest */
+    put(P("%s/nosplit.csv", "pm"), "path,label\na.png,x\nc.png,y\n");
+    CHECK(dn_dataset_prepare(NULL, P("%s/nosplit.csv", "pm"), NULL, 0, NULL, &ds) == DN_ERR_FORMAT);
+    CHECK(strstr(dn_last_error(), "nosplit.csv: split manifest has no 'split'") != NULL);
+    CHECK(dn_dataset_prepare(NULL, P("%s/absent.csv", "pm"), NULL, 0, NULL, &ds) == DN_ERR_ARG);
+}
+
 /* ------------------------------------------------------------- synthetic */
 
 TEST(synth_deterministic) {
@@ -511,6 +533,7 @@ int main(void) {
     RUN(stratified_split);
     RUN(split_manifest_roundtrip);
     RUN(duplicates_across_splits);
+    RUN(prepare_checks_given_manifest);
     RUN(synth_deterministic);
     RUN(synth_write_scan_decode);
     RUN(synth_classes_separable);

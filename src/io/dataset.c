@@ -775,7 +775,15 @@ dn_status dn_dataset_prepare(const char *data, const char *split_manifest, const
             dn_dataset_free(ds);
             return dn_fail(DN_ERR_FORMAT, "%s: split manifest has no 'split' column values", split_manifest);
         }
-        if (log) fprintf(log, "using split manifest %s (%d images)\n", split_manifest, ds->n);
+        /* A hand-written manifest may leak images across splits: check it too. */
+        int cross = 0, within = 0, dropped = 0;
+        if ((st = dn_dataset_dedup(ds, drop_dups, log, &cross, &within, &dropped))) goto fail;
+        if (log)
+            fprintf(log, "using split manifest %s: %d images, %d classes: train %d, val %d, test %d; "
+                         "duplicates: %d across splits/labels (%d dropped), %d within a split\n",
+                    split_manifest, ds->n, ds->nclasses, dn_dataset_count(ds, DN_SPLIT_TRAIN, NULL),
+                    dn_dataset_count(ds, DN_SPLIT_VAL, NULL), dn_dataset_count(ds, DN_SPLIT_TEST, NULL), cross,
+                    dropped, within);
         *out = ds;
         return DN_OK;
     }

@@ -119,7 +119,8 @@ int dn_dataset_class_index(const dn_dataset *ds, const char *name);
 
 /* One-call data preparation for train/eval:
  *  - split_manifest names an existing file: load it (it must carry splits)
- *    and ignore data; the same unseen images are evaluated every time;
+ *    and ignore data, so the same unseen images are evaluated every time;
+ *    duplicates are checked (and dropped with drop_dups) as below;
  *  - otherwise open data, split it with cfg, check duplicates (dropping
  *    cross-split copies when drop_dups) and, if split_manifest is non-NULL,
  *    write it there for later runs.
