@@ -82,7 +82,7 @@ bad:
 
 static dn_status write_cache(const char *path, int dim, const rec *old, int64_t nold, const uint8_t (*keys)[32],
                              const float *feats, int64_t nnew) {
-    char tmp[1100];
+    char tmp[1200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     FILE *f = fopen(tmp, "wb");
     if (!f) return dn_fail(DN_ERR_IO, "%s: cannot write feature cache: %s", tmp, strerror(errno));
