@@ -366,6 +366,12 @@ TEST(model_save_roundtrip_metadata) {
     CHECK(!strcmp(m2->sha256, hex) && strcmp(m2->sha256, m2->source_sha256));
     CHECK(dn_meta_get(&m2->meta, "quant_guard") && !strcmp(dn_meta_get(&m2->meta, "quant_guard"), "{\"top1_agreement\":0.997}"));
     CHECK(dn_meta_get(&m2->meta, "recipe") && dn_meta_get(&m2->meta, "classes") == NULL);
+    /* backbone of a saved model: head, classes and calibration dropped, preprocessing kept */
+    dn_model *bb = NULL;
+    st = dn_model_load_ex(out, 1, &bb);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    CHECK(bb && bb->num_classes == 0 && bb->temperature == 1.0f && bb->threshold == 0.0f && bb->pp.crop == 112);
+    dn_model_free(bb);
     dn_tensors a = {0}, b = {0};
     CHECK(dn_model_to_tensors(m, &a) == DN_OK && dn_model_to_tensors(m2, &b) == DN_OK);
     CHECK(tensors_equal(&a, &b));

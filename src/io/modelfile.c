@@ -195,7 +195,8 @@ dn_status dn_model_meta_apply(dn_model *m, const dn_meta *meta, const char *labe
         return dn_fail(DN_ERR_UNSUPPORTED, "%s: model format_version '%s' is newer than this build supports (1)", label, v);
     if ((v = dn_meta_get(meta, DN_META_ARCH)) && strcmp(v, m->arch))
         return dn_fail(DN_ERR_SHAPE, "%s: metadata says arch '%s' but the tensors describe '%s'", label, v, m->arch);
-    if ((v = dn_meta_get(meta, DN_META_CLASSES)) && (st = apply_classes(m, v, label))) return st;
+    /* a backbone loaded without its head (num_classes 0) has no use for the class list */
+    if ((v = dn_meta_get(meta, DN_META_CLASSES)) && m->num_classes > 0 && (st = apply_classes(m, v, label))) return st;
     if ((v = dn_meta_get(meta, DN_META_PREPROCESS)) && (st = apply_preprocess(&m->pp, v, label))) return st;
     if ((v = dn_meta_get(meta, DN_META_SOURCE_SHA256))) {
         if (*v && !is_hex64(v)) return dn_fail(DN_ERR_FORMAT, "%s: metadata source_sha256 is not 64 lower-case hex digits", label);
