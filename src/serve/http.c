@@ -499,7 +499,7 @@ typedef struct req {
     int early_code;
     char *early_msg;
     job *job;
-    int reserved;
+    int answered;                 /* an error was written while the body was arriving */
     char meta[5][META_MAX + 1];   /* line, station, camera, part, request id */
     int has_meta[5];
 } req;
@@ -886,7 +886,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (r->early_code) return MHD_YES;
+        if (r->early_code) return MHD_YES; /* already answered; discard the rest */
         if (dn_now() - r->t0 > s->body_timeout) {
             set_early(r, 408, "request body not received within the time limit (slow client)");
         } else if (r->body.len + n > s->max_body) {
@@ -897,8 +897,34 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             dn_sb_putn(&r->body, upload, n);
             if (r->body.oom) set_early(r, 413, "request body: out of memory");
         }
+        /* Answer at once (MHD sends it and closes the connection) instead of
+         * reading the rest of an oversized or trickling body. */
+        if (r->early_code) {
+            /* libmicrohttpd accepts no response while the body is still arriving (not
+             * even on a suspended connection), and would otherwise keep reading a
+             * trickling or oversized body. Nothing of this request's answer has been
+             * sent yet, so write the JSON error straight to the socket and let MHD
+             * close the connection. */
+            const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+            if (ci) {
+                dn_sb b = {0};
+                json_err(&b, r->early_code, r->early_msg);
+                char head[256];
+                int hl = snprintf(head, sizeof head,
+                                  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                  "Content-Length: %zu\r\n\r\n",
+                                  r->early_code, r->early_code == 408 ? "Request Timeout" : "Content Too Large", b.len);
+                if (send(ci->connect_fd, head, (size_t)hl, MSG_NOSIGNAL | MSG_DONTWAIT) == hl && b.s)
+                    (void)!send(ci->connect_fd, b.s, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+                dn_sb_free(&b);
+            }
+            r->answered = 1;
+            dn_metrics_request(s->metrics, ENAME[r->ep], r->early_code);
+            return MHD_NO;
+        }
         return MHD_YES;
     }
+    if (r->answered) return MHD_YES;
     if (r->early_code) return send_err(s, c, r, r->early_code, r->early_msg);
     if (r->job) { /* resumed by a worker */
         job *j = r->job;
