@@ -118,7 +118,11 @@ static double conv_vs_ref(dn_isa isa, dn_conv_impl impl, int n, int cin, int cou
     dn_kernels_force_isa(old);
     double err = -1;
     if (op) {
-        if (name) *name = dn_conv_op_impl_name(op);
+        if (name) { /* copied: the op (and its name) is freed below */
+            static char nb[64];
+            snprintf(nb, sizeof nb, "%s", dn_conv_op_impl_name(op));
+            *name = nb;
+        }
         void *scr = dn_alloc_aligned(dn_conv_op_scratch(op, n, h, w));
         for (size_t i = 0; i < ny; i++) y1[i] = NAN;
         dn_conv_op_run(op, x, n, h, w, use_res ? r : NULL, relu, y1, pool, scr);
