@@ -1,9 +1,17 @@
 /* Residual add (optionally followed by ReLU) and gradient accumulation. */
 #include "nn/layers.h"
 
+/* Compiled for AVX-512 / AVX2 / baseline and picked at load time (GCC
+ * function multi-versioning); identical arithmetic on every path. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define DN_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DN_MULTIVERSION
+#endif
+
 typedef struct { const float *a, *b; float *y; size_t count; int relu; } add_job;
 
-static void add_fn(void *arg, int ith, int nth) {
+DN_MULTIVERSION static void add_fn(void *arg, int ith, int nth) {
     add_job *j = arg;
     long s, e;
     dn_split((long)j->count, ith, nth, &s, &e);

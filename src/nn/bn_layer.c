@@ -8,9 +8,18 @@
 
 #define LANES 16
 
+/* The per-channel loops are compiled for AVX-512 and AVX2 too and picked at
+ * load time (GCC function multi-versioning through an ifunc resolver); the
+ * arithmetic per lane is the same on every path. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define DN_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DN_MULTIVERSION
+#endif
+
 /* sum(x - k) and sum((x - k)^2) over n floats (k: a shift near the mean keeps
  * the one-pass variance accurate). */
-static void sums_shifted(const float *x, int n, float k, double *s1, double *s2) {
+static inline void sums_shifted(const float *x, int n, float k, double *s1, double *s2) {
     float a[LANES] = {0}, b[LANES] = {0};
     int i = 0;
     for (; i + LANES <= n; i += LANES)
@@ -27,7 +36,7 @@ static void sums_shifted(const float *x, int n, float k, double *s1, double *s2)
 }
 
 /* sum(g) and sum(g * (x - mean)), g = dy, or 0 where y <= 0 when y != NULL. */
-static void sums_grad(const float *x, const float *dy, const float *y, int n, float mean, double *sg, double *sgx) {
+static inline void sums_grad(const float *x, const float *dy, const float *y, int n, float mean, double *sg, double *sgx) {
     float a[LANES] = {0}, b[LANES] = {0};
     int i = 0;
     if (y) {
@@ -68,7 +77,7 @@ static void run(dn_pool *pool, dn_job_fn fn, bn_job *j) {
     else fn(j, 0, 1);
 }
 
-static void fwd_train_fn(void *arg, int ith, int nth) {
+DN_MULTIVERSION static void fwd_train_fn(void *arg, int ith, int nth) {
     bn_job *j = arg;
     dn_bn_p *p = j->p;
     long c0, c1;
@@ -111,7 +120,7 @@ void dn_bn_layer_fwd_train(dn_bn_p *p, const float *x, int n, int hw, float *y, 
     if (update_running) p->num_batches_tracked += 1;
 }
 
-static void fwd_eval_fn(void *arg, int ith, int nth) {
+DN_MULTIVERSION static void fwd_eval_fn(void *arg, int ith, int nth) {
     bn_job *j = arg;
     const dn_bn_p *p = j->p;
     long c0, c1;
@@ -138,7 +147,7 @@ void dn_bn_layer_fwd_eval(const dn_bn_p *p, const float *x, int n, int hw, float
     run(pool, fwd_eval_fn, &j);
 }
 
-static void bwd_fn(void *arg, int ith, int nth) {
+DN_MULTIVERSION static void bwd_fn(void *arg, int ith, int nth) {
     bn_job *j = arg;
     const dn_bn_p *p = j->p;
     long c0, c1;

@@ -6,6 +6,14 @@
 #include <math.h>
 #include <string.h>
 
+/* Compiled for AVX-512 / AVX2 / baseline and picked at load time (GCC
+ * function multi-versioning); identical arithmetic on every path. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define DN_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DN_MULTIVERSION
+#endif
+
 typedef struct {
     const float *x, *dy;
     float *y, *dx;
@@ -14,7 +22,7 @@ typedef struct {
     int planes, h, w, oh, ow, k, s, pd;
 } mp_job;
 
-static void fwd_fn(void *arg, int ith, int nth) {
+DN_MULTIVERSION static void fwd_fn(void *arg, int ith, int nth) {
     mp_job *j = arg;
     long b, e;
     dn_split(j->planes, ith, nth, &b, &e);

@@ -2,9 +2,17 @@
  * threshold_backward for an in-place ReLU). Parallel over element ranges. */
 #include "nn/layers.h"
 
+/* Compiled for AVX-512 / AVX2 / baseline and picked at load time (GCC
+ * function multi-versioning); identical arithmetic on every path. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define DN_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DN_MULTIVERSION
+#endif
+
 typedef struct { const float *x, *dy; float *y; size_t count; int bwd; } relu_job;
 
-static void relu_fn(void *arg, int ith, int nth) {
+DN_MULTIVERSION static void relu_fn(void *arg, int ith, int nth) {
     relu_job *j = arg;
     long b, e;
     dn_split((long)j->count, ith, nth, &b, &e);
