@@ -7,7 +7,7 @@
 #include "core/core.h"
 #include "core/json.h"
 #include "eval/calibrate.h"
-/*REPORT*/
+#include "eval/report.h"
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
