@@ -162,6 +162,17 @@ size_t dn_conv_op_scratch(const dn_conv_op *op, int n, int h, int w) {
     return wino > direct ? wino : direct;
 }
 
+/* Winograd's GEMM work is 36 * Tpad per (cout, cin) pair against 9 * n*oh*ow for
+ * the direct path, Tpad = tiles rounded up to the micro-kernel's NR columns; it
+ * pays when that ratio is clearly below 1 (transforms cost the rest). Small
+ * inputs (e.g. 7x7 at batch 1: 4 tiles in a 32-column panel) stay direct. */
+static int wino_pays(const dn_conv_op *op, int n, int oh, int ow) {
+    long T = (long)n * ((oh + 3) / 4) * ((ow + 3) / 4);
+    if (dn_wino_min_tiles > 0) return T >= dn_wino_min_tiles;
+    long NR = op->u->nr, Tpad = (T + NR - 1) / NR * NR;
+    return 36 * Tpad * 10 < 9L * n * oh * ow * 7; /* ratio < 0.7 */
+}
+
 typedef struct {
     const dn_conv_op *op;
     const dn_wino_geom *g;
@@ -228,7 +239,7 @@ void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
         if (!own) { dn_conv2d_ref(d, x, n, h, w, op->w, op->bias, res, relu, y); return; }
         scratch = own;
     }
-    if (op->impl == DN_CONV_WINOGRAD && (long)n * ((oh + 3) / 4) * ((ow + 3) / 4) >= (dn_wino_min_tiles > 0 ? dn_wino_min_tiles : op->u->nr)) {
+    if (op->impl == DN_CONV_WINOGRAD && wino_pays(op, n, oh, ow)) {
         wino_run(op, x, n, h, w, res, relu, y, pool, scratch, oh, ow);
         dn_free_aligned(own);
         return;

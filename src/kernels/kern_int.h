@@ -87,9 +87,10 @@ size_t dn_gemm_packed_a_floats(const dn_ukr *u, int M, int K);
  *   M: 36 row-major cout x Tpad matrices, M + xi*cout*Tpad;
  * and back: y = A^T M A + bias (+ res), ReLU. Tpad = nt rounded up to NR. */
 typedef struct { int cin, cout, h, w, pad, oh, ow, th, tw, Tpad; } dn_wino_geom;
-/* A Winograd op runs the direct path when the input has fewer tiles than this
- * (default 0 = the micro-kernel's NR, i.e. less than one full column panel).
- * Tests set it to 1 to exercise the transforms on tiny shapes. Process-wide. */
+/* A Winograd op runs the direct path when Winograd would not pay for this
+ * input size (conv.c: wino_pays). If > 0, Winograd runs whenever there are at
+ * least this many tiles instead: tests set it to 1 to exercise the transforms
+ * on tiny shapes. Process-wide. */
 extern int dn_wino_min_tiles;
 void dn_wino_in_avx512(const dn_wino_geom *g, const float *x, long t0, int nt, int ci0, int ci1, float *V, int NR);
 void dn_wino_out_avx512(const dn_wino_geom *g, const float *M, long t0, int nt, int co0, int co1,
