@@ -12,6 +12,7 @@
 #include "serve_util.h"
 #include "core/core.h"
 #include "core/json.h"
+#include "core/sha256.h"
 #include "io/modelfile.h"
 #include "io/synth.h"
 #include "nn/engine.h"
@@ -215,7 +216,11 @@ TEST(predict_list_get_health_metrics) {
     if (!g_ready) SKIP("model fixture could not be built");
     char db[400];
     snprintf(db, sizeof db, "sqlite:%s/t1.db", g_dir);
+    char copies[400];
+    snprintf(copies, sizeof copies, "%s/copies", g_dir);
+    mkdir(copies, 0755);
     dn_server_config c = {0};
+    c.store_images = copies;
     dn_server *s = start(&c, db);
     CHECK(s != NULL);
     if (!s) return;
@@ -235,6 +240,11 @@ TEST(predict_list_get_health_metrics) {
             CHECK(!strcmp(dn_json_str(dn_json_get(j, "line"), ""), k % 2 ? "L1" : "L2"));
             if (k % 2) CHECK(!strcmp(dn_json_str(dn_json_get(j, "part"), ""), "P-9"));
             CHECK(dn_json_num(dn_json_get(j, "actions_fired"), -1) == 0);
+            /* the stored copy is the uploaded file, named by its sha256 */
+            const char *cp = dn_json_str(dn_json_get(j, "image_copy"), "");
+            char hex[65] = "";
+            CHECK(dn_sha256_file(cp, hex) == DN_OK && !strcmp(hex, dn_json_str(dn_json_get(j, "image_sha256"), "")));
+            CHECK(strstr(cp, copies) == cp && strstr(cp, ".png"));
             dn_json_free(j);
         }
         resp_free(&r);

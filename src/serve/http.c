@@ -243,7 +243,7 @@ static const char *image_ext(const uint8_t *d, size_t n) {
 /* Writes the image copy <dir>/<sha[0:2]>/<sha>.<ext> (fsync'ed, atomic rename);
  * an existing copy (same content by construction) is kept. */
 static dn_status store_copy(dn_server *s, const char *sha, const uint8_t *d, size_t n, char *path, size_t pn) {
-    char sub[1024], tmp[1100];
+    char sub[1024], tmp[1300];
     snprintf(sub, sizeof sub, "%s/%.2s", s->store_images, sha);
     snprintf(path, pn, "%s/%s.%s", sub, sha, image_ext(d, n));
     if (access(path, F_OK) == 0) return DN_OK;
