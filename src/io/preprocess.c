@@ -140,8 +140,24 @@ dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out) {
     int ncx = cx1 - cx0, ncy = cy1 - cy0;
 
     taps th = {0}, tv = {0};
-    uint8_t *tmp = NULL, *res = NULL;
+    uint8_t *gray = NULL, *tmp = NULL, *res = NULL;
+    int32_t *acc = NULL;
     dn_status st = DN_OK;
+    /* Grayscale fast path: when R == G == B everywhere (the usual defect
+     * camera image), the three channels would be resampled identically, so
+     * one channel is resampled and reused: same result, a third of the work. */
+    const uint8_t *src0 = img->data;
+    int nc = 3;
+    size_t npx = (size_t)w * h;
+    {
+        size_t i = 0;
+        while (i < npx && img->data[3 * i] == img->data[3 * i + 1] && img->data[3 * i] == img->data[3 * i + 2]) i++;
+        if (i == npx && (gray = malloc(npx))) {
+            for (i = 0; i < npx; i++) gray[i] = img->data[3 * i];
+            src0 = gray;
+            nc = 1;
+        }
+    }
     int yfirst = cy0, ylast = cy1; /* source rows the vertical pass reads */
     if (need_v) {
         if ((st = taps_make(h, (int)rh, cy0, cy1, &tv))) goto fail;
@@ -150,22 +166,29 @@ dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out) {
     }
     if (need_h && (st = taps_make(w, (int)rw, cx0, cx1, &th))) goto fail;
     int nrows = ylast - yfirst;
-    tmp = dn_malloc((size_t)nrows * ncx * 3);
-    res = dn_malloc((size_t)ncy * ncx * 3);
-    if (!tmp || !res) { st = DN_ERR_NOMEM; goto fail; }
+    const size_t rowlen = (size_t)ncx * nc; /* bytes per row after the horizontal pass */
+    tmp = dn_malloc((size_t)nrows * rowlen);
+    res = dn_malloc((size_t)ncy * rowlen);
+    acc = dn_malloc(sizeof(int32_t) * rowlen);
+    if (!tmp || !res || !acc) { st = DN_ERR_NOMEM; goto fail; }
 
     /* Horizontal pass (or column copy) over the needed source rows. */
     for (int y = 0; y < nrows; y++) {
-        const uint8_t *src = img->data + (size_t)(y + yfirst) * w * 3;
-        uint8_t *dst = tmp + (size_t)y * ncx * 3;
+        const uint8_t *src = src0 + (size_t)(y + yfirst) * w * nc;
+        uint8_t *dst = tmp + (size_t)y * rowlen;
         if (!need_h) {
-            memcpy(dst, src + (size_t)cx0 * 3, (size_t)ncx * 3);
+            memcpy(dst, src + (size_t)cx0 * nc, rowlen);
             continue;
         }
         for (int j = 0; j < ncx; j++) {
             const int32_t *k = th.k + (size_t)j * th.ksize;
-            const uint8_t *s = src + (size_t)th.lo[j] * 3;
+            const uint8_t *s = src + (size_t)th.lo[j] * nc;
             int32_t a0 = 1 << (PRECISION_BITS - 1), a1 = a0, a2 = a0;
+            if (nc == 1) {
+                for (int i = 0; i < th.n[j]; i++) a0 += s[i] * k[i];
+                dst[j] = clip8(a0);
+                continue;
+            }
             for (int i = 0; i < th.n[j]; i++) {
                 a0 += s[3 * i + 0] * k[i];
                 a1 += s[3 * i + 1] * k[i];
@@ -178,42 +201,53 @@ dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out) {
     }
     /* Vertical pass (or row copy). */
     for (int y = 0; y < ncy; y++) {
-        uint8_t *dst = res + (size_t)y * ncx * 3;
+        uint8_t *dst = res + (size_t)y * rowlen;
         if (!need_v) {
-            memcpy(dst, tmp + (size_t)y * ncx * 3, (size_t)ncx * 3);
+            memcpy(dst, tmp + (size_t)y * rowlen, rowlen);
             continue;
         }
+        /* Row-wise accumulation (vectorisable); integer sums are exact, so the
+         * order of the taps does not change the result. */
         const int32_t *k = tv.k + (size_t)y * tv.ksize;
-        const uint8_t *s = tmp + (size_t)(tv.lo[y] - yfirst) * ncx * 3;
-        for (int x = 0; x < ncx * 3; x++) {
-            int32_t a = 1 << (PRECISION_BITS - 1);
-            for (int i = 0; i < tv.n[y]; i++) a += s[(size_t)i * ncx * 3 + x] * k[i];
-            dst[x] = clip8(a);
+        const uint8_t *s = tmp + (size_t)(tv.lo[y] - yfirst) * rowlen;
+        for (size_t x = 0; x < rowlen; x++) acc[x] = 1 << (PRECISION_BITS - 1);
+        for (int i = 0; i < tv.n[y]; i++) {
+            const uint8_t *row = s + (size_t)i * rowlen;
+            const int32_t ki = k[i];
+            for (size_t x = 0; x < rowlen; x++) acc[x] += row[x] * ki;
         }
+        for (size_t x = 0; x < rowlen; x++) dst[x] = clip8(acc[x]);
     }
 
     /* ToTensor + Normalize through a per-channel table (same float32 ops). */
     float lut[3][256];
     for (int c = 0; c < 3; c++)
         for (int v = 0; v < 256; v++) lut[c][v] = ((float)v / 255.0f - pp->mean[c]) / pp->std[c];
+    /* Output columns [ox0, ox0 + ncx) and rows [oy0, oy0 + ncy) hold image
+     * pixels; the rest is CenterCrop's zero padding. */
+    const int ox0 = cx0 - sx, oy0 = cy0 - sy;
     for (int c = 0; c < 3; c++) {
-        int sc = pp->bgr ? 2 - c : c; /* source channel feeding output channel c */
+        int sc = nc == 1 ? 0 : pp->bgr ? 2 - c : c; /* source channel feeding output channel c */
+        const float *lc = lut[c];
         float *o = out + (size_t)c * C * C;
         for (int y = 0; y < C; y++) {
-            int ry = y + sy;
-            for (int x = 0; x < C; x++) {
-                int rx = x + sx;
-                if (ry < cy0 || ry >= cy1 || rx < cx0 || rx >= cx1)
-                    o[(size_t)y * C + x] = lut[c][0];
-                else
-                    o[(size_t)y * C + x] = lut[c][res[((size_t)(ry - cy0) * ncx + (rx - cx0)) * 3 + sc]];
+            float *orow = o + (size_t)y * C;
+            if (y < oy0 || y >= oy0 + ncy) {
+                for (int x = 0; x < C; x++) orow[x] = lc[0];
+                continue;
             }
+            const uint8_t *r = res + (size_t)(y - oy0) * rowlen + sc;
+            for (int x = 0; x < ox0; x++) orow[x] = lc[0];
+            for (int x = 0; x < ncx; x++) orow[ox0 + x] = lc[r[(size_t)nc * x]];
+            for (int x = ox0 + ncx; x < C; x++) orow[x] = lc[0];
         }
     }
 fail:
     taps_free(&th);
     taps_free(&tv);
+    free(gray);
     free(tmp);
     free(res);
+    free(acc);
     return st;
 }
