@@ -59,7 +59,7 @@ typedef struct {
 
 static double conv_loss(void *vc) {
     conv_ctx *c = vc;
-    if (c->ops) dn_conv_layer_prepare(&c->L, 1, 0); /* ops copy the weights: rebuild after perturbing */
+    if (c->ops) dn_conv_layer_prepare(&c->L, 1, 0, c->n); /* ops copy the weights: rebuild after perturbing */
     dn_conv_layer_fwd(&c->L, c->x, c->n, c->y, NULL, c->scratch);
     return dot(c->y, c->r, (size_t)c->n * c->p.cout * c->L.oh * c->L.ow);
 }
@@ -79,7 +79,7 @@ static void conv_case(int n, int cin, int cout, int h, int w, int k, int s, int 
     c.x = malloc(nx * 4); c.y = malloc(ny * 4); c.r = malloc(ny * 4);
     float *dx = malloc(nx * 4), *dw = calloc(nw, 4);
     fill(c.x, nx, 1); fill(c.r, ny, 1);
-    if (ops) CHECK(dn_conv_layer_prepare(&c.L, 1, 1) == DN_OK);
+    if (ops) CHECK(dn_conv_layer_prepare(&c.L, 1, 1, n) == DN_OK);
     dn_conv_layer_fwd(&c.L, c.x, n, c.y, pool, c.scratch);
     dn_conv_layer_bwd_data(&c.L, n, c.r, dx, pool, c.scratch);
     dn_conv_layer_bwd_weight(&c.L, c.x, n, c.r, dw, pool, c.scratch);

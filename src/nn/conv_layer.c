@@ -142,12 +142,23 @@ void dn_conv_layer_release(dn_conv_layer *L) {
     L->wt = NULL;
 }
 
-dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd) {
+/* Implementation for an op over n images with out_pixels output pixels each:
+ * under DN_CONV_AUTO, Winograd where its per-step weight transform (about the
+ * cost of 2 x 1.2k FLOP per weight) is repaid by the smaller multiply count,
+ * i.e. when n * out_pixels is large; the exact direct conv otherwise. */
+static dn_conv_impl pick_impl(const dn_conv_layer *L, int n, long out_pixels) {
+    if (L->impl != DN_CONV_AUTO) return (dn_conv_impl)L->impl;
+    const dn_conv_p *p = L->p;
+    if (p->k == 3 && p->stride == 1 && (long)n * out_pixels >= DN_CONV_WINO_MIN_PIXELS) return DN_CONV_WINOGRAD;
+    return DN_CONV_AUTO;
+}
+
+dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd, int n) {
     const dn_conv_p *p = L->p;
     if (fwd) {
         dn_conv_op_free(L->fwd);
         dn_conv_desc d = fwd_desc(p);
-        if (!(L->fwd = dn_conv_op_new(&d, p->w, NULL, (dn_conv_impl)L->impl))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
+        if (!(L->fwd = dn_conv_op_new(&d, p->w, NULL, pick_impl(L, n, (long)L->oh * L->ow)))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
     }
     if (bwd && bwd_as_conv(p)) {
         int k = p->k, kk = k * k;
@@ -160,7 +171,7 @@ dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd) {
             }
         dn_conv_op_free(L->bwd);
         dn_conv_desc d = bwd_desc(p);
-        if (!(L->bwd = dn_conv_op_new(&d, L->wt, NULL, (dn_conv_impl)L->impl))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
+        if (!(L->bwd = dn_conv_op_new(&d, L->wt, NULL, pick_impl(L, n, (long)L->h * L->w)))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
     }
     return DN_OK;
 }
@@ -173,16 +184,18 @@ size_t dn_conv_layer_scratch(const dn_conv_layer *L, int maxn) {
     dn_conv_desc fd = fwd_desc(p), bd = bwd_desc(p);
     /* The ops' scratch depends only on shapes: measure it on throwaway ops. */
     float *wz = dn_calloc((size_t)p->cin * p->cout * p->k * p->k, sizeof(float));
-    if (wz) {
-        dn_conv_op *o = dn_conv_op_new(&fd, wz, NULL, (dn_conv_impl)L->impl);
+    /* every impl pick_impl may choose */
+    dn_conv_impl cand[2] = {(dn_conv_impl)L->impl, L->impl == DN_CONV_AUTO ? DN_CONV_WINOGRAD : (dn_conv_impl)L->impl};
+    for (int c = 0; c < 2 && wz; c++) {
+        dn_conv_op *o = dn_conv_op_new(&fd, wz, NULL, cand[c]);
         if (o) { size_t t = dn_conv_op_scratch(o, maxn, L->h, L->w); if (t > s) s = t; dn_conv_op_free(o); }
-        if (bwd_as_conv(p) && (o = dn_conv_op_new(&bd, wz, NULL, (dn_conv_impl)L->impl))) {
+        if (bwd_as_conv(p) && (o = dn_conv_op_new(&bd, wz, NULL, cand[c]))) {
             size_t t = dn_conv_op_scratch(o, maxn, L->oh, L->ow);
             if (t > s) s = t;
             dn_conv_op_free(o);
         }
-        free(wz);
     }
+    free(wz);
     return s;
 }
 

@@ -32,16 +32,20 @@ typedef struct dn_conv_layer {
     const dn_conv_p *p;
     int h, w, oh, ow;
     int chunk;            /* images per GEMM chunk (weight / data gradient) */
-    int impl;             /* dn_conv_impl of the ops: DN_CONV_AUTO (exact direct) or
-                           * DN_CONV_WINOGRAD (3x3 stride-1 convs, ~1e-5 relative error) */
+    int impl;             /* DN_CONV_AUTO: Winograd for 3x3 stride-1 ops over at least
+                           * DN_CONV_WINO_MIN_PIXELS output pixels per call (~1e-5 relative
+                           * error), exact direct otherwise; DN_CONV_DIRECT: always direct;
+                           * DN_CONV_WINOGRAD: Winograd for every 3x3 stride-1 op; REF */
     dn_conv_op *fwd, *bwd;
     float *wt;            /* [cin][cout][k][k] flipped kernel for bwd (stride-1 only) */
 } dn_conv_layer;
 
 /* impl: a dn_conv_impl among AUTO, DIRECT, WINOGRAD, REF (bf16/int8 refused). */
 dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w, int maxn, int impl);
-/* (Re)build the forward op (fwd != 0) and/or the data-gradient op (bwd != 0). */
-dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd);
+#define DN_CONV_WINO_MIN_PIXELS 4096L /* measured break-even of the per-step transform: ~3.5k */
+/* (Re)build the forward op (fwd != 0) and/or the data-gradient op (bwd != 0)
+ * for batches of about n images (n only steers the AUTO choice). */
+dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd, int n);
 void dn_conv_layer_release(dn_conv_layer *L);
 size_t dn_conv_layer_scratch(const dn_conv_layer *L, int maxn);
 void dn_conv_layer_fwd(const dn_conv_layer *L, const float *x, int n, float *y, dn_pool *pool, void *scratch);

@@ -288,15 +288,17 @@ dn_status dn_net_new(dn_model *m, int first_trainable, int max_batch, int in_h, 
     if (max_batch < 1) return dn_fail(DN_ERR_ARG, "training net: max batch %d < 1", max_batch);
     if (in_h < 8 || in_w < 8 || in_h > 8192 || in_w > 8192)
         return dn_fail(DN_ERR_ARG, "training net: input size %dx%d out of range", in_h, in_w);
-    /* Convolution implementation: exact direct by default; DN_TRAIN_CONV=winograd
-     * trades ~1e-5 relative error in 3x3 stride-1 convs for speed. */
+    /* Convolution implementation (see dn_conv_layer.impl): auto by default
+     * (Winograd for large 3x3 stride-1 convs), DN_TRAIN_CONV=direct for the
+     * exact direct conv everywhere, =winograd for Winograd on every 3x3 s1. */
     dn_conv_impl impl = DN_CONV_AUTO;
     const char *ev = getenv("DN_TRAIN_CONV");
     if (ev && *ev) {
         if (!strcmp(ev, "winograd")) impl = DN_CONV_WINOGRAD;
         else if (!strcmp(ev, "ref")) impl = DN_CONV_REF;
-        else if (!strcmp(ev, "direct") || !strcmp(ev, "auto")) impl = DN_CONV_AUTO;
-        else return dn_fail(DN_ERR_ARG, "DN_TRAIN_CONV=%s: expected direct, winograd or ref", ev);
+        else if (!strcmp(ev, "direct")) impl = DN_CONV_DIRECT;
+        else if (!strcmp(ev, "auto")) impl = DN_CONV_AUTO;
+        else return dn_fail(DN_ERR_ARG, "DN_TRAIN_CONV=%s: expected auto, direct, winograd or ref", ev);
     }
     dn_net *net = dn_calloc(1, sizeof *net);
     if (!net) return DN_ERR_NOMEM;
@@ -399,9 +401,9 @@ static double conv_flop(const cbn *u, int n) {
 
 /* Builds the op(s) of u (see dn_net_sync). A failure to build only costs speed:
  * the layer falls back to its GEMM paths. */
-static void conv_prep(dn_net *net, cbn *u, int fwd, int bwd) {
+static void conv_prep(dn_net *net, cbn *u, int fwd, int bwd, int n) {
     double t = dn_now();
-    if (dn_conv_layer_prepare(&u->L, fwd, bwd)) {
+    if (dn_conv_layer_prepare(&u->L, fwd, bwd, n)) {
         dn_conv_layer_release(&u->L);
         dn_clear_error();
     }
@@ -411,7 +413,7 @@ static void conv_prep(dn_net *net, cbn *u, int fwd, int bwd) {
 static void conv_fwd(dn_net *net, cbn *u, const float *in, int n, float *out) {
     int trainable = u->stage >= net->first;
     if (!u->ready) {
-        conv_prep(net, u, 1, 0);
+        conv_prep(net, u, 1, 0, trainable ? n : net->maxb);
         u->ready = !trainable;
     }
     double t = dn_now();
@@ -429,7 +431,7 @@ static void conv_bwd(dn_net *net, cbn *u, const float *in, int n, const float *d
     net->prof.conv_bwd_weight_s += t2 - t;
     net->prof.conv_bwd_weight_flop += conv_flop(u, n);
     if (dx) {
-        conv_prep(net, u, 0, 1);
+        conv_prep(net, u, 0, 1, n);
         t2 = dn_now();
         dn_conv_layer_bwd_data(&u->L, n, dy, dx, net->pool, net->scratch);
         dn_conv_layer_release(&u->L);
