@@ -9,6 +9,7 @@
     X(convert, "convert torchvision .pth to a defectnet safetensors model (class names, metadata)") \
     X(info, "describe a model: architecture, classes, preprocessing, sha256, metadata") \
     X(download, "download torchvision ResNet-18 weights, sha256-verified") \
+    X(eval, "evaluate a model on labelled images: metrics, calibration (temperature, threshold), JSON/HTML report") \
     X(version, "print version and CPU features") \
     X(quantize, "opt a model into bf16 inference with an accuracy guard (agreement, per-class change)") \
     X(report, "manufacturing report (CSV/JSON/HTML) from the prediction store") \

@@ -236,7 +236,7 @@ void dn_eval_report_table(const dn_eval_report *r, FILE *f) {
                 (long long)r->n_fit, r->fit.nll_before, r->fit.nll_after, r->fit_ece_before, r->fit_ece_after,
                 r->fit.at_bound ? " (at its bound: validation perfectly separated or hopeless)" : "");
     fprintf(f, "threshold    %.4f (%s", r->threshold, r->thr_source);
-    if (r->target > 0) fprintf(f, ", target accuracy %.4g%s", r->target, r->reached ? "" : " NOT reached");
+    if (r->target > 0) fprintf(f, " for target accuracy %.4g%s", r->target, r->reached ? "" : ", NOT reached");
     fprintf(f, ")\n");
     if (r->has_thr_fit)
         fprintf(f, "  on %-8s coverage %.4f  accuracy %.4f  (%lld of %lld accepted)\n", r->fit_split,
