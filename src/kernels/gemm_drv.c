@@ -72,94 +72,6 @@ int dn_gemm_slabs(void) {
     return n < 1 ? 1 : n > 64 ? 64 : n;
 }
 
-static inline int ceil_div(int a, int s) { return a >= 0 ? (a + s - 1) / s : -((-a) / s); }
-
-/* Writers of cnt consecutive columns starting at column jj of row kk of a
- * packed B block, split at panel boundaries. */
-static inline float *bpos(float *dst, int kc, int kk, int NR, int jj) {
-    return dst + ((size_t)(jj / NR) * kc + kk) * NR + jj % NR;
-}
-static void put_zero(float *dst, int kc, int kk, int NR, int jj, int cnt) {
-    while (cnt > 0) {
-        int seg = NR - jj % NR;
-        if (seg > cnt) seg = cnt;
-        memset(bpos(dst, kc, kk, NR, jj), 0, (size_t)seg * sizeof(float));
-        jj += seg; cnt -= seg;
-    }
-}
-static void put_copy(float *dst, int kc, int kk, int NR, int jj, const float *src, int cnt) {
-    while (cnt > 0) {
-        int seg = NR - jj % NR;
-        if (seg > cnt) seg = cnt;
-        memcpy(bpos(dst, kc, kk, NR, jj), src, (size_t)seg * sizeof(float));
-        jj += seg; cnt -= seg; src += seg;
-    }
-}
-static void put_gather(float *dst, int kc, int kk, int NR, int jj, const float *src, int s, int cnt) {
-    while (cnt > 0) {
-        int seg = NR - jj % NR;
-        if (seg > cnt) seg = cnt;
-        float *d = bpos(dst, kc, kk, NR, jj);
-        for (int q = 0; q < seg; q++) d[q] = src[(size_t)q * s];
-        jj += seg; cnt -= seg; src += (size_t)seg * s;
-    }
-}
-
-/* B block [pc, pc+kc) x [j0, j0+nc) into NR panels. */
-static void pack_b(const dn_gemm_plan *p, int pc, int kc, int j0, int nc, float *dst) {
-    const int NR = p->u->nr;
-    const int npan = (nc + NR - 1) / NR;
-    if (!p->cd) {
-        for (int kk = 0; kk < kc; kk++) {
-            int k = pc + kk;
-            for (int jp = 0; jp < npan; jp++) {
-                float *d = dst + ((size_t)jp * kc + kk) * NR;
-                int j = j0 + jp * NR, n = nc - jp * NR < NR ? nc - jp * NR : NR;
-                if (!p->transB) {
-                    const float *s = p->B + (size_t)k * p->ldb + j;
-                    for (int t = 0; t < n; t++) d[t] = s[t];
-                } else {
-                    const float *s = p->B + (size_t)j * p->ldb + k;
-                    for (int t = 0; t < n; t++) d[t] = s[(size_t)t * p->ldb];
-                }
-                for (int t = n; t < NR; t++) d[t] = 0.0f;
-            }
-        }
-        return;
-    }
-    /* im2col: row k = (ci, ky, kx), column j = (img, oy, ox). */
-    const dn_conv_desc *cd = p->cd;
-    const int kk2 = cd->kh * cd->kw, s = cd->stride, pad = cd->pad, w = p->w, h = p->h, ow = p->ow;
-    const long P = p->P;
-    for (int kk = 0; kk < kc; kk++) {
-        int k = pc + kk, ci = k / kk2, r = k % kk2, ky = r / cd->kw, kx = r % cd->kw;
-        int tlo0 = ceil_div(pad - kx, s), thi0 = ceil_div(w + pad - kx, s); /* valid ox range */
-        int j = j0;
-        while (j < j0 + nc) {
-            long img = j / P, pp = j % P;
-            int oy = (int)(pp / ow), ox = (int)(pp % ow);
-            int run = ow - ox < j0 + nc - j ? ow - ox : j0 + nc - j;
-            int iy = oy * s - pad + ky;
-            const float *src = NULL;
-            if (iy >= 0 && iy < h) src = p->x + (((size_t)img * cd->cin + ci) * h + iy) * w;
-            int lo = tlo0 - ox, hi = thi0 - ox; /* t in [lo, hi) reads inside the row */
-            if (lo < 0) lo = 0;
-            if (hi > run) hi = run;
-            if (!src || hi < lo) lo = hi = run; /* all zero */
-            int jj = j - j0;
-            put_zero(dst, kc, kk, NR, jj, lo);
-            if (hi > lo) {
-                const float *sp = src + (ox + lo) * s - pad + kx;
-                if (s == 1) put_copy(dst, kc, kk, NR, jj + lo, sp, hi - lo);
-                else put_gather(dst, kc, kk, NR, jj + lo, sp, s, hi - lo);
-            }
-            put_zero(dst, kc, kk, NR, jj + hi, run - hi);
-            j += run;
-        }
-        /* zero the padding columns of the last panel */
-        for (int jj = nc; jj < npan * NR; jj++) dst[((size_t)(jj / NR) * kc + kk) * NR + jj % NR] = 0.0f;
-    }
-}
 
 typedef struct { const dn_gemm_plan *p; char *scratch; size_t slab; int nslab; } run_arg;
 
@@ -242,7 +154,7 @@ static void run_job(void *va, int ith, int nth) {
         for (int pc = 0; pc < p->K; pc += DN_GEMM_KC) {
             int kc = p->K - pc < DN_GEMM_KC ? p->K - pc : DN_GEMM_KC;
             int last = pc + kc == p->K, accum = pc > 0 || p->accum;
-            pack_b(p, pc, kc, j0, nc, bbuf);
+            p->u->pack_b(p, pc, kc, j0, nc, bbuf);
             const float *bblk = bbuf;
             int kcu = kc; /* k count the micro-kernel sees */
             if (p->bf16) {

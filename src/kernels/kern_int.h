@@ -21,7 +21,16 @@ typedef void (*dn_ukr_fn)(int kc, const float *a, const float *b, float *c, long
  * must be readable; the driver packs partial edge panels instead). */
 typedef void (*dn_ukr_strided_fn)(int kc, const float *a, long a_rs, long a_cs, const float *b, float *c, long ldc,
                                   int mr, int nr, int accum, const float *bias, const float *res, long ldr, int relu);
-typedef struct { int mr, nr; dn_ukr_fn fn; dn_ukr_strided_fn fn_strided; const char *name; } dn_ukr;
+struct dn_gemm_plan;
+/* Packs B rows [pc, pc+kc) x columns [j0, j0+nc) of the plan into NR panels. */
+typedef void (*dn_pack_b_fn)(const struct dn_gemm_plan *p, int pc, int kc, int j0, int nc, float *dst);
+typedef struct {
+    int mr, nr;
+    dn_ukr_fn fn;
+    dn_ukr_strided_fn fn_strided;
+    dn_pack_b_fn pack_b;
+    const char *name;
+} dn_ukr;
 
 extern const dn_ukr dn_ukr_avx512;   /* x86/ukr_avx512.c: 8 x 32 */
 extern const dn_ukr dn_ukr_avx2;     /* x86/ukr_avx2.c:   6 x 16 */
@@ -67,6 +76,9 @@ typedef struct dn_gemm_plan {
     int accum;                    /* 1: add onto existing C (sgemm beta == 1) */
     int bf16;                     /* Ap is dn_gemm_pack_a_bf16 output; B converted per block */
 } dn_gemm_plan;
+
+void dn_pack_b_avx512(const dn_gemm_plan *p, int pc, int kc, int j0, int nc, float *dst); /* x86/pack_avx512.c */
+void dn_pack_b_avx2(const dn_gemm_plan *p, int pc, int kc, int j0, int nc, float *dst);   /* x86/pack_avx2.c */
 
 /* Bytes of scratch per thread and the number of thread slabs the driver uses. */
 size_t dn_gemm_slab_bytes(const dn_ukr *u);

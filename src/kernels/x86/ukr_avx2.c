@@ -67,4 +67,4 @@ static void ukr_6x16_strided(int kc, const float *a, long a_rs, long a_cs, const
     body(kc, a, a_rs, a_cs, b, c, ldc, mr, nr, accum, bias, res, ldr, relu);
 }
 
-const dn_ukr dn_ukr_avx2 = {MR, NR, ukr_6x16, ukr_6x16_strided, "avx2-6x16"};
+const dn_ukr dn_ukr_avx2 = {MR, NR, ukr_6x16, ukr_6x16_strided, dn_pack_b_avx2, "avx2-6x16"};

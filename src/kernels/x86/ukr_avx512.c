@@ -57,4 +57,4 @@ static void ukr_8x32_strided(int kc, const float *a, long a_rs, long a_cs, const
     body(kc, a, a_rs, a_cs, b, c, ldc, mr, nr, accum, bias, res, ldr, relu);
 }
 
-const dn_ukr dn_ukr_avx512 = {MR, NR, ukr_8x32, ukr_8x32_strided, "avx512-8x32"};
+const dn_ukr dn_ukr_avx512 = {MR, NR, ukr_8x32, ukr_8x32_strided, dn_pack_b_avx512, "avx512-8x32"};

@@ -57,4 +57,4 @@ static void ukr_bf16_8x32(int kc, const float *af, const float *bf, float *c, lo
     }
 }
 
-const dn_ukr dn_ukr_bf16_avx512 = {MR, NR, ukr_bf16_8x32, NULL, "bf16-avx512-8x32"};
+const dn_ukr dn_ukr_bf16_avx512 = {MR, NR, ukr_bf16_8x32, NULL, dn_pack_b_avx512, "bf16-avx512-8x32"};
