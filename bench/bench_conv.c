@@ -15,6 +15,39 @@ static double cpu_now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* FMA peak: 12 independent accumulator chains per thread, registers only. */
+#include <immintrin.h>
+typedef struct { long iters; double sink[64], cpu[64]; } peak_arg;
+__attribute__((target("avx512f,fma"))) static void peak_job(void *va, int ith, int nth) {
+    peak_arg *a = va;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    __m512 acc[12];
+    for (int i = 0; i < 12; i++) acc[i] = _mm512_set1_ps((float)i);
+    const __m512 m = _mm512_set1_ps(0.999999f), c = _mm512_set1_ps(1e-7f);
+    for (long k = 0; k < a->iters; k++) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) acc[i] = _mm512_fmadd_ps(acc[i], m, c);
+    }
+    float t = 0;
+    for (int i = 0; i < 12; i++) t += _mm512_reduce_add_ps(acc[i]);
+    a->sink[ith & 63] = t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+    a->cpu[ith & 63] = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) * 1e-9;
+}
+/* Wall-clock peak of all threads, and per-core peak from each thread's own
+ * CPU time (robust to other load on the machine). */
+static void measure_peak(dn_pool *pool, double *wall, double *per_core) {
+    peak_arg a = {20000000L, {0}, {0}};
+    double t0 = dn_now();
+    dn_pool_run(pool, peak_job, &a);
+    double t = dn_now() - t0, f = 2.0 * 16 * 12 * (double)a.iters, best = 0;
+    int n = dn_pool_size(pool);
+    for (int i = 0; i < n && i < 64; i++) if (a.cpu[i] > 0 && f / a.cpu[i] > best) best = f / a.cpu[i];
+    *wall = f * n / t / 1e9;
+    *per_core = best / 1e9;
+}
+
 typedef struct { const char *name; int cin, cout, k, s, p, h, count; } layer;
 static const layer L[] = {
     {"conv1", 3, 64, 7, 2, 3, 224, 1},
@@ -45,6 +78,12 @@ int main(int argc, char **argv) {
     }
     if (batch < 1 || threads < 1) { fprintf(stderr, "bench_conv: bad --batch/--threads\n"); return 2; }
     dn_pool *pool = dn_pool_new(threads);
+    if (dn_cpu_features() & DN_CPU_AVX512F) {
+        double wall, core;
+        measure_peak(pool, &wall, &core);
+        printf("measured AVX-512 FMA peak: %.1f GFLOP/s per core (own CPU time), %.1f GFLOP/s wall on %d thread(s)\n",
+               core, wall, threads);
+    }
     dn_rng rg;
     dn_rng_seed(&rg, 1);
     double tot_t = 0, tot_f = 0, tot_c = 0;
