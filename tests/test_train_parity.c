@@ -537,6 +537,13 @@ TEST(optim_bad_config) {
 TEST(sgd_nesterov_wd_freeze_none) { run_case("sgd_none", 1); }
 TEST(sgd_nesterov_wd_freeze_none_2threads) { run_case("sgd_none", 2); }
 TEST(adamw_freeze_layer3_warmup_cosine) { run_case("adamw_layer3", 2); }
+/* Winograd forward / data gradient (the default for large 3x3 stride-1 convs,
+ * forced here on the small fixture) must stay within the same tolerance. */
+TEST(sgd_nesterov_wd_freeze_none_winograd) {
+    setenv("DN_TRAIN_CONV", "winograd", 1);
+    run_case("sgd_none", 2);
+    unsetenv("DN_TRAIN_CONV");
+}
 TEST(sgd_head_only_steplr) { run_case("head_only", 1); }
 TEST(label_smoothing_class_weights_freeze_layer2) { run_case("smooth_weights", 2); }
 
@@ -544,6 +551,7 @@ int main(void) {
     RUN(sgd_nesterov_wd_freeze_none);
     RUN(sgd_nesterov_wd_freeze_none_2threads);
     RUN(adamw_freeze_layer3_warmup_cosine);
+    RUN(sgd_nesterov_wd_freeze_none_winograd);
     RUN(sgd_head_only_steplr);
     RUN(label_smoothing_class_weights_freeze_layer2);
     RUN(schedules_match_torch);

@@ -184,12 +184,14 @@ size_t dn_conv_layer_scratch(const dn_conv_layer *L, int maxn) {
     dn_conv_desc fd = fwd_desc(p), bd = bwd_desc(p);
     /* The ops' scratch depends only on shapes: measure it on throwaway ops. */
     float *wz = dn_calloc((size_t)p->cin * p->cout * p->k * p->k, sizeof(float));
-    /* every impl pick_impl may choose */
-    dn_conv_impl cand[2] = {(dn_conv_impl)L->impl, L->impl == DN_CONV_AUTO ? DN_CONV_WINOGRAD : (dn_conv_impl)L->impl};
+    /* every impl pick_impl may choose for batches up to maxn */
     for (int c = 0; c < 2 && wz; c++) {
-        dn_conv_op *o = dn_conv_op_new(&fd, wz, NULL, cand[c]);
+        dn_conv_impl fi = c ? pick_impl(L, maxn, (long)L->oh * L->ow) : (dn_conv_impl)L->impl;
+        dn_conv_impl bi = c ? pick_impl(L, maxn, (long)L->h * L->w) : (dn_conv_impl)L->impl;
+        if (c && fi == (dn_conv_impl)L->impl && bi == (dn_conv_impl)L->impl) break;
+        dn_conv_op *o = dn_conv_op_new(&fd, wz, NULL, fi);
         if (o) { size_t t = dn_conv_op_scratch(o, maxn, L->h, L->w); if (t > s) s = t; dn_conv_op_free(o); }
-        if (bwd_as_conv(p) && (o = dn_conv_op_new(&bd, wz, NULL, cand[c]))) {
+        if (bwd_as_conv(p) && (o = dn_conv_op_new(&bd, wz, NULL, bi))) {
             size_t t = dn_conv_op_scratch(o, maxn, L->oh, L->ow);
             if (t > s) s = t;
             dn_conv_op_free(o);
