@@ -881,7 +881,7 @@ TEST(mqtt_unreachable_broker_retried_then_failed) {
     CHECK(worst < 2.0);
     CHECK(col_wait(&c, 3, 60) == 3);
     for (int i = 0; i < c.n; i++)
-        CHECK_MSG(!strcmp(c.o[i].status, "failed") && c.o[i].attempts == 3 && strstr(c.o[i].detail, "not connected"),
+        CHECK_MSG(!strcmp(c.o[i].status, "failed") && c.o[i].attempts == 3 && strstr(c.o[i].detail, "unreachable"),
                   "%s %d %s", c.o[i].status, c.o[i].attempts, c.o[i].detail);
     printf("  %s\n", c.o[0].detail);
     dn_actions_free(a);

@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <mosquitto.h>
+#include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -31,6 +32,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -477,6 +479,43 @@ static void mqtt_wait(worker *w, double deadline) {
     pthread_cond_timedwait(&w->mcv, &w->mmu, &ts);
 }
 
+/* Is anything accepting TCP connections at host:port? Non-blocking connect bounded by the
+ * absolute monotonic deadline. 0 if yes, else -1 with the reason in err. */
+static int tcp_probe(const char *host, int port, double deadline, char *err, size_t cap) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int g = getaddrinfo(host, ps, &hints, &res);
+    if (g) {
+        snprintf(err, cap, "%s", gai_strerror(g));
+        return -1;
+    }
+    int ok = -1;
+    snprintf(err, cap, "no address");
+    for (struct addrinfo *ai = res; ai && ok; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) { snprintf(err, cap, "socket: %s", strerror(errno)); continue; }
+        int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        if (rc == 0) ok = 0;
+        else if (errno == EINPROGRESS) {
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            int ms = (int)((deadline - dn_now()) * 1000);
+            if (ms < 1) ms = 1;
+            int pr = poll(&pf, 1, ms);
+            int soerr = 0;
+            socklen_t sl = sizeof soerr;
+            if (pr == 0) snprintf(err, cap, "connect timed out");
+            else if (pr < 0) snprintf(err, cap, "poll: %s", strerror(errno));
+            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0) ok = 0;
+            else snprintf(err, cap, "connect: %s", strerror(soerr ? soerr : errno));
+        } else
+            snprintf(err, cap, "connect: %s", strerror(errno));
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return ok;
+}
+
 static int run_mqtt(worker *w, const job *j, const char *topic, char *detail, size_t cap) {
     const dn_action_def *act = j->act;
     double deadline = dn_now() + act->timeout_s;
@@ -491,7 +530,7 @@ static int run_mqtt(worker *w, const job *j, const char *topic, char *detail, si
         mosquitto_connect_callback_set(w->mosq, on_connect);
         mosquitto_disconnect_callback_set(w->mosq, on_disconnect);
         mosquitto_publish_callback_set(w->mosq, on_publish);
-        mosquitto_reconnect_delay_set(w->mosq, 1, 10, true);
+        mosquitto_reconnect_delay_set(w->mosq, 1, 4, true);
         int rc = mosquitto_connect_async(w->mosq, act->host, act->port, act->keepalive_s);
         if (rc != MOSQ_ERR_SUCCESS) { /* the network thread keeps retrying */
             pthread_mutex_lock(&w->mmu);
@@ -513,6 +552,18 @@ static int run_mqtt(worker *w, const job *j, const char *topic, char *detail, si
             return 0;
         }
         w->loop_started = 1;
+    }
+    pthread_mutex_lock(&w->mmu);
+    int connected = w->connected;
+    pthread_mutex_unlock(&w->mmu);
+    if (!connected) {
+        /* libmosquitto's thread reconnects silently in the background; without this probe an
+         * attempt against a dead broker would always wait its whole timeout for a CONNACK */
+        char perr[160];
+        if (tcp_probe(act->host, act->port, deadline, perr, sizeof perr)) {
+            snprintf(detail, cap, "broker %s:%d unreachable: %s", act->host, act->port, perr);
+            return 0;
+        }
     }
     pthread_mutex_lock(&w->mmu);
     while (!w->connected && dn_now() < deadline && !past_stop_deadline(w->owner)) mqtt_wait(w, deadline);
