@@ -4,7 +4,10 @@
  *   loadgen --port P [--host 127.0.0.1] --image F [--image F2 ...] [-c 16] [-d 60]
  *           [--token T] [--line L] [--ids FILE] [--tag NAME]
  *     Posts images round-robin to /v1/predict for -d seconds over -c connections.
- *     Every request carries a unique X-Request-Id "<tag>-<conn>-<seq>". Prints
+ *     Every request carries a unique X-Request-Id "<tag>-<conn>-<seq>"; after a
+ *     transport error (server down) the same request is retried with the same id, so
+ *     a prediction committed just before a crash is answered from the store, not
+ *     recorded twice. Prints
  *     throughput, p50/p90/p99/max latency of 200 answers, counts per status code and
  *     transport errors. --ids appends "<prediction id> <request id>" for every 200
  *     (flushed per line, so the file is complete even if the server dies mid-run).
@@ -50,12 +53,11 @@ typedef struct {
 
 static size_t on_body(char *p, size_t sz, size_t n, void *ud) {
     conn *c = ud;
-    size_t k = sz * n;
-    if (c->blen + k < sizeof c->buf) {
-        memcpy(c->buf + c->blen, p, k);
-        c->blen += k;
-        c->buf[c->blen] = 0;
-    }
+    size_t k = sz * n, room = sizeof c->buf - 1 - c->blen;
+    size_t m = k < room ? k : room; /* keep the head: "id" comes first */
+    memcpy(c->buf + c->blen, p, m);
+    c->blen += m;
+    c->buf[c->blen] = 0;
     return k;
 }
 
@@ -101,6 +103,7 @@ static void *run_conn(void *arg) {
         if (rc != CURLE_OK || code <= 0 || code >= 600) {
             c->transport++;
             usleep(20000); /* server down (crash test): do not spin */
+            seq--;         /* retry the same request id: the server may have committed it */
             continue;
         }
         c->codes[code]++;

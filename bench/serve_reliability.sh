@@ -11,12 +11,15 @@
 # Usage: bench/serve_reliability.sh [DURATION_S=60] [CONNECTIONS=16]
 # Env: BUILD (default build), MODEL (default $DN_SHARED/weights/resnet18-imagenet.pth,
 #      else the committed narrow fixture), IMAGES_DIR (default NEU-CLS), WORKERS (2).
+#      PHASES (default "1 2 3") selects scenarios.
 # Needs: make BUILD=$BUILD all bench. Prints a markdown block for BENCHMARKS.md.
 set -u
 D=${1:-60}
 C=${2:-16}
 BUILD=${BUILD:-build}
 WORKERS=${WORKERS:-2}
+PHASES=${PHASES:-1 2 3}
+want() { case " $PHASES " in *" $1 "*) return 0;; esac; return 1; }
 BIN="$PWD/$BUILD/defectnet"
 LG="$PWD/$BUILD/bench/loadgen"
 SHARED=${DN_SHARED:-../shared}
@@ -61,6 +64,7 @@ stop_server() { kill -TERM "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/
 echo "## defectnet serve reliability ($(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, model $(basename "$MODEL"), $WORKERS workers)"
 echo
 echo '```'
+if want 1; then
 echo "# 1. steady load: $C connections, ${D}s"
 P=$(free_port)
 start_server "$P" "$TMP/steady.db"
@@ -68,7 +72,10 @@ start_server "$P" "$TMP/steady.db"
 rows=$(curl -s "http://127.0.0.1:$P/metrics" | grep '^defectnet_predictions_total' | awk '{s+=$2} END {print s+0}')
 stop_server
 echo "predictions counted by the server: $rows"
+fi
 
+VER=0
+if want 2; then
 echo
 echo "# 2. kill -9 during load, restart, verify"
 P=$(free_port)
@@ -86,7 +93,9 @@ cat "$TMP/crash.txt"
 stop_server
 "$LG" --verify "sqlite:$TMP/crash.db" --ids "$TMP/ids.txt"
 VER=$?
+fi
 
+if want 3; then
 echo
 echo "# 3. unreachable webhook + MQTT broker"
 DEAD=$(free_port)
@@ -105,7 +114,8 @@ stop_server
 echo "outcomes recorded in the store by status:"
 if command -v sqlite3 >/dev/null; then
     sqlite3 "$TMP/dead.db" "SELECT kind, status, attempts, count(*) FROM action_outcomes GROUP BY 1,2,3 ORDER BY 1,2,3" | sed 's/^/  /'
-    sqlite3 "$TMP/dead.db" "SELECT '  example: ' || kind || ' ' || status || ' after ' || attempts || ' attempts: ' || detail FROM action_outcomes WHERE status='failed' GROUP BY kind" 
+    sqlite3 "$TMP/dead.db" "SELECT '  example: ' || kind || ' ' || status || ' after ' || attempts || ' attempts: ' || detail FROM action_outcomes WHERE status='failed' GROUP BY kind"
+fi
 fi
 echo '```'
 [ $VER -eq 0 ]
