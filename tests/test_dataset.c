@@ -168,7 +168,7 @@ TEST(manifest_read) {
     put(P("%s/imgs/d.png", "man"), "4");
     char csv[1024];
     snprintf(csv, sizeof csv,
-             "label,path,split,comment\r\n"
+             "\xEF\xBB\xBFlabel,path,split,comment\r\n"
              "scratch,imgs/a 1.png,train,x\r\n"
              "\"spot\",\"imgs/b,2.png\",test,\"q\"\"uote\"\r\n"
              "\r\n"

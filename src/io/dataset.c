@@ -414,7 +414,7 @@ dn_status dn_dataset_load_manifest(const char *csv, dn_dataset **out) {
     int cpath = -1, clabel = -1, csplit = -1, line = 0, nmissing = 0, has_split = 0;
     char first_missing[512] = "";
     int first_missing_line = 0;
-    size_t pos = 0;
+    size_t pos = len >= 3 && !memcmp(data, "\xEF\xBB\xBF", 3) ? 3 : 0; /* UTF-8 BOM (spreadsheet exports) */
     if (!buf || !dir) { st = DN_ERR_NOMEM; goto done; }
     /* header */
     int nf;
