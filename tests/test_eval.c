@@ -8,6 +8,11 @@
 #include "core/json.h"
 #include "eval/calibrate.h"
 #include "eval/report.h"
+#include "io/dataset.h"
+#include "io/modelfile.h"
+#include "io/synth.h"
+#include "nn/engine.h"
+#include "nn/model.h"
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -24,12 +29,6 @@ static char *slurp(const char *path, size_t *len) {
     s[l] = 0;
     if (len) *len = l;
     return s;
-}
-
-/* Runs a shell command, returns its exit status (-1 if it did not exit). */
-static inline int sh(const char *cmd) {
-    int r = system(cmd);
-    return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
 }
 
 /* ------------------------------------------------------------ temperature */
@@ -169,10 +168,578 @@ TEST(threshold_and_coverage) {
     CHECK(dn_calib_choose_threshold(conf, ok, 8, 0, &p) == DN_ERR_ARG);
 }
 
+/* ------------------------------------------------------------ thumbnails */
+
+TEST(base64_png_thumbnail) {
+    const char *in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    const char *want[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"}; /* RFC 4648 vectors */
+    for (int i = 0; i < 7; i++) {
+        char *o = NULL;
+        CHECK(dn_base64((const uint8_t *)in[i], strlen(in[i]), &o) == DN_OK);
+        CHECK_MSG(o && !strcmp(o, want[i]), "base64('%s') = '%s'", in[i], o ? o : "(null)");
+        free(o);
+    }
+    /* PNG round trip through our own decoder: RGB and gray images */
+    for (int gray = 0; gray < 2; gray++) {
+        dn_image img = {37, 23, malloc(37 * 23 * 3)};
+        for (int i = 0; i < 37 * 23; i++)
+            for (int c = 0; c < 3; c++) img.data[i * 3 + c] = (uint8_t)(gray ? i * 7 : i * 7 + c * 50);
+        uint8_t *png;
+        size_t len;
+        CHECK(dn_png_encode(&img, &png, &len) == DN_OK);
+        dn_image back = {0};
+        CHECK(dn_image_decode(png, len, "roundtrip.png", &back) == DN_OK);
+        CHECK(back.w == 37 && back.h == 23 && !memcmp(back.data, img.data, 37 * 23 * 3));
+        CHECK(png[25] == (gray ? 0 : 2)); /* IHDR colour type: gray or RGB */
+        free(png);
+        dn_image_free(&back);
+        /* thumbnail: longest side 16, aspect kept, box-averaged */
+        char *b64 = NULL;
+        CHECK(dn_thumb_png_base64(&img, 16, &b64) == DN_OK);
+        CHECK(b64 && strlen(b64) > 20);
+        free(b64);
+        dn_image_free(&img);
+    }
+    dn_image flat = {300, 100, malloc(300 * 100 * 3)};
+    memset(flat.data, 77, 300 * 100 * 3);
+    char *b64 = NULL;
+    CHECK(dn_thumb_png_base64(&flat, 60, &b64) == DN_OK);
+    /* decode the base64 back (tiny decoder) and check size and the average */
+    size_t n = strlen(b64), o = 0;
+    uint8_t *bin = malloc(n);
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n && b64[i] != '='; i++) {
+        const char *tab = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        acc = acc << 6 | (uint32_t)(strchr(tab, b64[i]) - tab);
+        bits += 6;
+        if (bits >= 8) { bits -= 8; bin[o++] = (uint8_t)(acc >> bits); }
+    }
+    dn_image t = {0};
+    CHECK(dn_image_decode(bin, o, "thumb.png", &t) == DN_OK);
+    CHECK(t.w == 60 && t.h == 20);
+    CHECK(t.data && t.data[0] == 77 && t.data[(20 * 60 - 1) * 3 + 2] == 77);
+    dn_image_free(&t);
+    free(bin);
+    free(b64);
+    dn_image_free(&flat);
+    dn_image empty = {0};
+    CHECK(dn_thumb_png_base64(&empty, 16, &b64) == DN_ERR_ARG);
+}
+
+/* ------------------------------------------------------------ end to end
+ * Data: a synthetic ImageFolder (6 classes x 14, 40 px), split by the dataset
+ * code into a manifest. Model: the narrow fixture ResNet (r18n.pth) at 32 px
+ * with a nearest-class-mean head computed here from the train features, so it
+ * is better than chance and deterministic without depending on the trainer. */
+
+static char g_dir[256];
+static const char *g_bin;
+static char g_model[320], g_manifest[320], g_data[320];
+
+static int run(const char *args, char **out, char **err) {
+    char cmd[4096], o[300], e[300];
+    snprintf(o, sizeof o, "%s/.stdout", g_dir);
+    snprintf(e, sizeof e, "%s/.stderr", g_dir);
+    snprintf(cmd, sizeof cmd, "\"%s\" eval %s >\"%s\" 2>\"%s\"", g_bin, args, o, e);
+    int st = system(cmd);
+    *out = slurp(o, NULL);
+    *err = slurp(e, NULL);
+    if (!*out) *out = calloc(1, 1);
+    if (!*err) *err = calloc(1, 1);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+/* Logits of the items of `split` with model m (raw, T = 1). */
+static int split_logits(const dn_model *m, const dn_dataset *ds, int split, float **lg, int **y, int *n) {
+    const char **paths;
+    int *labels;
+    if (dn_dataset_select(ds, split, &paths, &labels, n)) return -1;
+    dn_session *s = NULL;
+    if (dn_session_new(m, 1, 1, &s)) return -1;
+    int k = m->num_classes;
+    *lg = malloc((size_t)*n * k * sizeof **lg);
+    *y = labels;
+    float *in = dn_session_input(s);
+    int bad = 0;
+    for (int i = 0; i < *n; i++) {
+        dn_image img = {0};
+        bad |= dn_image_load(paths[i], &img) || dn_preprocess(&img, &m->pp, in) ||
+               dn_session_forward(s, in, 1, *lg + (size_t)i * k);
+        dn_image_free(&img);
+    }
+    dn_session_free(s);
+    free(paths);
+    return bad ? -1 : 0;
+}
+
+static int build_model(void) {
+    dn_dataset *ds = NULL;
+    dn_model *m = NULL;
+    dn_session *s = NULL;
+    const char **paths = NULL;
+    int *labels = NULL, n = 0, ok = 0;
+    float *feat = NULL;
+    double *mu = NULL;
+    int cnt[16] = {0};
+    if (dn_dataset_load_manifest(g_manifest, &ds)) goto out;
+    if (dn_model_load_ex("tests/fixtures/resnet/r18n.pth", 1, &m)) goto out;
+    if (dn_model_new_head(m, ds->nclasses, (const char *const *)ds->classes, 7)) goto out;
+    m->pp.resize = 64;
+    m->pp.crop = 64;
+    if (dn_session_new(m, 1, 1, &s) || dn_dataset_select(ds, DN_SPLIT_TRAIN, &paths, &labels, &n)) goto out;
+    int d = m->feat_dim, k = ds->nclasses;
+    feat = malloc((size_t)n * d * sizeof *feat);
+    mu = calloc((size_t)k * d, sizeof *mu);
+    float *in = dn_session_input(s);
+    for (int i = 0; i < n; i++) {
+        dn_image img = {0};
+        int bad = dn_image_load(paths[i], &img) || dn_preprocess(&img, &m->pp, in) ||
+                  dn_session_features(s, in, 1, feat + (size_t)i * d);
+        dn_image_free(&img);
+        if (bad) goto out;
+        for (int j = 0; j < d; j++) mu[(size_t)labels[i] * d + j] += feat[(size_t)i * d + j];
+        cnt[labels[i]]++;
+    }
+    double spread = 0;
+    for (int c = 0; c < k; c++)
+        for (int j = 0; j < d; j++) mu[(size_t)c * d + j] /= cnt[c] ? cnt[c] : 1;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < d; j++) {
+            double t = feat[(size_t)i * d + j] - mu[(size_t)labels[i] * d + j];
+            spread += t * t;
+        }
+    spread /= n;
+    /* logits = -alpha/2 |x - mu_c|^2 + const: nearest class mean, moderately confident */
+    double alpha = 1.0 / (spread > 0 ? spread : 1);
+    for (int c = 0; c < k; c++) {
+        double sq = 0;
+        for (int j = 0; j < d; j++) {
+            m->fc_w[(size_t)c * d + j] = (float)(alpha * mu[(size_t)c * d + j]);
+            sq += mu[(size_t)c * d + j] * mu[(size_t)c * d + j];
+        }
+        m->fc_b[c] = (float)(-alpha * sq / 2);
+    }
+    ok = dn_model_save(m, g_model) == DN_OK;
+out:
+    if (!ok) printf("  setup: %s\n", dn_last_error());
+    free(feat);
+    free(mu);
+    free(paths);
+    free(labels);
+    dn_session_free(s);
+    dn_model_free(m);
+    dn_dataset_free(ds);
+    return ok;
+}
+
+static int setup(void) {
+    g_bin = getenv("DN_BIN");
+    if (!g_bin || access(g_bin, X_OK) != 0) return 0;
+    snprintf(g_dir, sizeof g_dir, "/tmp/dn_test_eval_XXXXXX");
+    if (!mkdtemp(g_dir)) return 0;
+    snprintf(g_data, sizeof g_data, "%s/data", g_dir);
+    snprintf(g_manifest, sizeof g_manifest, "%s/split.csv", g_dir);
+    snprintf(g_model, sizeof g_model, "%s/model.safetensors", g_dir);
+    dn_synth_cfg cfg;
+    dn_synth_cfg_default(&cfg);
+    cfg.per_class = 14;
+    cfg.size = 64;
+    cfg.seed = 5;
+    dn_dataset *ds = NULL;
+    dn_split_cfg sc;
+    dn_split_cfg_default(&sc);
+    int ok = dn_synth_write(g_data, &cfg, NULL) == DN_OK && dn_dataset_scan(g_data, &ds) == DN_OK &&
+             dn_dataset_split(ds, &sc) == DN_OK && dn_dataset_write_manifest(ds, g_manifest) == DN_OK;
+    dn_dataset_free(ds);
+    if (!ok || !build_model()) { printf("  setup failed: %s\n", dn_last_error()); g_dir[0] = 0; return 0; }
+    return 1;
+}
+
+#define NEED_SETUP() do { if (!g_dir[0]) SKIP("DN_BIN not set or setup failed (run through tests/run.sh)"); } while (0)
+
+static double jnum(const dn_json *root, const char *a, const char *b) {
+    const dn_json *v = dn_json_get(root, a);
+    if (b) v = dn_json_get(v, b);
+    return dn_json_num(v, NAN);
+}
+
+TEST(eval_end_to_end) {
+    NEED_SETUP();
+    char args[2048], *out, *err, cal[300], html[300], js[300];
+    snprintf(cal, sizeof cal, "%s/calibrated.safetensors", g_dir);
+    snprintf(html, sizeof html, "%s/report.html", g_dir);
+    snprintf(js, sizeof js, "%s/report.json", g_dir);
+    snprintf(args, sizeof args, "--model %s --manifest %s --calibrate-on val --threshold-target-accuracy 0.9 "
+             "--batch 5 --threads 1 --format json --write-model %s --html %s --json %s", g_model, g_manifest, cal, html, js);
+    int rc = run(args, &out, &err);
+    CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+    dn_json *r = dn_json_parse(out, strlen(out), NULL, 0);
+    CHECK_MSG(r, "stdout is not JSON: %.300s", out);
+    char *file = slurp(js, NULL);
+    CHECK(file && !strcmp(file, out)); /* --json FILE holds the same document */
+    free(file);
+    if (!r) { free(out); free(err); return; }
+
+    /* independent computation of the same figures */
+    dn_dataset *ds = NULL;
+    dn_model *m = NULL, *mc = NULL;
+    CHECK(dn_dataset_load_manifest(g_manifest, &ds) == DN_OK);
+    CHECK(dn_model_load(g_model, &m) == DN_OK);
+    float *lt = NULL, *lv = NULL;
+    int *yt = NULL, *yv = NULL, nt = 0, nv = 0, k = m->num_classes;
+    CHECK(split_logits(m, ds, DN_SPLIT_TEST, &lt, &yt, &nt) == 0);
+    CHECK(split_logits(m, ds, DN_SPLIT_VAL, &lv, &yv, &nv) == 0);
+    CHECK(nt > 0 && nv > 0);
+    dn_temp_fit fit;
+    CHECK(dn_calib_fit_temperature(lv, yv, nv, k, &fit) == DN_OK);
+    double T = jnum(r, "calibration", "temperature");
+    printf("  test %d images, val %d; T %.6f (fitted here %.6f), accuracy %.4f, threshold %.4f\n", nt, nv, T,
+           fit.temperature, jnum(dn_json_get(r, "metrics"), "accuracy", NULL), jnum(r, "threshold", "value"));
+    CHECK_NEAR(T, fit.temperature, 1e-6 * fit.temperature);
+    CHECK(!fit.at_bound); /* this fixture exercises an interior optimum */
+    CHECK(jnum(r, "data", "evaluated") == nt && jnum(r, "data", "skipped") == 0);
+    float *pr = malloc((size_t)nt * k * sizeof *pr);
+    dn_softmax_t(lt, nt, k, (float)T, pr);
+    int correct = 0;
+    int64_t cm[36] = {0};
+    float *conf = malloc((size_t)nt * sizeof *conf);
+    uint8_t *ok = malloc((size_t)nt);
+    for (int i = 0; i < nt; i++) {
+        int b = 0;
+        for (int j = 1; j < k; j++) if (pr[(size_t)i * k + j] > pr[(size_t)i * k + b]) b = j;
+        correct += b == yt[i];
+        cm[yt[i] * k + b]++;
+        conf[i] = pr[(size_t)i * k + b];
+        ok[i] = b == yt[i];
+    }
+    const dn_json *mt = dn_json_get(r, "metrics");
+    CHECK_NEAR(jnum(mt, "accuracy", NULL), (double)correct / nt, 1e-6);
+    const dn_json *conf_m = dn_json_get(mt, "confusion");
+    CHECK(dn_json_len(conf_m) == (size_t)k);
+    for (int t = 0; t < k; t++)
+        for (int c = 0; c < k; c++) CHECK(dn_json_num(dn_json_at(dn_json_at(conf_m, t), c), -1) == cm[t * k + c]);
+    CHECK(correct > nt / 6); /* the class-mean head is better than chance */
+    /* ECE before and after as metrics.c computes them */
+    dn_eval_metrics e0, e1;
+    float *p1 = malloc((size_t)nt * k * sizeof *p1);
+    dn_softmax_t(lt, nt, k, 1.0f, p1);
+    CHECK(dn_eval_metrics_compute(k, nt, yt, p1, NULL, 3, &e0) == DN_OK);
+    CHECK(dn_eval_metrics_compute(k, nt, yt, pr, NULL, 3, &e1) == DN_OK);
+    CHECK_NEAR(jnum(r, "calibration", "ece_before"), e0.ece, 2e-6);
+    CHECK_NEAR(jnum(r, "calibration", "ece_after"), e1.ece, 2e-6);
+    CHECK_NEAR(jnum(mt, "top3_accuracy", NULL), e1.topk_accuracy, 1e-6);
+    CHECK_NEAR(jnum(mt, "macro_f1", NULL), e1.macro_f1, 1e-6);
+    dn_eval_metrics_free(&e0);
+    dn_eval_metrics_free(&e1);
+    /* the threshold and its coverage on test */
+    float thr = (float)jnum(r, "threshold", "value");
+    dn_cov_point cp = dn_calib_at_threshold(conf, ok, nt, thr);
+    const dn_json *th = dn_json_get(r, "threshold");
+    CHECK_NEAR(jnum(th, "evaluated", "coverage"), cp.coverage, 1e-6);
+    CHECK_NEAR(jnum(th, "evaluated", "accuracy"), cp.accuracy, 1e-6);
+    CHECK(jnum(th, "fit", "accuracy") >= 0.9 || !dn_json_bool(dn_json_get(th, "target_reached"), 1));
+    CHECK((int)jnum(th, "uncertain", NULL) == nt - (int)cp.covered);
+    CHECK(dn_json_len(dn_json_get(r, "misclassified")) == (size_t)(nt - correct));
+
+    /* the written model carries T and the threshold; predict marks the same images uncertain */
+    CHECK(dn_model_load(cal, &mc) == DN_OK);
+    if (mc) {
+        CHECK_NEAR(mc->temperature, T, 1e-6 * T);
+        CHECK(mc->threshold == thr);
+        CHECK(dn_meta_get(&mc->meta, "calibration") && strstr(dn_meta_get(&mc->meta, "calibration"), "\"temperature_fitted\":true"));
+        dn_session *s = NULL;
+        CHECK(dn_session_new(mc, 1, 1, &s) == DN_OK);
+        const char **paths;
+        int *labels, n2;
+        CHECK(dn_dataset_select(ds, DN_SPLIT_TEST, &paths, &labels, &n2) == DN_OK);
+        int unc = 0;
+        for (int i = 0; s && i < n2; i++) {
+            dn_image img = {0};
+            dn_prediction p;
+            CHECK(dn_image_load(paths[i], &img) == DN_OK);
+            CHECK(dn_session_classify(s, &img, &p, NULL) == DN_OK);
+            unc += p.uncertain;
+            dn_image_free(&img);
+        }
+        CHECK_MSG(unc == nt - (int)cp.covered, "engine marks %d uncertain, eval says %d", unc, nt - (int)cp.covered);
+        free(paths);
+        free(labels);
+        dn_session_free(s);
+    }
+    /* the table format carries the same accuracy */
+    free(out); free(err);
+    snprintf(args, sizeof args, "--model %s --manifest %s --threads 1", cal, g_manifest);
+    rc = run(args, &out, &err);
+    CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+    char want[64];
+    snprintf(want, sizeof want, "accuracy     %.4f", (double)correct / nt);
+    CHECK_MSG(strstr(out, want), "table lacks '%s':\n%s", want, out);
+    CHECK(strstr(out, "confusion matrix") && strstr(out, "stored in model"));
+
+    free(conf); free(ok); free(p1); free(pr);
+    free(lt); free(lv); free(yt); free(yv);
+    dn_model_free(m);
+    dn_model_free(mc);
+    dn_dataset_free(ds);
+    dn_json_free(r);
+    free(out);
+    free(err);
+}
+
+/* The same network with its head rows (and class names) permuted must give
+ * the same per-class figures by name: classes are mapped by name. */
+TEST(eval_class_order_mapped_by_name) {
+    NEED_SETUP();
+    dn_model *m = NULL;
+    CHECK(dn_model_load(g_model, &m) == DN_OK);
+    if (!m) return;
+    int k = m->num_classes, d = m->feat_dim;
+    char perm_path[320];
+    snprintf(perm_path, sizeof perm_path, "%s/permuted.safetensors", g_dir);
+    dn_model *p = NULL;
+    CHECK(dn_model_clone(m, &p) == DN_OK);
+    for (int c = 0; c < k; c++) {
+        int src = k - 1 - c;
+        memcpy(p->fc_w + (size_t)c * d, m->fc_w + (size_t)src * d, (size_t)d * sizeof(float));
+        p->fc_b[c] = m->fc_b[src];
+        free(p->class_names[c]);
+        p->class_names[c] = dn_strdup(m->class_names[src]);
+    }
+    CHECK(dn_model_save(p, perm_path) == DN_OK);
+    char args[1024], *o1, *e1, *o2, *e2;
+    snprintf(args, sizeof args, "--model %s --manifest %s --split all --threads 1 --format json", g_model, g_manifest);
+    CHECK(run(args, &o1, &e1) == 0);
+    snprintf(args, sizeof args, "--model %s --data %s --threads 1 --format json", perm_path, g_data);
+    CHECK(run(args, &o2, &e2) == 0);
+    dn_json *a = dn_json_parse(o1, strlen(o1), NULL, 0), *b = dn_json_parse(o2, strlen(o2), NULL, 0);
+    CHECK(a && b);
+    if (a && b) {
+        CHECK(!strcmp(dn_json_str(dn_json_get(b, "data") ? dn_json_get(dn_json_get(b, "data"), "split") : NULL, ""), "all"));
+        CHECK(jnum(dn_json_get(a, "metrics"), "accuracy", NULL) == jnum(dn_json_get(b, "metrics"), "accuracy", NULL));
+        const dn_json *pa = dn_json_get(dn_json_get(a, "metrics"), "per_class"),
+                      *pb = dn_json_get(dn_json_get(b, "metrics"), "per_class");
+        CHECK(dn_json_len(pa) == (size_t)k && dn_json_len(pb) == (size_t)k);
+        for (int c = 0; c < k; c++) {
+            const dn_json *x = dn_json_at(pa, c), *y = dn_json_at(pb, k - 1 - c);
+            CHECK(!strcmp(dn_json_str(dn_json_get(x, "class"), "a"), dn_json_str(dn_json_get(y, "class"), "b")));
+            CHECK(jnum(x, "f1", NULL) == jnum(y, "f1", NULL) && jnum(x, "support", NULL) == jnum(y, "support", NULL));
+        }
+    }
+    dn_json_free(a);
+    dn_json_free(b);
+    free(o1); free(e1); free(o2); free(e2);
+    dn_model_free(p);
+    dn_model_free(m);
+}
+
+/* Each case: exit 2 and exactly one stderr line containing the expected words. */
+static void expect_error(const char *args, const char *what1, const char *what2) {
+    char *out, *err;
+    int rc = run(args, &out, &err);
+    CHECK_MSG(rc == 2, "'%s': exit %d, stderr: %s", args, rc, err);
+    CHECK_MSG(count_lines(err) == 1 || (strstr(err, "usage:") && strstr(err, what1)), "'%s': stderr: %s", args, err);
+    CHECK_MSG(strstr(err, what1) && (!what2 || strstr(err, what2)), "'%s': stderr lacks '%s'/'%s': %s", args, what1,
+              what2 ? what2 : "", err);
+    CHECK_MSG(!strstr(err, "AddressSanitizer") && !strstr(err, "runtime error"), "%s", err);
+    free(out);
+    free(err);
+}
+
+TEST(eval_class_mismatch) {
+    NEED_SETUP();
+    /* a model trained on other classes: data class unknown to the model */
+    dn_model *m = NULL, *o = NULL;
+    CHECK(dn_model_load(g_model, &m) == DN_OK);
+    if (!m) return;
+    CHECK(dn_model_clone(m, &o) == DN_OK);
+    free(o->class_names[2]);
+    o->class_names[2] = dn_strdup("weld_porosity");
+    char other[320], args[1024];
+    snprintf(other, sizeof other, "%s/other_classes.safetensors", g_dir);
+    CHECK(dn_model_save(o, other) == DN_OK);
+    snprintf(args, sizeof args, "--model %s --manifest %s", other, g_manifest);
+    expect_error(args, "is not a class of model", "inclusion");
+    snprintf(args, sizeof args, "--model %s --data %s", other, g_data);
+    expect_error(args, "is not a class of model", "weld_porosity");
+    /* the data holding a subset of the model's classes is fine (noted) */
+    char sub[320], cmd[2048];
+    snprintf(sub, sizeof sub, "%s/subset", g_dir);
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && cp -r %s/crack %s/spot %s/", sub, g_data, g_data, sub);
+    CHECK(system(cmd) == 0);
+    snprintf(args, sizeof args, "--model %s --data %s --threads 1 --format json", g_model, sub);
+    char *out, *err;
+    int rc = run(args, &out, &err);
+    CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+    CHECK(strstr(err, "note: model class 'clean' does not occur"));
+    dn_json *j = dn_json_parse(out, strlen(out), NULL, 0);
+    CHECK(j && jnum(j, "data", "evaluated") == 28 && jnum(j, "data", "classes_absent_from_data") == 4);
+    dn_json_free(j);
+    free(out);
+    free(err);
+    dn_model_free(o);
+    dn_model_free(m);
+}
+
+TEST(eval_manifest_missing_files) {
+    NEED_SETUP();
+    char csv[320], args[1024];
+    snprintf(csv, sizeof csv, "%s/missing.csv", g_dir);
+    FILE *f = fopen(csv, "w");
+    CHECK(f);
+    if (!f) return;
+    fprintf(f, "path,label,split\ndata/crack/crack_0000.png,crack,test\ndata/crack/gone_1.png,crack,test\n"
+               "data/spot/spot_0000.png,spot,test\ndata/spot/gone_2.png,spot,val\n");
+    fclose(f);
+    snprintf(args, sizeof args, "--model %s --manifest %s", g_model, csv);
+    expect_error(args, "missing.csv", "gone_1.png");
+}
+
+TEST(eval_bad_arguments) {
+    NEED_SETUP();
+    char args[1024], junk[320];
+    snprintf(args, sizeof args, "--manifest %s", g_manifest);
+    expect_error(args, "--model is required", NULL);
+    snprintf(args, sizeof args, "--model %s", g_model);
+    expect_error(args, "exactly one of --data", NULL);
+    snprintf(args, sizeof args, "--model %s --data %s --manifest %s", g_model, g_data, g_manifest);
+    expect_error(args, "exactly one of --data", NULL);
+    snprintf(args, sizeof args, "--model %s --manifest %s --threshold 1.5", g_model, g_manifest);
+    expect_error(args, "--threshold", "[0, 1]");
+    snprintf(args, sizeof args, "--model %s --manifest %s --threshold-target-accuracy 0", g_model, g_manifest);
+    expect_error(args, "--threshold-target-accuracy", NULL);
+    snprintf(args, sizeof args, "--model %s --manifest %s --threshold 0.5 --threshold-target-accuracy 0.9", g_model,
+             g_manifest);
+    expect_error(args, "exclude each other", NULL);
+    snprintf(args, sizeof args, "--model %s --manifest %s --split holdout", g_model, g_manifest);
+    expect_error(args, "--split", "holdout");
+    snprintf(args, sizeof args, "--model %s --manifest %s --calibrate-on test", g_model, g_manifest);
+    expect_error(args, "--calibrate-on", NULL);
+    snprintf(args, sizeof args, "--model %s --manifest %s --format xml", g_model, g_manifest);
+    expect_error(args, "--format", "xml");
+    snprintf(args, sizeof args, "--model %s --data %s --calibrate-on val", g_model, g_data);
+    expect_error(args, "no val split", NULL);
+    snprintf(args, sizeof args, "--model %s/nope.safetensors --data %s", g_dir, g_data);
+    expect_error(args, "nope.safetensors", NULL);
+    snprintf(junk, sizeof junk, "%s/junk.safetensors", g_dir);
+    FILE *f = fopen(junk, "w");
+    if (f) { fputs("definitely not a model", f); fclose(f); }
+    snprintf(args, sizeof args, "--model %s --data %s", junk, g_data);
+    expect_error(args, "junk.safetensors", NULL);
+    snprintf(args, sizeof args, "--model %s --data %s/nowhere", g_model, g_dir);
+    expect_error(args, "nowhere", NULL);
+    snprintf(args, sizeof args, "--model %s --data %s --html /nonexistent-dir/r.html --threads 1", g_model, g_data);
+    expect_error(args, "/nonexistent-dir/r.html", "cannot write");
+    snprintf(args, sizeof args, "--model %s --data %s --bogus", g_model, g_data);
+    expect_error(args, "--bogus", NULL);
+}
+
+TEST(eval_unreadable_images) {
+    NEED_SETUP();
+    char dir[320], cmd[2048], args[1024];
+    snprintf(dir, sizeof dir, "%s/withbad", g_dir);
+    snprintf(cmd, sizeof cmd, "cp -r %s %s && printf 'not a png' > %s/spot/broken.png", g_data, dir, dir);
+    CHECK(system(cmd) == 0);
+    char *out, *err;
+    snprintf(args, sizeof args, "--model %s --data %s --threads 1 --format json", g_model, dir);
+    int rc = run(args, &out, &err);
+    CHECK_MSG(rc == 1, "exit %d: %s", rc, err);
+    CHECK(strstr(err, "skipped:") && strstr(err, "broken.png") && strstr(err, "1 unreadable image(s) skipped"));
+    dn_json *j = dn_json_parse(out, strlen(out), NULL, 0);
+    CHECK(j && jnum(j, "data", "skipped") == 1 && jnum(j, "data", "evaluated") == 84 && jnum(j, "data", "listed") == 85);
+    dn_json_free(j);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "--model %s --data %s --threads 1 --strict", g_model, dir);
+    expect_error(args, "broken.png", "--strict");
+}
+
+/* ------------------------------------------------------------ chromium */
+
+TEST(report_html_renders_in_chromium) {
+    NEED_SETUP();
+    if (access("/usr/bin/chromium", X_OK) != 0) SKIP("chromium not installed (Debian package chromium)");
+    char html[320], js[320], dom[320], png[320], cmd[2048];
+    snprintf(html, sizeof html, "%s/report.html", g_dir);
+    snprintf(js, sizeof js, "%s/report.json", g_dir);
+    snprintf(dom, sizeof dom, "%s/dom.html", g_dir);
+    snprintf(png, sizeof png, "%s/shot.png", g_dir);
+    if (access(html, R_OK) != 0) SKIP("no report from eval_end_to_end");
+    const char *flags = "--headless --no-sandbox --disable-gpu --disable-background-networking "
+                        "--disable-component-update --disable-sync --no-first-run";
+    snprintf(cmd, sizeof cmd, "timeout 120 chromium %s --user-data-dir=%s/prof1 --dump-dom file://%s > %s 2>/dev/null",
+             flags, g_dir, html, dom);
+    CHECK(system(cmd) == 0);
+    char *d = slurp(dom, NULL), *j = slurp(js, NULL);
+    CHECK(d && j);
+    if (!d || !j) { free(d); free(j); return; }
+    const char *ids[] = {"svg-confusion", "svg-class-bars", "svg-reliability-before", "svg-reliability-after",
+                         "svg-coverage", "id=\"accuracy\"", "id=\"per-class\""};
+    for (int i = 0; i < 7; i++) CHECK_MSG(strstr(d, ids[i]), "rendered DOM lacks %s", ids[i]);
+    dn_json *r = dn_json_parse(j, strlen(j), NULL, 0);
+    CHECK(r);
+    if (r) {
+        char want[96];
+        snprintf(want, sizeof want, "id=\"accuracy\">%.2f%%</div>", 100 * jnum(dn_json_get(r, "metrics"), "accuracy", NULL));
+        CHECK_MSG(strstr(d, want), "DOM lacks %s", want);
+        snprintf(want, sizeof want, "%.4f", jnum(dn_json_get(r, "metrics"), "macro_f1", NULL));
+        CHECK_MSG(strstr(d, want), "DOM lacks macro F1 %s", want);
+        int nmiss = (int)dn_json_len(dn_json_get(r, "misclassified")), imgs = 0, rects = 0;
+        for (const char *p = d; (p = strstr(p, "data:image/png;base64,")); p++) imgs++;
+        CHECK_MSG(imgs == (nmiss < DN_GALLERY_MAX ? nmiss : DN_GALLERY_MAX), "%d thumbnails for %d mistakes", imgs, nmiss);
+        /* one heatmap cell per confusion entry */
+        const char *cm = strstr(d, "svg-confusion"), *end = cm ? strstr(cm, "</svg>") : NULL;
+        for (const char *p = cm; p && p < end && (p = strstr(p, "<rect")) && p < end; p++) rects++;
+        int k = (int)dn_json_len(dn_json_get(dn_json_get(r, "model"), "classes"));
+        CHECK_MSG(rects >= k * k, "%d rects in the heatmap for %d classes", rects, k);
+        printf("  DOM: %zu bytes, %d thumbnails, %d heatmap rects\n", strlen(d), imgs, rects);
+    }
+    dn_json_free(r);
+    free(d);
+    free(j);
+    /* a screenshot: non-trivial, coloured content */
+    snprintf(cmd, sizeof cmd, "timeout 120 chromium %s --user-data-dir=%s/prof2 --window-size=1100,2400 "
+             "--screenshot=%s file://%s >/dev/null 2>&1", flags, g_dir, png, html);
+    CHECK(system(cmd) == 0);
+    dn_image shot = {0};
+    CHECK(dn_image_load(png, &shot) == DN_OK);
+    long coloured = 0;
+    for (long i = 0; shot.data && i < (long)shot.w * shot.h; i++) {
+        const uint8_t *q = shot.data + 3 * i;
+        int mx = q[0] > q[1] ? q[0] : q[1], mn = q[0] < q[1] ? q[0] : q[1];
+        mx = mx > q[2] ? mx : q[2];
+        mn = mn < q[2] ? mn : q[2];
+        coloured += mx - mn > 40;
+    }
+    printf("  screenshot %dx%d, %ld coloured pixels\n", shot.w, shot.h, coloured);
+    CHECK(shot.w == 1100 && coloured > 5000);
+    dn_image_free(&shot);
+}
+
 int main(void) {
     RUN(temperature_matches_torch);
     RUN(temperature_closed_form);
     RUN(temperature_bounds_and_errors);
     RUN(threshold_and_coverage);
+    RUN(base64_png_thumbnail);
+    setup();
+    RUN(eval_end_to_end);
+    RUN(eval_class_order_mapped_by_name);
+    RUN(eval_class_mismatch);
+    RUN(eval_manifest_missing_files);
+    RUN(eval_bad_arguments);
+    RUN(eval_unreadable_images);
+    RUN(report_html_renders_in_chromium);
+    if (g_dir[0] && !getenv("DN_KEEP_TMP")) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+        if (system(cmd) != 0) printf("  could not remove %s\n", g_dir);
+    }
     return REPORT();
 }

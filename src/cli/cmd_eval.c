@@ -107,7 +107,8 @@ static dn_status run_logits(runner *rn, const char **paths, int n, float **logit
             if (!st) st = dn_preprocess(&img, &rn->m->pp, in + (size_t)nb * per);
             dn_image_free(&img);
             if (st) {
-                const char *err = dn_last_error();
+                char err[512]; /* a copy: dn_fail below rewrites the thread's message buffer */
+                snprintf(err, sizeof err, "%s", dn_last_error());
                 if (rn->strict) {
                     if (strstr(err, path)) return dn_fail(st, "%s (--strict)", err);
                     return dn_fail(st, "%s: %s (--strict)", path, err);

@@ -413,6 +413,7 @@ static void svg_confusion(const dn_eval_report *r, FILE *f) {
     }
     if (lab > 22) lab = 22;
     int left = 30 + lab * 7, top = 40 + (int)(lab * 7 * 0.72), W = left + k * cell + 20, H = top + k * cell + 40;
+    if (W < left + 11 * 12 + 330) W = left + 11 * 12 + 330; /* room for the legend text */
     fprintf(f, "<svg id=\"svg-confusion\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
                "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"confusion matrix\">\n", W, H, W, H);
     fprintf(f, "<text x=\"%d\" y=\"14\" font-size=\"12\" fill=\"#5b6778\" text-anchor=\"middle\">predicted class</text>\n",
@@ -509,7 +510,7 @@ static void svg_class_bars(const dn_eval_report *r, FILE *f) {
 }
 
 static void svg_reliability(const dn_eval_metrics *m, const char *id, const char *title, FILE *f) {
-    int S = 240, L = 44, T = 26, W = L + S + 16, H = T + S + 40;
+    int S = 240, L = 44, T = 26, W = L + S + 16, H = T + S + 48;
     fprintf(f, "<svg id=\"%s\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
                "role=\"img\" aria-label=\"reliability diagram %s\">\n", id, W, H, W, H, title);
     fprintf(f, "<text x=\"%d\" y=\"14\" font-size=\"12\" font-weight=\"600\">%s: ECE %.4f</text>\n", L, title, m->ece);
@@ -546,13 +547,13 @@ static void svg_reliability(const dn_eval_metrics *m, const char *id, const char
     }
     fprintf(f, "<text transform=\"translate(12,%d) rotate(-90)\" font-size=\"11\" text-anchor=\"middle\">accuracy</text>\n",
             T + S / 2);
-    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"10\" fill=\"#5b6778\">confidence (grey: images per bin)</text>\n", L,
-            T + S + 40);
+    fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"10\" fill=\"#5b6778\">confidence &#183; blue: accuracy, red: gap, "
+               "grey: images</text>\n", L - 30, T + S + 42);
     fputs("</svg>\n", f);
 }
 
 static void svg_coverage(const dn_eval_report *r, FILE *f) {
-    int W = 520, H = 300, L = 52, T = 20, PW = W - L - 20, PH = H - T - 44;
+    int W = 520, H = 310, L = 52, T = 30, PW = W - L - 20, PH = H - T - 44;
     double ymin = 1.0;
     for (int64_t i = 0; i < r->ncurve; i++) if (r->curve[i].accuracy < ymin) ymin = r->curve[i].accuracy;
     if (r->target > 0 && r->target < ymin) ymin = r->target;
@@ -588,11 +589,14 @@ static void svg_coverage(const dn_eval_report *r, FILE *f) {
     }
     const dn_cov_point *p = &r->thr_eval;
     fprintf(f, "<g><title>threshold %.4f: coverage %.4f, accuracy %.4f</title><circle cx=\"%.1f\" cy=\"%.1f\" r=\"5\" "
-               "fill=\"#d62728\"/></g><text x=\"%.1f\" y=\"%.1f\" font-size=\"11\" text-anchor=\"%s\" fill=\"#b02a2a\">"
-               "threshold %.3f: coverage %.1f%%, accuracy %.2f%%</text>\n",
-            (double)r->threshold, p->coverage, p->accuracy, CX(p->coverage), CY(p->accuracy),
-            CX(p->coverage) + (p->coverage > 0.5 ? -8 : 8), CY(p->accuracy) + 16, p->coverage > 0.5 ? "end" : "start",
-            (double)r->threshold, 100 * p->coverage, 100 * p->accuracy);
+               "fill=\"#d62728\"/></g>\n", (double)r->threshold, p->coverage, p->accuracy, CX(p->coverage),
+            CY(p->accuracy));
+    /* legend above the plot, so it never covers the curve */
+    fprintf(f, "<line x1=\"%d\" y1=\"10\" x2=\"%d\" y2=\"10\" stroke=\"#4c78a8\" stroke-width=\"2\"/><text x=\"%d\" "
+               "y=\"14\" font-size=\"11\">%s</text><circle cx=\"%d\" cy=\"10\" r=\"4\" fill=\"#d62728\"/>"
+               "<text x=\"%d\" y=\"14\" font-size=\"11\" fill=\"#b02a2a\">threshold %.3f: coverage %.1f%%, accuracy "
+               "%.2f%%</text>\n", L, L + 18, L + 22, r->split_name, L + 80, L + 88, (double)r->threshold,
+            100 * p->coverage, 100 * p->accuracy);
     fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">coverage (share of images accepted, "
                "most confident first)</text>\n", L + PW / 2, T + PH + 30);
     fprintf(f, "<text transform=\"translate(12,%d) rotate(-90)\" font-size=\"11\" text-anchor=\"middle\">accuracy of "
