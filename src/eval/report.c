@@ -513,6 +513,10 @@ static void svg_reliability(const dn_eval_metrics *m, const char *id, const char
     int S = 240, L = 44, T = 26, W = L + S + 16, H = T + S + 48;
     fprintf(f, "<svg id=\"%s\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
                "role=\"img\" aria-label=\"reliability diagram %s\">\n", id, W, H, W, H, title);
+    /* the gap to the diagonal is hatched red, readable over the blue bars and in print */
+    fprintf(f, "<defs><pattern id=\"%s-gap\" width=\"5\" height=\"5\" patternUnits=\"userSpaceOnUse\" "
+               "patternTransform=\"rotate(45)\"><rect width=\"5\" height=\"5\" fill=\"#ffffff\" fill-opacity=\"0.55\"/>"
+               "<line x1=\"0\" y1=\"0\" x2=\"0\" y2=\"5\" stroke=\"#d62728\" stroke-width=\"2\"/></pattern></defs>\n", id);
     fprintf(f, "<text x=\"%d\" y=\"14\" font-size=\"12\" font-weight=\"600\">%s: ECE %.4f</text>\n", L, title, m->ece);
     fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fbfcfd\" stroke=\"#9aa5b4\"/>\n", L, T, S, S);
     for (int g = 1; g < 5; g++)
@@ -530,8 +534,8 @@ static void svg_reliability(const dn_eval_metrics *m, const char *id, const char
                 (double)b / DN_ECE_BINS, (double)(b + 1) / DN_ECE_BINS, (long long)m->bin_count[b], m->bin_acc[b],
                 m->bin_conf[b], x, ya, bw, T + S - ya);
         double y0 = ya < yc ? ya : yc;
-        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#d62728\" fill-opacity=\"0.3\"/>",
-                x, y0, bw, fabs(ya - yc));
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"url(#%s-gap)\" stroke=\"#d62728\" "
+                   "stroke-width=\"1\"/>", x, y0, bw, fabs(ya - yc), id);
         /* sample count as a small bar under the axis */
         double hc = 12.0 * (double)m->bin_count[b] / (double)maxc;
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#9aa5b4\"/></g>\n", x + 1,
@@ -557,23 +561,30 @@ static void svg_coverage(const dn_eval_report *r, FILE *f) {
     double ymin = 1.0;
     for (int64_t i = 0; i < r->ncurve; i++) if (r->curve[i].accuracy < ymin) ymin = r->curve[i].accuracy;
     if (r->target > 0 && r->target < ymin) ymin = r->target;
-    ymin = floor(ymin * 20 - 0.5) / 20; /* a 0.05 step below the lowest value */
+    /* a round tick step giving at most 8 intervals, the axis starting one step below the lowest value */
+    static const double steps[] = {0.005, 0.01, 0.02, 0.05, 0.1, 0.2};
+    double step = 0.2;
+    for (int i = 0; i < 6; i++)
+        if ((1.0 - ymin) / steps[i] <= 7.0) { step = steps[i]; break; }
+    ymin = floor(ymin / step - 1e-9) * step;
+    if (ymin > 1.0 - step) ymin = 1.0 - step;
     if (ymin < 0) ymin = 0;
-    if (ymin > 0.95) ymin = 0.95;
     double yr = 1.0 - ymin;
 #define CX(c) (L + (c) * PW)
 #define CY(a) (T + (1.0 - (a)) / yr * PH)
     fprintf(f, "<svg id=\"svg-coverage\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
                "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"coverage versus accuracy\">\n", W, H, W, H);
     fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#fbfcfd\" stroke=\"#9aa5b4\"/>\n", L, T, PW, PH);
-    for (int g = 0; g <= 5; g++) {
-        double a = ymin + yr * g / 5;
+    int nt = (int)lround(yr / step);
+    for (int g = 0; g <= nt; g++) {
+        double a = ymin + step * g;
         fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#e3e8ef\"/><text x=\"%d\" y=\"%.1f\" "
                    "font-size=\"10\" text-anchor=\"end\" dominant-baseline=\"middle\">%.3g</text>\n",
                 L, CY(a), L + PW, CY(a), L - 4, CY(a), a);
+    }
+    for (int g = 0; g <= 5; g++)
         fprintf(f, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" text-anchor=\"middle\">%.1f</text>\n", CX(g / 5.0),
                 T + PH + 13, g / 5.0);
-    }
     if (r->target > 0)
         fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#e0a040\" stroke-dasharray=\"5 3\"/>"
                    "<text x=\"%d\" y=\"%.1f\" font-size=\"10\" fill=\"#a06a10\">target %.4g</text>\n",
