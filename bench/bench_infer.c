@@ -11,6 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -62,21 +69,21 @@ int main(int argc, char **argv) {
     if (!logits || !lat) goto fail;
     for (int i = 0; i < warmup; i++)
         if (dn_session_forward(s, x, batch, logits)) goto fail;
-    double t0 = dn_now();
+    double t0 = dn_now(), c0 = cpu_now();
     for (int i = 0; i < iters; i++) {
         double a = dn_now();
         if (dn_session_forward(s, x, batch, logits)) goto fail;
         lat[i] = (dn_now() - a) * 1e3;
     }
-    double total = dn_now() - t0;
+    double total = dn_now() - t0, cpu = cpu_now() - c0;
     qsort(lat, (size_t)iters, sizeof(double), cmp_d);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"system\": \"defectnet\", \"mode\": \"%s\", \"impl\": \"%s\", \"batch\": %d, \"threads\": %d, "
            "\"iters\": %d, \"img_s\": %.3f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f, "
-           "\"rss_mb\": %.1f, \"top1\": [",
+           "\"rss_mb\": %.1f, \"cpu_ms_per_img\": %.2f, \"top1\": [",
            impl_s, dn_session_conv_impl(s), batch, threads, iters, batch * iters / total, pct(lat, iters, 50),
-           pct(lat, iters, 90), pct(lat, iters, 99), ru.ru_maxrss / 1024.0);
+           pct(lat, iters, 90), pct(lat, iters, 99), ru.ru_maxrss / 1024.0, cpu * 1e3 / ((double)batch * iters));
     for (int b = 0; b < batch; b++) {
         const float *l = logits + (size_t)b * m->num_classes;
         int best = 0;

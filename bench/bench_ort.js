@@ -35,6 +35,7 @@ async function main() {
   let out;
   for (let i = 0; i < warmup; i++) out = await sess.run({ input: x });
   const lat = [];
+  const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < iters; i++) {
     const s = process.hrtime.bigint();
@@ -42,6 +43,7 @@ async function main() {
     lat.push(Number(process.hrtime.bigint() - s) / 1e6);
   }
   const total = Number(process.hrtime.bigint() - t0) / 1e9;
+  const cu = process.cpuUsage(c0);
   const logits = out.logits.data;
   const nc = logits.length / batch;
   const top1 = [];
@@ -55,7 +57,7 @@ async function main() {
     system: 'onnxruntime', mode: 'fp32', version: require('onnxruntime-node/package.json').version,
     batch, threads, iters, img_s: batch * iters / total,
     p50_ms: pct(lat, 50), p90_ms: pct(lat, 90), p99_ms: pct(lat, 99),
-    rss_mb: process.resourceUsage().maxRSS / 1024, top1,
+    rss_mb: process.resourceUsage().maxRSS / 1024, cpu_ms_per_img: (cu.user + cu.system) / 1e3 / (batch * iters), top1,
   }));
 }
 main().catch((e) => { console.error('bench_ort: ' + e.message); process.exit(1); });

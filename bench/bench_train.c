@@ -14,6 +14,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -73,9 +80,9 @@ int main(int argc, char **argv) {
     if (!logits || !dl || !labels || !lat) goto fail;
     for (int i = 0; i < batch; i++) labels[i] = i % classes;
     const float *x = (const float *)raw;
-    double t0 = 0;
+    double t0 = 0, c0 = 0;
     for (int i = 0; i < warmup + iters; i++) {
-        if (i == warmup) t0 = dn_now();
+        if (i == warmup) { t0 = dn_now(); c0 = cpu_now(); }
         double a = dn_now();
         float loss;
         dn_net_zero_grad(net);
@@ -85,14 +92,14 @@ int main(int argc, char **argv) {
         if (dn_optim_step(opt, 0.01f)) goto fail;
         if (i >= warmup) lat[i - warmup] = (dn_now() - a) * 1e3;
     }
-    double total = dn_now() - t0;
+    double total = dn_now() - t0, cpu = cpu_now() - c0;
     qsort(lat, (size_t)iters, sizeof(double), cmp_d);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("{\"system\": \"defectnet\", \"mode\": \"train-%s\", \"batch\": %d, \"threads\": %d, \"iters\": %d, "
-           "\"img_s\": %.3f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f, \"rss_mb\": %.1f, \"top1\": []}\n",
+           "\"img_s\": %.3f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f, \"rss_mb\": %.1f, \"cpu_ms_per_img\": %.2f, \"top1\": []}\n",
            train, batch, threads, iters, batch * iters / total, pct(lat, iters, 50), pct(lat, iters, 90),
-           pct(lat, iters, 99), ru.ru_maxrss / 1024.0);
+           pct(lat, iters, 99), ru.ru_maxrss / 1024.0, cpu * 1e3 / ((double)batch * iters));
     rc = 0;
 fail:
     if (rc) fprintf(stderr, "bench_train: %s\n", dn_last_error());

@@ -55,12 +55,12 @@ def main():
         with torch.no_grad():
             for _ in range(a.warmup):
                 out = m(x)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(a.iters):
                 s = time.perf_counter()
                 out = m(x)
                 lat.append((time.perf_counter() - s) * 1e3)
-            total = time.perf_counter() - t0
+            total, cpu = time.perf_counter() - t0, time.process_time() - c0
         top1 = out.argmax(1).tolist()
         mode = "fp32"
     else:
@@ -84,19 +84,20 @@ def main():
 
         for _ in range(a.warmup):
             step()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(a.iters):
             s = time.perf_counter()
             step()
             lat.append((time.perf_counter() - s) * 1e3)
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, time.process_time() - c0
         mode = "train-" + a.train
     lat.sort()
     print(json.dumps({
         "system": "pytorch", "mode": mode, "version": torch.__version__, "batch": a.batch,
         "threads": a.threads, "iters": a.iters, "img_s": a.batch * a.iters / total,
         "p50_ms": pct(lat, 50), "p90_ms": pct(lat, 90), "p99_ms": pct(lat, 99),
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "top1": top1,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "cpu_ms_per_img": cpu * 1e3 / (a.batch * a.iters), "top1": top1,
     }))
 
 
