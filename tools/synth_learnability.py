@@ -5,7 +5,7 @@ $DN_SHARED or ../shared) + a linear head trained with Adam on the first
 --train images of each class, accuracy on the rest. Preprocessing is the eval
 transform defectnet reproduces exactly.
 
-usage: /usr/bin/python3 tools/synth_learnability.py DIR [--train 40]
+usage: /usr/bin/python3 tools/synth_learnability.py DIR [--train 40] [--resize 256 --crop 224]
 """
 import argparse
 import collections
@@ -21,6 +21,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('root')
     ap.add_argument('--train', type=int, default=40)
+    ap.add_argument('--resize', type=int, default=256)
+    ap.add_argument('--crop', type=int, default=224)
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(2)
@@ -29,7 +31,7 @@ def main():
     m.load_state_dict(torch.load(os.path.join(shared, 'weights', 'resnet18-imagenet.pth')))
     m.fc = torch.nn.Identity()
     m.eval()
-    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+    tf = T.Compose([T.Resize(a.resize), T.CenterCrop(a.crop), T.ToTensor(),
                     T.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
     cls = sorted(d for d in os.listdir(a.root) if os.path.isdir(os.path.join(a.root, d)))
     X, Y, S = [], [], []
@@ -51,8 +53,8 @@ def main():
         opt.step()
     pred = head(X[~S]).argmax(1)
     ok = int((pred == Y[~S]).sum())
-    print('head-only on frozen ImageNet ResNet-18 features: test accuracy %.3f (%d/%d), %d train/class'
-          % (ok / int((~S).sum()), ok, int((~S).sum()), a.train))
+    print('head-only on frozen ImageNet ResNet-18 features (%d/%d): test accuracy %.3f (%d/%d), %d train/class'
+          % (a.resize, a.crop, ok / int((~S).sum()), ok, int((~S).sum()), a.train))
     errs = collections.Counter((cls[t], cls[p]) for t, p in zip(Y[~S].tolist(), pred.tolist()) if t != p)
     for (t, p), n in errs.most_common():
         print('  %s -> %s: %d' % (t, p, n))
