@@ -11,8 +11,11 @@ loss of every step, and (case sgd_none) the gradients of the first backward.
 Frozen stages are put in eval() mode (running stats untouched) and get
 requires_grad=False, which is defectnet's freezing contract.
 
-Output (little-endian float32 blobs + a JSON index each), in tests/fixtures/train/:
-  common.bin/.json : "init/<name>" (full state_dict), "x" [4,3,36,36], "labels" [4]
+Output in tests/fixtures/train/:
+  init.pth         : the initial state_dict, written by torch.save (zip format) and
+                     read by defectnet's own .pth reader in the test
+and little-endian float32 blobs + a JSON index each:
+  common.bin/.json : "x" [4,3,36,36], "labels" [4], and "schedules" (lr tables)
   <case>.bin/.json : "step1/<name>", "step5/<name>", ("grad0/<name>"), "loss" [5]
                      and "config" in the JSON describing the case.
 Usage: /usr/bin/python3 tools/make_train_fixtures.py [outdir]
@@ -207,9 +210,9 @@ def main():
     g = torch.Generator().manual_seed(99)
     x = torch.randn(BATCH, 3, SIZE, SIZE, generator=g)
     y = torch.tensor([0, 2, 1, 2])
+    torch.save(init_sd, os.path.join(outdir, "init.pth"))
+    print("init.pth       %7d bytes" % os.path.getsize(os.path.join(outdir, "init.pth")))
     common = Blob()
-    for n, t in init_sd.items():
-        common.add("init/" + n, t)
     common.add("x", x)
     common.add("labels", y.float())
     print("common         %7d bytes" % common.write(os.path.join(outdir, "common"),
