@@ -280,15 +280,18 @@ static int blackhole(int *port) {
 static pid_t g_broker = -1;
 static int g_broker_port;
 
-static int broker_start_on(int port) {
+/* Starts /usr/sbin/mosquitto on 127.0.0.1:port with extra config lines; waits until it
+ * accepts connections. Returns the pid or -1. */
+static pid_t spawn_broker(int port, const char *extra, const char *name) {
     if (access("/usr/sbin/mosquitto", X_OK)) return -1;
-    g_broker_port = port;
-    char conf[512];
-    snprintf(conf, sizeof conf, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\n", g_broker_port);
-    const char *cpath = write_tmp("mosquitto.conf", conf);
+    char conf[1024], fname[64];
+    snprintf(conf, sizeof conf, "listener %d 127.0.0.1\npersistence false\n%s", port,
+             extra ? extra : "allow_anonymous true\n");
+    snprintf(fname, sizeof fname, "%s.conf", name);
+    const char *cpath = write_tmp(fname, conf);
     char cfg[512], logp[512];
     snprintf(cfg, sizeof cfg, "%s", cpath);
-    snprintf(logp, sizeof logp, "%s/mosquitto.log", g_dir);
+    snprintf(logp, sizeof logp, "%s/%s.log", g_dir, name);
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
@@ -297,13 +300,20 @@ static int broker_start_on(int port) {
         execl("/usr/sbin/mosquitto", "mosquitto", "-c", cfg, (char *)NULL);
         _exit(127);
     }
-    g_broker = pid;
     for (int i = 0; i < 500; i++) {
-        if (can_connect(g_broker_port)) return 0;
-        if (waitpid(pid, NULL, WNOHANG) == pid) { g_broker = -1; return -1; }
+        if (can_connect(port)) return pid;
+        if (waitpid(pid, NULL, WNOHANG) == pid) return -1;
         msleep(10);
     }
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
     return -1;
+}
+
+static int broker_start_on(int port) {
+    g_broker_port = port;
+    g_broker = spawn_broker(port, NULL, "mosquitto");
+    return g_broker > 0 ? 0 : -1;
 }
 
 static int broker_start(void) { return broker_start_on(free_port()); }
@@ -855,6 +865,54 @@ TEST(mqtt_broker_restart_reconnects) {
     col_destroy(&c);
 }
 
+/* A broker requiring a password: the right credentials publish, wrong ones are reported
+ * as refused at once (not after the timeout). */
+TEST(mqtt_credentials) {
+    if (g_broker < 0) SKIP("mosquitto broker not available (/usr/sbin/mosquitto)");
+    if (access("/usr/bin/mosquitto_passwd", X_OK)) SKIP("mosquitto_passwd not installed");
+    char pw[400], cmd[600], extra[600];
+    snprintf(pw, sizeof pw, "%s/passwd", g_dir);
+    snprintf(cmd, sizeof cmd, "/usr/bin/mosquitto_passwd -b -c '%s' line1 's3cret pass' >/dev/null 2>&1", pw);
+    CHECK(system(cmd) == 0);
+    /* a broker started as root drops to the "mosquitto" user before reading the file */
+    chmod(g_dir, 0755);
+    chmod(pw, 0644);
+    snprintf(extra, sizeof extra, "allow_anonymous false\npassword_file %s\n", pw);
+    int port = free_port();
+    pid_t auth = spawn_broker(port, extra, "mosquitto-auth");
+    CHECK(auth > 0);
+    if (auth <= 0) return;
+    dn_rules *r = rules_from("mqttauth.json",
+                             "{\"rules\": [{\"name\": \"good\", \"when\": {}, \"actions\": [{\"type\": \"mqtt\", "
+                             "\"broker\": \"mqtt://127.0.0.1:%d\", \"topic\": \"factory/{line}\", \"username\": \"line1\", "
+                             "\"password\": \"s3cret pass\", \"client_id\": \"defectnet-test-good\"}]},"
+                             "{\"name\": \"bad\", \"when\": {}, \"actions\": [{\"type\": \"mqtt\", "
+                             "\"broker\": \"mqtt://127.0.0.1:%d\", \"topic\": \"factory/{line}\", \"username\": \"line1\", "
+                             "\"password\": \"wrong\", \"timeout_s\": 10, \"retries\": 0}]}]}", port, port);
+    CHECK(r);
+    if (!r) { kill(auth, SIGTERM); waitpid(auth, NULL, 0); return; }
+    collector c;
+    col_init(&c);
+    dn_actions *a = NULL;
+    CHECK(dn_actions_new(r, 0, on_outcome, &c, &a) == DN_OK);
+    dn_rules_free(r);
+    dn_pred_event ev = make_event(33, 1000, "L1", "patches", 0.9f);
+    CHECK(dn_actions_submit(a, &ev) == 2);
+    CHECK(col_wait(&c, 2, 30) == 2);
+    CHECK(col_count(&c, "good", "ok") == 1);
+    CHECK(col_count(&c, "bad", "failed") == 1);
+    for (int i = 0; i < c.n; i++)
+        if (!strcmp(c.o[i].rule, "bad")) {
+            CHECK_MSG(strstr(c.o[i].detail, "refused") && strstr(c.o[i].detail, "not authorised") &&
+                      !strstr(c.o[i].detail, "within"), "%s", c.o[i].detail);
+            printf("  wrong password: %s\n", c.o[i].detail);
+        }
+    dn_actions_free(a);
+    kill(auth, SIGTERM);
+    waitpid(auth, NULL, 0);
+    col_destroy(&c);
+}
+
 TEST(mqtt_unreachable_broker_retried_then_failed) {
     int closed = free_port();
     dn_rules *r = rules_from("mqttdead.json",
@@ -1262,6 +1320,7 @@ int main(void) {
     RUN(mqtt_publish_qos1_received);
     RUN(mqtt_retained_message);
     RUN(mqtt_broker_restart_reconnects);
+    RUN(mqtt_credentials);
     RUN(mqtt_unreachable_broker_retried_then_failed);
     RUN(n_of_m_per_line);
     RUN(rate_window_and_cooldown);

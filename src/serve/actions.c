@@ -124,6 +124,7 @@ typedef struct worker {
     pthread_mutex_t mmu;
     pthread_cond_t mcv;
     int connected, conn_rc, loop_started;
+    unsigned conn_events;     /* +1 per CONNACK / disconnect: lets a waiter see a refusal */
     int acked[16];
     unsigned nacked;
     char mqtt_err[160];
@@ -437,6 +438,7 @@ static void on_connect(struct mosquitto *m, void *ud, int rc) {
     pthread_mutex_lock(&w->mmu);
     w->connected = rc == 0;
     w->conn_rc = rc;
+    w->conn_events++;
     if (rc) snprintf(w->mqtt_err, sizeof w->mqtt_err, "broker refused the connection: %s",
                      mosquitto_connack_string(rc));
     pthread_cond_broadcast(&w->mcv);
@@ -447,7 +449,9 @@ static void on_disconnect(struct mosquitto *m, void *ud, int rc) {
     worker *w = ud;
     pthread_mutex_lock(&w->mmu);
     w->connected = 0;
-    snprintf(w->mqtt_err, sizeof w->mqtt_err, "connection lost: %s", mosquitto_strerror(rc));
+    w->conn_events++;
+    if (w->conn_rc == 0) /* after a refused CONNACK keep the refusal as the reason */
+        snprintf(w->mqtt_err, sizeof w->mqtt_err, "connection lost: %s", mosquitto_strerror(rc));
     pthread_cond_broadcast(&w->mcv);
     pthread_mutex_unlock(&w->mmu);
 }
@@ -566,7 +570,16 @@ static int run_mqtt(worker *w, const job *j, const char *topic, char *detail, si
         }
     }
     pthread_mutex_lock(&w->mmu);
-    while (!w->connected && dn_now() < deadline && !past_stop_deadline(w->owner)) mqtt_wait(w, deadline);
+    unsigned ev0 = w->conn_events;
+    /* until connected, or the broker refused us (bad credentials: no point waiting) */
+    while (!w->connected && !(w->conn_events != ev0 && w->conn_rc != 0) && dn_now() < deadline &&
+           !past_stop_deadline(w->owner))
+        mqtt_wait(w, deadline);
+    if (!w->connected && w->conn_events != ev0 && w->conn_rc != 0) {
+        snprintf(detail, cap, "%s:%d: %s", act->host, act->port, w->mqtt_err);
+        pthread_mutex_unlock(&w->mmu);
+        return 0;
+    }
     if (!w->connected) {
         snprintf(detail, cap, "not connected to %s:%d within %.3g s (%s)", act->host, act->port,
                  act->timeout_s, w->mqtt_err[0] ? w->mqtt_err : "no CONNACK");
