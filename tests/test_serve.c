@@ -31,7 +31,7 @@
 
 #define NCLS 6
 static char g_dir[256];
-static char g_model[400], g_model2[400];
+static char g_model[400], g_model2[400], g_model3[400];
 static char g_img[NCLS][400];
 static const char *g_names[NCLS];
 static int g_ready;
@@ -52,7 +52,11 @@ static uint8_t *slurp(const char *path, size_t *n) {
 }
 
 /* Builds the prototype-head model from the fixture backbone (see file comment). */
-static int build_model(const char *out, const char *suffix) {
+/* temperature > 1 flattens the softmax: with a large one every prediction is
+ * below the 0.5 threshold, i.e. "uncertain". */
+static int build_model_t(const char *out, const char *suffix, float temperature);
+static int build_model(const char *out, const char *suffix) { return build_model_t(out, suffix, 1.0f); }
+static int build_model_t(const char *out, const char *suffix, float temperature) {
     dn_model *m = NULL;
     dn_session *s = NULL;
     float *x = NULL, *f = NULL;
@@ -96,6 +100,7 @@ static int build_model(const char *out, const char *suffix) {
         m->fc_b[c] = (float)(-k * n2 / 2);
     }
     m->threshold = 0.5f;
+    m->temperature = temperature;
     dn_session_free(s);
     s = NULL;
     ok = dn_model_save(m, out) == DN_OK;
@@ -118,7 +123,8 @@ static void setup(void) {
     }
     snprintf(g_model, sizeof g_model, "%s/model.safetensors", g_dir);
     snprintf(g_model2, sizeof g_model2, "%s/model2.safetensors", g_dir);
-    g_ready = build_model(g_model, "") && build_model(g_model2, "_v2");
+    snprintf(g_model3, sizeof g_model3, "%s/model_flat.safetensors", g_dir);
+    g_ready = build_model(g_model, "") && build_model(g_model2, "_v2") && build_model_t(g_model3, "", 1e9f);
 }
 
 /* ------------------------------------------------------------ HTTP client */
@@ -1035,6 +1041,49 @@ TEST(unreachable_targets_do_not_block_predictions) {
     dn_server_stop(s);
 }
 
+
+TEST(uncertain_decision_and_dry_run_actions) {
+    if (!g_ready) SKIP("model fixture could not be built");
+    char rules[400], db[400];
+    snprintf(rules, sizeof rules, "%s/rules_review.json", g_dir);
+    const char *text = "{\"version\":1,\"rules\":[{\"name\":\"review\",\"when\":{\"uncertain\":true},"
+                       "\"actions\":[{\"type\":\"webhook\",\"url\":\"http://127.0.0.1:9/never-called\"}]}]}";
+    CHECK(write_file(rules, text, strlen(text)) == 0);
+    snprintf(db, sizeof db, "sqlite:%s/t10.db", g_dir);
+    dn_server_config c = {0};
+    c.model_path = g_model3; /* flat softmax: every prediction uncertain */
+    c.db_url = db;
+    c.rules_path = rules;
+    c.dry_run = 1;
+    c.listen = "127.0.0.1:0";
+    c.quiet = 1;
+    c.workers = 1;
+    dn_server *s = NULL;
+    CHECK(dn_server_start(&c, &s) == DN_OK);
+    if (!s) return;
+    resp r;
+    CHECK(post_image(dn_server_port(s), 2, "?line=L1", &r) == 200);
+    dn_json *j = resp_json(&r);
+    CHECK_MSG(j && !strcmp(dn_json_str(dn_json_get(j, "decision"), ""), "uncertain"), "%s", r.body.s);
+    CHECK(j && dn_json_num(dn_json_get(j, "confidence"), 1) < 0.5);
+    CHECK(j && dn_json_num(dn_json_get(j, "actions_fired"), 0) == 1);
+    dn_json_free(j);
+    resp_free(&r);
+    oc_arg oa = {s, "dry-run"};
+    CHECK(wait_for(outcomes_fn, &oa, 1, 10) && outcomes_fn(&oa) == 1);
+    CHECK(http(dn_server_port(s), "GET", "/v1/predictions?decision=uncertain", NULL, 0, NULL, &r) == 200);
+    j = resp_json(&r);
+    CHECK(j && dn_json_len(dn_json_get(j, "predictions")) == 1);
+    dn_json_free(j);
+    resp_free(&r);
+    CHECK(http(dn_server_port(s), "GET", "/v1/report?format=json", NULL, 0, NULL, &r) == 200);
+    j = resp_json(&r);
+    CHECK(j && dn_json_num(dn_json_get(j, "uncertain"), 0) == 1);
+    dn_json_free(j);
+    resp_free(&r);
+    dn_server_stop(s);
+}
+
 static h_pg g_pg;
 static int g_pg_ok;
 static char g_pg_why[256];
@@ -1102,6 +1151,7 @@ int main(void) {
     RUNX(folder_watch_classify_move_idempotent);
     RUNX(end_to_end_rules_broker_webhook_report);
     RUNX(unreachable_targets_do_not_block_predictions);
+    RUNX(uncertain_decision_and_dry_run_actions);
     g_pg_ok = h_pg_start(&g_pg, g_pg_why, sizeof g_pg_why);
     RUNX(postgres_backend);
     if (g_pg_ok) h_pg_stop(&g_pg);
