@@ -234,19 +234,27 @@ static void rx_completed(void *cls, struct MHD_Connection *con, void **con_cls, 
     *con_cls = NULL;
 }
 
-static int rx_start(receiver *r, int fail_first) {
+/* key/cert (PEM text) non-NULL: HTTPS receiver. */
+static int rx_start_tls(receiver *r, int fail_first, const char *key, const char *cert) {
     memset(r, 0, sizeof *r);
     pthread_mutex_init(&r->mu, NULL);
     r->fail_first = fail_first;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    r->d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, 0, NULL, NULL,
-                            rx_handler, r, MHD_OPTION_SOCK_ADDR, &a, MHD_OPTION_NOTIFY_COMPLETED, rx_completed, r,
-                            MHD_OPTION_END);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION;
+    if (key)
+        r->d = MHD_start_daemon(flags | MHD_USE_TLS, 0, NULL, NULL, rx_handler, r, MHD_OPTION_SOCK_ADDR, &a,
+                                MHD_OPTION_NOTIFY_COMPLETED, rx_completed, r, MHD_OPTION_HTTPS_MEM_KEY, key,
+                                MHD_OPTION_HTTPS_MEM_CERT, cert, MHD_OPTION_END);
+    else
+        r->d = MHD_start_daemon(flags, 0, NULL, NULL, rx_handler, r, MHD_OPTION_SOCK_ADDR, &a,
+                                MHD_OPTION_NOTIFY_COMPLETED, rx_completed, r, MHD_OPTION_END);
     if (!r->d) return -1;
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(r->d, MHD_DAEMON_INFO_BIND_PORT);
     r->port = info ? info->port : 0;
     return r->port > 0 ? 0 : -1;
 }
+
+static int rx_start(receiver *r, int fail_first) { return rx_start_tls(r, fail_first, NULL, NULL); }
 
 static void rx_stop(receiver *r) {
     if (r->d) MHD_stop_daemon(r->d);
@@ -659,6 +667,63 @@ TEST(webhook_500_retried_until_ok) {
     CHECK(rx_hits(&rx) == 3);
     dn_actions_free(a);
     rx_stop(&rx);
+    col_destroy(&c);
+}
+
+/* HTTPS receiver with a self-signed certificate (made with openssl at test time): the
+ * webhook verifies it against "ca_file", and refuses it without. */
+TEST(webhook_https_ca_file) {
+    if (access("/usr/bin/openssl", X_OK)) SKIP("openssl not installed (needed to make a test certificate)");
+    if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) SKIP("libmicrohttpd built without TLS");
+    char cmd[1200], keyp[300], certp[300];
+    snprintf(keyp, sizeof keyp, "%s/key.pem", g_dir);
+    snprintf(certp, sizeof certp, "%s/cert.pem", g_dir);
+    snprintf(cmd, sizeof cmd, "/usr/bin/openssl req -x509 -newkey rsa:2048 -nodes -keyout '%s' -out '%s' -days 2 "
+             "-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1", keyp, certp);
+    if (system(cmd) != 0) SKIP("openssl could not make a test certificate");
+    char *key = slurp(keyp), *cert = slurp(certp);
+    CHECK(key && cert);
+    receiver rx;
+    if (!key || !cert || rx_start_tls(&rx, 0, key, cert)) {
+        free(key); free(cert);
+        SKIP("cannot start the HTTPS receiver");
+    }
+    dn_rules *r = rules_from("https.json",
+                             "{\"rules\": [{\"name\": \"verified\", \"when\": {\"line\": \"L1\"}, \"actions\": [{\"type\": \"webhook\", "
+                             "\"url\": \"https://127.0.0.1:%d/secure\", \"ca_file\": \"%s\"}]},"
+                             "{\"name\": \"unverified\", \"when\": {\"line\": \"L2\"}, \"actions\": [{\"type\": \"webhook\", "
+                             "\"url\": \"https://127.0.0.1:%d/secure\", \"retries\": 0}]}]}", rx.port, certp, rx.port);
+    CHECK(r);
+    collector c;
+    col_init(&c);
+    dn_actions *a = NULL;
+    if (r) {
+        CHECK(dn_actions_new(r, 0, on_outcome, &c, &a) == DN_OK);
+        dn_rules_free(r);
+        dn_pred_event ev = make_event(13, 1000, "L1", "scratches", 0.9f);
+        char expect[512];
+        snprintf(expect, sizeof expect, "%s", g_json);
+        CHECK(dn_actions_submit(a, &ev) == 1);
+        CHECK(col_wait(&c, 1, 20) == 1);
+        CHECK_MSG(!strcmp(c.o[0].status, "ok") && strstr(c.o[0].detail, "HTTP 200"), "%s", c.o[0].detail);
+        pthread_mutex_lock(&rx.mu);
+        CHECK_MSG(!strcmp(rx.body, expect), "%s", rx.body);
+        pthread_mutex_unlock(&rx.mu);
+        ev = make_event(14, 1001, "L2", "scratches", 0.9f);
+        CHECK(dn_actions_submit(a, &ev) == 1);
+        CHECK(col_wait(&c, 2, 20) == 2);
+        CHECK_MSG(!strcmp(c.o[1].status, "failed") && strstr(c.o[1].detail, "certificate"), "%s", c.o[1].detail);
+        printf("  without ca_file: %s\n", c.o[1].detail);
+        CHECK(rx_hits(&rx) == 1);
+        dn_actions_free(a);
+    }
+    char m[1100];
+    CHECK(load_err("badca.json", "{\"rules\": [{\"name\": \"h\", \"when\": {}, \"actions\": [{\"type\": \"webhook\", "
+                   "\"url\": \"https://x/\", \"ca_file\": \"/nonexistent/ca.pem\"}]}]}", m, sizeof m) == DN_ERR_FORMAT);
+    CHECK_MSG(strstr(m, "rule 'h'") && strstr(m, "/nonexistent/ca.pem"), "%s", m);
+    rx_stop(&rx);
+    free(key);
+    free(cert);
     col_destroy(&c);
 }
 
@@ -1316,6 +1381,7 @@ int main(void) {
     RUN(command_timeout_killed);
     RUN(webhook_post_received);
     RUN(webhook_500_retried_until_ok);
+    RUN(webhook_https_ca_file);
     RUN(dead_webhook_does_not_block);
     RUN(mqtt_publish_qos1_received);
     RUN(mqtt_retained_message);

@@ -407,6 +407,7 @@ static int run_webhook(worker *w, const job *j, char *detail, size_t cap) {
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, ms);
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, ms);
     curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+    if (act->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, act->ca_file); /* else the system bundle */
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curl_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);

@@ -7,6 +7,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <unistd.h>
 
 #define DN_RULES_MAX_FILE (16u * 1024u * 1024u)
 
@@ -21,7 +23,7 @@ static void free_strv(char **v) {
 static void free_action(dn_action_def *a) {
     free(a->target); free(a->key);
     free_strv(a->argv);
-    free(a->url); free_strv(a->headers);
+    free(a->url); free_strv(a->headers); free(a->ca_file);
     free(a->host); free(a->topic); free(a->client_id); free(a->username); free(a->password);
 }
 
@@ -253,6 +255,9 @@ static dn_status parse_action(pctx *pc, const dn_json *j, dn_action_def *a) {
                     else a->headers[h] = b.s;
                 }
             }
+        } else if (a->kind == DN_ACT_WEBHOOK && !strcmp(k, "ca_file")) {
+            if (!(st = get_str(pc, v, k, &a->ca_file)) && access(a->ca_file, R_OK))
+                st = PFAIL(pc, "ca_file \"%s\": %s", a->ca_file, strerror(errno));
         } else if (a->kind == DN_ACT_MQTT && !strcmp(k, "broker")) {
             char *b = NULL;
             if (!(st = get_str(pc, v, k, &b))) st = parse_broker(pc, b, &a->host, &a->port);

@@ -34,6 +34,7 @@ typedef struct dn_action_def {
     /* webhook */
     char *url;
     char **headers;         /* NULL-terminated "Name: value" lines */
+    char *ca_file;          /* PEM CA bundle to verify an https receiver; NULL = system CAs */
     /* mqtt */
     char *host;
     int port, qos, retain, keepalive_s;
