@@ -3,6 +3,7 @@
  * See kernels.h for the contract. */
 #include "kernels/kern_int.h"
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 struct dn_conv_op {
@@ -139,6 +140,10 @@ dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *b
         op->isa = DN_ISA_SCALAR;
         snprintf(op->name, sizeof op->name, "ref");
     }
+    if (op->impl != DN_CONV_REF) { /* the packed forms are all a fast op needs: keep memory low */
+        free(op->w);
+        op->w = NULL;
+    }
     return op;
 fail:
     dn_conv_op_free(op);
@@ -236,7 +241,12 @@ void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
     void *own = NULL;
     if (!scratch) { /* convenience for callers without a plan; the engine passes scratch */
         own = dn_alloc_aligned(dn_conv_op_scratch(op, n, h, w));
-        if (!own) { dn_conv2d_ref(d, x, n, h, w, op->w, op->bias, res, relu, y); return; }
+        if (!own) { /* no result possible: NaN output, which callers' finiteness checks report */
+            size_t ny = (size_t)n * d->cout * oh * ow;
+            for (size_t i = 0; i < ny; i++) y[i] = NAN;
+            dn_fail_prefix(DN_ERR_NOMEM, "conv scratch");
+            return;
+        }
         scratch = own;
     }
     if (op->impl == DN_CONV_WINOGRAD && wino_pays(op, n, oh, ow)) {

@@ -40,7 +40,9 @@ void dn_conv_op_free(dn_conv_op *op);
 size_t dn_conv_op_scratch(const dn_conv_op *op, int n, int h, int w);
 /* x: [n][cin][h][w]; res: NULL or [n][cout][oh][ow]; y: [n][cout][oh][ow].
  * Parallelised over pool (may be NULL = single thread). scratch: at least
- * dn_conv_op_scratch() bytes, 64-byte aligned. */
+ * dn_conv_op_scratch() bytes, 64-byte aligned; NULL makes the call allocate
+ * (and free) its own, and if that fails y is filled with NaN and dn_last_error
+ * says why. Never allocates when scratch is given. */
 void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w,
                     const float *res, int relu, float *y, dn_pool *pool, void *scratch);
 const char *dn_conv_op_impl_name(const dn_conv_op *op);
