@@ -273,6 +273,10 @@ void dn_eval_report_table(const dn_eval_report *r, FILE *f) {
                     cname(r, x->pred), x->conf, x->p_true);
         }
     }
+    if (r->seconds > 0)
+        fprintf(f, "\n%lld images decoded and classified in %.2f s (%.1f images/s)\n",
+                (long long)(m->n + (r->has_thr_fit || r->fitted ? r->n_fit : 0)), r->seconds,
+                (double)(m->n + (r->has_thr_fit || r->fitted ? r->n_fit : 0)) / r->seconds);
     if (r->written_model)
         fprintf(f, "\ncalibrated model written: %s (temperature %.6g, threshold %.6g)\n", r->written_model,
                 r->temperature, r->threshold);
