@@ -398,6 +398,56 @@ done:
     fixture_free(&common);
 }
 
+/* Eval forwards keep the conv operators they build; a training step must
+ * invalidate them, and dn_net_sync after an outside weight change. Checked
+ * against a fresh net (which builds everything from the current weights). */
+static double eval_vs_fresh(dn_model *m, dn_net *net, const float *x, int n, int h, int w) {
+    float a[64], b[64];
+    dn_net *fresh = NULL;
+    if (dn_net_eval_forward(net, 0, x, n, a) || dn_net_new(m, dn_net_first_trainable(net), n, h, w, 1, &fresh) ||
+        dn_net_eval_forward(fresh, 0, x, n, b)) {
+        dn_net_free(fresh);
+        return 1e9;
+    }
+    dn_net_free(fresh);
+    return max_rel(a, b, (int64_t)n * m->num_classes);
+}
+
+TEST(eval_operators_follow_weight_updates) {
+    fixture common;
+    const float *x;
+    int n, h, w;
+    dn_model *m = fixture_model(&x, &n, &h, &w, &common);
+    dn_net *net = NULL;
+    dn_optim *opt = NULL;
+    CHECK(m != NULL);
+    if (!m || dn_net_new(m, 3, n, h, w, 2, &net)) goto done;
+    CHECK(eval_vs_fresh(m, net, x, n, h, w) == 0);
+    int np, labels[4] = {0, 2, 1, 2};
+    const dn_param *p = dn_net_params(net, &np);
+    dn_optim_cfg oc;
+    dn_optim_cfg_default(&oc, DN_OPT_SGD);
+    CHECK(dn_optim_new(&oc, p, np, &opt) == DN_OK);
+    float lg[64], dl[64], loss;
+    for (int step = 0; step < 2 && opt; step++) {
+        dn_net_zero_grad(net);
+        CHECK(dn_net_forward(net, x, n, lg) == DN_OK);
+        CHECK(dn_ce_loss(lg, labels, n, m->num_classes, NULL, 0, &loss, dl) == DN_OK);
+        CHECK(dn_net_backward(net, dl) == DN_OK);
+        CHECK(dn_optim_step(opt, 0.5f) == DN_OK);
+        CHECK_MSG(eval_vs_fresh(m, net, x, n, h, w) == 0, "eval after step %d used stale operators", step);
+    }
+    /* outside change (e.g. checkpoint restore): dn_net_sync makes eval see it */
+    for (int i = 0; i < m->blocks[m->nblocks - 1].conv2.cout; i++) m->blocks[m->nblocks - 1].conv2.w[i] += 0.5f;
+    CHECK(dn_net_sync(net) == DN_OK);
+    CHECK(eval_vs_fresh(m, net, x, n, h, w) == 0);
+done:
+    dn_optim_free(opt);
+    dn_net_free(net);
+    dn_model_free(m);
+    fixture_free(&common);
+}
+
 TEST(freeze_specs_and_staging) {
     int f = -1;
     CHECK(dn_freeze_parse("backbone", &f) == DN_OK && f == 5);
@@ -558,6 +608,7 @@ int main(void) {
     RUN(forward_from_pooled_features);
     RUN(forward_from_cached_layer2_with_frozen_layer3);
     RUN(eval_forward_matches_engine_and_keeps_state);
+    RUN(eval_operators_follow_weight_updates);
     RUN(freeze_specs_and_staging);
     RUN(loss_bad_input);
     RUN(sgd_state_save_restore);

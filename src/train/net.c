@@ -18,7 +18,8 @@
 typedef struct cbn {        /* conv followed by BatchNorm */
     dn_conv_layer L;        /* planned conv (fast-path ops rebuilt when weights change) */
     size_t scr;             /* scratch bytes L needs */
-    int ready;              /* frozen: forward op built and kept */
+    int ready;              /* forward op built from the current weights and kept
+                             * (frozen convs; trainable ones during eval forwards) */
     int stage;              /* 0 = stem, 1..4 = layer */
     dn_conv_p *conv;
     dn_bn_p *bn;
@@ -61,6 +62,7 @@ struct dn_net {
     char (*names)[64];
     int nparams;
     int last_n, pending;    /* a training forward awaits its backward */
+    int training;           /* inside a training forward / backward */
     dn_net_profile prof;
 };
 
@@ -411,15 +413,15 @@ static void conv_prep(dn_net *net, cbn *u, int fwd, int bwd, int n) {
 }
 
 static void conv_fwd(dn_net *net, cbn *u, const float *in, int n, float *out) {
-    int trainable = u->stage >= net->first;
+    int once = u->stage < net->first || !net->training; /* op may be kept */
     if (!u->ready) {
-        conv_prep(net, u, 1, 0, trainable ? n : net->maxb);
-        u->ready = !trainable;
+        conv_prep(net, u, 1, 0, once ? net->maxb : n);
+        u->ready = once;
     }
     double t = dn_now();
     dn_conv_layer_fwd(&u->L, in, n, out, net->pool, net->scratch);
     net->prof.conv_fwd_s += dn_now() - t;
-    if (trainable) dn_conv_layer_release(&u->L);
+    if (!once) dn_conv_layer_release(&u->L);
     net->prof.conv_fwd_flop += conv_flop(u, n);
 }
 
@@ -543,6 +545,21 @@ static const float *stage_train(dn_net *net, int s, const float *in, int n) {
     return cur;
 }
 
+static void invalidate_one(cbn *u) {
+    if (u->ready) dn_conv_layer_release(&u->L);
+    u->ready = 0;
+}
+
+static void invalidate_trainable(dn_net *net) {
+    if (net->first <= 0) invalidate_one(&net->stem);
+    for (int i = 0; i < net->nb; i++) {
+        blk *b = &net->b[i];
+        if (b->stage < net->first) continue;
+        invalidate_one(&b->u1); invalidate_one(&b->u2);
+        if (b->has_down) invalidate_one(&b->ud);
+    }
+}
+
 /* BatchNorm in training mode needs more than one value per channel (PyTorch
  * refuses it too); the smallest per-channel count is at layer4. */
 static dn_status check_bn_count(const dn_net *net, int n) {
@@ -579,13 +596,16 @@ dn_status dn_net_forward_from(dn_net *net, int stage, const float *x, int n, flo
         return dn_fail(DN_ERR_ARG, "training net: cannot start at stage %d after the first trainable stage %d",
                        stage, net->first);
     if ((st = check_bn_count(net, n))) return st;
+    invalidate_trainable(net); /* weights may have moved since an eval forward built ops */
     if ((st = ensure_temps(net, stage))) return st;
     const float *cur = x;
     for (int s = stage; s < net->first && s <= 4; s++) cur = stage_eval(net, s, cur, n);
     if (net->first <= 4) {
         memcpy(net->x0, cur, sizeof(float) * n * input_numel(net, net->first));
         cur = net->x0;
+        net->training = 1;
         for (int s = net->first; s <= 4; s++) cur = stage_train(net, s, cur, n);
+        net->training = 0;
     }
     head_fwd(net, cur, stage, x, n, logits);
     net->last_n = n;

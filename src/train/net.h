@@ -100,9 +100,13 @@ dn_status dn_net_backward(dn_net *net, const float *dlogits);
  * backward. */
 dn_status dn_net_eval_forward(dn_net *net, int stage, const float *x, int n, float *logits);
 
-/* Refresh anything the net derived from the model's arrays (call after the
- * model's parameters were modified outside the net, e.g. a checkpoint restore
- * that copied into the same arrays). Parameters already live in the model. */
+/* Refresh anything the net derived from the model's arrays: the packed conv
+ * operators of frozen layers (built once) and those eval forwards build for
+ * trainable layers (kept across eval calls until the next training forward).
+ * Call it after the model's weights changed any other way than through a
+ * training forward + backward + optimizer step, e.g. a checkpoint restore into
+ * the same arrays, or an optimizer step followed directly by eval forwards.
+ * Parameters themselves already live in the model. */
 dn_status dn_net_sync(dn_net *net);
 
 dn_model *dn_net_model(dn_net *net);
