@@ -627,6 +627,41 @@ static int proc_alive(pid_t pid) {
     return rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
 }
 
+/* A payload much larger than a pipe buffer reaches the command intact (partial writes). */
+TEST(command_large_payload) {
+    char out[300];
+    snprintf(out, sizeof out, "%s/big.json", g_dir);
+    unlink(out);
+    dn_rules *r = rules_from("big.json.rules",
+                             "{\"rules\": [{\"name\": \"big\", \"when\": {}, \"actions\": [{\"type\": \"command\", "
+                             "\"argv\": [\"sh\", \"-c\", \"sleep 0.2; cat > '%s'\"]}]}]}", out);
+    CHECK(r);
+    if (!r) return;
+    size_t n = 600000;
+    char *js = malloc(n + 64);
+    CHECK(js);
+    if (!js) { dn_rules_free(r); return; }
+    int k = snprintf(js, n + 64, "{\"id\":5,\"pad\":\"");
+    for (size_t i = 0; i < n; i++) js[k + i] = (char)('a' + i % 26);
+    strcpy(js + k + n, "\"}");
+    collector c;
+    col_init(&c);
+    dn_actions *a = NULL;
+    CHECK(dn_actions_new(r, 0, on_outcome, &c, &a) == DN_OK);
+    dn_rules_free(r);
+    dn_pred_event ev = make_event(5, 1000, "L1", "x", 0.9f);
+    ev.json = js;
+    CHECK(dn_actions_submit(a, &ev) == 1);
+    CHECK(col_wait(&c, 1, 30) == 1);
+    CHECK_MSG(!strcmp(c.o[0].status, "ok"), "%s", c.o[0].detail);
+    char *got = slurp(out);
+    CHECK(got && strlen(got) == strlen(js) && !strcmp(got, js));
+    free(got);
+    free(js);
+    dn_actions_free(a);
+    col_destroy(&c);
+}
+
 TEST(command_timeout_killed) {
     char pidf[300];
     snprintf(pidf, sizeof pidf, "%s/child.pid", g_dir);
@@ -1432,6 +1467,7 @@ int main(void) {
     RUN(rules_error_bad_type);
     RUN(command_gets_prediction_json_on_stdin);
     RUN(command_failure_retried_then_failed);
+    RUN(command_large_payload);
     RUN(command_timeout_killed);
     RUN(webhook_post_received);
     RUN(webhook_500_retried_until_ok);
