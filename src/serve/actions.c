@@ -118,7 +118,6 @@ typedef struct worker {
     int done;                 /* thread has exited its loop (guarded by mu) */
     /* webhook */
     CURL *curl;
-    double curl_deadline;     /* abort transfers past this (shutdown) */
     /* mqtt (mmu/mcv guard the fields below; written from libmosquitto's thread) */
     struct mosquitto *mosq;
     pthread_mutex_t mmu;
