@@ -757,6 +757,52 @@ TEST(train_bad_input) {
               dn_last_error());
 }
 
+/* ------------------------------------------------------------ real data (short) */
+/* Head-only on a small NEU-CLS subset with the real pretrained weights: 16
+ * images per class for training, 8 val, 8 test, 64x64 input, no views. Kept
+ * short for CI; SKIPs without ../shared. */
+TEST(real_neu_head_only_small) {
+    const char *sh = h_shared();
+    if (!sh) SKIP("../shared (or $DN_SHARED) not present");
+    char w[1200], man[400], out[400];
+    snprintf(w, sizeof w, "%s/weights/resnet18-imagenet.pth", sh);
+    FILE *f = fopen(w, "rb");
+    if (!f) SKIP("%s not present", w);
+    fclose(f);
+    snprintf(man, sizeof man, "%s/neu_small.csv", tmpdir());
+    f = fopen(man, "w");
+    fprintf(f, "path,label,split\n");
+    const char *cls[] = {"Cr", "In", "PS", "Pa", "RS", "Sc"};
+    char cwd[1024];
+    if (!getcwd(cwd, sizeof cwd)) SKIP("getcwd failed");
+    for (int c = 0; c < 6; c++)
+        for (int i = 1; i <= 32; i++)
+            fprintf(f, "%s%s%s/datasets/NEU-CLS/%s/%s_%d.bmp,%s,%s\n", sh[0] == '/' ? "" : cwd, sh[0] == '/' ? "" : "/", sh,
+                    cls[c], cls[c], i, cls[c], i <= 16 ? "train" : i <= 24 ? "val" : "test");
+    fclose(f);
+    snprintf(out, sizeof out, "%s/neu_small.safetensors", tmpdir());
+    dn_train_cfg c;
+    dn_train_cfg_default(&c);
+    c.split_manifest = man;
+    c.weights = w;
+    c.out = out;
+    c.image_size = 64;
+    c.views = 0;
+    c.stages[0].epochs = 40;
+    c.patience = 0;
+    c.lr = 3e-3f;
+    c.quiet = 1;
+    dn_train_result res;
+    dn_status st = dn_train_run(&c, &res);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (st) return;
+    printf("  NEU-CLS subset head-only @64px: val acc %.3f, test acc %.3f, macro-F1 %.3f (%.1fs)\n", res.val.accuracy,
+           res.test.accuracy, res.test.macro_f1, res.seconds);
+    CHECK(res.ntest == 48 && res.test.n == 48);
+    CHECK(res.test.accuracy > 0.75); /* chance is 0.17; pretrained features separate NEU classes well */
+    dn_train_result_free(&res);
+}
+
 int main(void) {
     RUN(aug_parse);
     RUN(aug_geometry);
@@ -770,5 +816,6 @@ int main(void) {
     RUN(train_head_only_end_to_end);
     RUN(train_staged_checkpoint_resume);
     RUN(train_bad_input);
+    RUN(real_neu_head_only_small);
     return REPORT();
 }
