@@ -1,5 +1,6 @@
 /* SGEMM dispatch and ISA selection. */
 #include "kernels/kern_int.h"
+#include <pthread.h>
 #include <stdlib.h>
 
 static dn_isa g_force = DN_ISA_AUTO;
@@ -29,6 +30,33 @@ const char *dn_isa_name(dn_isa isa) {
     }
 }
 
+/* Per-calling-thread scratch, grown on demand and kept, so repeated calls (the
+ * trainer calls dn_sgemm per image and layer) do not allocate in the steady
+ * state. Released when the thread exits (pthread key destructor). */
+typedef struct { char *p; size_t cap; } tl_scratch;
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+static void tl_free(void *v) {
+    tl_scratch *t = v;
+    if (t) { dn_free_aligned(t->p); free(t); }
+}
+static void tl_init(void) { pthread_key_create(&tl_key, tl_free); }
+static char *tl_get(size_t need) {
+    pthread_once(&tl_once, tl_init);
+    tl_scratch *t = pthread_getspecific(tl_key);
+    if (!t) {
+        if (!(t = dn_calloc(1, sizeof *t))) return NULL;
+        if (pthread_setspecific(tl_key, t)) { free(t); dn_fail(DN_ERR_NOMEM, "sgemm: thread scratch"); return NULL; }
+    }
+    if (t->cap < need) {
+        dn_free_aligned(t->p);
+        t->cap = 0;
+        if (!(t->p = dn_alloc_aligned(need))) return NULL;
+        t->cap = need;
+    }
+    return t->p;
+}
+
 void dn_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc, dn_pool *pool) {
     if (M <= 0 || N <= 0) return;
@@ -41,7 +69,7 @@ void dn_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
     size_t na = alpha == 1.0f ? 0 : dn_gemm_packed_a_floats(u, M, K);
     size_t slab = dn_gemm_slab_bytes(u);
     size_t abytes = (na * sizeof(float) + 63) & ~(size_t)63;
-    char *mem = dn_alloc_aligned(abytes + slab * (size_t)dn_gemm_slabs());
+    char *mem = tl_get(abytes + slab * (size_t)dn_gemm_slabs());
     if (!mem) {
         dn_fail_prefix(DN_ERR_NOMEM, "sgemm %dx%dx%d", M, N, K);
         return;
@@ -58,5 +86,4 @@ void dn_sgemm(int transA, int transB, int M, int N, int K, float alpha, const fl
     p.C = C; p.ldc = ldc; p.P = N; p.cimg = 0;
     p.accum = beta != 0.0f;
     dn_gemm_run(&p, pool, mem + abytes);
-    dn_free_aligned(mem);
 }

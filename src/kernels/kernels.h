@@ -57,9 +57,10 @@ void dn_conv2d_ref(const dn_conv_desc *d, const float *x, int n, int h, int w, c
  * op(B) likewise (transB: B stored N x K). beta == 0 means C is not read.
  * dn_sgemm picks the fastest ISA (see dn_kernels_force_isa), is parallel over
  * pool (NULL = single thread) and deterministic: each C element is summed by one
- * thread in a fixed order regardless of the pool size. Uses its own scratch
- * (allocated per call; returns without touching C only if that allocation fails,
- * after setting dn_last_error). */
+ * thread in a fixed order regardless of the pool size. Uses a scratch buffer
+ * kept per calling thread (grown on first use, freed at thread exit), so steady
+ * state calls do not allocate; if growing it fails, C is left untouched and
+ * dn_last_error says why. */
 void dn_sgemm(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc, dn_pool *pool);
 void dn_sgemm_ref(int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda,
