@@ -14,7 +14,8 @@ static void serve_usage(FILE *f) {
             "usage: defectnet serve --model M [--db sqlite:FILE | postgres://...] [--rules FILE]\n"
             "         [--watch DIR [--move-processed]] [--listen 127.0.0.1:8080] [--workers N] [--queue N]\n"
             "         [--token-file F] [--store-images DIR] [--dry-run] [--max-body BYTES]\n"
-            "         [--body-timeout S] [--idle-timeout S] [--session-threads N] [--ok-classes a,b] [--quiet]\n"
+            "         [--body-timeout S] [--idle-timeout S] [--session-threads N] [--batch N] [--ok-classes a,b]\n"
+            "         [--quiet]\n"
             "  --db defaults to sqlite:defectnet.db. --listen binds 127.0.0.1 unless told otherwise.\n"
             "  SIGHUP or POST /v1/admin/reload reloads model + rules; SIGTERM/SIGINT shut down gracefully.\n"
             "  See docs/serve.md for the endpoints.\n");
@@ -86,6 +87,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--ok-classes")) c.ok_classes = val;
         else if (!strcmp(a, "--workers")) { if (parse_int(a, val, 1, 256, &v)) return 2; c.workers = (int)v; }
         else if (!strcmp(a, "--queue")) { if (parse_int(a, val, 1, 1000000, &v)) return 2; c.queue = (int)v; }
+        else if (!strcmp(a, "--batch")) { if (parse_int(a, val, 1, DN_SERVE_MAX_BATCH, &v)) return 2; c.batch = (int)v; }
         else if (!strcmp(a, "--session-threads")) { if (parse_int(a, val, 1, 256, &v)) return 2; c.session_threads = (int)v; }
         else if (!strcmp(a, "--max-body")) { if (parse_int(a, val, 1024, 1L << 30, &v)) return 2; c.max_body = (size_t)v; }
         else if (!strcmp(a, "--body-timeout")) { if (parse_int(a, val, 1, 3600, &v)) return 2; c.body_timeout = (int)v; }

@@ -2,6 +2,7 @@
 #include "serve/http.h"
 #include "core/core.h"
 #include "core/sha256.h"
+#include "nn/engine.h"
 #include "nn/model.h"
 #include "serve/actions.h"
 #include "serve/metrics.h"
@@ -60,13 +61,14 @@ typedef struct worker {
     pthread_t th;
     dn_session *sess;
     int sess_serial;
-    float *probs;
+    float *probs;                   /* batch x num_classes */
+    dn_prediction *preds;           /* batch */
 } worker;
 
 struct dn_server {
     char *model_path, *db_url, *rules_path, *token, *store_images, *ok_classes;
     char listen_host[64];
-    int port, nworkers, qcap, session_threads, dry_run, quiet;
+    int port, nworkers, qcap, session_threads, batch, dry_run, quiet;
     size_t max_body;
     int body_timeout, idle_timeout;
 
@@ -270,41 +272,35 @@ static void job_fail(job *j, int code, const char *msg) {
     j->body = b.s;
 }
 
-/* Runs one job on a worker: decode, classify, store, actions. Sets code/body. */
-static void run_job(worker *w, job *j) {
-    dn_server *s = w->s;
-    gen *g = gen_acquire(s);
-    dn_image img = {0};
-    dn_sb sc = {0}, b = {0};
-    char msg[1200];
-    if (!w->sess || w->sess_serial != g->serial) {
+/* (Re)creates the worker's session when the model generation changed. */
+static int ensure_session(worker *w, gen *g, char *msg, size_t mn) {
+    if (w->sess && w->sess_serial == g->serial) return 0;
+    dn_session_free(w->sess);
+    w->sess = NULL;
+    free(w->probs);
+    free(w->preds);
+    int nc = dn_model_num_classes(g->model);
+    w->probs = malloc(sizeof(float) * (size_t)nc * (size_t)w->s->batch);
+    w->preds = malloc(sizeof(dn_prediction) * (size_t)w->s->batch);
+    if (!w->probs || !w->preds || dn_session_new(g->model, w->s->batch, w->s->session_threads, &w->sess)) {
+        snprintf(msg, mn, "inference session: %s", w->probs && w->preds ? dn_last_error() : "out of memory");
         dn_session_free(w->sess);
         w->sess = NULL;
-        free(w->probs);
-        w->probs = malloc(sizeof(float) * (size_t)dn_model_num_classes(g->model));
-        if (!w->probs || dn_session_new(g->model, 1, s->session_threads, &w->sess)) {
-            snprintf(msg, sizeof msg, "inference session: %s", dn_last_error());
-            job_fail(j, 500, msg);
-            goto done;
-        }
-        w->sess_serial = g->serial;
+        return -1;
     }
-    dn_status rc = dn_image_decode(j->data, j->len, "image", &img);
-    if (rc) {
-        snprintf(msg, sizeof msg, "%s", dn_last_error());
-        job_fail(j, rc == DN_ERR_NOMEM ? 413 : 400, msg);
-        goto done;
-    }
+    w->sess_serial = g->serial;
+    return 0;
+}
+
+/* After classification: image copy, commit to the store, actions, answer. */
+static void finish_job(worker *w, gen *g, job *j, const dn_prediction *p, const float *probs) {
+    dn_server *s = w->s;
+    dn_sb sc = {0}, b = {0};
+    char msg[1400];
     uint8_t dg[32];
     char sha[65];
     dn_sha256(j->data, j->len, dg);
     dn_sha256_hex(dg, sha);
-    dn_prediction p;
-    if (dn_session_classify(w->sess, &img, &p, w->probs)) {
-        snprintf(msg, sizeof msg, "classification failed: %s", dn_last_error());
-        job_fail(j, 500, msg);
-        goto done;
-    }
     char copy[1200] = "";
     if (s->store_images && store_copy(s, sha, j->data, j->len, copy, sizeof copy)) {
         snprintf(msg, sizeof msg, "image store: %s", dn_last_error());
@@ -316,11 +312,11 @@ static void run_job(worker *w, job *j) {
     for (int i = 0; i < nc; i++) {
         if (i) dn_sb_puts(&sc, ",");
         dn_sb_json_str(&sc, dn_model_class_name(g->model, i));
-        dn_sb_printf(&sc, ":%.6g", w->probs[i]);
+        dn_sb_printf(&sc, ":%.6g", probs[i]);
     }
     dn_sb_puts(&sc, "}");
     if (sc.oom) { job_fail(j, 500, "out of memory"); goto done; }
-    const char *cls = dn_model_class_name(g->model, p.cls);
+    const char *cls = dn_model_class_name(g->model, p->cls);
     dn_pred_record rec = {0};
     rec.time = wall_now();
     rec.line = j->req.line;
@@ -335,9 +331,9 @@ static void run_job(worker *w, job *j) {
     rec.model_sha256 = g->sha;
     rec.model_version = g->version;
     rec.cls = cls;
-    rec.confidence = p.confidence;
+    rec.confidence = p->confidence;
     rec.scores_json = sc.s;
-    rec.uncertain = p.uncertain;
+    rec.uncertain = p->uncertain;
     int64_t id = 0;
     int existed = 0;
     if (dn_store_insert(s->store, &rec, &id, &existed)) {
@@ -375,32 +371,71 @@ static void run_job(worker *w, job *j) {
         row.model_sha256 = g->sha;
         row.model_version = g->version;
         row.cls = (char *)cls;
-        row.confidence = p.confidence;
+        row.confidence = p->confidence;
         row.scores_json = sc.s;
-        row.decision = p.uncertain ? "uncertain" : "accepted";
+        row.decision = p->uncertain ? "uncertain" : "accepted";
         row_json_open(&b, &row);
         dn_sb_puts(&b, "}");
         int fired = 0;
         if (s->actions && !b.oom) {
             dn_pred_event ev = {id, rec.time, rec.line, rec.station, rec.camera, rec.part, cls,
-                                p.confidence, p.uncertain, b.s};
+                                p->confidence, p->uncertain, b.s};
             fired = dn_actions_submit(s->actions, &ev);
         }
-        b.len--; /* reopen the object to add the action count */
-        b.s[b.len] = 0;
+        if (!b.oom) { /* reopen the object to add the action count */
+            b.len--;
+            b.s[b.len] = 0;
+        }
         dn_sb_printf(&b, ",\"duplicate\":false,\"actions_fired\":%d}\n", fired);
-        dn_metrics_prediction(s->metrics, cls, p.uncertain);
+        dn_metrics_prediction(s->metrics, cls, p->uncertain);
         snprintf(j->cls, sizeof j->cls, "%s", cls);
     }
-    if (b.oom) { dn_sb_free(&b); job_fail(j, 500, "out of memory"); goto done; }
+    if (b.oom) { job_fail(j, 500, "out of memory"); goto done; }
     j->code = 200;
     j->id = id;
     j->body = b.s;
     b.s = NULL;
 done:
-    dn_image_free(&img);
     dn_sb_free(&sc);
     dn_sb_free(&b);
+}
+
+/* Runs up to s->batch jobs on a worker: decode + preprocess each, one batched
+ * forward, then store/actions/answer each. Sets every job's code/body. */
+static void run_batch(worker *w, job **jobs, int n) {
+    dn_server *s = w->s;
+    gen *g = gen_acquire(s);
+    char msg[1200];
+    int idx[DN_SERVE_MAX_BATCH], m = 0;
+    if (ensure_session(w, g, msg, sizeof msg)) {
+        for (int i = 0; i < n; i++) job_fail(jobs[i], 500, msg);
+        goto done;
+    }
+    const dn_preproc *pp = dn_model_preproc(g->model);
+    int ih = 0, iw = 0;
+    dn_session_input_size(w->sess, &ih, &iw);
+    size_t per = (size_t)3 * (size_t)ih * (size_t)iw;
+    float *x = dn_session_input(w->sess);
+    for (int i = 0; i < n; i++) {
+        dn_image img = {0};
+        dn_status rc = dn_image_decode(jobs[i]->data, jobs[i]->len, "image", &img);
+        if (!rc) rc = dn_preprocess(&img, pp, x + (size_t)m * per);
+        dn_image_free(&img);
+        if (rc) {
+            snprintf(msg, sizeof msg, "%s", dn_last_error());
+            job_fail(jobs[i], rc == DN_ERR_NOMEM ? 413 : 400, msg);
+            continue;
+        }
+        idx[m++] = i;
+    }
+    if (m && dn_session_classify_batch(w->sess, x, m, w->preds, w->probs)) {
+        snprintf(msg, sizeof msg, "classification failed: %s", dn_last_error());
+        for (int k = 0; k < m; k++) job_fail(jobs[idx[k]], 500, msg);
+        goto done;
+    }
+    int nc = dn_model_num_classes(g->model);
+    for (int k = 0; k < m; k++) finish_job(w, g, jobs[idx[k]], &w->preds[k], w->probs + (size_t)k * nc);
+done:
     gen_release(s, g);
 }
 
@@ -410,30 +445,36 @@ static void *worker_main(void *arg) {
     for (;;) {
         pthread_mutex_lock(&s->mu);
         while (!s->qhead && !s->stopping_workers) pthread_cond_wait(&s->qcond, &s->mu);
-        job *j = s->qhead;
-        if (!j) { pthread_mutex_unlock(&s->mu); break; }
-        s->qhead = j->next;
-        if (!s->qhead) s->qtail = NULL;
-        s->qlen--;
-        pthread_cond_signal(&s->space);
+        if (!s->qhead) { pthread_mutex_unlock(&s->mu); break; }
+        /* take what is waiting, up to a batch: no waiting for more (latency first) */
+        job *jobs[DN_SERVE_MAX_BATCH];
+        int n = 0;
+        while (s->qhead && n < s->batch) {
+            job *j = s->qhead;
+            s->qhead = j->next;
+            if (!s->qhead) s->qtail = NULL;
+            s->qlen--;
+            jobs[n++] = j;
+        }
+        pthread_cond_broadcast(&s->space);
         pthread_mutex_unlock(&s->mu);
-        run_job(w, j);
+        run_batch(w, jobs, n);
         pthread_mutex_lock(&s->mu);
-        if (j->conn) {
-            struct MHD_Connection *c = j->conn;
+        for (int i = 0; i < n; i++) {
+            job *j = jobs[i];
             j->done = 1;
             /* After resume the connection's handler may free j: do not touch it again. */
-            MHD_resume_connection(c);
-        } else {
-            j->done = 1;
-            pthread_cond_broadcast(&s->donecond);
+            if (j->conn) MHD_resume_connection(j->conn);
         }
+        pthread_cond_broadcast(&s->donecond);
         pthread_mutex_unlock(&s->mu);
     }
     dn_session_free(w->sess);
     free(w->probs);
+    free(w->preds);
     w->sess = NULL;
     w->probs = NULL;
+    w->preds = NULL;
     return NULL;
 }
 
@@ -871,10 +912,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         else if (want_post && !auth_ok(s, c)) set_early(r, 401, "missing or wrong bearer token");
         if (!r->early_code && r->ep == E_PREDICT) {
             const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
-            if (cl && strtoull(cl, NULL, 10) > s->max_body) {
+            unsigned long long clen = cl ? strtoull(cl, NULL, 10) : 0;
+            if (cl && clen > s->max_body) {
                 char m[120];
                 snprintf(m, sizeof m, "request body larger than the limit of %zu bytes", s->max_body);
                 set_early(r, 413, m);
+                /* Answering before the body is read makes MHD close the connection while
+                 * the client may still be sending, and its TCP stack can then see a reset
+                 * instead of the answer. A client that sent "Expect: 100-continue" never
+                 * sends the body, and a moderately oversized body is cheaper to discard
+                 * (not stored) than to lose the JSON error; only huge ones are cut. */
+                const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+                if (!(ex && strcasestr(ex, "100-continue")) && clen <= 4ull * s->max_body) return MHD_YES;
             } else {
                 collect_meta(c, r);
             }
@@ -886,7 +935,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (r->early_code) return MHD_YES; /* already answered; discard the rest */
+        if (r->early_code) return MHD_YES; /* answered, or to be answered at the end: discard */
         if (dn_now() - r->t0 > s->body_timeout) {
             set_early(r, 408, "request body not received within the time limit (slow client)");
         } else if (r->body.len + n > s->max_body) {
@@ -1026,6 +1075,7 @@ dn_status dn_server_start(const dn_server_config *c, dn_server **out) {
     if (s->nworkers > 256) s->nworkers = 256;
     s->qcap = c->queue > 0 ? c->queue : 4 * s->nworkers;
     s->session_threads = c->session_threads > 0 ? c->session_threads : 1;
+    s->batch = c->batch > 0 ? (c->batch < DN_SERVE_MAX_BATCH ? c->batch : DN_SERVE_MAX_BATCH) : 4;
     s->dry_run = c->dry_run;
     s->quiet = c->quiet;
     s->max_body = c->max_body ? c->max_body : 16u << 20;

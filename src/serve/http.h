@@ -5,8 +5,9 @@
  *
  * Request path of POST /v1/predict: the libmicrohttpd threads receive the body
  * (size limit, slow-client deadline, bearer token), then hand a job to a bounded
- * queue (full -> 503 + Retry-After) and suspend the connection; a worker decodes,
- * classifies, commits the prediction to the store, submits it to the action
+ * queue (full -> 503 + Retry-After) and suspend the connection; a worker takes the
+ * jobs waiting (up to a batch), decodes and preprocesses them, classifies them in one
+ * batched forward, commits each prediction to the store, submits it to the action
  * executor and resumes the connection with the JSON answer. The prediction is
  * committed BEFORE the response exists, so every 200 is in the database.
  *
@@ -36,6 +37,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define DN_SERVE_MAX_BATCH 32
+
 typedef struct dn_server_config {
     const char *model_path;      /* required */
     const char *db_url;          /* NULL = "sqlite:defectnet.db" */
@@ -44,6 +47,8 @@ typedef struct dn_server_config {
     int workers;                 /* <= 0: number of CPUs */
     int queue;                   /* bounded job queue, <= 0: 4 * workers */
     int session_threads;         /* inference threads per worker session, <= 0: 1 */
+    int batch;                   /* most queued jobs a worker classifies in one forward
+                                    (1..DN_SERVE_MAX_BATCH, <= 0: 4); never waits to fill it */
     const char *token;           /* bearer token for write/admin endpoints; NULL = none */
     const char *store_images;    /* directory for image copies (by sha256); NULL = none */
     int dry_run;                 /* actions report "dry-run" instead of running */
