@@ -14,7 +14,7 @@ trap 'rm -rf "$tmp"' EXIT
 # 1. the documented example parses and is listed
 out=$("$BIN" rules check examples/rules.json 2>&1); rc=$?
 if [ $rc -eq 0 ] && echo "$out" | grep -q '^examples/rules.json: 4 rules' &&
-   echo "$out" | grep -q "rule 'scratch-burst': when class=scratches 3-of-last-5-on-line; cooldown 300s"; then
+   echo "$out" | grep -q "rule 'scratch-burst': when class=scratches 3-of-last-5-on-line; cooldown 300s per line"; then
     ok check_example
 else bad "check_example (rc $rc): $out"; fi
 

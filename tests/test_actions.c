@@ -1151,7 +1151,9 @@ TEST(rate_window_and_cooldown) {
                              "{\"above_per_hour\": 6, \"window_s\": 600, \"per_line\": false}}, "
                              "\"actions\": [{\"type\": \"command\", \"argv\": [\"true\"]}]},"
                              "{\"name\": \"cool\", \"when\": {\"class\": \"inclusion\"}, \"cooldown_s\": 10, "
-                             "\"actions\": [{\"type\": \"command\", \"argv\": [\"true\"]}]}]}");
+                             "\"actions\": [{\"type\": \"command\", \"argv\": [\"true\"]}]},"
+                             "{\"name\": \"cool-line\", \"when\": {\"class\": \"crazing\"}, \"cooldown_s\": 10, "
+                             "\"cooldown_per_line\": true, \"actions\": [{\"type\": \"command\", \"argv\": [\"true\"]}]}]}");
     CHECK(r);
     if (!r) return;
     collector c;
@@ -1187,12 +1189,21 @@ TEST(rate_window_and_cooldown) {
         CHECK_MSG(got_rate == seq[i].rate && got_all == seq[i].all, "event %zu: rate %d/%d all %d/%d", i,
                   got_rate, seq[i].rate, got_all, seq[i].all);
     }
-    /* cooldown: 0 fires, 5 suppressed, 11 fires, 12 suppressed */
+    /* cooldown per rule: 0 fires, 5 suppressed (even on another line), 11 fires, 12 suppressed */
     double ct[] = {0, 5, 11, 12};
+    const char *cl[] = {"L9", "L8", "L9", "L9"};
     int cw[] = {1, 0, 1, 0};
     for (int i = 0; i < 4; i++) {
-        dn_pred_event ev = make_event(100 + i, 2e9 + ct[i], "L9", "inclusion", 0.9f);
+        dn_pred_event ev = make_event(100 + i, 2e9 + ct[i], cl[i], "inclusion", 0.9f);
         CHECK_MSG(dn_actions_submit(a, &ev) == cw[i], "cooldown event %d", i);
+    }
+    /* cooldown per line: a storm on one line does not silence another */
+    double pt[] = {0, 1, 2, 3, 12};
+    const char *pl[] = {"L1", "L2", "L1", "L2", "L1"};
+    int pw[] = {1, 1, 0, 0, 1};
+    for (int i = 0; i < 5; i++) {
+        dn_pred_event ev = make_event(200 + i, 3e9 + pt[i], pl[i], "crazing", 0.9f);
+        CHECK_MSG(dn_actions_submit(a, &ev) == pw[i], "per-line cooldown event %d", i);
     }
     dn_actions_free(a);
     col_destroy(&c);

@@ -52,7 +52,7 @@ static int do_check(const char *path) {
         if (ru->rate_above >= 0)
             printf(" rate>%g/h(window %gs, %s)", ru->rate_above, ru->rate_window_s,
                    ru->rate_per_line ? "per line" : "all lines");
-        if (ru->cooldown_s > 0) printf("; cooldown %gs", ru->cooldown_s);
+        if (ru->cooldown_s > 0) printf("; cooldown %gs%s", ru->cooldown_s, ru->cooldown_per_line ? " per line" : "");
         printf("\n");
         for (int k = 0; k < ru->nactions; k++) {
             const dn_action_def *a = &ru->actions[k];

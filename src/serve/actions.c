@@ -135,6 +135,8 @@ typedef struct line_hist {
     int pos, filled, count;
     double *ts;               /* rate: ring of the last rate_keep matching times */
     int ts_head, ts_n;
+    int has_fired;            /* cooldown_per_line */
+    double last_fire;
     uint64_t used;            /* LRU stamp for eviction */
 } line_hist;
 
@@ -854,7 +856,7 @@ static dn_status build_states(dn_actions *a, dn_rules *r, rule_state **out) {
             const dn_rule *or_ = os->rule;
             if (strcmp(or_->name, ru->name) || or_->n != ru->n || or_->m != ru->m ||
                 or_->rate_above != ru->rate_above || or_->rate_window_s != ru->rate_window_s ||
-                or_->rate_per_line != ru->rate_per_line)
+                or_->rate_per_line != ru->rate_per_line || or_->cooldown_per_line != ru->cooldown_per_line)
                 continue;
             /* same history parameters: move the history over */
             hist_clear(&s->global);
@@ -946,7 +948,8 @@ int dn_actions_submit(dn_actions *a, const dn_pred_event *ev) {
         if (!r->enabled) continue;
         int base = dn_rule_match_event(r, ev), ok = base;
         line_hist *h = NULL;
-        if (r->m || (r->rate_above >= 0 && r->rate_per_line)) {
+        int per_line_cool = r->cooldown_s > 0 && r->cooldown_per_line;
+        if (r->m || (r->rate_above >= 0 && r->rate_per_line) || per_line_cool) {
             if (!(h = hist_get(a, s, ev->line))) continue; /* out of memory: rule cannot be judged */
         }
         if (r->m) {
@@ -964,9 +967,11 @@ int dn_actions_submit(dn_actions *a, const dn_pred_event *ev) {
             ok = ok && rh->ts_n >= r->rate_keep;
         }
         if (!ok) continue;
-        if (r->cooldown_s > 0 && s->has_fired && t - s->last_fire < r->cooldown_s) continue;
-        s->has_fired = 1;
-        s->last_fire = t;
+        int *has_fired = per_line_cool ? &h->has_fired : &s->has_fired;
+        double *last_fire = per_line_cool ? &h->last_fire : &s->last_fire;
+        if (r->cooldown_s > 0 && *has_fired && t - *last_fire < r->cooldown_s) continue;
+        *has_fired = 1;
+        *last_fire = t;
         for (int k = 0; k < r->nactions; k++) {
             if (nf == capf) {
                 fired *nfb = malloc((size_t)capf * 2 * sizeof *nfb);

@@ -388,10 +388,11 @@ static dn_status parse_rule(pctx *pc, const dn_json *j, int idx, dn_rule *r) {
         const dn_json *v = dn_json_at(j, i);
         if (!strcmp(k, "name") || !strcmp(k, "when") || !strcmp(k, "actions")) continue;
         if (!strcmp(k, "cooldown_s")) st = get_num(pc, v, k, 0, 30 * 86400.0, &r->cooldown_s);
+        else if (!strcmp(k, "cooldown_per_line")) st = get_bool(pc, v, k, &r->cooldown_per_line);
         else if (!strcmp(k, "enabled")) st = get_bool(pc, v, k, &r->enabled);
         else if (!strcmp(k, "description")) {
             if (dn_json_type_of(v) != DN_JSON_STR) st = PFAIL(pc, "\"description\" must be a string");
-        } else st = PFAIL(pc, "unknown rule field \"%s\" (known: name, description, when, actions, cooldown_s, enabled)", k);
+        } else st = PFAIL(pc, "unknown rule field \"%s\" (known: name, description, when, actions, cooldown_s, cooldown_per_line, enabled)", k);
         if (st) return st;
     }
     if ((st = parse_when(pc, w, r))) return st;

@@ -57,6 +57,7 @@ typedef struct dn_rule {
     int rate_per_line;
     int rate_keep;       /* timestamps to keep: floor(rate_above * window / 3600) + 1 */
     double cooldown_s;
+    int cooldown_per_line;  /* 1: the cooldown is kept per line instead of per rule */
     int enabled;
     dn_action_def *actions;
     int nactions;
