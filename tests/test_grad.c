@@ -203,6 +203,22 @@ TEST(batchnorm_running_stats_as_pytorch) {
     bn_free(&c);
 }
 
+TEST(batchnorm_eval_uses_running_stats) {
+    bn_ctx c;
+    bn_alloc(&c, 2, 3, 4);
+    for (int i = 0; i < 3; i++) { c.p.mean[i] = 0.1f * i; c.p.var[i] = 0.5f + i; }
+    dn_bn_layer_fwd_eval(&c.p, c.x, 2, 4, c.y, 1, NULL);
+    for (int i = 0; i < 2; i++)
+        for (int ch = 0; ch < 3; ch++)
+            for (int k = 0; k < 4; k++) {
+                size_t o = ((size_t)i * 3 + ch) * 4 + k;
+                double v = (c.x[o] - c.p.mean[ch]) / sqrt(c.p.var[ch] + 1e-5) * c.p.weight[ch] + c.p.bias[ch];
+                CHECK_NEAR(c.y[o], v > 0 ? v : 0, 1e-5);
+            }
+    CHECK(c.p.num_batches_tracked == 0);
+    bn_free(&c);
+}
+
 /* ------------------------------------------------------------ ReLU, add */
 typedef struct { float *x, *y, *r, *b; size_t n; int mode; } ew_ctx;
 
@@ -372,6 +388,7 @@ int main(void) {
     RUN(batchnorm_train_backward);
     RUN(batchnorm_relu_fused_backward);
     RUN(batchnorm_running_stats_as_pytorch);
+    RUN(batchnorm_eval_uses_running_stats);
     RUN(relu_backward);
     RUN(residual_add_backward);
     RUN(maxpool_backward);

@@ -5,6 +5,7 @@
  * so results do not depend on the number of threads. */
 #include "nn/layers.h"
 #include "kernels/kernels.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -174,6 +175,32 @@ dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd, int n) {
         if (!(L->bwd = dn_conv_op_new(&d, L->wt, NULL, pick_impl(L, n, (long)L->h * L->w)))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
     }
     return DN_OK;
+}
+
+dn_status dn_conv_layer_prepare_folded(dn_conv_layer *L, const dn_bn_p *bn, int n) {
+    const dn_conv_p *p = L->p;
+    size_t per = (size_t)p->cin * p->k * p->k;
+    float *w = dn_malloc(per * p->cout * sizeof(float)), *b = dn_malloc((size_t)p->cout * sizeof(float));
+    dn_status st = DN_OK;
+    if (!w || !b) { st = DN_ERR_NOMEM; goto done; }
+    for (int co = 0; co < p->cout; co++) {
+        double sc = (double)bn->weight[co] / sqrt((double)bn->var[co] + bn->eps);
+        for (size_t i = 0; i < per; i++) w[co * per + i] = (float)(p->w[co * per + i] * sc);
+        b[co] = (float)(bn->bias[co] - bn->mean[co] * sc);
+    }
+    dn_conv_op_free(L->fwd);
+    dn_conv_desc d = fwd_desc(p);
+    if (!(L->fwd = dn_conv_op_new(&d, w, b, pick_impl(L, n, (long)L->oh * L->ow))))
+        st = dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
+done:
+    free(w);
+    free(b);
+    return st;
+}
+
+void dn_conv_layer_fwd_fused(const dn_conv_layer *L, const float *x, int n, const float *res, int relu,
+                             float *y, dn_pool *pool, void *scratch) {
+    dn_conv_op_run(L->fwd, x, n, L->h, L->w, res, relu, y, pool, scratch);
 }
 
 size_t dn_conv_layer_scratch(const dn_conv_layer *L, int maxn) {

@@ -46,6 +46,13 @@ dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w,
 /* (Re)build the forward op (fwd != 0) and/or the data-gradient op (bwd != 0)
  * for batches of about n images (n only steers the AUTO choice). */
 dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd, int n);
+/* Eval-mode forward op with BatchNorm folded in (w * g / sqrt(var + eps),
+ * bias b - mean * g / sqrt(var + eps), computed in double) replacing L->fwd;
+ * run it with dn_conv_layer_fwd_fused (bias + optional residual + ReLU in the
+ * epilogue). */
+dn_status dn_conv_layer_prepare_folded(dn_conv_layer *L, const dn_bn_p *bn, int n);
+void dn_conv_layer_fwd_fused(const dn_conv_layer *L, const float *x, int n, const float *res, int relu,
+                             float *y, dn_pool *pool, void *scratch);
 void dn_conv_layer_release(dn_conv_layer *L);
 size_t dn_conv_layer_scratch(const dn_conv_layer *L, int maxn);
 void dn_conv_layer_fwd(const dn_conv_layer *L, const float *x, int n, float *y, dn_pool *pool, void *scratch);

@@ -18,8 +18,10 @@
 typedef struct cbn {        /* conv followed by BatchNorm */
     dn_conv_layer L;        /* planned conv (fast-path ops rebuilt when weights change) */
     size_t scr;             /* scratch bytes L needs */
-    int ready;              /* forward op built from the current weights and kept
-                             * (frozen convs; trainable ones during eval forwards) */
+    int ready;              /* L.fwd is an eval op of the current weights, kept (frozen
+                             * convs; trainable ones between training forwards):
+                             * 0 none, EV_FOLDED or EV_PLAIN. Training-mode convs build
+                             * unfolded ops per use. */
     int stage;              /* 0 = stem, 1..4 = layer */
     dn_conv_p *conv;
     dn_bn_p *bn;
@@ -412,17 +414,50 @@ static void conv_prep(dn_net *net, cbn *u, int fwd, int bwd, int n) {
     net->prof.prepare_s += dn_now() - t;
 }
 
+/* Training-mode conv forward: op from the current weights, freed after use. */
 static void conv_fwd(dn_net *net, cbn *u, const float *in, int n, float *out) {
-    int once = u->stage < net->first || !net->training; /* op may be kept */
-    if (!u->ready) {
-        conv_prep(net, u, 1, 0, once ? net->maxb : n);
-        u->ready = once;
-    }
+    conv_prep(net, u, 1, 0, n);
     double t = dn_now();
     dn_conv_layer_fwd(&u->L, in, n, out, net->pool, net->scratch);
     net->prof.conv_fwd_s += dn_now() - t;
-    if (!once) dn_conv_layer_release(&u->L);
+    dn_conv_layer_release(&u->L);
     net->prof.conv_fwd_flop += conv_flop(u, n);
+}
+
+enum { EV_FOLDED = 1, EV_PLAIN = 2 };
+
+/* Eval-mode conv + BN (+ residual) (+ ReLU). EV_FOLDED: one fused op with BN
+ * folded into the weights (validation forwards: fastest). EV_PLAIN: conv, then
+ * BN with running statistics in PyTorch's order of operations (frozen stages
+ * inside a training forward, so training follows PyTorch's rounding closely). */
+static dn_status eval_fwd(dn_net *net, cbn *u, int kind, const float *in, int n, const float *res, int relu,
+                          float *out) {
+    if (u->ready != kind) {
+        double t = dn_now();
+        dn_status st = kind == EV_FOLDED ? dn_conv_layer_prepare_folded(&u->L, u->bn, net->maxb)
+                                         : dn_conv_layer_prepare(&u->L, 1, 0, net->maxb);
+        net->prof.prepare_s += dn_now() - t;
+        if (st) { u->ready = 0; dn_conv_layer_release(&u->L); return st; }
+        u->ready = kind;
+    }
+    double t = dn_now();
+    if (kind == EV_FOLDED) {
+        dn_conv_layer_fwd_fused(&u->L, in, n, res, relu, out, net->pool, net->scratch);
+        net->prof.conv_fwd_s += dn_now() - t;
+    } else {
+        dn_conv_layer_fwd(&u->L, in, n, out, net->pool, net->scratch);
+        double t2 = dn_now();
+        net->prof.conv_fwd_s += t2 - t;
+        if (res) {
+            dn_bn_layer_fwd_eval(u->bn, out, n, u->oh * u->ow, out, 0, net->pool);
+            dn_add_fwd(out, res, (size_t)n * act_size(u), out, relu, net->pool);
+        } else {
+            dn_bn_layer_fwd_eval(u->bn, out, n, u->oh * u->ow, out, relu, net->pool);
+        }
+        net->prof.bn_fwd_s += dn_now() - t2;
+    }
+    net->prof.conv_fwd_flop += conv_flop(u, n);
+    return DN_OK;
 }
 
 /* Weight gradient, then the data gradient if dx (timed apart for the profile). */
@@ -448,11 +483,6 @@ static void bn_fwd_train(dn_net *net, cbn *u, int n, float *y, int relu) {
     net->prof.bn_fwd_s += dn_now() - t;
 }
 
-static void bn_fwd_eval(dn_net *net, const cbn *u, int n, float *xy, int relu) {
-    double t = dn_now();
-    dn_bn_layer_fwd_eval(u->bn, xy, n, u->oh * u->ow, xy, relu, net->pool);
-    net->prof.bn_fwd_s += dn_now() - t;
-}
 
 static void bn_bwd(dn_net *net, cbn *u, const float *y, const float *dy, int n, int relu, float *dx) {
     double t = dn_now();
@@ -478,39 +508,36 @@ static int temp_index(const dn_net *net, const float *p) {
     return -1;
 }
 
-/* Eval-mode stage: returns the temporary holding the output. */
-static float *stage_eval(dn_net *net, int s, const float *in, int n) {
-    dn_pool *pool = net->pool;
+/* Eval-mode stage (running statistics, BN folded into the convs, residual and
+ * ReLU fused): *out = the temporary holding the output. */
+static dn_status stage_eval(dn_net *net, int s, int kind, const float *in, int n, const float **out) {
+    dn_status st;
     int ti = temp_index(net, in);
     if (s == 0) {
         cbn *u = &net->stem;
         int a = free_temp(ti, -1, -1), b = free_temp(ti, a, -1);
-        conv_fwd(net, u, in, n, net->big);
-        bn_fwd_eval(net, u, n, net->big, 1);
-        dn_maxpool_fwd(net->big, n, u->oc, u->oh, u->ow, 3, 2, 1, net->t[a], (int32_t *)net->t[b], pool);
-        return net->t[a];
+        if ((st = eval_fwd(net, u, kind, in, n, NULL, 1, net->big))) return st;
+        dn_maxpool_fwd(net->big, n, u->oc, u->oh, u->ow, 3, 2, 1, net->t[a], (int32_t *)net->t[b], net->pool);
+        *out = net->t[a];
+        return DN_OK;
     }
     const float *cur = in;
     for (int i = net->stage_b0[s]; i < net->stage_b0[s + 1]; i++) {
         blk *bk = &net->b[i];
         ti = temp_index(net, cur);
         int a = free_temp(ti, -1, -1), b = free_temp(ti, a, -1), c = free_temp(ti, a, b);
-        cbn *u1 = &bk->u1, *u2 = &bk->u2;
-        conv_fwd(net, u1, cur, n, net->t[a]);
-        bn_fwd_eval(net, u1, n, net->t[a], 1);
-        conv_fwd(net, u2, net->t[a], n, net->t[b]);
-        bn_fwd_eval(net, u2, n, net->t[b], 0);
         const float *sc = cur;
         if (bk->has_down) {
-            cbn *ud = &bk->ud;
-            conv_fwd(net, ud, cur, n, net->t[c]);
-            bn_fwd_eval(net, ud, n, net->t[c], 0);
+            if ((st = eval_fwd(net, &bk->ud, kind, cur, n, NULL, 0, net->t[c]))) return st;
             sc = net->t[c];
         }
-        dn_add_fwd(net->t[b], sc, (size_t)n * act_size(u2), net->t[b], 1, pool);
+        if ((st = eval_fwd(net, &bk->u1, kind, cur, n, NULL, 1, net->t[a])) ||
+            (st = eval_fwd(net, &bk->u2, kind, net->t[a], n, sc, 1, net->t[b])))
+            return st;
         cur = net->t[b];
     }
-    return (float *)cur;
+    *out = cur;
+    return DN_OK;
 }
 
 /* Training-mode stage: output lives in the stage's saved buffers. */
@@ -599,7 +626,8 @@ dn_status dn_net_forward_from(dn_net *net, int stage, const float *x, int n, flo
     invalidate_trainable(net); /* weights may have moved since an eval forward built ops */
     if ((st = ensure_temps(net, stage))) return st;
     const float *cur = x;
-    for (int s = stage; s < net->first && s <= 4; s++) cur = stage_eval(net, s, cur, n);
+    for (int s = stage; s < net->first && s <= 4; s++)
+        if ((st = stage_eval(net, s, EV_PLAIN, cur, n, &cur))) return st;
     if (net->first <= 4) {
         memcpy(net->x0, cur, sizeof(float) * n * input_numel(net, net->first));
         cur = net->x0;
@@ -623,7 +651,8 @@ dn_status dn_net_eval_forward(dn_net *net, int stage, const float *x, int n, flo
     if ((st = check_call(net, stage, x, n, logits))) return st;
     if ((st = ensure_temps(net, stage))) return st;
     const float *cur = x;
-    for (int s = stage; s <= 4; s++) cur = stage_eval(net, s, cur, n);
+    for (int s = stage; s <= 4; s++)
+        if ((st = stage_eval(net, s, EV_FOLDED, cur, n, &cur))) return st;
     head_fwd(net, cur, stage, x, n, logits);
     return DN_OK;
 }
