@@ -1,0 +1,82 @@
+#!/bin/sh
+# Builds the libFuzzer targets tests/fuzz/fuzz_<target>.c against the library
+# sources (clang 14, -fsanitize=fuzzer,address,undefined; Debian packages clang-14
+# and libclang-rt-14-dev) and seeds their corpora from the committed fixtures.
+#
+#   tests/fuzz/build.sh                     build every target into $FUZZ_BUILD (build-fuzz)
+#   tests/fuzz/build.sh run TARGET SECONDS  build, then fuzz TARGET for SECONDS (nice'd, one
+#                                           process) with the working corpus
+#                                           $FUZZ_BUILD/corpus/TARGET seeded from fixtures and
+#                                           tests/fuzz/corpus/TARGET; crashes are written to
+#                                           $FUZZ_BUILD/crash/TARGET/
+#
+# Crash inputs worth keeping go into tests/fuzz/corpus/TARGET/ (small files);
+# tests/test_fuzz_regress.c replays that folder through the same entry points in the
+# normal and sanitizer builds. Run from the repository root.
+set -e
+CC=${FUZZ_CC:-clang}
+B=${FUZZ_BUILD:-build-fuzz}
+TARGETS="image zip pickle pth safetensors json manifest"
+FLAGS="-std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -pthread -Iinclude -Isrc"
+SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
+AVX512="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mavx2 -mf16c"
+AVX2="-mavx2 -mfma -mf16c"
+LIBS="-ljpeg -lpng -lstb -lz -lsqlite3 -lmicrohttpd -lcurl -lmosquitto -lpq -lm"
+
+[ -f include/defectnet.h ] || { echo "build.sh: run from the repository root" >&2; exit 2; }
+command -v "$CC" >/dev/null || { echo "build.sh: $CC not found (apt-get install clang-14 libclang-rt-14-dev)" >&2; exit 2; }
+
+mkdir -p "$B/obj"
+objs=""
+for src in $(find src -name '*.c' -not -path 'src/cli/*' | sort); do
+    obj="$B/obj/$(echo "$src" | tr / _ | sed 's/\.c$/.o/')"
+    objs="$objs $obj"
+    # Rebuild when the source or any header under src/ include/ is newer than the object.
+    if [ -f "$obj" ] && [ -z "$(find "$src" src include -newer "$obj" \( -name '*.h' -o -name '*.inc' -o -path "$src" \) 2>/dev/null | head -1)" ]; then
+        continue
+    fi
+    case "$src" in
+        *_avx512.c) extra="$AVX512" ;;
+        *_avx2.c) extra="$AVX2" ;;
+        *) extra="" ;;
+    esac
+    echo "cc $src"
+    nice $CC $FLAGS $SAN -fsanitize=fuzzer-no-link $extra -c "$src" -o "$obj"
+done
+rm -f "$B/libdn-fuzz.a"
+ar rcs "$B/libdn-fuzz.a" $objs
+for t in $TARGETS; do
+    nice $CC $FLAGS $SAN -fsanitize=fuzzer "tests/fuzz/fuzz_$t.c" "$B/libdn-fuzz.a" $LIBS -o "$B/fuzz_$t"
+done
+
+# Seeds: committed fixtures by kind, plus the committed regression inputs.
+seed() {
+    dir="$B/corpus/$1"; shift
+    mkdir -p "$dir"
+    for f in "$@"; do [ -f "$f" ] && cp "$f" "$dir/"; done
+    return 0
+}
+seed image tests/fixtures/images/*.png tests/fixtures/images/*.jpg tests/fixtures/images/*.bmp \
+    tests/fixtures/images/*.pgm tests/fixtures/images/*.ppm
+seed zip tests/fixtures/weights/dtypes_zip.pth tests/fixtures/weights/dtypes_deflate.pth
+seed pth tests/fixtures/weights/dtypes_zip.pth tests/fixtures/weights/dtypes_deflate.pth \
+    tests/fixtures/weights/dtypes_legacy.pth
+seed json tests/fixtures/weights/dtypes.json tests/fixtures/resnet/fixtures.json tests/fixtures/eval/calib.json \
+    tests/fixtures/train/head_only.json
+seed pickle
+seed safetensors
+seed manifest
+# The pickle inside a zip .pth is the pickle target's seed.
+if command -v unzip >/dev/null; then
+    unzip -p tests/fixtures/weights/dtypes_zip.pth '*/data.pkl' > "$B/corpus/pickle/dtypes_data.pkl" 2>/dev/null || true
+fi
+for t in $TARGETS; do
+    [ -d "tests/fuzz/corpus/$t" ] && cp tests/fuzz/corpus/$t/* "$B/corpus/$t/" 2>/dev/null || true
+done
+
+if [ "$1" = run ]; then
+    t=$2; secs=${3:-60}
+    mkdir -p "$B/crash/$t"
+    nice "$B/fuzz_$t" -max_total_time="$secs" -rss_limit_mb=2048 -timeout=10 -max_len=${FUZZ_MAX_LEN:-65536} \
+        -artifact_prefix="$B/crash/$t/" -print_final_stats=1 "$B/corpus/$t"
+fi
