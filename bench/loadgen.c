@@ -196,16 +196,16 @@ static int verify(const char *db, const char *idsfile) {
     if (dn_store_scan(s, &flt, collect_rid, &all)) { fprintf(stderr, "loadgen: %s\n", dn_last_error()); return 2; }
     int64_t total = 0;
     dn_store_count(s, NULL, &total);
-    qsort(all.v, all.n, sizeof *all.v, cmp_rid);
+    if (all.n > 1) qsort(all.v, all.n, sizeof *all.v, cmp_rid);
     size_t dup_rid = 0;
     for (size_t i = 1; i < all.n; i++) dup_rid += !strcmp(all.v[i].rid, all.v[i - 1].rid);
-    qsort(rows, n, sizeof *rows, cmp_id);
+    if (n > 1) qsort(rows, n, sizeof *rows, cmp_id);
     size_t dup_listed = 0, missing = 0, mismatch = 0;
     for (size_t i = 0; i < n; i++) {
         if (i && rows[i].id == rows[i - 1].id) dup_listed++;
         idrow key;
         snprintf(key.rid, sizeof key.rid, "%s", rows[i].rid);
-        idrow *hit = bsearch(&key, all.v, all.n, sizeof *all.v, cmp_rid);
+        idrow *hit = all.n ? bsearch(&key, all.v, all.n, sizeof *all.v, cmp_rid) : NULL;
         if (!hit) missing++;
         else if (hit->id != rows[i].id) mismatch++;
     }
@@ -287,13 +287,13 @@ int main(int argc, char **argv) {
     double *lat = malloc((nl ? nl : 1) * sizeof *lat);
     size_t k = 0;
     for (int i = 0; i < nconn; i++) {
-        if (lat) memcpy(lat + k, cs[i].lat, cs[i].nlat * sizeof *lat);
+        if (lat && cs[i].nlat) memcpy(lat + k, cs[i].lat, cs[i].nlat * sizeof *lat);
         k += cs[i].nlat;
         free(cs[i].lat);
     }
     long total = transport, ok = codes[200];
     for (int c = 0; c < 600; c++) total += codes[c];
-    if (lat) qsort(lat, nl, sizeof *lat, cmpd);
+    if (lat && nl > 1) qsort(lat, nl, sizeof *lat, cmpd);
     printf("loadgen: %d connections, %.1f s, %ld requests, %ld answered 200, %ld failed (non-200 or transport)\n",
            nconn, wall, total, ok, total - ok);
     printf("loadgen: throughput %.1f req/s (200s); latency of 200s: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms, max %.2f ms\n",

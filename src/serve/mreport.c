@@ -234,9 +234,9 @@ dn_status dn_mreport_build(dn_store *s, const dn_mreport_opts *o, dn_mreport **o
     if ((rc = dn_store_scan(s, &f, add_row, r))) goto fail;
     if (r->oom) { rc = dn_fail(DN_ERR_NOMEM, "report: out of memory aggregating predictions"); goto fail; }
     /* time-like keys sort chronologically as strings; lines/classes alphabetically */
-    qsort(r->groups.g, (size_t)r->groups.n, sizeof(rgroup), cmp_group_key);
-    qsort(r->lines.g, (size_t)r->lines.n, sizeof(rgroup), cmp_group_key);
-    qsort(r->series.g, (size_t)r->series.n, sizeof(rgroup), cmp_group_key);
+    rtable *ts[3] = {&r->groups, &r->lines, &r->series};
+    for (int i = 0; i < 3; i++)
+        if (ts[i]->n > 1) qsort(ts[i]->g, (size_t)ts[i]->n, sizeof(rgroup), cmp_group_key);
     r->groups.last = r->lines.last = r->series.last = -1;
     *out = r;
     return DN_OK;
