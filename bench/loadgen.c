@@ -46,7 +46,7 @@ typedef struct {
     double *lat;
     size_t nlat, cap;
     long codes[600];
-    long transport;
+    long transport, dups;
     char buf[8192];
     size_t blen;
 } conn;
@@ -116,6 +116,7 @@ static void *run_conn(void *arg) {
             c->cap = nc;
         }
         c->lat[c->nlat++] = dt;
+        if (strstr(c->buf, "\"duplicate\":true")) c->dups++;
         if (c->ids) {
             const char *p = strstr(c->buf, "\"id\":");
             if (p) {
@@ -276,11 +277,12 @@ int main(int argc, char **argv) {
         pthread_create(&th[i], NULL, run_conn, &cs[i]);
     }
     size_t nl = 0;
-    long codes[600] = {0}, transport = 0;
+    long codes[600] = {0}, transport = 0, dups = 0;
     for (int i = 0; i < nconn; i++) {
         pthread_join(th[i], NULL);
         nl += cs[i].nlat;
         transport += cs[i].transport;
+        dups += cs[i].dups;
         for (int k = 0; k < 600; k++) codes[k] += cs[i].codes[k];
     }
     double wall = dn_now() - t0;
@@ -303,6 +305,7 @@ int main(int argc, char **argv) {
     for (int c = 0; c < 600; c++)
         if (codes[c]) printf(" %d=%ld", c, codes[c]);
     printf(" transport_errors=%ld\n", transport);
+    if (dups) printf("loadgen: %ld retried requests were answered from the store (\"duplicate\": committed before a crash)\n", dups);
     free(lat);
     free(cs);
     free(th);
