@@ -1265,12 +1265,13 @@ TEST(hot_swap_rules) {
     collector c;
     col_init(&c);
     dn_actions *a = NULL;
+    int threads0 = count_threads();
     CHECK(dn_actions_new(r1, 0, on_outcome, &c, &a) == DN_OK);
     dn_rules_free(r1);
+    CHECK(count_threads() == threads0 + 1); /* one target, one worker */
     dn_pred_event ev = make_event(61, 1000, "L1", "scratches", 0.9f);
     CHECK(dn_actions_submit(a, &ev) == 1);
     CHECK(dn_actions_set_rules(a, r2) == DN_OK); /* the old job is still running or queued */
-    dn_rules_free(r2);
     ev = make_event(62, 1001, "L1", "scratches", 0.9f);
     CHECK(dn_actions_submit(a, &ev) == 0);
     ev = make_event(63, 1002, "L1", "patches", 0.9f);
@@ -1278,6 +1279,21 @@ TEST(hot_swap_rules) {
     CHECK(col_wait(&c, 2, 20) == 2);
     CHECK(col_count(&c, "old", "ok") == 1);
     CHECK(col_count(&c, "new", "ok") == 1);
+    /* the old target's worker drained its queue and exited: reloads do not pile up threads */
+    for (int i = 0; i < 500 && count_threads() != threads0 + 1; i++) msleep(10);
+    CHECK_MSG(count_threads() == threads0 + 1, "threads %d, want %d", count_threads(), threads0 + 1);
+    for (int i = 0; i < 20; i++) CHECK(dn_actions_set_rules(a, r2) == DN_OK);
+    CHECK(count_threads() == threads0 + 1); /* same targets: workers reused */
+    /* alternate between two target sets: each reload retires the other set's worker */
+    dn_rules *r3 = rules_from("swap3.json",
+                              "{\"rules\": [{\"name\": \"new\", \"when\": {\"class\": \"patches\"}, \"actions\": ["
+                              "{\"type\": \"command\", \"argv\": [\"true\"]}]}]}");
+    CHECK(r3);
+    for (int i = 0; r3 && i < 40; i++) CHECK(dn_actions_set_rules(a, i % 2 ? r2 : r3) == DN_OK);
+    for (int i = 0; i < 500 && count_threads() != threads0 + 1; i++) msleep(10);
+    CHECK_MSG(count_threads() == threads0 + 1, "after 40 reloads: threads %d, want %d", count_threads(), threads0 + 1);
+    dn_rules_free(r3);
+    dn_rules_free(r2);
     dn_actions_free(a);
     char *got = slurp(out);
     CHECK(got && strstr(got, "old\n") && strstr(got, "new\n"));

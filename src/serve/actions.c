@@ -116,6 +116,7 @@ typedef struct worker {
     job **q;
     int cap, head, count;
     int done;                 /* thread has exited its loop (guarded by mu) */
+    int retire;               /* no rule uses this target any more: drain and exit (guarded by mu) */
     /* webhook */
     CURL *curl;
     /* mqtt (mmu/mcv guard the fields below; written from libmosquitto's thread) */
@@ -156,8 +157,10 @@ struct dn_actions {
     rule_state *st;
     int nst;
     uint64_t tick;
-    worker **workers;
+    worker **workers;         /* targets of the current rules (and not yet retired) */
     int nworkers;
+    worker **retired;         /* targets dropped by a reload: draining, joined once done */
+    int nretired;
     int dry_run;
     dn_outcome_fn cb;
     void *ctx;
@@ -680,7 +683,7 @@ static void *worker_main(void *arg) {
     dn_actions *a = w->owner;
     for (;;) {
         pthread_mutex_lock(&w->mu);
-        while (w->count == 0 && !atomic_load(&a->stopping)) pthread_cond_wait(&w->cv, &w->mu);
+        while (w->count == 0 && !w->retire && !atomic_load(&a->stopping)) pthread_cond_wait(&w->cv, &w->mu);
         if (w->count == 0) {
             w->done = 1;
             pthread_mutex_unlock(&w->mu);
@@ -887,6 +890,43 @@ static void global_init(void) {
     g_init_ok = curl_global_init(CURL_GLOBAL_ALL) == CURLE_OK && mosquitto_lib_init() == MOSQ_ERR_SUCCESS;
 }
 
+/* Workers no rule of the current states uses are told to drain their queue and exit (their
+ * MQTT connection / keep-alive connection closes with them). a->mu held; submit enqueues
+ * under a->mu too, so nothing can be queued to a worker after it left a->workers. */
+static void retire_unused(dn_actions *a) {
+    for (int q = 0; q < a->nworkers;) {
+        worker *w = a->workers[q];
+        int used = 0;
+        for (int i = 0; i < a->nst && !used; i++)
+            for (int k = 0; k < a->st[i].rule->nactions && !used; k++) used = a->st[i].workers[k] == w;
+        if (used) { q++; continue; }
+        worker **nr = realloc(a->retired, (size_t)(a->nretired + 1) * sizeof *nr);
+        if (!nr) { q++; continue; } /* keep it active; retried at the next reload */
+        a->retired = nr;
+        a->retired[a->nretired++] = w;
+        a->workers[q] = a->workers[--a->nworkers];
+        pthread_mutex_lock(&w->mu);
+        w->retire = 1;
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
+}
+
+/* Joins and frees retired workers whose thread has left its loop (all = 1: every one,
+ * waiting for them; only at shutdown). a->mu held or executor stopping. */
+static void reap_retired(dn_actions *a, int all) {
+    for (int q = 0; q < a->nretired;) {
+        worker *w = a->retired[q];
+        pthread_mutex_lock(&w->mu);
+        int done = w->done;
+        pthread_mutex_unlock(&w->mu);
+        if (!done && !all) { q++; continue; }
+        pthread_join(w->th, NULL); /* after done: only closing its connections is left */
+        worker_free(w);
+        a->retired[q] = a->retired[--a->nretired];
+    }
+}
+
 dn_status dn_actions_set_rules(dn_actions *a, const dn_rules *rules) {
     if (!a || !rules) return dn_fail(DN_ERR_ARG, "actions: NULL rules");
     dn_rules *r = dn_rules_retain(rules);
@@ -904,6 +944,8 @@ dn_status dn_actions_set_rules(dn_actions *a, const dn_rules *rules) {
     a->st = st;
     a->nst = r->n;
     a->rules = r;
+    retire_unused(a);
+    reap_retired(a, 0);
     pthread_mutex_unlock(&a->mu);
     dn_rules_free(old);
     return DN_OK;
@@ -984,18 +1026,14 @@ int dn_actions_submit(dn_actions *a, const dn_pred_event *ev) {
             f[nf++] = (fired){s->workers[k], r, &r->actions[k]};
         }
     }
-    pthread_mutex_unlock(&a->mu);
+    /* enqueue under a->mu (cheap, never waits on a target) so a reload cannot retire a
+     * worker between choosing it and queueing to it; outcomes are reported after unlocking */
     ev_copy *ec = nf ? ev_copy_new(ev, t) : NULL;
+    job *rejected_stack[32], **rejected = nf <= 32 ? rejected_stack : malloc((size_t)nf * sizeof *rejected);
+    int nrej = 0, oom_unreported = 0;
     for (int i = 0; i < nf; i++) {
         job *j = ec ? calloc(1, sizeof *j) : NULL;
-        if (!j) {
-            /* cannot even record the event: report against a minimal stand-in */
-            job tmp = {.rule = f[i].rule, .act = f[i].act};
-            ev_copy stand = {.ev = *ev};
-            tmp.ev = &stand;
-            report(a, &tmp, NULL, "failed", 0, "out of memory");
-            continue;
-        }
+        if (!j) { oom_unreported++; continue; }
         atomic_fetch_add(&ec->refs, 1);
         j->ev = ec;
         j->rules = dn_rules_retain(rules);
@@ -1013,10 +1051,25 @@ int dn_actions_submit(dn_actions *a, const dn_pred_event *ev) {
         }
         pthread_mutex_unlock(&w->mu);
         if (!queued) {
-            report(a, j, NULL, "failed", 0, "queue full");
-            job_free(j);
+            if (rejected) rejected[nrej++] = j;
+            else { job_free(j); oom_unreported++; }
         }
     }
+    pthread_mutex_unlock(&a->mu);
+    for (int i = 0; i < nrej; i++) {
+        report(a, rejected[i], NULL, "failed", 0, "queue full");
+        job_free(rejected[i]);
+    }
+    if (oom_unreported) {
+        /* cannot even record the event: one outcome against a minimal stand-in */
+        job tmp = {.rule = f[0].rule, .act = f[0].act};
+        ev_copy stand = {.ev = *ev};
+        tmp.ev = &stand;
+        char d[64];
+        snprintf(d, sizeof d, "out of memory (%d action%s not run)", oom_unreported, oom_unreported > 1 ? "s" : "");
+        report(a, &tmp, NULL, "failed", 0, d);
+    }
+    if (rejected != rejected_stack) free(rejected);
     ev_release(ec);
     if (f != stackbuf) free(f);
     dn_rules_free(rules);
@@ -1031,8 +1084,8 @@ void dn_actions_free(dn_actions *a) {
     atomic_store(&a->stop_deadline, dn_now() + drain);
     atomic_store(&a->stopping, 1);
     pthread_mutex_lock(&a->mu);
-    for (int i = 0; i < a->nworkers; i++) {
-        worker *w = a->workers[i];
+    for (int i = 0; i < a->nworkers + a->nretired; i++) {
+        worker *w = i < a->nworkers ? a->workers[i] : a->retired[i - a->nworkers];
         pthread_mutex_lock(&w->mu);
         pthread_cond_broadcast(&w->cv);
         pthread_mutex_unlock(&w->mu);
@@ -1043,6 +1096,8 @@ void dn_actions_free(dn_actions *a) {
     for (int i = 0; i < a->nworkers; i++) pthread_join(a->workers[i]->th, NULL);
     for (int i = 0; i < a->nworkers; i++) worker_free(a->workers[i]);
     free(a->workers);
+    reap_retired(a, 1);
+    free(a->retired);
     for (int i = 0; i < a->nst; i++) state_clear(&a->st[i]);
     free(a->st);
     dn_rules_free(a->rules);
