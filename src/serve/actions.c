@@ -4,14 +4,16 @@
  *
  * Concurrency
  *  - a->mu guards the current rules, the per-rule history (N of last M, rate windows,
- *    cooldowns) and the worker list. dn_actions_submit holds it only while evaluating;
- *    it never waits on a target.
+ *    cooldowns) and the worker lists. dn_actions_submit holds it while evaluating and
+ *    enqueueing (both cheap); it never waits on a target, and reports "queue full"
+ *    outcomes only after releasing it.
  *  - Each worker has its own mutex/condvar guarding its ring queue. Enqueueing never
  *    blocks: a full queue yields an immediate "failed" outcome ("queue full").
  *  - Outcome callbacks are serialised by a->cb_mu.
- *  - Workers live until dn_actions_free (rules hot swap only adds workers), so job and
- *    history pointers to workers stay valid. Each job holds a reference to the rules
- *    object it was fired from, so in-flight actions finish with the old rules.
+ *  - A reload keeps the workers of targets still in use; the others are retired (they
+ *    drain their queue and exit; joined at the next reload or at free). Since enqueueing
+ *    happens under a->mu, no job reaches a retired worker. Each job holds a reference to
+ *    the rules object it was fired from, so in-flight actions finish with the old rules.
  *  - Worker threads start with every signal blocked (SIGPIPE from a command that does
  *    not read its stdin becomes EPIPE; SIGHUP/SIGTERM stay with the service's threads).
  *  - MQTT: one libmosquitto client per broker queue, driven by libmosquitto's own network
