@@ -11,7 +11,7 @@ static void report_usage(FILE *f) {
                "         [--ok-classes a,b] [--shifts 6,14,22] [--title TEXT]\n"
                "  T: unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]Z (UTC); from <= t < to.\n"
                "  --format defaults to the --out extension (.csv/.json/.html), else csv.\n"
-               "  Classes listed in --ok-classes (default ok,good,pass,normal,no_defect) are not defects.\n");
+               "  Classes listed in --ok-classes (default ok,good,pass,normal,clean,no_defect) are not defects.\n");
 }
 
 int cmd_report(int argc, char **argv) {

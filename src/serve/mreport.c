@@ -38,7 +38,7 @@ struct dn_mreport {
     int oom;
 };
 
-static const char *DEFAULT_OK = "ok,good,pass,normal,no_defect";
+static const char *DEFAULT_OK = "ok,good,pass,normal,clean,no_defect";
 
 /* ------------------------------------------------------------------ tables */
 

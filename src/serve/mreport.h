@@ -5,7 +5,7 @@
  *
  * Definitions (documented in docs/serve.md):
  *  - a prediction is a "defect" when its class is not one of ok_classes
- *    (comma-separated, default "ok,good,pass,normal,no_defect");
+ *    (comma-separated, default "ok,good,pass,normal,clean,no_defect");
  *  - "uncertain" = decision uncertain (confidence below the model's threshold);
  *  - time buckets are UTC days; shifts are given by their UTC start hours
  *    (default 6,14,22); a shift that starts before midnight keeps the date it started on.
