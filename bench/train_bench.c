@@ -92,7 +92,7 @@ int main(int argc, char **argv) {
            size, freeze, threads, steps);
     printf("  img/s %.2f   step %.3f s (forward %.3f, backward %.3f, optimizer %.3f)\n", batch * steps / total,
            total / steps, tf / steps, tb / steps, to / steps);
-    printf("  CPU time %.3f s/step over %d threads (%.0f%% of %d cores busy; on an idle machine ~%.2f img/s)\n",
+    printf("  CPU time %.3f s/step over %d threads (%.0f%% of %d cores busy; CPU-time rate %.2f img/s)\n",
            cpu / steps, threads, 100 * cpu / (total * threads), threads, batch * steps / (cpu / threads));
     printf("  rebuilding conv ops from updated weights %.3f s/step\n", p.prepare_s / steps);
     printf("  conv forward      %.3f s/step  %6.1f GFLOP/s\n", p.conv_fwd_s / steps,

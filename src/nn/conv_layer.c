@@ -73,6 +73,55 @@ static void col2im_one(const im2col_job *j, int img, int ci) {
         }
 }
 
+/* col rows [r0, r1) (row = (ci, ky, kx)) for all g images of the chunk. */
+static void im2col_rows(const im2col_job *j, int r0, int r1) {
+    const dn_conv_p *p = j->p;
+    int k = p->k, s = p->stride, pd = p->pad, h = j->h, w = j->w, oh = j->oh, ow = j->ow;
+    for (int rr = r0; rr < r1; rr++) {
+        int ci = rr / (k * k), ky = (rr / k) % k, kx = rr % k;
+        for (int img = 0; img < j->g; img++) {
+            const float *xp = j->x + ((size_t)img * p->cin + ci) * h * w;
+            float *row = j->col + (size_t)rr * j->ld + (size_t)img * oh * ow;
+            for (int oy = 0; oy < oh; oy++) {
+                int iy = oy * s - pd + ky;
+                float *r = row + (size_t)oy * ow;
+                if (iy < 0 || iy >= h) { memset(r, 0, sizeof(float) * ow); continue; }
+                const float *xr = xp + (size_t)iy * w;
+                if (s == 1) {
+                    int ox0 = pd - kx > 0 ? pd - kx : 0, ox1 = w + pd - kx < ow ? w + pd - kx : ow;
+                    if (ox1 < ox0) ox1 = ox0;
+                    for (int ox = 0; ox < ox0; ox++) r[ox] = 0.f;
+                    if (ox1 > ox0) memcpy(r + ox0, xr + ox0 - pd + kx, sizeof(float) * (ox1 - ox0));
+                    for (int ox = ox1; ox < ow; ox++) r[ox] = 0.f;
+                } else {
+                    for (int ox = 0; ox < ow; ox++) {
+                        int ix = ox * s - pd + kx;
+                        r[ox] = (ix >= 0 && ix < w) ? xr[ix] : 0.f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Weight gradient of one chunk, split over the rows of dW^T (columns of dW):
+ * each worker builds its own rows of col and runs its own single-threaded GEMM
+ * dW[:, r0:r1] += dyT * col[r0:r1]^T, so packing is parallel too and every
+ * dW element is still produced by one GEMM in the same order whatever the
+ * number of workers. Row ranges are multiples of 32 (the widest GEMM panel). */
+typedef struct { im2col_job ij; const float *dyt; float *dw; int K; } wgrad_job;
+static void wgrad_fn(void *arg, int ith, int nth) {
+    wgrad_job *j = arg;
+    long b, e, blocks = (j->K + 31) / 32;
+    dn_split(blocks, ith, nth, &b, &e);
+    int r0 = (int)(b * 32), r1 = (int)(e * 32 < j->K ? e * 32 : j->K);
+    if (r0 >= r1) return;
+    im2col_rows(&j->ij, r0, r1);
+    int ld = (int)j->ij.ld;
+    dn_sgemm(0, 1, j->ij.p->cout, r1 - r0, ld, 1.f, j->dyt, ld, j->ij.col + (size_t)r0 * ld, ld, 1.f, j->dw + r0,
+             j->K, NULL);
+}
+
 static void im2col_fn(void *arg, int ith, int nth) {
     im2col_job *j = arg;
     long b, e;
@@ -257,17 +306,16 @@ void dn_conv_layer_bwd_weight(const dn_conv_layer *L, const float *x, int n, con
         int g = n - i0 < L->chunk ? n - i0 : L->chunk;
         size_t ld = (size_t)g * ohw;
         float *col = scratch, *dyt = col + (size_t)K * ld;
-        /* col [K][g*ohw] of the chunk, dy^T [cout][g*ohw] */
-        im2col_job j = {p, x + (size_t)i0 * p->cin * L->h * L->w, col, NULL, g, L->h, L->w, L->oh, L->ow, ld};
-        run(pool, im2col_fn, &j);
+        /* dy^T [cout][g*ohw] of the chunk, then col rows + GEMM per worker */
         const float *a = dy + (size_t)i0 * p->cout * ohw;
         if (g > 1) {
             tr_job t = {a, dyt, g, p->cout, ohw};
             run(pool, transpose_fn, &t);
             a = dyt;
         }
-        /* dW[cout][K] += dyT[cout][g*ohw] * col[K][g*ohw]^T */
-        dn_sgemm(0, 1, p->cout, K, (int)ld, 1.f, a, (int)ld, col, (int)ld, 1.f, dw, K, pool);
+        wgrad_job wj = {{p, x + (size_t)i0 * p->cin * L->h * L->w, col, NULL, g, L->h, L->w, L->oh, L->ow, ld},
+                        a, dw, K};
+        run(pool, wgrad_fn, &wj);
     }
 }
 

@@ -49,7 +49,8 @@ dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd, int n);
 /* Eval-mode forward op with BatchNorm folded in (w * g / sqrt(var + eps),
  * bias b - mean * g / sqrt(var + eps), computed in double) replacing L->fwd;
  * run it with dn_conv_layer_fwd_fused (bias + optional residual + ReLU in the
- * epilogue). */
+ * epilogue), which requires a successful dn_conv_layer_prepare_folded.
+ * dn_conv_layer_fwd / _bwd_data without a prepared op use the GEMM paths. */
 dn_status dn_conv_layer_prepare_folded(dn_conv_layer *L, const dn_bn_p *bn, int n);
 void dn_conv_layer_fwd_fused(const dn_conv_layer *L, const float *x, int n, const float *res, int relu,
                              float *y, dn_pool *pool, void *scratch);
