@@ -1092,16 +1092,20 @@ static char g_pg_why[256];
 TEST(postgres_backend) {
     if (!g_ready) SKIP("model fixture could not be built");
     if (!g_pg_ok) SKIP("%s", g_pg_why);
-    dn_server_config c = {0};
-    dn_server *s = start(&c, g_pg.url);
-    CHECK(s != NULL);
-    if (!s) return;
+    /* two servers (two lines / machines) writing to the same database */
+    dn_server_config c = {0}, c2 = {0};
+    dn_server *s = start(&c, g_pg.url), *s2 = start(&c2, g_pg.url);
+    CHECK(s != NULL && s2 != NULL);
+    if (!s || !s2) { dn_server_stop(s); dn_server_stop(s2); return; }
     for (int k = 0; k < NCLS; k++) {
         resp r;
         CHECK(post_image(dn_server_port(s), k, "?line=PG", &r) == 200);
         resp_free(&r);
+        CHECK(post_image(dn_server_port(s2), k, "?line=PG2", &r) == 200);
+        resp_free(&r);
     }
-    CHECK(db_count(s) == NCLS);
+    dn_server_stop(s2);
+    CHECK(db_count(s) == 2 * NCLS);
     resp r;
     CHECK(http(dn_server_port(s), "GET", "/v1/report?format=csv&group_by=line", NULL, 0, NULL, &r) == 200);
     CHECK(r.body.s && strstr(r.body.s, "\nPG,6,"));
