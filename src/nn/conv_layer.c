@@ -122,18 +122,28 @@ static void wgrad_fn(void *arg, int ith, int nth) {
              j->K, NULL);
 }
 
+/* GEMM data gradient of one chunk, split over input channels: each worker
+ * computes its rows of dcol = W^T * dyT with its own single-threaded GEMM and
+ * scatters them back (col2im) for its channels; one job, no shared writes. */
+typedef struct { im2col_job ij; const float *dyt; int K; } dgrad_job;
+static void dgrad_fn(void *arg, int ith, int nth) {
+    dgrad_job *j = arg;
+    const dn_conv_p *p = j->ij.p;
+    long c0, c1;
+    dn_split(p->cin, ith, nth, &c0, &c1);
+    if (c0 >= c1) return;
+    int kk = p->k * p->k, ld = (int)j->ij.ld;
+    dn_sgemm(1, 0, (int)(c1 - c0) * kk, ld, p->cout, 1.f, p->w + c0 * kk, j->K, j->dyt, ld, 0.f,
+             j->ij.col + (size_t)c0 * kk * ld, ld, NULL);
+    for (int img = 0; img < j->ij.g; img++)
+        for (long ci = c0; ci < c1; ci++) col2im_one(&j->ij, img, (int)ci);
+}
+
 static void im2col_fn(void *arg, int ith, int nth) {
     im2col_job *j = arg;
     long b, e;
     dn_split((long)j->g * j->p->cin, ith, nth, &b, &e);
     for (long t = b; t < e; t++) im2col_one(j, (int)(t / j->p->cin), (int)(t % j->p->cin));
-}
-
-static void col2im_fn(void *arg, int ith, int nth) {
-    im2col_job *j = arg;
-    long b, e;
-    dn_split((long)j->g * j->p->cin, ith, nth, &b, &e);
-    for (long t = b; t < e; t++) col2im_one(j, (int)(t / j->p->cin), (int)(t % j->p->cin));
 }
 
 /* dyT[co][j*ohw + s] = dy[j][co][s] for a chunk of g images. */
@@ -343,9 +353,7 @@ void dn_conv_layer_bwd_data(const dn_conv_layer *L, int n, const float *dy, floa
             dn_sgemm(1, 0, K, (int)ld, p->cout, 1.f, p->w, K, b, (int)ld, 0.f, dxc, (int)ld, pool);
             continue;
         }
-        /* dcol[K][g*ohw] = W[cout][K]^T * dyT[cout][g*ohw], then col2im */
-        dn_sgemm(1, 0, K, (int)ld, p->cout, 1.f, p->w, K, b, (int)ld, 0.f, dcol, (int)ld, pool);
-        im2col_job j = {p, NULL, dcol, dxc, g, L->h, L->w, L->oh, L->ow, ld};
-        run(pool, col2im_fn, &j);
+        dgrad_job dj = {{p, NULL, dcol, dxc, g, L->h, L->w, L->oh, L->ow, ld}, b, K};
+        run(pool, dgrad_fn, &dj);
     }
 }
