@@ -6,6 +6,7 @@
 #include "serve/mreport.h"
 #include "serve/store.h"
 #include <png.h>
+#include <postgresql/libpq-fe.h>
 #include <pthread.h>
 #include <sqlite3.h>
 
@@ -512,6 +513,61 @@ TEST(report_html_renders_in_chromium) {
     h_rmrf(dir);
 }
 
+
+static int pg_exec(PGconn *c, const char *sql) {
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok) printf("  %s\n", PQerrorMessage(c));
+    PQclear(r);
+    return ok;
+}
+
+TEST(postgres_migrates_v1) {
+    if (!g_pg_ok) SKIP("%s", g_pg_why);
+    PGconn *c = PQconnectdb(g_pg.url);
+    CHECK(PQstatus(c) == CONNECTION_OK);
+    CHECK(pg_exec(c, "CREATE DATABASE v1db"));
+    PQfinish(c);
+    char url[300];
+    snprintf(url, sizeof url, "postgres://dn@127.0.0.1:%d/v1db", g_pg.port);
+    c = PQconnectdb(url);
+    CHECK(PQstatus(c) == CONNECTION_OK);
+    /* the schema as release 1 created it, with one prediction */
+    CHECK(pg_exec(c, "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL);"
+                     "INSERT INTO schema_version VALUES (1, 1.0);"
+                     "CREATE TABLE predictions (id BIGSERIAL PRIMARY KEY, time DOUBLE PRECISION NOT NULL,"
+                     " line TEXT, station TEXT, camera TEXT, part TEXT, source TEXT NOT NULL, source_path TEXT,"
+                     " request_id TEXT UNIQUE, image_sha256 TEXT NOT NULL, image_copy TEXT, model_sha256 TEXT NOT NULL,"
+                     " model_version TEXT, class TEXT NOT NULL, confidence DOUBLE PRECISION NOT NULL, scores TEXT NOT NULL,"
+                     " decision TEXT NOT NULL CHECK (decision IN ('accepted','uncertain')));"
+                     "CREATE INDEX predictions_time ON predictions(time);"
+                     "CREATE TABLE action_outcomes (id BIGSERIAL PRIMARY KEY, prediction_id BIGINT NOT NULL"
+                     " REFERENCES predictions(id), rule TEXT NOT NULL, kind TEXT NOT NULL, target TEXT, status TEXT NOT NULL,"
+                     " attempts INTEGER NOT NULL, detail TEXT, time DOUBLE PRECISION NOT NULL);"
+                     "INSERT INTO predictions(time, line, source, image_sha256, model_sha256, class, confidence, scores,"
+                     " decision) VALUES (5.0, 'L9', 'http', 'x', 'y', 'crazing', 0.7, '{}', 'accepted');"));
+    dn_store *s = NULL;
+    CHECK_MSG(dn_store_open(url, &s) == DN_OK, "%s", dn_last_error());
+    if (s) {
+        CHECK(dn_store_schema_version(s) == 2);
+        int64_t n = 0;
+        dn_pred_filter f = {0};
+        f.line = "L9";
+        CHECK(dn_store_count(s, &f, &n) == DN_OK && n == 1);
+        dn_pred_record r = rec(6.0, "L9", "ok", 0.9f, 0);
+        int64_t id = 0;
+        CHECK(dn_store_insert(s, &r, &id, NULL) == DN_OK && id == 2);
+        dn_store_close(s);
+    }
+    PGresult *q = PQexec(c, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('predictions_source','action_outcomes_pred')");
+    CHECK(PQresultStatus(q) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(q, 0, 0), "2"));
+    PQclear(q);
+    /* a newer schema is refused */
+    CHECK(pg_exec(c, "INSERT INTO schema_version VALUES (77, 2.0)"));
+    CHECK(dn_store_open(url, &s) == DN_ERR_DB && strstr(dn_last_error(), "newer"));
+    PQfinish(c);
+}
+
 int main(void) {
     RUN(sqlite_roundtrip);
     RUN(sqlite_migrates_v1);
@@ -523,6 +579,7 @@ int main(void) {
     g_pg_ok = h_pg_start(&g_pg, g_pg_why, sizeof g_pg_why);
     RUN(postgres_roundtrip);
     RUN(postgres_concurrent_and_bad_url);
+    RUN(postgres_migrates_v1);
     if (g_pg_ok) h_pg_stop(&g_pg);
     return REPORT();
 }
