@@ -977,7 +977,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (r->early_code) return send_err(s, c, r, r->early_code, r->early_msg);
     if (r->job) { /* resumed by a worker */
         job *j = r->job;
-        if (!j->done) return MHD_YES; /* spurious wake-up; stays until resumed */
+        pthread_mutex_lock(&s->mu);
+        int done = j->done;
+        pthread_mutex_unlock(&s->mu);
+        if (!done) return MHD_YES; /* spurious wake-up; stays until resumed */
         int code = j->code;
         char *body = j->body;
         j->body = NULL;
