@@ -541,6 +541,7 @@ typedef struct req {
     char *early_msg;
     job *job;
     int answered;                 /* an error was written while the body was arriving */
+    size_t discarded;             /* body bytes dropped while waiting to send an early error */
     char meta[5][META_MAX + 1];   /* line, station, camera, part, request id */
     int has_meta[5];
 } req;
@@ -882,6 +883,31 @@ static enum MHD_Result start_predict(dn_server *s, struct MHD_Connection *c, req
     return MHD_YES;
 }
 
+/* Ends a request whose body is still arriving with its JSON error. libmicrohttpd
+ * accepts no response while the body is being received (not even on a suspended
+ * connection) and would keep reading a trickling or oversized body. Nothing of this
+ * request's answer has been sent yet, so the error is written straight to the socket
+ * and MHD is told to close the connection. */
+static enum MHD_Result abort_with_error(dn_server *s, struct MHD_Connection *c, req *r) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci) {
+        dn_sb b = {0};
+        json_err(&b, r->early_code, r->early_msg);
+        char head[256];
+        const char *reason = r->early_code == 408 ? "Request Timeout" : r->early_code == 413 ? "Content Too Large"
+                           : r->early_code == 401 ? "Unauthorized" : "Bad Request";
+        int hl = snprintf(head, sizeof head,
+                          "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                          "Content-Length: %zu\r\n\r\n", r->early_code, reason, b.len);
+        if (send(ci->connect_fd, head, (size_t)hl, MSG_NOSIGNAL | MSG_DONTWAIT) == hl && b.s)
+            (void)!send(ci->connect_fd, b.s, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        dn_sb_free(&b);
+    }
+    r->answered = 1;
+    dn_metrics_request(s->metrics, ENAME[r->ep], r->early_code);
+    return MHD_NO;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     dn_server *s = cls;
@@ -917,25 +943,34 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 char m[120];
                 snprintf(m, sizeof m, "request body larger than the limit of %zu bytes", s->max_body);
                 set_early(r, 413, m);
-                /* Answering before the body is read makes MHD close the connection while
-                 * the client may still be sending, and its TCP stack can then see a reset
-                 * instead of the answer. A client that sent "Expect: 100-continue" never
-                 * sends the body, and a moderately oversized body is cheaper to discard
-                 * (not stored) than to lose the JSON error; only huge ones are cut. */
-                const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
-                if (!(ex && strcasestr(ex, "100-continue")) && clen <= 4ull * s->max_body) return MHD_YES;
             } else {
                 collect_meta(c, r);
             }
         }
-        /* Reject before reading any body: MHD then closes the connection after the answer. */
-        if (r->early_code) return send_err(s, c, r, r->early_code, r->early_msg);
-        return MHD_YES;
+        if (!r->early_code) return MHD_YES;
+        /* Answering before a body is read makes MHD close the connection while the
+         * client may still be sending, and its TCP stack can then see a reset instead
+         * of the answer. A client that sent "Expect: 100-continue" never sends the body
+         * and a huge one is cut at once; a moderate body is cheaper to discard (it is
+         * not stored) than to lose the JSON error, so that answer waits for its end. */
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        const char *te = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Transfer-Encoding");
+        const char *ex = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Expect");
+        unsigned long long clen = cl ? strtoull(cl, NULL, 10) : 0;
+        int has_body = clen > 0 || te;
+        if (has_body && !(ex && strcasestr(ex, "100-continue")) && clen <= 4ull * s->max_body &&
+            r->early_code != 503)
+            return MHD_YES;
+        return send_err(s, c, r, r->early_code, r->early_msg);
     }
     if (*upload_size) {
         size_t n = *upload_size;
         *upload_size = 0;
-        if (r->early_code) return MHD_YES; /* answered, or to be answered at the end: discard */
+        if (r->early_code) { /* to be answered at the end: discard, within bounds */
+            r->discarded += n;
+            if (r->discarded > 4 * s->max_body || dn_now() - r->t0 > s->body_timeout) return abort_with_error(s, c, r);
+            return MHD_YES;
+        }
         if (dn_now() - r->t0 > s->body_timeout) {
             set_early(r, 408, "request body not received within the time limit (slow client)");
         } else if (r->body.len + n > s->max_body) {
@@ -946,31 +981,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
             dn_sb_putn(&r->body, upload, n);
             if (r->body.oom) set_early(r, 413, "request body: out of memory");
         }
-        /* Answer at once (MHD sends it and closes the connection) instead of
-         * reading the rest of an oversized or trickling body. */
-        if (r->early_code) {
-            /* libmicrohttpd accepts no response while the body is still arriving (not
-             * even on a suspended connection), and would otherwise keep reading a
-             * trickling or oversized body. Nothing of this request's answer has been
-             * sent yet, so write the JSON error straight to the socket and let MHD
-             * close the connection. */
-            const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-            if (ci) {
-                dn_sb b = {0};
-                json_err(&b, r->early_code, r->early_msg);
-                char head[256];
-                int hl = snprintf(head, sizeof head,
-                                  "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                                  "Content-Length: %zu\r\n\r\n",
-                                  r->early_code, r->early_code == 408 ? "Request Timeout" : "Content Too Large", b.len);
-                if (send(ci->connect_fd, head, (size_t)hl, MSG_NOSIGNAL | MSG_DONTWAIT) == hl && b.s)
-                    (void)!send(ci->connect_fd, b.s, b.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-                dn_sb_free(&b);
-            }
-            r->answered = 1;
-            dn_metrics_request(s->metrics, ENAME[r->ep], r->early_code);
-            return MHD_NO;
-        }
+        /* Answer at once instead of reading the rest of an oversized or trickling body. */
+        if (r->early_code) return abort_with_error(s, c, r);
         return MHD_YES;
     }
     if (r->answered) return MHD_YES;
