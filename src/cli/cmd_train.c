@@ -186,9 +186,9 @@ int cmd_train(int argc, char **argv) {
                "\"best_epoch\":%d,\"epochs\":%d,\"seconds\":%.2f,\"feature_seconds\":%.2f,\"split_manifest\":\"%s\",\"val_metrics\":",
                c.out, res.nclasses, res.ntrain, res.nval, res.ntest, res.skipped, res.best_epoch, res.epochs_run,
                res.seconds, res.feature_seconds, res.split_manifest);
-        dn_eval_metrics_json(&res.val, NULL, stdout);
+        dn_eval_metrics_json(&res.val, (const char *const *)res.classes, stdout);
         printf(",\"test_metrics\":");
-        if (res.ntest) dn_eval_metrics_json(&res.test, NULL, stdout);
+        if (res.ntest) dn_eval_metrics_json(&res.test, (const char *const *)res.classes, stdout);
         else printf("null");
         printf("}\n");
     } else {
@@ -198,6 +198,7 @@ int cmd_train(int argc, char **argv) {
         printf("validation: accuracy %.4f  macro-F1 %.4f\n", res.val.accuracy, res.val.macro_f1);
         if (res.ntest) {
             printf("test: accuracy %.4f  macro-F1 %.4f  ECE %.4f\n", res.test.accuracy, res.test.macro_f1, res.test.ece);
+            dn_eval_metrics_print(&res.test, (const char *const *)res.classes, stdout);
         }
     }
     dn_train_result_free(&res);

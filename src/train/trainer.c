@@ -75,6 +75,10 @@ dn_status dn_train_parse_stages(const char *spec, dn_train_stage *st, int *n) {
 void dn_train_result_free(dn_train_result *r) {
     dn_eval_metrics_free(&r->val);
     dn_eval_metrics_free(&r->test);
+    if (r->classes)
+        for (int i = 0; i < r->nclasses; i++) free(r->classes[i]);
+    free(r->classes);
+    r->classes = NULL;
 }
 
 /* ------------------------------------------------------------ logging */
@@ -1139,6 +1143,10 @@ dn_status dn_train_run(const dn_train_cfg *c, dn_train_result *res) {
         free(cnt);
     }
     res->nclasses = r->k;
+    res->classes = dn_calloc((size_t)r->k, sizeof(char *));
+    if (!res->classes) { st = DN_ERR_NOMEM; goto done; }
+    for (int i = 0; i < r->k; i++)
+        if (!(res->classes[i] = dn_strdup(r->ds->classes[i]))) { st = DN_ERR_NOMEM; goto done; }
     res->ntrain = r->ntr;
     res->nval = r->nva;
     res->ntest = r->nte;

@@ -105,6 +105,7 @@ typedef struct dn_train_result {
     dn_eval_metrics val, test;   /* of the kept model; test.n == 0 without a test split */
     double seconds, feature_seconds, head_seconds;
     char split_manifest[1024];
+    char **classes;         /* nclasses names, natural order (owned) */
 } dn_train_result;
 
 dn_status dn_train_run(const dn_train_cfg *cfg, dn_train_result *res);
