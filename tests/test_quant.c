@@ -53,6 +53,22 @@ TEST(conv_names_and_meta_choice) {
     CHECK(dn_quant_conv_impl(m, "layer1.0.conv2", DN_CONV_AUTO) == DN_CONV_AUTO);
     CHECK(dn_quant_conv_impl(m, "layer1.0.conv", DN_CONV_AUTO) == DN_CONV_BF16); /* whole names only */
     CHECK(dn_quant_conv_impl(m, "layer1.0.conv1", DN_CONV_DIRECT) == DN_CONV_DIRECT); /* explicit wins */
+    /* winograd: 3x3 stride-1 convs only; bf16+winograd: bf16 for the others */
+    dn_meta_set(&m->meta, DN_META_QUANT_MODE, "winograd");
+    dn_meta_set(&m->meta, DN_META_QUANT_FP32, "layer3.1.conv1");
+    CHECK(dn_quant_conv_impl(m, "layer1.0.conv1", DN_CONV_AUTO) == DN_CONV_WINOGRAD);
+    CHECK(dn_quant_conv_impl(m, "layer2.0.conv1", DN_CONV_AUTO) == DN_CONV_AUTO);      /* stride 2 */
+    CHECK(dn_quant_conv_impl(m, "layer2.0.conv2", DN_CONV_AUTO) == DN_CONV_WINOGRAD);
+    CHECK(dn_quant_conv_impl(m, "layer2.0.downsample.0", DN_CONV_AUTO) == DN_CONV_AUTO);
+    CHECK(dn_quant_conv_impl(m, "layer3.1.conv1", DN_CONV_AUTO) == DN_CONV_AUTO);      /* kept fp32 */
+    CHECK(dn_quant_conv_impl(m, "conv1", DN_CONV_AUTO) == DN_CONV_AUTO);               /* 7x7 stem */
+    dn_meta_set(&m->meta, DN_META_QUANT_MODE, "bf16+winograd");
+    CHECK(dn_quant_conv_impl(m, "layer1.1.conv2", DN_CONV_AUTO) == DN_CONV_WINOGRAD);
+    CHECK(dn_quant_conv_impl(m, "layer2.0.conv1", DN_CONV_AUTO) == DN_CONV_BF16);
+    CHECK(dn_quant_conv_impl(m, "conv1", DN_CONV_AUTO) == DN_CONV_BF16);
+    CHECK(dn_quant_conv_impl(m, "layer3.1.conv1", DN_CONV_AUTO) == DN_CONV_AUTO);
+    dn_meta_set(&m->meta, DN_META_QUANT_MODE, "nonsense");                             /* unknown: exact */
+    CHECK(dn_quant_conv_impl(m, "layer1.0.conv1", DN_CONV_AUTO) == DN_CONV_AUTO);
     dn_model_free(m);
 }
 
@@ -98,7 +114,7 @@ TEST(quantize_guard_writes_metadata) {
     float *x = inputs(n, 5);
     int *lab = malloc(n * sizeof(int));
     for (int i = 0; i < n; i++) lab[i] = i % C;
-    dn_quant_opts o = {DN_CONV_BF16, 0.5, 1, 2, 8, NULL};
+    dn_quant_opts o = {"bf16", 0.5, 1, 2, 8, NULL};
     dn_quant_result r;
     CHECK(dn_quantize(m, x, lab, n, &o, &r) == DN_OK);
     CHECK(r.ok == 1);
@@ -180,7 +196,7 @@ TEST(quantize_greedy_fallback_or_refusal) {
     for (int k = 0; k < D; k++) m->fc_w[D + k] = m->fc_w[k] + (float)(g[k] * scale);
     m->fc_b[1] = m->fc_b[0];
     for (int c = 2; c < C; c++) m->fc_b[c] = -1e6f; /* only classes 0 and 1 compete */
-    dn_quant_opts o = {DN_CONV_BF16, 1.0, 1, 2, 8, NULL};
+    dn_quant_opts o = {"bf16", 1.0, 1, 2, 8, NULL};
     dn_quant_result r;
     CHECK(dn_quantize(m, x, NULL, n, &o, &r) == DN_OK);
     const char *mode = dn_meta_get(&m->meta, DN_META_QUANT_MODE);
@@ -205,16 +221,39 @@ TEST(quantize_greedy_fallback_or_refusal) {
     dn_model_free(m);
 }
 
+/* fp32 Winograd through the guard: needs no special CPU feature. */
+TEST(quantize_winograd_mode) {
+    if (dn_kernels_isa() < DN_ISA_AVX2) SKIP("CPU has no AVX2+FMA");
+    dn_model *m = load_small();
+    CHECK(m != NULL);
+    if (!m) return;
+    int n = 8;
+    float *x = inputs(n, 21);
+    dn_quant_opts o = {"winograd", 0.5, 1, 2, 4, NULL};
+    dn_quant_result r;
+    CHECK(dn_quantize(m, x, NULL, n, &o, &r) == DN_OK);
+    CHECK(r.ok == 1);
+    const char *mode = dn_meta_get(&m->meta, DN_META_QUANT_MODE);
+    CHECK(mode && !strcmp(mode, "winograd"));
+    const char *acc = dn_meta_get(&m->meta, DN_META_QUANT_ACC);
+    CHECK(acc && strstr(acc, "no labelled") != NULL);
+    dn_free_aligned(x);
+    dn_model_free(m);
+}
+
 TEST(quantize_bad_args) {
     dn_model *m = load_small();
     CHECK(m != NULL);
     if (!m) return;
     float *x = inputs(2, 1);
-    dn_quant_opts o = {DN_CONV_INT8, 0.995, 1, 1, 2, NULL};
+    dn_quant_opts o = {"int8", 0.995, 1, 1, 2, NULL};
     dn_quant_result r;
     CHECK(dn_quantize(m, x, NULL, 2, &o, &r) == DN_ERR_UNSUPPORTED);
     CHECK(strstr(dn_last_error(), "int8") != NULL);
-    o.mode = DN_CONV_BF16;
+    o.mode = "fp16";
+    CHECK(dn_quantize(m, x, NULL, 2, &o, &r) == DN_ERR_ARG);
+    CHECK(strstr(dn_last_error(), "fp16") != NULL);
+    o.mode = "bf16";
     CHECK(dn_quantize(m, x, NULL, 0, &o, &r) == DN_ERR_ARG);
     dn_free_aligned(x);
     dn_model_free(m);
@@ -225,6 +264,7 @@ int main(void) {
     RUN(engine_runs_quantized_model);
     RUN(quantize_guard_writes_metadata);
     RUN(quantize_greedy_fallback_or_refusal);
+    RUN(quantize_winograd_mode);
     RUN(quantize_bad_args);
     return REPORT();
 }

@@ -1,12 +1,12 @@
 /* defectnet quantize: opt a model into reduced-precision inference, guarded.
  *
- *   defectnet quantize --model M --val DIR_OR_MANIFEST --mode bf16 --out M2
+ *   defectnet quantize --model M --val DIR_OR_MANIFEST --mode bf16|winograd|bf16+winograd --out M2
  *                      [--calib DIR_OR_MANIFEST] [--min-agreement 0.995] [--no-fallback]
  *                      [--max-val N] [--batch B] [--threads T]
  *
  * Runs the validation images (a folder of class sub-folders, or a CSV manifest;
- * with a split manifest only its val rows) through the fp32 model and the bf16
- * one, measures top-1 agreement and per-class accuracy change, and writes them
+ * with a split manifest only its val rows) through the exact fp32 model and the
+ * reduced one (bf16 convs, fp32 Winograd for 3x3 stride-1 convs, or both), measures top-1 agreement and per-class accuracy change, and writes them
  * into M2's metadata (quant.*, shown by `defectnet info`). Below the minimum
  * agreement it warns and keeps fp32 for the convs that cause the disagreement
  * (greedy, most sensitive first); with --no-fallback, or if no layer choice
@@ -26,7 +26,7 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: defectnet quantize --model M --val DIR_OR_MANIFEST --mode bf16|int8 --out M2\n"
+    fprintf(f, "usage: defectnet quantize --model M --val DIR_OR_MANIFEST --mode bf16|winograd|bf16+winograd|int8 --out M2\n"
                "                          [--calib DIR_OR_MANIFEST] [--min-agreement 0.995] [--no-fallback]\n"
                "                          [--max-val N] [--batch B] [--threads T]\n");
 }
@@ -65,11 +65,11 @@ int cmd_quantize(int argc, char **argv) {
         fprintf(stderr, "defectnet quantize: --min-agreement must be in (0,1], --max-val >= 1, --batch 1..1024\n");
         return 2;
     }
-    dn_conv_impl mode;
-    if (!strcmp(mode_s, "bf16")) mode = DN_CONV_BF16;
-    else if (!strcmp(mode_s, "int8")) mode = DN_CONV_INT8;
-    else { fprintf(stderr, "defectnet quantize: --mode '%s': expected bf16 or int8\n", mode_s); return 2; }
-    if (mode == DN_CONV_INT8) {
+    if (strcmp(mode_s, "int8") && (!dn_quant_mode_valid(mode_s) || !strcmp(mode_s, "fp32"))) {
+        fprintf(stderr, "defectnet quantize: --mode '%s': expected bf16, winograd, bf16+winograd or int8\n", mode_s);
+        return 2;
+    }
+    if (!strcmp(mode_s, "int8")) {
         fprintf(stderr, "defectnet quantize: int8 is not implemented in this build (use --mode bf16)\n");
         return 1;
     }
@@ -77,7 +77,8 @@ int cmd_quantize(int argc, char **argv) {
         dn_dataset *cd = NULL;
         if (dn_dataset_open(calib, &cd)) { fprintf(stderr, "defectnet quantize: --calib: %s\n", dn_last_error()); return 1; }
         dn_dataset_free(cd);
-        fprintf(stderr, "defectnet quantize: note: bf16 keeps fp32 range, no activation calibration needed; --calib unused\n");
+        fprintf(stderr, "defectnet quantize: note: %s keeps the fp32 range, no activation calibration needed; --calib unused\n",
+                mode_s);
     }
     if (dn_model_load(model, &m)) { fprintf(stderr, "defectnet quantize: %s\n", dn_last_error()); goto done; }
     if (m->num_classes < 1) { fprintf(stderr, "defectnet quantize: %s: model has no classification head\n", model); goto done; }
@@ -118,7 +119,7 @@ int cmd_quantize(int argc, char **argv) {
     }
     if (n < 1) { fprintf(stderr, "defectnet quantize: %s: no readable validation images\n", val); goto done; }
     fprintf(stderr, "defectnet quantize: %d validation images (%d unreadable skipped) from %s\n", n, bad, val);
-    dn_quant_opts o = {mode, min_agree, fallback, threads, batch, stderr};
+    dn_quant_opts o = {mode_s, min_agree, fallback, threads, batch, stderr};
     dn_quant_result r;
     if (dn_quantize(m, x, labels, n, &o, &r)) { fprintf(stderr, "defectnet quantize: %s\n", dn_last_error()); goto done; }
     printf("top-1 agreement with fp32: %.4f (%d images, minimum %.4f)\n", r.agreement, r.nval, min_agree);
@@ -126,13 +127,13 @@ int cmd_quantize(int argc, char **argv) {
     printf("per-class accuracy change (points): %s; largest drop %.2f\n", dn_meta_get(&m->meta, DN_META_QUANT_CLASS),
            r.max_class_drop_pt);
     if (!r.ok) {
-        fprintf(stderr, "defectnet quantize: refused: bf16 top-1 agreement %.4f < %.4f%s; %s not written\n", r.agreement,
-                min_agree, fallback ? " even with fp32 fallback" : " (--no-fallback)", out);
+        fprintf(stderr, "defectnet quantize: refused: %s top-1 agreement %.4f < %.4f%s; %s not written\n", mode_s,
+                r.agreement, min_agree, fallback ? " even with fp32 fallback" : " (--no-fallback)", out);
         goto done;
     }
     if (r.n_fp32_layers)
-        fprintf(stderr, "defectnet quantize: warning: bf16 alone gave agreement below %.4f; kept fp32 for %d of %d convs: %s\n",
-                min_agree, r.n_fp32_layers, r.nconv, dn_meta_get(&m->meta, DN_META_QUANT_FP32));
+        fprintf(stderr, "defectnet quantize: warning: %s alone gave agreement below %.4f; kept fp32 for %d of %d convs: %s\n",
+                mode_s, min_agree, r.n_fp32_layers, r.nconv, dn_meta_get(&m->meta, DN_META_QUANT_FP32));
     if (dn_model_save(m, out)) { fprintf(stderr, "defectnet quantize: %s\n", dn_last_error()); goto done; }
     printf("wrote %s (quant.mode=%s, %d of %d convs in fp32)\n", out, dn_meta_get(&m->meta, DN_META_QUANT_MODE),
            r.n_fp32_layers, r.nconv);

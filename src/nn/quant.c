@@ -39,12 +39,42 @@ static int in_list(const char *list, const char *name) {
     return 0;
 }
 
+/* The conv parameters behind a name (NULL if none). */
+static const dn_conv_p *find_conv(const dn_model *m, const char *name) {
+    char buf[64];
+    int n = dn_quant_conv_count(m);
+    for (int i = 0; i < n; i++) {
+        dn_quant_conv_name(m, i, buf, sizeof buf);
+        if (strcmp(buf, name)) continue;
+        if (i == 0) return &m->conv1;
+        int k = 1;
+        for (int b = 0; b < m->nblocks; b++) {
+            int cnt = 2 + (m->blocks[b].has_down ? 1 : 0);
+            if (i < k + cnt) {
+                int w = i - k;
+                return w == 0 ? &m->blocks[b].conv1 : w == 1 ? &m->blocks[b].conv2 : &m->blocks[b].down;
+            }
+            k += cnt;
+        }
+    }
+    return NULL;
+}
+
+int dn_quant_mode_valid(const char *mode) {
+    return mode && (!strcmp(mode, "fp32") || !strcmp(mode, "bf16") || !strcmp(mode, "winograd") ||
+                    !strcmp(mode, "bf16+winograd"));
+}
+
 dn_conv_impl dn_quant_conv_impl(const dn_model *m, const char *conv_name, dn_conv_impl requested) {
     if (requested != DN_CONV_AUTO || !m) return requested;
     const char *mode = dn_meta_get(&m->meta, DN_META_QUANT_MODE);
-    if (!mode || strcmp(mode, "bf16")) return requested;
+    if (!mode || !strcmp(mode, "fp32") || !dn_quant_mode_valid(mode)) return requested;
     if (in_list(dn_meta_get(&m->meta, DN_META_QUANT_FP32), conv_name)) return requested;
-    return DN_CONV_BF16;
+    const dn_conv_p *c = find_conv(m, conv_name);
+    int w3 = c && c->k == 3 && c->stride == 1;
+    if (!strcmp(mode, "bf16")) return DN_CONV_BF16;
+    if (!strcmp(mode, "winograd")) return w3 ? DN_CONV_WINOGRAD : requested;
+    return w3 ? DN_CONV_WINOGRAD : DN_CONV_BF16; /* bf16+winograd */
 }
 
 /* logits of all nval images with the model's current quant metadata. */
@@ -104,9 +134,10 @@ dn_status dn_quantize(dn_model *m, const float *x, const int *labels, int nval, 
     memset(r, 0, sizeof *r);
     if (!m || !x || !o || nval < 1 || o->batch < 1) return dn_fail(DN_ERR_ARG, "quantize: no validation images");
     if (m->num_classes < 1) return dn_fail(DN_ERR_ARG, "quantize: model has no classification head");
-    if (o->mode == DN_CONV_INT8)
+    if (o->mode && !strcmp(o->mode, "int8"))
         return dn_fail(DN_ERR_UNSUPPORTED, "quantize: int8 is not implemented in this build (use --mode bf16)");
-    if (o->mode != DN_CONV_BF16) return dn_fail(DN_ERR_ARG, "quantize: mode must be bf16 or int8");
+    if (!dn_quant_mode_valid(o->mode) || !strcmp(o->mode, "fp32"))
+        return dn_fail(DN_ERR_ARG, "quantize: mode '%s' unknown (bf16, winograd, bf16+winograd)", o->mode ? o->mode : "");
     const int C = m->num_classes, nconv = dn_quant_conv_count(m);
     size_t nl = (size_t)nval * C;
     if (!(l32 = dn_malloc(nl * sizeof(float))) || !(lq = dn_malloc(nl * sizeof(float))) ||
@@ -119,8 +150,8 @@ dn_status dn_quantize(dn_model *m, const float *x, const int *labels, int nval, 
     /* fp32 reference */
     if ((st = dn_meta_set(&m->meta, DN_META_QUANT_MODE, "fp32")) || (st = run_all(m, x, nval, o, l32))) goto done;
     /* everything reduced */
-    if ((st = dn_meta_set(&m->meta, DN_META_QUANT_MODE, "bf16")) || (st = set_fp32_layers(m, keep, nconv))) goto done;
-    {
+    if ((st = dn_meta_set(&m->meta, DN_META_QUANT_MODE, o->mode)) || (st = set_fp32_layers(m, keep, nconv))) goto done;
+    if (strstr(o->mode, "bf16")) {
         /* probe that the CPU can run it before measuring */
         dn_conv_desc d = {1, 1, 1, 1, 1, 0};
         float w1 = 1;
@@ -130,7 +161,7 @@ dn_status dn_quantize(dn_model *m, const float *x, const int *labels, int nval, 
     }
     if ((st = run_all(m, x, nval, o, lq))) goto done;
     r->agreement = agreement(l32, lq, nval, C);
-    if (o->log) fprintf(o->log, "quantize: bf16 everywhere: top-1 agreement %.4f on %d images\n", r->agreement, nval);
+    if (o->log) fprintf(o->log, "quantize: %s everywhere: top-1 agreement %.4f on %d images\n", o->mode, r->agreement, nval);
     if (r->agreement < o->min_agreement && o->fallback) {
         /* sensitivity of each conv alone in bf16, on a small subset (mean |dlogit|) */
         int ns = nval < 32 ? nval : 32;
@@ -196,7 +227,7 @@ dn_status dn_quantize(dn_model *m, const float *x, const int *labels, int nval, 
         if ((st = dn_meta_set(&m->meta, DN_META_QUANT_AGREE, v))) goto done;
         snprintf(v, sizeof v, "%d", nval);
         if ((st = dn_meta_set(&m->meta, DN_META_QUANT_NVAL, v))) goto done;
-        if (nlab) snprintf(v, sizeof v, "fp32 %.4f -> bf16 %.4f (%d labelled images)", r->acc_fp32, r->acc_q, nlab);
+        if (nlab) snprintf(v, sizeof v, "fp32 %.4f -> %s %.4f (%d labelled images)", r->acc_fp32, o->mode, r->acc_q, nlab);
         else snprintf(v, sizeof v, "n/a (no labelled images)");
         if ((st = dn_meta_set(&m->meta, DN_META_QUANT_ACC, v))) goto done;
         snprintf(v, sizeof v, "%.2f", r->max_class_drop_pt);

@@ -3,17 +3,21 @@
  *
  * The choice lives in the model metadata (saved with the model, shown by
  * `defectnet info`):
- *   quant.mode              "bf16" (absent or "fp32" = full precision)
+ *   quant.mode              "bf16": every conv in bf16 (AVX512_BF16, fp32 accumulation);
+ *                           "winograd": fp32 Winograd F(4x4,3x3) for 3x3 stride-1 convs;
+ *                           "bf16+winograd": Winograd for 3x3 stride-1, bf16 for the rest;
+ *                           absent or "fp32" = exact fp32 (direct)
  *   quant.fp32_layers       comma-separated conv names kept in fp32 by the guard
  *                           ("conv1", "layer2.0.conv1", "layer2.0.downsample.0", ...)
  *   quant.top1_agreement    top-1 agreement with fp32 on the validation set (0..1)
  *   quant.val_images        number of validation images
- *   quant.val_accuracy      "fp32 A -> bf16 B" (top-1 accuracy, labelled images)
+ *   quant.val_accuracy      "fp32 A -> MODE B" (top-1 accuracy, labelled images)
  *   quant.per_class_delta_pt JSON object class -> accuracy change in points
  *   quant.max_class_drop_pt largest per-class accuracy drop in points
  * The engine asks dn_quant_conv_impl for every conv when it builds a session:
- * with DN_CONV_AUTO requested, a bf16 model runs its convs in bf16 except the
- * fp32 layers; an explicitly requested implementation always wins.
+ * with DN_CONV_AUTO requested, a quantized model runs its convs as its mode says
+ * except the fp32 layers (exact direct); an explicitly requested implementation
+ * always wins.
  *
  * int8 (VNNI, calibrated activation scales) is not implemented: dn_quantize
  * refuses it with DN_ERR_UNSUPPORTED. */
@@ -35,11 +39,13 @@
 int dn_quant_conv_count(const dn_model *m);
 /* Name of conv i (torchvision module name, e.g. "layer3.1.conv2"); buf >= 32 bytes. */
 void dn_quant_conv_name(const dn_model *m, int i, char *buf, size_t n);
+/* 1 for "fp32", "bf16", "winograd", "bf16+winograd". */
+int dn_quant_mode_valid(const char *mode);
 /* Implementation for the named conv given the caller's request (see above). */
 dn_conv_impl dn_quant_conv_impl(const dn_model *m, const char *conv_name, dn_conv_impl requested);
 
 typedef struct dn_quant_opts {
-    dn_conv_impl mode;      /* DN_CONV_BF16 (DN_CONV_INT8: refused, not implemented) */
+    const char *mode;       /* "bf16", "winograd", "bf16+winograd" ("int8": refused, not implemented) */
     double min_agreement;   /* e.g. 0.995 */
     int fallback;           /* 1: keep fp32 for the layers that cause disagreement (greedy); 0: refuse */
     int threads;            /* <= 0: all cores */
