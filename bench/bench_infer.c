@@ -1,13 +1,16 @@
 /* defectnet side of bench/run.sh: ResNet-18 forward (dn_session_forward) on the
  * shared input file, same weights as the other systems.
  * Usage: bench_infer --weights W.pth --input out/input.f32 --batch N
- *            [--threads 2] [--impl auto|direct|winograd|bf16|int8|ref] [--iters 10] [--warmup 2]
+ *            [--threads 2] [--impl auto|direct|winograd|bf16|int8|ref] [--quant MODE] [--iters 10] [--warmup 2]
+ * --quant sets the model's quant.mode metadata (bf16, winograd, bf16+winograd; see
+ * nn/quant.h) and lets the engine pick per conv, as a quantized model file would.
  * Prints one JSON line (img/s, latency percentiles per batch in ms, peak RSS in MB,
  * top-1 of each image) like bench_ort.js and tools/bench_torch.py. */
 #include "core/core.h"
 #include "io/pth.h"
 #include "nn/engine.h"
 #include "nn/model.h"
+#include "nn/quant.h"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -29,7 +32,7 @@ static double pct(const double *s, int n, double p) {
 }
 
 int main(int argc, char **argv) {
-    const char *weights = NULL, *input = NULL, *impl_s = "auto";
+    const char *weights = NULL, *input = NULL, *impl_s = "auto", *quant = NULL;
     int batch = 1, threads = 2, iters = 10, warmup = 2, rc = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
@@ -40,6 +43,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--iters")) iters = atoi(v);
         else if (!strcmp(k, "--warmup")) warmup = atoi(v);
         else if (!strcmp(k, "--impl")) impl_s = v;
+        else if (!strcmp(k, "--quant")) quant = v;
         else { fprintf(stderr, "bench_infer: unknown option %s\n", k); return 2; }
     }
     if (!weights || !input || batch < 1 || iters < 1 || threads < 1) {
@@ -56,6 +60,11 @@ int main(int argc, char **argv) {
     size_t len = 0, per = 3 * 224 * 224;
     if (dn_conv_impl_parse(impl_s, &impl)) goto fail;
     if (dn_pth_load(weights, &ts) || dn_model_from_tensors(&ts, 0, &m)) goto fail;
+    if (quant) {
+        if (!dn_quant_mode_valid(quant)) { dn_fail(DN_ERR_ARG, "--quant %s: unknown mode", quant); goto fail; }
+        if (dn_meta_set(&m->meta, DN_META_QUANT_MODE, quant)) goto fail;
+        impl = DN_CONV_AUTO;
+    }
     if (dn_read_file(input, (size_t)1 << 32, &raw, &len)) goto fail;
     if (len < (size_t)batch * per * sizeof(float)) {
         dn_fail(DN_ERR_ARG, "%s: holds %zu images, batch %d asked", input, len / (per * 4), batch);
@@ -82,7 +91,7 @@ int main(int argc, char **argv) {
     printf("{\"system\": \"defectnet\", \"mode\": \"%s\", \"impl\": \"%s\", \"batch\": %d, \"threads\": %d, "
            "\"iters\": %d, \"img_s\": %.3f, \"p50_ms\": %.3f, \"p90_ms\": %.3f, \"p99_ms\": %.3f, "
            "\"rss_mb\": %.1f, \"cpu_ms_per_img\": %.2f, \"top1\": [",
-           impl_s, dn_session_conv_impl(s), batch, threads, iters, batch * iters / total, pct(lat, iters, 50),
+           quant ? quant : impl_s, dn_session_conv_impl(s), batch, threads, iters, batch * iters / total, pct(lat, iters, 50),
            pct(lat, iters, 90), pct(lat, iters, 99), ru.ru_maxrss / 1024.0, cpu * 1e3 / ((double)batch * iters));
     for (int b = 0; b < batch; b++) {
         const float *l = logits + (size_t)b * m->num_classes;

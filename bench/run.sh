@@ -36,11 +36,14 @@ make -s BUILD=$BUILD -j2 $BUILD/bench/bench_infer $BUILD/bench/bench_conv $BUILD
 RES=$OUT/results.jsonl
 : > $RES
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+impl_arg() { # a conv implementation, or a per-conv mix given as a quantization mode
+    case "$1" in *+*) echo "--quant $1";; *) echo "--impl $1";; esac
+}
 IMPLS="direct"
-for i in winograd bf16 int8; do
+for i in winograd bf16 bf16+winograd int8; do
     # an implementation is benchmarked if this build and CPU can run it
     if $BUILD/bench/bench_infer --weights "$W" --input $OUT/input.f32 --batch 1 --iters 1 --warmup 0 \
-        --threads $THREADS --impl $i >/dev/null 2>&1; then IMPLS="$IMPLS $i"; fi
+        --threads $THREADS $(impl_arg $i) >/dev/null 2>&1; then IMPLS="$IMPLS $i"; fi
 done
 run() { # label, command...
     label=$1; shift
@@ -55,7 +58,7 @@ while [ $r -le $ROUNDS ]; do
             --threads $THREADS --iters $it --warmup $wu
         for i in $IMPLS; do
             run "defectnet $i" $BUILD/bench/bench_infer --weights "$W" --input $OUT/input.f32 --batch $b \
-                --threads $THREADS --iters $it --warmup $wu --impl $i
+                --threads $THREADS --iters $it --warmup $wu $(impl_arg $i)
         done
         run pytorch /usr/bin/python3 tools/bench_torch.py --weights "$W" --input $OUT/input.f32 --batch $b \
             --threads $THREADS --iters $it --warmup $wu
