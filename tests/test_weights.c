@@ -988,6 +988,10 @@ TEST(cli_convert_errors) {
     unlink(dst);
     CHECK(spit(cf, "alpha\nbeta\n", 11) == 0);
     CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "2 class names given"));
+    /* an empty --classes is an error, not a silent fallback to the default names */
+    snprintf(args, sizeof args, "convert " FX "narrow_zip.pth %s --classes ''", dst);
+    CHECK(run_cli(args, out, sizeof out) == 2 && strstr(out, "--classes: no class names") && count_lines(out) == 1);
+    CHECK(access(dst, F_OK) != 0);
     CHECK(run_cli("convert --bogus a b", out, sizeof out) == 2);
     CHECK(run_cli("convert onlyone", out, sizeof out) == 2);
     CHECK(run_cli("info /nonexistent.pth", out, sizeof out) == 1 && strstr(out, "/nonexistent.pth: cannot open"));

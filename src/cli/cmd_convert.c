@@ -101,6 +101,11 @@ int cmd_convert(int argc, char **argv) {
         goto done;
     }
     if (classes && split(&cls, classes, ',', "--classes")) goto done;
+    if (classes && !cls.n) { /* "--classes ''" would otherwise silently mean the default names */
+        fprintf(stderr, "defectnet convert: --classes: no class names given\n");
+        rc = 2;
+        goto done;
+    }
     if (classes_file) {
         uint8_t *txt;
         size_t len;

@@ -117,8 +117,12 @@ static inline int fz_zip(const uint8_t *data, size_t size) {
         if (!e || !e->name || dn_zip_find(z, e->name) < 0) { rc = -3; break; }
         uint8_t *buf = NULL;
         size_t len = 0;
-        if (dn_zip_read(z, i, &buf, &len)) rc = fz_check_error(1, FZ_LABEL);
-        else if (len != e->usize) rc = -3;
+        if (dn_zip_read(z, i, &buf, &len)) { /* a bad entry; the others are still tried */
+            rc = buf ? -3 : fz_check_error(1, FZ_LABEL);
+            free(buf);
+            continue;
+        }
+        if (len != e->usize) rc = -3;
         free(buf);
         const uint8_t *view = NULL;
         uint8_t *owned = NULL;

@@ -1,0 +1,127 @@
+#!/bin/sh
+# Bad input to every subcommand: each case must exit 1 or 2 (never 0, never a
+# signal or a timeout), print at least one line on stderr whose FIRST line is
+# "defectnet <command>: ..." and names the offending thing (a given substring),
+# and show no sanitizer report (under `make SAN=1 test` ASan/UBSan/LSan run
+# inside the binary). Needs $DN_BIN (set by tests/run.sh); builds its small
+# fixtures (a converted narrow model, a synthetic dataset) in a temp folder.
+BIN=${DN_BIN:-build/defectnet}
+pass=0; fail=0; skip=0
+if [ ! -x "$BIN" ]; then
+    echo "SKIP cli_badinput: $BIN not built"; echo "RESULT passed=0 failed=0 skipped=1"; exit 0
+fi
+tmp=$(mktemp -d /tmp/dn_cli_bad.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+
+# case NAME WANT -- ARGS...: WANT must appear in the first stderr line.
+case_() {
+    name=$1; want=$2; shift 3
+    timeout 120 "$BIN" "$@" </dev/null >"$tmp/out" 2>"$tmp/err"; rc=$?
+    first=$(head -n 1 "$tmp/err")
+    why=""
+    if [ $rc -eq 0 ]; then why="exit 0"
+    elif [ $rc -gt 2 ]; then why="exit $rc (crash, signal or timeout)"
+    elif grep -q 'Sanitizer\|runtime error\|LeakSanitizer' "$tmp/err"; then why="sanitizer report"
+    else
+        case "$first" in
+            "defectnet $1: "*) ;;
+            *) why="first stderr line is not 'defectnet $1: ...'" ;;
+        esac
+        [ -z "$why" ] && case "$first" in *"$want"*) ;; *) why="first line does not name '$want'" ;; esac
+    fi
+    if [ -z "$why" ]; then echo "ok   $name"; pass=$((pass+1))
+    else echo "FAIL $name: $why: $first"; grep -m3 'Sanitizer\|runtime error' "$tmp/err"; fail=$((fail+1)); fi
+}
+
+# fixtures: a 5-class narrow model whose classes match a 5-class synthetic dataset
+M=$tmp/m.safetensors
+"$BIN" convert tests/fixtures/resnet/r18n.pth "$M" --classes clean,crack,inclusion,patch,scratch >/dev/null 2>&1
+"$BIN" synth --out "$tmp/ds" --per-class 3 --size 32 >/dev/null 2>&1
+rm -rf "$tmp/ds/spot"
+if [ ! -f "$M" ] || [ ! -d "$tmp/ds/clean" ]; then
+    echo "FAIL fixtures: convert/synth did not produce the model and dataset"
+    echo "RESULT passed=0 failed=1 skipped=0"; exit 1
+fi
+printf 'not an image' > "$tmp/bad.png"
+printf 'path,label\n' > "$tmp/empty.csv"
+mkdir -p "$tmp/empty"
+: > "$tmp/afile"
+ok=$(ls "$tmp"/ds/clean/* | head -n 1)
+
+# convert / info
+case_ convert_missing_input "/nonexistent.pth" -- convert /nonexistent.pth "$tmp/x.safetensors"
+case_ convert_dir_input "$tmp" -- convert "$tmp" "$tmp/x.safetensors"
+case_ convert_not_weights "bad.png" -- convert "$tmp/bad.png" "$tmp/x.safetensors"
+case_ convert_unwritable_out "/nonexistent/dir/x.safetensors" -- convert tests/fixtures/resnet/r18n.pth /nonexistent/dir/x.safetensors
+case_ convert_out_is_dir "$tmp" -- convert tests/fixtures/resnet/r18n.pth "$tmp"
+case_ convert_empty_classes "--classes" -- convert tests/fixtures/resnet/r18n.pth "$tmp/x.safetensors" --classes ""
+case_ convert_classes_file_missing "/nonexistent" -- convert tests/fixtures/resnet/r18n.pth "$tmp/x.safetensors" --classes-file /nonexistent
+case_ convert_unknown_option "--bogus" -- convert --bogus
+case_ info_missing "/nonexistent" -- info /nonexistent
+case_ info_dir "$tmp" -- info "$tmp"
+case_ info_not_model "bad.png" -- info "$tmp/bad.png"
+case_ info_unknown_option "--bogus" -- info --bogus
+
+# predict
+case_ predict_model_missing "/nonexistent" -- predict --model /nonexistent "$ok"
+case_ predict_model_dir "$tmp" -- predict --model "$tmp" "$ok"
+case_ predict_no_paths "no image" -- predict --model "$M"
+case_ predict_path_missing "/nonexistent.png" -- predict --model "$M" /nonexistent.png
+case_ predict_empty_dir "no image" -- predict --model "$M" "$tmp/empty"
+case_ predict_not_image "bad.png" -- predict --model "$M" "$tmp/bad.png"
+case_ predict_batch_0 "--batch" -- predict --model "$M" --batch 0 "$ok"
+case_ predict_batch_abc "--batch" -- predict --model "$M" --batch abc "$ok"
+case_ predict_threads_neg "--threads" -- predict --model "$M" --threads -1 "$ok"
+case_ predict_topk_huge "--top-k" -- predict --model "$M" --top-k 99999 "$ok"
+case_ predict_format "xml" -- predict --model "$M" --format xml "$ok"
+case_ predict_unknown_option "--bogus" -- predict --bogus
+
+# synth
+case_ synth_unwritable "/proc/dn-synth" -- synth --out /proc/dn-synth
+case_ synth_out_is_file "afile" -- synth --out "$tmp/afile"
+case_ synth_size_5 "--size" -- synth --out "$tmp/s" --size 5
+case_ synth_per_class_0 "--per-class" -- synth --out "$tmp/s" --per-class 0
+case_ synth_missing_out "--out" -- synth
+
+# train (argument and data errors, before any training)
+case_ train_data_missing "/nonexistent" -- train --data /nonexistent --weights none --out "$tmp/t.safetensors"
+case_ train_empty_manifest "empty.csv" -- train --data "$tmp/empty.csv" --weights none --out "$tmp/t.safetensors"
+case_ train_batch_0 "--batch" -- train --data "$tmp/ds" --weights none --out "$tmp/t.safetensors" --batch 0
+case_ train_threads_neg "--threads" -- train --data "$tmp/ds" --weights none --out "$tmp/t.safetensors" --threads -1
+case_ train_image_size_5 "--image-size" -- train --data "$tmp/ds" --weights none --out "$tmp/t.safetensors" --image-size 5
+case_ train_lr_abc "--lr" -- train --data "$tmp/ds" --weights none --out "$tmp/t.safetensors" --lr abc
+case_ train_weights_missing "/nonexistent.pth" -- train --data "$tmp/ds" --weights /nonexistent.pth --out "$tmp/t2.safetensors" --quiet
+case_ train_out_missing "--out" -- train --data "$tmp/ds" --weights none
+
+# eval
+case_ eval_model_missing "/nonexistent" -- eval --model /nonexistent --data "$tmp/ds"
+case_ eval_data_missing "/nonexistent" -- eval --model "$M" --data /nonexistent
+case_ eval_batch_0 "--batch" -- eval --model "$M" --data "$tmp/ds" --batch 0
+case_ eval_threads_neg "--threads" -- eval --model "$M" --data "$tmp/ds" --threads -1
+case_ eval_topk_huge "--top-k" -- eval --model "$M" --data "$tmp/ds" --top-k 99999
+case_ eval_html_unwritable "/nonexistent/x.html" -- eval --model "$M" --data "$tmp/ds" --html /nonexistent/x.html
+
+# quantize
+case_ quantize_model_missing "/nonexistent" -- quantize --model /nonexistent --val "$tmp/ds" --mode bf16 --out "$tmp/q.safetensors"
+case_ quantize_mode "fp4" -- quantize --model "$M" --val "$tmp/ds" --mode fp4 --out "$tmp/q.safetensors"
+case_ quantize_val_missing "/nonexistent" -- quantize --model "$M" --val /nonexistent --mode bf16 --out "$tmp/q.safetensors"
+case_ quantize_batch_0 "--batch" -- quantize --model "$M" --val "$tmp/ds" --mode bf16 --out "$tmp/q.safetensors" --batch 0
+
+# serve (all fail before binding or right at it)
+case_ serve_model_missing "/nonexistent" -- serve --model /nonexistent --db "sqlite:$tmp/s.db" --listen 127.0.0.1:0
+case_ serve_db_unwritable "/nonexistent/s.db" -- serve --model "$M" --db sqlite:/nonexistent/s.db --listen 127.0.0.1:0
+case_ serve_bad_port "99999" -- serve --model "$M" --db "sqlite:$tmp/s.db" --listen 127.0.0.1:99999
+case_ serve_workers_0 "--workers" -- serve --model "$M" --db "sqlite:$tmp/s.db" --listen 127.0.0.1:0 --workers 0
+case_ serve_watch_missing "/nonexistent" -- serve --model "$M" --db "sqlite:$tmp/s.db" --listen 127.0.0.1:0 --watch /nonexistent
+
+# report / rules
+case_ report_db_missing "/nonexistent/x.db" -- report --db sqlite:/nonexistent/x.db
+case_ report_db_not_db "bad.png" -- report --db "sqlite:$tmp/bad.png"
+case_ report_format "pdf" -- report --db "sqlite:$tmp/r.db" --format pdf
+case_ report_from "yesterday" -- report --db "sqlite:$tmp/r.db" --from yesterday
+case_ rules_missing "/nonexistent" -- rules check /nonexistent
+case_ rules_dir "$tmp" -- rules check "$tmp"
+case_ rules_garbage "bad.png" -- rules check "$tmp/bad.png"
+
+echo "RESULT passed=$pass failed=$fail skipped=$skip"
+[ $fail -eq 0 ]
