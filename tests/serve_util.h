@@ -124,6 +124,18 @@ fail:
     return 0;
 }
 
+/* Stops (up = 0) or starts again (up = 1) the server of pg, keeping its data and port. */
+static inline int h_pg_power(h_pg *pg, int up) {
+    char cmd[4000];
+    if (up)
+        snprintf(cmd, sizeof cmd,
+                 "%s/pg_ctl -D %s/data -w -t 60 -l %s/server.log -o \"-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off\" start",
+                 pg->bin, pg->dir, pg->dir, pg->port, pg->dir);
+    else
+        snprintf(cmd, sizeof cmd, "%s/pg_ctl -D %s/data -w -m fast stop", pg->bin, pg->dir);
+    return h_pg_sh(pg, cmd);
+}
+
 static inline void h_pg_stop(h_pg *pg) {
     if (!pg->dir[0]) return;
     char cmd[2000];

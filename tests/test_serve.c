@@ -1106,9 +1106,20 @@ TEST(postgres_backend) {
     }
     dn_server_stop(s2);
     CHECK(db_count(s) == 2 * NCLS);
+    /* database down: no prediction is answered 200 (nothing durable), a JSON 503
+     * instead; once it is back, the server reconnects and records again */
+    CHECK(h_pg_power(&g_pg, 0) == 0);
+    resp e;
+    CHECK(post_image(dn_server_port(s), 0, "?line=PG", &e) == 503 && is_json_error(&e, 503, "store"));
+    CHECK(e.retry_after[0] != 0);
+    resp_free(&e);
+    CHECK(h_pg_power(&g_pg, 1) == 0);
+    CHECK(post_image(dn_server_port(s), 0, "?line=PG", &e) == 200);
+    resp_free(&e);
+    CHECK(db_count(s) == 2 * NCLS + 1);
     resp r;
     CHECK(http(dn_server_port(s), "GET", "/v1/report?format=csv&group_by=line", NULL, 0, NULL, &r) == 200);
-    CHECK(r.body.s && strstr(r.body.s, "\nPG,6,"));
+    CHECK(r.body.s && strstr(r.body.s, "\nPG,7,") && strstr(r.body.s, "\nPG2,6,"));
     resp_free(&r);
     dn_server_stop(s);
 }
