@@ -702,6 +702,8 @@ TEST(folder_watch_classify_move_idempotent) {
     dn_server_config c = {0};
     c.watch_dir = wd;
     c.move_processed = 1;
+    c.watch_line = "W1";
+    c.watch_camera = "cam-7";
     dn_server *s = start(&c, db);
     CHECK(s != NULL);
     if (!s) { free(i0); free(i1); return; }
@@ -728,6 +730,18 @@ TEST(folder_watch_classify_move_idempotent) {
     CHECK(wait_count(s, 3, 20));
     usleep(500000);
     CHECK(db_count(s) == 3);
+    dn_pred_filter wf = {0};
+    wf.line = "W1";
+    int64_t wn = 0;
+    CHECK(dn_store_count(dn_server_store(s), &wf, &wn) == DN_OK && wn == 3);
+    dn_pred_row wr;
+    int wfound = 0;
+    CHECK(dn_store_get(dn_server_store(s), 1, &wr, &wfound) == DN_OK && wfound);
+    if (wfound) {
+        CHECK(wr.camera && !strcmp(wr.camera, "cam-7") && !strcmp(wr.source, "watch"));
+        CHECK(wr.source_path && strstr(wr.source_path, "/drop/before.png"));
+        dn_pred_row_clear(&wr);
+    }
     dn_server_stop(s);
     snprintf(p, sizeof p, "%s/processed/%s/before.png", wd, g_names[0]);
     CHECK_MSG(access(p, F_OK) == 0, "%s", p);

@@ -12,7 +12,8 @@
 static void serve_usage(FILE *f) {
     fprintf(f,
             "usage: defectnet serve --model M [--db sqlite:FILE | postgres://...] [--rules FILE]\n"
-            "         [--watch DIR [--move-processed]] [--listen 127.0.0.1:8080] [--workers N] [--queue N]\n"
+            "         [--watch DIR [--move-processed] [--watch-line L] [--watch-station S] [--watch-camera C]]\n"
+            "         [--listen 127.0.0.1:8080] [--workers N] [--queue N]\n"
             "         [--token-file F] [--store-images DIR] [--dry-run] [--max-body BYTES]\n"
             "         [--body-timeout S] [--idle-timeout S] [--session-threads N] [--batch N] [--ok-classes a,b]\n"
             "         [--quiet]\n"
@@ -81,6 +82,9 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--db")) c.db_url = val;
         else if (!strcmp(a, "--rules")) c.rules_path = val;
         else if (!strcmp(a, "--watch")) c.watch_dir = val;
+        else if (!strcmp(a, "--watch-line")) c.watch_line = val;
+        else if (!strcmp(a, "--watch-station")) c.watch_station = val;
+        else if (!strcmp(a, "--watch-camera")) c.watch_camera = val;
         else if (!strcmp(a, "--listen")) c.listen = val;
         else if (!strcmp(a, "--token-file")) token_file = val;
         else if (!strcmp(a, "--store-images")) c.store_images = val;

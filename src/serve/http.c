@@ -1142,7 +1142,17 @@ dn_status dn_server_start(const dn_server_config *c, dn_server **out) {
     }
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : ntohs(addr.sin_port);
-    if (c->watch_dir && (rc = dn_watch_start(s, c->watch_dir, c->move_processed, &s->watch))) goto fail;
+    if (c->watch_dir) {
+        const char *mv[3] = {c->watch_line, c->watch_station, c->watch_camera};
+        const char *nm[3] = {"--watch-line", "--watch-station", "--watch-camera"};
+        for (int i = 0; i < 3; i++) {
+            const char *pb = mv[i] ? meta_problem(mv[i]) : NULL;
+            if (pb) { rc = dn_fail(DN_ERR_ARG, "serve: %s %s", nm[i], pb); goto fail; }
+        }
+        if ((rc = dn_watch_start(s, c->watch_dir, c->move_processed, c->watch_line, c->watch_station,
+                                 c->watch_camera, &s->watch)))
+            goto fail;
+    }
     slog(s, "listening on http://%s:%d  model=%s sha256=%.12s  store=%s  workers=%d queue=%d%s%s", s->listen_host,
          s->port, s->cur->version, s->cur->sha, dn_store_backend(s->store), s->nworkers, s->qcap,
          s->token ? "  token required" : "", s->actions ? (s->dry_run ? "  rules (dry-run)" : "  rules") : "");

@@ -57,6 +57,7 @@ typedef struct dn_server_config {
     int idle_timeout;            /* seconds of connection inactivity before close, 0 = 15 */
     const char *watch_dir;       /* folder to watch (NULL = none) */
     int move_processed;          /* move watched files to <dir>/processed/<class>/ */
+    const char *watch_line, *watch_station, *watch_camera; /* metadata of watched files (NULL = none) */
     const char *ok_classes;      /* non-defect classes for /v1/report (NULL = default) */
     int quiet;                   /* no per-event log lines on stderr */
 } dn_server_config;

@@ -25,6 +25,7 @@ struct dn_watch {
     struct dn_server *s;
     char dir[PATH_MAX];
     int move;
+    char *line, *station, *camera;
     int ifd, stop_pipe[2];
     pthread_t th;
     atomic_long handled;
@@ -116,6 +117,9 @@ static void handle_file(dn_watch *w, const char *name) {
     rq.data = data;
     rq.len = len;
     rq.source = "watch";
+    rq.line = w->line;
+    rq.station = w->station;
+    rq.camera = w->camera;
     rq.source_path = path;
     dn_classify_res res;
     if (dn_server_classify(w->s, &rq, &res)) {
@@ -192,24 +196,39 @@ static void *watch_main(void *arg) {
     return NULL;
 }
 
-dn_status dn_watch_start(struct dn_server *s, const char *dir, int move_processed, dn_watch **out) {
+static void watch_free(dn_watch *w) {
+    free(w->line);
+    free(w->station);
+    free(w->camera);
+    free(w);
+}
+
+dn_status dn_watch_start(struct dn_server *s, const char *dir, int move_processed, const char *line,
+                         const char *station, const char *camera, dn_watch **out) {
     *out = NULL;
     dn_watch *w = dn_calloc(1, sizeof *w);
     if (!w) return DN_ERR_NOMEM;
+    w->line = line ? dn_strdup(line) : NULL;
+    w->station = station ? dn_strdup(station) : NULL;
+    w->camera = camera ? dn_strdup(camera) : NULL;
+    if ((line && !w->line) || (station && !w->station) || (camera && !w->camera)) {
+        watch_free(w);
+        return DN_ERR_NOMEM;
+    }
     w->s = s;
     w->move = move_processed;
     w->ifd = -1;
     w->stop_pipe[0] = w->stop_pipe[1] = -1;
     struct stat st;
     if (!realpath(dir, w->dir) || stat(w->dir, &st) || !S_ISDIR(st.st_mode)) {
-        free(w);
+        watch_free(w);
         return dn_fail(DN_ERR_IO, "%s: --watch is not a directory", dir);
     }
     w->ifd = inotify_init1(IN_CLOEXEC);
     if (w->ifd < 0 || pipe(w->stop_pipe)) {
         dn_status rc = dn_fail(DN_ERR_IO, "%s: inotify: %s", dir, strerror(errno));
         if (w->ifd >= 0) close(w->ifd);
-        free(w);
+        watch_free(w);
         return rc;
     }
     if (inotify_add_watch(w->ifd, w->dir, IN_CLOSE_WRITE | IN_MOVED_TO) < 0) {
@@ -217,14 +236,14 @@ dn_status dn_watch_start(struct dn_server *s, const char *dir, int move_processe
         close(w->ifd);
         close(w->stop_pipe[0]);
         close(w->stop_pipe[1]);
-        free(w);
+        watch_free(w);
         return rc;
     }
     if (pthread_create(&w->th, NULL, watch_main, w)) {
         close(w->ifd);
         close(w->stop_pipe[0]);
         close(w->stop_pipe[1]);
-        free(w);
+        watch_free(w);
         return dn_fail(DN_ERR_NOMEM, "%s: cannot start watcher thread", dir);
     }
     *out = w;
@@ -238,5 +257,5 @@ void dn_watch_stop(dn_watch *w) {
     close(w->ifd);
     close(w->stop_pipe[0]);
     close(w->stop_pipe[1]);
-    free(w);
+    watch_free(w);
 }

@@ -22,7 +22,9 @@
 struct dn_server;
 typedef struct dn_watch dn_watch;
 
-dn_status dn_watch_start(struct dn_server *s, const char *dir, int move_processed, dn_watch **out);
+/* line/station/camera (may be NULL) are recorded with every watched file's prediction. */
+dn_status dn_watch_start(struct dn_server *s, const char *dir, int move_processed, const char *line,
+                         const char *station, const char *camera, dn_watch **out);
 void dn_watch_stop(dn_watch *w);
 /* Files handled so far (classified + skipped + rejected), for tests. */
 long dn_watch_handled(dn_watch *w);
