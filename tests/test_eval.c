@@ -227,6 +227,85 @@ TEST(base64_png_thumbnail) {
     CHECK(dn_thumb_png_base64(&empty, 16, &b64) == DN_ERR_ARG);
 }
 
+
+/* Report writers on a hand-made result: names needing escaping survive JSON
+ * (parsed back) and are escaped in HTML; the table's class rows align. */
+TEST(report_writers_escape_and_align) {
+    dn_model *m = NULL;
+    CHECK(dn_model_load("tests/fixtures/resnet/r18n.pth", &m) == DN_OK);
+    if (!m) return;
+    const char *names[5] = {"<script>alert(1)</script>", "quote\"d", "back\\slash", "a,b & c", "\xc3\xa9t\xc3\xa9"};
+    for (int c = 0; c < 5; c++) { free(m->class_names[c]); m->class_names[c] = dn_strdup(names[c]); }
+    enum { N = 40 };
+    float probs[N * 5];
+    int y[N];
+    for (int i = 0; i < N; i++) {
+        y[i] = i % 5;
+        for (int c = 0; c < 5; c++) probs[i * 5 + c] = 0.1f;
+        probs[i * 5 + (i % 7 == 0 ? (y[i] + 1) % 5 : y[i])] = 0.6f;
+    }
+    dn_eval_report r;
+    memset(&r, 0, sizeof r);
+    r.model = m;
+    r.model_path = "dir/<model>.safetensors";
+    r.data_source = "data & \"things\"";
+    r.split_name = "test";
+    r.listed = N;
+    r.temperature = 1;
+    r.temp_source = "none";
+    r.thr_source = "given";
+    r.threshold = 0.55f;
+    CHECK(dn_eval_metrics_compute(5, N, y, probs, NULL, 3, &r.raw) == DN_OK);
+    CHECK(dn_eval_metrics_compute(5, N, y, probs, NULL, 3, &r.cal) == DN_OK);
+    float conf[N];
+    uint8_t ok[N];
+    for (int i = 0; i < N; i++) { conf[i] = 0.6f - 0.001f * i; ok[i] = i % 7 != 0; }
+    r.thr_eval = dn_calib_at_threshold(conf, ok, N, r.threshold);
+    CHECK(dn_calib_coverage_curve(conf, ok, N, &r.curve, &r.ncurve) == DN_OK);
+    r.miss = calloc(1, sizeof *r.miss);
+    r.nmiss = 1;
+    r.miss[0].path = dn_strdup("imgs/<bad>.png");
+    r.miss[0].truth = 0;
+    r.miss[0].pred = 1;
+    r.miss[0].ntop = 1;
+    r.miss[0].top[0] = 1;
+    r.miss[0].thumb_b64 = dn_strdup("iVBORw0KGgo=");
+
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    dn_eval_report_json(&r, f);
+    fclose(f);
+    dn_json *j = dn_json_parse(buf, len, NULL, 0);
+    CHECK_MSG(j, "invalid JSON: %.400s", buf);
+    const dn_json *cls = dn_json_get(dn_json_get(j, "model"), "classes");
+    for (int c = 0; j && c < 5; c++) CHECK(!strcmp(dn_json_str(dn_json_at(cls, c), ""), names[c]));
+    CHECK(j && !strcmp(dn_json_str(dn_json_get(dn_json_get(j, "data"), "source"), ""), "data & \"things\""));
+    dn_json_free(j);
+    free(buf);
+
+    f = open_memstream(&buf, &len);
+    dn_eval_report_html(&r, f);
+    fclose(f);
+    CHECK(!strstr(buf, "<script"));
+    CHECK(strstr(buf, "&lt;script&gt;alert(1)&lt;/script&gt;") && strstr(buf, "quote&quot;d") && strstr(buf, "a,b &amp; c"));
+    CHECK(strstr(buf, "title=\"imgs/&lt;bad&gt;.png\"") && strstr(buf, "alt=\"&lt;bad&gt;.png\""));
+    CHECK(strstr(buf, "</html>"));
+    free(buf);
+
+    f = open_memstream(&buf, &len);
+    dn_eval_report_table(&r, f);
+    fclose(f);
+    /* the five class rows ("[ i] ...") have equal byte length (ASCII names here except the last) */
+    int lens[5] = {0}, found = 0;
+    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n"))
+        if (line[0] == '[' && line[1] == ' ' && strstr(line, "0.") && found < 5 && !strstr(line, "  0  ")) lens[found++] = (int)strlen(line);
+    CHECK(found == 5 && lens[0] == lens[1] && lens[1] == lens[2] && lens[2] == lens[3]);
+    free(buf);
+    dn_eval_report_free(&r);
+    dn_model_free(m);
+}
+
 /* ------------------------------------------------------------ end to end
  * Data: a synthetic ImageFolder (6 classes x 14, 40 px), split by the dataset
  * code into a manifest. Model: the narrow fixture ResNet (r18n.pth) at 32 px
@@ -728,6 +807,7 @@ int main(void) {
     RUN(temperature_bounds_and_errors);
     RUN(threshold_and_coverage);
     RUN(base64_png_thumbnail);
+    RUN(report_writers_escape_and_align);
     setup();
     RUN(eval_end_to_end);
     RUN(eval_class_order_mapped_by_name);

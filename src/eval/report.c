@@ -505,9 +505,11 @@ static void svg_class_bars(const dn_eval_report *r, FILE *f) {
         double v[3] = {m->precision[c], m->recall[c], m->f1[c]};
         for (int j = 0; j < 3; j++) {
             double w = v[j] * bw;
-            fprintf(f, "<g><title>%s %s: %.4f</title><rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"10\" fill=\"%s\"/>"
+            fprintf(f, "<g><title>%s ", names[j]);
+            html_str(f, nm);
+            fprintf(f, ": %.4f</title><rect x=\"%d\" y=\"%d\" width=\"%.1f\" height=\"10\" fill=\"%s\"/>"
                        "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" dominant-baseline=\"middle\">%.3f</text></g>\n",
-                    names[j], nm, v[j], left, y + 3 + j * 11, w, cols[j], left + w + 4, y + 8 + j * 11, v[j]);
+                    v[j], left, y + 3 + j * 11, w, cols[j], left + w + 4, y + 8 + j * 11, v[j]);
         }
     }
     fputs("</svg>\n", f);
@@ -746,8 +748,10 @@ void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
     html_str(f, r->model_path);
     fputs("</td></tr>\n<tr><td>sha256</td><td class=\"mono\">", f);
     html_str(f, md->sha256[0] ? md->sha256 : "(unknown)");
-    fprintf(f, "</td></tr>\n<tr><td>architecture</td><td>%s, widths %d/%d/%d/%d, %lld parameters</td></tr>\n", md->arch,
-            md->widths[0], md->widths[1], md->widths[2], md->widths[3], (long long)dn_model_param_count(md));
+    fputs("</td></tr>\n<tr><td>architecture</td><td>", f);
+    html_str(f, md->arch);
+    fprintf(f, ", widths %d/%d/%d/%d, %lld parameters</td></tr>\n", md->widths[0], md->widths[1], md->widths[2],
+            md->widths[3], (long long)dn_model_param_count(md));
     fputs("<tr><td>classes</td><td>", f);
     for (int c = 0; c < md->num_classes; c++) {
         fprintf(f, "%s%d&nbsp;", c ? ", " : "", c);
@@ -760,7 +764,11 @@ void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
             pp->bgr ? "BGR" : "RGB");
     fprintf(f, "<tr><td>stored calibration</td><td>temperature %.6g, threshold %.6g</td></tr>\n",
             (double)md->temperature, (double)md->threshold);
-    if (md->source_sha256[0]) fprintf(f, "<tr><td>source weights</td><td class=\"mono\">%s</td></tr>\n", md->source_sha256);
+    if (md->source_sha256[0]) {
+        fputs("<tr><td>source weights</td><td class=\"mono\">", f);
+        html_str(f, md->source_sha256);
+        fputs("</td></tr>\n", f);
+    }
     for (int i = 0; i < md->meta.n; i++) {
         fputs("<tr><td>", f);
         html_str(f, md->meta.keys[i]);
