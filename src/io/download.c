@@ -2,6 +2,7 @@
 #include "io/download.h"
 #include "core/core.h"
 #include "core/sha256.h"
+#include "io/safetensors.h"
 #include <curl/curl.h>
 #include <errno.h>
 #include <stdio.h>
@@ -49,16 +50,10 @@ dn_status dn_download(const char *url, const char *out_path, const char *expecte
     if (!url || !out_path) return dn_fail(DN_ERR_ARG, "download: NULL url or output path");
     if (!valid_hex64(expected))
         return dn_fail(DN_ERR_ARG, "%s: expected sha256 must be 64 lower-case hex digits (refusing unverified download)", url);
-    size_t pl = strlen(out_path);
-    char *tmp = dn_malloc(pl + 16);
-    if (!tmp) return DN_ERR_NOMEM;
-    snprintf(tmp, pl + 16, "%s.part.XXXXXX", out_path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        dn_status st = dn_fail(DN_ERR_IO, "%s: cannot create temporary file: %s", out_path, strerror(errno));
-        free(tmp);
-        return st;
-    }
+    char *tmp;
+    int fd;
+    dn_status st0 = dn_tmpfile_beside(out_path, "part", &tmp, &fd);
+    if (st0) return st0;
     sink s;
     memset(&s, 0, sizeof s);
     s.f = fdopen(fd, "wb");

@@ -177,17 +177,29 @@ dn_status dn_safetensors_load(const char *path, dn_tensors *ts, dn_meta *meta) {
     return st;
 }
 
-dn_status dn_write_file_atomic(const char *path, const void *buf, size_t len) {
-    size_t pl = strlen(path);
-    char *tmp = dn_malloc(pl + 16);
-    if (!tmp) return DN_ERR_NOMEM;
-    snprintf(tmp, pl + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
+dn_status dn_tmpfile_beside(const char *path, const char *tag, char **tmp, int *fd) {
+    *tmp = NULL;
+    *fd = -1;
+    size_t n = strlen(path) + strlen(tag) + 9; /* "." tag ".XXXXXX" NUL */
+    char *t = dn_malloc(n);
+    if (!t) return DN_ERR_NOMEM;
+    snprintf(t, n, "%s.%s.XXXXXX", path, tag);
+    int f = mkstemp(t);
+    if (f < 0) {
         dn_status st = dn_fail(DN_ERR_IO, "%s: cannot create temporary file: %s", path, strerror(errno));
-        free(tmp);
+        free(t);
         return st;
     }
+    *tmp = t;
+    *fd = f;
+    return DN_OK;
+}
+
+dn_status dn_write_file_atomic(const char *path, const void *buf, size_t len) {
+    char *tmp;
+    int fd;
+    dn_status st0 = dn_tmpfile_beside(path, "tmp", &tmp, &fd);
+    if (st0) return st0;
     const uint8_t *p = buf;
     size_t left = len;
     while (left) {

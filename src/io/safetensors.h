@@ -29,6 +29,11 @@ int dn_safetensors_detect(const uint8_t *buf, size_t len);
 dn_status dn_safetensors_load_mem(const uint8_t *buf, size_t len, const char *label, dn_tensors *ts, dn_meta *meta);
 dn_status dn_safetensors_load(const char *path, dn_tensors *ts, dn_meta *meta);
 dn_status dn_safetensors_save(const char *path, const dn_tensors *ts, const dn_meta *meta);
+/* Creates and opens "<path>.<tag>.XXXXXX" (mkstemp, same directory so a later
+ * rename is atomic). On success *tmp is the malloc'ed name (caller frees, and
+ * unlinks it if it is not renamed) and *fd the open descriptor (caller closes);
+ * on failure both are NULL/-1 and the error names path. */
+dn_status dn_tmpfile_beside(const char *path, const char *tag, char **tmp, int *fd);
 /* Writes buf to path atomically: temp file in the same directory, fsync, rename. */
 dn_status dn_write_file_atomic(const char *path, const void *buf, size_t len);
 #endif
