@@ -348,7 +348,7 @@ static dn_store *report_db(char *dir, size_t n) {
     struct { double h; const char *line, *cls; int unc; } rows[] = {
         {7, "L1", "ok", 0},      {8, "L1", "scratch", 0},  {9, "L1", "scratch", 1}, {15, "L1", "dent", 0},
         {23, "L2", "ok", 0},     {25, "L2", "scratch", 0}, {30, "L2", "ok", 1},     {31, "L2", "<b>x</b>", 0},
-        {33, "L1", "scratch", 0}, {50, "L2", "ok", 0}};
+        {33, "L1", "scratch", 0}, {60, "L2", "ok", 0}};
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         dn_pred_record r = rec(day0 + rows[i].h * 3600, rows[i].line, rows[i].cls, 0.9f, rows[i].unc);
         int64_t id;
@@ -386,7 +386,8 @@ TEST(report_counts_and_formats) {
             CHECK(dn_json_len(p) == 3);
             CHECK(!strcmp(dn_json_str(dn_json_get(dn_json_at(p, 0), "class"), ""), "scratch"));
             CHECK_NEAR(dn_json_num(dn_json_get(dn_json_at(p, 2), "cumulative_pct"), 0), 100.0, 1e-9);
-            CHECK(dn_json_len(dn_json_get(j, "series")) == 3); /* 3 UTC days */
+            CHECK(dn_json_len(dn_json_get(j, "series")) == 3); /* 3 UTC days (data spans 50 h) */
+            CHECK(!strcmp(dn_json_str(dn_json_get(j, "series_unit"), ""), "day"));
             dn_json_free(j);
         }
         dn_sb_free(&b);
@@ -402,6 +403,21 @@ TEST(report_counts_and_formats) {
         CHECK(dn_mreport_render(r, "csv", &b) == DN_OK);
         CHECK_MSG(b.s && strstr(b.s, "\n2024-01-01 S3 22:00,2,1,"), "%s", b.s ? b.s : "");
         CHECK(b.s && strstr(b.s, "\n2024-01-01 S1 06:00,3,2,"));
+        dn_sb_free(&b);
+        dn_mreport_free(r);
+    }
+    /* data within 48 h: the counts over time are per hour (day 0 has 5 distinct hours) */
+    dn_mreport_opts oh = {0};
+    CHECK(dn_parse_time("2024-01-01", "from", &oh.from) == DN_OK && dn_parse_time("2024-01-02", "to", &oh.to) == DN_OK);
+    CHECK(dn_mreport_build(s, &oh, &r) == DN_OK);
+    if (r) {
+        dn_sb b = {0};
+        CHECK(dn_mreport_render(r, "json", &b) == DN_OK);
+        dn_json *j = b.s ? dn_json_parse(b.s, b.len, NULL, 0) : NULL;
+        CHECK(j && !strcmp(dn_json_str(dn_json_get(j, "series_unit"), ""), "hour"));
+        CHECK(j && dn_json_len(dn_json_get(j, "series")) == 5);
+        CHECK(j && !strcmp(dn_json_str(dn_json_get(dn_json_at(dn_json_get(j, "series"), 0), "key"), ""), "2024-01-01 07:00"));
+        dn_json_free(j);
         dn_sb_free(&b);
         dn_mreport_free(r);
     }

@@ -32,7 +32,8 @@ struct dn_mreport {
     double from, to, tmin, tmax;
     char **classes;
     int ncls, capcls;
-    rtable groups, lines, series;
+    rtable groups, lines, series, hours;
+    char series_unit[8];        /* "hour" (data within 48 h), "day" or "shift" */
     int64_t total, defects, uncertain;
     int64_t *class_counts; /* [capcls] */
     int oom;
@@ -59,8 +60,8 @@ static int class_index(dn_mreport *r, const char *cls) {
         if (!ncl) return -1;
         r->classes = ncl;
         if (grow_counts(&r->class_counts, r->capcls, nc)) return -1;
-        rtable *ts[3] = {&r->groups, &r->lines, &r->series};
-        for (int t = 0; t < 3; t++)
+        rtable *ts[4] = {&r->groups, &r->lines, &r->series, &r->hours};
+        for (int t = 0; t < 4; t++)
             for (int i = 0; i < ts[t]->n; i++)
                 if (grow_counts(&ts[t]->g[i].counts, r->capcls, nc)) return -1;
         r->capcls = nc;
@@ -113,6 +114,13 @@ static int is_ok_class(const dn_mreport *r, const char *cls) {
     return 0;
 }
 
+static void hour_key(double t, char *buf, size_t n) {
+    time_t tt = (time_t)floor(t);
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(buf, n, "%Y-%m-%d %H:00", &tm);
+}
+
 static void day_key(double t, char *buf, size_t n) {
     time_t tt = (time_t)floor(t);
     struct tm tm;
@@ -144,7 +152,7 @@ static int add_row(void *ctx, const dn_pred_row *row) {
     if (ci < 0) { r->oom = 1; return 1; }
     int unc = row->decision && !strcmp(row->decision, "uncertain");
     int def = !is_ok_class(r, r->classes[ci]);
-    char key[128], skey[64];
+    char key[128], skey[64], hkey[64];
     const char *line = row->line && *row->line ? row->line : "(none)";
     if (!strcmp(r->group_by, "day")) day_key(row->time, key, sizeof key);
     else if (!strcmp(r->group_by, "shift")) shift_key(r, row->time, key, sizeof key);
@@ -152,9 +160,11 @@ static int add_row(void *ctx, const dn_pred_row *row) {
     else snprintf(key, sizeof key, "%s", r->classes[ci]);
     if (!strcmp(r->group_by, "shift")) shift_key(r, row->time, skey, sizeof skey);
     else day_key(row->time, skey, sizeof skey);
-    rgroup *gs[3] = {table_get(r, &r->groups, key), table_get(r, &r->lines, line),
-                     table_get(r, &r->series, skey)};
-    for (int i = 0; i < 3; i++) {
+    int shift = !strcmp(r->group_by, "shift");
+    if (!shift) hour_key(row->time, hkey, sizeof hkey);
+    rgroup *gs[4] = {table_get(r, &r->groups, key), table_get(r, &r->lines, line),
+                     table_get(r, &r->series, skey), shift ? NULL : table_get(r, &r->hours, hkey)};
+    for (int i = 0; i < 4 - shift; i++) {
         if (!gs[i]) { r->oom = 1; return 1; }
         gs[i]->total++;
         gs[i]->defects += def;
@@ -181,6 +191,7 @@ void dn_mreport_free(dn_mreport *r) {
     table_free(&r->groups);
     table_free(&r->lines);
     table_free(&r->series);
+    table_free(&r->hours);
     free(r->ok_classes);
     free(r->title);
     free(r->line);
@@ -209,7 +220,7 @@ dn_status dn_mreport_build(dn_store *s, const dn_mreport_opts *o, dn_mreport **o
     dn_status rc;
     dn_mreport *r = dn_calloc(1, sizeof *r);
     if (!r) return DN_ERR_NOMEM;
-    r->groups.last = r->lines.last = r->series.last = -1;
+    r->groups.last = r->lines.last = r->series.last = r->hours.last = -1;
     const char *gb = o->group_by && *o->group_by ? o->group_by : "day";
     if (strcmp(gb, "day") && strcmp(gb, "line") && strcmp(gb, "class") && strcmp(gb, "shift")) {
         rc = dn_fail(DN_ERR_ARG, "report: group-by '%.40s' is not one of line, class, shift, day", gb);
@@ -234,6 +245,14 @@ dn_status dn_mreport_build(dn_store *s, const dn_mreport_opts *o, dn_mreport **o
     if ((rc = dn_store_scan(s, &f, add_row, r))) goto fail;
     if (r->oom) { rc = dn_fail(DN_ERR_NOMEM, "report: out of memory aggregating predictions"); goto fail; }
     /* time-like keys sort chronologically as strings; lines/classes alphabetically */
+    /* counts over time: per hour when the data spans at most 48 hours, else per day */
+    snprintf(r->series_unit, sizeof r->series_unit, "%s", !strcmp(r->group_by, "shift") ? "shift" : "day");
+    if (strcmp(r->group_by, "shift") && r->total && r->tmax - r->tmin <= 48 * 3600.0) {
+        rtable t = r->series;
+        r->series = r->hours;
+        r->hours = t;
+        snprintf(r->series_unit, sizeof r->series_unit, "hour");
+    }
     rtable *ts[3] = {&r->groups, &r->lines, &r->series};
     for (int i = 0; i < 3; i++)
         if (ts[i]->n > 1) qsort(ts[i]->g, (size_t)ts[i]->n, sizeof(rgroup), cmp_group_key);
@@ -444,7 +463,7 @@ static void render_json(const dn_mreport *r, dn_sb *b) {
     json_table(r, &r->groups, b);
     dn_sb_puts(b, ",\"lines\":");
     json_table(r, &r->lines, b);
-    dn_sb_puts(b, ",\"series\":");
+    dn_sb_printf(b, ",\"series_unit\":\"%s\",\"series\":", r->series_unit);
     json_table(r, &r->series, b);
     dn_sb_puts(b, "}\n");
 }
@@ -613,8 +632,7 @@ static void render_html(const dn_mreport *r, dn_sb *b) {
                     "<div class=\"kpi\" id=\"kpi-uncertain\">uncertain<b>%lld (%.1f%%)</b></div>\n",
                  (long long)r->total, (long long)r->defects, 100 * rate(r->defects, r->total),
                  (long long)r->uncertain, 100 * rate(r->uncertain, r->total));
-    dn_sb_puts(b, r->nshift && !strcmp(r->group_by, "shift") ? "<h2>Predictions per class per shift</h2>\n"
-                                                           : "<h2>Predictions per class per day</h2>\n");
+    dn_sb_printf(b, "<h2>Predictions per class per %s (UTC)</h2>\n", r->series_unit);
     svg_series(r, b);
     dn_sb_puts(b, "<h2>Pareto of defect classes</h2>\n");
     svg_pareto(r, b);
