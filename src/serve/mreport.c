@@ -613,9 +613,9 @@ static void render_html(const dn_mreport *r, dn_sb *b) {
                   ".kpi b{font-size:1.6em;display:block}svg.chart{display:block;margin:8px 0 24px}</style>\n</head><body>\n<h1>");
     html_esc(b, r->title);
     dn_sb_puts(b, "</h1>\n<p>Range: ");
-    dn_sb_puts(b, f);
+    dn_sb_puts(b, r->from > 0 ? f : "the beginning");
     dn_sb_puts(b, " to ");
-    dn_sb_puts(b, t);
+    dn_sb_puts(b, r->to > 0 ? t : "now");
     dn_sb_puts(b, " (UTC; data from ");
     dn_sb_puts(b, lo);
     dn_sb_puts(b, " to ");
