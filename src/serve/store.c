@@ -275,7 +275,12 @@ dn_status dn_store_open(const char *url, dn_store **out) {
         s->backend = B_PG;
         s->url = redact_url(url);
         if (!s->url) { rc = DN_ERR_NOMEM; goto fail; }
-        s->pg = PQconnectdb(url);
+        /* A database that is down must not hold the store (and so every worker) for
+         * long: bound connection attempts unless the URL says otherwise. */
+        char curl[2048];
+        if (strstr(url, "connect_timeout=")) snprintf(curl, sizeof curl, "%s", url);
+        else snprintf(curl, sizeof curl, "%s%sconnect_timeout=5", url, strchr(url, '?') ? "&" : "?");
+        s->pg = PQconnectdb(curl);
         if (!s->pg || PQstatus(s->pg) != CONNECTION_OK) {
             char e[512];
             pg_trim_error(e, sizeof e, s->pg ? PQerrorMessage(s->pg) : "out of memory");
