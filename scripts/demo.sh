@@ -3,7 +3,8 @@
 #   install missing Debian packages -> build -> synthesize a defect dataset ->
 #   fine-tune -> evaluate (HTML report) -> predict -> serve + post images -> report.
 # Weights: $DN_WEIGHTS if set (e.g. torchvision's resnet18-f37072fd.pth), else
-# ../shared/weights/resnet18-imagenet.pth if present, else a from-scratch run.
+# ../shared/weights/resnet18-imagenet.pth if present, else (or with DN_WEIGHTS=none) a
+# from-scratch run.
 # Everything is written under demo-out/ (or $DN_DEMO_OUT).
 set -e
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ mkdir -p "$OUT"
 
 W=${DN_WEIGHTS:-}
 [ -z "$W" ] && [ -f ../shared/weights/resnet18-imagenet.pth ] && W=../shared/weights/resnet18-imagenet.pth
+[ "$W" = none ] && W=""   # DN_WEIGHTS=none forces the from-scratch path
 echo "== 1/6 synthesize a defect dataset (6 classes) into $OUT/data"
 rm -rf "$OUT/data"
 $DN synth --out "$OUT/data" --per-class 80 --size 96 --seed 7
