@@ -201,7 +201,7 @@ static dn_status random_resnet18(uint64_t seed, dn_model **out) {
                 }
             }
         }
-        if (s >= 0) cin = widths[s];
+        cin = s < 0 ? 64 : widths[s]; /* the stem feeds layer1 with 64 channels */
     }
 #undef ADD
     st = dn_model_from_tensors(&ts, 1, out);
