@@ -416,7 +416,7 @@ static void conv_prep(dn_net *net, cbn *u, int fwd, int bwd, int n) {
 
 /* Training-mode conv forward: op from the current weights, freed after use. */
 static void conv_fwd(dn_net *net, cbn *u, const float *in, int n, float *out) {
-    conv_prep(net, u, 1, 0, n);
+    if (!u->L.fwd) conv_prep(net, u, 1, 0, n);
     double t = dn_now();
     dn_conv_layer_fwd(&u->L, in, n, out, net->pool, net->scratch);
     net->prof.conv_fwd_s += dn_now() - t;
@@ -468,7 +468,7 @@ static void conv_bwd(dn_net *net, cbn *u, const float *in, int n, const float *d
     net->prof.conv_bwd_weight_s += t2 - t;
     net->prof.conv_bwd_weight_flop += conv_flop(u, n);
     if (dx) {
-        conv_prep(net, u, 0, 1, n);
+        if (!u->L.bwd) conv_prep(net, u, 0, 1, n);
         t2 = dn_now();
         dn_conv_layer_bwd_data(&u->L, n, dy, dx, net->pool, net->scratch);
         dn_conv_layer_release(&u->L);
@@ -494,6 +494,50 @@ void dn_net_get_profile(const dn_net *net, dn_net_profile *out) { *out = net->pr
 void dn_net_reset_profile(dn_net *net) { memset(&net->prof, 0, sizeof net->prof); }
 
 /* ------------------------------------------------------------ forward */
+
+/* Builds the ops a training forward (fwd) or backward (!fwd) is about to use,
+ * all at once and spread over the pool's workers, instead of one by one on the
+ * calling thread while the others wait (the packing and Winograd transforms of
+ * the updated weights are otherwise a serial part of every step). Each op is
+ * still freed right after its use. A failure only means that conv builds its
+ * op later on the calling thread (or falls back to GEMM). */
+typedef struct { dn_net *net; cbn *u[3 * DN_MAX_BLOCKS + 1]; int cnt, fwd, n; } prebuild_job;
+
+static void prebuild_fn(void *arg, int ith, int nth) {
+    prebuild_job *j = arg;
+    for (int i = ith; i < j->cnt; i += nth) {
+        dn_conv_layer *L = &j->u[i]->L;
+        if (dn_conv_layer_prepare(L, j->fwd, !j->fwd, j->n)) dn_conv_layer_release(L);
+    }
+}
+
+static void prebuild_add(prebuild_job *j, cbn *u) { j->u[j->cnt++] = u; }
+
+static void prebuild(dn_net *net, int fwd, int n) {
+    prebuild_job j;
+    j.net = net; j.cnt = 0; j.fwd = fwd; j.n = n;
+    int f = net->first;
+    if (fwd && f <= 0) prebuild_add(&j, &net->stem);
+    for (int i = 0; i < net->nb; i++) {
+        blk *b = &net->b[i];
+        if (b->stage < f) continue;
+        int in_dx = i > 0 ? net->b[i - 1].stage >= f : f == 0; /* the block's input needs a gradient */
+        prebuild_add(&j, &b->u2);
+        if (fwd || in_dx) prebuild_add(&j, &b->u1);
+        if (b->has_down && (fwd || in_dx)) prebuild_add(&j, &b->ud);
+    }
+    /* largest weights first so round-robin spreads the work evenly */
+    for (int a = 1; a < j.cnt; a++)
+        for (int b = a; b > 0; b--) {
+            const dn_conv_p *p0 = j.u[b - 1]->conv, *p1 = j.u[b]->conv;
+            if ((long)p0->cin * p0->cout * p0->k * p0->k >= (long)p1->cin * p1->cout * p1->k * p1->k) break;
+            cbn *t = j.u[b]; j.u[b] = j.u[b - 1]; j.u[b - 1] = t;
+        }
+    double t = dn_now();
+    dn_pool_run(net->pool, prebuild_fn, &j);
+    dn_clear_error();
+    net->prof.prepare_s += dn_now() - t;
+}
 
 /* Index of a temporary not in {a, b, c} (each may be -1). */
 static int free_temp(int a, int b, int c) {
@@ -632,6 +676,7 @@ dn_status dn_net_forward_from(dn_net *net, int stage, const float *x, int n, flo
         memcpy(net->x0, cur, sizeof(float) * n * input_numel(net, net->first));
         cur = net->x0;
         net->training = 1;
+        prebuild(net, 1, n);
         for (int s = net->first; s <= 4; s++) cur = stage_train(net, s, cur, n);
         net->training = 0;
     }
@@ -698,6 +743,7 @@ dn_status dn_net_backward(dn_net *net, const float *dlogits) {
     const cbn *last = &net->b[net->nb - 1].u2;
     int hw = last->oh * last->ow;
     dn_avgpool_bwd(dfeat, n, last->oc, hw, net->t[0]);
+    prebuild(net, 0, n);
     int g = 0;
     for (int i = net->nb - 1; i >= 0; i--) {
         blk *bk = &net->b[i];
