@@ -267,6 +267,23 @@ TEST(conv_bf16_vs_ref) {
     dn_pool_free(pool);
 }
 
+/* Winograd+bf16: Winograd (fp32, tight) where it pays, bf16 direct (loose) on
+ * inputs too small for it and on shapes it does not cover. */
+TEST(conv_winograd_bf16_vs_ref) {
+    if (!has_bf16()) SKIP("CPU has no AVX512_BF16");
+    dn_pool *pool = dn_pool_new(2);
+    const char *name = "?";
+    double e = conv_vs_ref(DN_ISA_AUTO, DN_CONV_WINOGRAD_BF16, 3, 33, 17, 3, 1, 1, 57, 43, 1, 1, 1, pool, &name);
+    CHECK_MSG(e >= 0 && e <= 4e-5, "%s: rel err %g", name, e);
+    CHECK(strstr(name, "winograd") && strstr(name, "bf16"));
+    e = conv_vs_ref(DN_ISA_AUTO, DN_CONV_WINOGRAD_BF16, 1, 64, 40, 3, 1, 1, 7, 7, 1, 1, 1, pool, &name); /* 4 tiles: bf16 direct */
+    CHECK_MSG(e >= 0 && e > 1e-5 && e <= 2e-2, "%s small input: rel err %g (expected bf16-sized)", name, e);
+    e = conv_vs_ref(DN_ISA_AUTO, DN_CONV_WINOGRAD_BF16, 2, 16, 24, 3, 2, 1, 13, 10, 1, 0, 1, pool, &name); /* stride 2 */
+    CHECK_MSG(e >= 0 && e <= 2e-2, "%s stride 2: rel err %g", name, e);
+    CHECK(strncmp(name, "bf16", 4) == 0);
+    dn_pool_free(pool);
+}
+
 TEST(conv_bf16_unsupported_isa) {
     dn_conv_desc d = {3, 4, 3, 3, 1, 1};
     float w[4 * 3 * 9] = {0};
@@ -378,6 +395,7 @@ int main(void) {
     RUN(conv_winograd_avx2_vs_ref);
     RUN(conv_winograd_chunks);
     RUN(conv_bf16_vs_ref);
+    RUN(conv_winograd_bf16_vs_ref);
     RUN(conv_bf16_unsupported_isa);
     RUN(conv_auto_names_impl);
     RUN(conv_deterministic_threads);

@@ -63,7 +63,7 @@ TEST(conv_names_and_meta_choice) {
     CHECK(dn_quant_conv_impl(m, "layer3.1.conv1", DN_CONV_AUTO) == DN_CONV_AUTO);      /* kept fp32 */
     CHECK(dn_quant_conv_impl(m, "conv1", DN_CONV_AUTO) == DN_CONV_AUTO);               /* 7x7 stem */
     dn_meta_set(&m->meta, DN_META_QUANT_MODE, "bf16+winograd");
-    CHECK(dn_quant_conv_impl(m, "layer1.1.conv2", DN_CONV_AUTO) == DN_CONV_WINOGRAD);
+    CHECK(dn_quant_conv_impl(m, "layer1.1.conv2", DN_CONV_AUTO) == DN_CONV_WINOGRAD_BF16);
     CHECK(dn_quant_conv_impl(m, "layer2.0.conv1", DN_CONV_AUTO) == DN_CONV_BF16);
     CHECK(dn_quant_conv_impl(m, "conv1", DN_CONV_AUTO) == DN_CONV_BF16);
     CHECK(dn_quant_conv_impl(m, "layer3.1.conv1", DN_CONV_AUTO) == DN_CONV_AUTO);

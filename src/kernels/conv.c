@@ -13,7 +13,9 @@ struct dn_conv_op {
     float *w;                 /* OIHW copy */
     float *bias;              /* [cout] or NULL */
     char name[48];
-    const dn_ukr *u;          /* DIRECT: micro-kernel; Ap = packed weights */
+    const dn_ukr *u;          /* fp32 micro-kernel (direct / Winograd GEMMs) or the bf16 one */
+    const dn_ukr *ud;         /* micro-kernel of the direct path; Ap = its packed weights */
+    int direct_bf16;          /* Ap is bf16 (dn_gemm_pack_a_bf16) */
     float *Ap;
     /* WINOGRAD F(4x4,3x3): Uw = 36 packed A matrices (cout x cin) of G g G^T,
      * each uw_stride floats; Ap above stays for inputs too small to tile. */
@@ -107,13 +109,17 @@ dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *b
                  : d->kh == 3 && d->kw == 3 && d->stride == 1 ? DN_CONV_WINOGRAD : DN_CONV_DIRECT;
         break;
     case DN_CONV_BF16:
+    case DN_CONV_WINOGRAD_BF16: /* Winograd (fp32) where it pays on 3x3 stride 1, bf16 direct otherwise */
         if (op->isa < DN_ISA_AVX512 || !(dn_cpu_features() & DN_CPU_AVX512BF16)) {
             dn_fail(DN_ERR_UNSUPPORTED, "conv: bf16 needs a CPU with AVX512_BF16 (this one: %s%s)",
                     dn_isa_name(op->isa), dn_cpu_features() & DN_CPU_AVX512BF16 ? "" : ", no AVX512_BF16");
             goto fail;
         }
-        op->impl = DN_CONV_BF16;
-        op->u = &dn_ukr_bf16_avx512;
+        op->impl = impl == DN_CONV_WINOGRAD_BF16 && d->kh == 3 && d->kw == 3 && d->stride == 1 ? DN_CONV_WINOGRAD_BF16
+                                                                                         : DN_CONV_BF16;
+        if (op->impl == DN_CONV_BF16) op->u = &dn_ukr_bf16_avx512;
+        op->ud = &dn_ukr_bf16_avx512;
+        op->direct_bf16 = 1;
         break;
     default:
         dn_fail(DN_ERR_UNSUPPORTED, "conv: implementation %d not available", (int)impl);
@@ -121,6 +127,7 @@ dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *b
     }
     if (op->impl == DN_CONV_DIRECT || op->impl == DN_CONV_WINOGRAD) {
         int K = d->cin * d->kh * d->kw;
+        op->ud = op->u;
         op->Ap = dn_alloc_aligned(dn_gemm_packed_a_floats(op->u, d->cout, K) * sizeof(float));
         if (!op->Ap) goto fail;
         dn_gemm_pack_a(op->u, d->cout, K, op->w, K, 0, 1.0f, op->Ap);
@@ -129,13 +136,17 @@ dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *b
             if (wino_prepare(op)) goto fail;
             snprintf(op->name, sizeof op->name, "winograd-f4x4-%s", op->u->name);
         }
-    } else if (op->impl == DN_CONV_BF16) {
+    } else if (op->impl == DN_CONV_BF16 || op->impl == DN_CONV_WINOGRAD_BF16) {
         int K = d->cin * d->kh * d->kw;
-        size_t na = dn_gemm_pack_a_bf16(op->u, d->cout, K, op->w, K, NULL);
+        size_t na = dn_gemm_pack_a_bf16(op->ud, d->cout, K, op->w, K, NULL);
         op->Ap = dn_alloc_aligned(na * sizeof(uint16_t));
         if (!op->Ap) goto fail;
-        dn_gemm_pack_a_bf16(op->u, d->cout, K, op->w, K, (uint16_t *)(void *)op->Ap);
-        snprintf(op->name, sizeof op->name, "%s", op->u->name);
+        dn_gemm_pack_a_bf16(op->ud, d->cout, K, op->w, K, (uint16_t *)(void *)op->Ap);
+        snprintf(op->name, sizeof op->name, "%s", op->ud->name);
+        if (op->impl == DN_CONV_WINOGRAD_BF16) {
+            if (wino_prepare(op)) goto fail;
+            snprintf(op->name, sizeof op->name, "winograd-f4x4-%s+bf16", op->u->name);
+        }
     } else {
         op->isa = DN_ISA_SCALAR;
         snprintf(op->name, sizeof op->name, "ref");
@@ -162,7 +173,7 @@ void dn_conv_op_free(dn_conv_op *op) {
 size_t dn_conv_op_scratch(const dn_conv_op *op, int n, int h, int w) {
     if (!op || op->impl == DN_CONV_REF) return 0;
     size_t direct = dn_gemm_slab_bytes(op->u) * (size_t)dn_gemm_slabs();
-    if (op->impl != DN_CONV_WINOGRAD) return direct;
+    if (op->impl != DN_CONV_WINOGRAD && op->impl != DN_CONV_WINOGRAD_BF16) return direct;
     size_t wino = (size_t)36 * (op->d.cin + op->d.cout) * wino_chunk(op) * sizeof(float) + 64;
     return wino > direct ? wino : direct;
 }
@@ -249,16 +260,16 @@ void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
         }
         scratch = own;
     }
-    if (op->impl == DN_CONV_WINOGRAD && wino_pays(op, n, oh, ow)) {
+    if ((op->impl == DN_CONV_WINOGRAD || op->impl == DN_CONV_WINOGRAD_BF16) && wino_pays(op, n, oh, ow)) {
         wino_run(op, x, n, h, w, res, relu, y, pool, scratch, oh, ow);
         dn_free_aligned(own);
         return;
     }
     dn_gemm_plan p = {0};
-    p.u = op->u;
+    p.u = op->ud;
     p.M = d->cout; p.K = d->cin * d->kh * d->kw; p.N = n * oh * ow;
     p.Ap = op->Ap;
-    p.bf16 = op->impl == DN_CONV_BF16;
+    p.bf16 = op->direct_bf16;
     p.cd = d; p.x = x; p.h = h; p.w = w; p.oh = oh; p.ow = ow;
     p.C = y; p.P = (long)oh * ow; p.ldc = p.P; p.cimg = (long)d->cout * p.P;
     p.R = res; p.bias = op->bias; p.relu = relu;

@@ -27,7 +27,8 @@ typedef enum {
     DN_CONV_DIRECT,     /* vectorised fp32 direct / GEMM */
     DN_CONV_WINOGRAD,   /* fp32 Winograd for 3x3 stride 1 (falls back otherwise) */
     DN_CONV_BF16,       /* bf16 weights+activations, fp32 accumulate (AVX512_BF16) */
-    DN_CONV_INT8        /* int8 per-channel weights, calibrated activation scale (VNNI) */
+    DN_CONV_INT8,       /* int8 per-channel weights, calibrated activation scale (VNNI): not implemented */
+    DN_CONV_WINOGRAD_BF16 /* fp32 Winograd for 3x3 stride 1 where it pays, bf16 direct otherwise */
 } dn_conv_impl;
 
 typedef struct dn_conv_op dn_conv_op;

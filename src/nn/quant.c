@@ -74,7 +74,7 @@ dn_conv_impl dn_quant_conv_impl(const dn_model *m, const char *conv_name, dn_con
     int w3 = c && c->k == 3 && c->stride == 1;
     if (!strcmp(mode, "bf16")) return DN_CONV_BF16;
     if (!strcmp(mode, "winograd")) return w3 ? DN_CONV_WINOGRAD : requested;
-    return w3 ? DN_CONV_WINOGRAD : DN_CONV_BF16; /* bf16+winograd */
+    return w3 ? DN_CONV_WINOGRAD_BF16 : DN_CONV_BF16; /* bf16+winograd */
 }
 
 /* logits of all nval images with the model's current quant metadata. */
