@@ -9,9 +9,10 @@
 #define LANES 16
 
 /* The per-channel loops are compiled for AVX-512 and AVX2 too and picked at
- * load time (GCC function multi-versioning through an ifunc resolver); the
+ * load time (GCC function multi-versioning through an ifunc resolver; off under
+ * ThreadSanitizer, whose runtime is not up yet when resolvers run); the
  * arithmetic per lane is the same on every path. */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define DN_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define DN_MULTIVERSION

@@ -8,7 +8,7 @@
 
 /* Compiled for AVX-512 / AVX2 / baseline and picked at load time (GCC
  * function multi-versioning); identical arithmetic on every path. */
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
 #define DN_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define DN_MULTIVERSION
