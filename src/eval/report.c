@@ -198,6 +198,15 @@ static const char *base_name(const char *p) {
     return s ? s + 1 : p;
 }
 
+/* "parent/name" of a path (the class folder usually tells which image it is) */
+static const char *short_name(const char *p) {
+    const char *s = strrchr(p, '/');
+    if (!s) return p;
+    const char *q = s;
+    while (q > p && q[-1] != '/') q--;
+    return q;
+}
+
 /* JSON has no NaN: non-finite numbers are written as null. */
 static void json_num(FILE *f, double v) {
     if (isfinite(v)) fprintf(f, "%.6g", v);
@@ -739,7 +748,7 @@ void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
         fputs("</div><div class=\"n\" title=\"", f);
         html_str(f, x->path);
         fputs("\">", f);
-        html_str(f, base_name(x->path));
+        html_str(f, short_name(x->path));
         fputs("</div></figure>\n", f);
     }
     fputs("</div>\n", f);
