@@ -11,9 +11,38 @@
 #include "train/loss.h"
 #include "train/net.h"
 #include "train/optim.h"
+#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
+
+/* CPU seconds (user + system) of every thread of this process, from
+ * /proc/self/task/<tid>/stat: shows how evenly the pool's workers are loaded
+ * (a busy main thread and an idle worker mean serial sections). */
+static int thread_cpu(double *out, int max) {
+    DIR *d = opendir("/proc/self/task");
+    int n = 0;
+    if (!d) return 0;
+    long hz = sysconf(_SC_CLK_TCK);
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        if (e->d_name[0] == '.') continue;
+        char path[300], buf[1024];
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = 0;
+        char *p = strrchr(buf, ')'); /* fields after the command name */
+        unsigned long ut = 0, st = 0;
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+            out[n++] = (double)(ut + st) / (double)hz;
+    }
+    closedir(d);
+    return n;
+}
 
 /* user + system CPU seconds of this process (all threads) */
 static double cpu_seconds(void) {
@@ -57,6 +86,7 @@ int main(int argc, char **argv) {
     dn_optim_cfg cfg;
     dn_optim_cfg_default(&cfg, DN_OPT_SGD);
     if (dn_optim_new(&cfg, ps, np, &opt)) goto fail;
+    dn_optim_set_pool(opt, dn_net_pool(net));
     size_t nx = (size_t)batch * 3 * size * size;
     x = dn_malloc(nx * sizeof(float));
     logits = dn_malloc((size_t)batch * classes * sizeof(float));
@@ -67,9 +97,13 @@ int main(int argc, char **argv) {
     dn_rng_seed(&r, 7);
     for (size_t i = 0; i < nx; i++) x[i] = dn_rng_normal(&r);
     for (int i = 0; i < batch; i++) labels[i] = i % classes;
-    double t0 = 0, tf = 0, tb = 0, to = 0, cpu0 = 0;
+    double t0 = 0, tf = 0, tb = 0, to = 0, cpu0 = 0, tc0[64] = {0};
+    int nt0 = 0;
     for (int i = 0; i <= steps; i++) { /* step 0 is warm-up */
-        if (i == 1) { t0 = dn_now(); tf = tb = to = 0; dn_net_reset_profile(net); cpu0 = cpu_seconds(); }
+        if (i == 1) {
+            t0 = dn_now(); tf = tb = to = 0; dn_net_reset_profile(net); cpu0 = cpu_seconds();
+            nt0 = thread_cpu(tc0, 64);
+        }
         float loss;
         double a = dn_now();
         dn_net_zero_grad(net);
@@ -105,6 +139,11 @@ int main(int argc, char **argv) {
     double known = p.conv_fwd_s + p.conv_bwd_data_s + p.conv_bwd_weight_s + p.bn_fwd_s + p.bn_bwd_s + p.prepare_s;
     printf("  other (pool/relu/add/head/optimizer) %.3f s/step\n", total / steps - known / steps);
     printf("  peak RSS %.0f MB\n", ru.ru_maxrss / 1024.0);
+    double tc[64];
+    int nt = thread_cpu(tc, 64);
+    printf("  CPU seconds per step per thread (main first; uneven = serial parts):");
+    for (int i = 0; i < nt; i++) printf(" %.2f", (tc[i] - (i < nt0 ? tc0[i] : 0)) / steps);
+    printf("\n");
     rc = 0;
 fail:
     if (rc) fprintf(stderr, "train_bench: %s\n", dn_last_error());

@@ -175,6 +175,7 @@ static void run_case(const char *name, int threads) {
     st = dn_optim_new(&oc, params, np, &opt);
     CHECK_MSG(st == DN_OK, "%s", dn_last_error());
     if (st) goto done;
+    if (threads > 1) dn_optim_set_pool(opt, dn_net_pool(net));
 
     dn_sched sc = {DN_SCHED_CONST, (float)cfg_num(cfg, "lr", 0), 0, 0, 0, 0, 0, 0};
     const char *sk = dn_json_str(dn_json_get(cfg, "sched"), "");
@@ -531,9 +532,11 @@ static void optim_roundtrip(dn_optim_kind kind) {
     c.nesterov = kind == DN_OPT_SGD;
     c.group_lr_mult[0] = 0.1f;
     dn_optim *a = NULL, *b = NULL, *b2 = NULL;
+    dn_pool *pool = dn_pool_new(2);
     CHECK(dn_optim_new(&c, p[0], 2, &a) == DN_OK);
     CHECK(dn_optim_new(&c, p[1], 2, &b) == DN_OK);
     if (!a || !b) goto done;
+    dn_optim_set_pool(a, pool); /* threaded vs single-threaded must agree bit for bit */
     dn_tensors st = {0};
     for (int s = 0; s < 5; s++) {
         fake_grads(g, N1 + N2, s);
@@ -549,7 +552,7 @@ static void optim_roundtrip(dn_optim_kind kind) {
         }
         if (s >= 2 && b2) CHECK(dn_optim_step(b2, 0.05f) == DN_OK);
     }
-    CHECK_MSG(!memcmp(w[0], w[1], sizeof w[0]), "resumed optimizer diverged from uninterrupted run");
+    CHECK_MSG(!memcmp(w[0], w[1], sizeof w[0]), "resumed single-threaded optimizer diverged from uninterrupted threaded run");
     /* wrong kind and damaged state are refused by name */
     dn_optim_cfg other;
     dn_optim_cfg_default(&other, kind == DN_OPT_SGD ? DN_OPT_ADAMW : DN_OPT_SGD);
@@ -566,6 +569,7 @@ static void optim_roundtrip(dn_optim_kind kind) {
     dn_tensors_free(&st);
 done:
     dn_optim_free(a); dn_optim_free(b); dn_optim_free(b2);
+    dn_pool_free(pool);
 }
 
 TEST(sgd_state_save_restore) { optim_roundtrip(DN_OPT_SGD); }

@@ -371,6 +371,7 @@ dn_status dn_net_set_first_trainable(dn_net *net, int first_trainable) {
 
 int dn_net_first_trainable(const dn_net *net) { return net->first; }
 dn_model *dn_net_model(dn_net *net) { return net->m; }
+dn_pool *dn_net_pool(dn_net *net) { return net->pool; }
 /* Frozen convs keep their forward ops until the next sync; trainable convs
  * build theirs from the current weights right before each use and free them
  * right after (weights move at every optimizer step; this also keeps only one
@@ -391,10 +392,19 @@ const dn_param *dn_net_params(const dn_net *net, int *count) {
     return net->params;
 }
 
+typedef struct { float *p; size_t n; } zero_job;
+static void zero_fn(void *arg, int ith, int nth) {
+    zero_job *z = arg;
+    long b, e;
+    dn_split((long)z->n, ith, nth, &b, &e);
+    if (e > b) memset(z->p + b, 0, (size_t)(e - b) * sizeof(float));
+}
+
 void dn_net_zero_grad(dn_net *net) {
     size_t total = 0;
     for (int i = 0; i < net->nparams; i++) total += (size_t)net->params[i].numel;
-    if (total) memset(net->gradbuf, 0, total * sizeof(float));
+    zero_job z = {net->gradbuf, total};
+    if (total) dn_pool_run(net->pool, zero_fn, &z);
 }
 
 /* ------------------------------------------------------------ timed layer calls */

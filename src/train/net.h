@@ -30,6 +30,7 @@
 #ifndef DN_TRAIN_NET_H
 #define DN_TRAIN_NET_H
 #include "nn/model.h"
+#include "core/core.h"
 
 enum {
     DN_STAGE_STEM = 0,
@@ -110,6 +111,8 @@ dn_status dn_net_eval_forward(dn_net *net, int stage, const float *x, int n, flo
 dn_status dn_net_sync(dn_net *net);
 
 dn_model *dn_net_model(dn_net *net);
+/* The net's thread pool (owned by the net), e.g. for dn_optim_set_pool. */
+dn_pool *dn_net_pool(dn_net *net);
 
 /* Time (seconds) and work (FLOP, 2 per multiply-add) spent since creation or the
  * last reset, by kind; for benchmarks and profiles. */

@@ -18,6 +18,7 @@ struct dn_optim {
     pstate *s;
     int n;
     int64_t steps;
+    dn_pool *pool;      /* borrowed, may be NULL */
 };
 
 void dn_optim_cfg_default(dn_optim_cfg *c, dn_optim_kind kind) {
@@ -101,12 +102,15 @@ dn_status dn_optim_rebind(dn_optim *o, const dn_param *params, int n) {
 
 int64_t dn_optim_steps(const dn_optim *o) { return o->steps; }
 
-static void sgd_update(const dn_optim_cfg *c, const dn_param *p, pstate *s, float lr, float wd) {
+/* Elements [k0, k1) of one parameter. Elementwise, so splitting a parameter
+ * across workers does not change any result. */
+static void sgd_update(const dn_optim_cfg *c, const dn_param *p, pstate *s, float lr, float wd, int64_t k0,
+                       int64_t k1) {
     float *w = p->data, *buf = s->b1;
     const float *g0 = p->grad;
     float mu = c->momentum, damp = 1.f - c->dampening;
     int first = s->step == 0;
-    for (int64_t k = 0; k < p->numel; k++) {
+    for (int64_t k = k0; k < k1; k++) {
         float g = g0[k];
         if (wd != 0.f) g = g + wd * w[k];
         if (mu != 0.f) {
@@ -117,14 +121,15 @@ static void sgd_update(const dn_optim_cfg *c, const dn_param *p, pstate *s, floa
     }
 }
 
-static void adamw_update(const dn_optim_cfg *c, const dn_param *p, pstate *s, float lr, float wd) {
+static void adamw_update(const dn_optim_cfg *c, const dn_param *p, pstate *s, float lr, float wd, int64_t k0,
+                         int64_t k1) {
     float *w = p->data, *m = s->b1, *v = s->b2;
     const float *g0 = p->grad;
     double t = (double)s->step; /* already incremented */
     double bc1 = 1.0 - pow(c->beta1, t), bc2 = 1.0 - pow(c->beta2, t);
     float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     float b1 = c->beta1, b2 = c->beta2, eps = c->eps, decay = 1.f - lr * wd;
-    for (int64_t k = 0; k < p->numel; k++) {
+    for (int64_t k = k0; k < k1; k++) {
         float g = g0[k];
         w[k] *= decay;
         m[k] = m[k] * b1 + (1.f - b1) * g;
@@ -134,25 +139,45 @@ static void adamw_update(const dn_optim_cfg *c, const dn_param *p, pstate *s, fl
     }
 }
 
-dn_status dn_optim_step(dn_optim *o, float lr) {
-    if (!(lr >= 0) || !isfinite(lr)) return dn_fail(DN_ERR_ARG, "optimizer: learning rate %g", (double)lr);
+void dn_optim_set_pool(dn_optim *o, dn_pool *pool) { o->pool = pool; }
+
+typedef struct { dn_optim *o; float lr; } step_job;
+
+/* Every worker updates its share of every parameter (state already allocated,
+ * step counters advanced by the caller afterwards). */
+static void step_fn(void *arg, int ith, int nth) {
+    step_job *j = arg;
+    dn_optim *o = j->o;
     const dn_optim_cfg *c = &o->cfg;
     for (int i = 0; i < o->n; i++) {
         const dn_param *p = &o->p[i];
         pstate *s = &o->s[i];
-        int needs_state = c->kind == DN_OPT_ADAMW || c->momentum != 0.f;
-        if (needs_state && !s->b1 && alloc_state(o, s))
-            return dn_fail(DN_ERR_NOMEM, "optimizer: no memory for the state of %s", p->name);
-        float plr = lr * c->group_lr_mult[p->group == DN_PARAM_HEAD ? 1 : 0];
+        long k0, k1;
+        dn_split((long)p->numel, ith, nth, &k0, &k1);
+        if (k0 >= k1) continue;
+        float plr = j->lr * c->group_lr_mult[p->group == DN_PARAM_HEAD ? 1 : 0];
         float wd = (c->no_decay_norm_bias && p->is_norm_or_bias) ? 0.f : c->weight_decay;
-        if (c->kind == DN_OPT_SGD) {
-            sgd_update(c, p, s, plr, wd);
-            s->step++;
-        } else {
-            s->step++;
-            adamw_update(c, p, s, plr, wd);
-        }
+        if (c->kind == DN_OPT_SGD) sgd_update(c, p, s, plr, wd, k0, k1);
+        else adamw_update(c, p, s, plr, wd, k0, k1);
     }
+}
+
+dn_status dn_optim_step(dn_optim *o, float lr) {
+    if (!(lr >= 0) || !isfinite(lr)) return dn_fail(DN_ERR_ARG, "optimizer: learning rate %g", (double)lr);
+    const dn_optim_cfg *c = &o->cfg;
+    int needs_state = c->kind == DN_OPT_ADAMW || c->momentum != 0.f;
+    for (int i = 0; i < o->n; i++)
+        if (needs_state && !o->s[i].b1 && alloc_state(o, &o->s[i]))
+            return dn_fail(DN_ERR_NOMEM, "optimizer: no memory for the state of %s", o->p[i].name);
+    /* AdamW's bias correction uses the step count including this step; SGD's
+     * "first step" test uses the count before it. */
+    if (c->kind == DN_OPT_ADAMW)
+        for (int i = 0; i < o->n; i++) o->s[i].step++;
+    step_job j = {o, lr};
+    if (o->pool) dn_pool_run(o->pool, step_fn, &j);
+    else step_fn(&j, 0, 1);
+    if (c->kind == DN_OPT_SGD)
+        for (int i = 0; i < o->n; i++) o->s[i].step++;
     o->steps++;
     return DN_OK;
 }

@@ -48,6 +48,10 @@ dn_status dn_optim_new(const dn_optim_cfg *cfg, const dn_param *params, int n, d
 void dn_optim_free(dn_optim *o);
 /* One update of every parameter with its grad, at base learning rate lr. */
 dn_status dn_optim_step(dn_optim *o, float lr);
+/* Spread dn_optim_step over a thread pool (borrowed: it must outlive the
+ * optimizer or be unset with NULL), e.g. dn_net_pool(net). Results are the same
+ * with or without (the update is elementwise). */
+void dn_optim_set_pool(dn_optim *o, dn_pool *pool);
 /* Re-target at a new parameter list (after dn_net_set_first_trainable): state
  * of parameters with the same name is kept, new ones start fresh. */
 dn_status dn_optim_rebind(dn_optim *o, const dn_param *params, int n);
