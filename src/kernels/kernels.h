@@ -10,7 +10,13 @@
  *   act = ReLU if relu else identity; out-of-range x reads are zero (padding).
  *
  * DN_CONV_REF is the scalar specification (src/kernels/ref/); every other
- * implementation is tested against it on odd shapes. */
+ * implementation is tested against it on odd shapes (tests/test_kernels.c).
+ *
+ * Ownership: an op owns everything it allocates (released by dn_conv_op_free);
+ * callers own x, res, y and the scratch they pass; dn_conv_op_impl_name returns
+ * a string owned by the op. Dispatch: AVX-512 or AVX2+FMA micro-kernels chosen at
+ * op creation (dn_kernels_isa, overridable by dn_kernels_force_isa and the env
+ * DN_MAX_ISA=avx2 / DN_FORCE_REF=1 read by dn_cpu_features); scalar REF otherwise. */
 #ifndef DN_KERNELS_H
 #define DN_KERNELS_H
 #include "core/core.h"
@@ -37,7 +43,8 @@ typedef struct dn_conv_op dn_conv_op;
  * NULL on failure (dn_last_error says why). */
 dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *bias, dn_conv_impl impl);
 void dn_conv_op_free(dn_conv_op *op);
-/* Bytes of scratch dn_conv_op_run needs for this input size (may be 0). */
+/* Bytes of scratch dn_conv_op_run needs for this input size (may be 0). Covers
+ * a pool of up to dn_num_cpus() threads; larger pools use that many workers. */
 size_t dn_conv_op_scratch(const dn_conv_op *op, int n, int h, int w);
 /* x: [n][cin][h][w]; res: NULL or [n][cout][oh][ow]; y: [n][cout][oh][ow].
  * Parallelised over pool (may be NULL = single thread). scratch: at least
