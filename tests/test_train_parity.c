@@ -449,6 +449,48 @@ done:
     fixture_free(&common);
 }
 
+/* Odd, non-square input and an odd batch: eval forward equals the inference
+ * engine, and a training step runs (shapes planned from the input size). */
+TEST(odd_input_size) {
+    fixture common;
+    const float *x0;
+    int n0, h0, w0;
+    dn_model *m = fixture_model(&x0, &n0, &h0, &w0, &common);
+    dn_net *net = NULL;
+    dn_session *ses = NULL;
+    enum { N = 3, H = 29, W = 41 };
+    float *x = malloc(sizeof(float) * N * 3 * H * W);
+    dn_rng r;
+    dn_rng_seed(&r, 5);
+    for (int i = 0; i < N * 3 * H * W; i++) x[i] = dn_rng_normal(&r);
+    CHECK(m != NULL);
+    if (!m) goto done;
+    CHECK(dn_net_new(m, 0, N, H, W, 2, &net) == DN_OK);
+    dn_session_opts so = {N, 1, H, W, DN_CONV_REF};
+    CHECK(dn_session_new_ex(m, &so, &ses) == DN_OK);
+    if (!net || !ses) goto done;
+    float a[64], b[64], dl[64], loss;
+    int labels[N] = {2, 0, 1};
+    CHECK(dn_net_eval_forward(net, 0, x, N, a) == DN_OK);
+    CHECK(dn_session_forward(ses, x, N, b) == DN_OK);
+    CHECK_MSG(max_rel(a, b, (int64_t)N * m->num_classes) < 1e-4, "odd-size eval differs from engine");
+    CHECK(dn_net_forward(net, x, N, a) == DN_OK);
+    CHECK(dn_ce_loss(a, labels, N, m->num_classes, NULL, 0, &loss, dl) == DN_OK && isfinite(loss));
+    CHECK(dn_net_backward(net, dl) == DN_OK);
+    int np;
+    const dn_param *p = dn_net_params(net, &np);
+    double gs = 0;
+    for (int i = 0; i < np; i++)
+        for (int64_t k = 0; k < p[i].numel; k++) gs += fabs(p[i].grad[k]);
+    CHECK(isfinite(gs) && gs > 0);
+done:
+    free(x);
+    dn_session_free(ses);
+    dn_net_free(net);
+    dn_model_free(m);
+    fixture_free(&common);
+}
+
 TEST(freeze_specs_and_staging) {
     int f = -1;
     CHECK(dn_freeze_parse("backbone", &f) == DN_OK && f == 5);
@@ -613,6 +655,7 @@ int main(void) {
     RUN(forward_from_cached_layer2_with_frozen_layer3);
     RUN(eval_forward_matches_engine_and_keeps_state);
     RUN(eval_operators_follow_weight_updates);
+    RUN(odd_input_size);
     RUN(freeze_specs_and_staging);
     RUN(loss_bad_input);
     RUN(sgd_state_save_restore);

@@ -26,7 +26,16 @@
  * to refresh internal caches after someone else modified the model's arrays).
  * Gradient arrays, activations and scratch are owned by the net, allocated once
  * in dn_net_new for max_batch at in_h x in_w (no allocation per step).
- * A net is used by one thread at a time; it runs its own thread pool. */
+ * A net is used by one thread at a time; it runs its own thread pool.
+ *
+ * Convolutions: forward and stride-1 data gradients run through the kernels'
+ * dn_conv_op (rebuilt from the updated weights every step, in parallel),
+ * weight gradients as multi-image GEMMs (src/nn/layers.h). Environment
+ * DN_TRAIN_CONV=auto (default: Winograd F(4x4,3x3) for 3x3 stride-1 convs over
+ * >= 4096 output pixels per call, where its per-step weight transform pays off;
+ * ~1e-5 relative error) | direct (exact direct everywhere) | winograd | ref.
+ * Frozen stages inside a training forward run conv then eval-mode BN in
+ * PyTorch's order; dn_net_eval_forward folds BN into the convs (fastest). */
 #ifndef DN_TRAIN_NET_H
 #define DN_TRAIN_NET_H
 #include "nn/model.h"
