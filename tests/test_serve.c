@@ -787,6 +787,53 @@ TEST(folder_watch_classify_move_idempotent) {
     free(i1);
 }
 
+
+TEST(folder_watch_burst_none_missed) {
+    if (!g_ready) SKIP("model fixture could not be built");
+    char db[400], wd[400];
+    snprintf(db, sizeof db, "sqlite:%s/t11.db", g_dir);
+    snprintf(wd, sizeof wd, "%s/burst", g_dir);
+    mkdir(wd, 0755);
+    dn_server_config c = {0};
+    c.watch_dir = wd;
+    c.move_processed = 1;
+    dn_server *s = start(&c, db);
+    CHECK(s != NULL);
+    if (!s) return;
+    /* 40 files as fast as possible, half renamed into place, half written in place;
+     * each has distinct content so none is a duplicate of another */
+    size_t n = 0;
+    uint8_t *img = slurp(g_img[3], &n);
+    for (int i = 0; i < 40 && img; i++) {
+        char p[600], tmp[600];
+        snprintf(p, sizeof p, "%s/f%02d.png", wd, i);
+        snprintf(tmp, sizeof tmp, "%s/.f%02d.tmp", wd, i);
+        FILE *f = fopen(i % 2 ? tmp : p, "wb");
+        if (!f) break;
+        fwrite(img, 1, n, f);
+        fprintf(f, "%d", i); /* trailing bytes after IEND: same picture, different sha256 */
+        fclose(f);
+        if (i % 2) CHECK(rename(tmp, p) == 0);
+    }
+    free(img);
+    CHECK(wait_count(s, 40, 60));
+    usleep(300000);
+    CHECK_MSG(db_count(s) == 40, "%lld of 40 classified", (long long)db_count(s));
+    dn_server_stop(s);
+    char p[600];
+    int moved = 0;
+    for (int i = 0; i < 40; i++) {
+        snprintf(p, sizeof p, "%s/processed/%s/f%02d.png", wd, g_names[3], i);
+        moved += access(p, F_OK) == 0;
+    }
+    CHECK_MSG(moved == 40, "%d of 40 moved", moved);
+    if (moved != 40) {
+        char cmd[1400];
+        snprintf(cmd, sizeof cmd, "ls -la %s; sqlite3 %s/t11.db 'select id, source_path, image_sha256 from predictions' | sort -t'|' -k2 | head -50", wd, g_dir);
+        if (system(cmd)) {}
+    }
+}
+
 /* ------------------------------------------------------------ webhook receiver + mosquitto */
 
 typedef struct {
@@ -1189,6 +1236,7 @@ int main(void) {
     RUNX(hot_reload_without_dropping_requests);
     RUNX(graceful_shutdown_answers_in_flight);
     RUNX(folder_watch_classify_move_idempotent);
+    RUNX(folder_watch_burst_none_missed);
     RUNX(end_to_end_rules_broker_webhook_report);
     RUNX(unreachable_targets_do_not_block_predictions);
     RUNX(uncertain_decision_and_dry_run_actions);

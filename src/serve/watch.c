@@ -17,15 +17,19 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define WATCH_MAX_FILE (256u << 20)
+#define WATCH_SETTLE_S 2.0
 
 struct dn_watch {
     struct dn_server *s;
     char dir[PATH_MAX];
     int move;
     char *line, *station, *camera;
+    char **pending;                 /* scanned files not yet settled (names) */
+    size_t npending, cpending;
     int ifd, stop_pipe[2];
     pthread_t th;
     atomic_long handled;
@@ -144,6 +148,36 @@ static void handle_file(dn_watch *w, const char *name) {
     atomic_fetch_add(&w->handled, 1);
 }
 
+/* A file found by a scan (not by an event) may still be open by its writer. Its
+ * IN_CLOSE_WRITE will come (the watch exists before any scan), but a file closed
+ * just before the watch was added would never produce one; so scanned files
+ * modified in the last WATCH_SETTLE_S seconds are deferred and looked at again once
+ * unchanged for that long. Handling is idempotent (path + sha256 in the store). */
+static int is_settled(dn_watch *w, const char *name) {
+    char path[PATH_MAX + 256];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", w->dir, name);
+    if (lstat(path, &st)) return 1; /* let handle_file decide */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    double age = (double)(now.tv_sec - st.st_mtim.tv_sec) + 1e-9 * (double)(now.tv_nsec - st.st_mtim.tv_nsec);
+    return age >= WATCH_SETTLE_S;
+}
+
+static void defer(dn_watch *w, const char *name) {
+    for (size_t i = 0; i < w->npending; i++)
+        if (!strcmp(w->pending[i], name)) return;
+    if (w->npending == w->cpending) {
+        size_t nc = w->cpending ? w->cpending * 2 : 16;
+        char **np = realloc(w->pending, nc * sizeof *np);
+        if (!np) return; /* its close event (if any) still comes */
+        w->pending = np;
+        w->cpending = nc;
+    }
+    char *d = strdup(name);
+    if (d) w->pending[w->npending++] = d;
+}
+
 static void scan(dn_watch *w) {
     DIR *d = opendir(w->dir);
     if (!d) return;
@@ -165,10 +199,27 @@ static void scan(dn_watch *w) {
     }
     closedir(d);
     for (size_t i = 0; i < n; i++) {
-        handle_file(w, names[i]);
+        if (is_settled(w, names[i])) handle_file(w, names[i]);
+        else defer(w, names[i]); /* may still be being written */
         free(names[i]);
     }
     free(names);
+}
+
+/* Handles deferred files that have settled; drops the ones that are gone. */
+static void run_pending(dn_watch *w) {
+    size_t k = 0;
+    for (size_t i = 0; i < w->npending; i++) {
+        char *nm = w->pending[i];
+        char path[PATH_MAX + 256];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", w->dir, nm);
+        if (lstat(path, &st)) { free(nm); continue; } /* handled through an event, or removed */
+        if (!is_settled(w, nm)) { w->pending[k++] = nm; continue; }
+        handle_file(w, nm);
+        free(nm);
+    }
+    w->npending = k;
 }
 
 static void *watch_main(void *arg) {
@@ -177,9 +228,11 @@ static void *watch_main(void *arg) {
     char buf[16384] __attribute__((aligned(__alignof__(struct inotify_event))));
     for (;;) {
         struct pollfd p[2] = {{w->ifd, POLLIN, 0}, {w->stop_pipe[0], POLLIN, 0}};
-        int r = poll(p, 2, -1);
+        int r = poll(p, 2, w->npending ? 250 : -1);
         if (r < 0 && errno == EINTR) continue;
         if (r < 0 || p[1].revents) break;
+        if (w->npending) run_pending(w);
+        if (!(p[0].revents & POLLIN)) continue;
         ssize_t len = read(w->ifd, buf, sizeof buf);
         if (len <= 0) continue;
         for (char *q = buf; q < buf + len;) {
@@ -197,6 +250,8 @@ static void *watch_main(void *arg) {
 }
 
 static void watch_free(dn_watch *w) {
+    for (size_t i = 0; i < w->npending; i++) free(w->pending[i]);
+    free(w->pending);
     free(w->line);
     free(w->station);
     free(w->camera);

@@ -5,7 +5,11 @@
  * completely written: IN_CLOSE_WRITE (the writer closed it) or IN_MOVED_TO (it was
  * renamed into place). Names starting with '.' or ending in .tmp/.part/~ are ignored
  * so writers can create a temporary file and rename it. Files already present at
- * startup are scanned, and so is the whole folder after an inotify queue overflow.
+ * startup are scanned, and so is the whole folder after an inotify queue overflow;
+ * a scanned file modified less than 2 s ago may still be open by its writer, so it is
+ * deferred until it has been unchanged for 2 s (or its close event comes first).
+ * A writer must produce a file in one open/write/close (or rename it into place):
+ * every IN_CLOSE_WRITE is taken as "complete".
  *
  * Idempotent across restarts: a file whose (absolute path, sha256) is already in
  * the store is not classified again (if moving is enabled it is still moved, with
