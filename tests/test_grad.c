@@ -387,6 +387,63 @@ TEST(cross_entropy_value_by_hand) {
     CHECK_NEAR(l, 0.8 * nll + 0.2 / 2 * smooth, 1e-6);
 }
 
+/* ------------------------------------------------------------ ISA variants
+ * The BN / ReLU / add / max-pool loops exist per instruction set; every
+ * variant must give the scalar variant's result bit for bit (odd sizes, so the
+ * 16-lane main loops and the tails both run). */
+static void run_elementwise(float *out, size_t *len, dn_pool *pool) {
+    enum { N = 3, C = 5, H = 7, W = 9 };
+    size_t nx = (size_t)N * C * H * W, o = 0;
+    static float x[N * C * H * W], y[N * C * H * W], dy[N * C * H * W], r[N * C * H * W];
+    dn_rng rr;
+    dn_rng_seed(&rr, 77);
+    for (size_t i = 0; i < nx; i++) { x[i] = dn_rng_normal(&rr) + 0.3f; dy[i] = dn_rng_normal(&rr); r[i] = dn_rng_normal(&rr); }
+    float w[C], b[C], m[C], v[C], sm[C], si[C], dg[C] = {0}, db[C] = {0};
+    for (int c = 0; c < C; c++) { w[c] = 0.5f + 0.1f * c; b[c] = 0.05f * c; m[c] = 0.1f; v[c] = 1.2f; }
+    dn_bn_p p = {C, 1e-5f, w, b, m, v, 0};
+    dn_bn_layer_fwd_train(&p, x, N, H * W, y, sm, si, 1, 1, pool);
+    memcpy(out + o, y, nx * 4); o += nx;
+    memcpy(out + o, m, sizeof m); o += C;
+    memcpy(out + o, v, sizeof v); o += C;
+    dn_bn_layer_bwd(&p, x, y, dy, N, H * W, sm, si, 1, r, dg, db, pool);
+    memcpy(out + o, r, nx * 4); o += nx;
+    memcpy(out + o, dg, sizeof dg); o += C;
+    memcpy(out + o, db, sizeof db); o += C;
+    dn_bn_layer_fwd_eval(&p, x, N, H * W, y, 0, pool);
+    memcpy(out + o, y, nx * 4); o += nx;
+    dn_relu_fwd(dy, nx, y, pool);
+    memcpy(out + o, y, nx * 4); o += nx;
+    dn_relu_bwd(x, dy, nx, y, pool);
+    memcpy(out + o, y, nx * 4); o += nx;
+    dn_add_fwd(x, dy, nx, y, 1, pool);
+    memcpy(out + o, y, nx * 4); o += nx;
+    int32_t idx[N * C * 4 * 5];
+    dn_maxpool_fwd(x, N, C, H, W, 3, 2, 1, y, idx, pool);
+    memcpy(out + o, y, sizeof(float) * N * C * 4 * 5); o += N * C * 4 * 5;
+    memcpy(out + o, idx, sizeof idx); o += N * C * 4 * 5;
+    *len = o;
+}
+
+TEST(layer_isa_variants_bit_identical) {
+    static float ref[20000], got[20000];
+    size_t lr = 0, lg = 0;
+    dn_isa old = dn_kernels_force_isa(DN_ISA_SCALAR);
+    run_elementwise(ref, &lr, NULL);
+    dn_isa isas[2] = {DN_ISA_AVX2, DN_ISA_AVX512};
+    dn_pool *pool = dn_pool_new(2);
+    int tested = 0;
+    for (int i = 0; i < 2; i++) {
+        dn_kernels_force_isa(isas[i]);
+        if (dn_kernels_isa() != isas[i]) continue; /* CPU lacks it */
+        tested++;
+        run_elementwise(got, &lg, i ? pool : NULL);
+        CHECK_MSG(lg == lr && !memcmp(ref, got, lr * 4), "%s variant differs from scalar", dn_isa_name(isas[i]));
+    }
+    dn_kernels_force_isa(old);
+    dn_pool_free(pool);
+    if (!tested) SKIP("CPU has neither AVX2 nor AVX-512: only the scalar variant exists here");
+}
+
 int main(void) {
     dn_rng_seed(&g_rng, 42);
     RUN(conv_3x3_s1_p1);
@@ -408,5 +465,6 @@ int main(void) {
     RUN(cross_entropy_plain);
     RUN(cross_entropy_weights_smoothing);
     RUN(cross_entropy_value_by_hand);
+    RUN(layer_isa_variants_bit_identical);
     return REPORT();
 }

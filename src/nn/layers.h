@@ -12,6 +12,20 @@
 #include "nn/model.h"
 #include "kernels/kernels.h" /* dn_conv_out, dn_sgemm */
 
+/* Elementwise / per-channel loops (BN, ReLU, add, max-pool) are compiled for
+ * baseline x86-64, AVX2 and AVX-512 (GCC target pragmas) and picked per call
+ * by dn_kernels_isa(), so DN_FORCE_REF / DN_MAX_ISA / dn_kernels_force_isa
+ * select them like every kernel. Same arithmetic on every path. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define DN_LAYER_SIMD 1
+#endif
+static inline dn_job_fn dn_layer_pick(dn_job_fn ref, dn_job_fn avx2, dn_job_fn avx512) {
+    dn_isa isa = dn_kernels_isa();
+    if (isa == DN_ISA_AVX512 && avx512) return avx512;
+    if (isa >= DN_ISA_AVX2 && avx2) return avx2;
+    return ref;
+}
+
 /* ---------------------------------------------------------------- conv
  * y = conv2d(x, p->w) (no bias) for x [n][cin][h][w], y [n][cout][oh][ow].
  * A dn_conv_layer is planned once for an input size and holds the fast-path
