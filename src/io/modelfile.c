@@ -6,6 +6,7 @@
 #include "core/sha256.h"
 #include "io/pth.h"
 #include "io/safetensors.h"
+#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,7 +113,8 @@ fail:
 static int parse_float(const char *s, float *out) {
     char *end;
     double v = strtod(s, &end);
-    if (end == s || *end || !isfinite(v)) return 0;
+    /* a double beyond float range would become inf (or be undefined behaviour) when narrowed */
+    if (end == s || *end || !isfinite(v) || fabs(v) > FLT_MAX) return 0;
     *out = (float)v;
     return 1;
 }
@@ -176,6 +178,11 @@ static dn_status apply_classes(dn_model *m, const char *txt, const char *label) 
     for (int i = 0; i < m->num_classes; i++) {
         const char *s = dn_json_str(dn_json_at(j, (size_t)i), NULL);
         if (!s || !*s) { st = dn_fail(DN_ERR_FORMAT, "%s: metadata 'classes'[%d] is not a non-empty string", label, i); goto done; }
+        for (int k = 0; k < i; k++) /* classes are matched by name (eval, serve rules): no duplicates */
+            if (!strcmp(s, dn_json_str(dn_json_at(j, (size_t)k), ""))) {
+                st = dn_fail(DN_ERR_FORMAT, "%s: metadata 'classes' names '%s' twice", label, s);
+                goto done;
+            }
         char *d = dn_strdup(s);
         if (!d) { st = DN_ERR_NOMEM; goto done; }
         free(m->class_names[i]);

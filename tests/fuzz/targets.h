@@ -26,6 +26,8 @@
 #include "io/pth.h"
 #include "io/safetensors.h"
 #include "io/zip.h"
+#include "nn/model.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +186,67 @@ static inline int fz_safetensors(const uint8_t *data, size_t size) {
     return rc;
 }
 
+/* ------------------------------------------------------------ model meta */
+/* Model metadata as a model file carries it, applied to a real narrow ResNet
+ * (tests/fixtures/resnet/r18n.pth, 5 classes, read once per process from the
+ * repository root). Input: lines "key=value" (value up to the newline). Metadata
+ * that applies must survive save -> load: dn_model_meta_build of the result,
+ * applied to a fresh copy, must succeed and give the same classes, preprocessing
+ * and calibration; class names are distinct and the temperature finite. */
+static dn_model *fz_base_model;
+
+static inline void fz_model_release(void) {
+    dn_model_free(fz_base_model);
+    fz_base_model = NULL;
+}
+
+static inline int fz_model_meta(const uint8_t *data, size_t size) {
+    if (!fz_base_model) {
+        dn_tensors ts = {0};
+        if (dn_pth_load("tests/fixtures/resnet/r18n.pth", &ts) || dn_model_from_tensors(&ts, 0, &fz_base_model)) {
+            fprintf(stderr, "fz_model_meta: cannot load the base model (run from the repository root): %s\n",
+                    dn_last_error());
+            abort();
+        }
+        dn_tensors_free(&ts);
+    }
+    dn_meta meta = {0};
+    int rc = 0;
+    char *txt = malloc(size + 1);
+    if (!txt) return 0;
+    memcpy(txt, data, size);
+    txt[size] = 0;
+    for (char *line = txt, *next; line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        char *eq = strchr(line, '=');
+        if (!eq) continue;
+        *eq = 0;
+        if (dn_meta_set(&meta, line, eq + 1)) { rc = fz_check_error(0, NULL); break; }
+    }
+    free(txt);
+    dn_model *m = NULL, *m2 = NULL;
+    dn_meta built = {0};
+    if (rc || dn_model_clone(fz_base_model, &m)) goto done;
+    if (dn_model_meta_apply(m, &meta, FZ_LABEL)) { rc = fz_check_error(1, FZ_LABEL); goto done; }
+    if (dn_model_meta_build(m, &built) || dn_model_clone(fz_base_model, &m2)) goto done;
+    if (dn_model_meta_apply(m2, &built, "rebuilt")) { rc = -3; goto done; }
+    for (int i = 0; i < m->num_classes && !rc; i++) {
+        if (strcmp(dn_model_class_name(m, i), dn_model_class_name(m2, i))) rc = -3;
+        for (int j = 0; j < i; j++) /* classes are looked up by name (eval, serve): distinct */
+            if (!strcmp(dn_model_class_name(m, i), dn_model_class_name(m, j))) rc = -3;
+    }
+    if (memcmp(dn_model_preproc(m), dn_model_preproc(m2), sizeof(dn_preproc)) || m->temperature != m2->temperature ||
+        m->threshold != m2->threshold || !(m->temperature > 0) || !isfinite(m->temperature))
+        rc = -3;
+done:
+    dn_model_free(m);
+    dn_model_free(m2);
+    dn_meta_free(&meta);
+    dn_meta_free(&built);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ json */
 static inline void fz_json_walk(const dn_json *v, int depth) {
     if (depth > DN_JSON_MAX_DEPTH + 1) abort(); /* the parser promised a depth limit */
@@ -245,6 +308,7 @@ typedef int (*fz_fn)(const uint8_t *, size_t);
     int LLVMFuzzerInitialize(int *argc, char ***argv) {                            \
         (void)argc; (void)argv;                                                    \
         atexit(fz_cleanup);                                                        \
+        atexit(fz_model_release);                                                  \
         return 0;                                                                  \
     }                                                                              \
     int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {                 \
