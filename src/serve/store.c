@@ -21,12 +21,21 @@
 
 enum { B_SQLITE = 1, B_PG = 2 };
 
+/* One database connection (exactly one of db / pg is used, by backend). */
+typedef struct conn {
+    sqlite3 *db;
+    PGconn *pg;
+} conn;
+
 struct dn_store {
     int backend;
     char *url;           /* for error messages (PostgreSQL password removed) */
-    sqlite3 *db;
-    PGconn *pg;
-    pthread_mutex_t mu;
+    char *conninfo;      /* what was connected to (PostgreSQL URL with timeout / SQLite path) */
+    conn w;              /* writes and point reads, under mu */
+    conn r;              /* scans (reports, listings), under rmu: opened on first use so a
+                            long report never holds up the inserts of predictions */
+    int r_failed;
+    pthread_mutex_t mu, rmu;
 };
 
 /* --------------------------------------------------------------- params/rows */
@@ -77,16 +86,16 @@ static void pg_trim_error(char *buf, size_t n, const char *msg) {
     while (l && (buf[l - 1] == '\n' || buf[l - 1] == ' ')) buf[--l] = 0;
 }
 
-/* Runs one statement; fn (may be NULL) sees each result row; fn != 0 stops.
- * Must be called with s->mu held. */
-static dn_status q_run(dn_store *s, const char *sql, const qparam *p, int np, row_fn fn, void *ctx) {
+/* Runs one statement on connection cn; fn (may be NULL) sees each result row;
+ * fn != 0 stops. The caller holds the mutex guarding cn. */
+static dn_status q_run_c(dn_store *s, conn *cn, const char *sql, const qparam *p, int np, row_fn fn, void *ctx) {
     if (s->backend == B_SQLITE) {
         char *q = sqlite_sql(sql);
         if (!q) return DN_ERR_NOMEM;
         sqlite3_stmt *st = NULL;
         dn_status rc = DN_OK;
-        if (sqlite3_prepare_v2(s->db, q, -1, &st, NULL) != SQLITE_OK) {
-            rc = dn_fail(DN_ERR_DB, "%s: %s", s->url, sqlite3_errmsg(s->db));
+        if (sqlite3_prepare_v2(cn->db, q, -1, &st, NULL) != SQLITE_OK) {
+            rc = dn_fail(DN_ERR_DB, "%s: %s", s->url, sqlite3_errmsg(cn->db));
             goto out;
         }
         for (int i = 0; i < np; i++) {
@@ -98,7 +107,7 @@ static dn_status q_run(dn_store *s, const char *sql, const qparam *p, int np, ro
             case P_INT: e = sqlite3_bind_int64(st, i + 1, p[i].i); break;
             }
             if (e != SQLITE_OK) {
-                rc = dn_fail(DN_ERR_DB, "%s: bind: %s", s->url, sqlite3_errmsg(s->db));
+                rc = dn_fail(DN_ERR_DB, "%s: bind: %s", s->url, sqlite3_errmsg(cn->db));
                 goto out;
             }
         }
@@ -106,7 +115,7 @@ static dn_status q_run(dn_store *s, const char *sql, const qparam *p, int np, ro
             int e = sqlite3_step(st);
             if (e == SQLITE_DONE) break;
             if (e != SQLITE_ROW) {
-                rc = dn_fail(DN_ERR_DB, "%s: %s", s->url, sqlite3_errmsg(s->db));
+                rc = dn_fail(DN_ERR_DB, "%s: %s", s->url, sqlite3_errmsg(cn->db));
                 goto out;
             }
             if (fn) {
@@ -120,11 +129,11 @@ static dn_status q_run(dn_store *s, const char *sql, const qparam *p, int np, ro
         return rc;
     }
     /* PostgreSQL */
-    if (PQstatus(s->pg) != CONNECTION_OK) {
-        PQreset(s->pg);
-        if (PQstatus(s->pg) != CONNECTION_OK) {
+    if (PQstatus(cn->pg) != CONNECTION_OK) {
+        PQreset(cn->pg);
+        if (PQstatus(cn->pg) != CONNECTION_OK) {
             char e[512];
-            pg_trim_error(e, sizeof e, PQerrorMessage(s->pg));
+            pg_trim_error(e, sizeof e, PQerrorMessage(cn->pg));
             return dn_fail(DN_ERR_DB, "%s: connection lost: %s", s->url, e);
         }
     }
@@ -139,11 +148,11 @@ static dn_status q_run(dn_store *s, const char *sql, const qparam *p, int np, ro
         case P_INT: snprintf(bufs[i], sizeof bufs[i], "%lld", (long long)p[i].i); vals[i] = bufs[i]; break;
         }
     }
-    PGresult *res = PQexecParams(s->pg, sql, np, NULL, vals, NULL, NULL, 0);
+    PGresult *res = PQexecParams(cn->pg, sql, np, NULL, vals, NULL, NULL, 0);
     ExecStatusType st = PQresultStatus(res);
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         char e[512];
-        pg_trim_error(e, sizeof e, res ? PQresultErrorMessage(res) : PQerrorMessage(s->pg));
+        pg_trim_error(e, sizeof e, res ? PQresultErrorMessage(res) : PQerrorMessage(cn->pg));
         PQclear(res);
         return dn_fail(DN_ERR_DB, "%s: %s", s->url, e);
     }
@@ -156,6 +165,11 @@ static dn_status q_run(dn_store *s, const char *sql, const qparam *p, int np, ro
     }
     PQclear(res);
     return DN_OK;
+}
+
+/* Runs on the main connection; call with s->mu held. */
+static dn_status q_run(dn_store *s, const char *sql, const qparam *p, int np, row_fn fn, void *ctx) {
+    return q_run_c(s, &s->w, sql, p, np, fn, ctx);
 }
 
 static dn_status q_exec(dn_store *s, const char *sql) { return q_run(s, sql, NULL, 0, NULL, NULL); }
@@ -270,6 +284,7 @@ dn_status dn_store_open(const char *url, dn_store **out) {
     dn_store *s = dn_calloc(1, sizeof *s);
     if (!s) return DN_ERR_NOMEM;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->rmu, NULL);
     dn_status rc;
     if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13)) {
         s->backend = B_PG;
@@ -280,14 +295,16 @@ dn_status dn_store_open(const char *url, dn_store **out) {
         char curl[2048];
         if (strstr(url, "connect_timeout=")) snprintf(curl, sizeof curl, "%s", url);
         else snprintf(curl, sizeof curl, "%s%sconnect_timeout=5", url, strchr(url, '?') ? "&" : "?");
-        s->pg = PQconnectdb(curl);
-        if (!s->pg || PQstatus(s->pg) != CONNECTION_OK) {
+        s->conninfo = dn_strdup(curl);
+        if (!s->conninfo) { rc = DN_ERR_NOMEM; goto fail; }
+        s->w.pg = PQconnectdb(curl);
+        if (!s->w.pg || PQstatus(s->w.pg) != CONNECTION_OK) {
             char e[512];
-            pg_trim_error(e, sizeof e, s->pg ? PQerrorMessage(s->pg) : "out of memory");
+            pg_trim_error(e, sizeof e, s->w.pg ? PQerrorMessage(s->w.pg) : "out of memory");
             rc = dn_fail(DN_ERR_DB, "%s: cannot connect: %s", s->url, e);
             goto fail;
         }
-        PGresult *r = PQexec(s->pg, "SET client_min_messages TO warning");
+        PGresult *r = PQexec(s->w.pg, "SET client_min_messages TO warning");
         PQclear(r);
     } else {
         const char *path = !strncmp(url, "sqlite:", 7) ? url + 7 : url;
@@ -295,20 +312,21 @@ dn_status dn_store_open(const char *url, dn_store **out) {
         if (!*path) { rc = dn_fail(DN_ERR_ARG, "%s: empty SQLite file name", url); goto fail; }
         s->backend = B_SQLITE;
         s->url = dn_strdup(path);
-        if (!s->url) { rc = DN_ERR_NOMEM; goto fail; }
-        int e = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
+        s->conninfo = dn_strdup(path);
+        if (!s->url || !s->conninfo) { rc = DN_ERR_NOMEM; goto fail; }
+        int e = sqlite3_open_v2(path, &s->w.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
         if (e != SQLITE_OK) {
             rc = dn_fail(DN_ERR_DB, "%s: cannot open SQLite database: %s", path,
-                         s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(e));
+                         s->w.db ? sqlite3_errmsg(s->w.db) : sqlite3_errstr(e));
             goto fail;
         }
-        sqlite3_busy_timeout(s->db, 10000);
+        sqlite3_busy_timeout(s->w.db, 10000);
         char *jm = NULL;
         /* journal_mode returns a row; anything but "wal" (e.g. a read-only dir) is an error. */
         sqlite3_stmt *st = NULL;
-        if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK ||
+        if (sqlite3_prepare_v2(s->w.db, "PRAGMA journal_mode=WAL", -1, &st, NULL) != SQLITE_OK ||
             sqlite3_step(st) != SQLITE_ROW) {
-            rc = dn_fail(DN_ERR_DB, "%s: not a usable SQLite database: %s", path, sqlite3_errmsg(s->db));
+            rc = dn_fail(DN_ERR_DB, "%s: not a usable SQLite database: %s", path, sqlite3_errmsg(s->w.db));
             sqlite3_finalize(st);
             goto fail;
         }
@@ -335,10 +353,15 @@ fail:
 
 void dn_store_close(dn_store *s) {
     if (!s) return;
-    if (s->db) sqlite3_close(s->db);
-    if (s->pg) PQfinish(s->pg);
+    conn *cs[2] = {&s->w, &s->r};
+    for (int i = 0; i < 2; i++) {
+        if (cs[i]->db) sqlite3_close(cs[i]->db);
+        if (cs[i]->pg) PQfinish(cs[i]->pg);
+    }
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->rmu);
     free(s->url);
+    free(s->conninfo);
     free(s);
 }
 
@@ -492,6 +515,30 @@ static int scan_row(void *c, const qrow *q) {
     return stop;
 }
 
+/* Opens the scan connection on first use (call with s->rmu held). Returns 0 when
+ * it is usable, -1 when scans must share the main connection. */
+static int open_reader(dn_store *s) {
+    if (s->r.db || s->r.pg) return 0;
+    if (s->r_failed) return -1;
+    if (s->backend == B_SQLITE) {
+        if (sqlite3_open_v2(s->conninfo, &s->r.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
+            sqlite3_close(s->r.db);
+            s->r.db = NULL;
+            s->r_failed = 1;
+            return -1;
+        }
+        sqlite3_busy_timeout(s->r.db, 10000);
+        return 0;
+    }
+    s->r.pg = PQconnectdb(s->conninfo);
+    if (!s->r.pg || PQstatus(s->r.pg) != CONNECTION_OK) {
+        PQfinish(s->r.pg);
+        s->r.pg = NULL;
+        return -1; /* retried next time: the database may be down just now */
+    }
+    return 0;
+}
+
 dn_status dn_store_scan(dn_store *s, const dn_pred_filter *f, dn_pred_row_fn fn, void *ctx) {
     char sql[1024] = "SELECT " PRED_COLS " FROM predictions";
     qparam p[8];
@@ -500,9 +547,17 @@ dn_status dn_store_scan(dn_store *s, const dn_pred_filter *f, dn_pred_row_fn fn,
     len += (size_t)snprintf(sql + len, sizeof sql - len, " ORDER BY id");
     if (f && f->limit > 0) snprintf(sql + len, sizeof sql - len, " LIMIT %lld", (long long)f->limit);
     scan_ctx sc = {fn, ctx, 0};
-    pthread_mutex_lock(&s->mu);
-    dn_status rc = q_run(s, sql, p, np, scan_row, &sc);
-    pthread_mutex_unlock(&s->mu);
+    dn_status rc;
+    pthread_mutex_lock(&s->rmu);
+    if (open_reader(s) == 0) {
+        rc = q_run_c(s, &s->r, sql, p, np, scan_row, &sc);
+        pthread_mutex_unlock(&s->rmu);
+    } else { /* no second connection: share the main one */
+        pthread_mutex_unlock(&s->rmu);
+        pthread_mutex_lock(&s->mu);
+        rc = q_run(s, sql, p, np, scan_row, &sc);
+        pthread_mutex_unlock(&s->mu);
+    }
     if (!rc && sc.oom) rc = dn_fail(DN_ERR_NOMEM, "%s: out of memory reading predictions", s->url);
     return rc;
 }

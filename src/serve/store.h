@@ -17,8 +17,11 @@
  * Input strings are copied into the database; nothing is retained. Rows returned by
  * dn_store_list are owned by the caller (dn_pred_rows_free). Row pointers handed to
  * dn_store_scan callbacks are valid only during the callback.
- * Thread-safety: one store may be used by any number of threads; calls are
- * serialised on one connection (SQLite/PostgreSQL commit latency dominates anyway). */
+ * Thread-safety: one store may be used by any number of threads. Writes and point
+ * reads are serialised on one connection (commit latency dominates anyway); scans
+ * (dn_store_scan/dn_store_list, i.e. reports and listings) run on a second connection
+ * opened on first use, so a long report never holds up the inserts of predictions
+ * (SQLite WAL readers see the last commit before the scan began). */
 #ifndef DN_SERVE_STORE_H
 #define DN_SERVE_STORE_H
 #include "defectnet.h"
