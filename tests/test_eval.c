@@ -698,8 +698,6 @@ TEST(eval_bad_arguments) {
     expect_error(args, "exclude each other", NULL);
     snprintf(args, sizeof args, "--model %s --manifest %s --split holdout", g_model, g_manifest);
     expect_error(args, "--split", "holdout");
-    snprintf(args, sizeof args, "--model %s --manifest %s --calibrate-on test", g_model, g_manifest);
-    expect_error(args, "--calibrate-on", NULL);
     snprintf(args, sizeof args, "--model %s --manifest %s --format xml", g_model, g_manifest);
     expect_error(args, "--format", "xml");
     snprintf(args, sizeof args, "--model %s --data %s --calibrate-on val", g_model, g_data);
@@ -717,6 +715,57 @@ TEST(eval_bad_arguments) {
     expect_error(args, "/nonexistent-dir/r.html", "cannot write");
     snprintf(args, sizeof args, "--model %s --data %s --bogus", g_model, g_data);
     expect_error(args, "--bogus", NULL);
+}
+
+
+/* --calibrate-on CSV: every image of another manifest is the calibration set.
+ * A manifest of exactly the val rows gives the same temperature and threshold
+ * as --calibrate-on val; a calibration set with a class the model lacks fails. */
+TEST(eval_calibrate_on_other_data) {
+    NEED_SETUP();
+    dn_dataset *ds = NULL;
+    CHECK(dn_dataset_load_manifest(g_manifest, &ds) == DN_OK);
+    if (!ds) return;
+    char csv[320], bad[320], args[2048];
+    snprintf(csv, sizeof csv, "%s/line_images.csv", g_dir);
+    snprintf(bad, sizeof bad, "%s/line_bad.csv", g_dir);
+    FILE *f = fopen(csv, "w"), *fb = fopen(bad, "w");
+    CHECK(f && fb);
+    if (!f || !fb) { if (f) fclose(f); if (fb) fclose(fb); dn_dataset_free(ds); return; }
+    fprintf(f, "path,label\n");
+    fprintf(fb, "path,label\n");
+    int nv = 0;
+    for (int i = 0; i < ds->n; i++)
+        if (ds->items[i].split == DN_SPLIT_VAL) {
+            fprintf(f, "%s,%s\n", ds->items[i].path, ds->classes[ds->items[i].label]);
+            fprintf(fb, "%s,%s\n", ds->items[i].path, nv % 2 ? "burr" : ds->classes[ds->items[i].label]);
+            nv++;
+        }
+    fclose(f);
+    fclose(fb);
+    char *o1, *e1, *o2, *e2;
+    snprintf(args, sizeof args, "--model %s --manifest %s --calibrate-on val --threads 1 --format json", g_model, g_manifest);
+    CHECK(run(args, &o1, &e1) == 0);
+    snprintf(args, sizeof args, "--model %s --manifest %s --calibrate-on %s --threads 1 --format json", g_model,
+             g_manifest, csv);
+    int rc = run(args, &o2, &e2);
+    CHECK_MSG(rc == 0, "exit %d: %s", rc, e2);
+    dn_json *a = dn_json_parse(o1, strlen(o1), NULL, 0), *b = dn_json_parse(o2, strlen(o2), NULL, 0);
+    CHECK(a && b);
+    if (a && b) {
+        CHECK(jnum(a, "calibration", "temperature") == jnum(b, "calibration", "temperature"));
+        CHECK(jnum(a, "threshold", "value") == jnum(b, "threshold", "value"));
+        CHECK(jnum(dn_json_get(b, "calibration"), "fit", "images") == nv);
+        CHECK(strstr(dn_json_str(dn_json_get(dn_json_get(b, "calibration"), "source"), ""), "line_images.csv"));
+    }
+    dn_json_free(a);
+    dn_json_free(b);
+    free(o1); free(e1); free(o2); free(e2);
+    snprintf(args, sizeof args, "--model %s --manifest %s --calibrate-on %s", g_model, g_manifest, bad);
+    expect_error(args, "class 'burr' of", "line_bad.csv");
+    snprintf(args, sizeof args, "--model %s --manifest %s --calibrate-on %s/none.csv", g_model, g_manifest, g_dir);
+    expect_error(args, "--calibrate-on", "none.csv");
+    dn_dataset_free(ds);
 }
 
 TEST(eval_unreadable_images) {
@@ -814,6 +863,7 @@ int main(void) {
     RUN(eval_class_mismatch);
     RUN(eval_manifest_missing_files);
     RUN(eval_bad_arguments);
+    RUN(eval_calibrate_on_other_data);
     RUN(eval_unreadable_images);
     RUN(report_html_renders_in_chromium);
     if (g_dir[0] && !getenv("DN_KEEP_TMP")) {

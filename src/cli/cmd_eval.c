@@ -1,7 +1,7 @@
 /* defectnet eval: measure a model on labelled images and calibrate it.
  *
  *   defectnet eval --model M (--data DIR | --manifest CSV) [--split test|val|train|all]
- *                  [--batch B] [--threads T] [--top-k K] [--calibrate-on val]
+ *                  [--batch B] [--threads T] [--top-k K] [--calibrate-on val|DIR|CSV]
  *                  [--threshold-target-accuracy A | --threshold T] [--write-model OUT]
  *                  [--format table|json] [--json FILE] [--html FILE] [--strict]
  *
@@ -13,6 +13,8 @@
  * Calibration: with --calibrate-on val the temperature is fitted on the val
  * split (eval/calibrate.h) and, unless --threshold is given, the confidence
  * threshold is chosen on val for --threshold-target-accuracy (default 0.99).
+ * --calibrate-on DIR|CSV uses every image of that folder/manifest instead
+ * (classes mapped by name like the data's).
  * Without it the model's stored temperature is used, and the threshold is the
  * given one, the one chosen on val for a target, or the model's stored one.
  * Metrics are reported on the evaluated split (default: test when the data
@@ -45,7 +47,8 @@ static void usage(FILE *f) {
             "  --split S           test | val | train | all (default: test when the data has splits, else all)\n"
             "  --batch B           images per forward (default 16), --threads T (default: all cores)\n"
             "  --top-k K           k of the top-k accuracy (default 3)\n"
-            "  --calibrate-on val  fit the temperature (and the threshold) on the val split\n"
+            "  --calibrate-on val|DIR|CSV  fit the temperature (and the threshold) on the val split, or on all\n"
+            "                      images of another folder/manifest (e.g. images from the production line)\n"
             "  --threshold-target-accuracy A   choose the confidence threshold reaching accuracy A on the\n"
             "                      accepted part of val (default 0.99 with --calibrate-on)\n"
             "  --threshold T       use this confidence threshold (0 = never uncertain)\n"
@@ -153,15 +156,39 @@ static int write_text(const char *path, dn_eval_report *r, void (*fn)(const dn_e
     return 0;
 }
 
+/* map[d] = model index of data class d, by name. A data class the model lacks
+ * is an error (one line listing the model's classes). seen (may be NULL)
+ * marks the model classes that occur. */
+static int map_classes(const dn_dataset *d, const dn_model *m, const char *src, const char *model_path, int *map,
+                       int *seen) {
+    int k = m->num_classes;
+    for (int i = 0; i < d->nclasses; i++) {
+        map[i] = -1;
+        for (int c = 0; c < k; c++)
+            if (!strcmp(d->classes[i], m->class_names[c])) { map[i] = c; break; }
+        if (map[i] < 0) {
+            dn_sb b = {0};
+            for (int c = 0; c < k && c < 12; c++) { dn_sb_puts(&b, c ? ", " : ""); dn_sb_puts(&b, m->class_names[c]); }
+            if (k > 12) dn_sb_puts(&b, ", ...");
+            fprintf(stderr, PFX "class '%s' of %s is not a class of model %s (model classes: %s)\n", d->classes[i], src,
+                    model_path, b.s ? b.s : "");
+            dn_sb_free(&b);
+            return -1;
+        }
+        if (seen) seen[map[i]] = 1;
+    }
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *data = NULL, *manifest = NULL, *split_s = NULL, *cal_on = NULL, *write_model = NULL,
                *json_path = NULL, *html_path = NULL;
     int batch = 16, threads = 0, topk = 3, json_out = 0, strict = 0, rc = 2;
     double target = 0, given_thr = -1;
-    dn_dataset *ds = NULL;
+    dn_dataset *ds = NULL, *cds = NULL;
     dn_model *m = NULL;
     dn_session *s = NULL;
-    int *map = NULL, *labels = NULL, *vlabels = NULL, *keep = NULL, *vkeep = NULL, *y = NULL, *vy = NULL;
+    int *map = NULL, *cmap = NULL, *labels = NULL, *vlabels = NULL, *keep = NULL, *vkeep = NULL, *y = NULL, *vy = NULL;
     const char **paths = NULL, **vpaths = NULL;
     float *logits = NULL, *vlogits = NULL, *praw = NULL, *pcal = NULL, *vprob = NULL, *conf = NULL, *vconf = NULL;
     uint8_t *ok = NULL, *vok = NULL;
@@ -207,10 +234,7 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, PFX "--threshold and --threshold-target-accuracy exclude each other\n");
         goto done;
     }
-    if (cal_on && strcmp(cal_on, "val")) {
-        fprintf(stderr, PFX "--calibrate-on: only 'val' is supported (got '%s')\n", cal_on);
-        goto done;
-    }
+    int cal_ext = cal_on && strcmp(cal_on, "val"); /* a separate calibration folder/manifest */
     int split = DN_SPLIT_NONE, split_given = 0;
     if (split_s) {
         split_given = 1;
@@ -236,7 +260,11 @@ int cmd_eval(int argc, char **argv) {
         }
     }
     int need_val = cal_on || target > 0;
-    if (need_val && nval == 0) {
+    if (cal_ext && dn_dataset_open(cal_on, &cds)) {
+        fprintf(stderr, PFX "--calibrate-on: %s\n", dn_last_error());
+        goto done;
+    }
+    if (need_val && !cal_ext && nval == 0) {
         fprintf(stderr, PFX "%s: no val split to calibrate on (use the split manifest written by `defectnet train`, "
                         "e.g. --manifest MODEL.split.csv)\n", src);
         goto done;
@@ -252,22 +280,11 @@ int cmd_eval(int argc, char **argv) {
     int k = m->num_classes;
     map = dn_calloc((size_t)ds->nclasses, sizeof *map);
     int *seen = dn_calloc((size_t)k, sizeof *seen);
-    if (!map || !seen) { free(seen); fprintf(stderr, PFX "out of memory\n"); goto done; }
-    for (int d = 0; d < ds->nclasses; d++) {
-        map[d] = -1;
-        for (int c = 0; c < k; c++)
-            if (!strcmp(ds->classes[d], m->class_names[c])) { map[d] = c; break; }
-        if (map[d] < 0) {
-            dn_sb b = {0};
-            for (int c = 0; c < k && c < 12; c++) { dn_sb_puts(&b, c ? ", " : ""); dn_sb_puts(&b, m->class_names[c]); }
-            if (k > 12) dn_sb_puts(&b, ", ...");
-            fprintf(stderr, PFX "class '%s' of %s is not a class of model %s (model classes: %s)\n", ds->classes[d],
-                    src, model_path, b.s ? b.s : "");
-            dn_sb_free(&b);
-            free(seen);
-            goto done;
-        }
-        seen[map[d]] = 1;
+    if (cds) cmap = dn_calloc((size_t)cds->nclasses, sizeof *cmap);
+    if (!map || !seen || (cds && !cmap)) { free(seen); fprintf(stderr, PFX "out of memory\n"); goto done; }
+    if (map_classes(ds, m, src, model_path, map, seen) || (cds && map_classes(cds, m, cal_on, model_path, cmap, NULL))) {
+        free(seen);
+        goto done;
     }
     for (int c = 0; c < k; c++)
         if (!seen[c]) {
@@ -279,7 +296,7 @@ int cmd_eval(int argc, char **argv) {
     /* the images */
     int n = 0, nv = 0;
     if (dn_dataset_select(ds, split, &paths, &labels, &n) ||
-        (need_val && dn_dataset_select(ds, DN_SPLIT_VAL, &vpaths, &vlabels, &nv))) {
+        (need_val && dn_dataset_select(cds ? cds : ds, cds ? DN_SPLIT_NONE : DN_SPLIT_VAL, &vpaths, &vlabels, &nv))) {
         fprintf(stderr, PFX "%s\n", dn_last_error());
         goto done;
     }
@@ -287,7 +304,8 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, PFX "%s: no images in split %s\n", src, split_s ? split_s : "all");
         goto done;
     }
-    if (split == DN_SPLIT_VAL && need_val)
+    if (need_val && nv == 0) { fprintf(stderr, PFX "%s: no calibration images\n", cal_ext ? cal_on : src); goto done; }
+    if (split == DN_SPLIT_VAL && need_val && !cal_ext)
         fprintf(stderr, PFX "warning: calibrating and evaluating on the same split (val); figures are optimistic\n");
     int maxn = n > nv ? n : nv;
     if (batch > maxn) batch = maxn;
@@ -302,7 +320,10 @@ int cmd_eval(int argc, char **argv) {
     }
     rep.seconds = dn_now() - t0;
     if (nok == 0) { fprintf(stderr, PFX "%s: none of the %d images could be read\n", src, n); goto done; }
-    if (need_val && vok_n == 0) { fprintf(stderr, PFX "%s: none of the val images could be read\n", src); goto done; }
+    if (need_val && vok_n == 0) {
+        fprintf(stderr, PFX "%s: none of the calibration images could be read\n", cal_ext ? cal_on : src);
+        goto done;
+    }
 
     y = dn_malloc((size_t)nok * sizeof *y);
     vy = dn_malloc(((size_t)vok_n + 1) * sizeof *vy);
@@ -318,12 +339,15 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     }
     for (int i = 0; i < nok; i++) y[i] = map[labels[keep[i]]];
-    for (int i = 0; i < vok_n; i++) vy[i] = map[vlabels[vkeep[i]]];
+    for (int i = 0; i < vok_n; i++) vy[i] = (cmap ? cmap : map)[vlabels[vkeep[i]]];
 
     /* temperature */
     rep.temperature = m->temperature > 0 ? m->temperature : 1.0;
     rep.temp_source = m->temperature != 1.0f ? "stored in model" : "none (model uncalibrated)";
-    rep.fit_split = "val";
+    rep.fit_split = cal_ext ? cal_on : "val";
+    char fit_desc[300], thr_desc[300];
+    snprintf(fit_desc, sizeof fit_desc, "fitted on %s", rep.fit_split);
+    snprintf(thr_desc, sizeof thr_desc, "chosen on %s", rep.fit_split);
     rep.n_fit = vok_n;
     if (cal_on) {
         if (dn_calib_fit_temperature(vlogits, vy, vok_n, k, &rep.fit)) {
@@ -332,10 +356,10 @@ int cmd_eval(int argc, char **argv) {
         }
         rep.fitted = 1;
         rep.temperature = rep.fit.temperature;
-        rep.temp_source = "fitted on val";
+        rep.temp_source = fit_desc;
         if (rep.fit.at_bound)
-            fprintf(stderr, PFX "warning: fitted temperature %.4g is at its bound (val predictions %s)\n",
-                    rep.temperature, rep.temperature < 1 ? "perfectly separated" : "mostly wrong");
+            fprintf(stderr, PFX "warning: fitted temperature %.4g is at its bound (predictions on %s %s)\n",
+                    rep.temperature, rep.fit_split, rep.temperature < 1 ? "perfectly separated" : "mostly wrong");
         dn_eval_metrics vm;
         dn_softmax_t(vlogits, vok_n, k, 1.0f, vprob);
         if (dn_eval_metrics_compute(k, vok_n, vy, vprob, NULL, topk, &vm)) goto metrics_fail;
@@ -368,10 +392,10 @@ int cmd_eval(int argc, char **argv) {
         rep.threshold = pick.at.threshold;
         rep.target = target;
         rep.reached = pick.reached;
-        rep.thr_source = "chosen on val";
+        rep.thr_source = thr_desc;
         if (!pick.reached)
-            fprintf(stderr, PFX "warning: no threshold reaches accuracy %.4g on val; chose the best (%.4f at coverage "
-                            "%.3f)\n", target, pick.at.accuracy, pick.at.coverage);
+            fprintf(stderr, PFX "warning: no threshold reaches accuracy %.4g on %s; chose the best (%.4f at coverage "
+                            "%.3f)\n", target, rep.fit_split, pick.at.accuracy, pick.at.coverage);
     }
     if (vok_n > 0 && need_val) {
         if (given_thr >= 0 || target <= 0) {
@@ -434,12 +458,12 @@ int cmd_eval(int argc, char **argv) {
         m->threshold = rep.threshold;
         dn_sb b = {0};
         dn_sb_puts(&b, "{\"data\":");
-        dn_sb_json_str(&b, src);
-        dn_sb_printf(&b, ",\"split\":\"val\",\"images\":%d,\"temperature_fitted\":%s,\"nll_before\":%.6f,"
+        dn_sb_json_str(&b, cal_ext ? cal_on : src);
+        dn_sb_printf(&b, ",\"split\":\"%s\",\"images\":%d,\"temperature_fitted\":%s,\"nll_before\":%.6f,"
                      "\"nll_after\":%.6f,\"ece_before\":%.6f,\"ece_after\":%.6f,\"threshold_source\":\"%s\","
                      "\"target_accuracy\":%.6g,\"val_coverage\":%.6f,\"val_accuracy\":%.6f}",
-                     vok_n, rep.fitted ? "true" : "false", rep.fit.nll_before, rep.fit.nll_after, rep.fit_ece_before,
-                     rep.fit_ece_after, rep.thr_source, rep.target, rep.thr_fit.coverage, rep.thr_fit.accuracy);
+                     cal_ext ? "all" : "val", vok_n, rep.fitted ? "true" : "false", rep.fit.nll_before,
+                     rep.fit.nll_after, rep.fit_ece_before, rep.fit_ece_after, rep.thr_source, rep.target, rep.thr_fit.coverage, rep.thr_fit.accuracy);
         dn_status st = b.oom ? DN_ERR_NOMEM : dn_meta_set(&m->meta, "calibration", b.s);
         dn_sb_free(&b);
         if (!st) st = dn_model_save(m, write_model);
@@ -473,5 +497,7 @@ done:
     dn_session_free(s);
     dn_model_free(m);
     dn_dataset_free(ds);
+    dn_dataset_free(cds);
+    free(cmap);
     return rc;
 }
