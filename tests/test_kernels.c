@@ -156,6 +156,13 @@ static const int shapes[][10] = {
     {1, 300, 70, 3, 1, 1, 5, 4, 1, 3},   /* K > KC: several K blocks */
     {2, 16, 24, 5, 3, 2, 13, 10, 1, 2},
     {1, 64, 128, 3, 2, 1, 56, 56, 1, 2}, /* large N: several column chunks */
+    /* channel multiples of 16 (the AVX-512 NCHW16c direct kernel) on odd sizes */
+    {3, 16, 32, 3, 1, 1, 9, 13, 1, 3},   /* 13 wide: one partial 14-pixel block */
+    {1, 32, 16, 3, 2, 1, 14, 14, 1, 1},  /* stride 2 to 7 wide: the 7-pixel kernel */
+    {2, 16, 16, 3, 1, 1, 5, 3, 0, 2},    /* narrower than 7 */
+    {1, 48, 32, 5, 2, 2, 31, 30, 1, 3},  /* 5x5 stride 2, 15 wide: 14 + 1 */
+    {2, 32, 48, 1, 2, 0, 9, 9, 1, 0},    /* 1x1 stride 2 (stays im2col) */
+    {1, 16, 16, 3, 1, 0, 3, 3, 1, 3},    /* no padding, 1x1 output */
 };
 
 static double check_all_shapes(dn_isa isa, dn_conv_impl impl, double tol) {
@@ -177,6 +184,13 @@ static double check_all_shapes(dn_isa isa, dn_conv_impl impl, double tol) {
 TEST(conv_direct_avx512_vs_ref) {
     if (dn_kernels_isa() < DN_ISA_AVX512) SKIP("CPU (or DN_MAX_ISA) has no AVX-512");
     check_all_shapes(DN_ISA_AVX512, DN_CONV_DIRECT, 2e-6);
+}
+/* The im2col path on the same shapes (the NCHW16c kernel takes most of them). */
+TEST(conv_direct_avx512_im2col_vs_ref) {
+    if (dn_kernels_isa() < DN_ISA_AVX512) SKIP("CPU (or DN_MAX_ISA) has no AVX-512");
+    dn_d16_disable = 1;
+    check_all_shapes(DN_ISA_AVX512, DN_CONV_DIRECT, 2e-6);
+    dn_d16_disable = 0;
 }
 TEST(conv_direct_avx2_vs_ref) {
     if (dn_kernels_isa() < DN_ISA_AVX2) SKIP("CPU has no AVX2+FMA");
@@ -307,6 +321,14 @@ TEST(conv_auto_names_impl) {
         CHECK(op && strncmp(dn_conv_op_impl_name(op), "direct", 6) == 0);
         dn_conv_op_free(op);
     }
+    if (dn_kernels_isa() >= DN_ISA_AVX512) { /* channels in blocks of 16: the NCHW16c kernel */
+        dn_conv_desc d16 = {16, 32, 3, 3, 1, 1};
+        float *w16 = calloc(16 * 32 * 9, sizeof(float));
+        op = dn_conv_op_new(&d16, w16, NULL, DN_CONV_AUTO);
+        CHECK(op && strcmp(dn_conv_op_impl_name(op), "direct-nchw16c-avx512") == 0);
+        dn_conv_op_free(op);
+        free(w16);
+    }
 }
 
 /* Same output bits for 1, 2 and 3 threads. */
@@ -390,6 +412,7 @@ int main(void) {
     RUN(conv_op_ref_matches_spec);
     RUN(conv_op_bad_desc);
     RUN(conv_direct_avx512_vs_ref);
+    RUN(conv_direct_avx512_im2col_vs_ref);
     RUN(conv_direct_avx2_vs_ref);
     RUN(conv_winograd_avx512_vs_ref);
     RUN(conv_winograd_avx2_vs_ref);

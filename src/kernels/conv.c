@@ -16,6 +16,8 @@ struct dn_conv_op {
     const dn_ukr *u;          /* fp32 micro-kernel (direct / Winograd GEMMs) or the bf16 one */
     const dn_ukr *ud;         /* micro-kernel of the direct path; Ap = its packed weights */
     int direct_bf16;          /* Ap is bf16 (dn_gemm_pack_a_bf16) */
+    float *Wd16;              /* fp32 direct path on AVX-512 with cin, cout % 16 == 0: NCHW16c
+                               * kernel weights [cout/16][cin/16][kh][kw][16][16] (Ap unused) */
     float *Ap;
     /* WINOGRAD F(4x4,3x3): Uw = 36 packed A matrices (cout x cin) of G g G^T,
      * each uw_stride floats; Ap above stays for inputs too small to tile. */
@@ -79,6 +81,9 @@ static dn_status check_desc(const dn_conv_desc *d) {
     return DN_OK;
 }
 
+static int d16_eligible(const dn_conv_op *op);
+static size_t d16_scratch(const dn_conv_op *op, int n, int h, int w);
+
 dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *bias, dn_conv_impl impl) {
     if (check_desc(d) != DN_OK) return NULL;
     if (!w) { dn_fail(DN_ERR_ARG, "conv: NULL weights"); return NULL; }
@@ -125,7 +130,23 @@ dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *b
         dn_fail(DN_ERR_UNSUPPORTED, "conv: implementation %d not available", (int)impl);
         goto fail;
     }
-    if (op->impl == DN_CONV_DIRECT || op->impl == DN_CONV_WINOGRAD) {
+    if ((op->impl == DN_CONV_DIRECT || op->impl == DN_CONV_WINOGRAD) && d16_eligible(op)) {
+        size_t nw16 = (size_t)d->cout * d->cin * d->kh * d->kw;
+        op->ud = op->u;
+        op->Wd16 = dn_alloc_aligned(nw16 * sizeof(float));
+        if (!op->Wd16) goto fail;
+        const int CIB = d->cin / 16, kk = d->kh * d->kw;
+        for (int co = 0; co < d->cout; co++)
+            for (int ci = 0; ci < d->cin; ci++)
+                for (int k = 0; k < kk; k++)
+                    op->Wd16[((((size_t)(co / 16) * CIB + ci / 16) * kk + k) * 16 + ci % 16) * 16 + co % 16] =
+                        op->w[((size_t)co * d->cin + ci) * kk + k];
+        snprintf(op->name, sizeof op->name, "direct-nchw16c-avx512");
+        if (op->impl == DN_CONV_WINOGRAD) {
+            if (wino_prepare(op)) goto fail;
+            snprintf(op->name, sizeof op->name, "winograd-f4x4-%s", op->u->name);
+        }
+    } else if (op->impl == DN_CONV_DIRECT || op->impl == DN_CONV_WINOGRAD) {
         int K = d->cin * d->kh * d->kw;
         op->ud = op->u;
         op->Ap = dn_alloc_aligned(dn_gemm_packed_a_floats(op->u, d->cout, K) * sizeof(float));
@@ -167,15 +188,73 @@ void dn_conv_op_free(dn_conv_op *op) {
     free(op->bias);
     dn_free_aligned(op->Ap);
     dn_free_aligned(op->Uw);
+    dn_free_aligned(op->Wd16);
     free(op);
 }
 
 size_t dn_conv_op_scratch(const dn_conv_op *op, int n, int h, int w) {
     if (!op || op->impl == DN_CONV_REF) return 0;
-    size_t direct = dn_gemm_slab_bytes(op->u) * (size_t)dn_gemm_slabs();
+    size_t direct = op->Wd16 ? d16_scratch(op, n, h, w) : dn_gemm_slab_bytes(op->u) * (size_t)dn_gemm_slabs();
     if (op->impl != DN_CONV_WINOGRAD && op->impl != DN_CONV_WINOGRAD_BF16) return direct;
     size_t wino = (size_t)36 * (op->d.cin + op->d.cout) * wino_chunk(op) * sizeof(float) + 64;
     return wino > direct ? wino : direct;
+}
+
+/* The NCHW16c direct kernel: AVX-512, channel counts in whole blocks of 16, and
+ * a spatial kernel (a strided 1x1 conv reads a quarter of its input: the im2col
+ * path, which gathers just those pixels, is faster there). */
+static int d16_eligible(const dn_conv_op *op) {
+    return op->isa == DN_ISA_AVX512 && op->d.cin % 16 == 0 && op->d.cout % 16 == 0 && op->d.kh * op->d.kw > 1 &&
+           !dn_d16_disable;
+}
+int dn_d16_disable = 0;
+
+static size_t d16_scratch(const dn_conv_op *op, int n, int h, int w) {
+    const dn_conv_desc *d = &op->d;
+    size_t hp = (size_t)h + 2 * d->pad, wp = (size_t)w + 2 * d->pad;
+    /* + slack: a partial block of 14 outputs reads up to 14*stride pixels past a row */
+    return ((size_t)n * d->cin * hp * wp + (size_t)14 * d->stride * 16 + 16) * sizeof(float) + 64;
+}
+
+typedef struct {
+    const dn_conv_op *op;
+    const dn_d16_geom *g;
+    const float *x, *res;
+    float *xp, *y;
+    int n, relu, phase;
+} d16_job;
+
+static void d16_phase(void *va, int ith, int nth) {
+    d16_job *j = va;
+    const dn_d16_geom *g = j->g;
+    long b, e;
+    if (j->phase == 0) {
+        const int CIB = g->cin / 16;
+        dn_split((long)j->n * CIB, ith, nth, &b, &e);
+        for (long it = b; it < e; it++) dn_direct16_pack_avx512(g, j->x, (int)(it / CIB), (int)(it % CIB), j->xp);
+    } else {
+        const int COB = g->cout / 16;
+        dn_split((long)j->n * COB * g->oh, ith, nth, &b, &e);
+        for (long it = b; it < e; it++) {
+            int oy = (int)(it % g->oh);
+            long r = it / g->oh;
+            dn_direct16_row_avx512(g, j->op->Wd16, j->xp, (int)(r / COB), (int)(r % COB), oy, j->op->bias, j->res,
+                                   j->relu, j->y);
+        }
+    }
+}
+
+static void d16_run(const dn_conv_op *op, const float *x, int n, int h, int w, const float *res, int relu, float *y,
+                    dn_pool *pool, void *scratch, int oh, int ow) {
+    const dn_conv_desc *d = &op->d;
+    dn_d16_geom g = {d->cin, d->cout, d->kh, d->kw, d->stride, d->pad, h, w, oh, ow, h + 2 * d->pad, w + 2 * d->pad};
+    float *xp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    size_t tail = (size_t)n * d->cin * g.hp * g.wp;
+    for (size_t i = 0; i < (size_t)14 * d->stride * 16 + 16; i++) xp[tail + i] = 0.0f;
+    d16_job j = {op, &g, x, res, xp, y, n, relu, 0};
+    dn_pool_run(pool, d16_phase, &j);
+    j.phase = 1;
+    dn_pool_run(pool, d16_phase, &j);
 }
 
 /* Winograd's GEMM work is 36 * Tpad per (cout, cin) pair against 9 * n*oh*ow for
@@ -262,6 +341,11 @@ void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
     }
     if ((op->impl == DN_CONV_WINOGRAD || op->impl == DN_CONV_WINOGRAD_BF16) && wino_pays(op, n, oh, ow)) {
         wino_run(op, x, n, h, w, res, relu, y, pool, scratch, oh, ow);
+        dn_free_aligned(own);
+        return;
+    }
+    if (op->Wd16) {
+        d16_run(op, x, n, h, w, res, relu, y, pool, scratch, oh, ow);
         dn_free_aligned(own);
         return;
     }

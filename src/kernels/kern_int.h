@@ -91,6 +91,17 @@ void dn_gemm_run(const dn_gemm_plan *p, dn_pool *pool, void *scratch);
 void dn_gemm_pack_a(const dn_ukr *u, int M, int K, const float *A, int lda, int transA, float alpha, float *dst);
 size_t dn_gemm_packed_a_floats(const dn_ukr *u, int M, int K);
 
+/* ------------------------------------------------------------ NCHW16c direct (AVX-512)
+ * For cin and cout multiples of 16 (x86/direct16_avx512.c): the input is copied
+ * once into a zero-padded channel-blocked buffer, then each output row is
+ * computed without im2col. hp = h + 2*pad, wp = w + 2*pad. */
+typedef struct { int cin, cout, kh, kw, stride, pad, h, w, oh, ow, hp, wp; } dn_d16_geom;
+/* Tests set this to 1 to force the im2col path (process-wide; read at op creation). */
+extern int dn_d16_disable;
+void dn_direct16_pack_avx512(const dn_d16_geom *g, const float *x, int img, int cib, float *xp);
+void dn_direct16_row_avx512(const dn_d16_geom *g, const float *W, const float *xp, int img, int cob, int oy,
+                            const float *bias, const float *res, int relu, float *y);
+
 /* ------------------------------------------------------------ Winograd F(4x4,3x3)
  * Tiles t = (image, ty, tx) of 4x4 outputs, th = ceil(oh/4), tw = ceil(ow/4).
  * A chunk of nt tiles starting at t0 is transformed into

@@ -1,0 +1,90 @@
+/* AVX-512 fp32 direct convolution over channel-blocked activations (NCHW16c),
+ * no im2col: the kernel reads the (zero-padded) input in place.
+ *
+ * Layouts (see kern_int.h, dn_d16_geom):
+ *   xp: [n][cin/16][h + 2p][w + 2p][16]   zero border of p, plus slack at the end
+ *   W:  [cout/16][cin/16][kh][kw][16 ci][16 co]
+ * One call computes output row oy of 16 output channels (block cob) of image
+ * img, R output pixels at a time: R zmm accumulators of 16 channels, one
+ * weight vector load per (ci, ky, kx) reused by R broadcast FMAs. The epilogue
+ * transposes the R x 16 tile into the NCHW output with bias, residual, ReLU. */
+#include "kernels/kern_int.h"
+#include <immintrin.h>
+
+static inline __attribute__((always_inline)) void block(const dn_d16_geom *g, const float *W, const float *xp,
+                                                        int img, int cob, int oy, int ox0, int rc, const int R,
+                                                        const float *bias, const float *res, int relu, float *y) {
+    const int CIB = g->cin / 16, s = g->stride, kh = g->kh, kw = g->kw, hp = g->hp, wp = g->wp;
+    __m512 acc[14];
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    for (int cib = 0; cib < CIB; cib++) {
+        const float *xc = xp + ((size_t)img * CIB + cib) * hp * wp * 16;
+        const float *wc = W + (((size_t)cob * CIB + cib) * kh * kw) * 256;
+        for (int ky = 0; ky < kh; ky++) {
+            const float *xr = xc + ((size_t)(oy * s + ky) * wp + (size_t)ox0 * s) * 16;
+            for (int kx = 0; kx < kw; kx++) {
+                const float *xk = xr + kx * 16;
+                const float *wk = wc + (ky * kw + kx) * 256;
+                for (int ci = 0; ci < 16; ci++) {
+                    __m512 wv = _mm512_load_ps(wk + ci * 16);
+#pragma GCC unroll 14
+                    for (int r = 0; r < R; r++)
+                        acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(xk[r * s * 16 + ci]), wv, acc[r]);
+                }
+            }
+        }
+    }
+    float tile[14 * 16] __attribute__((aligned(64)));
+    for (int r = 0; r < R; r++) _mm512_store_ps(tile + r * 16, acc[r]);
+    const int oh = g->oh, ow = g->ow;
+    for (int l = 0; l < 16; l++) {
+        int co = cob * 16 + l;
+        size_t off = (((size_t)img * g->cout + co) * oh + oy) * ow + ox0;
+        float b = bias ? bias[co] : 0.0f;
+        for (int r = 0; r < rc; r++) {
+            float v = tile[r * 16 + l] + b;
+            if (res) v += res[off + r];
+            if (relu && v < 0.0f) v = 0.0f;
+            y[off + r] = v;
+        }
+    }
+}
+
+void dn_direct16_row_avx512(const dn_d16_geom *g, const float *W, const float *xp, int img, int cob, int oy,
+                            const float *bias, const float *res, int relu, float *y) {
+    const int ow = g->ow;
+    if (ow <= 7) { /* 7x7 maps: one block of 7 */
+        block(g, W, xp, img, cob, oy, 0, ow, 7, bias, res, relu, y);
+        return;
+    }
+    for (int ox0 = 0; ox0 < ow; ox0 += 14) {
+        int rc = ow - ox0 < 14 ? ow - ox0 : 14;
+        block(g, W, xp, img, cob, oy, ox0, rc, 14, bias, res, relu, y);
+    }
+}
+
+/* NCHW -> zero-padded NCHW16c for channel block cib of image img. */
+void dn_direct16_pack_avx512(const dn_d16_geom *g, const float *x, int img, int cib, float *xp) {
+    const int h = g->h, w = g->w, p = g->pad, hp = g->hp, wp = g->wp, CIB = g->cin / 16;
+    float *dst = xp + ((size_t)img * CIB + cib) * hp * wp * 16;
+    const float *src = x + ((size_t)img * g->cin + (size_t)cib * 16) * h * w;
+    for (int yy = 0; yy < hp; yy++) {
+        float *d = dst + (size_t)yy * wp * 16;
+        int iy = yy - p;
+        if (iy < 0 || iy >= h) {
+            for (int q = 0; q < wp; q++) _mm512_store_ps(d + q * 16, _mm512_setzero_ps());
+            continue;
+        }
+        for (int q = 0; q < p; q++) {
+            _mm512_store_ps(d + q * 16, _mm512_setzero_ps());
+            _mm512_store_ps(d + (size_t)(wp - 1 - q) * 16, _mm512_setzero_ps());
+        }
+        /* transpose 16 channel rows into pixel-major vectors, 16 pixels at a time */
+        const __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        for (int ix = 0; ix < w; ix++) {
+            __m512 v = _mm512_i32gather_ps(_mm512_mullo_epi32(idx, _mm512_set1_epi32(h * w)),
+                                           src + (size_t)iy * w + ix, 4);
+            _mm512_store_ps(d + (size_t)(ix + p) * 16, v);
+        }
+    }
+}
