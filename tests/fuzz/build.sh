@@ -67,6 +67,13 @@ seed pickle
 seed model_meta
 seed safetensors
 seed manifest
+# A real (narrow) defectnet model, so the safetensors target reaches model binding
+# and the metadata contract; made by the CLI when one is built ($DN_BIN or build/).
+conv=${DN_BIN:-build/defectnet}
+if [ -x "$conv" ]; then
+    "$conv" convert tests/fixtures/resnet/r18n.pth "$B/corpus/safetensors/r18n.safetensors" \
+        --classes ok,scratch,crack,spot,patch >/dev/null 2>&1 || true
+fi
 # The pickle inside a zip .pth is the pickle target's seed.
 if command -v unzip >/dev/null; then
     unzip -p tests/fixtures/weights/dtypes_zip.pth '*/data.pkl' > "$B/corpus/pickle/dtypes_data.pkl" 2>/dev/null || true
