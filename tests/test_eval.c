@@ -525,6 +525,18 @@ TEST(eval_end_to_end) {
     CHECK_NEAR(jnum(th, "evaluated", "accuracy"), cp.accuracy, 1e-6);
     CHECK(jnum(th, "fit", "accuracy") >= 0.9 || !dn_json_bool(dn_json_get(th, "target_reached"), 1));
     CHECK((int)jnum(th, "uncertain", NULL) == nt - (int)cp.covered);
+    const dn_json *ubc = dn_json_get(th, "uncertain_by_class");
+    int usum = 0, uwant[6] = {0};
+    for (int i = 0; i < nt; i++) uwant[yt[i]] += conf[i] < thr;
+    CHECK(dn_json_len(ubc) == (size_t)k);
+    for (int c = 0; c < k && c < 6; c++) {
+        usum += (int)dn_json_num(dn_json_at(ubc, c), 0);
+        CHECK(dn_json_num(dn_json_at(ubc, c), -1) == uwant[c]);
+    }
+    CHECK(usum == nt - (int)cp.covered);
+    const dn_json *curve = dn_json_get(th, "coverage_curve");
+    CHECK(dn_json_len(curve) >= 1);
+    CHECK(dn_json_num(dn_json_at(dn_json_at(curve, dn_json_len(curve) - 1), 1), 0) == 1.0);
     CHECK(dn_json_len(dn_json_get(r, "misclassified")) == (size_t)(nt - correct));
 
     /* the written model carries T and the threshold; predict marks the same images uncertain */

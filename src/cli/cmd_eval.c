@@ -406,6 +406,11 @@ int cmd_eval(int argc, char **argv) {
         rep.has_thr_fit = 1;
     }
     rep.thr_eval = dn_calib_at_threshold(conf, ok, nok, rep.threshold);
+    if (!(rep.uncertain_by_class = dn_calloc((size_t)k, sizeof *rep.uncertain_by_class))) {
+        fprintf(stderr, PFX "out of memory\n");
+        goto done;
+    }
+    for (int i = 0; i < nok; i++) rep.uncertain_by_class[y[i]] += conf[i] < rep.threshold;
     if (dn_calib_coverage_curve(conf, ok, nok, &rep.curve, &rep.ncurve)) goto metrics_fail;
 
     /* misclassified images, most confident first */

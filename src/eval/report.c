@@ -13,6 +13,8 @@ void dn_eval_report_free(dn_eval_report *r) {
     dn_eval_metrics_free(&r->raw);
     dn_eval_metrics_free(&r->cal);
     free(r->curve);
+    free(r->uncertain_by_class);
+    r->uncertain_by_class = NULL;
     for (int64_t i = 0; i < r->nmiss; i++) {
         free(r->miss[i].path);
         free(r->miss[i].thumb_b64);
@@ -253,6 +255,12 @@ void dn_eval_report_table(const dn_eval_report *r, FILE *f) {
     fprintf(f, "  on %-8s coverage %.4f  accuracy %.4f  (%lld of %lld accepted, %lld uncertain)\n", r->split_name,
             r->thr_eval.coverage, r->thr_eval.accuracy, (long long)r->thr_eval.covered, (long long)m->n,
             (long long)(m->n - r->thr_eval.covered));
+    if (r->uncertain_by_class && r->thr_eval.covered < m->n) {
+        fprintf(f, "  uncertain by true class:");
+        for (int c = 0; c < k; c++)
+            if (r->uncertain_by_class[c]) fprintf(f, " %s %lld", cname(r, c), (long long)r->uncertain_by_class[c]);
+        fputc('\n', f);
+    }
     fprintf(f, "\nconfusion matrix (rows = true class, columns = predicted class index)\n%-*s", w + 5, "");
     int cw = 5;
     for (int c = 0; c < k; c++) {
@@ -358,7 +366,26 @@ void dn_eval_report_json(const dn_eval_report *r, FILE *f) {
     }
     fputs(",\"evaluated\":", f);
     json_cov(f, &r->thr_eval);
-    fprintf(f, ",\"uncertain\":%lld},\"misclassified\":[", (long long)(r->cal.n - r->thr_eval.covered));
+    fprintf(f, ",\"uncertain\":%lld", (long long)(r->cal.n - r->thr_eval.covered));
+    if (r->uncertain_by_class) {
+        fputs(",\"uncertain_by_class\":{", f);
+        for (int c = 0; c < r->cal.k; c++) {
+            if (c) fputc(',', f);
+            json_str(f, cname(r, c));
+            fprintf(f, ":%lld", (long long)r->uncertain_by_class[c]);
+        }
+        fputc('}', f);
+    }
+    /* [threshold, coverage, accuracy] of the evaluated split, at most ~200 points (ends kept) */
+    fputs(",\"coverage_curve\":[", f);
+    int64_t step = r->ncurve > 200 ? (r->ncurve + 199) / 200 : 1;
+    for (int64_t i = 0; i < r->ncurve; i += step) {
+        int64_t j = i + step >= r->ncurve ? r->ncurve - 1 : i;
+        fprintf(f, "%s[%.6g,%.6f,%.6f]", i ? "," : "", (double)r->curve[j].threshold, r->curve[j].coverage,
+                r->curve[j].accuracy);
+        if (j == r->ncurve - 1) break;
+    }
+    fputs("]},\"misclassified\":[", f);
     for (int64_t i = 0; i < r->nmiss; i++) {
         const dn_eval_miss *x = &r->miss[i];
         fputs(i ? ",{\"path\":" : "{\"path\":", f);
@@ -678,19 +705,24 @@ void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
 
     fputs("<h2>Per-class precision, recall and F1</h2>\n<div class=\"row\"><div>\n", f);
     svg_class_bars(r, f);
-    fputs("</div><div><table id=\"per-class\"><tr><th class=\"l\">class</th><th>precision</th><th>recall</th>"
-          "<th>F1</th><th>support</th><th>predicted</th></tr>\n", f);
+    const int64_t *unc = r->uncertain_by_class;
+    fprintf(f, "</div><div><table id=\"per-class\"><tr><th class=\"l\">class</th><th>precision</th><th>recall</th>"
+               "<th>F1</th><th>support</th><th>predicted</th>%s</tr>\n", unc ? "<th>uncertain</th>" : "");
     for (int c = 0; c < k; c++) {
         fputs("<tr><td class=\"l\">", f);
         html_str(f, cname(r, c));
-        fprintf(f, "</td><td>%.4f</td><td>%.4f</td><td>%.4f</td><td>%lld</td><td>%lld</td></tr>\n", m->precision[c],
+        fprintf(f, "</td><td>%.4f</td><td>%.4f</td><td>%.4f</td><td>%lld</td><td>%lld</td>", m->precision[c],
                 m->recall[c], m->f1[c], (long long)m->support[c], (long long)m->predicted[c]);
+        if (unc) fprintf(f, "<td>%lld</td>", (long long)unc[c]);
+        fputs("</tr>\n", f);
     }
-    fprintf(f, "<tr><th class=\"l\">macro avg</th><th>%.4f</th><th>%.4f</th><th>%.4f</th><th>%lld</th><th></th></tr>\n"
-               "<tr><th class=\"l\">weighted avg</th><th>%.4f</th><th>%.4f</th><th>%.4f</th><th>%lld</th><th></th></tr>"
-               "</table></div></div>\n",
-            m->macro_precision, m->macro_recall, m->macro_f1, (long long)m->n, m->weighted_precision,
-            m->weighted_recall, m->weighted_f1, (long long)m->n);
+    const char *pad = unc ? "<th></th>" : "";
+    fprintf(f, "<tr><th class=\"l\">macro avg</th><th>%.4f</th><th>%.4f</th><th>%.4f</th><th>%lld</th><th></th>%s</tr>\n"
+               "<tr><th class=\"l\">weighted avg</th><th>%.4f</th><th>%.4f</th><th>%.4f</th><th>%lld</th><th></th>%s</tr>"
+               "</table>%s</div></div>\n",
+            m->macro_precision, m->macro_recall, m->macro_f1, (long long)m->n, pad, m->weighted_precision,
+            m->weighted_recall, m->weighted_f1, (long long)m->n, pad,
+            unc ? "<p class=\"note\">uncertain: images of the class below the confidence threshold</p>" : "");
 
     fputs("<h2>Calibration</h2>\n", f);
     fprintf(f, "<p class=\"note\">Confidence is the probability of the predicted class. Bars show the accuracy per "

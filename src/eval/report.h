@@ -14,8 +14,8 @@
  *
  * Ownership: a dn_eval_report borrows model, model_path, data_source,
  * split_name, fit_split, temp_source, thr_source and written_model (they must
- * outlive the writers); it owns raw, cal, curve and miss (with their paths and
- * thumbnails), released by dn_eval_report_free. Strings returned through
+ * outlive the writers); it owns raw, cal, curve, uncertain_by_class and miss
+ * (with their paths and thumbnails), released by dn_eval_report_free. Strings returned through
  * char ** (thumbnails, base64) are malloc'ed and owned by the caller. */
 #ifndef DN_EVAL_REPORT_H
 #define DN_EVAL_REPORT_H
@@ -68,6 +68,8 @@ typedef struct dn_eval_report {
     dn_cov_point thr_eval;    /* ... on the evaluated split */
     dn_cov_point *curve;      /* coverage curve of the evaluated split (dn_calib_coverage_curve), owned */
     int64_t ncurve;
+
+    int64_t *uncertain_by_class; /* [k] evaluated images of each true class below the threshold, or NULL; owned */
 
     dn_eval_miss *miss;       /* every misclassified image, most confident first; owned */
     int64_t nmiss;
