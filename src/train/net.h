@@ -22,10 +22,13 @@
  * outlive the net and must not be used by anyone else while the net trains.
  * Parameters and BN buffers are updated IN PLACE in the model's arrays
  * (dn_param.data points into the model), so the model always holds the current
- * weights: "writing back" is implicit (dn_net_sync is provided for symmetry and
- * to refresh internal caches after someone else modified the model's arrays).
- * Gradient arrays, activations and scratch are owned by the net, allocated once
- * in dn_net_new for max_batch at in_h x in_w (no allocation per step).
+ * weights: "writing back" is implicit (dn_net_sync refreshes the net's cached
+ * conv operators after someone else modified the model's arrays).
+ * Gradient arrays, activations and scratch are owned by the net and planned for
+ * max_batch at in_h x in_w: saved activations and grads in dn_net_new,
+ * temporaries and conv scratch on the first forward. Per step, only the packed
+ * copies of the updated weights (conv ops) and the GEMMs' packing buffers are
+ * allocated and freed.
  * A net is used by one thread at a time; it runs its own thread pool.
  *
  * Convolutions: forward and stride-1 data gradients run through the kernels'
