@@ -159,6 +159,13 @@ static void transpose_fn(void *arg, int ith, int nth) {
     }
 }
 
+/* Images per chunk for a batch of n: at most L->chunk, and chunks of equal
+ * size (16 + 16 rather than 23 + 9) so no GEMM gets a short reduction. */
+static int chunk_for(const dn_conv_layer *L, int n) {
+    int c = (n + L->chunk - 1) / L->chunk;
+    return (n + c - 1) / c;
+}
+
 static void run(dn_pool *pool, dn_job_fn fn, void *j) {
     if (pool) dn_pool_run(pool, fn, j);
     else fn(j, 0, 1);
@@ -312,8 +319,9 @@ void dn_conv_layer_bwd_weight(const dn_conv_layer *L, const float *x, int n, con
     const dn_conv_p *p = L->p;
     int K = p->cin * p->k * p->k;
     size_t ohw = (size_t)L->oh * L->ow;
-    for (int i0 = 0; i0 < n; i0 += L->chunk) {
-        int g = n - i0 < L->chunk ? n - i0 : L->chunk;
+    int gc = chunk_for(L, n);
+    for (int i0 = 0; i0 < n; i0 += gc) {
+        int g = n - i0 < gc ? n - i0 : gc;
         size_t ld = (size_t)g * ohw;
         float *col = scratch, *dyt = col + (size_t)K * ld;
         /* dy^T [cout][g*ohw] of the chunk, then col rows + GEMM per worker */
@@ -338,8 +346,9 @@ void dn_conv_layer_bwd_data(const dn_conv_layer *L, int n, const float *dy, floa
     }
     int K = p->cin * p->k * p->k;
     size_t ohw = (size_t)L->oh * L->ow;
-    for (int i0 = 0; i0 < n; i0 += L->chunk) {
-        int g = n - i0 < L->chunk ? n - i0 : L->chunk;
+    int gc = chunk_for(L, n);
+    for (int i0 = 0; i0 < n; i0 += gc) {
+        int g = n - i0 < gc ? n - i0 : gc;
         size_t ld = (size_t)g * ohw;
         float *dcol = scratch, *dyt = dcol + (size_t)K * ld;
         const float *b = dy + (size_t)i0 * p->cout * ohw;
