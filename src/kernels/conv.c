@@ -18,6 +18,7 @@ struct dn_conv_op {
     int direct_bf16;          /* Ap is bf16 (dn_gemm_pack_a_bf16) */
     float *Wd16;              /* fp32 direct path on AVX-512 with cin, cout % 16 == 0: NCHW16c
                                * kernel weights [cout/16][cin/16][kh][kw][16][16] (Ap unused) */
+    uint16_t *Wd16b;          /* same for the bf16 direct path: [..][8 ci pairs][16 co][2] bf16 */
     float *Ap;
     /* WINOGRAD F(4x4,3x3): Uw = 36 packed A matrices (cout x cin) of G g G^T,
      * each uw_stride floats; Ap above stays for inputs too small to tile. */
@@ -157,6 +158,21 @@ dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *b
             if (wino_prepare(op)) goto fail;
             snprintf(op->name, sizeof op->name, "winograd-f4x4-%s", op->u->name);
         }
+    } else if ((op->impl == DN_CONV_BF16 || op->impl == DN_CONV_WINOGRAD_BF16) && d16_eligible(op)) {
+        size_t nw16 = (size_t)d->cout * d->cin * d->kh * d->kw;
+        op->Wd16b = dn_alloc_aligned(nw16 * sizeof(uint16_t));
+        if (!op->Wd16b) goto fail;
+        const int CIB = d->cin / 16, kk = d->kh * d->kw;
+        for (int co = 0; co < d->cout; co++)
+            for (int ci = 0; ci < d->cin; ci++)
+                for (int k = 0; k < kk; k++)
+                    op->Wd16b[(((size_t)(co / 16) * CIB + ci / 16) * kk + k) * 256 + (ci % 16 / 2) * 32 + (co % 16) * 2 +
+                              ci % 2] = dn_f32_to_bf16(op->w[((size_t)co * d->cin + ci) * kk + k]);
+        snprintf(op->name, sizeof op->name, "bf16-nchw16c-avx512");
+        if (op->impl == DN_CONV_WINOGRAD_BF16) {
+            if (wino_prepare(op)) goto fail;
+            snprintf(op->name, sizeof op->name, "winograd-f4x4-%s+bf16", op->u->name);
+        }
     } else if (op->impl == DN_CONV_BF16 || op->impl == DN_CONV_WINOGRAD_BF16) {
         int K = d->cin * d->kh * d->kw;
         size_t na = dn_gemm_pack_a_bf16(op->ud, d->cout, K, op->w, K, NULL);
@@ -189,12 +205,13 @@ void dn_conv_op_free(dn_conv_op *op) {
     dn_free_aligned(op->Ap);
     dn_free_aligned(op->Uw);
     dn_free_aligned(op->Wd16);
+    dn_free_aligned(op->Wd16b);
     free(op);
 }
 
 size_t dn_conv_op_scratch(const dn_conv_op *op, int n, int h, int w) {
     if (!op || op->impl == DN_CONV_REF) return 0;
-    size_t direct = op->Wd16 ? d16_scratch(op, n, h, w) : dn_gemm_slab_bytes(op->u) * (size_t)dn_gemm_slabs();
+    size_t direct = op->Wd16 || op->Wd16b ? d16_scratch(op, n, h, w) : dn_gemm_slab_bytes(op->u) * (size_t)dn_gemm_slabs();
     if (op->impl != DN_CONV_WINOGRAD && op->impl != DN_CONV_WINOGRAD_BF16) return direct;
     size_t wino = (size_t)36 * (op->d.cin + op->d.cout) * wino_chunk(op) * sizeof(float) + 64;
     return wino > direct ? wino : direct;
@@ -204,7 +221,7 @@ size_t dn_conv_op_scratch(const dn_conv_op *op, int n, int h, int w) {
  * a spatial kernel (a strided 1x1 conv reads a quarter of its input: the im2col
  * path, which gathers just those pixels, is faster there). */
 static int d16_eligible(const dn_conv_op *op) {
-    return op->isa == DN_ISA_AVX512 && op->d.cin % 16 == 0 && op->d.cout % 16 == 0 && op->d.kh * op->d.kw > 1 &&
+    return op->isa >= DN_ISA_AVX512 && op->d.cin % 16 == 0 && op->d.cout % 16 == 0 && op->d.kh * op->d.kw > 1 &&
            !dn_d16_disable;
 }
 int dn_d16_disable = 0;
@@ -213,7 +230,7 @@ static size_t d16_scratch(const dn_conv_op *op, int n, int h, int w) {
     const dn_conv_desc *d = &op->d;
     size_t hp = (size_t)h + 2 * d->pad, wp = (size_t)w + 2 * d->pad;
     /* + slack: a partial block of 14 outputs reads up to 14*stride pixels past a row */
-    return ((size_t)n * d->cin * hp * wp + (size_t)14 * d->stride * 16 + 16) * sizeof(float) + 64;
+    return ((size_t)n * d->cin * hp * wp + (size_t)14 * d->stride * 16 + 16) * sizeof(float) + 64; /* >= bf16 need */
 }
 
 typedef struct {
@@ -228,18 +245,26 @@ static void d16_phase(void *va, int ith, int nth) {
     d16_job *j = va;
     const dn_d16_geom *g = j->g;
     long b, e;
+    const int bf = j->op->Wd16b != NULL;
     if (j->phase == 0) {
         const int CIB = g->cin / 16;
         dn_split((long)j->n * CIB, ith, nth, &b, &e);
-        for (long it = b; it < e; it++) dn_direct16_pack_avx512(g, j->x, (int)(it / CIB), (int)(it % CIB), j->xp);
+        for (long it = b; it < e; it++) {
+            if (bf) dn_direct16_pack_bf16_avx512(g, j->x, (int)(it / CIB), (int)(it % CIB), (uint16_t *)(void *)j->xp);
+            else dn_direct16_pack_avx512(g, j->x, (int)(it / CIB), (int)(it % CIB), j->xp);
+        }
     } else {
         const int COB = g->cout / 16;
         dn_split((long)j->n * COB * g->oh, ith, nth, &b, &e);
         for (long it = b; it < e; it++) {
             int oy = (int)(it % g->oh);
             long r = it / g->oh;
-            dn_direct16_row_avx512(g, j->op->Wd16, j->xp, (int)(r / COB), (int)(r % COB), oy, j->op->bias, j->res,
-                                   j->relu, j->y);
+            if (bf)
+                dn_direct16_row_bf16_avx512(g, j->op->Wd16b, (const uint16_t *)(const void *)j->xp, (int)(r / COB),
+                                            (int)(r % COB), oy, j->op->bias, j->res, j->relu, j->y);
+            else
+                dn_direct16_row_avx512(g, j->op->Wd16, j->xp, (int)(r / COB), (int)(r % COB), oy, j->op->bias, j->res,
+                                       j->relu, j->y);
         }
     }
 }
@@ -249,8 +274,9 @@ static void d16_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
     const dn_conv_desc *d = &op->d;
     dn_d16_geom g = {d->cin, d->cout, d->kh, d->kw, d->stride, d->pad, h, w, oh, ow, h + 2 * d->pad, w + 2 * d->pad};
     float *xp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    size_t tail = (size_t)n * d->cin * g.hp * g.wp;
-    for (size_t i = 0; i < (size_t)14 * d->stride * 16 + 16; i++) xp[tail + i] = 0.0f;
+    size_t tail = (size_t)n * d->cin * g.hp * g.wp; /* slack past the last row: zero (floats cover bf16 too) */
+    float *slack = op->Wd16b ? (float *)(void *)((uint16_t *)(void *)xp + tail) : xp + tail;
+    for (size_t i = 0; i < (size_t)14 * d->stride * 16 + 16; i++) slack[i] = 0.0f;
     d16_job j = {op, &g, x, res, xp, y, n, relu, 0};
     dn_pool_run(pool, d16_phase, &j);
     j.phase = 1;
@@ -344,7 +370,7 @@ void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
         dn_free_aligned(own);
         return;
     }
-    if (op->Wd16) {
+    if (op->Wd16 || op->Wd16b) {
         d16_run(op, x, n, h, w, res, relu, y, pool, scratch, oh, ow);
         dn_free_aligned(own);
         return;

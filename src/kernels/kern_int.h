@@ -101,6 +101,11 @@ extern int dn_d16_disable;
 void dn_direct16_pack_avx512(const dn_d16_geom *g, const float *x, int img, int cib, float *xp);
 void dn_direct16_row_avx512(const dn_d16_geom *g, const float *W, const float *xp, int img, int cob, int oy,
                             const float *bias, const float *res, int relu, float *y);
+/* bf16 operands (AVX512_BF16): xp bf16 [n][cin/16][hp][wp][16], W bf16
+ * [cout/16][cin/16][kh][kw][8][16][2] (pairs of input channels), fp32 accumulation. */
+void dn_direct16_pack_bf16_avx512(const dn_d16_geom *g, const float *x, int img, int cib, uint16_t *xp);
+void dn_direct16_row_bf16_avx512(const dn_d16_geom *g, const uint16_t *W, const uint16_t *xp, int img, int cob,
+                                 int oy, const float *bias, const float *res, int relu, float *y);
 
 /* ------------------------------------------------------------ Winograd F(4x4,3x3)
  * Tiles t = (image, ty, tx) of 4x4 outputs, th = ceil(oh/4), tw = ceil(ow/4).

@@ -88,3 +88,87 @@ void dn_direct16_pack_avx512(const dn_d16_geom *g, const float *x, int img, int 
         }
     }
 }
+
+/* ---------------------------------------------------------------- bf16
+ * Same scheme with bf16 operands (AVX512_BF16) and fp32 accumulation:
+ *   xp: [n][cin/16][hp][wp][16] bf16;  W: [cout/16][cin/16][kh][kw][8 ci pairs][16 co][2] bf16.
+ * vdpbf16ps adds x[2p]*w[2p][co] + x[2p+1]*w[2p+1][co] per output channel lane. */
+static inline __attribute__((always_inline)) void block_bf16(const dn_d16_geom *g, const uint16_t *W,
+                                                             const uint16_t *xp, int img, int cob, int oy, int ox0,
+                                                             int rc, const int R, const float *bias, const float *res,
+                                                             int relu, float *y) {
+    const int CIB = g->cin / 16, s = g->stride, kh = g->kh, kw = g->kw, hp = g->hp, wp = g->wp;
+    __m512 acc[14];
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    for (int cib = 0; cib < CIB; cib++) {
+        const uint16_t *xc = xp + ((size_t)img * CIB + cib) * hp * wp * 16;
+        const uint16_t *wc = W + (((size_t)cob * CIB + cib) * kh * kw) * 256;
+        for (int ky = 0; ky < kh; ky++) {
+            const uint16_t *xr = xc + ((size_t)(oy * s + ky) * wp + (size_t)ox0 * s) * 16;
+            for (int kx = 0; kx < kw; kx++) {
+                const uint16_t *xk = xr + kx * 16;
+                const uint16_t *wk = wc + (ky * kw + kx) * 256;
+                for (int cp = 0; cp < 8; cp++) {
+                    __m512bh wv = (__m512bh)_mm512_load_si512((const void *)(wk + cp * 32));
+#pragma GCC unroll 14
+                    for (int r = 0; r < R; r++) {
+                        uint32_t pair;
+                        __builtin_memcpy(&pair, xk + r * s * 16 + 2 * cp, 4);
+                        acc[r] = _mm512_dpbf16_ps(acc[r], (__m512bh)_mm512_set1_epi32((int)pair), wv);
+                    }
+                }
+            }
+        }
+    }
+    float tile[14 * 16] __attribute__((aligned(64)));
+    for (int r = 0; r < R; r++) _mm512_store_ps(tile + r * 16, acc[r]);
+    const int oh = g->oh, ow = g->ow;
+    for (int l = 0; l < 16; l++) {
+        int co = cob * 16 + l;
+        size_t off = (((size_t)img * g->cout + co) * oh + oy) * ow + ox0;
+        float b = bias ? bias[co] : 0.0f;
+        for (int r = 0; r < rc; r++) {
+            float v = tile[r * 16 + l] + b;
+            if (res) v += res[off + r];
+            if (relu && v < 0.0f) v = 0.0f;
+            y[off + r] = v;
+        }
+    }
+}
+
+void dn_direct16_row_bf16_avx512(const dn_d16_geom *g, const uint16_t *W, const uint16_t *xp, int img, int cob,
+                                 int oy, const float *bias, const float *res, int relu, float *y) {
+    const int ow = g->ow;
+    if (ow <= 7) {
+        block_bf16(g, W, xp, img, cob, oy, 0, ow, 7, bias, res, relu, y);
+        return;
+    }
+    for (int ox0 = 0; ox0 < ow; ox0 += 14) {
+        int rc = ow - ox0 < 14 ? ow - ox0 : 14;
+        block_bf16(g, W, xp, img, cob, oy, ox0, rc, 14, bias, res, relu, y);
+    }
+}
+
+void dn_direct16_pack_bf16_avx512(const dn_d16_geom *g, const float *x, int img, int cib, uint16_t *xp) {
+    const int h = g->h, w = g->w, p = g->pad, hp = g->hp, wp = g->wp, CIB = g->cin / 16;
+    uint16_t *dst = xp + ((size_t)img * CIB + cib) * hp * wp * 16;
+    const float *src = x + ((size_t)img * g->cin + (size_t)cib * 16) * h * w;
+    const __m512i vidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(h * w));
+    for (int yy = 0; yy < hp; yy++) {
+        uint16_t *d = dst + (size_t)yy * wp * 16;
+        int iy = yy - p;
+        if (iy < 0 || iy >= h) {
+            for (int q = 0; q < wp; q++) _mm256_store_si256((__m256i *)(void *)(d + q * 16), _mm256_setzero_si256());
+            continue;
+        }
+        for (int q = 0; q < p; q++) {
+            _mm256_store_si256((__m256i *)(void *)(d + q * 16), _mm256_setzero_si256());
+            _mm256_store_si256((__m256i *)(void *)(d + (size_t)(wp - 1 - q) * 16), _mm256_setzero_si256());
+        }
+        for (int ix = 0; ix < w; ix++) {
+            __m512 v = _mm512_i32gather_ps(vidx, src + (size_t)iy * w + ix, 4);
+            _mm256_store_si256((__m256i *)(void *)(d + (size_t)(ix + p) * 16), (__m256i)_mm512_cvtneps_pbh(v));
+        }
+    }
+}
