@@ -45,7 +45,6 @@ typedef struct job {
     const uint8_t *data;
     size_t len;
     dn_classify_req req;            /* strings owned by the submitter until done */
-    double t_recv;
     /* result */
     int code;
     char *body;
@@ -495,7 +494,6 @@ dn_status dn_server_classify(dn_server *s, const dn_classify_req *req, dn_classi
     j.data = req->data;
     j.len = req->len;
     j.req = *req;
-    j.t_recv = dn_now();
     pthread_mutex_lock(&s->mu);
     while (s->qlen + s->qreserved >= s->qcap && !s->stopping_workers) pthread_cond_wait(&s->space, &s->mu);
     if (s->stopping_workers) {
@@ -865,7 +863,6 @@ static enum MHD_Result start_predict(dn_server *s, struct MHD_Connection *c, req
     j->req.part = r->has_meta[3] ? r->meta[3] : NULL;
     j->req.request_id = r->has_meta[4] ? r->meta[4] : NULL;
     j->req.source = "http";
-    j->t_recv = r->t0;
     j->conn = c;
     pthread_mutex_lock(&s->mu);
     if (s->qlen + s->qreserved >= s->qcap || s->stopping_workers) {
