@@ -1127,7 +1127,8 @@ dn_status dn_server_start(const dn_server_config *c, dn_server **out) {
     s->mhd = MHD_start_daemon(MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME, 0,
                               NULL, NULL, on_request, s,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
-                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)2,
+                              /* I/O threads; a report or listing (a DB scan) occupies one while it runs */
+                              MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->idle_timeout,
                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
                               MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)512,
