@@ -33,6 +33,17 @@ case_() {
     else echo "FAIL $name: $why: $first"; grep -m3 'Sanitizer\|runtime error' "$tmp/err"; fail=$((fail+1)); fi
 }
 
+# full_ NAME -- ARGS...: standard output is /dev/full; results that cannot be
+# written must not look like success (exit 1 or 2 and a line saying so).
+full_() {
+    name=$1; shift 2
+    if [ ! -w /dev/full ]; then echo "SKIP $name: no /dev/full"; skip=$((skip+1)); return; fi
+    timeout 120 "$BIN" "$@" </dev/null >/dev/full 2>"$tmp/err"; rc=$?
+    if [ $rc -ge 1 ] && [ $rc -le 2 ] && grep -q "defectnet $1: .*standard output" "$tmp/err"; then
+        echo "ok   $name"; pass=$((pass+1))
+    else echo "FAIL $name: exit $rc: $(head -n 1 "$tmp/err")"; fail=$((fail+1)); fi
+}
+
 # fixtures: a 5-class narrow model whose classes match a 5-class synthetic dataset
 M=$tmp/m.safetensors
 "$BIN" convert tests/fixtures/resnet/r18n.pth "$M" --classes clean,crack,inclusion,patch,scratch >/dev/null 2>&1
@@ -75,6 +86,9 @@ case_ predict_threads_neg "--threads" -- predict --model "$M" --threads -1 "$ok"
 case_ predict_topk_huge "--top-k" -- predict --model "$M" --top-k 99999 "$ok"
 case_ predict_format "xml" -- predict --model "$M" --format xml "$ok"
 case_ predict_unknown_option "--bogus" -- predict --bogus
+full_ predict_stdout_full -- predict --model "$M" --format csv "$tmp/ds"
+full_ info_stdout_full -- info "$M"
+full_ info_json_stdout_full -- info --json "$M"
 
 # synth
 case_ synth_unwritable "/proc/dn-synth" -- synth --out /proc/dn-synth

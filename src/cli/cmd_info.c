@@ -11,6 +11,7 @@
 #include "core/json.h"
 #include "io/modelfile.h"
 #include "nn/model.h"
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,14 @@ static void print_json(const char *path, const dn_model *m, dn_weight_format fmt
     dn_sb_free(&b);
 }
 
+/* 0 if everything printed reached standard output, else 1 with one line naming
+ * the problem (a full disk or closed pipe must not look like success). */
+static int stdout_written(void) {
+    if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
+    fprintf(stderr, "defectnet info: cannot write to standard output: %s\n", strerror(errno ? errno : EIO));
+    return 1;
+}
+
 int cmd_info(int argc, char **argv) {
     const char *path = NULL;
     int json = 0;
@@ -77,7 +86,7 @@ int cmd_info(int argc, char **argv) {
     if (json) {
         print_json(path, m, fmt);
         dn_model_free(m);
-        return 0;
+        return stdout_written();
     }
     printf("file:          %s\n", path);
     printf("format:        %s\n", dn_weight_format_name(fmt));
@@ -106,5 +115,5 @@ int cmd_info(int argc, char **argv) {
            m->threshold == 0.0f ? " (never uncertain)" : "");
     for (int i = 0; i < m->meta.n; i++) printf("meta %s: %s\n", m->meta.keys[i], m->meta.vals[i]);
     dn_model_free(m);
-    return 0;
+    return stdout_written();
 }

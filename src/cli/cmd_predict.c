@@ -254,8 +254,13 @@ int cmd_predict(int argc, char **argv) {
             continue;
         }
         for (int i = 0; i < nb; i++) print_row(fmt, m, names[i], &preds[i], probs + (size_t)i * c, topk, pathw);
+        if (fflush(stdout) != 0 || ferror(stdout)) { /* full disk, closed pipe: results lost, so stop */
+            fprintf(stderr, "defectnet predict: cannot write results to standard output: %s\n",
+                    strerror(errno ? errno : EIO));
+            rc = 1;
+            goto done;
+        }
         ok += nb;
-        fflush(stdout);
     }
     rc = failed ? 1 : 0;
     if (failed) fprintf(stderr, "defectnet predict: %d classified, %d failed\n", ok, failed);
