@@ -46,6 +46,20 @@ static int outcome_cb(void *c, const dn_outcome_row *o) {
     return 0;
 }
 
+typedef struct { int rows, with_scores; } stop_ctx;
+static int stop_after_one(void *c, const dn_pred_row *r) {
+    stop_ctx *k = c;
+    k->rows++;
+    k->with_scores += r->scores_json != NULL;
+    return 1;
+}
+static int count_scores(void *c, const dn_pred_row *r) {
+    stop_ctx *k = c;
+    k->rows++;
+    k->with_scores += r->scores_json != NULL;
+    return 0;
+}
+
 typedef struct { dn_store *s; int inserted, rows; } ins_ctx;
 static int insert_during_scan(void *c, const dn_pred_row *r) {
     ins_ctx *ic = c;
@@ -161,6 +175,14 @@ static void exercise(const char *url) {
     cnt_ctx k = {0};
     memset(&f, 0, sizeof f);
     CHECK(dn_store_scan(s, &f, count_fn, &k) == DN_OK && k.n == 7);
+    /* a scan stopped early leaves the connection usable; no_scores leaves out the vectors */
+    stop_ctx sc1 = {0, 0};
+    CHECK(dn_store_scan(s, &f, stop_after_one, &sc1) == DN_OK && sc1.rows == 1 && sc1.with_scores == 1);
+    CHECK(dn_store_count(s, NULL, &n) == DN_OK && n == 7);
+    stop_ctx sc2 = {0, 0};
+    f.no_scores = 1;
+    CHECK(dn_store_scan(s, &f, count_scores, &sc2) == DN_OK && sc2.rows == 7 && sc2.with_scores == 0);
+    f.no_scores = 0;
     /* a scan (a long report) does not hold up inserts: insert from inside one */
     ins_ctx ic = {s, 0, 0};
     CHECK(dn_store_scan(s, &f, insert_during_scan, &ic) == DN_OK && ic.inserted == 1 && ic.rows == 7);

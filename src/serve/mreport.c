@@ -239,6 +239,7 @@ dn_status dn_mreport_build(dn_store *s, const dn_mreport_opts *o, dn_mreport **o
     r->from = o->from;
     r->to = o->to;
     dn_pred_filter f = {0};
+    f.no_scores = 1; /* the score vectors are not aggregated */
     f.from = o->from;
     f.to = o->to;
     f.line = o->line;

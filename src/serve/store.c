@@ -148,23 +148,32 @@ static dn_status q_run_c(dn_store *s, conn *cn, const char *sql, const qparam *p
         case P_INT: snprintf(bufs[i], sizeof bufs[i], "%lld", (long long)p[i].i); vals[i] = bufs[i]; break;
         }
     }
-    PGresult *res = PQexecParams(cn->pg, sql, np, NULL, vals, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    /* Rows are streamed one at a time (single-row mode), so a report over millions
+     * of predictions never materialises the whole result set in memory. */
+    if (!PQsendQueryParams(cn->pg, sql, np, NULL, vals, NULL, NULL, 0)) {
         char e[512];
-        pg_trim_error(e, sizeof e, res ? PQresultErrorMessage(res) : PQerrorMessage(cn->pg));
-        PQclear(res);
+        pg_trim_error(e, sizeof e, PQerrorMessage(cn->pg));
         return dn_fail(DN_ERR_DB, "%s: %s", s->url, e);
     }
-    if (fn && st == PGRES_TUPLES_OK) {
-        int n = PQntuples(res);
-        for (int i = 0; i < n; i++) {
-            qrow r = {NULL, res, i};
-            if (fn(ctx, &r)) break;
+    PQsetSingleRowMode(cn->pg);
+    dn_status rc = DN_OK;
+    int stop = 0;
+    PGresult *res;
+    while ((res = PQgetResult(cn->pg))) { /* drained to the end even after fn stops */
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_SINGLE_TUPLE) {
+            if (fn && !stop && !rc) {
+                qrow r = {NULL, res, 0};
+                if (fn(ctx, &r)) stop = 1;
+            }
+        } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !rc) {
+            char e[512];
+            pg_trim_error(e, sizeof e, PQresultErrorMessage(res));
+            rc = dn_fail(DN_ERR_DB, "%s: %s", s->url, e);
         }
+        PQclear(res);
     }
-    PQclear(res);
-    return DN_OK;
+    return rc;
 }
 
 /* Runs on the main connection; call with s->mu held. */
@@ -434,6 +443,10 @@ dn_status dn_store_add_outcome(dn_store *s, const dn_outcome_row *o) {
 #define PRED_COLS "id, time, line, station, camera, part, source, source_path, request_id," \
                   " image_sha256, image_copy, model_sha256, model_version, class, confidence," \
                   " scores, decision"
+/* Same columns without the score vector (the bulk of a row), for aggregations. */
+#define PRED_COLS_LIGHT "id, time, line, station, camera, part, source, source_path, request_id," \
+                        " image_sha256, image_copy, model_sha256, model_version, class, confidence," \
+                        " NULL, decision"
 
 static char *dup_or_null(const char *s, int *oom) {
     if (!s) return NULL;
@@ -540,7 +553,8 @@ static int open_reader(dn_store *s) {
 }
 
 dn_status dn_store_scan(dn_store *s, const dn_pred_filter *f, dn_pred_row_fn fn, void *ctx) {
-    char sql[1024] = "SELECT " PRED_COLS " FROM predictions";
+    char sql[1024];
+    snprintf(sql, sizeof sql, "SELECT %s FROM predictions", f && f->no_scores ? PRED_COLS_LIGHT : PRED_COLS);
     qparam p[8];
     int np = build_where(f, sql, sizeof sql, p);
     size_t len = strlen(sql);

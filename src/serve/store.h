@@ -66,6 +66,7 @@ typedef struct dn_pred_filter {
     const char *line, *cls, *decision;             /* exact match when not NULL */
     int64_t after_id;                              /* pagination cursor: only ids > after_id */
     int64_t limit;                                 /* 0 = no limit */
+    int no_scores;                                 /* scans: leave scores_json NULL (aggregations) */
 } dn_pred_filter;
 
 /* One action outcome row. */
