@@ -307,6 +307,30 @@ TEST(bad_huge_bmp) {
     free(b);
 }
 
+TEST(bad_huge_jpeg) {
+    /* A real baseline JPEG whose SOF frame header is patched to 65000 x 65000:
+     * refused from the header, before any pixel buffer is allocated. */
+    size_t len;
+    uint8_t *b = slurp(FIX "/gray_64x48.jpg", &len);
+    CHECK(b != NULL);
+    if (!b) return;
+    size_t sof = 0;
+    for (size_t i = 2; i + 9 < len && !sof; i++)
+        if (b[i] == 0xFF && (b[i + 1] == 0xC0 || b[i + 1] == 0xC2)) sof = i;
+    CHECK(sof != 0);
+    if (sof) {
+        b[sof + 5] = 0xFD; b[sof + 6] = 0xE8; /* height 65000 */
+        b[sof + 7] = 0xFD; b[sof + 8] = 0xE8; /* width 65000 */
+        expect_bad("huge.jpg", b, len, "limit");
+    }
+    free(b);
+}
+
+TEST(bad_huge_pgm) {
+    static const char pgm[] = "P5\n100000 100000\n255\n\x01\x02\x03";
+    expect_bad("huge.pgm", pgm, sizeof pgm - 1, "limit");
+}
+
 TEST(bad_zero_bytes) { expect_bad("empty.png", "", 0, "empty"); }
 
 TEST(bad_text_named_jpg) {
@@ -410,6 +434,8 @@ int main(void) {
     RUN(bad_truncated_pgm);
     RUN(bad_huge_png);
     RUN(bad_huge_bmp);
+    RUN(bad_huge_jpeg);
+    RUN(bad_huge_pgm);
     RUN(bad_zero_bytes);
     RUN(bad_text_named_jpg);
     RUN(bad_unreadable_path);
