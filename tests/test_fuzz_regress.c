@@ -52,6 +52,7 @@ TEST(fuzz_regress_pickle) { replay("pickle", fz_pickle); }
 TEST(fuzz_regress_pth) { replay("pth", fz_pth); }
 TEST(fuzz_regress_safetensors) { replay("safetensors", fz_safetensors); }
 TEST(fuzz_regress_model_meta) { replay("model_meta", fz_model_meta); }
+TEST(fuzz_regress_rules) { replay("rules", fz_rules); }
 TEST(fuzz_regress_json) { replay("json", fz_json); }
 TEST(fuzz_regress_manifest) { replay("manifest", fz_manifest); }
 
@@ -77,6 +78,7 @@ int main(void) {
     RUN(fuzz_regress_pth);
     RUN(fuzz_regress_safetensors);
     RUN(fuzz_regress_model_meta);
+    RUN(fuzz_regress_rules);
     RUN(fuzz_regress_json);
     RUN(fuzz_regress_manifest);
     fz_cleanup();

@@ -26,6 +26,8 @@
 #include "io/pth.h"
 #include "io/safetensors.h"
 #include "io/zip.h"
+#include "serve/actions.h"
+#include "serve/rules.h"
 #include "nn/model.h"
 #include <math.h>
 #include <stdio.h>
@@ -244,6 +246,16 @@ done:
     dn_model_free(m2);
     dn_meta_free(&meta);
     dn_meta_free(&built);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- rules */
+/* Action rules files (serve): parse only; nothing is run. */
+static inline int fz_rules(const uint8_t *data, size_t size) {
+    dn_rules *r = NULL;
+    if (dn_rules_parse((const char *)data, size, FZ_LABEL, &r)) return r ? -3 : fz_check_error(1, FZ_LABEL);
+    int rc = r->n < 0 ? -3 : 0;
+    dn_rules_free(r);
     return rc;
 }
 
