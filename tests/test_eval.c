@@ -780,6 +780,50 @@ TEST(eval_calibrate_on_other_data) {
     dn_dataset_free(ds);
 }
 
+
+/* A test image whose bytes equal a training image is not unseen: dropped with
+ * a warning (as the trainer does), kept with --keep-dups. */
+TEST(eval_drops_cross_split_duplicates) {
+    NEED_SETUP();
+    dn_dataset *ds = NULL;
+    CHECK(dn_dataset_load_manifest(g_manifest, &ds) == DN_OK);
+    if (!ds) return;
+    const char *train_img = NULL, *cls = NULL;
+    int ntest = 0;
+    for (int i = 0; i < ds->n; i++) {
+        if (ds->items[i].split == DN_SPLIT_TRAIN && !train_img) {
+            train_img = ds->items[i].path;
+            cls = ds->classes[ds->items[i].label];
+        }
+        ntest += ds->items[i].split == DN_SPLIT_TEST;
+    }
+    char copy[320], csv[320], cmd[2048], args[1024];
+    snprintf(copy, sizeof copy, "%s/copy_of_train.png", g_dir);
+    snprintf(csv, sizeof csv, "%s/with_dup.csv", g_dir);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s' && cp '%s' '%s' && printf '%%s,%%s,test\\n' '%s' '%s' >> '%s'", train_img,
+             copy, g_manifest, csv, copy, cls, csv);
+    CHECK(system(cmd) == 0);
+    char *out, *err;
+    snprintf(args, sizeof args, "--model %s --manifest %s --threads 1 --format json", g_model, csv);
+    CHECK(run(args, &out, &err) == 0);
+    CHECK_MSG(strstr(err, "copy_of_train.png") && strstr(err, "dropped the second copy") &&
+              strstr(err, "1 image(s) also present in an earlier split dropped"), "%s", err);
+    dn_json *j = dn_json_parse(out, strlen(out), NULL, 0);
+    CHECK(j && jnum(j, "data", "evaluated") == ntest && jnum(j, "data", "duplicates_dropped") == 1);
+    dn_json_free(j);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "--model %s --manifest %s --threads 1 --format json --keep-dups", g_model, csv);
+    CHECK(run(args, &out, &err) == 0);
+    j = dn_json_parse(out, strlen(out), NULL, 0);
+    CHECK(j && jnum(j, "data", "evaluated") == ntest + 1 && jnum(j, "data", "duplicates_dropped") == 0);
+    CHECK(!strstr(err, "duplicate"));
+    dn_json_free(j);
+    free(out);
+    free(err);
+    dn_dataset_free(ds);
+}
+
 TEST(eval_unreadable_images) {
     NEED_SETUP();
     char dir[320], cmd[2048], args[1024];
@@ -876,6 +920,7 @@ int main(void) {
     RUN(eval_manifest_missing_files);
     RUN(eval_bad_arguments);
     RUN(eval_calibrate_on_other_data);
+    RUN(eval_drops_cross_split_duplicates);
     RUN(eval_unreadable_images);
     RUN(report_html_renders_in_chromium);
     if (g_dir[0] && !getenv("DN_KEEP_TMP")) {

@@ -21,6 +21,9 @@
  * carries splits, else all images). --write-model saves the model with the
  * temperature and threshold (and a "calibration" metadata record).
  *
+ * Images whose content also occurs in an earlier split are dropped (as the
+ * trainer does) unless --keep-dups.
+ *
  * Exit status: 0 success; 1 some images were unreadable (skipped, counted;
  * fatal with --strict); 2 usage, model or data error. */
 #include "commands.h"
@@ -57,6 +60,8 @@ static void usage(FILE *f) {
             "  --json FILE         also write the JSON report to FILE\n"
             "  --html FILE         write the self-contained HTML report to FILE\n"
             "  --strict            an unreadable image is fatal (default: skipped and counted)\n"
+            "  --keep-dups         keep images whose content also occurs in an earlier split (default: dropped\n"
+            "                      with a warning, like train does, so only unseen images are evaluated)\n"
             "exit status: 0 ok, 1 some images unreadable (skipped), 2 usage/model/data error\n");
 }
 
@@ -156,6 +161,34 @@ static int write_text(const char *path, dn_eval_report *r, void (*fn)(const dn_e
     return 0;
 }
 
+/* Like the trainer (dn_dataset_prepare), copies of an image in a later split
+ * (train < val < test) are dropped, so no image the model was trained or
+ * calibrated on counts as unseen. The first few duplicate lines are shown. A
+ * file that cannot be hashed only costs the check (a warning). */
+static void drop_duplicates(dn_dataset *ds, const char *src, int *dropped) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *log = open_memstream(&buf, &len);
+    int cross = 0, within = 0;
+    *dropped = 0;
+    dn_status st = dn_dataset_dedup(ds, 1, log, &cross, &within, dropped);
+    if (log) fclose(log);
+    if (st) {
+        fprintf(stderr, PFX "warning: %s: duplicate check skipped: %s\n", src, dn_last_error());
+    } else if (buf && *buf) {
+        int lines = 0;
+        for (char *p = buf, *nl; *p; p = nl + 1) {
+            if (!(nl = strchr(p, '\n'))) break;
+            if (lines++ < 5) fprintf(stderr, PFX "%.*s\n", (int)(nl - p), p);
+        }
+        if (lines > 5) fprintf(stderr, PFX "... and %d more duplicate lines\n", lines - 5);
+        if (*dropped)
+            fprintf(stderr, PFX "%s: %d image(s) also present in an earlier split dropped (--keep-dups keeps them)\n",
+                    src, *dropped);
+    }
+    free(buf);
+}
+
 /* map[d] = model index of data class d, by name. A data class the model lacks
  * is an error (one line listing the model's classes). seen (may be NULL)
  * marks the model classes that occur. */
@@ -183,7 +216,7 @@ static int map_classes(const dn_dataset *d, const dn_model *m, const char *src, 
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *data = NULL, *manifest = NULL, *split_s = NULL, *cal_on = NULL, *write_model = NULL,
                *json_path = NULL, *html_path = NULL;
-    int batch = 16, threads = 0, topk = 3, json_out = 0, strict = 0, rc = 2;
+    int batch = 16, threads = 0, topk = 3, json_out = 0, strict = 0, keep_dups = 0, rc = 2;
     double target = 0, given_thr = -1;
     dn_dataset *ds = NULL, *cds = NULL;
     dn_model *m = NULL;
@@ -216,13 +249,14 @@ int cmd_eval(int argc, char **argv) {
             if (v && !strcmp(v, "json")) json_out = 1;
             else if (v && !strcmp(v, "table")) json_out = 0;
             else { fprintf(stderr, PFX "--format: unknown format '%s' (table|json)\n", v ? v : ""); goto done; }
-        } else if (!strcmp(a, "--strict")) takes = 0;
+        } else if (!strcmp(a, "--strict") || !strcmp(a, "--keep-dups")) takes = 0;
         else {
             fprintf(stderr, PFX "unknown option or argument '%s'\n", a);
             usage(stderr);
             goto done;
         }
         if (!strcmp(a, "--strict")) strict = 1;
+        if (!strcmp(a, "--keep-dups")) keep_dups = 1;
         if (takes) {
             if (!v) { fprintf(stderr, PFX "%s needs a value\n", a); goto done; }
             i++;
@@ -251,6 +285,7 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     }
     const char *src = data ? data : manifest;
+    if (ds->has_split && !keep_dups) drop_duplicates(ds, src, &rep.dups_dropped);
     int nval = dn_dataset_count(ds, DN_SPLIT_VAL, NULL);
     if (!split_given) {
         if (ds->has_split && dn_dataset_count(ds, DN_SPLIT_TEST, NULL) > 0) split = DN_SPLIT_TEST;

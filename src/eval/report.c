@@ -228,6 +228,7 @@ void dn_eval_report_table(const dn_eval_report *r, FILE *f) {
     fprintf(f, "model   %s (%s, %d classes)\n", r->model_path, r->model->arch, k);
     fprintf(f, "data    %s: split %s, %lld images evaluated", r->data_source, r->split_name, (long long)m->n);
     if (r->skipped) fprintf(f, ", %d unreadable skipped", r->skipped);
+    if (r->dups_dropped) fprintf(f, ", %d duplicates of earlier-split images dropped", r->dups_dropped);
     fprintf(f, "\n\n%-*s %9s %9s %9s %8s\n", w + 5, "class", "precision", "recall", "f1", "support");
     for (int c = 0; c < k; c++)
         fprintf(f, "[%2d] %-*.*s %9.4f %9.4f %9.4f %8lld\n", c, w, w, cname(r, c), m->precision[c], m->recall[c],
@@ -337,8 +338,9 @@ void dn_eval_report_json(const dn_eval_report *r, FILE *f) {
     json_str(f, r->data_source);
     fputs(",\"split\":", f);
     json_str(f, r->split_name);
-    fprintf(f, ",\"listed\":%lld,\"evaluated\":%lld,\"skipped\":%d,\"classes_absent_from_data\":%d},",
-            (long long)r->listed, (long long)r->cal.n, r->skipped, r->absent_classes);
+    fprintf(f, ",\"listed\":%lld,\"evaluated\":%lld,\"skipped\":%d,\"duplicates_dropped\":%d,"
+               "\"classes_absent_from_data\":%d},",
+            (long long)r->listed, (long long)r->cal.n, r->skipped, r->dups_dropped, r->absent_classes);
     fputs("\"metrics\":", f);
     dn_eval_metrics_json(&r->cal, (const char *const *)md->class_names, f);
     fprintf(f, ",\"calibration\":{\"temperature\":%.9g,\"source\":", r->temperature);
@@ -836,6 +838,9 @@ void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
             r->split_name, (long long)r->listed, (long long)m->n, r->skipped);
     if (r->fitted || r->has_thr_fit)
         fprintf(f, "<tr><td>calibration split</td><td>%s: %lld images</td></tr>\n", r->fit_split, (long long)r->n_fit);
+    if (r->dups_dropped)
+        fprintf(f, "<tr><td>duplicates</td><td>%d image(s) also present in an earlier split dropped</td></tr>\n",
+                r->dups_dropped);
     if (r->absent_classes)
         fprintf(f, "<tr><td>note</td><td>%d model class(es) do not occur in the data</td></tr>\n", r->absent_classes);
     fprintf(f, "<tr><td>wall time</td><td>%.2f s (decode + preprocess + forward)</td></tr>\n</table>\n", r->seconds);

@@ -47,6 +47,7 @@ typedef struct dn_eval_report {
     const char *split_name;   /* "test", "val", "train" or "all" */
     int64_t listed;           /* images listed for the split */
     int skipped;              /* unreadable images skipped */
+    int dups_dropped;         /* copies of earlier-split images dropped from the data */
     int absent_classes;       /* model classes the data never names */
 
     dn_eval_metrics raw;      /* softmax(logits), T = 1 */
