@@ -392,9 +392,18 @@ int cmd_eval(int argc, char **argv) {
         rep.fitted = 1;
         rep.temperature = rep.fit.temperature;
         rep.temp_source = fit_desc;
-        if (rep.fit.at_bound)
-            fprintf(stderr, PFX "warning: fitted temperature %.4g is at its bound (predictions on %s %s)\n",
-                    rep.temperature, rep.fit_split, rep.temperature < 1 ? "perfectly separated" : "mostly wrong");
+        if (rep.fit.at_bound && rep.fit.temperature < 1) {
+            /* Perfectly separated calibration data: NLL keeps falling as T -> 0, so the
+             * "optimum" only says the set had no mistakes. Sharpening on that evidence
+             * would make every future mistake look certain; stay uncalibrated instead. */
+            fprintf(stderr, PFX "warning: predictions on %s are perfectly separated; temperature not fitted "
+                    "(kept at 1; calibrate on a larger or harder labelled set with --calibrate-on)\n", rep.fit_split);
+            rep.temperature = 1.0;
+            rep.fit.temperature = 1.0;
+            rep.fit.nll_after = rep.fit.nll_before;
+        } else if (rep.fit.at_bound)
+            fprintf(stderr, PFX "warning: fitted temperature %.4g is at its bound (predictions on %s mostly wrong)\n",
+                    rep.temperature, rep.fit_split);
         dn_eval_metrics vm;
         dn_softmax_t(vlogits, vok_n, k, 1.0f, vprob);
         if (dn_eval_metrics_compute(k, vok_n, vy, vprob, NULL, topk, &vm)) goto metrics_fail;
