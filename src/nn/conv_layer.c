@@ -197,7 +197,7 @@ dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w,
     if (g < 1) g = 1;
     if (g > (size_t)maxn) g = (size_t)maxn;
     L->chunk = (int)g;
-    return DN_OK;
+    return dn_wgrad_plan_init(&L->wg, p, h, w, maxn);
 }
 
 void dn_conv_layer_release(dn_conv_layer *L) {
@@ -273,7 +273,8 @@ size_t dn_conv_layer_scratch(const dn_conv_layer *L, int maxn) {
     const dn_conv_p *p = L->p;
     size_t ohw = (size_t)L->oh * L->ow, g = (size_t)L->chunk;
     size_t gemm = (((size_t)p->cin * p->k * p->k + p->cout) * g * ohw) * sizeof(float) + 128;
-    size_t s = gemm;
+    size_t s = gemm, ws = dn_wgrad_scratch(&L->wg);
+    if (ws > s) s = ws;
     dn_conv_desc fd = fwd_desc(p), bd = bwd_desc(p);
     /* The ops' scratch depends only on shapes: measure it on throwaway ops. */
     float *wz = dn_calloc((size_t)p->cin * p->cout * p->k * p->k, sizeof(float));
@@ -317,6 +318,13 @@ void dn_conv_layer_fwd(const dn_conv_layer *L, const float *x, int n, float *y, 
 void dn_conv_layer_bwd_weight(const dn_conv_layer *L, const float *x, int n, const float *dy, float *dw,
                               dn_pool *pool, void *scratch) {
     const dn_conv_p *p = L->p;
+    /* Direct kernel where at least 80% of its lanes carry output pixels (padded
+     * rows of small planes such as 7x7 waste the rest; measured slower than the
+     * GEMM there). */
+    if (L->impl != DN_CONV_REF && dn_wgrad_available() && (long)L->oh * L->ow * 5 >= (long)L->wg.Qd * 4) {
+        dn_wgrad_run(&L->wg, x, n, dy, dw, pool, scratch, 0);
+        return;
+    }
     int K = p->cin * p->k * p->k;
     size_t ohw = (size_t)L->oh * L->ow;
     int gc = chunk_for(L, n);

@@ -11,6 +11,7 @@
 #include "core/core.h"
 #include "nn/model.h"
 #include "kernels/kernels.h" /* dn_conv_out, dn_sgemm */
+#include "nn/wgrad.h"
 
 /* Elementwise / per-channel loops (BN, ReLU, add, max-pool) are compiled for
  * baseline x86-64, AVX2 and AVX-512 (GCC target pragmas) and picked per call
@@ -35,8 +36,10 @@ static inline dn_job_fn dn_layer_pick(dn_job_fn ref, dn_job_fn avx2, dn_job_fn a
  *  - data gradient: for stride-1 convs, a dn_conv_op over dy with the flipped,
  *    transposed kernel (dx = conv(dy, rot180(W)^T, pad k-1-p)); otherwise a
  *    GEMM W^T * dy over a chunk of images followed by col2im;
- *  - weight gradient: dW += dy * col^T as one GEMM over a chunk of images
- *    (reduction length = images x output pixels), chunks in image order.
+ *  - weight gradient: with AVX-512, the direct im2col-free kernel of
+ *    nn/wgrad.h (chunks of images in image order); otherwise
+ *    dW += dy * col^T as one GEMM over a chunk of images (reduction length =
+ *    images x output pixels), chunks in image order.
  * Without a fast ISA (DN_FORCE_REF) the ops fall back to the reference conv.
  * Ownership: the layer borrows p (the model's conv) and owns its ops and the
  * transposed kernel. Scratch is the caller's: dn_conv_layer_scratch bytes,
@@ -52,6 +55,7 @@ typedef struct dn_conv_layer {
                            * DN_CONV_WINOGRAD: Winograd for every 3x3 stride-1 op; REF */
     dn_conv_op *fwd, *bwd;
     float *wt;            /* [cin][cout][k][k] flipped kernel for bwd (stride-1 only) */
+    dn_wgrad_plan wg;     /* direct weight-gradient plan (used when dn_wgrad_available) */
 } dn_conv_layer;
 
 /* impl: a dn_conv_impl among AUTO, DIRECT, WINOGRAD, REF (bf16/int8 refused). */
