@@ -135,6 +135,82 @@ TEST(conv_layer_direct_vs_gemm) {
     free(p.w); free(x); free(dy); free(a); free(b);
 }
 
+/* Winograd F(3x3, 2x2) weight gradient against the naive loop: odd sizes
+ * (partial 2x2 tiles), padding 0..2, channel counts not multiples of 16,
+ * chunking, accumulation and 1 vs 2 threads bit for bit. */
+static void wino_case(int n, int cin, int cout, int h, int w, int pd, int maxn) {
+    dn_conv_p p = {cin, cout, 3, 1, pd, NULL};
+    dn_wgrad_wino ww;
+    if (dn_wgrad_wino_plan(&ww, &p, h, w, maxn)) { CHECK_MSG(0, "plan: %s", dn_last_error()); return; }
+    size_t nx = (size_t)n * cin * h * w, ny = (size_t)n * cout * ww.oh * ww.ow, nw = (size_t)cout * cin * 9;
+    float *x = malloc(nx * 4), *dy = malloc(ny * 4), *dw = malloc(nw * 4), *dw2 = malloc(nw * 4);
+    double *ref = malloc(nw * sizeof(double));
+    void *scr = dn_alloc_aligned(dn_wgrad_wino_scratch(&ww));
+    dn_pool *pool = dn_pool_new(2);
+    unsigned seed = 77u + (unsigned)(n * 3 + cin + pd);
+    for (size_t i = 0; i < nx; i++) x[i] = frand(&seed);
+    for (size_t i = 0; i < ny; i++) dy[i] = frand(&seed);
+    naive_wgrad(&p, x, n, h, w, dy, ref);
+    double scale = 1, worst = 0;
+    for (size_t i = 0; i < nw; i++) if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
+    for (size_t i = 0; i < nw; i++) dw[i] = dw2[i] = -0.25f;
+    dn_wgrad_wino_run(&ww, x, n, dy, dw, pool, scr);
+    dn_wgrad_wino_run(&ww, x, n, dy, dw2, NULL, scr);
+    for (size_t i = 0; i < nw; i++) if (fabs(dw[i] + 0.25 - ref[i]) > worst) worst = fabs(dw[i] + 0.25 - ref[i]);
+    CHECK_MSG(worst <= 1e-5 * scale + 1e-6, "winograd n%d cin%d cout%d %dx%d p%d maxn%d: max err %g (scale %g)", n, cin,
+              cout, h, w, pd, maxn, worst, scale);
+    CHECK_MSG(!memcmp(dw, dw2, nw * 4), "winograd dw differs between 1 and 2 threads");
+    dn_pool_free(pool);
+    dn_free_aligned(scr);
+    free(x); free(dy); free(dw); free(dw2); free(ref);
+}
+
+TEST(wgrad_winograd_odd_shapes) {
+    wino_case(1, 3, 5, 7, 9, 1, 1);   /* batch 1, odd plane: partial tiles */
+    wino_case(2, 17, 6, 6, 6, 1, 2);
+    wino_case(3, 5, 4, 8, 7, 0, 3);   /* no padding */
+    wino_case(2, 4, 3, 5, 6, 2, 2);   /* padding 2 */
+    wino_case(5, 6, 7, 9, 9, 1, 1);   /* one image per chunk */
+    wino_case(3, 33, 40, 14, 14, 1, 3);
+}
+
+TEST(wgrad_winograd_plan_refuses) {
+    dn_wgrad_wino ww;
+    dn_conv_p a = {4, 4, 3, 2, 1, NULL}, b = {4, 4, 1, 1, 0, NULL}, c = {4, 4, 3, 1, 1, NULL};
+    CHECK(dn_wgrad_wino_plan(&ww, &a, 8, 8, 1) == DN_ERR_ARG); /* stride 2 */
+    CHECK(dn_wgrad_wino_plan(&ww, &b, 8, 8, 1) == DN_ERR_ARG); /* 1x1 */
+    CHECK(dn_wgrad_wino_plan(&ww, &c, 8, 5000, 1) == DN_ERR_ARG); /* row wider than the transform buffers */
+    CHECK(strstr(dn_last_error(), "too large") != NULL);
+    dn_clear_error();
+}
+
+/* the conv layer picks Winograd for a 128x128 3x3 conv and matches the GEMM path */
+TEST(conv_layer_winograd_vs_gemm) {
+    dn_conv_p p = {128, 128, 3, 1, 1, NULL};
+    int n = 2, h = 6, w = 6;
+    size_t nw = (size_t)p.cout * p.cin * 9, nx = (size_t)n * p.cin * h * w;
+    p.w = calloc(nw, 4);
+    float *x = malloc(nx * 4), *dy = malloc(nx * 4), *a = calloc(nw, 4), *b = calloc(nw, 4);
+    unsigned seed = 8;
+    for (size_t i = 0; i < nx; i++) { x[i] = frand(&seed); dy[i] = frand(&seed); }
+    dn_conv_layer L, R;
+    CHECK(dn_conv_layer_init(&L, &p, h, w, n, DN_CONV_AUTO) == DN_OK);
+    CHECK(dn_conv_layer_init(&R, &p, h, w, n, DN_CONV_REF) == DN_OK);
+    CHECK(L.ww_ok == 1 && R.ww_ok == 0);
+    size_t sl = dn_conv_layer_scratch(&L, n), sr = dn_conv_layer_scratch(&R, n);
+    CHECK(sl >= dn_wgrad_wino_scratch(&L.ww));
+    void *scr = dn_alloc_aligned(sl > sr ? sl : sr);
+    dn_conv_layer_bwd_weight(&L, x, n, dy, a, NULL, scr);
+    dn_conv_layer_bwd_weight(&R, x, n, dy, b, NULL, scr);
+    double worst = 0;
+    for (size_t i = 0; i < nw; i++) if (fabs(a[i] - b[i]) > worst) worst = fabs(a[i] - b[i]);
+    CHECK_MSG(worst < 1e-4, "Winograd vs GEMM weight gradient: max diff %g", worst);
+    dn_conv_layer_release(&L);
+    dn_conv_layer_release(&R);
+    dn_free_aligned(scr);
+    free(p.w); free(x); free(dy); free(a); free(b);
+}
+
 TEST(wgrad_plan_refuses_bad_shapes) {
     dn_wgrad_plan pl;
     dn_conv_p p = {3, 4, 7, 2, 0, NULL};
@@ -159,5 +235,8 @@ int main(void) {
     RUN(wgrad_tile_avx512_vs_ref);
     RUN(conv_layer_direct_vs_gemm);
     RUN(wgrad_plan_refuses_bad_shapes);
+    RUN(wgrad_winograd_odd_shapes);
+    RUN(wgrad_winograd_plan_refuses);
+    RUN(conv_layer_winograd_vs_gemm);
     return REPORT();
 }

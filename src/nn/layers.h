@@ -36,10 +36,12 @@ static inline dn_job_fn dn_layer_pick(dn_job_fn ref, dn_job_fn avx2, dn_job_fn a
  *  - data gradient: for stride-1 convs, a dn_conv_op over dy with the flipped,
  *    transposed kernel (dx = conv(dy, rot180(W)^T, pad k-1-p)); otherwise a
  *    GEMM W^T * dy over a chunk of images followed by col2im;
- *  - weight gradient: with AVX-512, the direct im2col-free kernel of
- *    nn/wgrad.h (chunks of images in image order); otherwise
- *    dW += dy * col^T as one GEMM over a chunk of images (reduction length =
- *    images x output pixels), chunks in image order.
+ *  - weight gradient (nn/wgrad.h), chunks of images in image order:
+ *    Winograd F(3x3, 2x2) for 3x3 stride-1 convs with 128^2..256^2 channel
+ *    pairs (AUTO/WINOGRAD impl, AVX2 or better); else, with AVX-512, the
+ *    direct im2col-free kernel where >= 80% of its vector lanes carry output
+ *    pixels; otherwise dW += dy * col^T as one GEMM over a chunk of images
+ *    (reduction length = images x output pixels). DN_CONV_REF: GEMM only.
  * Without a fast ISA (DN_FORCE_REF) the ops fall back to the reference conv.
  * Ownership: the layer borrows p (the model's conv) and owns its ops and the
  * transposed kernel. Scratch is the caller's: dn_conv_layer_scratch bytes,
@@ -56,6 +58,8 @@ typedef struct dn_conv_layer {
     dn_conv_op *fwd, *bwd;
     float *wt;            /* [cin][cout][k][k] flipped kernel for bwd (stride-1 only) */
     dn_wgrad_plan wg;     /* direct weight-gradient plan (used when dn_wgrad_available) */
+    dn_wgrad_wino ww;     /* Winograd weight-gradient plan, valid if ww_ok */
+    int ww_ok;
 } dn_conv_layer;
 
 /* impl: a dn_conv_impl among AUTO, DIRECT, WINOGRAD, REF (bf16/int8 refused). */

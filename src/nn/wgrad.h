@@ -59,4 +59,21 @@ void dn_wgrad_tile_ref(int R, int G, const float *dy, size_t dyrow, const float 
                        int P, float *out);
 void dn_wgrad_tile_avx512(int R, int G, const float *dy, size_t dyrow, const float *const *xp, int g,
                           int Qd, int P, float *out);
+
+/* ------------------------------------------------------------ Winograd
+ * Weight gradient of 3x3 stride-1 convs (padding 0..2) as Winograd
+ * F(3x3, 2x2) (see wgrad_wino.c): 16 GEMMs over 2x2 output tiles instead of
+ * 36 multiplies per tile; relative error ~1e-6 (transform factors 0.5 and 1).
+ * Uses dn_sgemm (any ISA). The plan refuses other convs and inputs wider than
+ * about 1000 pixels (DN_ERR_ARG); callers then use the direct path. */
+typedef struct dn_wgrad_wino {
+    int cin, cout, pad, h, w, oh, ow;
+    int th, tw;   /* 2x2 output tiles per column, per row */
+    int chunk;    /* images per chunk */
+} dn_wgrad_wino;
+dn_status dn_wgrad_wino_plan(dn_wgrad_wino *ww, const dn_conv_p *p, int h, int w, int maxn);
+size_t dn_wgrad_wino_scratch(const dn_wgrad_wino *ww);
+/* dw [cout][cin][3][3] += weight gradient (same contract as dn_wgrad_run). */
+void dn_wgrad_wino_run(const dn_wgrad_wino *ww, const float *x, int n, const float *dy, float *dw, dn_pool *pool,
+                       void *scratch);
 #endif
