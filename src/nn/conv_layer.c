@@ -197,14 +197,15 @@ dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w,
     if (g < 1) g = 1;
     if (g > (size_t)maxn) g = (size_t)maxn;
     L->chunk = (int)g;
-    /* Winograd weight gradient where it measured faster than the direct
-     * kernel (ResNet-18 layer2/layer3: +20-25%): 3x3 stride-1 convs with at
-     * least 128 x 128 channels (with fewer, the transforms outweigh the
-     * 16/36 multiplies: layer1 is 30% slower) and at most 256 x 256 (the 16
-     * cout x cin accumulators of layer4 would need 16 MB, and its 7x7 planes
-     * waste a third of the 2x2 tiles). */
+    /* Winograd weight gradient where it measured faster (single thread,
+     * batch 32): ResNet-18 layer2/layer3 +20-25% over the direct kernel,
+     * layer4 (7x7 planes, where the direct kernel wastes lanes) +30-40% over
+     * the GEMM. 3x3 stride-1 convs with at least 128 x 128 channels (with
+     * fewer, the transforms outweigh the 16/36 multiplies: layer1 is 30%
+     * slower than direct) and at most 512 x 512 (its 16 cout x cin
+     * accumulators take 16 MB of scratch there). */
     if (impl != DN_CONV_DIRECT && impl != DN_CONV_REF && p->k == 3 && p->stride == 1 &&
-        (long)p->cin * p->cout >= 128L * 128 && (long)p->cin * p->cout <= 256L * 256 &&
+        (long)p->cin * p->cout >= 128L * 128 && (long)p->cin * p->cout <= 512L * 512 &&
         dn_wgrad_wino_plan(&L->ww, p, h, w, maxn) == DN_OK)
         L->ww_ok = 1;
     dn_clear_error();
