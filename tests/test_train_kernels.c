@@ -220,6 +220,13 @@ TEST(wgrad_plan_refuses_bad_shapes) {
     CHECK(dn_wgrad_plan_init(&pl, &q, 5, 5, 1) == DN_ERR_ARG);  /* k = 0 */
     dn_conv_p r = {3, 4, 3, 1, 1, NULL};
     CHECK(dn_wgrad_plan_init(&pl, &r, 5, 5, 0) == DN_ERR_ARG);  /* no batch */
+    CHECK(dn_wgrad_plan_init(&pl, &r, 20000, 20000, 1) == DN_ERR_ARG); /* plane too large */
+    CHECK(strstr(dn_last_error(), "too large") != NULL);
+    /* the conv layer still plans such a shape (GEMM weight gradient instead) */
+    dn_conv_layer L;
+    CHECK(dn_conv_layer_init(&L, &r, 20000, 20000, 1, DN_CONV_AUTO) == DN_OK);
+    CHECK(L.wg_ok == 0 && L.ww_ok == 0);
+    dn_conv_layer_release(&L);
     dn_clear_error();
 }
 

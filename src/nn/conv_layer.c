@@ -208,8 +208,10 @@ dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w,
         (long)p->cin * p->cout >= 128L * 128 && (long)p->cin * p->cout <= 512L * 512 &&
         dn_wgrad_wino_plan(&L->ww, p, h, w, maxn) == DN_OK)
         L->ww_ok = 1;
+    /* without a direct plan (shapes it refuses) the GEMM path serves */
+    L->wg_ok = dn_wgrad_plan_init(&L->wg, p, h, w, maxn) == DN_OK;
     dn_clear_error();
-    return dn_wgrad_plan_init(&L->wg, p, h, w, maxn);
+    return DN_OK;
 }
 
 void dn_conv_layer_release(dn_conv_layer *L) {
@@ -285,8 +287,8 @@ size_t dn_conv_layer_scratch(const dn_conv_layer *L, int maxn) {
     const dn_conv_p *p = L->p;
     size_t ohw = (size_t)L->oh * L->ow, g = (size_t)L->chunk;
     size_t gemm = (((size_t)p->cin * p->k * p->k + p->cout) * g * ohw) * sizeof(float) + 128;
-    size_t s = gemm, ws = dn_wgrad_scratch(&L->wg);
-    if (ws > s) s = ws;
+    size_t s = gemm, ws;
+    if (L->wg_ok && (ws = dn_wgrad_scratch(&L->wg)) > s) s = ws;
     if (L->ww_ok && (ws = dn_wgrad_wino_scratch(&L->ww)) > s) s = ws;
     dn_conv_desc fd = fwd_desc(p), bd = bwd_desc(p);
     /* The ops' scratch depends only on shapes: measure it on throwaway ops. */
@@ -338,7 +340,7 @@ void dn_conv_layer_bwd_weight(const dn_conv_layer *L, const float *x, int n, con
     /* Direct kernel where at least 80% of its lanes carry output pixels (padded
      * rows of small planes such as 7x7 waste the rest; measured slower than the
      * GEMM there). */
-    if (L->impl != DN_CONV_REF && dn_wgrad_available() && (long)L->oh * L->ow * 5 >= (long)L->wg.Qd * 4) {
+    if (L->wg_ok && L->impl != DN_CONV_REF && dn_wgrad_available() && (long)L->oh * L->ow * 5 >= (long)L->wg.Qd * 4) {
         dn_wgrad_run(&L->wg, x, n, dy, dw, pool, scratch, 0);
         return;
     }

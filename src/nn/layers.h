@@ -57,7 +57,8 @@ typedef struct dn_conv_layer {
                            * DN_CONV_WINOGRAD: Winograd for every 3x3 stride-1 op; REF */
     dn_conv_op *fwd, *bwd;
     float *wt;            /* [cin][cout][k][k] flipped kernel for bwd (stride-1 only) */
-    dn_wgrad_plan wg;     /* direct weight-gradient plan (used when dn_wgrad_available) */
+    dn_wgrad_plan wg;     /* direct weight-gradient plan, valid if wg_ok (used when dn_wgrad_available) */
+    int wg_ok;
     dn_wgrad_wino ww;     /* Winograd weight-gradient plan, valid if ww_ok */
     int ww_ok;
 } dn_conv_layer;

@@ -25,7 +25,9 @@ dn_status dn_wgrad_plan_init(dn_wgrad_plan *pl, const dn_conv_p *p, int h, int w
     pl->oh = dn_conv_out(h, p->k, p->stride, p->pad);
     pl->ow = dn_conv_out(w, p->k, p->stride, p->pad);
     if (pl->oh < 1 || pl->ow < 1) return dn_fail(DN_ERR_ARG, "weight gradient: input %dx%d too small", h, w);
-    if ((long)h * w > (1L << 24)) return dn_fail(DN_ERR_ARG, "weight gradient: input %dx%d too large", h, w);
+    /* plane sizes are ints: keep (h + 2 pad) x (w + 2 pad) far below 2^31 */
+    if ((long)(h + 2 * p->pad) * (w + 2 * p->pad) > (1L << 28))
+        return dn_fail(DN_ERR_ARG, "weight gradient: input %dx%d too large", h, w);
     int ext = (p->k - 1) / p->stride;
     pl->S = p->stride < p->k ? p->stride : p->k;
     pl->PH = pl->oh + ext;
