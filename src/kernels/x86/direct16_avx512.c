@@ -11,10 +11,13 @@
 #include "kernels/kern_int.h"
 #include <immintrin.h>
 
+/* S: the stride as a compile-time constant (1, 2) so the 14 broadcast
+ * addresses are immediate displacements, or 0 = read g->stride at run time. */
 static inline __attribute__((always_inline)) void block(const dn_d16_geom *g, const float *W, const float *xp,
                                                         int img, int cob, int oy, int ox0, int rc, const int R,
-                                                        const float *bias, const float *res, int relu, float *y) {
-    const int CIB = g->cin / 16, s = g->stride, kh = g->kh, kw = g->kw, hp = g->hp, wp = g->wp;
+                                                        const int S, const float *bias, const float *res, int relu,
+                                                        float *y) {
+    const int CIB = g->cin / 16, s = S ? S : g->stride, kh = g->kh, kw = g->kw, hp = g->hp, wp = g->wp;
     __m512 acc[14];
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
     for (int cib = 0; cib < CIB; cib++) {
@@ -50,17 +53,26 @@ static inline __attribute__((always_inline)) void block(const dn_d16_geom *g, co
     }
 }
 
+#define ROWS(BLOCK, ...)                                                                              \
+    do {                                                                                              \
+        const int ow = g->ow;                                                                         \
+        if (ow <= 7) { /* 7x7 maps: one block of 7 */                                                 \
+            if (g->stride == 1) BLOCK(__VA_ARGS__, 0, ow, 7, 1, bias, res, relu, y);                 \
+            else if (g->stride == 2) BLOCK(__VA_ARGS__, 0, ow, 7, 2, bias, res, relu, y);            \
+            else BLOCK(__VA_ARGS__, 0, ow, 7, 0, bias, res, relu, y);                                 \
+            break;                                                                                    \
+        }                                                                                             \
+        for (int ox0 = 0; ox0 < ow; ox0 += 14) {                                                      \
+            int rc = ow - ox0 < 14 ? ow - ox0 : 14;                                                   \
+            if (g->stride == 1) BLOCK(__VA_ARGS__, ox0, rc, 14, 1, bias, res, relu, y);              \
+            else if (g->stride == 2) BLOCK(__VA_ARGS__, ox0, rc, 14, 2, bias, res, relu, y);         \
+            else BLOCK(__VA_ARGS__, ox0, rc, 14, 0, bias, res, relu, y);                              \
+        }                                                                                             \
+    } while (0)
+
 void dn_direct16_row_avx512(const dn_d16_geom *g, const float *W, const float *xp, int img, int cob, int oy,
                             const float *bias, const float *res, int relu, float *y) {
-    const int ow = g->ow;
-    if (ow <= 7) { /* 7x7 maps: one block of 7 */
-        block(g, W, xp, img, cob, oy, 0, ow, 7, bias, res, relu, y);
-        return;
-    }
-    for (int ox0 = 0; ox0 < ow; ox0 += 14) {
-        int rc = ow - ox0 < 14 ? ow - ox0 : 14;
-        block(g, W, xp, img, cob, oy, ox0, rc, 14, bias, res, relu, y);
-    }
+    ROWS(block, g, W, xp, img, cob, oy);
 }
 
 /* NCHW -> zero-padded NCHW16c for channel block cib of image img. */
@@ -95,9 +107,9 @@ void dn_direct16_pack_avx512(const dn_d16_geom *g, const float *x, int img, int 
  * vdpbf16ps adds x[2p]*w[2p][co] + x[2p+1]*w[2p+1][co] per output channel lane. */
 static inline __attribute__((always_inline)) void block_bf16(const dn_d16_geom *g, const uint16_t *W,
                                                              const uint16_t *xp, int img, int cob, int oy, int ox0,
-                                                             int rc, const int R, const float *bias, const float *res,
-                                                             int relu, float *y) {
-    const int CIB = g->cin / 16, s = g->stride, kh = g->kh, kw = g->kw, hp = g->hp, wp = g->wp;
+                                                             int rc, const int R, const int S, const float *bias,
+                                                             const float *res, int relu, float *y) {
+    const int CIB = g->cin / 16, s = S ? S : g->stride, kh = g->kh, kw = g->kw, hp = g->hp, wp = g->wp;
     __m512 acc[14];
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
     for (int cib = 0; cib < CIB; cib++) {
@@ -138,15 +150,7 @@ static inline __attribute__((always_inline)) void block_bf16(const dn_d16_geom *
 
 void dn_direct16_row_bf16_avx512(const dn_d16_geom *g, const uint16_t *W, const uint16_t *xp, int img, int cob,
                                  int oy, const float *bias, const float *res, int relu, float *y) {
-    const int ow = g->ow;
-    if (ow <= 7) {
-        block_bf16(g, W, xp, img, cob, oy, 0, ow, 7, bias, res, relu, y);
-        return;
-    }
-    for (int ox0 = 0; ox0 < ow; ox0 += 14) {
-        int rc = ow - ox0 < 14 ? ow - ox0 : 14;
-        block_bf16(g, W, xp, img, cob, oy, ox0, rc, 14, bias, res, relu, y);
-    }
+    ROWS(block_bf16, g, W, xp, img, cob, oy);
 }
 
 void dn_direct16_pack_bf16_avx512(const dn_d16_geom *g, const float *x, int img, int cib, uint16_t *xp) {
