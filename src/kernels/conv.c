@@ -226,11 +226,19 @@ static int d16_eligible(const dn_conv_op *op) {
 }
 int dn_d16_disable = 0;
 
-static size_t d16_scratch(const dn_conv_op *op, int n, int h, int w) {
+/* Floats of one image's padded, channel-blocked input plus the slack a partial
+ * 14-pixel block may read past its last row, rounded to a cache line. */
+static size_t d16_img_floats(const dn_conv_op *op, int h, int w) {
     const dn_conv_desc *d = &op->d;
-    size_t hp = (size_t)h + 2 * d->pad, wp = (size_t)w + 2 * d->pad;
-    /* + slack: a partial block of 14 outputs reads up to 14*stride pixels past a row */
-    return ((size_t)n * d->cin * hp * wp + (size_t)14 * d->stride * 16 + 16) * sizeof(float) + 64; /* >= bf16 need */
+    size_t f = (size_t)d->cin * (h + 2 * d->pad) * (w + 2 * d->pad) + (size_t)14 * d->stride * 16 + 16;
+    return (f + 15) & ~(size_t)15;
+}
+
+/* Two modes (d16_run): all images packed into one buffer (few images), or one
+ * slab per worker thread holding the image it is on. */
+static size_t d16_scratch(const dn_conv_op *op, int n, int h, int w) {
+    size_t slabs = (size_t)dn_gemm_slabs();
+    return (n > (int)slabs ? (size_t)n : slabs) * d16_img_floats(op, h, w) * sizeof(float) + 64;
 }
 
 typedef struct {
@@ -239,32 +247,57 @@ typedef struct {
     const float *x, *res;
     float *xp, *y;
     int n, relu, phase;
+    size_t img_floats;
+    int nslab;            /* per-worker mode: workers beyond the scratch's slabs stay idle */
 } d16_job;
+
+static void d16_pack(const d16_job *j, const float *x, int img, int cib, float *xp) {
+    if (j->op->Wd16b) dn_direct16_pack_bf16_avx512(j->g, x, img, cib, (uint16_t *)(void *)xp);
+    else dn_direct16_pack_avx512(j->g, x, img, cib, xp);
+}
+static void d16_row(const d16_job *j, const float *xp, int img, int cob, int oy, const float *res, float *y) {
+    if (j->op->Wd16b)
+        dn_direct16_row_bf16_avx512(j->g, j->op->Wd16b, (const uint16_t *)(const void *)xp, img, cob, oy, j->op->bias,
+                                    res, j->relu, y);
+    else
+        dn_direct16_row_avx512(j->g, j->op->Wd16, xp, img, cob, oy, j->op->bias, res, j->relu, y);
+}
+/* zero the slack after an image's rows (bf16 buffers hold half as many bytes) */
+static void d16_zero_slack(const d16_job *j, float *slab) {
+    const dn_d16_geom *g = j->g;
+    size_t rows = (size_t)g->cin * g->hp * g->wp;
+    float *sl = j->op->Wd16b ? (float *)(void *)((uint16_t *)(void *)slab + rows) : slab + rows;
+    for (size_t i = 0; i < (size_t)14 * g->stride * 16 + 16 && sl + i < slab + j->img_floats; i++) sl[i] = 0.0f;
+}
 
 static void d16_phase(void *va, int ith, int nth) {
     d16_job *j = va;
     const dn_d16_geom *g = j->g;
+    const int CIB = g->cin / 16, COB = g->cout / 16;
     long b, e;
-    const int bf = j->op->Wd16b != NULL;
-    if (j->phase == 0) {
-        const int CIB = g->cin / 16;
-        dn_split((long)j->n * CIB, ith, nth, &b, &e);
-        for (long it = b; it < e; it++) {
-            if (bf) dn_direct16_pack_bf16_avx512(g, j->x, (int)(it / CIB), (int)(it % CIB), (uint16_t *)(void *)j->xp);
-            else dn_direct16_pack_avx512(g, j->x, (int)(it / CIB), (int)(it % CIB), j->xp);
+    if (j->phase == 2) { /* per-worker images: pack into this worker's slab, then all its rows */
+        if (nth > j->nslab) nth = j->nslab;
+        if (ith >= nth) return;
+        float *slab = j->xp + (size_t)ith * j->img_floats;
+        d16_zero_slack(j, slab);
+        dn_split(j->n, ith, nth, &b, &e);
+        size_t xin = (size_t)g->cin * g->h * g->w, yout = (size_t)g->cout * g->oh * g->ow;
+        for (long img = b; img < e; img++) {
+            const float *xi = j->x + img * xin;
+            const float *ri = j->res ? j->res + img * yout : NULL;
+            float *yi = j->y + img * yout;
+            for (int cib = 0; cib < CIB; cib++) d16_pack(j, xi, 0, cib, slab);
+            for (int cob = 0; cob < COB; cob++)
+                for (int oy = 0; oy < g->oh; oy++) d16_row(j, slab, 0, cob, oy, ri, yi);
         }
-    } else {
-        const int COB = g->cout / 16;
+    } else if (j->phase == 0) { /* shared buffer: pack every image */
+        dn_split((long)j->n * CIB, ith, nth, &b, &e);
+        for (long it = b; it < e; it++) d16_pack(j, j->x, (int)(it / CIB), (int)(it % CIB), j->xp);
+    } else { /* shared buffer: rows of every image */
         dn_split((long)j->n * COB * g->oh, ith, nth, &b, &e);
         for (long it = b; it < e; it++) {
-            int oy = (int)(it % g->oh);
             long r = it / g->oh;
-            if (bf)
-                dn_direct16_row_bf16_avx512(g, j->op->Wd16b, (const uint16_t *)(const void *)j->xp, (int)(r / COB),
-                                            (int)(r % COB), oy, j->op->bias, j->res, j->relu, j->y);
-            else
-                dn_direct16_row_avx512(g, j->op->Wd16, j->xp, (int)(r / COB), (int)(r % COB), oy, j->op->bias, j->res,
-                                       j->relu, j->y);
+            d16_row(j, j->xp, (int)(r / COB), (int)(r % COB), (int)(it % g->oh), j->res, j->y);
         }
     }
 }
@@ -274,10 +307,19 @@ static void d16_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
     const dn_conv_desc *d = &op->d;
     dn_d16_geom g = {d->cin, d->cout, d->kh, d->kw, d->stride, d->pad, h, w, oh, ow, h + 2 * d->pad, w + 2 * d->pad};
     float *xp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
-    size_t tail = (size_t)n * d->cin * g.hp * g.wp; /* slack past the last row: zero (floats cover bf16 too) */
-    float *slack = op->Wd16b ? (float *)(void *)((uint16_t *)(void *)xp + tail) : xp + tail;
-    for (size_t i = 0; i < (size_t)14 * d->stride * 16 + 16; i++) slack[i] = 0.0f;
-    d16_job j = {op, &g, x, res, xp, y, n, relu, 0};
+    int nth = dn_pool_size(pool), slabs = dn_gemm_slabs();
+    d16_job j = {op, &g, x, res, xp, y, n, relu, 0, d16_img_floats(op, h, w), slabs};
+    if (nth > slabs) nth = slabs;
+    if (nth <= 1 || n % nth == 0 || n >= 4 * nth) {
+        /* each worker keeps its own image's input in cache (L2) from packing to use */
+        j.phase = 2;
+        dn_pool_run(pool, d16_phase, &j);
+        return;
+    }
+    /* few images: pack all, then split the rows of all images over the workers */
+    size_t rows = (size_t)n * d->cin * g.hp * g.wp;
+    float *sl = op->Wd16b ? (float *)(void *)((uint16_t *)(void *)xp + rows) : xp + rows;
+    for (size_t i = 0; i < (size_t)14 * d->stride * 16 + 16; i++) sl[i] = 0.0f;
     dn_pool_run(pool, d16_phase, &j);
     j.phase = 1;
     dn_pool_run(pool, d16_phase, &j);
