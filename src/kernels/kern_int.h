@@ -1,6 +1,8 @@
 /* Internal to src/kernels: the packed-GEMM driver shared by dn_sgemm and the
- * fp32 direct convolution (im2col fused into B packing), and the per-ISA
- * register-blocked micro-kernels it calls.
+ * im2col convolutions (im2col fused into B packing), the per-ISA
+ * register-blocked micro-kernels it calls, the AVX-512 NCHW16c direct
+ * convolution kernels (fp32 and bf16) and the Winograd F(4x4,3x3) transforms.
+ * conv.c picks among them per op (see dn_conv_op_new).
  *
  * Packed layouts (all zero-padded to full panels):
  *   A: panels of MR rows,  Ap[(mp*K + k)*MR + i]   = A[mp*MR+i][k]
