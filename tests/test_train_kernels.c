@@ -7,6 +7,7 @@
 #include "harness.h"
 #include "nn/layers.h"
 #include "nn/wgrad.h"
+#include <unistd.h>
 
 static float frand(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;
@@ -211,6 +212,68 @@ TEST(conv_layer_winograd_vs_gemm) {
     free(p.w); free(x); free(dy); free(a); free(b);
 }
 
+/* Weight gradients of the conv layer (each path it picks: Winograd, direct,
+ * GEMM) against PyTorch's own convolution backward, computed at test time by
+ * tools/wgrad_ref.py (the full-width shapes make fixtures too large). */
+static int have_torch(void) { return system("/usr/bin/python3 -c 'import torch' >/dev/null 2>&1") == 0; }
+
+static int write_f32(const char *path, const float *v, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    int ok = fwrite(v, 4, n, f) == n;
+    return fclose(f) == 0 && ok;
+}
+
+static void torch_case(int n, int cin, int cout, int h, int w, int k, int s, int pd, const char *expect) {
+    dn_conv_p p = {cin, cout, k, s, pd, NULL};
+    size_t nw = (size_t)cout * cin * k * k;
+    p.w = calloc(nw, 4);
+    dn_conv_layer L;
+    if (dn_conv_layer_init(&L, &p, h, w, n, DN_CONV_AUTO)) { CHECK_MSG(0, "%s", dn_last_error()); free(p.w); return; }
+    const char *path = L.ww_ok ? "winograd" : (L.wg_ok && dn_wgrad_available() && L.oh * L.ow * 5 >= L.wg.Qd * 4) ? "direct" : "gemm";
+    if (expect && dn_wgrad_available()) CHECK_MSG(!strcmp(path, expect), "path %s, expected %s", path, expect);
+    size_t nx = (size_t)n * cin * h * w, ny = (size_t)n * cout * L.oh * L.ow;
+    float *x = malloc(nx * 4), *dy = malloc(ny * 4), *dw = calloc(nw, 4), *ref = malloc(nw * 4);
+    void *scr = dn_alloc_aligned(dn_conv_layer_scratch(&L, n));
+    unsigned seed = 4242u + (unsigned)cin;
+    for (size_t i = 0; i < nx; i++) x[i] = frand(&seed);
+    for (size_t i = 0; i < ny; i++) dy[i] = frand(&seed);
+    dn_conv_layer_bwd_weight(&L, x, n, dy, dw, NULL, scr);
+    char fx[] = "/tmp/dn_wgrad_x_XXXXXX", fy[] = "/tmp/dn_wgrad_dy_XXXXXX", fo[] = "/tmp/dn_wgrad_out_XXXXXX", cmd[512];
+    int a = mkstemp(fx), b = mkstemp(fy), c = mkstemp(fo);
+    if (a >= 0) close(a);
+    if (b >= 0) close(b);
+    if (c >= 0) close(c);
+    int ok = a >= 0 && b >= 0 && c >= 0 && write_f32(fx, x, nx) && write_f32(fy, dy, ny);
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tools/wgrad_ref.py %s %s %s %d %d %d %d %d %d %d %d", fx, fy, fo, n, cin,
+             cout, h, w, k, s, pd);
+    ok = ok && system(cmd) == 0;
+    FILE *f = ok ? fopen(fo, "rb") : NULL;
+    ok = f && fread(ref, 4, nw, f) == nw;
+    if (f) fclose(f);
+    CHECK_MSG(ok, "PyTorch reference failed: %s", cmd);
+    if (ok) {
+        double scale = 1, worst = 0;
+        for (size_t i = 0; i < nw; i++) if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
+        for (size_t i = 0; i < nw; i++) if (fabs(dw[i] - ref[i]) > worst) worst = fabs(dw[i] - ref[i]);
+        CHECK_MSG(worst <= 1e-5 * scale, "%s path, cin%d cout%d %dx%d k%d s%d: max err %g vs PyTorch (scale %g)", path,
+                  cin, cout, h, w, k, s, worst, scale);
+    }
+    remove(fx); remove(fy); remove(fo);
+    dn_conv_layer_release(&L);
+    dn_free_aligned(scr);
+    free(p.w); free(x); free(dy); free(dw); free(ref);
+}
+
+TEST(wgrad_vs_pytorch) {
+    if (!have_torch()) SKIP("/usr/bin/python3 has no torch (PyTorch reference unavailable)");
+    torch_case(2, 128, 128, 9, 9, 3, 1, 1, "winograd");  /* layer2-like */
+    torch_case(3, 64, 64, 12, 12, 3, 1, 1, "direct");    /* layer1-like */
+    torch_case(2, 3, 16, 40, 40, 7, 2, 3, "direct");     /* stem */
+    torch_case(2, 32, 48, 7, 7, 3, 2, 1, "gemm");        /* strided, small plane */
+    torch_case(2, 16, 24, 10, 10, 1, 2, 0, NULL);        /* downsample */
+}
+
 TEST(wgrad_plan_refuses_bad_shapes) {
     dn_wgrad_plan pl;
     dn_conv_p p = {3, 4, 7, 2, 0, NULL};
@@ -245,5 +308,6 @@ int main(void) {
     RUN(wgrad_winograd_odd_shapes);
     RUN(wgrad_winograd_plan_refuses);
     RUN(conv_layer_winograd_vs_gemm);
+    RUN(wgrad_vs_pytorch);
     return REPORT();
 }
