@@ -55,7 +55,8 @@ static void wgrad_case(int n, int cin, int cout, int h, int w, int k, int s, int
     for (size_t i = 0; i < nw; i++) if (fabs(ref[i]) > scale) scale = fabs(ref[i]);
     for (int vec = 0; vec < 2; vec++) {
         if (vec && !dn_wgrad_available()) {
-            printf("  (AVX-512 tile kernel not available on this CPU: scalar tiles only)\n");
+            static int told;
+            if (!told++) printf("  (AVX-512 tile kernel not available: scalar tiles only)\n");
             break;
         }
         for (size_t i = 0; i < nw; i++) dw[i] = 0.5f; /* accumulates */
@@ -173,6 +174,7 @@ TEST(wgrad_winograd_odd_shapes) {
     wino_case(2, 4, 3, 5, 6, 2, 2);   /* padding 2 */
     wino_case(5, 6, 7, 9, 9, 1, 1);   /* one image per chunk */
     wino_case(3, 33, 40, 14, 14, 1, 3);
+    wino_case(2, 20, 13, 28, 28, 1, 2); /* rows >= 384: AVX-512 dot-product tiles when available */
 }
 
 TEST(wgrad_winograd_plan_refuses) {
@@ -268,7 +270,8 @@ static void torch_case(int n, int cin, int cout, int h, int w, int k, int s, int
 TEST(wgrad_vs_pytorch) {
     if (!have_torch()) SKIP("/usr/bin/python3 has no torch (PyTorch reference unavailable)");
     torch_case(2, 128, 128, 9, 9, 3, 1, 1, "winograd");  /* layer2-like */
-    torch_case(3, 64, 64, 12, 12, 3, 1, 1, "direct");    /* layer1-like */
+    torch_case(2, 64, 64, 28, 28, 3, 1, 1, "winograd");  /* layer1-like: Winograd on dot-product tiles */
+    torch_case(3, 48, 40, 12, 12, 3, 1, 1, "direct");    /* fewer channels: direct kernel */
     torch_case(2, 3, 16, 40, 40, 7, 2, 3, "direct");     /* stem */
     torch_case(2, 32, 48, 7, 7, 3, 2, 1, "gemm");        /* strided, small plane */
     torch_case(2, 16, 24, 10, 10, 1, 2, 0, NULL);        /* downsample */

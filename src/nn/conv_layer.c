@@ -198,14 +198,13 @@ dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w,
     if (g > (size_t)maxn) g = (size_t)maxn;
     L->chunk = (int)g;
     /* Winograd weight gradient where it measured faster (single thread,
-     * batch 32): ResNet-18 layer2/layer3 +20-25% over the direct kernel,
-     * layer4 (7x7 planes, where the direct kernel wastes lanes) +30-40% over
-     * the GEMM. 3x3 stride-1 convs with at least 128 x 128 channels (with
-     * fewer, the transforms outweigh the 16/36 multiplies: layer1 is 30%
-     * slower than direct) and at most 512 x 512 (its 16 cout x cin
-     * accumulators take 16 MB of scratch there). */
+     * batch 32): ResNet-18 layer1 ~+12%, layer2/layer3 +20-35% over the
+     * direct kernel, layer4 (7x7 planes, where the direct kernel wastes
+     * lanes) +30-40% over the GEMM. 3x3 stride-1 convs with 64 x 64 to
+     * 512 x 512 channels (with fewer channels the transforms weigh more than
+     * the 16/36 multiplies save; 512 x 512 takes 16 MB of accumulators). */
     if (impl != DN_CONV_DIRECT && impl != DN_CONV_REF && p->k == 3 && p->stride == 1 &&
-        (long)p->cin * p->cout >= 128L * 128 && (long)p->cin * p->cout <= 512L * 512 &&
+        (long)p->cin * p->cout >= 64L * 64 && (long)p->cin * p->cout <= 512L * 512 &&
         dn_wgrad_wino_plan(&L->ww, p, h, w, maxn) == DN_OK)
         L->ww_ok = 1;
     /* without a direct plan (shapes it refuses) the GEMM path serves */

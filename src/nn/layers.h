@@ -37,7 +37,7 @@ static inline dn_job_fn dn_layer_pick(dn_job_fn ref, dn_job_fn avx2, dn_job_fn a
  *    transposed kernel (dx = conv(dy, rot180(W)^T, pad k-1-p)); otherwise a
  *    GEMM W^T * dy over a chunk of images followed by col2im;
  *  - weight gradient (nn/wgrad.h), chunks of images in image order:
- *    Winograd F(3x3, 2x2) for 3x3 stride-1 convs with 128^2..512^2 channel
+ *    Winograd F(3x3, 2x2) for 3x3 stride-1 convs with 64^2..512^2 channel
  *    pairs (AUTO/WINOGRAD impl, AVX2 or better); else, with AVX-512, the
  *    direct im2col-free kernel where >= 80% of its vector lanes carry output
  *    pixels; otherwise dW += dy * col^T as one GEMM over a chunk of images

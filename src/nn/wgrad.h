@@ -64,7 +64,9 @@ void dn_wgrad_tile_avx512(int R, int G, const float *dy, size_t dyrow, const flo
  * Weight gradient of 3x3 stride-1 convs (padding 0..2) as Winograd
  * F(3x3, 2x2) (see wgrad_wino.c): 16 GEMMs over 2x2 output tiles instead of
  * 36 multiplies per tile; relative error ~1e-6 (transform factors 0.5 and 1).
- * Uses dn_sgemm (any ISA). The plan refuses other convs and inputs wider than
+ * The 16 products sum_tiles U V^T run on the AVX-512 tile kernel above (rows
+ * padded to 16 with zeros) when available and the rows are long enough,
+ * else through dn_sgemm (any ISA). The plan refuses other convs and inputs wider than
  * about 1000 pixels (DN_ERR_ARG); callers then use the direct path. */
 typedef struct dn_wgrad_wino {
     int cin, cout, pad, h, w, oh, ow;
