@@ -44,9 +44,14 @@ TEST(json_escapes_utf8) {
     dn_json_free(r);
 }
 
-TEST(json_duplicate_key_last_wins) {
-    dn_json *r = P("{\"k\":1,\"k\":2}", NULL, 0);
-    CHECK(r && dn_json_num(dn_json_get(r, "k"), 0) == 2);
+TEST(json_duplicate_key_refused) {
+    char err[200] = "";
+    dn_json *r = P("{\"k\":1,\"j\":{\"k\":1},\"k\":2}", err, sizeof err);
+    CHECK(r == NULL);
+    CHECK_MSG(strstr(err, "duplicate object key \"k\"") != NULL, "%s", err);
+    dn_json_free(r);
+    r = P("{\"k\":1,\"j\":{\"k\":1}}", err, sizeof err); /* same key in another object is fine */
+    CHECK(r != NULL);
     dn_json_free(r);
 }
 
@@ -259,7 +264,7 @@ TEST(tensors_and_meta) {
 int main(void) {
     RUN(json_basic_types);
     RUN(json_escapes_utf8);
-    RUN(json_duplicate_key_last_wins);
+    RUN(json_duplicate_key_refused);
     RUN(json_errors_with_position);
     RUN(json_depth_limit);
     RUN(json_not_nul_terminated);

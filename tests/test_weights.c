@@ -823,7 +823,7 @@ TEST(bad_duplicate_keys) {
     uint8_t *f = mk_st("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                        "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", data, 8, &n);
     CHECK(spit(tpath("dup.safetensors"), f, n) == 0);
-    CHECK(expect_load_error(tpath("dup.safetensors"), "tensor 'a' appears twice"));
+    CHECK(expect_load_error(tpath("dup.safetensors"), "duplicate object key \"a\""));
     free(f);
 }
 

@@ -2,6 +2,7 @@
 #include "core/core.h"
 #include "serve/mreport.h"
 #include "serve/store.h"
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -69,10 +70,17 @@ int cmd_report(int argc, char **argv) {
     }
     if (out) {
         f = fopen(out, "wb");
-        if (!f) { perror(out); goto done; }
+        if (!f) { fprintf(stderr, "defectnet report: %s: cannot write: %s\n", out, strerror(errno)); goto done; }
     }
-    if (b.len && fwrite(b.s, 1, b.len, f ? f : stdout) != b.len) { perror(out ? out : "stdout"); goto done; }
-    if (f && fclose(f)) { f = NULL; perror(out); goto done; }
+    if (b.len && fwrite(b.s, 1, b.len, f ? f : stdout) != b.len) {
+        fprintf(stderr, "defectnet report: %s: write failed: %s\n", out ? out : "standard output", strerror(errno));
+        goto done;
+    }
+    if (f && fclose(f)) {
+        f = NULL;
+        fprintf(stderr, "defectnet report: %s: write failed: %s\n", out, strerror(errno));
+        goto done;
+    }
     f = NULL;
     rc = 0;
 done:

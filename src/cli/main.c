@@ -30,7 +30,15 @@ int main(int argc, char **argv) {
         return argc < 2 ? 2 : 0;
     }
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], commands[i].name)) {
+            int rc = commands[i].fn(argc - 1, argv + 1);
+            /* A result that never reached stdout (full disk, closed pipe) is a failure. */
+            if (fflush(stdout) != 0 || ferror(stdout)) {
+                fprintf(stderr, "defectnet %s: cannot write to standard output\n", argv[1]);
+                if (rc == 0) rc = 1;
+            }
+            return rc;
+        }
     fprintf(stderr, "defectnet: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -41,7 +41,8 @@ dn_status dn_read_file(const char *path, size_t max_bytes, uint8_t **data, size_
  * dn_pool_run on the same pool. */
 typedef struct dn_pool dn_pool;
 typedef void (*dn_job_fn)(void *arg, int ith, int nth);
-dn_pool *dn_pool_new(int nthreads); /* nthreads <= 0: number of online CPUs */
+#define DN_MAX_THREADS 1024
+dn_pool *dn_pool_new(int nthreads); /* nthreads <= 0: number of online CPUs; > DN_MAX_THREADS: NULL */
 void dn_pool_free(dn_pool *p);
 int dn_pool_size(const dn_pool *p);
 void dn_pool_run(dn_pool *p, dn_job_fn fn, void *arg);

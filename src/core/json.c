@@ -222,6 +222,16 @@ static int parse_container(parser *p, dn_json *v, int depth, int is_obj) {
             if (p->pos >= p->len || p->s[p->pos] != '"') { perr(p, "object key (string) expected"); return -1; }
             key = parse_string(p);
             if (!key) return -1;
+            /* Duplicate keys are refused: in a config or a weights header the
+             * second value silently winning hides mistakes (and attacks). */
+            for (size_t i = 0; i < v->n; i++)
+                if (!strcmp(v->keys[i], key)) {
+                    char msg[160];
+                    snprintf(msg, sizeof msg, "duplicate object key \"%.100s\"", key);
+                    free(key);
+                    perr(p, msg);
+                    return -1;
+                }
             skip_ws(p);
             if (p->pos >= p->len || p->s[p->pos] != ':') { free(key); perr(p, "':' expected after object key"); return -1; }
             p->pos++;

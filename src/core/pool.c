@@ -42,6 +42,10 @@ static void *worker(void *a) {
 
 dn_pool *dn_pool_new(int nthreads) {
     if (nthreads <= 0) nthreads = dn_num_cpus();
+    if (nthreads > DN_MAX_THREADS) {
+        dn_fail(DN_ERR_ARG, "thread pool: %d threads requested, at most %d supported", nthreads, DN_MAX_THREADS);
+        return NULL;
+    }
     dn_pool *p = dn_calloc(1, sizeof *p);
     if (!p) return NULL;
     p->n = nthreads;

@@ -316,6 +316,11 @@ dn_status dn_store_open(const char *url, dn_store **out) {
         PGresult *r = PQexec(s->w.pg, "SET client_min_messages TO warning");
         PQclear(r);
     } else {
+        const char *colon = strstr(url, "://");
+        if (colon && strncmp(url, "sqlite:", 7)) {
+            rc = dn_fail(DN_ERR_ARG, "%s: unsupported database URL scheme (use sqlite:FILE or postgres://...)", url);
+            goto fail;
+        }
         const char *path = !strncmp(url, "sqlite:", 7) ? url + 7 : url;
         if (!strncmp(path, "//", 2)) path += 2; /* sqlite://FILE */
         if (!*path) { rc = dn_fail(DN_ERR_ARG, "%s: empty SQLite file name", url); goto fail; }
