@@ -28,6 +28,9 @@ Subcommands
                            layer3 outputs of the originals + K fixed augmented views
                            (--stream: freshly augmented images every epoch instead).
            recipe scratch: random init, everything trainable (keep it short on 2 cores).
+           recipe staged:  --stages head:E,layer3:E2 of defectnet: one layer3 cache of the fixed
+                           views; head on pooled features (frozen layer4), then layer4 + fc
+                           for --epochs2 epochs from the best head; reports both test results.
   bench-head  time one head-only epoch the tutorial way (backbone forward every epoch,
            batch 32) vs on cached features, same images, and print both.
 
@@ -291,6 +294,95 @@ def cmd_train(a):
             acc, f1 = evaluate_logits(head(Xte), Yte, k)
         extra = {'feature_s': round(feat_time, 1), 'head_train_s': round(head_time, 3),
                  'cached_samples': len(Xtr)}
+    elif a.recipe == 'staged':
+        # defectnet --stages head:E1,layer3:E2 with the default caches: layer3 outputs of the
+        # originals + K fixed views computed once; stage 1 trains fc on pooled features obtained by
+        # the frozen pretrained layer4 from that cache, stage 2 trains layer4 + fc from the best head.
+        stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3).eval()
+
+        def l3(items, tf):
+            outs, ys = [], []
+            with torch.no_grad():
+                for x, y in mk(items, tf, False):
+                    outs.append(stem(x)); ys.append(y)
+            return torch.cat(outs), torch.cat(ys)
+        tf0 = time.time()
+        Xs, Ys = [], []
+        X, Y = l3(train_items, eval_tf); Xs.append(X); Ys.append(Y)
+        aug = make_tf(a.image_size, True)
+        for v in range(a.views):
+            X, Y = l3(train_items, aug); Xs.append(X); Ys.append(Y)
+        Xtr, Ytr = torch.cat(Xs), torch.cat(Ys)
+        del Xs
+        Xva, Yva = l3(val_items, eval_tf)
+        Xte, Yte = l3(test_items, eval_tf)
+        feat_time = time.time() - tf0
+        body4 = nn.Sequential(m.layer4, m.avgpool, nn.Flatten())
+
+        def pooled(X):
+            body4.eval()
+            with torch.no_grad():
+                return torch.cat([body4(X[i:i + 256]) for i in range(0, len(X), 256)])
+        Ftr, Fva, Fte = pooled(Xtr), pooled(Xva), pooled(Xte)
+        head = m.fc
+        opt = make_opt(head.parameters(), a)
+        steps_per = math.ceil(len(Ftr) / a.batch)
+        total, step = a.epochs * steps_per, 0
+        bad = 0
+        for ep in range(a.epochs):
+            perm = torch.randperm(len(Ftr))
+            for i in range(0, len(Ftr), a.batch):
+                idx = perm[i:i + a.batch]
+                set_lr(opt, lr_at(a, step, total))
+                loss = crit(head(Ftr[idx]), Ytr[idx])
+                opt.zero_grad(); loss.backward(); opt.step(); step += 1
+            with torch.no_grad():
+                acc, f1 = evaluate_logits(head(Fva), Yva, k)
+            log.append(('head', ep, round(acc, 4), round(f1, 4)))
+            if f1 > best[0]:
+                best = (f1, {kk: v.clone() for kk, v in head.state_dict().items()}, ep); bad = 0
+            else:
+                bad += 1
+                if a.patience and bad >= a.patience:
+                    break
+        head.load_state_dict(best[1])
+        with torch.no_grad():
+            hacc, hf1 = evaluate_logits(head(Fte), Yte, k)
+        head_epoch = best[2]
+        best = (best[0], {kk: v.clone() for kk, v in m.state_dict().items()}, best[2])
+        top = nn.Sequential(m.layer4, m.avgpool, nn.Flatten(), m.fc)
+        groups = [{'params': list(m.layer4.parameters()), 'mult': a.backbone_lr_mult},
+                  {'params': list(m.fc.parameters()), 'mult': 1.0}]
+        opt = make_opt(groups, a)
+        steps_per = math.ceil(len(Xtr) / a.batch)
+        total, step = a.epochs2 * steps_per, 0
+        th0 = time.time()
+        for ep in range(a.epochs2):
+            top.train()
+            perm = torch.randperm(len(Xtr))
+            te0 = time.time()
+            for i in range(0, len(Xtr), a.batch):
+                idx = perm[i:i + a.batch]
+                set_lr(opt, lr_at(a, step, total))
+                loss = crit(top(Xtr[idx]), Ytr[idx])
+                opt.zero_grad(); loss.backward(); opt.step(); step += 1
+            top.eval()
+            with torch.no_grad():
+                L = torch.cat([top(Xva[i:i + 256]) for i in range(0, len(Xva), 256)])
+            acc, f1 = evaluate_logits(L, Yva, k)
+            log.append(('layer4', ep, round(acc, 4), round(f1, 4), round(time.time() - te0, 1)))
+            print(json.dumps({'epoch': ep, 'val_acc': acc, 'val_f1': f1, 'epoch_s': round(time.time() - te0, 1)}),
+                  file=sys.stderr, flush=True)
+            if f1 > best[0]:
+                best = (f1, {kk: v.clone() for kk, v in m.state_dict().items()}, a.epochs + ep)
+        m.load_state_dict(best[1])
+        top.eval()
+        with torch.no_grad():
+            L = torch.cat([top(Xte[i:i + 256]) for i in range(0, len(Xte), 256)])
+        acc, f1 = evaluate_logits(L, Yte, k)
+        extra = {'feature_s': round(feat_time, 1), 'layer4_train_s': round(time.time() - th0, 1),
+                 'head_stage_test_acc': round(hacc, 4), 'head_stage_test_macro_f1': round(hf1, 4),
+                 'head_stage_best_epoch': head_epoch, 'epochs2': a.epochs2}
     elif a.recipe == 'layer4' and not a.stream:
         # what defectnet does by default: layer3 outputs of the originals + K fixed
         # augmented views computed once, layer4 + fc trained on them
@@ -396,7 +488,7 @@ def cmd_train(a):
         extra = {}
     res = {'system': 'pytorch', 'manifest': a.manifest, 'recipe': a.recipe, 'tutorial': a.tutorial,
            'epochs': a.epochs, 'lr': a.lr, 'optimizer': a.optimizer, 'batch': a.batch,
-           'image_size': a.image_size, 'views': a.views if a.recipe == 'head' else None,
+           'image_size': a.image_size, 'views': a.views if a.recipe != 'scratch' else None,
            'label_smoothing': a.label_smoothing, 'threads': a.threads,
            'train': len(train_items), 'val': len(val_items), 'test': len(test_items),
            'best_epoch': best[2], 'test_acc': round(acc, 4), 'test_macro_f1': round(f1, 4),
@@ -452,7 +544,9 @@ def main():
     s.add_argument('--group-block', type=int, default=0)
     t = sub.add_parser('train')
     t.add_argument('--manifest', required=True)
-    t.add_argument('--recipe', choices=['head', 'layer4', 'scratch'], default='head')
+    t.add_argument('--recipe', choices=['head', 'layer4', 'scratch', 'staged'], default='head')
+    t.add_argument('--epochs2', type=int, default=5, help='staged: layer4 epochs')
+    t.add_argument('--patience', type=int, default=10)
     t.add_argument('--weights', default=None)
     t.add_argument('--tutorial', action='store_true')
     t.add_argument('--stream', action='store_true', help='layer4: fresh augmentations every epoch (no layer3 cache)')
