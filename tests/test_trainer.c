@@ -576,6 +576,7 @@ static void small_cfg(dn_train_cfg *c, const char *data, const char *out) {
     c->batch = 8;
     c->views = 1;
     c->stages[0].epochs = 4;
+    c->nstages = 1;
     c->threads = 1;
     c->quiet = 1;
     c->split.seed = 3;
@@ -789,6 +790,7 @@ TEST(real_neu_head_only_small) {
     c.image_size = 64;
     c.views = 0;
     c.stages[0].epochs = 40;
+    c.nstages = 1;
     c.patience = 0;
     c.lr = 3e-3f;
     c.quiet = 1;

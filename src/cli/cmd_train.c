@@ -25,17 +25,19 @@ static void usage(FILE *f) {
             "                            classes match the data), or none (random init, from scratch)\n"
             "    --new-head              replace the head of a defectnet model trained on other classes\n"
             "    --out MODEL             best model (by validation macro-F1), with recipe and results in its metadata\n"
-            "  recipe (defaults generalise: frozen backbone, cached features, augmented views)\n"
-            "    --freeze backbone|layer3|layer2|layer1|stem|none   single stage (default backbone = head only)\n"
+            "  recipe (default: --stages head:30,layer3:5 = head on cached features of the images + 2 augmented\n"
+            "  views, then layer4 + head on their cached layer3 outputs; the best model by validation macro-F1 is kept)\n"
+            "    --freeze backbone|layer3|layer2|layer1|stem|none   a single stage instead (backbone = head only)\n"
             "    --stages \"head:5,layer3:10\"  staged schedule: head only, then layer4 + head, ... (overrides --freeze/--epochs)\n"
-            "    --epochs N              epochs of the single stage (default 30)\n"
+            "    --epochs N              epochs of the head stage of the default recipe, or of the --freeze stage\n"
+            "                            (default 30 for head only, 10 otherwise; from scratch: all layers, 10)\n"
             "    --lr F                  head learning rate (default 1e-3), --backbone-lr-mult F (default 0.1)\n"
             "    --optimizer sgd|adamw   (default adamw), --weight-decay F (default 1e-4)\n"
             "    --schedule cosine|step|const (default cosine), --warmup STEPS (default 0)\n"
             "    --batch N (default 32), --image-size N (default 224: whole image resized)\n"
             "    --label-smoothing F (default 0.1), --class-weights auto|none (default auto), --balanced-sampler\n"
             "    --aug flip,rot90,rrc,jitter | --no-aug   (default all four)\n"
-            "    --views K               augmented views cached per image on the head-only path (default 4)\n"
+            "    --views K               augmented views cached per image for the cached stages (default 2)\n"
             "    --patience N            early stopping on validation macro-F1 (default 10, 0 = off)\n"
             "    --feature-cache DIR     keep computed features on disk (keyed by weights, file, preprocessing, view)\n"
             "    --stream                layer4 stages: fresh augmentations every epoch instead of training on cached\n"
@@ -159,19 +161,21 @@ int cmd_train(int argc, char **argv) {
             return 2;
         }
     } else {
-        if (freeze && dn_freeze_parse(freeze, &c.stages[0].first_trainable)) {
-            fprintf(stderr, "defectnet train: --freeze: %s\n", dn_last_error());
-            return 2;
+        int scratch = !c.weights || !strcmp(c.weights, "none");
+        if (freeze || scratch) {
+            /* one stage: the frozen prefix given (from scratch: everything trains) */
+            c.nstages = 1;
+            c.stages[0].first_trainable = 0;
+            if (freeze && dn_freeze_parse(freeze, &c.stages[0].first_trainable)) {
+                fprintf(stderr, "defectnet train: --freeze: %s\n", dn_last_error());
+                return 2;
+            }
+            c.stages[0].epochs = epochs > 0 ? (int)epochs : c.stages[0].first_trainable == DN_STAGE_HEAD ? 30 : 10;
+        } else if (epochs > 0) {
+            c.stages[0].epochs = (int)epochs; /* head stage of the default recipe */
         }
-        if (epochs > 0) c.stages[0].epochs = (int)epochs;
-        else if (c.stages[0].first_trainable < DN_STAGE_HEAD) c.stages[0].epochs = 10;
     }
-    if (!c.weights || !strcmp(c.weights, "none")) {
-        /* from scratch nothing is pretrained: every layer trains at the full rate */
-        for (int i = 0; i < c.nstages; i++)
-            if (c.stages[i].first_trainable == DN_STAGE_HEAD && !stages && !freeze) c.stages[i].first_trainable = 0;
-        c.backbone_lr_mult = 1.0f;
-    }
+    if (!c.weights || !strcmp(c.weights, "none")) c.backbone_lr_mult = 1.0f; /* nothing is pretrained */
     c.progress = !c.quiet && isatty(2);
 
     dn_train_result res;

@@ -22,7 +22,9 @@ void dn_train_cfg_default(dn_train_cfg *c) {
     c->weights = NULL;
     c->stages[0].first_trainable = DN_STAGE_HEAD;
     c->stages[0].epochs = 30;
-    c->nstages = 1;
+    c->stages[1].first_trainable = DN_STAGE_LAYER4;
+    c->stages[1].epochs = 5;
+    c->nstages = 2;
     c->lr = 1e-3f;
     c->backbone_lr_mult = 0.1f;
     c->weight_decay = 1e-4f;
@@ -31,7 +33,7 @@ void dn_train_cfg_default(dn_train_cfg *c) {
     c->warmup = 0;
     c->batch = 32;
     c->image_size = 224;
-    c->views = 4;
+    c->views = 2;
     c->label_smoothing = 0.1f;
     c->class_weights = 1;
     c->balanced_sampler = 0;
