@@ -1,8 +1,9 @@
 /* Convolution layer for training (see layers.h): forward and data gradient
- * through the kernels' dn_conv_op where possible, weight gradient (and the
- * strided data gradient) as chunked GEMMs over several images at once so the
- * GEMMs are large. Chunks run in image order and each GEMM is deterministic,
- * so results do not depend on the number of threads. */
+ * through the kernels' dn_conv_op where possible; weight gradient through the
+ * Winograd or direct kernels of nn/wgrad.h where they are faster, otherwise
+ * (and for the strided data gradient) as chunked GEMMs over several images at
+ * once so the GEMMs are large. Chunks run in image order and each GEMM / tile
+ * is deterministic, so results do not depend on the number of threads. */
 #include "nn/layers.h"
 #include "kernels/kernels.h"
 #include <math.h>
