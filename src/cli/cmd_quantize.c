@@ -31,6 +31,28 @@ static void usage(FILE *f) {
                "                          [--max-val N] [--batch B] [--threads T]\n");
 }
 
+/* Whole-string numeric option values; a bad one is named in a one-line error. */
+static int opt_int(const char *opt, const char *v, int lo, int hi, int *out) {
+    char *end = NULL;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) {
+        fprintf(stderr, "defectnet quantize: %s '%s': expected an integer in %d..%d\n", opt, v, lo, hi);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+static int opt_prob(const char *opt, const char *v, double *out) {
+    char *end = NULL;
+    double x = strtod(v, &end);
+    if (!*v || *end || !(x > 0 && x <= 1)) {
+        fprintf(stderr, "defectnet quantize: %s '%s': expected a number in (0,1]\n", opt, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
 int cmd_quantize(int argc, char **argv) {
     const char *model = NULL, *val = NULL, *mode_s = NULL, *out = NULL, *calib = NULL;
     double min_agree = 0.995;
@@ -50,10 +72,10 @@ int cmd_quantize(int argc, char **argv) {
         else if (!strcmp(a, "--mode")) mode_s = argv[++i];
         else if (!strcmp(a, "--out")) out = argv[++i];
         else if (!strcmp(a, "--calib")) calib = argv[++i];
-        else if (!strcmp(a, "--min-agreement")) min_agree = atof(argv[++i]);
-        else if (!strcmp(a, "--max-val")) max_val = atoi(argv[++i]);
-        else if (!strcmp(a, "--batch")) batch = atoi(argv[++i]);
-        else if (!strcmp(a, "--threads")) threads = atoi(argv[++i]);
+        else if (!strcmp(a, "--min-agreement")) { if (opt_prob(a, argv[++i], &min_agree)) return 2; }
+        else if (!strcmp(a, "--max-val")) { if (opt_int(a, argv[++i], 1, 1 << 30, &max_val)) return 2; }
+        else if (!strcmp(a, "--batch")) { if (opt_int(a, argv[++i], 1, 1024, &batch)) return 2; }
+        else if (!strcmp(a, "--threads")) { if (opt_int(a, argv[++i], 0, 1024, &threads)) return 2; }
         else { fprintf(stderr, "defectnet quantize: unknown option '%s'\n", a); usage(stderr); return 2; }
     }
     if (!model || !val || !mode_s || !out) {
