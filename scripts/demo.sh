@@ -19,7 +19,9 @@ W=${DN_WEIGHTS:-}
 [ "$W" = none ] && W=""   # DN_WEIGHTS=none forces the from-scratch path
 echo "== 1/6 synthesize a defect dataset (6 classes) into $OUT/data"
 rm -rf "$OUT/data"
-$DN synth --out "$OUT/data" --per-class 80 --size 96 --seed 7
+# From scratch a ResNet needs more examples than a fine-tuned head does.
+PER_CLASS=80; [ -z "$W" ] && PER_CLASS=150
+$DN synth --out "$OUT/data" --per-class $PER_CLASS --size 96 --seed 7
 
 echo "== 2/6 fine-tune"
 rm -f "$OUT/model.safetensors" "$OUT/split.csv" "$OUT/model.safetensors.ckpt"
@@ -30,7 +32,7 @@ if [ -n "$W" ]; then
 else
     echo "   no pretrained weights found: training from scratch (set DN_WEIGHTS=resnet18-f37072fd.pth to fine-tune)"
     $DN train --data "$OUT/data" --weights none --freeze none --out "$OUT/model.safetensors" \
-        --split-manifest "$OUT/split.csv" --image-size 64 --epochs 12 --lr 3e-3 --patience 0
+        --split-manifest "$OUT/split.csv" --image-size 48 --epochs 20 --lr 2e-3 --patience 0
 fi
 $DN info "$OUT/model.safetensors"
 
