@@ -56,6 +56,15 @@ TEST(aug_geometry) {
     CHECK(dn_img_crop_resize(&im, 1, 1, 3, 2, 3, 2, &o) == DN_OK);
     CHECK(px(&o, 0, 0, 0) == px(&im, 1, 1, 0) && px(&o, 2, 1, 1) == px(&im, 3, 2, 1));
     free(o.data);
+    /* shrinking antialiases like PIL: a 1-pixel checkerboard halved becomes flat grey */
+    {
+        dn_image cb = make_img(8, 8), g = {0};
+        for (int i = 0; i < 64; i++) memset(cb.data + i * 3, ((i / 8 + i % 8) % 2) ? 255 : 0, 3);
+        CHECK(dn_img_crop_resize(&cb, 0, 0, 8, 8, 4, 4, &g) == DN_OK);
+        for (int i = 0; i < 48; i++) CHECK(g.data[i] >= 120 && g.data[i] <= 135);
+        free(cb.data);
+        free(g.data);
+    }
     CHECK(dn_img_crop_resize(&im, 3, 2, 3, 2, 4, 4, &o) == DN_ERR_ARG);
     CHECK(strstr(dn_last_error(), "outside image") != NULL);
     free(im.data);

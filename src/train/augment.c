@@ -66,43 +66,73 @@ static dn_status check_img(const dn_image *in) {
     return DN_OK;
 }
 
-/* Bilinear resize of the crop [x0, x0+cw) x [y0, y0+ch) to ow x oh, pixel
- * centres aligned (align_corners = False), edge samples clamped. */
+/* Resize of the crop [x0, x0+cw) x [y0, y0+ch) to ow x oh with PIL's bilinear
+ * filter: a triangle kernel whose support grows with the downscale factor
+ * (antialiasing, as torchvision's RandomResizedCrop on PIL images), weights
+ * normalised per output sample, separable (horizontal then vertical pass in
+ * float), rounded once at the end. Without the antialiasing, crops shrunk to
+ * a small network input alias fine textures and no longer look like the
+ * antialiased eval images. */
+static dn_status taps1d(int in, int out, float **w, int **lo, int *ksize) {
+    double scale = (double)in / out, support = scale > 1 ? scale : 1.0;
+    int k = (int)ceil(support) * 2 + 1;
+    *w = dn_calloc((size_t)out * k, sizeof(float));
+    *lo = dn_calloc((size_t)out, sizeof(int));
+    if (!*w || !*lo) { free(*w); free(*lo); return DN_ERR_NOMEM; }
+    for (int o = 0; o < out; o++) {
+        double c = (o + 0.5) * scale;
+        int a = (int)floor(c - support), b = (int)ceil(c + support);
+        if (a < 0) a = 0;
+        if (b > in) b = in;
+        if (b - a > k) b = a + k;
+        double tot = 0;
+        for (int t = a; t < b; t++) {
+            double v = 1 - fabs((t + 0.5 - c) / support);
+            if (v < 0) v = 0;
+            (*w)[(size_t)o * k + (t - a)] = (float)v;
+            tot += v;
+        }
+        if (tot <= 0) { (*w)[(size_t)o * k] = 1; tot = 1; a = a < in ? a : in - 1; }
+        for (int t = 0; t < k; t++) (*w)[(size_t)o * k + t] = (float)((*w)[(size_t)o * k + t] / tot);
+        (*lo)[o] = a;
+    }
+    *ksize = k;
+    return DN_OK;
+}
+
 dn_status dn_img_crop_resize(const dn_image *in, int x0, int y0, int cw, int ch, int ow, int oh, dn_image *out) {
     dn_status st = check_img(in);
     if (st) return st;
     if (cw <= 0 || ch <= 0 || x0 < 0 || y0 < 0 || x0 + cw > in->w || y0 + ch > in->h)
         return dn_fail(DN_ERR_ARG, "augment: crop %d,%d %dx%d outside image %dx%d", x0, y0, cw, ch, in->w, in->h);
     if ((st = img_new(ow, oh, out))) return st;
-    float sx = (float)cw / ow, sy = (float)ch / oh;
-    for (int y = 0; y < oh; y++) {
-        float fy = (y + 0.5f) * sy - 0.5f;
-        if (fy < 0) fy = 0;
-        int iy = (int)fy;
-        if (iy > ch - 1) iy = ch - 1;
-        int iy1 = iy + 1 < ch ? iy + 1 : ch - 1;
-        float wy = fy - iy;
-        if (wy > 1) wy = 1;
-        const uint8_t *r0 = in->data + ((size_t)(y0 + iy) * in->w + x0) * 3;
-        const uint8_t *r1 = in->data + ((size_t)(y0 + iy1) * in->w + x0) * 3;
-        uint8_t *o = out->data + (size_t)y * ow * 3;
-        for (int x = 0; x < ow; x++) {
-            float fx = (x + 0.5f) * sx - 0.5f;
-            if (fx < 0) fx = 0;
-            int ix = (int)fx;
-            if (ix > cw - 1) ix = cw - 1;
-            int ix1 = ix + 1 < cw ? ix + 1 : cw - 1;
-            float wx = fx - ix;
-            if (wx > 1) wx = 1;
+    float *wx = NULL, *wy = NULL, *tmp = NULL;
+    int *lx = NULL, *ly = NULL, kx, ky;
+    if ((st = taps1d(cw, ow, &wx, &lx, &kx)) || (st = taps1d(ch, oh, &wy, &ly, &ky))) goto done;
+    tmp = dn_malloc((size_t)ch * ow * 3 * sizeof(float));
+    if (!tmp) { st = DN_ERR_NOMEM; goto done; }
+    for (int y = 0; y < ch; y++) {
+        const uint8_t *row = in->data + ((size_t)(y0 + y) * in->w + x0) * 3;
+        for (int x = 0; x < ow; x++)
             for (int c = 0; c < 3; c++) {
-                float a = r0[ix * 3 + c] + (r0[ix1 * 3 + c] - r0[ix * 3 + c]) * wx;
-                float b = r1[ix * 3 + c] + (r1[ix1 * 3 + c] - r1[ix * 3 + c]) * wx;
-                float v = a + (b - a) * wy;
-                o[x * 3 + c] = (uint8_t)(v + 0.5f);
+                float acc = 0;
+                for (int t = 0; t < kx && lx[x] + t < cw; t++) acc += wx[(size_t)x * kx + t] * row[(lx[x] + t) * 3 + c];
+                tmp[((size_t)y * ow + x) * 3 + c] = acc;
             }
-        }
     }
-    return DN_OK;
+    for (int y = 0; y < oh; y++)
+        for (int x = 0; x < ow; x++)
+            for (int c = 0; c < 3; c++) {
+                float acc = 0;
+                for (int t = 0; t < ky && ly[y] + t < ch; t++)
+                    acc += wy[(size_t)y * ky + t] * tmp[((size_t)(ly[y] + t) * ow + x) * 3 + c];
+                int v = (int)(acc + 0.5f);
+                out->data[((size_t)y * ow + x) * 3 + c] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+            }
+done:
+    free(wx); free(wy); free(lx); free(ly); free(tmp);
+    if (st) { free(out->data); out->data = NULL; out->w = out->h = 0; }
+    return st;
 }
 
 dn_status dn_img_flip(const dn_image *in, int horizontal, dn_image *out) {
