@@ -779,6 +779,7 @@ static dn_status stage_full(run *r, int si, resume_state *rs) {
     int np;
     const dn_param *params = dn_net_params(net, &np);
     if ((st = make_optim(c, params, np, &o))) goto done;
+    dn_optim_set_pool(o, dn_net_pool(net)); /* the update runs on the net's threads (same result) */
     int start_ep = 0, bad = 0;
     if (rs && rs->active && rs->stage == si) {
         start_ep = rs->stage_epochs_done;
@@ -973,6 +974,7 @@ static dn_status stage_l4_cached(run *r, int si, resume_state *rs, double *feat_
     int np;
     const dn_param *params = dn_net_params(net, &np);
     if ((st = make_optim(c, params, np, &o))) goto done;
+    dn_optim_set_pool(o, dn_net_pool(net)); /* the update runs on the net's threads (same result) */
     int start_ep = 0, bad = 0;
     if (rs && rs->active && rs->stage == si) {
         start_ep = rs->stage_epochs_done;
