@@ -106,6 +106,9 @@ case_ train_image_size_5 "--image-size" -- train --data "$tmp/ds" --weights none
 case_ train_lr_abc "--lr" -- train --data "$tmp/ds" --weights none --out "$tmp/t.safetensors" --lr abc
 case_ train_weights_missing "/nonexistent.pth" -- train --data "$tmp/ds" --weights /nonexistent.pth --out "$tmp/t2.safetensors" --quiet
 case_ train_out_missing "--out" -- train --data "$tmp/ds" --weights none
+case_ train_out_unwritable "/nonexistent" -- train --data "$tmp/ds" --weights none --out /nonexistent/t.safetensors
+case_ train_out_is_dir "is a directory" -- train --data "$tmp/ds" --weights none --out "$tmp"
+case_ train_checkpoint_unwritable "--checkpoint" -- train --data "$tmp/ds" --weights none --out "$tmp/t3.safetensors" --checkpoint /nonexistent/c.ckpt
 
 # eval
 case_ eval_model_missing "/nonexistent" -- eval --model /nonexistent --data "$tmp/ds"

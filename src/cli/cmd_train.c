@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void usage(FILE *f) {
@@ -48,6 +50,27 @@ static void usage(FILE *f) {
             "    --seed N (default 42), --threads N (default all cores), --workers N (loader threads, default 1)\n"
             "    --json                  JSON lines on stdout (one per epoch, and a final summary)\n"
             "    --quiet                 no progress output\n");
+}
+
+/* Output files are written at the end of a possibly long run: refuse paths that
+ * cannot be written before any work starts (a directory, a missing or read-only folder). */
+static int check_writable(const char *opt, const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "defectnet train: %s %s: is a directory, expected a file path\n", opt, path);
+        return -1;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == dir) dir[1] = 0;
+    else *slash = 0;
+    if (access(dir, W_OK) != 0) {
+        fprintf(stderr, "defectnet train: %s %s: folder %s is not writable: %s\n", opt, path, dir, strerror(errno));
+        return -1;
+    }
+    return 0;
 }
 
 static int parse_float(const char *opt, const char *v, float lo, float hi, float *out) {
@@ -143,6 +166,7 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (!c.out) { fprintf(stderr, "defectnet train: --out is required (see --help)\n"); return 2; }
+    if (check_writable("--out", c.out) || (c.checkpoint && check_writable("--checkpoint", c.checkpoint))) return 2;
     if (!have_weights) {
         fprintf(stderr, "defectnet train: --weights is required (a torchvision .pth, a defectnet model, or none)\n");
         return 2;
