@@ -493,6 +493,26 @@ static dn_status make_optim(const dn_train_cfg *c, const dn_param *p, int np, dn
     return dn_optim_new(&oc, p, np, o);
 }
 
+/* The optimizer of a network stage: its trainable parameters, stepping on the net's
+ * threads (same result as one thread), and, when resuming inside this stage, the
+ * saved optimizer state and epoch counters. */
+static dn_status net_optim(const dn_train_cfg *c, dn_net *net, const resume_state *rs, int si, dn_optim **o,
+                           int *start_ep, int *bad) {
+    int np;
+    const dn_param *params = dn_net_params(net, &np);
+    dn_status st = make_optim(c, params, np, o);
+    if (st) return st;
+    dn_optim_set_pool(*o, dn_net_pool(net));
+    *start_ep = 0;
+    *bad = 0;
+    if (rs && rs->active && rs->stage == si) {
+        *start_ep = rs->stage_epochs_done;
+        *bad = rs->bad_epochs;
+        if (*start_ep > 0 && (st = dn_optim_state_load(*o, &rs->ts))) return dn_fail_prefix(st, "%s", c->resume);
+    }
+    return DN_OK;
+}
+
 static dn_status bad_loss(int gep, long step, float loss) {
     return dn_fail(DN_ERR_NUMERIC, "training diverged at epoch %d step %ld: loss is %s; stopping (the last checkpoint and best model are kept; try a lower --lr)",
                    gep + 1, step, isnan(loss) ? "NaN" : "Inf");
@@ -776,19 +796,8 @@ static dn_status stage_full(run *r, int si, resume_state *rs) {
     int *vorder = dn_malloc((size_t)(r->nva ? r->nva : 1) * sizeof(int));
     if (!logits || !dl || !vprobs || !order || !vy || !vorder) goto done;
     if ((st = dn_net_new(r->m, first, c->batch, c->image_size, c->image_size, c->threads, &net))) goto done;
-    int np;
-    const dn_param *params = dn_net_params(net, &np);
-    if ((st = make_optim(c, params, np, &o))) goto done;
-    dn_optim_set_pool(o, dn_net_pool(net)); /* the update runs on the net's threads (same result) */
     int start_ep = 0, bad = 0;
-    if (rs && rs->active && rs->stage == si) {
-        start_ep = rs->stage_epochs_done;
-        bad = rs->bad_epochs;
-        if (start_ep > 0 && (st = dn_optim_state_load(o, &rs->ts))) {
-            dn_fail_prefix(st, "%s", c->resume);
-            goto done;
-        }
-    }
+    if ((st = net_optim(c, net, rs, si, &o, &start_ep, &bad))) goto done;
     dn_loader_cfg lc;
     memset(&lc, 0, sizeof lc);
     lc.paths = r->tr_paths;
@@ -811,6 +820,8 @@ static dn_status stage_full(run *r, int si, resume_state *rs) {
     dn_sched sc;
     if ((st = make_sched(c, steps_per * epochs, &sc))) goto done;
     long step = (long)start_ep * steps_per;
+    int np;
+    dn_net_params(net, &np);
     logf_(r, "stage %d: %s trainable, %d epochs, %d trainable tensors", si + 1,
           first == 0 ? "everything" : first == 4 ? "layer4 + head" : first == 5 ? "head" : "upper layers", epochs, np);
     for (int ep = start_ep; ep < epochs; ep++) {
@@ -971,19 +982,8 @@ static dn_status stage_l4_cached(run *r, int si, resume_state *rs, double *feat_
     if (!xb || !logits || !dl || !vprobs || !order || !yb) goto done;
     if (n < 1) { st = dn_fail(DN_ERR_ARG, "no readable training images"); goto done; }
     if ((st = dn_net_new(r->m, DN_STAGE_LAYER4, B, c->image_size, c->image_size, c->threads, &net))) goto done;
-    int np;
-    const dn_param *params = dn_net_params(net, &np);
-    if ((st = make_optim(c, params, np, &o))) goto done;
-    dn_optim_set_pool(o, dn_net_pool(net)); /* the update runs on the net's threads (same result) */
     int start_ep = 0, bad = 0;
-    if (rs && rs->active && rs->stage == si) {
-        start_ep = rs->stage_epochs_done;
-        bad = rs->bad_epochs;
-        if (start_ep > 0 && (st = dn_optim_state_load(o, &rs->ts))) {
-            dn_fail_prefix(st, "%s", c->resume);
-            goto done;
-        }
-    }
+    if ((st = net_optim(c, net, rs, si, &o, &start_ep, &bad))) goto done;
     long steps_per = (n + B - 1) / B;
     dn_sched sc;
     if ((st = make_sched(c, steps_per * epochs, &sc))) goto done;
