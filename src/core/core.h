@@ -31,6 +31,9 @@ void dn_free_aligned(void *p);
 int dn_mul_overflow(size_t a, size_t b, size_t *out);
 char *dn_strdup(const char *s);
 
+/* Open path for reading, refusing anything but a regular file; *size gets its
+ * length (size may be NULL). The caller closes *out. */
+dn_status dn_open_regular(const char *path, FILE **out, size_t *size);
 /* Read a whole file (up to max_bytes; larger -> DN_ERR_NOMEM). Caller frees *data. */
 dn_status dn_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len);
 

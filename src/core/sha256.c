@@ -89,13 +89,9 @@ void dn_sha256_hex(const uint8_t d[32], char hex[65]) {
 
 dn_status dn_sha256_file(const char *path, char hex[65]) {
     hex[0] = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return dn_fail(DN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return dn_fail(DN_ERR_IO, "%s: not a regular file", path);
-    }
+    FILE *f;
+    dn_status rc = dn_open_regular(path, &f, NULL);
+    if (rc) return rc;
     dn_sha256_ctx c;
     dn_sha256_init(&c);
     uint8_t buf[1 << 16];

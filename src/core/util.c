@@ -37,9 +37,8 @@ char *dn_strdup(const char *s) {
     return d;
 }
 
-dn_status dn_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len) {
-    *data = NULL;
-    *len = 0;
+dn_status dn_open_regular(const char *path, FILE **out, size_t *size) {
+    *out = NULL;
     FILE *f = fopen(path, "rb");
     if (!f) return dn_fail(DN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -47,12 +46,23 @@ dn_status dn_read_file(const char *path, size_t max_bytes, uint8_t **data, size_
         fclose(f);
         return dn_fail(DN_ERR_IO, "%s: not a regular file", path);
     }
-    if ((unsigned long long)st.st_size > max_bytes) {
+    if (size) *size = (size_t)st.st_size;
+    *out = f;
+    return DN_OK;
+}
+
+dn_status dn_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    FILE *f;
+    size_t fsize;
+    dn_status rc = dn_open_regular(path, &f, &fsize);
+    if (rc) return rc;
+    if (fsize > max_bytes) {
         fclose(f);
-        return dn_fail(DN_ERR_NOMEM, "%s: file too large (%lld bytes, limit %zu)", path,
-                       (long long)st.st_size, max_bytes);
+        return dn_fail(DN_ERR_NOMEM, "%s: file too large (%zu bytes, limit %zu)", path, fsize, max_bytes);
     }
-    size_t n = (size_t)st.st_size;
+    size_t n = fsize;
     uint8_t *buf = dn_malloc(n + 1);
     if (!buf) { fclose(f); return DN_ERR_NOMEM; }
     if (n && fread(buf, 1, n, f) != n) {
