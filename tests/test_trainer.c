@@ -402,6 +402,23 @@ TEST(featcache_memory_and_disk) {
     CHECK(dn_featcache_build(s, &c, &d, &st) == DN_OK);
     CHECK(st.reused == 0 && st.computed == 30);
     dn_featcache_free(&d);
+    /* the file name covers the code that made the rows (version + revision)
+     * and each configuration field: changing any gives another file */
+    char d1[600], d2[600];
+    c = fc_cfg(m, subset, 10, dir);
+    dn_featcache_describe(&c, 8, d1, sizeof d1);
+    CHECK(strncmp(d1, "code=" DN_VERSION ".r", strlen("code=" DN_VERSION ".r")) == 0);
+    c.seed = 4;
+    dn_featcache_describe(&c, 8, d2, sizeof d2);
+    CHECK(strcmp(d1, d2) != 0);
+    c = fc_cfg(m, subset, 10, dir);
+    c.aug.scale_min += 0.1f;
+    dn_featcache_describe(&c, 8, d2, sizeof d2);
+    CHECK(strcmp(d1, d2) != 0);
+    c = fc_cfg(m, subset, 10, dir);
+    c.stage = 3;
+    dn_featcache_describe(&c, 8, d2, sizeof d2);
+    CHECK(strcmp(d1, d2) != 0);
     dn_featcache_free(&b);
     dn_featcache_free(&a);
     dn_session_free(s);

@@ -8,6 +8,12 @@
 #include <unistd.h>
 
 #define FC_MAGIC "DNFCACH1"
+/* What a cached row holds depends on code as well as on configuration: image
+ * decoding, resizing (e.g. the antialiased random-resized-crop of 0.1.0+aa),
+ * augmentation and the forward pass. The cache file name includes the library
+ * version and this revision; bump it whenever such code changes the values a
+ * row would get, so old caches are never reused silently. */
+#define FC_CODE_REVISION 2
 
 void dn_featcache_free(dn_featcache *c) {
     if (!c) return;
@@ -28,16 +34,22 @@ static void record_key(const char *file_hex, int view, uint8_t key[32]) {
     dn_sha256(buf, (size_t)n, key);
 }
 
-static void cache_path(const dn_featcache_cfg *cfg, int dim, char *path, size_t n) {
-    char desc[512], aug[64], hex[65];
-    uint8_t d[32];
+int dn_featcache_describe(const dn_featcache_cfg *cfg, int dim, char *desc, size_t n) {
+    char aug[64];
     dn_aug_format(cfg->aug.flags, aug, sizeof aug);
-    int len = snprintf(desc, sizeof desc,
-                       "model=%s|pp=%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%d|aug=%s,%.4g,%.4g,%.4g|seed=%llu|dim=%d|stage=%d",
-                       cfg->model_sha256, cfg->pp.resize, cfg->pp.crop, cfg->pp.mean[0], cfg->pp.mean[1],
-                       cfg->pp.mean[2], cfg->pp.std[0], cfg->pp.std[1], cfg->pp.std[2], cfg->pp.bgr, aug,
-                       cfg->aug.scale_min, cfg->aug.jitter_b, cfg->aug.jitter_c, (unsigned long long)cfg->seed, dim,
-                       cfg->stage > 0 && cfg->stage < 5 ? cfg->stage : 5);
+    return snprintf(desc, n,
+                    "code=%s.r%d|model=%s|pp=%d,%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%d|aug=%s,%.4g,%.4g,%.4g|seed=%llu|dim=%d|stage=%d",
+                    DN_VERSION, FC_CODE_REVISION, cfg->model_sha256 ? cfg->model_sha256 : "", cfg->pp.resize,
+                    cfg->pp.crop, cfg->pp.mean[0], cfg->pp.mean[1], cfg->pp.mean[2], cfg->pp.std[0], cfg->pp.std[1],
+                    cfg->pp.std[2], cfg->pp.bgr, aug, cfg->aug.scale_min, cfg->aug.jitter_b, cfg->aug.jitter_c,
+                    (unsigned long long)cfg->seed, dim, cfg->stage > 0 && cfg->stage < 5 ? cfg->stage : 5);
+}
+
+static void cache_path(const dn_featcache_cfg *cfg, int dim, char *path, size_t n) {
+    char desc[600], hex[65];
+    uint8_t d[32];
+    int len = dn_featcache_describe(cfg, dim, desc, sizeof desc);
+    if (len < 0 || (size_t)len >= sizeof desc) len = (int)strlen(desc);
     dn_sha256(desc, (size_t)len, d);
     dn_sha256_hex(d, hex);
     snprintf(path, n, "%s/%.32s.dnfc", cfg->dir, hex);

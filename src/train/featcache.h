@@ -6,8 +6,8 @@
  * Computation runs through the inference engine (dn_session_features) with
  * decoding + augmentation in loader threads overlapped with it.
  *
- * On-disk cache (optional, dir != NULL): one file per (model sha256,
- * preprocessing, augmentation config, seed, feature dim) in dir, named by the
+ * On-disk cache (optional, dir != NULL): one file per (code version, model
+ * sha256, preprocessing, augmentation config, seed, feature dim) in dir, named by the
  * sha256 of that description; each record is keyed by sha256(file content
  * sha256, view) and holds feat_dim floats. Augmented views are seeded from the
  * file's content hash, so a file's view v is the same whatever the dataset
@@ -58,6 +58,11 @@ typedef struct dn_featcache_stats {
 
 /* Builds the cache of cfg->subset (rows ordered view-major: all view-0 rows,
  * then view 1, ...; unreadable images are left out and counted). */
+/* The description the disk cache file is named after (sha256 of it): code
+ * version and revision, model sha256, preprocessing, augmentation, seed, dim,
+ * stage. Returns snprintf's length. */
+int dn_featcache_describe(const dn_featcache_cfg *cfg, int dim, char *desc, size_t n);
+
 dn_status dn_featcache_build(dn_session *s, const dn_featcache_cfg *cfg, dn_featcache *out,
                              dn_featcache_stats *stats);
 void dn_featcache_free(dn_featcache *c);
