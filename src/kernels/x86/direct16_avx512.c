@@ -53,20 +53,38 @@ static inline __attribute__((always_inline)) void block(const dn_d16_geom *g, co
     }
 }
 
+/* One row in ceil(ow / 14) blocks of equal width R <= 14 (ow 16 -> 8 + 8,
+ * ow 4 -> one block of 4), each block compiled for its exact R and stride, so
+ * small maps (layer3/4 of small inputs: 4x4, 2x2) do not pay for unused
+ * accumulators. */
+#define CALL_S(BLOCK, X0, R, ...)                                                                     \
+    do {                                                                                              \
+        if (g->stride == 1) BLOCK(__VA_ARGS__, X0, R, R, 1, bias, res, relu, y);                     \
+        else if (g->stride == 2) BLOCK(__VA_ARGS__, X0, R, R, 2, bias, res, relu, y);                \
+        else BLOCK(__VA_ARGS__, X0, R, R, 0, bias, res, relu, y);                                     \
+    } while (0)
+#define CASE_R(BLOCK, X0, R, ...)                                                                     \
+    case R: CALL_S(BLOCK, X0, R, __VA_ARGS__); break;
 #define ROWS(BLOCK, ...)                                                                              \
     do {                                                                                              \
-        const int ow = g->ow;                                                                         \
-        if (ow <= 7) { /* 7x7 maps: one block of 7 */                                                 \
-            if (g->stride == 1) BLOCK(__VA_ARGS__, 0, ow, 7, 1, bias, res, relu, y);                 \
-            else if (g->stride == 2) BLOCK(__VA_ARGS__, 0, ow, 7, 2, bias, res, relu, y);            \
-            else BLOCK(__VA_ARGS__, 0, ow, 7, 0, bias, res, relu, y);                                 \
-            break;                                                                                    \
-        }                                                                                             \
-        for (int ox0 = 0; ox0 < ow; ox0 += 14) {                                                      \
-            int rc = ow - ox0 < 14 ? ow - ox0 : 14;                                                   \
-            if (g->stride == 1) BLOCK(__VA_ARGS__, ox0, rc, 14, 1, bias, res, relu, y);              \
-            else if (g->stride == 2) BLOCK(__VA_ARGS__, ox0, rc, 14, 2, bias, res, relu, y);         \
-            else BLOCK(__VA_ARGS__, ox0, rc, 14, 0, bias, res, relu, y);                              \
+        const int ow = g->ow, nb = (ow + 13) / 14, rb = (ow + nb - 1) / nb;                           \
+        for (int ox0 = 0; ox0 < ow; ox0 += rb) {                                                      \
+            switch (ow - ox0 < rb ? ow - ox0 : rb) {                                                  \
+                CASE_R(BLOCK, ox0, 1, __VA_ARGS__)                                                    \
+                CASE_R(BLOCK, ox0, 2, __VA_ARGS__)                                                    \
+                CASE_R(BLOCK, ox0, 3, __VA_ARGS__)                                                    \
+                CASE_R(BLOCK, ox0, 4, __VA_ARGS__)                                                    \
+                CASE_R(BLOCK, ox0, 5, __VA_ARGS__)                                                    \
+                CASE_R(BLOCK, ox0, 6, __VA_ARGS__)                                                    \
+                CASE_R(BLOCK, ox0, 7, __VA_ARGS__)                                                    \
+                CASE_R(BLOCK, ox0, 8, __VA_ARGS__)                                                    \
+                CASE_R(BLOCK, ox0, 9, __VA_ARGS__)                                                    \
+                CASE_R(BLOCK, ox0, 10, __VA_ARGS__)                                                   \
+                CASE_R(BLOCK, ox0, 11, __VA_ARGS__)                                                   \
+                CASE_R(BLOCK, ox0, 12, __VA_ARGS__)                                                   \
+                CASE_R(BLOCK, ox0, 13, __VA_ARGS__)                                                   \
+                default: CALL_S(BLOCK, ox0, 14, __VA_ARGS__); break;                                  \
+            }                                                                                         \
         }                                                                                             \
     } while (0)
 
