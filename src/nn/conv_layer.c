@@ -160,16 +160,26 @@ static void transpose_fn(void *arg, int ith, int nth) {
     }
 }
 
+static void run(dn_pool *pool, dn_job_fn fn, void *j) {
+    if (pool) dn_pool_run(pool, fn, j);
+    else fn(j, 0, 1);
+}
+
+/* dy of images [i0, i0+g) as the [cout][g*ohw] GEMM operand: dy itself for
+ * one image, else transposed into dyt. */
+static const float *chunk_dyt(int cout, size_t ohw, const float *dy, int i0, int g, float *dyt, dn_pool *pool) {
+    const float *a = dy + (size_t)i0 * cout * ohw;
+    if (g == 1) return a;
+    tr_job t = {a, dyt, g, cout, ohw};
+    run(pool, transpose_fn, &t);
+    return dyt;
+}
+
 /* Images per chunk for a batch of n: at most L->chunk, and chunks of equal
  * size (16 + 16 rather than 23 + 9) so no GEMM gets a short reduction. */
 static int chunk_for(const dn_conv_layer *L, int n) {
     int c = (n + L->chunk - 1) / L->chunk;
     return (n + c - 1) / c;
-}
-
-static void run(dn_pool *pool, dn_job_fn fn, void *j) {
-    if (pool) dn_pool_run(pool, fn, j);
-    else fn(j, 0, 1);
 }
 
 static int is_pointwise(const dn_conv_p *p) { return p->k == 1 && p->stride == 1 && p->pad == 0; }
@@ -352,12 +362,7 @@ void dn_conv_layer_bwd_weight(const dn_conv_layer *L, const float *x, int n, con
         size_t ld = (size_t)g * ohw;
         float *col = scratch, *dyt = col + (size_t)K * ld;
         /* dy^T [cout][g*ohw] of the chunk, then col rows + GEMM per worker */
-        const float *a = dy + (size_t)i0 * p->cout * ohw;
-        if (g > 1) {
-            tr_job t = {a, dyt, g, p->cout, ohw};
-            run(pool, transpose_fn, &t);
-            a = dyt;
-        }
+        const float *a = chunk_dyt(p->cout, ohw, dy, i0, g, dyt, pool);
         wgrad_job wj = {{p, x + (size_t)i0 * p->cin * L->h * L->w, col, NULL, g, L->h, L->w, L->oh, L->ow, ld},
                         a, dw, K};
         run(pool, wgrad_fn, &wj);
@@ -378,12 +383,7 @@ void dn_conv_layer_bwd_data(const dn_conv_layer *L, int n, const float *dy, floa
         int g = n - i0 < gc ? n - i0 : gc;
         size_t ld = (size_t)g * ohw;
         float *dcol = scratch, *dyt = dcol + (size_t)K * ld;
-        const float *b = dy + (size_t)i0 * p->cout * ohw;
-        if (g > 1) {
-            tr_job t = {b, dyt, g, p->cout, ohw};
-            run(pool, transpose_fn, &t);
-            b = dyt;
-        }
+        const float *b = chunk_dyt(p->cout, ohw, dy, i0, g, dyt, pool);
         float *dxc = dx + (size_t)i0 * p->cin * L->h * L->w;
         if (is_pointwise(p) && g == 1) {
             dn_sgemm(1, 0, K, (int)ld, p->cout, 1.f, p->w, K, b, (int)ld, 0.f, dxc, (int)ld, pool);
