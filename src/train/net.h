@@ -33,7 +33,9 @@
  *
  * Convolutions: forward and stride-1 data gradients run through the kernels'
  * dn_conv_op (rebuilt from the updated weights every step, in parallel),
- * weight gradients as multi-image GEMMs (src/nn/layers.h). Environment
+ * weight gradients by the im2col-free AVX-512 kernel or the Winograd
+ * F(3x3,2x2) one (src/nn/wgrad.h), else as multi-image GEMMs (src/nn/layers.h),
+ * strided data gradients as GEMMs. Environment
  * DN_TRAIN_CONV=auto (default: Winograd F(4x4,3x3) for 3x3 stride-1 convs over
  * >= 4096 output pixels per call, where its per-step weight transform pays off;
  * ~1e-5 relative error) | direct (exact direct everywhere) | winograd | ref.
