@@ -93,6 +93,15 @@ typedef struct dn_prediction {
 
 /* threads <= 0: use all cores. */
 dn_status dn_session_new(const dn_model *m, int max_batch, int threads, dn_session **out);
+/* A session sharing base's immutable plan (the BatchNorm-folded, packed conv
+ * weights, ~45 MB for ResNet-18) instead of building its own: same model and
+ * input size as base, its own buffers for max_batch images (may differ from
+ * base's) and its own pool of `threads`. Sessions sharing a plan may run on
+ * different threads at the same time (each session still by one thread at a
+ * time) and may be freed in any order: the plan goes with the last of them.
+ * base must stay valid during this call; the model must outlive all of them.
+ * *out is owned by the caller (dn_session_free). */
+dn_status dn_session_new_shared(const dn_session *base, int max_batch, int threads, dn_session **out);
 void dn_session_free(dn_session *s);
 /* x: n x 3 x H x W floats (H = W = preproc crop). logits: n x num_classes. */
 dn_status dn_session_forward(dn_session *s, const float *x, int n, float *logits);

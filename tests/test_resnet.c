@@ -5,12 +5,16 @@
  * - engine vs an unfolded naive forward (conv, then BN, ReLU, maxpool, residual,
  *   avgpool, fc computed separately) on random narrow models, every available conv
  *   implementation, 1 and 2 threads, odd input sizes;
+ * - sessions sharing one immutable conv plan (dn_session_new_shared): bit-identical
+ *   to a private session for every conv implementation, concurrent forwards on two
+ *   threads equal sequential ones, the plan outlives whichever session goes first;
  * - parity with PyTorch on the committed fixtures (tests/fixtures/resnet, written by
  *   tools/make_fixtures.py) and, where /usr/bin/python3 has torch, on a full-width
  *   random ResNet-18 and on the real ImageNet weights in ../shared. */
 #include "core/core.h"
 #include "harness.h"
 #include "kernels/kernels.h"
+#include "kernels/kern_int.h"
 #include "nn/engine.h"
 #include "nn/model.h"
 #include "nn/tensor.h"
@@ -518,6 +522,124 @@ TEST(engine_stages_and_classify) {
     dn_model_free(m);
 }
 
+/* ------------------------------------------------------------ shared plans */
+
+typedef struct {
+    dn_session *s;
+    const float *x;
+    int n, reps, nc;
+    float *out;           /* reps x n x nc */
+    dn_status st;
+} fwd_arg;
+
+static void *forward_thread(void *a) {
+    fwd_arg *f = a;
+    for (int r = 0; r < f->reps && !f->st; r++)
+        f->st = dn_session_forward(f->s, f->x, f->n, f->out + (size_t)r * f->n * f->nc);
+    return NULL;
+}
+
+/* Channel widths in whole blocks of 16 so that on AVX-512 the NCHW16c direct
+ * kernels run (the stem and the 1x1 downsamples take the im2col GEMM path). */
+static const int W16[4] = {16, 16, 32, 32};
+
+TEST(shared_plan_sessions) {
+    dn_tensors ts;
+    make_tensors(&ts, L18, W16, 5, 1);
+    dn_model *m = NULL;
+    CHECK(dn_model_from_tensors(&ts, 0, &m) == DN_OK);
+    dn_tensors_free(&ts);
+    if (!m) return;
+    const int n = 3, h = 36, w = 36, nc = 5, reps = 3;
+    float *x1 = rand_array((int64_t)n * 3 * h * w, 1, 0, 0), *x2 = rand_array((int64_t)n * 3 * h * w, 1, 0, 0);
+    static const dn_conv_impl impls[] = {DN_CONV_REF, DN_CONV_DIRECT, DN_CONV_WINOGRAD, DN_CONV_BF16,
+                                         DN_CONV_WINOGRAD_BF16};
+    static const char *names[] = {"ref", "direct", "winograd", "bf16", "winograd+bf16"};
+    int prev_tiles = dn_wino_min_tiles;
+    dn_wino_min_tiles = 1; /* Winograd transforms even on these small maps */
+    for (size_t ii = 0; ii < sizeof impls / sizeof impls[0]; ii++) {
+        if (!impl_available(impls[ii])) { printf("  (conv impl %s not available)\n", names[ii]); continue; }
+        dn_session *priv = NULL, *base = NULL, *sh = NULL, *sh2 = NULL;
+        float want1[3 * 5], want2[3 * 5], got[3 * 5];
+        /* the reference: a private session, sequential runs */
+        dn_session_opts o = {n, 1, h, w, (int)impls[ii]};
+        CHECK(dn_session_new_ex(m, &o, &priv) == DN_OK);
+        if (!priv) continue;
+        CHECK(dn_session_forward(priv, x1, n, want1) == DN_OK);
+        CHECK(dn_session_forward(priv, x2, n, want2) == DN_OK);
+        CHECK(dn_session_plan_refs(priv) == 1);
+        /* base with another max batch; shared sessions of their own max batch */
+        dn_session_opts ob = {1, 1, h, w, (int)impls[ii]};
+        CHECK(dn_session_new_ex(m, &ob, &base) == DN_OK);
+        CHECK(base && dn_session_new_shared(base, n, 1, &sh) == DN_OK);
+        CHECK(base && dn_session_new_shared(base, 2 * n, 1, &sh2) == DN_OK);
+        if (!base || !sh || !sh2) { dn_session_free(priv); dn_session_free(base); dn_session_free(sh); dn_session_free(sh2); continue; }
+        CHECK(dn_session_plan(sh) == dn_session_plan(base) && dn_session_plan(sh2) == dn_session_plan(base));
+        CHECK(dn_session_plan(priv) != dn_session_plan(base));
+        CHECK(dn_session_plan_refs(base) == 3);
+        CHECK(!strcmp(dn_session_conv_impl(sh), dn_session_conv_impl(priv)));
+        CHECK(dn_session_max_batch(sh) == n && dn_session_max_batch(sh2) == 2 * n && dn_session_max_batch(base) == 1);
+        int sh_h = 0, sh_w = 0;
+        dn_session_input_size(sh, &sh_h, &sh_w);
+        CHECK(sh_h == h && sh_w == w);
+        CHECK(dn_session_forward(sh, x1, n, got) == DN_OK);
+        CHECK_MSG(!memcmp(got, want1, sizeof got), "%s: shared session logits differ from a private one", names[ii]);
+        /* the base cannot take the batch (its own max batch is 1) but runs single images */
+        CHECK(dn_session_forward(base, x1, n, got) == DN_ERR_ARG && strstr(dn_last_error(), "batch of 3"));
+        /* two threads at once on sessions sharing the plan == the sequential runs */
+        float *o1 = malloc(sizeof(float) * reps * n * nc), *o2 = malloc(sizeof(float) * reps * n * nc);
+        fwd_arg fa[2] = {{sh, x1, n, reps, nc, o1, DN_OK}, {sh2, x2, n, reps, nc, o2, DN_OK}};
+        pthread_t th[2];
+        for (int t = 0; t < 2; t++) pthread_create(&th[t], NULL, forward_thread, &fa[t]);
+        for (int t = 0; t < 2; t++) pthread_join(th[t], NULL);
+        CHECK(fa[0].st == DN_OK && fa[1].st == DN_OK);
+        int same = 1;
+        for (int r = 0; r < reps; r++) {
+            same &= !memcmp(o1 + (size_t)r * n * nc, want1, sizeof want1);
+            same &= !memcmp(o2 + (size_t)r * n * nc, want2, sizeof want2);
+        }
+        CHECK_MSG(same, "%s: concurrent forwards on a shared plan differ from sequential ones", names[ii]);
+        free(o1);
+        free(o2);
+        /* the base goes first: the plan stays for the others (ASan checks the reads) */
+        dn_session_free(base);
+        CHECK(dn_session_plan_refs(sh) == 2);
+        CHECK(dn_session_forward(sh2, x2, n, got) == DN_OK && !memcmp(got, want2, sizeof got));
+        /* a session shared from a shared one joins the same plan */
+        dn_session *sh3 = NULL;
+        CHECK(dn_session_new_shared(sh2, 1, 2, &sh3) == DN_OK);
+        CHECK(dn_session_plan_refs(sh) == 3);
+        dn_session_free(sh2);
+        dn_session_free(sh);
+        CHECK(dn_session_plan_refs(sh3) == 1);
+        CHECK(sh3 && dn_session_forward(sh3, x1, 1, got) == DN_OK);
+        CHECK(dn_session_forward(priv, x1, 1, want1) == DN_OK);
+        CHECK(!memcmp(got, want1, sizeof(float) * nc));
+        dn_session_free(sh3);
+        dn_session_free(priv);
+    }
+    dn_wino_min_tiles = prev_tiles;
+    /* bad arguments: one-line errors, nothing returned */
+    dn_session *base = NULL, *s = (dn_session *)&base;
+    CHECK(dn_session_new_shared(NULL, 1, 1, &s) == DN_ERR_ARG && s == NULL && strstr(dn_last_error(), "NULL base"));
+    CHECK(!strchr(dn_last_error(), '\n'));
+    CHECK(dn_session_new_on_plan(NULL, 1, 1, &s) == DN_ERR_ARG && s == NULL && strstr(dn_last_error(), "NULL plan"));
+    dn_session_opts o = {1, 1, 32, 32, DN_CONV_REF};
+    CHECK(dn_session_new_ex(m, &o, &base) == DN_OK);
+    if (base) {
+        s = base;
+        CHECK(dn_session_new_shared(base, 0, 1, &s) == DN_ERR_ARG && s == NULL &&
+              strstr(dn_last_error(), "max batch 0 out of range"));
+        CHECK(dn_session_new_shared(base, 70000, 1, &s) == DN_ERR_ARG && s == NULL);
+        CHECK(dn_session_new_shared(base, 1, 1, NULL) == DN_ERR_ARG && strstr(dn_last_error(), "NULL output"));
+        CHECK(dn_session_plan_refs(base) == 1); /* failures took no reference */
+        dn_session_free(base);
+    }
+    free(x1);
+    free(x2);
+    dn_model_free(m);
+}
+
 TEST(conv_impl_env_var) {
     dn_conv_impl im;
     CHECK(dn_conv_impl_parse("winograd", &im) == DN_OK && im == DN_CONV_WINOGRAD);
@@ -878,6 +1000,7 @@ int main(void) {
     RUN(new_head_pytorch_init);
     RUN(engine_matches_naive_forward);
     RUN(engine_stages_and_classify);
+    RUN(shared_plan_sessions);
     RUN(conv_impl_env_var);
     RUN(public_load_and_classify);
     RUN(load_file_binding_errors_named);

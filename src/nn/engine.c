@@ -11,6 +11,7 @@
 #include "nn/quant.h"
 #include "core/core.h"
 #include <float.h>
+#include <stdatomic.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,23 +28,35 @@ typedef struct pblock {
     int stage;            /* 1..4 */
 } pblock;
 
-struct dn_session {
-    const dn_model *m;
-    int max_batch, in_h, in_w;
+/* The immutable, shared half of a session (engine.h): built once by
+ * dn_session_new_ex, never written after that except for the reference count,
+ * freed by whichever session drops the last reference. */
+struct dn_plan {
+    atomic_int refs;              /* sessions (and dn_plan_retain holders) using it */
+    const dn_model *m;            /* borrowed: fc weights, num_classes, preprocessing */
+    int in_h, in_w;
     pconv stem;
     int pool_h, pool_w;           /* maxpool output */
     pblock blocks[DN_MAX_BLOCKS];
     int nblocks;
     int stage_c[6], stage_h[6], stage_w[6];
+    size_t blk_max;               /* floats of the largest per-image block activation */
+    char impl_name[48];
+};
+
+/* The per-session, mutable half: everything a forward writes. */
+struct dn_session {
+    dn_plan *p;                   /* one reference owned by this session */
+    const dn_model *m;            /* == p->m */
+    int max_batch, in_h, in_w;
     dn_pool *pool;
     float *a_stem;                /* max_batch x c0 x stem oh x ow */
     float *buf[4];                /* rotating block activations */
     float *feat;                  /* max_batch x feat_dim */
     float *logits;                /* max_batch x num_classes */
     float *input;                 /* max_batch x 3 x in_h x in_w */
-    void *scratch;
+    void *scratch;                /* conv scratch: the largest any op needs for max_batch */
     size_t scratch_bytes;
-    char impl_name[48];
 };
 
 /* ------------------------------------------------------------ options */
@@ -101,37 +114,41 @@ static float *alloc_floats(size_t count) {
     return dn_alloc_aligned(bytes);
 }
 
-dn_status dn_session_new_ex(const dn_model *m, const dn_session_opts *o, dn_session **out) {
-    dn_status st = DN_OK;
-    dn_session *s = NULL;
-    *out = NULL;
-    if (!m || !o) return dn_fail(DN_ERR_ARG, "session: NULL model or options");
-    if (o->max_batch < 1 || o->max_batch > 65536)
-        return dn_fail(DN_ERR_ARG, "session: max batch %d out of range 1..65536", o->max_batch);
-    int ih = o->in_h > 0 ? o->in_h : m->pp.crop, iw = o->in_w > 0 ? o->in_w : m->pp.crop;
-    if (ih < 1 || iw < 1 || ih > 8192 || iw > 8192)
-        return dn_fail(DN_ERR_ARG, "session: input size %dx%d out of range 1..8192", ih, iw);
-    dn_conv_impl impl = DN_CONV_AUTO;
-    if (o->impl >= 0) {
-        impl = (dn_conv_impl)o->impl;
-    } else {
-        const char *e = getenv("DN_CONV_IMPL");
-        if (e && *e && (st = dn_conv_impl_parse(e, &impl)))
-            return dn_fail_prefix(st, "DN_CONV_IMPL");
+static void plan_free(dn_plan *p) {
+    if (!p) return;
+    dn_conv_op_free(p->stem.op);
+    for (int b = 0; b < p->nblocks; b++) {
+        dn_conv_op_free(p->blocks[b].c1.op);
+        dn_conv_op_free(p->blocks[b].c2.op);
+        dn_conv_op_free(p->blocks[b].down.op);
     }
+    free(p);
+}
 
-    if (!(s = dn_calloc(1, sizeof *s))) return DN_ERR_NOMEM;
+dn_plan *dn_plan_retain(dn_plan *p) {
+    if (p) atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
+    return p;
+}
+
+void dn_plan_release(dn_plan *p) {
+    /* acq_rel: every user's last reads of the plan happen before the free */
+    if (p && atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) plan_free(p);
+}
+
+/* Folds BN into every conv of m and creates the ops for an ih x iw input. */
+static dn_status plan_new(const dn_model *m, int ih, int iw, dn_conv_impl impl, dn_plan **out) {
+    dn_status st = DN_OK;
+    *out = NULL;
+    dn_plan *s = dn_calloc(1, sizeof *s);
+    if (!s) return DN_ERR_NOMEM;
+    atomic_init(&s->refs, 1);
     s->m = m;
-    s->max_batch = o->max_batch;
     s->in_h = ih; s->in_w = iw;
-    int nb = o->max_batch;
-
     if ((st = make_conv(&m->conv1, &m->bn1, dn_quant_conv_impl(m, "conv1", impl), ih, iw, &s->stem))) goto fail;
     s->pool_h = dn_conv_out(s->stem.oh, 3, 2, 1);
     s->pool_w = dn_conv_out(s->stem.ow, 3, 2, 1);
     s->stage_c[0] = m->conv1.cout; s->stage_h[0] = s->pool_h; s->stage_w[0] = s->pool_w;
     size_t blk_max = (size_t)m->conv1.cout * s->pool_h * s->pool_w;
-    size_t scratch = conv_scratch(&s->stem, nb);
     int h = s->pool_h, w = s->pool_w, b = 0;
     for (int stg = 0; stg < 4; stg++) {
         for (int i = 0; i < m->layers[stg]; i++, b++) {
@@ -156,12 +173,10 @@ dn_status dn_session_new_ex(const dn_model *m, const dn_session_opts *o, dn_sess
                     st = dn_fail(DN_ERR_SHAPE, "layer%d.%d: shortcut and main path sizes differ", stg + 1, i);
                     goto fail;
                 }
-                scratch = max_sz(scratch, conv_scratch(&pb->down, nb));
             } else if (bp->conv1.stride != 1 || bp->conv1.cin != bp->conv2.cout) {
                 st = dn_fail(DN_ERR_SHAPE, "layer%d.%d: identity shortcut needs stride 1 and equal widths", stg + 1, i);
                 goto fail;
             }
-            scratch = max_sz(scratch, max_sz(conv_scratch(&pb->c1, nb), conv_scratch(&pb->c2, nb)));
             h = pb->c2.oh; w = pb->c2.ow;
             blk_max = max_sz(blk_max, (size_t)pb->c1.d.cout * pb->c1.oh * pb->c1.ow);
             blk_max = max_sz(blk_max, (size_t)pb->c2.d.cout * h * w);
@@ -169,18 +184,47 @@ dn_status dn_session_new_ex(const dn_model *m, const dn_session_opts *o, dn_sess
         s->stage_c[stg + 1] = m->widths[stg]; s->stage_h[stg + 1] = h; s->stage_w[stg + 1] = w;
     }
     s->stage_c[5] = m->feat_dim; s->stage_h[5] = 1; s->stage_w[5] = 1;
+    s->blk_max = blk_max;
     snprintf(s->impl_name, sizeof s->impl_name, "%s", dn_conv_op_impl_name(s->stem.op));
+    *out = s;
+    return DN_OK;
+fail:
+    plan_free(s);
+    return st;
+}
 
-    if (!(s->pool = dn_pool_new(o->threads))) { st = dn_fail(DN_ERR_NOMEM, "session: cannot start thread pool"); goto fail; }
-    st = DN_ERR_NOMEM;
-    if (!(s->a_stem = alloc_floats((size_t)nb * m->conv1.cout * s->stem.oh * s->stem.ow))) goto fail;
+/* Scratch bytes for a batch of nb: the most any op of the plan needs. */
+static size_t plan_scratch(const dn_plan *p, int nb) {
+    size_t scratch = conv_scratch(&p->stem, nb);
+    for (int b = 0; b < p->nblocks; b++) {
+        const pblock *pb = &p->blocks[b];
+        scratch = max_sz(scratch, max_sz(conv_scratch(&pb->c1, nb), conv_scratch(&pb->c2, nb)));
+        if (pb->has_down) scratch = max_sz(scratch, conv_scratch(&pb->down, nb));
+    }
+    return scratch;
+}
+
+/* The per-session half on plan p; takes over the caller's reference to p
+ * (released here on failure). */
+static dn_status session_on_plan(dn_plan *p, int max_batch, int threads, dn_session **out) {
+    dn_status st = DN_ERR_NOMEM;
+    const dn_model *m = p->m;
+    int nb = max_batch;
+    dn_session *s = dn_calloc(1, sizeof *s);
+    if (!s) { dn_plan_release(p); return DN_ERR_NOMEM; }
+    s->p = p;
+    s->m = m;
+    s->max_batch = max_batch;
+    s->in_h = p->in_h; s->in_w = p->in_w;
+    if (!(s->pool = dn_pool_new(threads))) { st = dn_fail(DN_ERR_NOMEM, "session: cannot start thread pool"); goto fail; }
+    if (!(s->a_stem = alloc_floats((size_t)nb * m->conv1.cout * p->stem.oh * p->stem.ow))) goto fail;
     for (int i = 0; i < 4; i++)
-        if (!(s->buf[i] = alloc_floats((size_t)nb * blk_max))) goto fail;
+        if (!(s->buf[i] = alloc_floats((size_t)nb * p->blk_max))) goto fail;
     if (!(s->feat = alloc_floats((size_t)nb * m->feat_dim))) goto fail;
     if (!(s->logits = alloc_floats((size_t)nb * (m->num_classes > 0 ? m->num_classes : 1)))) goto fail;
-    if (!(s->input = alloc_floats((size_t)nb * 3 * ih * iw))) goto fail;
-    s->scratch_bytes = scratch;
-    if (scratch && !(s->scratch = dn_alloc_aligned(scratch))) goto fail;
+    if (!(s->input = alloc_floats((size_t)nb * 3 * p->in_h * p->in_w))) goto fail;
+    s->scratch_bytes = plan_scratch(p, nb);
+    if (s->scratch_bytes && !(s->scratch = dn_alloc_aligned(s->scratch_bytes))) goto fail;
     *out = s;
     return DN_OK;
 fail:
@@ -188,19 +232,63 @@ fail:
     return st;
 }
 
+static dn_status check_batch(int max_batch, const char *what) {
+    if (max_batch < 1 || max_batch > 65536)
+        return dn_fail(DN_ERR_ARG, "%s: max batch %d out of range 1..65536", what, max_batch);
+    return DN_OK;
+}
+
+dn_status dn_session_new_ex(const dn_model *m, const dn_session_opts *o, dn_session **out) {
+    dn_status st = DN_OK;
+    if (!out) return dn_fail(DN_ERR_ARG, "session: NULL output");
+    *out = NULL;
+    if (!m || !o) return dn_fail(DN_ERR_ARG, "session: NULL model or options");
+    if ((st = check_batch(o->max_batch, "session"))) return st;
+    int ih = o->in_h > 0 ? o->in_h : m->pp.crop, iw = o->in_w > 0 ? o->in_w : m->pp.crop;
+    if (ih < 1 || iw < 1 || ih > 8192 || iw > 8192)
+        return dn_fail(DN_ERR_ARG, "session: input size %dx%d out of range 1..8192", ih, iw);
+    dn_conv_impl impl = DN_CONV_AUTO;
+    if (o->impl >= 0) {
+        impl = (dn_conv_impl)o->impl;
+    } else {
+        const char *e = getenv("DN_CONV_IMPL");
+        if (e && *e && (st = dn_conv_impl_parse(e, &impl)))
+            return dn_fail_prefix(st, "DN_CONV_IMPL");
+    }
+    dn_plan *p = NULL;
+    if ((st = plan_new(m, ih, iw, impl, &p))) return st;
+    return session_on_plan(p, o->max_batch, o->threads, out);
+}
+
 dn_status dn_session_new(const dn_model *m, int max_batch, int threads, dn_session **out) {
     dn_session_opts o = {max_batch, threads, 0, 0, -1};
     return dn_session_new_ex(m, &o, out);
 }
 
+dn_status dn_session_new_on_plan(dn_plan *p, int max_batch, int threads, dn_session **out) {
+    dn_status st;
+    if (!out) return dn_fail(DN_ERR_ARG, "shared session: NULL output");
+    *out = NULL;
+    if (!p) return dn_fail(DN_ERR_ARG, "shared session: NULL plan");
+    if ((st = check_batch(max_batch, "shared session"))) return st;
+    return session_on_plan(dn_plan_retain(p), max_batch, threads, out);
+}
+
+dn_status dn_session_new_shared(const dn_session *base, int max_batch, int threads, dn_session **out) {
+    if (!out) return dn_fail(DN_ERR_ARG, "shared session: NULL output");
+    *out = NULL;
+    if (!base) return dn_fail(DN_ERR_ARG, "shared session: NULL base session");
+    return dn_session_new_on_plan(base->p, max_batch, threads, out);
+}
+
+dn_plan *dn_session_plan(const dn_session *s) { return s ? s->p : NULL; }
+
+int dn_session_plan_refs(const dn_session *s) {
+    return s ? atomic_load_explicit(&s->p->refs, memory_order_relaxed) : 0;
+}
+
 void dn_session_free(dn_session *s) {
     if (!s) return;
-    dn_conv_op_free(s->stem.op);
-    for (int b = 0; b < s->nblocks; b++) {
-        dn_conv_op_free(s->blocks[b].c1.op);
-        dn_conv_op_free(s->blocks[b].c2.op);
-        dn_conv_op_free(s->blocks[b].down.op);
-    }
     if (s->pool) dn_pool_free(s->pool);
     dn_free_aligned(s->a_stem);
     for (int i = 0; i < 4; i++) dn_free_aligned(s->buf[i]);
@@ -208,17 +296,18 @@ void dn_session_free(dn_session *s) {
     dn_free_aligned(s->logits);
     dn_free_aligned(s->input);
     dn_free_aligned(s->scratch);
+    dn_plan_release(s->p);
     free(s);
 }
 
-const char *dn_session_conv_impl(const dn_session *s) { return s->impl_name; }
+const char *dn_session_conv_impl(const dn_session *s) { return s->p->impl_name; }
 int dn_session_max_batch(const dn_session *s) { return s->max_batch; }
 void dn_session_input_size(const dn_session *s, int *h, int *w) { *h = s->in_h; *w = s->in_w; }
 float *dn_session_input(dn_session *s) { return s->input; }
 void dn_session_stage_shape(const dn_session *s, int stage, int *c, int *h, int *w) {
     if (stage < 0) stage = 0;
     if (stage > 5) stage = 5;
-    *c = s->stage_c[stage]; *h = s->stage_h[stage]; *w = s->stage_w[stage];
+    *c = s->p->stage_c[stage]; *h = s->p->stage_h[stage]; *w = s->p->stage_w[stage];
 }
 
 /* ------------------------------------------------------------ pooling jobs */
@@ -294,6 +383,8 @@ static void fc_run(void *arg, int ith, int nth) {
 
 /* ------------------------------------------------------------ forward */
 
+/* The op is only read (kernels.h: dn_conv_op_run writes nothing but y and the
+ * scratch), so sessions sharing a plan may run convs concurrently. */
 static void run_conv(dn_session *s, const pconv *p, const float *x, int n, const float *res, int relu, float *y) {
     dn_conv_op_run(p->op, x, n, p->ih, p->iw, res, relu, y, s->pool, s->scratch);
 }
@@ -308,12 +399,13 @@ static dn_status check_call(const dn_session *s, const float *x, int n, const vo
 /* Runs the network up to `stage` (0..4) and returns the buffer holding it. */
 static const float *run_to(dn_session *s, const float *x, int n, int stage) {
     const dn_model *m = s->m;
-    run_conv(s, &s->stem, x, n, NULL, 1, s->a_stem);
-    plane_job mp = {s->a_stem, s->buf[0], (long)n * m->conv1.cout, s->stem.oh, s->stem.ow, s->pool_h, s->pool_w};
+    const dn_plan *p = s->p;
+    run_conv(s, &p->stem, x, n, NULL, 1, s->a_stem);
+    plane_job mp = {s->a_stem, s->buf[0], (long)n * m->conv1.cout, p->stem.oh, p->stem.ow, p->pool_h, p->pool_w};
     dn_pool_run(s->pool, maxpool_job, &mp);
     int cur = 0;
-    for (int b = 0; b < s->nblocks && s->blocks[b].stage <= stage; b++) {
-        const pblock *pb = &s->blocks[b];
+    for (int b = 0; b < p->nblocks && p->blocks[b].stage <= stage; b++) {
+        const pblock *pb = &p->blocks[b];
         int t = (cur + 1) & 3, d = (cur + 2) & 3, o = (cur + 3) & 3;
         const float *res = s->buf[cur];
         if (pb->has_down) {
@@ -328,7 +420,8 @@ static const float *run_to(dn_session *s, const float *x, int n, int stage) {
 }
 
 static void pool_features(dn_session *s, const float *act, int n, float *feat) {
-    plane_job ap = {act, feat, (long)n * s->stage_c[4], s->stage_h[4], s->stage_w[4], 1, 1};
+    const dn_plan *p = s->p;
+    plane_job ap = {act, feat, (long)n * p->stage_c[4], p->stage_h[4], p->stage_w[4], 1, 1};
     dn_pool_run(s->pool, avgpool_job, &ap);
 }
 
@@ -345,7 +438,7 @@ dn_status dn_session_forward_to(dn_session *s, const float *x, int n, int stage,
     if (stage < 0 || stage > 5) return dn_fail(DN_ERR_ARG, "forward_to: stage %d outside 0..5", stage);
     if (stage == 5) return dn_session_features(s, x, n, out);
     const float *a = run_to(s, x, n, stage);
-    size_t count = (size_t)n * s->stage_c[stage] * s->stage_h[stage] * s->stage_w[stage];
+    size_t count = (size_t)n * s->p->stage_c[stage] * s->p->stage_h[stage] * s->p->stage_w[stage];
     memcpy(out, a, count * sizeof(float));
     return check_finite(out, count, "forward_to");
 }

@@ -1,17 +1,28 @@
 /* Inference engine internals (the public half is dn_session_* in defectnet.h).
  *
- * A session is built from a model in two steps:
- *   1. a plan: BatchNorm folded into every conv (w' = w*g/sqrt(var+eps),
- *      b' = beta - mean*g/sqrt(var+eps), computed in double) and one dn_conv_op
- *      per conv; immutable once built;
- *   2. per-session buffers (activations, conv scratch, pooled features, an input
- *      staging buffer) planned once for max_batch images of in_h x in_w, so that
- *      dn_session_forward and friends never allocate.
- * The session borrows the model: the model must outlive the session (the fc
- * weights are read from it at every forward, not copied). The conv/BN weights
- * are snapshotted (folded) when the session is created: after changing the
- * backbone parameters of a model, create a new session. A session is used by one thread at a
- * time; its own worker pool parallelises each forward.
+ * A session has two halves:
+ *   1. a plan (dn_plan): BatchNorm folded into every conv (w' = w*g/sqrt(var+eps),
+ *      b' = beta - mean*g/sqrt(var+eps), computed in double), one dn_conv_op
+ *      per conv (packed weights: ~45 MB for ResNet-18), the geometry for one
+ *      input size, stage shapes and the resolved implementation name. Immutable
+ *      once built and reference-counted (C11 atomics): dn_session_new_ex builds
+ *      a new plan; dn_session_new_shared / dn_session_new_on_plan make a session
+ *      on an existing one. A plan is freed when its last reference (session or
+ *      dn_plan_retain holder) is released, in any order;
+ *   2. per-session buffers (thread pool, activations, conv scratch, pooled
+ *      features, logits, an input staging buffer) planned once for max_batch
+ *      images, so that dn_session_forward and friends never allocate.
+ * Thread safety: a session is used by one thread at a time; its own worker pool
+ * parallelises each forward. Sessions sharing a plan may run forwards on
+ * different threads at the same time: running a dn_conv_op only reads it
+ * (kernels.h; every implementation writes only y and the caller's scratch) and
+ * the engine keeps all mutable state in the session. Creating and freeing
+ * sessions that share a plan is safe from any threads; the plan or base
+ * session passed to a constructor must stay alive for the duration of that call.
+ * The plan borrows the model: the model must outlive every session on the plan
+ * (the fc weights are read from it at every forward, not copied). The conv/BN
+ * weights are snapshotted (folded) when the plan is built: after changing the
+ * backbone parameters of a model, create a new (unshared) session.
  *
  * Stages (used by forward_to and stage_shape):
  *   0 = after the stem (conv1+bn1+relu+maxpool), 1..4 = after layer1..layer4,
@@ -32,6 +43,24 @@ typedef struct dn_session_opts {
 /* Full-control constructor (dn_session_new = {max_batch, threads, 0, 0, -1}).
  * *out is owned by the caller (dn_session_free). */
 dn_status dn_session_new_ex(const dn_model *m, const dn_session_opts *o, dn_session **out);
+
+typedef struct dn_plan dn_plan;
+
+/* The plan of s, borrowed: valid while s (or another holder) keeps a reference. */
+dn_plan *dn_session_plan(const dn_session *s);
+/* One more reference to p, owned by the caller (release with dn_plan_release);
+ * returns p. NULL-safe. */
+dn_plan *dn_plan_retain(dn_plan *p);
+/* Drops one reference; the last one frees the plan's ops. NULL-safe. */
+void dn_plan_release(dn_plan *p);
+/* A new session on plan p (same model and input size, its own buffers for
+ * max_batch images and a pool of `threads`, <= 0: all cores); takes its own
+ * reference to p. *out is owned by the caller (dn_session_free). NULL p or
+ * max_batch outside 1..65536 -> DN_ERR_ARG with a one-line message.
+ * (dn_session_new_shared in defectnet.h is this on base's plan.) */
+dn_status dn_session_new_on_plan(dn_plan *p, int max_batch, int threads, dn_session **out);
+/* References currently held on s's plan (tests, diagnostics); 0 for NULL. */
+int dn_session_plan_refs(const dn_session *s);
 
 /* Parses "auto|ref|direct|winograd|bf16|int8". Returns DN_OK or DN_ERR_ARG. */
 dn_status dn_conv_impl_parse(const char *s, dn_conv_impl *out);
