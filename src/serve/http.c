@@ -29,11 +29,18 @@
 /* ------------------------------------------------------------ model generation */
 
 /* A loaded model with its identity. Reference counted: the server holds one
- * reference to the current generation, every job holds one while it runs. */
+ * reference to the current generation, every job holds one while it runs.
+ * plan: the immutable conv plan (BN-folded, packed weights) built by the first
+ * worker that needs a session for this generation; the other workers' sessions
+ * share it (dn_session_new_on_plan) instead of each packing ~45 MB of weights.
+ * The gen holds one plan reference, each worker session another, so the plan
+ * of a replaced model dies with the last of them. */
 typedef struct gen {
     int refs;
     int serial;
     dn_model *model;
+    pthread_mutex_t plan_mu;        /* guards plan; held while the first session builds it */
+    dn_plan *plan;                  /* NULL until the first session; one reference owned */
     char sha[65];
     char version[160];
 } gen;
@@ -121,15 +128,23 @@ int dn_server_port(const dn_server *s) { return s->port; }
 
 /* ------------------------------------------------------------ generations */
 
+/* Frees a generation nobody references any more (its plan lives on in the
+ * worker sessions still using it; they never touch the freed model again:
+ * ensure_session replaces them before the next forward). */
+static void gen_free(gen *g) {
+    if (!g) return;
+    dn_plan_release(g->plan);
+    pthread_mutex_destroy(&g->plan_mu);
+    dn_model_free(g->model);
+    free(g);
+}
+
 static void gen_release(dn_server *s, gen *g) {
     if (!g) return;
     pthread_mutex_lock(&s->mu);
     int last = --g->refs == 0;
     pthread_mutex_unlock(&s->mu);
-    if (last) {
-        dn_model_free(g->model);
-        free(g);
-    }
+    if (last) gen_free(g);
 }
 
 static gen *gen_acquire(dn_server *s) {
@@ -144,15 +159,15 @@ static dn_status gen_load(dn_server *s, gen **out) {
     *out = NULL;
     gen *g = dn_calloc(1, sizeof *g);
     if (!g) return DN_ERR_NOMEM;
+    pthread_mutex_init(&g->plan_mu, NULL);
     dn_status rc = dn_model_load(s->model_path, &g->model);
-    if (rc) { free(g); return rc; }
+    if (rc) { gen_free(g); return rc; }
     if (dn_model_num_classes(g->model) < 1) {
-        dn_model_free(g->model);
-        free(g);
+        gen_free(g);
         return dn_fail(DN_ERR_FORMAT, "%s: model has no classification head", s->model_path);
     }
     if (g->model->sha256[0]) snprintf(g->sha, sizeof g->sha, "%s", g->model->sha256);
-    else if ((rc = dn_sha256_file(s->model_path, g->sha))) { dn_model_free(g->model); free(g); return rc; }
+    else if ((rc = dn_sha256_file(s->model_path, g->sha))) { gen_free(g); return rc; }
     const char *v = dn_meta_get(&g->model->meta, "version");
     const char *base = strrchr(s->model_path, '/');
     base = base ? base + 1 : s->model_path;
@@ -174,7 +189,7 @@ dn_status dn_server_reload(dn_server *s) {
     if (rc) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%s", dn_last_error());
-        if (g) { dn_model_free(g->model); free(g); }
+        gen_free(g);
         dn_metrics_reload(s->metrics, 0);
         slog(s, "reload failed, keeping the current model and rules: %s", msg);
         pthread_mutex_unlock(&s->reload_mu);
@@ -271,7 +286,8 @@ static void job_fail(job *j, int code, const char *msg) {
     j->body = b.s;
 }
 
-/* (Re)creates the worker's session when the model generation changed. */
+/* (Re)creates the worker's session when the model generation changed: the
+ * first worker of a generation builds the plan, the others share it. */
 static int ensure_session(worker *w, gen *g, char *msg, size_t mn) {
     if (w->sess && w->sess_serial == g->serial) return 0;
     dn_session_free(w->sess);
@@ -281,7 +297,17 @@ static int ensure_session(worker *w, gen *g, char *msg, size_t mn) {
     int nc = dn_model_num_classes(g->model);
     w->probs = malloc(sizeof(float) * (size_t)nc * (size_t)w->s->batch);
     w->preds = malloc(sizeof(dn_prediction) * (size_t)w->s->batch);
-    if (!w->probs || !w->preds || dn_session_new(g->model, w->s->batch, w->s->session_threads, &w->sess)) {
+    dn_status rc = DN_ERR_NOMEM;
+    if (w->probs && w->preds) {
+        pthread_mutex_lock(&g->plan_mu);
+        if (g->plan) {
+            rc = dn_session_new_on_plan(g->plan, w->s->batch, w->s->session_threads, &w->sess);
+        } else if (!(rc = dn_session_new(g->model, w->s->batch, w->s->session_threads, &w->sess))) {
+            g->plan = dn_plan_retain(dn_session_plan(w->sess));
+        }
+        pthread_mutex_unlock(&g->plan_mu);
+    }
+    if (rc) {
         snprintf(msg, mn, "inference session: %s", w->probs && w->preds ? dn_last_error() : "out of memory");
         dn_session_free(w->sess);
         w->sess = NULL;
@@ -1188,7 +1214,7 @@ void dn_server_stop(dn_server *s) {
     /* 4. actions finish or fail (bounded, inside dn_actions_free); outcomes still reach the store */
     dn_actions_free(s->actions);
     dn_store_close(s->store);
-    if (s->cur) { dn_model_free(s->cur->model); free(s->cur); }
+    gen_free(s->cur);
     dn_metrics_free(s->metrics);
     free(s->workers);
     free(s->model_path);
