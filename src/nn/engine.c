@@ -6,7 +6,9 @@
  *      (the downsample branch is computed first so conv2 fuses add + ReLU)
  *   -> global average pool -> fc.
  * Activation buffers rotate among four block buffers; the stem output has its
- * own (largest) buffer. Nothing is allocated after dn_session_new_ex. */
+ * own (largest) buffer. The plan (ops, geometry) is shared and only read by
+ * forwards; everything a forward writes is in the session. Nothing is allocated
+ * after a session's constructor returns. */
 #include "nn/engine.h"
 #include "nn/quant.h"
 #include "core/core.h"
@@ -139,22 +141,22 @@ void dn_plan_release(dn_plan *p) {
 static dn_status plan_new(const dn_model *m, int ih, int iw, dn_conv_impl impl, dn_plan **out) {
     dn_status st = DN_OK;
     *out = NULL;
-    dn_plan *s = dn_calloc(1, sizeof *s);
-    if (!s) return DN_ERR_NOMEM;
-    atomic_init(&s->refs, 1);
-    s->m = m;
-    s->in_h = ih; s->in_w = iw;
-    if ((st = make_conv(&m->conv1, &m->bn1, dn_quant_conv_impl(m, "conv1", impl), ih, iw, &s->stem))) goto fail;
-    s->pool_h = dn_conv_out(s->stem.oh, 3, 2, 1);
-    s->pool_w = dn_conv_out(s->stem.ow, 3, 2, 1);
-    s->stage_c[0] = m->conv1.cout; s->stage_h[0] = s->pool_h; s->stage_w[0] = s->pool_w;
-    size_t blk_max = (size_t)m->conv1.cout * s->pool_h * s->pool_w;
-    int h = s->pool_h, w = s->pool_w, b = 0;
+    dn_plan *p = dn_calloc(1, sizeof *p);
+    if (!p) return DN_ERR_NOMEM;
+    atomic_init(&p->refs, 1);
+    p->m = m;
+    p->in_h = ih; p->in_w = iw;
+    if ((st = make_conv(&m->conv1, &m->bn1, dn_quant_conv_impl(m, "conv1", impl), ih, iw, &p->stem))) goto fail;
+    p->pool_h = dn_conv_out(p->stem.oh, 3, 2, 1);
+    p->pool_w = dn_conv_out(p->stem.ow, 3, 2, 1);
+    p->stage_c[0] = m->conv1.cout; p->stage_h[0] = p->pool_h; p->stage_w[0] = p->pool_w;
+    size_t blk_max = (size_t)m->conv1.cout * p->pool_h * p->pool_w;
+    int h = p->pool_h, w = p->pool_w, b = 0;
     for (int stg = 0; stg < 4; stg++) {
         for (int i = 0; i < m->layers[stg]; i++, b++) {
             const dn_block_p *bp = &m->blocks[b];
-            pblock *pb = &s->blocks[b];
-            s->nblocks = b + 1;
+            pblock *pb = &p->blocks[b];
+            p->nblocks = b + 1;
             pb->stage = stg + 1;
             pb->has_down = bp->has_down;
             /* per-conv implementation: a quantized model's metadata (nn/quant.h) */
@@ -181,15 +183,15 @@ static dn_status plan_new(const dn_model *m, int ih, int iw, dn_conv_impl impl, 
             blk_max = max_sz(blk_max, (size_t)pb->c1.d.cout * pb->c1.oh * pb->c1.ow);
             blk_max = max_sz(blk_max, (size_t)pb->c2.d.cout * h * w);
         }
-        s->stage_c[stg + 1] = m->widths[stg]; s->stage_h[stg + 1] = h; s->stage_w[stg + 1] = w;
+        p->stage_c[stg + 1] = m->widths[stg]; p->stage_h[stg + 1] = h; p->stage_w[stg + 1] = w;
     }
-    s->stage_c[5] = m->feat_dim; s->stage_h[5] = 1; s->stage_w[5] = 1;
-    s->blk_max = blk_max;
-    snprintf(s->impl_name, sizeof s->impl_name, "%s", dn_conv_op_impl_name(s->stem.op));
-    *out = s;
+    p->stage_c[5] = m->feat_dim; p->stage_h[5] = 1; p->stage_w[5] = 1;
+    p->blk_max = blk_max;
+    snprintf(p->impl_name, sizeof p->impl_name, "%s", dn_conv_op_impl_name(p->stem.op));
+    *out = p;
     return DN_OK;
 fail:
-    plan_free(s);
+    plan_free(p);
     return st;
 }
 
