@@ -34,32 +34,59 @@ int dn_wino_min_tiles = 0;
 /* U[xi = r*6+k][co][ci] = (G g G^T)[r][k], computed in double. */
 static const double WG[6][3] = {{1.0 / 4, 0, 0},           {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
                                 {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
-static dn_status wino_prepare(dn_conv_op *op) {
-    const dn_conv_desc *d = &op->d;
-    int cin = d->cin, cout = d->cout;
-    float *U = dn_malloc((size_t)36 * cout * cin * sizeof(float));
-    if (!U) return DN_ERR_NOMEM;
+/* Allocates Uw (36 packed A matrices, zero-padded rows stay zero for good). */
+static dn_status wino_alloc(dn_conv_op *op) {
+    op->uw_stride = dn_gemm_packed_a_floats(op->u, op->d.cout, op->d.cin);
+    op->Uw = dn_alloc_aligned(36 * op->uw_stride * sizeof(float));
+    if (!op->Uw) return DN_ERR_NOMEM;
+    memset(op->Uw, 0, 36 * op->uw_stride * sizeof(float));
+    if (op->isa == DN_ISA_AVX512) { op->wino_in = dn_wino_in_avx512; op->wino_out = dn_wino_out_avx512; }
+    else { op->wino_in = dn_wino_in_avx2; op->wino_out = dn_wino_out_avx2; }
+    return DN_OK;
+}
+
+/* Writes U = G g G^T of OIHW weights w straight into the packed panels of Uw
+ * (the layout dn_gemm_pack_a gives: Uw[xi][(co/MR)*cin + ci][co%MR]); no
+ * temporary, so repacking every training step does not allocate. */
+static void wino_pack(dn_conv_op *op, const float *w) {
+    const int cin = op->d.cin, cout = op->d.cout, MR = op->u->mr;
     for (int co = 0; co < cout; co++)
         for (int ci = 0; ci < cin; ci++) {
-            const float *g = op->w + ((size_t)co * cin + ci) * 9;
+            const float *g = w + ((size_t)co * cin + ci) * 9;
+            float *dst = op->Uw + ((size_t)(co / MR) * cin + ci) * MR + co % MR;
             double t[6][3];
             for (int r = 0; r < 6; r++)
                 for (int c = 0; c < 3; c++)
                     t[r][c] = WG[r][0] * g[0 * 3 + c] + WG[r][1] * g[1 * 3 + c] + WG[r][2] * g[2 * 3 + c];
             for (int r = 0; r < 6; r++)
                 for (int k = 0; k < 6; k++)
-                    U[((size_t)(r * 6 + k) * cout + co) * cin + ci] =
+                    dst[(size_t)(r * 6 + k) * op->uw_stride] =
                         (float)(t[r][0] * WG[k][0] + t[r][1] * WG[k][1] + t[r][2] * WG[k][2]);
         }
-    op->uw_stride = dn_gemm_packed_a_floats(op->u, cout, cin);
-    op->Uw = dn_alloc_aligned(36 * op->uw_stride * sizeof(float));
-    if (!op->Uw) { free(U); return DN_ERR_NOMEM; }
-    for (int xi = 0; xi < 36; xi++)
-        dn_gemm_pack_a(op->u, cout, cin, U + (size_t)xi * cout * cin, cin, 0, 1.0f, op->Uw + xi * op->uw_stride);
-    free(U);
-    if (op->isa == DN_ISA_AVX512) { op->wino_in = dn_wino_in_avx512; op->wino_out = dn_wino_out_avx512; }
-    else { op->wino_in = dn_wino_in_avx2; op->wino_out = dn_wino_out_avx2; }
-    return DN_OK;
+}
+
+/* Fills every packed form the op allocated (Wd16, Wd16b, Ap, Uw) from OIHW
+ * weights w. Used at creation and by dn_conv_op_set_weights. */
+static void pack_weights(dn_conv_op *op, const float *w) {
+    const dn_conv_desc *d = &op->d;
+    const int CIB = d->cin / 16, kk = d->kh * d->kw, K = d->cin * kk;
+    if (op->Wd16)
+        for (int co = 0; co < d->cout; co++)
+            for (int ci = 0; ci < d->cin; ci++)
+                for (int k = 0; k < kk; k++)
+                    op->Wd16[((((size_t)(co / 16) * CIB + ci / 16) * kk + k) * 16 + ci % 16) * 16 + co % 16] =
+                        w[((size_t)co * d->cin + ci) * kk + k];
+    if (op->Wd16b)
+        for (int co = 0; co < d->cout; co++)
+            for (int ci = 0; ci < d->cin; ci++)
+                for (int k = 0; k < kk; k++)
+                    op->Wd16b[(((size_t)(co / 16) * CIB + ci / 16) * kk + k) * 256 + (ci % 16 / 2) * 32 + (co % 16) * 2 +
+                              ci % 2] = dn_f32_to_bf16(w[((size_t)co * d->cin + ci) * kk + k]);
+    if (op->Ap) {
+        if (op->direct_bf16) dn_gemm_pack_a_bf16(op->ud, d->cout, K, w, K, (uint16_t *)(void *)op->Ap);
+        else dn_gemm_pack_a(op->u, d->cout, K, w, K, 0, 1.0f, op->Ap);
+    }
+    if (op->Uw) wino_pack(op, w);
 }
 
 /* Tiles per chunk: V and M of a chunk (36 x (cin + cout) x Tb floats) within
@@ -131,63 +158,34 @@ dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *b
         dn_fail(DN_ERR_UNSUPPORTED, "conv: implementation %d not available", (int)impl);
         goto fail;
     }
+    /* allocate the packed forms of the chosen path, then fill them */
+    int wino = op->impl == DN_CONV_WINOGRAD || op->impl == DN_CONV_WINOGRAD_BF16;
+    size_t nw16 = (size_t)d->cout * d->cin * d->kh * d->kw;
+    int K = d->cin * d->kh * d->kw;
     if ((op->impl == DN_CONV_DIRECT || op->impl == DN_CONV_WINOGRAD) && d16_eligible(op)) {
-        size_t nw16 = (size_t)d->cout * d->cin * d->kh * d->kw;
         op->ud = op->u;
-        op->Wd16 = dn_alloc_aligned(nw16 * sizeof(float));
-        if (!op->Wd16) goto fail;
-        const int CIB = d->cin / 16, kk = d->kh * d->kw;
-        for (int co = 0; co < d->cout; co++)
-            for (int ci = 0; ci < d->cin; ci++)
-                for (int k = 0; k < kk; k++)
-                    op->Wd16[((((size_t)(co / 16) * CIB + ci / 16) * kk + k) * 16 + ci % 16) * 16 + co % 16] =
-                        op->w[((size_t)co * d->cin + ci) * kk + k];
-        snprintf(op->name, sizeof op->name, "direct-nchw16c-avx512");
-        if (op->impl == DN_CONV_WINOGRAD) {
-            if (wino_prepare(op)) goto fail;
-            snprintf(op->name, sizeof op->name, "winograd-f4x4-%s", op->u->name);
-        }
+        if (!(op->Wd16 = dn_alloc_aligned(nw16 * sizeof(float)))) goto fail;
+        if (wino) snprintf(op->name, sizeof op->name, "winograd-f4x4-%s", op->u->name);
+        else snprintf(op->name, sizeof op->name, "direct-nchw16c-avx512");
     } else if (op->impl == DN_CONV_DIRECT || op->impl == DN_CONV_WINOGRAD) {
-        int K = d->cin * d->kh * d->kw;
         op->ud = op->u;
-        op->Ap = dn_alloc_aligned(dn_gemm_packed_a_floats(op->u, d->cout, K) * sizeof(float));
-        if (!op->Ap) goto fail;
-        dn_gemm_pack_a(op->u, d->cout, K, op->w, K, 0, 1.0f, op->Ap);
-        snprintf(op->name, sizeof op->name, "direct-%s", op->u->name);
-        if (op->impl == DN_CONV_WINOGRAD) {
-            if (wino_prepare(op)) goto fail;
-            snprintf(op->name, sizeof op->name, "winograd-f4x4-%s", op->u->name);
-        }
+        if (!(op->Ap = dn_alloc_aligned(dn_gemm_packed_a_floats(op->u, d->cout, K) * sizeof(float)))) goto fail;
+        snprintf(op->name, sizeof op->name, wino ? "winograd-f4x4-%s" : "direct-%s", op->u->name);
     } else if ((op->impl == DN_CONV_BF16 || op->impl == DN_CONV_WINOGRAD_BF16) && d16_eligible(op)) {
-        size_t nw16 = (size_t)d->cout * d->cin * d->kh * d->kw;
-        op->Wd16b = dn_alloc_aligned(nw16 * sizeof(uint16_t));
-        if (!op->Wd16b) goto fail;
-        const int CIB = d->cin / 16, kk = d->kh * d->kw;
-        for (int co = 0; co < d->cout; co++)
-            for (int ci = 0; ci < d->cin; ci++)
-                for (int k = 0; k < kk; k++)
-                    op->Wd16b[(((size_t)(co / 16) * CIB + ci / 16) * kk + k) * 256 + (ci % 16 / 2) * 32 + (co % 16) * 2 +
-                              ci % 2] = dn_f32_to_bf16(op->w[((size_t)co * d->cin + ci) * kk + k]);
-        snprintf(op->name, sizeof op->name, "bf16-nchw16c-avx512");
-        if (op->impl == DN_CONV_WINOGRAD_BF16) {
-            if (wino_prepare(op)) goto fail;
-            snprintf(op->name, sizeof op->name, "winograd-f4x4-%s+bf16", op->u->name);
-        }
+        if (!(op->Wd16b = dn_alloc_aligned(nw16 * sizeof(uint16_t)))) goto fail;
+        if (wino) snprintf(op->name, sizeof op->name, "winograd-f4x4-%s+bf16", op->u->name);
+        else snprintf(op->name, sizeof op->name, "bf16-nchw16c-avx512");
     } else if (op->impl == DN_CONV_BF16 || op->impl == DN_CONV_WINOGRAD_BF16) {
-        int K = d->cin * d->kh * d->kw;
         size_t na = dn_gemm_pack_a_bf16(op->ud, d->cout, K, op->w, K, NULL);
-        op->Ap = dn_alloc_aligned(na * sizeof(uint16_t));
-        if (!op->Ap) goto fail;
-        dn_gemm_pack_a_bf16(op->ud, d->cout, K, op->w, K, (uint16_t *)(void *)op->Ap);
-        snprintf(op->name, sizeof op->name, "%s", op->ud->name);
-        if (op->impl == DN_CONV_WINOGRAD_BF16) {
-            if (wino_prepare(op)) goto fail;
-            snprintf(op->name, sizeof op->name, "winograd-f4x4-%s+bf16", op->u->name);
-        }
+        if (!(op->Ap = dn_alloc_aligned(na * sizeof(uint16_t)))) goto fail;
+        if (wino) snprintf(op->name, sizeof op->name, "winograd-f4x4-%s+bf16", op->u->name);
+        else snprintf(op->name, sizeof op->name, "%s", op->ud->name);
     } else {
         op->isa = DN_ISA_SCALAR;
         snprintf(op->name, sizeof op->name, "ref");
     }
+    if (wino && wino_alloc(op)) goto fail;
+    pack_weights(op, op->w);
     if (op->impl != DN_CONV_REF) { /* the packed forms are all a fast op needs: keep memory low */
         free(op->w);
         op->w = NULL;
@@ -207,6 +205,17 @@ void dn_conv_op_free(dn_conv_op *op) {
     dn_free_aligned(op->Wd16);
     dn_free_aligned(op->Wd16b);
     free(op);
+}
+
+dn_status dn_conv_op_set_weights(dn_conv_op *op, const float *w, const float *bias) {
+    if (!op || !w) return dn_fail(DN_ERR_ARG, "conv op: NULL op or weights");
+    if (!bias != !op->bias)
+        return dn_fail(DN_ERR_ARG, "conv op: new weights %s a bias but the op was built %s one", bias ? "with" : "without",
+                       op->bias ? "with" : "without");
+    if (bias) memcpy(op->bias, bias, (size_t)op->d.cout * sizeof(float));
+    if (op->w) memcpy(op->w, w, (size_t)op->d.cout * op->d.cin * op->d.kh * op->d.kw * sizeof(float));
+    pack_weights(op, w);
+    return DN_OK;
 }
 
 size_t dn_conv_op_scratch(const dn_conv_op *op, int n, int h, int w) {

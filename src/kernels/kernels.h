@@ -43,6 +43,13 @@ typedef struct dn_conv_op dn_conv_op;
  * NULL on failure (dn_last_error says why). */
 dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *bias, dn_conv_impl impl);
 void dn_conv_op_free(dn_conv_op *op);
+/* Replace the op's weights (same descriptor; bias given iff the op was built
+ * with one) by re-packing into the buffers the op already owns: no allocation,
+ * and the op then computes exactly what dn_conv_op_new(d, w, bias, impl) would.
+ * For training loops that refresh their ops after every optimizer step. Not
+ * safe while another thread runs the op. DN_ERR_ARG (dn_last_error) on NULL
+ * arguments or a bias mismatch, the op unchanged. */
+dn_status dn_conv_op_set_weights(dn_conv_op *op, const float *w, const float *bias);
 /* Bytes of scratch dn_conv_op_run needs for this input size (may be 0). Covers
  * a pool of up to dn_num_cpus() threads; larger pools use that many workers. */
 size_t dn_conv_op_scratch(const dn_conv_op *op, int n, int h, int w);

@@ -244,12 +244,26 @@ static dn_conv_impl pick_impl(const dn_conv_layer *L, int n, long out_pixels) {
     return DN_CONV_AUTO;
 }
 
+/* *op := an op of impl over weights w (+ bias): the existing one re-packed when
+ * it was built the same way, else a new one. */
+static dn_status op_refresh(dn_conv_op **op, int *op_impl, int *op_bias, const dn_conv_desc *d, const float *w,
+                            const float *bias, dn_conv_impl impl) {
+    if (*op && *op_impl == (int)impl && *op_bias == !!bias) return dn_conv_op_set_weights(*op, w, bias);
+    dn_conv_op_free(*op);
+    if (!(*op = dn_conv_op_new(d, w, bias, impl))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
+    *op_impl = (int)impl;
+    *op_bias = !!bias;
+    return DN_OK;
+}
+
 dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd, int n) {
     const dn_conv_p *p = L->p;
+    dn_status st;
     if (fwd) {
-        dn_conv_op_free(L->fwd);
         dn_conv_desc d = fwd_desc(p);
-        if (!(L->fwd = dn_conv_op_new(&d, p->w, NULL, pick_impl(L, n, (long)L->oh * L->ow)))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
+        if ((st = op_refresh(&L->fwd, &L->fwd_impl, &L->fwd_folded, &d, p->w, NULL,
+                             pick_impl(L, n, (long)L->oh * L->ow))))
+            return st;
     }
     if (bwd && bwd_as_conv(p)) {
         int k = p->k, kk = k * k;
@@ -260,9 +274,10 @@ dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd, int n) {
                 float *dst = L->wt + ((size_t)ci * p->cout + co) * kk;
                 for (int t = 0; t < kk; t++) dst[t] = src[kk - 1 - t];
             }
-        dn_conv_op_free(L->bwd);
         dn_conv_desc d = bwd_desc(p);
-        if (!(L->bwd = dn_conv_op_new(&d, L->wt, NULL, pick_impl(L, n, (long)L->h * L->w)))) return dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
+        int nobias = 0;
+        if ((st = op_refresh(&L->bwd, &L->bwd_impl, &nobias, &d, L->wt, NULL, pick_impl(L, n, (long)L->h * L->w))))
+            return st;
     }
     return DN_OK;
 }
@@ -278,10 +293,8 @@ dn_status dn_conv_layer_prepare_folded(dn_conv_layer *L, const dn_bn_p *bn, int 
         for (size_t i = 0; i < per; i++) w[co * per + i] = (float)(p->w[co * per + i] * sc);
         b[co] = (float)(bn->bias[co] - bn->mean[co] * sc);
     }
-    dn_conv_op_free(L->fwd);
     dn_conv_desc d = fwd_desc(p);
-    if (!(L->fwd = dn_conv_op_new(&d, w, b, pick_impl(L, n, (long)L->oh * L->ow))))
-        st = dn_fail_prefix(DN_ERR_NOMEM, "conv layer");
+    st = op_refresh(&L->fwd, &L->fwd_impl, &L->fwd_folded, &d, w, b, pick_impl(L, n, (long)L->oh * L->ow));
 done:
     free(w);
     free(b);

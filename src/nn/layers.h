@@ -56,6 +56,8 @@ typedef struct dn_conv_layer {
                            * error), exact direct otherwise; DN_CONV_DIRECT: always direct;
                            * DN_CONV_WINOGRAD: Winograd for every 3x3 stride-1 op; REF */
     dn_conv_op *fwd, *bwd;
+    int fwd_impl, bwd_impl; /* the dn_conv_impl each op was requested with */
+    int fwd_folded;       /* fwd has BN folded in (prepare_folded), i.e. a bias */
     float *wt;            /* [cin][cout][k][k] flipped kernel for bwd (stride-1 only) */
     dn_wgrad_plan wg;     /* direct weight-gradient plan, valid if wg_ok (used when dn_wgrad_available) */
     int wg_ok;
@@ -67,7 +69,10 @@ typedef struct dn_conv_layer {
 dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w, int maxn, int impl);
 #define DN_CONV_WINO_MIN_PIXELS 4096L /* measured break-even of the per-step transform: ~3.5k */
 /* (Re)build the forward op (fwd != 0) and/or the data-gradient op (bwd != 0)
- * for batches of about n images (n only steers the AUTO choice). */
+ * for batches of about n images (n only steers the AUTO choice) from the
+ * current weights. An existing op of the same kind and implementation is
+ * re-packed in place (dn_conv_op_set_weights: no allocation per step), else
+ * replaced. On failure the layer may have lost its ops (GEMM paths serve). */
 dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd, int n);
 /* Eval-mode forward op with BatchNorm folded in (w * g / sqrt(var + eps),
  * bias b - mean * g / sqrt(var + eps), computed in double) replacing L->fwd;

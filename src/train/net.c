@@ -20,8 +20,10 @@ typedef struct cbn {        /* conv followed by BatchNorm */
     size_t scr;             /* scratch bytes L needs */
     int ready;              /* L.fwd is an eval op of the current weights, kept (frozen
                              * convs; trainable ones between training forwards):
-                             * 0 none, EV_FOLDED or EV_PLAIN. Training-mode convs build
-                             * unfolded ops per use. */
+                             * 0 none, EV_FOLDED or EV_PLAIN. Training-mode convs
+                             * re-pack their unfolded ops before each use. */
+    int fwd_ok, bwd_ok;     /* L.fwd / L.bwd hold the current weights for the next
+                             * training-mode use (set by prebuild, cleared by the use) */
     int stage;              /* 0 = stem, 1..4 = layer */
     dn_conv_p *conv;
     dn_bn_p *bn;
@@ -373,16 +375,19 @@ int dn_net_first_trainable(const dn_net *net) { return net->first; }
 dn_model *dn_net_model(dn_net *net) { return net->m; }
 dn_pool *dn_net_pool(dn_net *net) { return net->pool; }
 /* Frozen convs keep their forward ops until the next sync; trainable convs
- * build theirs from the current weights right before each use and free them
- * right after (weights move at every optimizer step; this also keeps only one
- * packed copy of trainable weights alive at a time). */
+ * re-pack theirs (forward and data-gradient ops, built once and then kept)
+ * from the current weights right before each use, as weights move at every
+ * optimizer step. Sync frees them all. */
 dn_status dn_net_sync(dn_net *net) {
     cbn *all[3];
     dn_conv_layer_release(&net->stem.L);
-    net->stem.ready = 0;
+    net->stem.ready = net->stem.fwd_ok = net->stem.bwd_ok = 0;
     for (int i = 0; i < net->nb; i++) {
         all[0] = &net->b[i].u1; all[1] = &net->b[i].u2; all[2] = &net->b[i].ud;
-        for (int k = 0; k < 3; k++) { dn_conv_layer_release(&all[k]->L); all[k]->ready = 0; }
+        for (int k = 0; k < 3; k++) {
+            dn_conv_layer_release(&all[k]->L);
+            all[k]->ready = all[k]->fwd_ok = all[k]->bwd_ok = 0;
+        }
     }
     return DN_OK;
 }
@@ -424,13 +429,14 @@ static void conv_prep(dn_net *net, cbn *u, int fwd, int bwd, int n) {
     net->prof.prepare_s += dn_now() - t;
 }
 
-/* Training-mode conv forward: op from the current weights, freed after use. */
+/* Training-mode conv forward: op re-packed from the current weights unless
+ * prebuild did it; kept (not freed) so the next step re-packs in place. */
 static void conv_fwd(dn_net *net, cbn *u, const float *in, int n, float *out) {
-    if (!u->L.fwd) conv_prep(net, u, 1, 0, n);
+    if (!u->fwd_ok) conv_prep(net, u, 1, 0, n);
     double t = dn_now();
     dn_conv_layer_fwd(&u->L, in, n, out, net->pool, net->scratch);
     net->prof.conv_fwd_s += dn_now() - t;
-    dn_conv_layer_release(&u->L);
+    u->fwd_ok = 0; /* the optimizer step moves the weights */
     net->prof.conv_fwd_flop += conv_flop(u, n);
 }
 
@@ -478,10 +484,10 @@ static void conv_bwd(dn_net *net, cbn *u, const float *in, int n, const float *d
     net->prof.conv_bwd_weight_s += t2 - t;
     net->prof.conv_bwd_weight_flop += conv_flop(u, n);
     if (dx) {
-        if (!u->L.bwd) conv_prep(net, u, 0, 1, n);
+        if (!u->bwd_ok) conv_prep(net, u, 0, 1, n);
         t2 = dn_now();
         dn_conv_layer_bwd_data(&u->L, n, dy, dx, net->pool, net->scratch);
-        dn_conv_layer_release(&u->L);
+        u->bwd_ok = 0;
         net->prof.conv_bwd_data_s += dn_now() - t2;
         net->prof.conv_bwd_data_flop += conv_flop(u, n);
     }
@@ -508,16 +514,20 @@ void dn_net_reset_profile(dn_net *net) { memset(&net->prof, 0, sizeof net->prof)
 /* Builds the ops a training forward (fwd) or backward (!fwd) is about to use,
  * all at once and spread over the pool's workers, instead of one by one on the
  * calling thread while the others wait (the packing and Winograd transforms of
- * the updated weights are otherwise a serial part of every step). Each op is
- * still freed right after its use. A failure only means that conv builds its
- * op later on the calling thread (or falls back to GEMM). */
+ * the updated weights are otherwise a serial part of every step). Ops are
+ * kept between steps and re-packed in place (no allocation, no page faults).
+ * A failure only means that conv builds its op later on the calling thread
+ * (or falls back to GEMM). */
 typedef struct { dn_net *net; cbn *u[3 * DN_MAX_BLOCKS + 1]; int cnt, fwd, n; } prebuild_job;
 
 static void prebuild_fn(void *arg, int ith, int nth) {
     prebuild_job *j = arg;
     for (int i = ith; i < j->cnt; i += nth) {
-        dn_conv_layer *L = &j->u[i]->L;
-        if (dn_conv_layer_prepare(L, j->fwd, !j->fwd, j->n)) dn_conv_layer_release(L);
+        cbn *u = j->u[i];
+        int ok = dn_conv_layer_prepare(&u->L, j->fwd, !j->fwd, j->n) == DN_OK;
+        if (!ok) { dn_conv_layer_release(&u->L); u->fwd_ok = u->bwd_ok = 0; }
+        if (j->fwd) u->fwd_ok = ok;
+        else u->bwd_ok = ok;
     }
 }
 
@@ -626,9 +636,11 @@ static const float *stage_train(dn_net *net, int s, const float *in, int n) {
     return cur;
 }
 
+/* The eval op in L.fwd no longer matches the weights; it stays allocated for
+ * the next prepare to re-pack or replace. */
 static void invalidate_one(cbn *u) {
-    if (u->ready) dn_conv_layer_release(&u->L);
     u->ready = 0;
+    u->fwd_ok = u->bwd_ok = 0;
 }
 
 static void invalidate_trainable(dn_net *net) {

@@ -26,13 +26,14 @@
  * conv operators after someone else modified the model's arrays).
  * Gradient arrays, activations and scratch are owned by the net and planned for
  * max_batch at in_h x in_w: saved activations and grads in dn_net_new,
- * temporaries and conv scratch on the first forward. Per step, only the packed
- * copies of the updated weights (conv ops) and the GEMMs' packing buffers are
- * allocated and freed.
+ * temporaries and conv scratch on the first forward; the conv ops (packed
+ * copies of the weights, forward and data gradient, both kept) on the first
+ * step, then re-packed in place after each update. Per step, only the GEMMs'
+ * packing buffers may be allocated.
  * A net is used by one thread at a time; it runs its own thread pool.
  *
  * Convolutions: forward and stride-1 data gradients run through the kernels'
- * dn_conv_op (rebuilt from the updated weights every step, in parallel),
+ * dn_conv_op (re-packed from the updated weights every step, in parallel),
  * weight gradients by the im2col-free AVX-512 kernel or the Winograd
  * F(3x3,2x2) one (src/nn/wgrad.h), else as multi-image GEMMs (src/nn/layers.h),
  * strided data gradients as GEMMs. Environment
