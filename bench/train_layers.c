@@ -6,7 +6,9 @@
  * alternatives (impl "direct": no Winograd; impl "ref": the im2col GEMM), so
  * the choice can be checked on this machine. Random inputs, zero weights do
  * not matter for timing.
- * Usage: train_layers [--batch 32] [--reps 2] [--layer i] */
+ * --size S scales every map to an S x S input (64: layer4 at 2x2); --impl
+ * direct times forward / data gradient without Winograd (default auto).
+ * Usage: train_layers [--batch 32] [--reps 2] [--layer i] [--size 224] [--impl auto|direct] */
 #include "core/core.h"
 #include "nn/layers.h"
 #include <stdio.h>
@@ -51,21 +53,29 @@ static double time_wgrad(const dn_conv_p *p, int h, int n, int impl, int reps, c
 }
 
 int main(int argc, char **argv) {
-    int n = 32, reps = 2, only = -1;
+    int n = 32, reps = 2, only = -1, size = 224, impl = DN_CONV_AUTO;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--batch")) n = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--layer")) only = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--size")) size = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--impl") && !strcmp(argv[i + 1], "direct")) impl = DN_CONV_DIRECT;
+        else if (!strcmp(argv[i], "--impl") && !strcmp(argv[i + 1], "auto")) impl = DN_CONV_AUTO;
         else { fprintf(stderr, "train_layers: unknown option %s\n", argv[i]); return 2; }
     }
-    if (n < 1 || reps < 1) { fprintf(stderr, "train_layers: bad --batch/--reps\n"); return 2; }
-    printf("train_layers: batch %d, 1 thread, CPU s per call (GFLOP/s; Winograd counted as direct FLOP)\n", n);
+    if (n < 1 || reps < 1 || size < 32 || size % 32) {
+        fprintf(stderr, "train_layers: bad --batch/--reps/--size (size: a multiple of 32)\n");
+        return 2;
+    }
+    printf("train_layers: %dx%d, batch %d, 1 thread, CPU s per call (GFLOP/s; Winograd counted as direct FLOP)\n", size, size, n);
     printf("%-20s %3s | %-17s | %-17s | %-26s | %s\n", "layer", "x", "forward+prepare", "data grad+prepare",
            "weight grad (path)", "weight grad: direct / GEMM");
     double tot[3] = {0, 0, 0};
     for (int i = 0; i < (int)(sizeof shapes / sizeof shapes[0]); i++) {
         if (only >= 0 && i != only) continue;
-        const shape *s = &shapes[i];
+        shape sz = shapes[i];
+        sz.h = sz.h * size / 224;
+        const shape *s = &sz;
         dn_conv_p p = {s->cin, s->cout, s->k, s->s, s->p, NULL};
         size_t nw = (size_t)p.cin * p.cout * p.k * p.k;
         int oh = dn_conv_out(s->h, p.k, p.stride, p.pad);
@@ -80,7 +90,7 @@ int main(int argc, char **argv) {
         for (size_t j = 0; j < nw; j++) p.w[j] = 0.05f * dn_rng_normal(&r);
         double flop = 2.0 * n * p.cout * oh * oh * (double)p.cin * p.k * p.k;
         dn_conv_layer L;
-        if (dn_conv_layer_init(&L, &p, s->h, s->h, n, DN_CONV_AUTO)) { fprintf(stderr, "%s\n", dn_last_error()); return 1; }
+        if (dn_conv_layer_init(&L, &p, s->h, s->h, n, impl)) { fprintf(stderr, "%s\n", dn_last_error()); return 1; }
         void *scr = dn_alloc_aligned(dn_conv_layer_scratch(&L, n));
         double t = cpu_now();
         dn_conv_layer_prepare(&L, 1, 0, n);

@@ -1,11 +1,17 @@
-/* Re-packing conv operators in place (dn_conv_op_set_weights, used by the
+/* Small-map training speed paths.
+ * 1. Re-packing conv operators in place (dn_conv_op_set_weights, used by the
  * training net to refresh its ops every step without allocating): an op built
  * from weights A and then given weights B must compute bit for bit what an op
  * built from B computes, for every implementation (reference, direct NCHW16c,
  * direct packed GEMM, Winograd incl. its transforms, bf16 when the CPU has it),
  * with and without bias, on odd shapes (channels not multiples of 16, stride 2,
  * 1x1, 7x7). Also the training conv layer: prepare after a weight change
- * (re-pack) equals a freshly initialised layer, and bad arguments are refused. */
+ * (re-pack) equals a freshly initialised layer, and bad arguments are refused.
+ * 2. The NCHW16c kernel's narrow-row path (dn_direct16_rows_avx512: several
+ * images per call for output rows of 1..3 pixels) against the scalar reference
+ * conv and bit for bit against the image-by-image row kernel, on odd batch
+ * sizes (short last image group), strides 1 and 2, non-square maps, bias,
+ * residual and ReLU. */
 #include "harness.h"
 #include "kernels/kern_int.h"
 #include "nn/layers.h"
@@ -170,6 +176,56 @@ TEST(layer_prepare_repacks) {
     layer_case(DN_CONV_REF, 3, 4, 6, 6, 3, 1, 1);
 }
 
+/* y(narrow path) vs reference (1e-4 relative) and vs image by image (exact). */
+static void narrow_case(int n, int cin, int cout, int h, int w, int k, int s, int pd, int epi) {
+    dn_conv_desc d = {cin, cout, k, k, s, pd};
+    int oh = dn_conv_out(h, k, s, pd), ow = dn_conv_out(w, k, s, pd);
+    size_t nx = (size_t)n * cin * h * w, ny = (size_t)n * cout * oh * ow, nw = (size_t)cout * cin * k * k;
+    float *x = malloc(nx * 4), *wt = malloc(nw * 4), *b = malloc(cout * 4), *res = malloc(ny * 4),
+          *y = malloc(ny * 4), *yr = malloc(ny * 4), *yi = malloc(ny * 4);
+    dn_pool *pool = dn_pool_new(2);
+    fill(x, nx, 1u + (unsigned)n);
+    fill(wt, nw, 2u + (unsigned)h);
+    fill(b, (size_t)cout, 3u);
+    fill(res, ny, 4u);
+    const float *bb = epi ? b : NULL, *rr = epi ? res : NULL;
+    dn_conv_op *op = dn_conv_op_new(&d, wt, bb, DN_CONV_DIRECT);
+    CHECK(op != NULL);
+    if (op) {
+        dn_conv_op_run(op, x, n, h, w, rr, epi, y, pool, NULL);
+        dn_conv2d_ref(&d, x, n, h, w, wt, bb, rr, epi, yr);
+        double md = 0;
+        for (size_t i = 0; i < ny; i++) {
+            double e = fabs((double)y[i] - yr[i]) / (1.0 + fabs((double)yr[i]));
+            if (e > md) md = e;
+        }
+        CHECK_MSG(md < 1e-4, "n %d %dx%d s %d: max rel diff %g vs reference", n, h, w, s, md);
+        dn_d16_narrow_disable = 1;
+        dn_conv_op_run(op, x, n, h, w, rr, epi, yi, NULL, NULL);
+        dn_d16_narrow_disable = 0;
+        CHECK_MSG(!memcmp(y, yi, ny * 4), "n %d %dx%d s %d: narrow path differs from image by image", n, h, w, s);
+    }
+    dn_conv_op_free(op);
+    dn_pool_free(pool);
+    free(x); free(wt); free(b); free(res); free(y); free(yr); free(yi);
+}
+
+TEST(d16_narrow_rows_vs_ref) {
+    if (dn_kernels_isa() < DN_ISA_AVX512) SKIP("no AVX-512: the NCHW16c kernels are not used");
+    int ns[] = {2, 7, 13};
+    for (int i = 0; i < 3; i++) {
+        int n = ns[i];
+        narrow_case(n, 32, 16, 2, 2, 3, 1, 1, i & 1);   /* 2x2 maps (layer4 at 64 px) */
+        narrow_case(n, 16, 32, 1, 1, 3, 1, 1, 1);       /* 1x1 */
+        narrow_case(n, 16, 16, 3, 3, 3, 1, 1, 0);       /* 3 wide */
+        narrow_case(n, 16, 48, 5, 2, 3, 1, 1, 1);       /* tall and narrow */
+        narrow_case(n, 32, 32, 4, 4, 3, 2, 1, i & 1);   /* stride 2 down to 2x2 */
+        narrow_case(n, 16, 16, 5, 5, 3, 2, 1, 1);       /* stride 2 down to 3x3 */
+        narrow_case(n, 16, 16, 4, 3, 3, 1, 0, 0);       /* no padding: 2x1 */
+        narrow_case(n, 16, 16, 4, 4, 3, 1, 1, 1);       /* 4 wide: image by image path */
+    }
+}
+
 int main(void) {
     RUN(set_weights_ref);
     RUN(set_weights_direct);
@@ -179,5 +235,6 @@ int main(void) {
     RUN(set_weights_bf16);
     RUN(set_weights_refuses_bad_args);
     RUN(layer_prepare_repacks);
+    RUN(d16_narrow_rows_vs_ref);
     return REPORT();
 }

@@ -70,12 +70,18 @@ static void wino_pack(dn_conv_op *op, const float *w) {
 static void pack_weights(dn_conv_op *op, const float *w) {
     const dn_conv_desc *d = &op->d;
     const int CIB = d->cin / 16, kk = d->kh * d->kw, K = d->cin * kk;
+    /* Wd16[cob][cib][k][ci%16][co%16] = w[co][ci][k], one 16 x 16 x kk block at
+     * a time (it stays in L1; no divisions): training re-packs every step. */
     if (op->Wd16)
-        for (int co = 0; co < d->cout; co++)
-            for (int ci = 0; ci < d->cin; ci++)
-                for (int k = 0; k < kk; k++)
-                    op->Wd16[((((size_t)(co / 16) * CIB + ci / 16) * kk + k) * 16 + ci % 16) * 16 + co % 16] =
-                        w[((size_t)co * d->cin + ci) * kk + k];
+        for (int cob = 0; cob < d->cout / 16; cob++)
+            for (int cib = 0; cib < CIB; cib++) {
+                float *blk = op->Wd16 + ((size_t)cob * CIB + cib) * kk * 256;
+                for (int col = 0; col < 16; col++) {
+                    const float *src = w + ((size_t)(cob * 16 + col) * d->cin + cib * 16) * kk;
+                    for (int cil = 0; cil < 16; cil++, src += kk)
+                        for (int k = 0; k < kk; k++) blk[(k * 16 + cil) * 16 + col] = src[k];
+                }
+            }
     if (op->Wd16b)
         for (int co = 0; co < d->cout; co++)
             for (int ci = 0; ci < d->cin; ci++)
@@ -234,6 +240,7 @@ static int d16_eligible(const dn_conv_op *op) {
            !dn_d16_disable;
 }
 int dn_d16_disable = 0;
+int dn_d16_narrow_disable = 0;
 
 /* Floats of one image's padded, channel-blocked input plus the slack a partial
  * 14-pixel block may read past its last row, rounded to a cache line. */
@@ -258,6 +265,7 @@ typedef struct {
     int n, relu, phase;
     size_t img_floats;
     int nslab;            /* per-worker mode: workers beyond the scratch's slabs stay idle */
+    int imgs;             /* phase 3: images per dn_direct16_rows_avx512 call */
 } d16_job;
 
 static void d16_pack(const d16_job *j, const float *x, int img, int cib, float *xp) {
@@ -302,11 +310,21 @@ static void d16_phase(void *va, int ith, int nth) {
     } else if (j->phase == 0) { /* shared buffer: pack every image */
         dn_split((long)j->n * CIB, ith, nth, &b, &e);
         for (long it = b; it < e; it++) d16_pack(j, j->x, (int)(it / CIB), (int)(it % CIB), j->xp);
-    } else { /* shared buffer: rows of every image */
+    } else if (j->phase == 1) { /* shared buffer: rows of every image */
         dn_split((long)j->n * COB * g->oh, ith, nth, &b, &e);
         for (long it = b; it < e; it++) {
             long r = it / g->oh;
             d16_row(j, j->xp, (int)(r / COB), (int)(r % COB), (int)(it % g->oh), j->res, j->y);
+        }
+    } else { /* shared buffer, narrow rows: groups of imgs images per call, output-channel block
+              * major so one block's weights (L2-sized) serve every image */
+        long ng = (j->n + j->imgs - 1) / j->imgs;
+        dn_split((long)COB * ng * g->oh, ith, nth, &b, &e);
+        for (long it = b; it < e; it++) {
+            long r = it / g->oh;
+            int i0 = (int)(r % ng) * j->imgs, cob = (int)(r / ng);
+            dn_direct16_rows_avx512(g, j->op->Wd16, j->xp, i0, j->n - i0 < j->imgs ? j->n - i0 : j->imgs, cob,
+                                    (int)(it % g->oh), j->op->bias, j->res, j->relu, j->y);
         }
     }
 }
@@ -317,9 +335,14 @@ static void d16_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
     dn_d16_geom g = {d->cin, d->cout, d->kh, d->kw, d->stride, d->pad, h, w, oh, ow, h + 2 * d->pad, w + 2 * d->pad};
     float *xp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     int nth = dn_pool_size(pool), slabs = dn_gemm_slabs();
-    d16_job j = {op, &g, x, res, xp, y, n, relu, 0, d16_img_floats(op, h, w), slabs};
+    d16_job j = {op, &g, x, res, xp, y, n, relu, 0, d16_img_floats(op, h, w), slabs, 0};
     if (nth > slabs) nth = slabs;
-    if (nth <= 1 || n % nth == 0 || n >= 4 * nth) {
+    /* Narrow rows (ow <= 3: layer4 of a 64 px input) give the row kernel
+     * too few accumulators per weight load; there (fp32), pack all images and
+     * compute rows of several images per call, output-channel block major. */
+    j.imgs = op->Wd16 ? dn_direct16_imgs_per_call(ow) : 0;
+    int narrow = n > 1 && j.imgs > 0 && !dn_d16_narrow_disable;
+    if (!narrow && (nth <= 1 || n % nth == 0 || n >= 4 * nth)) {
         /* each worker keeps its own image's input in cache (L2) from packing to use */
         j.phase = 2;
         dn_pool_run(pool, d16_phase, &j);
@@ -330,7 +353,7 @@ static void d16_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
     float *sl = op->Wd16b ? (float *)(void *)((uint16_t *)(void *)xp + rows) : xp + rows;
     for (size_t i = 0; i < (size_t)14 * d->stride * 16 + 16; i++) sl[i] = 0.0f;
     dn_pool_run(pool, d16_phase, &j);
-    j.phase = 1;
+    j.phase = narrow ? 3 : 1;
     dn_pool_run(pool, d16_phase, &j);
 }
 

@@ -100,9 +100,20 @@ size_t dn_gemm_packed_a_floats(const dn_ukr *u, int M, int K);
 typedef struct { int cin, cout, kh, kw, stride, pad, h, w, oh, ow, hp, wp; } dn_d16_geom;
 /* Tests set this to 1 to force the im2col path (process-wide; read at op creation). */
 extern int dn_d16_disable;
+/* Tests set this to 1 to run narrow rows image by image (dn_direct16_row_avx512)
+ * instead of dn_direct16_rows_avx512 (process-wide; read per run). */
+extern int dn_d16_narrow_disable;
 void dn_direct16_pack_avx512(const dn_d16_geom *g, const float *x, int img, int cib, float *xp);
 void dn_direct16_row_avx512(const dn_d16_geom *g, const float *W, const float *xp, int img, int cob, int oy,
                             const float *bias, const float *res, int relu, float *y);
+/* Row oy of output block cob for nimg images img0.. of a buffer holding every
+ * image packed (xp [n][cin/16][hp][wp][16]); for ow <= 3 several images share
+ * each weight load. nimg <= dn_direct16_imgs_per_call(ow) when that is > 0
+ * (0: wider rows, any nimg, computed image by image). Bit-identical to
+ * dn_direct16_row_avx512 per image. */
+void dn_direct16_rows_avx512(const dn_d16_geom *g, const float *W, const float *xp, int img0, int nimg, int cob,
+                             int oy, const float *bias, const float *res, int relu, float *y);
+int dn_direct16_imgs_per_call(int ow);
 /* bf16 operands (AVX512_BF16): xp bf16 [n][cin/16][hp][wp][16], W bf16
  * [cout/16][cin/16][kh][kw][8][16][2] (pairs of input channels), fp32 accumulation. */
 void dn_direct16_pack_bf16_avx512(const dn_d16_geom *g, const float *x, int img, int cib, uint16_t *xp);
