@@ -152,6 +152,8 @@ static void layer_case(int impl, int cin, int cout, int h, int w, int k, int s, 
         fill(wt, (size_t)cout * cin * k * k, 100u + (unsigned)round); /* "optimizer step" */
         CHECK(dn_conv_layer_prepare(&L1, 1, 1, nn) == DN_OK);
         CHECK(L1.fwd == f0); /* same impl: re-packed, not rebuilt */
+        if (impl == DN_CONV_AUTO && cin == 32)
+            CHECK(!strncmp(dn_conv_op_impl_name(L1.fwd), "winograd", 8) == (nn == big));
         dn_conv_layer_release(&L2);
         CHECK(dn_conv_layer_prepare(&L2, 1, 1, nn) == DN_OK);
         dn_conv_layer_fwd(&L1, x, nn, y1, pool, sc);
@@ -169,6 +171,7 @@ static void layer_case(int impl, int cin, int cout, int h, int w, int k, int s, 
 }
 
 TEST(layer_prepare_repacks) {
+    layer_case(DN_CONV_AUTO, 32, 16, 32, 32, 3, 1, 1); /* Winograd at batch 64, direct at 3 */
     layer_case(DN_CONV_AUTO, 16, 16, 12, 12, 3, 1, 1);
     layer_case(DN_CONV_AUTO, 5, 7, 6, 7, 3, 1, 1);
     layer_case(DN_CONV_DIRECT, 16, 32, 5, 5, 3, 2, 1);

@@ -213,9 +213,11 @@ dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w,
      * direct kernel, layer4 (7x7 planes, where the direct kernel wastes
      * lanes) +30-40% over the GEMM. 3x3 stride-1 convs with 64 x 64 to
      * 512 x 512 channels (with fewer channels the transforms weigh more than
-     * the 16/36 multiplies save; 512 x 512 takes 16 MB of accumulators). */
+     * the 16/36 multiplies save; 512 x 512 takes 16 MB of accumulators).
+     * Not on maps under 4x4 pixels (layer4 of a 64 px input, 2x2: one tile
+     * per image, transforms dominate; measured 11-13 ms vs 9-10 ms GEMM). */
     if (impl != DN_CONV_DIRECT && impl != DN_CONV_REF && p->k == 3 && p->stride == 1 &&
-        (long)p->cin * p->cout >= 64L * 64 && (long)p->cin * p->cout <= 512L * 512 &&
+        (long)p->cin * p->cout >= 64L * 64 && (long)p->cin * p->cout <= 512L * 512 && (long)L->oh * L->ow >= 16 &&
         dn_wgrad_wino_plan(&L->ww, p, h, w, maxn) == DN_OK)
         L->ww_ok = 1;
     /* without a direct plan (shapes it refuses) the GEMM path serves */
@@ -233,14 +235,20 @@ void dn_conv_layer_release(dn_conv_layer *L) {
     L->wt = NULL;
 }
 
-/* Implementation for an op over n images with out_pixels output pixels each:
- * under DN_CONV_AUTO, Winograd where its per-step weight transform (about the
- * cost of 2 x 1.2k FLOP per weight) is repaid by the smaller multiply count,
- * i.e. when n * out_pixels is large; the exact direct conv otherwise. */
-static dn_conv_impl pick_impl(const dn_conv_layer *L, int n, long out_pixels) {
+/* Implementation for an op over n images with out_pixels output pixels each
+ * and in_c input channels: under DN_CONV_AUTO, Winograd where its per-step
+ * weight transform (about the cost of 2 x 1.2k FLOP per weight) is repaid by
+ * the smaller multiply count, i.e. when n * out_pixels is large, and where the
+ * map is not so small for its channel count that the transforms of its border
+ * tiles dominate (measured, 1 thread, batch 32: 64 channels at 16x16 — layer1
+ * of a 64 px input — 7.6-8.3 ms Winograd vs 6.2 ms direct; 64 at 32x32 and 128
+ * at 16x16 still 1.3-1.5x faster with Winograd); the exact direct conv otherwise. */
+static dn_conv_impl pick_impl(const dn_conv_layer *L, int n, long out_pixels, int in_c) {
     if (L->impl != DN_CONV_AUTO) return (dn_conv_impl)L->impl;
     const dn_conv_p *p = L->p;
-    if (p->k == 3 && p->stride == 1 && (long)n * out_pixels >= DN_CONV_WINO_MIN_PIXELS) return DN_CONV_WINOGRAD;
+    if (p->k == 3 && p->stride == 1 && (long)n * out_pixels >= DN_CONV_WINO_MIN_PIXELS &&
+        out_pixels * in_c >= DN_CONV_WINO_MIN_MAP_CH)
+        return DN_CONV_WINOGRAD;
     return DN_CONV_AUTO;
 }
 
@@ -262,7 +270,7 @@ dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd, int n) {
     if (fwd) {
         dn_conv_desc d = fwd_desc(p);
         if ((st = op_refresh(&L->fwd, &L->fwd_impl, &L->fwd_folded, &d, p->w, NULL,
-                             pick_impl(L, n, (long)L->oh * L->ow))))
+                             pick_impl(L, n, (long)L->oh * L->ow, p->cin))))
             return st;
     }
     if (bwd && bwd_as_conv(p)) {
@@ -276,7 +284,7 @@ dn_status dn_conv_layer_prepare(dn_conv_layer *L, int fwd, int bwd, int n) {
             }
         dn_conv_desc d = bwd_desc(p);
         int nobias = 0;
-        if ((st = op_refresh(&L->bwd, &L->bwd_impl, &nobias, &d, L->wt, NULL, pick_impl(L, n, (long)L->h * L->w))))
+        if ((st = op_refresh(&L->bwd, &L->bwd_impl, &nobias, &d, L->wt, NULL, pick_impl(L, n, (long)L->h * L->w, p->cout))))
             return st;
     }
     return DN_OK;
@@ -294,7 +302,7 @@ dn_status dn_conv_layer_prepare_folded(dn_conv_layer *L, const dn_bn_p *bn, int 
         b[co] = (float)(bn->bias[co] - bn->mean[co] * sc);
     }
     dn_conv_desc d = fwd_desc(p);
-    st = op_refresh(&L->fwd, &L->fwd_impl, &L->fwd_folded, &d, w, b, pick_impl(L, n, (long)L->oh * L->ow));
+    st = op_refresh(&L->fwd, &L->fwd_impl, &L->fwd_folded, &d, w, b, pick_impl(L, n, (long)L->oh * L->ow, p->cin));
 done:
     free(w);
     free(b);
@@ -318,8 +326,8 @@ size_t dn_conv_layer_scratch(const dn_conv_layer *L, int maxn) {
     float *wz = dn_calloc((size_t)p->cin * p->cout * p->k * p->k, sizeof(float));
     /* every impl pick_impl may choose for batches up to maxn */
     for (int c = 0; c < 2 && wz; c++) {
-        dn_conv_impl fi = c ? pick_impl(L, maxn, (long)L->oh * L->ow) : (dn_conv_impl)L->impl;
-        dn_conv_impl bi = c ? pick_impl(L, maxn, (long)L->h * L->w) : (dn_conv_impl)L->impl;
+        dn_conv_impl fi = c ? pick_impl(L, maxn, (long)L->oh * L->ow, p->cin) : (dn_conv_impl)L->impl;
+        dn_conv_impl bi = c ? pick_impl(L, maxn, (long)L->h * L->w, p->cout) : (dn_conv_impl)L->impl;
         if (c && fi == (dn_conv_impl)L->impl && bi == (dn_conv_impl)L->impl) break;
         dn_conv_op *o = dn_conv_op_new(&fd, wz, NULL, fi);
         if (o) { size_t t = dn_conv_op_scratch(o, maxn, L->h, L->w); if (t > s) s = t; dn_conv_op_free(o); }

@@ -52,7 +52,8 @@ typedef struct dn_conv_layer {
     int h, w, oh, ow;
     int chunk;            /* images per GEMM chunk (weight / data gradient) */
     int impl;             /* DN_CONV_AUTO: Winograd for 3x3 stride-1 ops over at least
-                           * DN_CONV_WINO_MIN_PIXELS output pixels per call (~1e-5 relative
+                           * DN_CONV_WINO_MIN_PIXELS output pixels per call and maps of at
+                           * least DN_CONV_WINO_MIN_MAP_CH pixels x channels (~1e-5 relative
                            * error), exact direct otherwise; DN_CONV_DIRECT: always direct;
                            * DN_CONV_WINOGRAD: Winograd for every 3x3 stride-1 op; REF */
     dn_conv_op *fwd, *bwd;
@@ -68,6 +69,8 @@ typedef struct dn_conv_layer {
 /* impl: a dn_conv_impl among AUTO, DIRECT, WINOGRAD, REF (bf16/int8 refused). */
 dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w, int maxn, int impl);
 #define DN_CONV_WINO_MIN_PIXELS 4096L /* measured break-even of the per-step transform: ~3.5k */
+/* and output pixels per image x input channels at least this (conv_layer.c: pick_impl) */
+#define DN_CONV_WINO_MIN_MAP_CH 32768L
 /* (Re)build the forward op (fwd != 0) and/or the data-gradient op (bwd != 0)
  * for batches of about n images (n only steers the AUTO choice) from the
  * current weights. An existing op of the same kind and implementation is
