@@ -216,11 +216,12 @@ dn_status dn_conv_layer_init(dn_conv_layer *L, const dn_conv_p *p, int h, int w,
      * the 16/36 multiplies save; 512 x 512 takes 16 MB of accumulators).
      * Not on maps under 4x4 pixels (layer4 of a 64 px input, 2x2: one tile
      * per image, transforms dominate; measured 11-13 ms vs 9-10 ms GEMM), nor
-     * for 64 x 64 channels under 32x32 (layer1 of a 64 px input, 16x16:
-     * 9 ms vs 7 ms direct; at 56x56 Winograd is 18% faster). */
+     * for 64 x 64 channels on maps under 20x20 (layer1 of a 64 px input, 16x16:
+     * 9 ms vs 7 ms direct; at 56x56 Winograd is 30% faster; sizes between
+     * were not measured, 28x28 keeps Winograd). */
     long ohw = (long)L->oh * L->ow, cc = (long)p->cin * p->cout;
     if (impl != DN_CONV_DIRECT && impl != DN_CONV_REF && p->k == 3 && p->stride == 1 && cc >= 64L * 64 &&
-        cc <= 512L * 512 && ohw >= 16 && (cc > 64L * 64 || ohw >= 32L * 32) &&
+        cc <= 512L * 512 && ohw >= 16 && (cc > 64L * 64 || ohw >= 20L * 20) &&
         dn_wgrad_wino_plan(&L->ww, p, h, w, maxn) == DN_OK)
         L->ww_ok = 1;
     /* without a direct plan (shapes it refuses) the GEMM path serves */
