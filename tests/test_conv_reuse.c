@@ -11,10 +11,13 @@
  * images per call for output rows of 1..3 pixels) against the scalar reference
  * conv and bit for bit against the image-by-image row kernel, on odd batch
  * sizes (short last image group), strides 1 and 2, non-square maps, bias,
- * residual and ReLU. */
+ * residual and ReLU.
+ * 3. The optimizers' AVX-512 update loops bit for bit against the baseline
+ * ones (SGD with momentum/Nesterov, AdamW; odd sizes, several steps). */
 #include "harness.h"
 #include "kernels/kern_int.h"
 #include "nn/layers.h"
+#include "train/optim.h"
 
 static float frand(unsigned *s) {
     *s = *s * 1664525u + 1013904223u;
@@ -229,6 +232,52 @@ TEST(d16_narrow_rows_vs_ref) {
     }
 }
 
+/* Runs steps of kind on two copies of the same parameters: one under forced
+ * baseline ISA, one under the CPU's; results must match bit for bit. */
+static void optim_case(dn_optim_kind kind, int nesterov) {
+    enum { NP = 3 };
+    int64_t sizes[NP] = {1, 37, 4099};
+    float *d[2][NP], *g[NP];
+    dn_param ps[2][NP];
+    for (int i = 0; i < NP; i++) {
+        g[i] = malloc(sizes[i] * 4);
+        for (int c = 0; c < 2; c++) {
+            d[c][i] = malloc(sizes[i] * 4);
+            fill(d[c][i], (size_t)sizes[i], 70u + (unsigned)i);
+            dn_param q = {"p", d[c][i], g[i], sizes[i], i == 2 ? DN_PARAM_HEAD : DN_PARAM_BACKBONE, i == 1};
+            ps[c][i] = q;
+        }
+    }
+    dn_optim_cfg cfg;
+    dn_optim_cfg_default(&cfg, kind);
+    cfg.nesterov = nesterov;
+    cfg.weight_decay = 0.05f;
+    dn_optim *o[2] = {NULL, NULL};
+    dn_pool *pool = dn_pool_new(2);
+    CHECK(dn_optim_new(&cfg, ps[0], NP, &o[0]) == DN_OK && dn_optim_new(&cfg, ps[1], NP, &o[1]) == DN_OK);
+    for (int step = 0; step < 4 && o[0] && o[1]; step++) {
+        for (int i = 0; i < NP; i++) fill(g[i], (size_t)sizes[i], 90u + (unsigned)(step * 3 + i));
+        dn_isa old = dn_kernels_force_isa(DN_ISA_SCALAR);
+        CHECK(dn_optim_step(o[0], 1e-2f) == DN_OK);
+        dn_kernels_force_isa(old);
+        dn_optim_set_pool(o[1], pool);
+        CHECK(dn_optim_step(o[1], 1e-2f) == DN_OK);
+    }
+    for (int i = 0; i < NP; i++)
+        CHECK_MSG(!memcmp(d[0][i], d[1][i], (size_t)sizes[i] * 4), "kind %d param %d differs", (int)kind, i);
+    dn_optim_free(o[0]);
+    dn_optim_free(o[1]);
+    dn_pool_free(pool);
+    for (int i = 0; i < NP; i++) { free(g[i]); free(d[0][i]); free(d[1][i]); }
+}
+
+TEST(optim_avx512_bit_identical) {
+    if (dn_kernels_isa() < DN_ISA_AVX512) SKIP("no AVX-512: only the baseline update loops run");
+    optim_case(DN_OPT_ADAMW, 0);
+    optim_case(DN_OPT_SGD, 0);
+    optim_case(DN_OPT_SGD, 1);
+}
+
 int main(void) {
     RUN(set_weights_ref);
     RUN(set_weights_direct);
@@ -239,5 +288,6 @@ int main(void) {
     RUN(set_weights_refuses_bad_args);
     RUN(layer_prepare_repacks);
     RUN(d16_narrow_rows_vs_ref);
+    RUN(optim_avx512_bit_identical);
     return REPORT();
 }
