@@ -240,6 +240,26 @@ def set_lr(opt, lr):
         g['lr'] = lr * g.get('mult', 1.0)
 
 
+def layer3_cache(m, mk, a, eval_tf, train_items, *eval_sets):
+    """defectnet's layer3 cache: outputs of the frozen stem..layer3 for the training originals
+    followed by a.views fixed augmented views of them, then for each eval set (eval transform).
+    Returns [(X, Y) train, (X, Y) per eval set], computed in that order (RNG order kept)."""
+    stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3).eval()
+
+    def l3(items, tf):
+        outs, ys = [], []
+        with torch.no_grad():
+            for x, y in mk(items, tf, False):
+                outs.append(stem(x)); ys.append(y)
+        return torch.cat(outs), torch.cat(ys)
+    parts = [l3(train_items, eval_tf)]
+    aug = make_tf(a.image_size, True)
+    parts += [l3(train_items, aug) for _ in range(a.views)]
+    train = (torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts]))
+    del parts
+    return [train] + [l3(items, eval_tf) for items in eval_sets]
+
+
 def cmd_train(a):
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -298,24 +318,8 @@ def cmd_train(a):
         # defectnet --stages head:E1,layer3:E2 with the default caches: layer3 outputs of the
         # originals + K fixed views computed once; stage 1 trains fc on pooled features obtained by
         # the frozen pretrained layer4 from that cache, stage 2 trains layer4 + fc from the best head.
-        stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3).eval()
-
-        def l3(items, tf):
-            outs, ys = [], []
-            with torch.no_grad():
-                for x, y in mk(items, tf, False):
-                    outs.append(stem(x)); ys.append(y)
-            return torch.cat(outs), torch.cat(ys)
         tf0 = time.time()
-        Xs, Ys = [], []
-        X, Y = l3(train_items, eval_tf); Xs.append(X); Ys.append(Y)
-        aug = make_tf(a.image_size, True)
-        for v in range(a.views):
-            X, Y = l3(train_items, aug); Xs.append(X); Ys.append(Y)
-        Xtr, Ytr = torch.cat(Xs), torch.cat(Ys)
-        del Xs
-        Xva, Yva = l3(val_items, eval_tf)
-        Xte, Yte = l3(test_items, eval_tf)
+        (Xtr, Ytr), (Xva, Yva), (Xte, Yte) = layer3_cache(m, mk, a, eval_tf, train_items, val_items, test_items)
         feat_time = time.time() - tf0
         body4 = nn.Sequential(m.layer4, m.avgpool, nn.Flatten())
 
@@ -386,23 +390,8 @@ def cmd_train(a):
     elif a.recipe == 'layer4' and not a.stream:
         # what defectnet does by default: layer3 outputs of the originals + K fixed
         # augmented views computed once, layer4 + fc trained on them
-        stem = nn.Sequential(m.conv1, m.bn1, m.relu, m.maxpool, m.layer1, m.layer2, m.layer3).eval()
-
-        def l3(items, tf):
-            outs, ys = [], []
-            with torch.no_grad():
-                for x, y in mk(items, tf, False):
-                    outs.append(stem(x)); ys.append(y)
-            return torch.cat(outs), torch.cat(ys)
         tf0 = time.time()
-        Xs, Ys = [], []
-        X, Y = l3(train_items, eval_tf); Xs.append(X); Ys.append(Y)
-        aug = make_tf(a.image_size, True)
-        for v in range(a.views):
-            X, Y = l3(train_items, aug); Xs.append(X); Ys.append(Y)
-        Xtr, Ytr = torch.cat(Xs), torch.cat(Ys)
-        del Xs
-        Xva, Yva = l3(val_items, eval_tf)
+        (Xtr, Ytr), (Xva, Yva) = layer3_cache(m, mk, a, eval_tf, train_items, val_items)
         feat_time = time.time() - tf0
         top = nn.Sequential(m.layer4, m.avgpool, nn.Flatten(), m.fc)
         groups = [{'params': list(m.layer4.parameters()), 'mult': a.backbone_lr_mult},
