@@ -11,6 +11,27 @@
 #include "kernels/kern_int.h"
 #include <immintrin.h>
 
+/* Shared epilogue of the fp32 and bf16 blocks: transposes the R x 16 tile of
+ * accumulators into the NCHW output (rc valid pixels) with bias, residual, ReLU. */
+static inline __attribute__((always_inline)) void epilogue(const dn_d16_geom *g, const __m512 *acc, const int R,
+                                                           int img, int cob, int oy, int ox0, int rc,
+                                                           const float *bias, const float *res, int relu, float *y) {
+    float tile[14 * 16] __attribute__((aligned(64)));
+    for (int r = 0; r < R; r++) _mm512_store_ps(tile + r * 16, acc[r]);
+    const int oh = g->oh, ow = g->ow;
+    for (int l = 0; l < 16; l++) {
+        int co = cob * 16 + l;
+        size_t off = (((size_t)img * g->cout + co) * oh + oy) * ow + ox0;
+        float b = bias ? bias[co] : 0.0f;
+        for (int r = 0; r < rc; r++) {
+            float v = tile[r * 16 + l] + b;
+            if (res) v += res[off + r];
+            if (relu && v < 0.0f) v = 0.0f;
+            y[off + r] = v;
+        }
+    }
+}
+
 /* S: the stride as a compile-time constant (1, 2) so the 14 broadcast
  * addresses are immediate displacements, or 0 = read g->stride at run time. */
 static inline __attribute__((always_inline)) void block(const dn_d16_geom *g, const float *W, const float *xp,
@@ -37,20 +58,7 @@ static inline __attribute__((always_inline)) void block(const dn_d16_geom *g, co
             }
         }
     }
-    float tile[14 * 16] __attribute__((aligned(64)));
-    for (int r = 0; r < R; r++) _mm512_store_ps(tile + r * 16, acc[r]);
-    const int oh = g->oh, ow = g->ow;
-    for (int l = 0; l < 16; l++) {
-        int co = cob * 16 + l;
-        size_t off = (((size_t)img * g->cout + co) * oh + oy) * ow + ox0;
-        float b = bias ? bias[co] : 0.0f;
-        for (int r = 0; r < rc; r++) {
-            float v = tile[r * 16 + l] + b;
-            if (res) v += res[off + r];
-            if (relu && v < 0.0f) v = 0.0f;
-            y[off + r] = v;
-        }
-    }
+    epilogue(g, acc, R, img, cob, oy, ox0, rc, bias, res, relu, y);
 }
 
 /* One row in ceil(ow / 14) blocks of equal width R <= 14 (ow 16 -> 8 + 8,
@@ -225,20 +233,7 @@ static inline __attribute__((always_inline)) void block_bf16(const dn_d16_geom *
             }
         }
     }
-    float tile[14 * 16] __attribute__((aligned(64)));
-    for (int r = 0; r < R; r++) _mm512_store_ps(tile + r * 16, acc[r]);
-    const int oh = g->oh, ow = g->ow;
-    for (int l = 0; l < 16; l++) {
-        int co = cob * 16 + l;
-        size_t off = (((size_t)img * g->cout + co) * oh + oy) * ow + ox0;
-        float b = bias ? bias[co] : 0.0f;
-        for (int r = 0; r < rc; r++) {
-            float v = tile[r * 16 + l] + b;
-            if (res) v += res[off + r];
-            if (relu && v < 0.0f) v = 0.0f;
-            y[off + r] = v;
-        }
-    }
+    epilogue(g, acc, R, img, cob, oy, ox0, rc, bias, res, relu, y);
 }
 
 void dn_direct16_row_bf16_avx512(const dn_d16_geom *g, const uint16_t *W, const uint16_t *xp, int img, int cob,
