@@ -33,7 +33,9 @@ typedef enum {
     DN_ERR_UNSUPPORTED = 6,
     DN_ERR_NUMERIC = 7,   /* NaN/Inf encountered */
     DN_ERR_DB = 8,        /* database error */
-    DN_ERR_NET = 9        /* network / protocol error */
+    DN_ERR_NET = 9,       /* network / protocol error */
+    DN_ERR_BUSY = 10      /* temporarily unavailable, nothing was done: retry later (e.g. a
+                             database commit failed because the disk is full or it is busy) */
 } dn_status;
 
 /* Message describing the most recent failure on this thread ("" if none). */

@@ -8,7 +8,9 @@
 #include <png.h>
 #include <postgresql/libpq-fe.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sqlite3.h>
+#include <sys/resource.h>
 
 static const char *SHA_A = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 static const char *SHA_B = "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
@@ -622,18 +624,154 @@ TEST(postgres_migrates_v1) {
     PQfinish(c);
 }
 
+/* Disk full while committing (issue 9 row 1). A file-size limit (RLIMIT_FSIZE, with
+ * SIGXFSZ ignored) makes every write that would grow a file fail with EFBIG, as a
+ * full filesystem does with ENOSPC: the WAL cannot take the commit. With INSERT ...
+ * RETURNING the row comes back before the commit, so an insert must be stepped to
+ * SQLITE_DONE (where the autocommit happens) and its failure reported: never an id
+ * for a row that is not on disk, never that id handed to a later request twice. */
+static int limit_file_size(rlim_t n, rlim_t *old) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl)) return -1;
+    if (old) *old = rl.rlim_cur;
+    rl.rlim_cur = n;
+    return setrlimit(RLIMIT_FSIZE, &rl);
+}
+
+TEST(sqlite_disk_full_never_acknowledged) {
+    char dir[256], url[400];
+    CHECK(h_tmpdir(dir, sizeof dir, "full") == 0);
+    snprintf(url, sizeof url, "sqlite:%s/f.db", dir);
+    dn_store *s = NULL;
+    CHECK_MSG(dn_store_open(url, &s) == DN_OK, "%s", dn_last_error());
+    if (!s) { h_rmrf(dir); return; }
+    int64_t first[3];
+    for (int i = 0; i < 3; i++) {
+        dn_pred_record r = rec(1000 + i, "L1", "ok", 0.9f, 0);
+        CHECK(dn_store_insert(s, &r, &first[i], NULL) == DN_OK);
+    }
+    void (*prev)(int) = signal(SIGXFSZ, SIG_IGN);
+    fflush(stdout); /* nothing may be written to a log file while files cannot grow */
+    fflush(stderr);
+    rlim_t old = 0;
+    int lim = limit_file_size(4096, &old);
+    dn_status st[5];
+    int64_t got[5];
+    char msg[5][256];
+    int oerr = -1;
+    if (lim == 0) {
+        for (int i = 0; i < 5; i++) {
+            char rid[16];
+            snprintf(rid, sizeof rid, "full-%d", i);
+            dn_pred_record r = rec(2000 + i, "L1", "ok", 0.9f, 0);
+            r.request_id = rid;
+            got[i] = -1;
+            st[i] = dn_store_insert(s, &r, &got[i], NULL);
+            snprintf(msg[i], sizeof msg[i], "%s", dn_last_error());
+        }
+        dn_outcome_row o = {first[0], "r", "command", "x", "ok", NULL, 1, 3000};
+        oerr = dn_store_add_outcome(s, &o);
+        limit_file_size(old, NULL);
+    }
+    signal(SIGXFSZ, prev);
+    CHECK(lim == 0);
+    if (lim == 0) {
+        for (int i = 0; i < 5; i++) {
+            CHECK_MSG(st[i] == DN_ERR_BUSY && got[i] == 0, "insert %d under a full disk: status %d id %lld (%s)",
+                      i, (int)st[i], (long long)got[i], msg[i]);
+            CHECK_MSG(strstr(msg[i], dir) != NULL, "%s", msg[i]); /* names the database */
+        }
+        CHECK(oerr == DN_ERR_BUSY);
+    }
+    /* nothing half-written: the three committed rows, no outcome; the store is usable again */
+    int64_t n = -1;
+    CHECK(dn_store_count(s, NULL, &n) == DN_OK && n == 3);
+    CHECK(dn_store_count_outcomes(s, NULL, &n) == DN_OK && n == 0);
+    dn_pred_record r = rec(4000, "L1", "ok", 0.9f, 0);
+    r.request_id = "full-0"; /* the client's retry of the failed request */
+    int64_t id = 0, id2 = 0;
+    int existed = -1;
+    CHECK(dn_store_insert(s, &r, &id, &existed) == DN_OK && existed == 0 && id > first[2]);
+    CHECK(dn_store_insert(s, &r, &id2, &existed) == DN_OK && existed == 1 && id2 == id);
+    CHECK(dn_store_count(s, NULL, &n) == DN_OK && n == 4);
+    /* a write refused for good (no such prediction: foreign key) is an error too */
+    dn_outcome_row bad = {id + 1000, "r", "command", "x", "ok", NULL, 1, 3000};
+    CHECK(dn_store_add_outcome(s, &bad) == DN_ERR_DB);
+    CHECK(dn_store_count_outcomes(s, NULL, &n) == DN_OK && n == 0);
+    dn_store_close(s);
+    /* and it is on disk */
+    CHECK(dn_store_open(url, &s) == DN_OK);
+    if (s) {
+        dn_pred_row row;
+        int found = 0;
+        CHECK(dn_store_get(s, id, &row, &found) == DN_OK && found && row.request_id && !strcmp(row.request_id, "full-0"));
+        dn_pred_row_clear(&row);
+        dn_store_close(s);
+    }
+    h_rmrf(dir);
+}
+
+/* PostgreSQL: a deferred constraint trigger fails the COMMIT of the implicit
+ * transaction after INSERT ... RETURNING produced its row (as a disk full or a
+ * serialization failure at commit would). The store must report it, and a
+ * resource error (SQLSTATE class 53) is the retryable status. */
+TEST(postgres_failed_commit_is_an_error) {
+    if (!g_pg_ok) SKIP("%s", g_pg_why);
+    PGconn *c = PQconnectdb(g_pg.url);
+    CHECK(PQstatus(c) == CONNECTION_OK);
+    CHECK(pg_exec(c, "CREATE DATABASE fulldb"));
+    PQfinish(c);
+    char url[300];
+    snprintf(url, sizeof url, "postgres://dn@127.0.0.1:%d/fulldb", g_pg.port);
+    dn_store *s = NULL;
+    CHECK_MSG(dn_store_open(url, &s) == DN_OK, "%s", dn_last_error());
+    if (!s) return;
+    int64_t id0 = 0;
+    dn_pred_record r = rec(1.0, "L1", "ok", 0.9f, 0);
+    CHECK(dn_store_insert(s, &r, &id0, NULL) == DN_OK && id0 > 0);
+    c = PQconnectdb(url);
+    CHECK(pg_exec(c, "CREATE FUNCTION dn_full() RETURNS trigger AS $$ BEGIN"
+                     " RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';"
+                     " END $$ LANGUAGE plpgsql;"
+                     "CREATE CONSTRAINT TRIGGER dn_full AFTER INSERT ON predictions DEFERRABLE INITIALLY DEFERRED"
+                     " FOR EACH ROW EXECUTE FUNCTION dn_full();"
+                     "CREATE CONSTRAINT TRIGGER dn_full AFTER INSERT ON action_outcomes DEFERRABLE INITIALLY DEFERRED"
+                     " FOR EACH ROW EXECUTE FUNCTION dn_full();"));
+    int64_t id = -1;
+    r.request_id = "pg-full";
+    CHECK_MSG(dn_store_insert(s, &r, &id, NULL) == DN_ERR_BUSY && id == 0, "id %lld: %s", (long long)id, dn_last_error());
+    CHECK(strstr(dn_last_error(), "No space left") != NULL);
+    dn_outcome_row o = {id0, "r", "command", "x", "ok", NULL, 1, 2.0};
+    CHECK(dn_store_add_outcome(s, &o) == DN_ERR_BUSY);
+    int64_t n = -1;
+    CHECK(dn_store_count(s, NULL, &n) == DN_OK && n == 1);
+    CHECK(dn_store_count_outcomes(s, NULL, &n) == DN_OK && n == 0);
+    CHECK(pg_exec(c, "DROP TRIGGER dn_full ON predictions; DROP TRIGGER dn_full ON action_outcomes"));
+    int existed = -1;
+    CHECK(dn_store_insert(s, &r, &id, &existed) == DN_OK && existed == 0 && id > id0);
+    CHECK(dn_store_add_outcome(s, &o) == DN_OK);
+    /* a write the database refuses for good (unknown prediction id): an error, not success */
+    dn_outcome_row bad = {id + 1000, "r", "command", "x", "ok", NULL, 1, 2.0};
+    CHECK(dn_store_add_outcome(s, &bad) == DN_ERR_DB);
+    CHECK(dn_store_count_outcomes(s, NULL, &n) == DN_OK && n == 1);
+    dn_store_close(s);
+    PQfinish(c);
+}
+
 int main(void) {
     RUN(sqlite_roundtrip);
     RUN(sqlite_migrates_v1);
     RUN(sqlite_newer_schema_refused);
     RUN(sqlite_bad_inputs);
     RUN(sqlite_concurrent_inserts);
+    RUN(sqlite_disk_full_never_acknowledged);
     RUN(report_counts_and_formats);
     RUN(report_html_renders_in_chromium);
     g_pg_ok = h_pg_start(&g_pg, g_pg_why, sizeof g_pg_why);
     RUN(postgres_roundtrip);
     RUN(postgres_concurrent_and_bad_url);
     RUN(postgres_migrates_v1);
+    RUN(postgres_failed_commit_is_an_error);
     if (g_pg_ok) h_pg_stop(&g_pg);
     return REPORT();
 }

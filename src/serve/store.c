@@ -71,6 +71,30 @@ static int64_t col_int(const qrow *r, int i) {
 
 typedef int (*row_fn)(void *ctx, const qrow *r);
 
+/* Errors that say "not now" rather than "never": the disk or its quota is full, an
+ * I/O error, the database is locked/busy or out of memory. Nothing was committed and
+ * the same request may succeed later, so the caller gets DN_ERR_BUSY (HTTP 503 +
+ * Retry-After) instead of DN_ERR_DB. */
+static dn_status sqlite_status(int e) {
+    switch (e & 0xff) {
+    case SQLITE_FULL: case SQLITE_IOERR: case SQLITE_BUSY: case SQLITE_LOCKED:
+    case SQLITE_NOMEM: case SQLITE_PROTOCOL: case SQLITE_CANTOPEN:
+        return DN_ERR_BUSY;
+    default:
+        return DN_ERR_DB;
+    }
+}
+/* SQLSTATE classes 08 (connection), 40 (rollback: serialization/deadlock), 53
+ * (insufficient resources: disk full, out of memory, too many connections), 57
+ * (operator intervention: shutdown) and 58 (system/I/O error) are retryable. */
+static dn_status pg_status(const char *sqlstate) {
+    static const char *const retry[] = {"08", "40", "53", "57", "58"};
+    if (!sqlstate || strlen(sqlstate) < 2) return DN_ERR_DB;
+    for (size_t i = 0; i < sizeof retry / sizeof retry[0]; i++)
+        if (!strncmp(sqlstate, retry[i], 2)) return DN_ERR_BUSY;
+    return DN_ERR_DB;
+}
+
 /* Rewrites $N placeholders to ?N for SQLite. Caller frees. */
 static char *sqlite_sql(const char *sql) {
     char *out = dn_strdup(sql);
@@ -94,12 +118,13 @@ static dn_status q_run_c(dn_store *s, conn *cn, const char *sql, const qparam *p
         if (!q) return DN_ERR_NOMEM;
         sqlite3_stmt *st = NULL;
         dn_status rc = DN_OK;
-        if (sqlite3_prepare_v2(cn->db, q, -1, &st, NULL) != SQLITE_OK) {
-            rc = dn_fail(DN_ERR_DB, "%s: %s", s->url, sqlite3_errmsg(cn->db));
+        int was_auto = sqlite3_get_autocommit(cn->db), e;
+        if ((e = sqlite3_prepare_v2(cn->db, q, -1, &st, NULL)) != SQLITE_OK) {
+            rc = dn_fail(sqlite_status(e), "%s: %s", s->url, sqlite3_errmsg(cn->db));
             goto out;
         }
         for (int i = 0; i < np; i++) {
-            int e = SQLITE_OK;
+            e = SQLITE_OK;
             switch (p[i].t) {
             case P_NULL: e = sqlite3_bind_null(st, i + 1); break;
             case P_TEXT: e = sqlite3_bind_text(st, i + 1, p[i].s, -1, SQLITE_STATIC); break;
@@ -107,24 +132,33 @@ static dn_status q_run_c(dn_store *s, conn *cn, const char *sql, const qparam *p
             case P_INT: e = sqlite3_bind_int64(st, i + 1, p[i].i); break;
             }
             if (e != SQLITE_OK) {
-                rc = dn_fail(DN_ERR_DB, "%s: bind: %s", s->url, sqlite3_errmsg(cn->db));
+                rc = dn_fail(sqlite_status(e), "%s: bind: %s", s->url, sqlite3_errmsg(cn->db));
                 goto out;
             }
         }
+        /* A statement that writes is stepped to SQLITE_DONE even after fn has what it
+         * wants: outside a transaction its commit happens in that last step (INSERT ...
+         * RETURNING hands out its row before), and a failed commit (disk full, I/O error,
+         * busy) is reported there. Read-only statements may stop early. */
+        int ro = sqlite3_stmt_readonly(st), stop = 0;
         for (;;) {
-            int e = sqlite3_step(st);
+            e = sqlite3_step(st);
             if (e == SQLITE_DONE) break;
             if (e != SQLITE_ROW) {
-                rc = dn_fail(DN_ERR_DB, "%s: %s", s->url, sqlite3_errmsg(cn->db));
+                rc = dn_fail(sqlite_status(e), "%s: %s", s->url, sqlite3_errmsg(cn->db));
                 goto out;
             }
-            if (fn) {
+            if (fn && !stop) {
                 qrow r = {st, NULL, 0};
-                if (fn(ctx, &r)) break;
+                if (fn(ctx, &r)) stop = 1;
             }
+            if (stop && ro) break;
         }
     out:
-        sqlite3_finalize(st);
+        e = sqlite3_finalize(st);
+        if (!rc && e != SQLITE_OK) rc = dn_fail(sqlite_status(e), "%s: %s", s->url, sqlite3_errmsg(cn->db));
+        /* a statement that failed outside a transaction must not leave one open */
+        if (rc && was_auto && !sqlite3_get_autocommit(cn->db)) sqlite3_exec(cn->db, "ROLLBACK", NULL, NULL, NULL);
         free(q);
         return rc;
     }
@@ -134,7 +168,7 @@ static dn_status q_run_c(dn_store *s, conn *cn, const char *sql, const qparam *p
         if (PQstatus(cn->pg) != CONNECTION_OK) {
             char e[512];
             pg_trim_error(e, sizeof e, PQerrorMessage(cn->pg));
-            return dn_fail(DN_ERR_DB, "%s: connection lost: %s", s->url, e);
+            return dn_fail(DN_ERR_BUSY, "%s: connection lost: %s", s->url, e);
         }
     }
     char bufs[16][40];
@@ -153,7 +187,7 @@ static dn_status q_run_c(dn_store *s, conn *cn, const char *sql, const qparam *p
     if (!PQsendQueryParams(cn->pg, sql, np, NULL, vals, NULL, NULL, 0)) {
         char e[512];
         pg_trim_error(e, sizeof e, PQerrorMessage(cn->pg));
-        return dn_fail(DN_ERR_DB, "%s: %s", s->url, e);
+        return dn_fail(PQstatus(cn->pg) == CONNECTION_OK ? DN_ERR_DB : DN_ERR_BUSY, "%s: %s", s->url, e);
     }
     PQsetSingleRowMode(cn->pg);
     dn_status rc = DN_OK;
@@ -167,9 +201,12 @@ static dn_status q_run_c(dn_store *s, conn *cn, const char *sql, const qparam *p
                 if (fn(ctx, &r)) stop = 1;
             }
         } else if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && !rc) {
+            /* also a COMMIT that failed after INSERT ... RETURNING sent its row */
             char e[512];
             pg_trim_error(e, sizeof e, PQresultErrorMessage(res));
-            rc = dn_fail(DN_ERR_DB, "%s: %s", s->url, e);
+            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            rc = dn_fail(state ? pg_status(state) : PQstatus(cn->pg) == CONNECTION_OK ? DN_ERR_DB : DN_ERR_BUSY,
+                         "%s: %s", s->url, e);
         }
         PQclear(res);
     }
@@ -426,6 +463,7 @@ dn_status dn_store_insert(dn_store *s, const dn_pred_record *r, int64_t *id, int
         rc = dn_fail(DN_ERR_DB, "%s: insert returned no id", s->url);
     }
     pthread_mutex_unlock(&s->mu);
+    if (rc) *id = 0; /* RETURNING may have produced the id of a row whose commit then failed */
     return rc;
 }
 
