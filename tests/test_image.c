@@ -183,7 +183,7 @@ TEST(preprocess_bad_args) {
     dn_preproc_default(&pp);
     pp.std[1] = 0;
     CHECK(dn_preprocess(&im, &pp, out) == DN_ERR_ARG);
-    dn_image empty = {0, 0, NULL};
+    dn_image empty = {0};
     dn_preproc_default(&pp);
     CHECK(dn_preprocess(&empty, &pp, out) == DN_ERR_ARG);
     /* the default still works on this image and yields finite values */
@@ -220,7 +220,7 @@ static const char *tpath(const char *name) {
 static void expect_bad(const char *name, const void *b, size_t n, const char *what) {
     const char *p = tpath(name);
     CHECK(spit(p, b, n) == 0);
-    dn_image im = {7, 7, (uint8_t *)1};
+    dn_image im = {.w = 7, .h = 7, .data = (uint8_t *)1};
     dn_status st = dn_image_load(p, &im);
     CHECK(st != DN_OK);
     CHECK(im.data == NULL);
@@ -293,6 +293,29 @@ TEST(bad_huge_png) {
     memcpy(b + 37, "IDAT", 4);
     put32be(b + 41, (uint32_t)crc32(0, b + 37, 4));
     expect_bad("huge.png", b, 45, "limit");
+}
+
+/* Top-down BMPs (negative height, issue 9 row 7) decode upright, pixel for pixel
+ * what PIL gives (fixtures and PIL's bytes: tools/make_topdown_bmp.py). */
+TEST(bmp_top_down_matches_pil) {
+    const char *names[][2] = {{"topdown_37x23.bmp", "topdown_37x23.rgb"}, {"topdown_45x30.bmp", "topdown_45x30.rgb"}};
+    const int dims[][2] = {{37, 23}, {45, 30}};
+    for (int i = 0; i < 2; i++) {
+        char p[256], q[256];
+        snprintf(p, sizeof p, FIX "/%s", names[i][0]);
+        snprintf(q, sizeof q, FIX "/%s", names[i][1]);
+        size_t n = 0;
+        uint8_t *want = slurp(q, &n);
+        dn_image im;
+        dn_status st = dn_image_load(p, &im);
+        CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+        if (!st) {
+            CHECK(im.w == dims[i][0] && im.h == dims[i][1]);
+            CHECK(want && n == (size_t)im.w * im.h * 3 && !memcmp(im.data, want, n));
+            dn_image_free(&im);
+        }
+        free(want);
+    }
 }
 
 TEST(bad_huge_bmp) {
@@ -434,6 +457,7 @@ int main(void) {
     RUN(bad_truncated_pgm);
     RUN(bad_huge_png);
     RUN(bad_huge_bmp);
+    RUN(bmp_top_down_matches_pil);
     RUN(bad_huge_jpeg);
     RUN(bad_huge_pgm);
     RUN(bad_zero_bytes);

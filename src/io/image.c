@@ -303,7 +303,9 @@ static dn_status decode_stb(const uint8_t *buf, size_t len, const char *name, dn
     int w, h, n;
     if (!stbi_info_from_memory(buf, (int)len, &w, &h, &n))
         return dn_fail(DN_ERR_FORMAT, "%s: corrupt image header (%s)", name, stbi_failure_reason());
-    dn_status st = alloc_rgb(name, w, h, out);
+    /* stb reports a top-down BMP's height as stored (negative) but decodes it upright */
+    long lh = h < 0 && buf[0] == 'B' ? -(long)h : h;
+    dn_status st = alloc_rgb(name, w, lh, out);
     if (st) return st;
     uint8_t *px = stbi_load_from_memory(buf, (int)len, &w, &h, &n, 3);
     if (!px) {
