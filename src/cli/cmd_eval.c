@@ -29,9 +29,7 @@
 #include "commands.h"
 #include "core/core.h"
 #include "core/json.h"
-#include "eval/calibrate.h"
-#include "eval/metrics.h"
-#include "eval/report.h"
+#include "eval/evaluate.h"
 #include "io/dataset.h"
 #include "nn/engine.h"
 #include "nn/model.h"
@@ -136,22 +134,6 @@ static dn_status run_logits(runner *rn, const char **paths, int n, float **logit
     return DN_OK;
 }
 
-static int cmp_miss(const void *a, const void *b) {
-    const dn_eval_miss *x = a, *y = b;
-    if (x->conf != y->conf) return x->conf < y->conf ? 1 : -1;
-    return strcmp(x->path, y->path);
-}
-
-static void correct_flags(const float *probs, const int *y, int64_t n, int k, float *conf, uint8_t *ok) {
-    for (int64_t i = 0; i < n; i++) {
-        const float *p = probs + (size_t)i * k;
-        int b = 0;
-        for (int j = 1; j < k; j++) if (p[j] > p[b]) b = j;
-        conf[i] = p[b];
-        ok[i] = b == y[i];
-    }
-}
-
 static int write_text(const char *path, dn_eval_report *r, void (*fn)(const dn_eval_report *, FILE *)) {
     FILE *f = fopen(path, "w");
     if (!f) { fprintf(stderr, PFX "%s: cannot write: %s\n", path, strerror(errno)); return -1; }
@@ -213,340 +195,232 @@ static int map_classes(const dn_dataset *d, const dn_model *m, const char *src, 
     return 0;
 }
 
-int cmd_eval(int argc, char **argv) {
-    const char *model_path = NULL, *data = NULL, *manifest = NULL, *split_s = NULL, *cal_on = NULL, *write_model = NULL,
-               *json_path = NULL, *html_path = NULL;
-    int batch = 16, threads = 0, topk = 3, json_out = 0, strict = 0, keep_dups = 0, rc = 2;
-    double target = 0, given_thr = -1;
-    dn_dataset *ds = NULL, *cds = NULL;
-    dn_model *m = NULL;
-    dn_session *s = NULL;
-    int *map = NULL, *cmap = NULL, *labels = NULL, *vlabels = NULL, *keep = NULL, *vkeep = NULL, *y = NULL, *vy = NULL;
-    const char **paths = NULL, **vpaths = NULL;
-    float *logits = NULL, *vlogits = NULL, *praw = NULL, *pcal = NULL, *vprob = NULL, *conf = NULL, *vconf = NULL;
-    uint8_t *ok = NULL, *vok = NULL;
-    dn_eval_report rep;
-    memset(&rep, 0, sizeof rep);
+typedef struct eval_opts {
+    const char *model_path, *data, *manifest, *split_s, *cal_on, *write_model, *json_path, *html_path;
+    int batch, threads, topk, json_out, strict, keep_dups;
+    double target, given_thr;
+} eval_opts;
 
+/* 0 ok, 1 help printed, -1 usage error (reported) */
+static int parse_args(int argc, char **argv, eval_opts *o) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); rc = 0; goto done; }
-        int takes = 1;
-        if (!strcmp(a, "--model")) model_path = v;
-        else if (!strcmp(a, "--data")) data = v;
-        else if (!strcmp(a, "--manifest")) manifest = v;
-        else if (!strcmp(a, "--split")) split_s = v;
-        else if (!strcmp(a, "--calibrate-on")) cal_on = v;
-        else if (!strcmp(a, "--write-model")) write_model = v;
-        else if (!strcmp(a, "--json")) json_path = v;
-        else if (!strcmp(a, "--html")) html_path = v;
-        else if (!strcmp(a, "--batch")) { if (parse_int(a, v, 1, 1024, &batch)) goto done; }
-        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 0, 1024, &threads)) goto done; }
-        else if (!strcmp(a, "--top-k")) { if (parse_int(a, v, 1, DN_MAX_CLASSES, &topk)) goto done; }
-        else if (!strcmp(a, "--threshold-target-accuracy")) { if (parse_prob(a, v, 0, &target, 0)) goto done; }
-        else if (!strcmp(a, "--threshold")) { if (parse_prob(a, v, 0, &given_thr, 1)) goto done; }
-        else if (!strcmp(a, "--format")) {
-            if (v && !strcmp(v, "json")) json_out = 1;
-            else if (v && !strcmp(v, "table")) json_out = 0;
-            else { fprintf(stderr, PFX "--format: unknown format '%s' (table|json)\n", v ? v : ""); goto done; }
-        } else if (!strcmp(a, "--strict") || !strcmp(a, "--keep-dups")) takes = 0;
-        else {
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 1; }
+        if (!strcmp(a, "--strict")) { o->strict = 1; continue; }
+        if (!strcmp(a, "--keep-dups")) { o->keep_dups = 1; continue; }
+        const char **sv = !strcmp(a, "--model") ? &o->model_path : !strcmp(a, "--data") ? &o->data
+                        : !strcmp(a, "--manifest") ? &o->manifest : !strcmp(a, "--split") ? &o->split_s
+                        : !strcmp(a, "--calibrate-on") ? &o->cal_on : !strcmp(a, "--write-model") ? &o->write_model
+                        : !strcmp(a, "--json") ? &o->json_path : !strcmp(a, "--html") ? &o->html_path : NULL;
+        int known = sv || !strcmp(a, "--batch") || !strcmp(a, "--threads") || !strcmp(a, "--top-k") ||
+                    !strcmp(a, "--threshold-target-accuracy") || !strcmp(a, "--threshold") || !strcmp(a, "--format");
+        if (!known) {
             fprintf(stderr, PFX "unknown option or argument '%s'\n", a);
             usage(stderr);
-            goto done;
+            return -1;
         }
-        if (!strcmp(a, "--strict")) strict = 1;
-        if (!strcmp(a, "--keep-dups")) keep_dups = 1;
-        if (takes) {
-            if (!v) { fprintf(stderr, PFX "%s needs a value\n", a); goto done; }
-            i++;
-        }
+        if (!v) { fprintf(stderr, PFX "%s needs a value\n", a); return -1; }
+        i++;
+        if (sv) *sv = v;
+        else if (!strcmp(a, "--batch")) { if (parse_int(a, v, 1, 1024, &o->batch)) return -1; }
+        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 0, 1024, &o->threads)) return -1; }
+        else if (!strcmp(a, "--top-k")) { if (parse_int(a, v, 1, DN_MAX_CLASSES, &o->topk)) return -1; }
+        else if (!strcmp(a, "--threshold-target-accuracy")) { if (parse_prob(a, v, 0, &o->target, 0)) return -1; }
+        else if (!strcmp(a, "--threshold")) { if (parse_prob(a, v, 0, &o->given_thr, 1)) return -1; }
+        else if (!strcmp(v, "json") || !strcmp(v, "table")) o->json_out = !strcmp(v, "json");
+        else { fprintf(stderr, PFX "--format: unknown format '%s' (table|json)\n", v); return -1; }
     }
-    if (!model_path) { fprintf(stderr, PFX "--model is required\n"); usage(stderr); goto done; }
-    if (!data == !manifest) { fprintf(stderr, PFX "give exactly one of --data DIR and --manifest CSV\n"); goto done; }
-    if (target > 0 && given_thr >= 0) {
+    if (!o->model_path) { fprintf(stderr, PFX "--model is required\n"); usage(stderr); return -1; }
+    if (!o->data == !o->manifest) { fprintf(stderr, PFX "give exactly one of --data DIR and --manifest CSV\n"); return -1; }
+    if (o->target > 0 && o->given_thr >= 0) {
         fprintf(stderr, PFX "--threshold and --threshold-target-accuracy exclude each other\n");
-        goto done;
+        return -1;
     }
-    int cal_ext = cal_on && strcmp(cal_on, "val"); /* a separate calibration folder/manifest */
-    int split = DN_SPLIT_NONE, split_given = 0;
-    if (split_s) {
-        split_given = 1;
-        if (strcmp(split_s, "all") && (split = dn_split_parse(split_s)) < 0) {
-            fprintf(stderr, PFX "--split: unknown split '%s' (test|val|train|all)\n", split_s);
-            goto done;
-        }
-    }
-    if (cal_on && !target && given_thr < 0) target = 0.99;
+    if (o->cal_on && !o->target && o->given_thr < 0) o->target = 0.99;
+    return 0;
+}
 
-    /* data */
-    if (data ? dn_dataset_scan(data, &ds) : dn_dataset_load_manifest(manifest, &ds)) {
+/* Everything one evaluation holds (released by job_free). */
+typedef struct eval_job {
+    const char *src;          /* data folder or manifest */
+    int split, cal_ext, need_val;
+    dn_dataset *ds, *cds;     /* data, separate calibration data */
+    dn_model *m;
+    dn_session *s;
+    int *map, *cmap;          /* data class -> model class */
+    const char **paths, **vpaths; /* listed images of the split / for calibration */
+    int *labels, *vlabels, n, nv;
+    float *logits, *vlogits;  /* rows of the readable images */
+    int *keep, *vkeep, nok, vok_n; /* which listed image each row is */
+    int *y, *vy;              /* model class of each row */
+    const char **kpaths;      /* path of each row */
+} eval_job;
+
+static void job_free(eval_job *j) {
+    free(j->y); free(j->vy); free(j->kpaths);
+    free(j->logits); free(j->vlogits); free(j->keep); free(j->vkeep);
+    free(j->paths); free(j->labels); free(j->vpaths); free(j->vlabels); free(j->map); free(j->cmap);
+    dn_session_free(j->s);
+    dn_model_free(j->m);
+    dn_dataset_free(j->ds);
+    dn_dataset_free(j->cds);
+}
+
+/* The data, its split, the calibration source. */
+static int load_data(const eval_opts *o, eval_job *j, dn_eval_report *rep) {
+    j->cal_ext = o->cal_on && strcmp(o->cal_on, "val"); /* a separate calibration folder/manifest */
+    j->split = DN_SPLIT_NONE;
+    if (o->split_s && strcmp(o->split_s, "all") && (j->split = dn_split_parse(o->split_s)) < 0) {
+        fprintf(stderr, PFX "--split: unknown split '%s' (test|val|train|all)\n", o->split_s);
+        return -1;
+    }
+    if (o->data ? dn_dataset_scan(o->data, &j->ds) : dn_dataset_load_manifest(o->manifest, &j->ds)) {
         fprintf(stderr, PFX "%s\n", dn_last_error());
-        goto done;
+        return -1;
     }
-    const char *src = data ? data : manifest;
-    if (ds->has_split && !keep_dups) drop_duplicates(ds, src, &rep.dups_dropped);
+    j->src = o->data ? o->data : o->manifest;
+    dn_dataset *ds = j->ds;
+    if (ds->has_split && !o->keep_dups) drop_duplicates(ds, j->src, &rep->dups_dropped);
     int nval = dn_dataset_count(ds, DN_SPLIT_VAL, NULL);
-    if (!split_given) {
-        if (ds->has_split && dn_dataset_count(ds, DN_SPLIT_TEST, NULL) > 0) split = DN_SPLIT_TEST;
+    if (!o->split_s) {
+        if (ds->has_split && dn_dataset_count(ds, DN_SPLIT_TEST, NULL) > 0) j->split = DN_SPLIT_TEST;
         else if (ds->has_split) {
-            fprintf(stderr, PFX "%s: the data has splits but no test images; choose one with --split val|train|all\n", src);
-            goto done;
+            fprintf(stderr, PFX "%s: the data has splits but no test images; choose one with --split val|train|all\n",
+                    j->src);
+            return -1;
         }
     }
-    int need_val = cal_on || target > 0;
-    if (cal_ext && dn_dataset_open(cal_on, &cds)) {
+    j->need_val = o->cal_on || o->target > 0;
+    if (j->cal_ext && dn_dataset_open(o->cal_on, &j->cds)) {
         fprintf(stderr, PFX "--calibrate-on: %s\n", dn_last_error());
-        goto done;
+        return -1;
     }
-    if (need_val && !cal_ext && nval == 0) {
+    if (j->need_val && !j->cal_ext && nval == 0) {
         fprintf(stderr, PFX "%s: no val split to calibrate on (use the split manifest written by `defectnet train`, "
-                        "e.g. --manifest MODEL.split.csv)\n", src);
-        goto done;
+                        "e.g. --manifest MODEL.split.csv)\n", j->src);
+        return -1;
     }
+    return 0;
+}
 
-    /* model and class mapping (by name) */
-    if (dn_model_load(model_path, &m)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+/* The model and the class mapping (by name); notes model classes absent from the data. */
+static int load_model(const eval_opts *o, eval_job *j, dn_eval_report *rep) {
+    if (dn_model_load(o->model_path, &j->m)) { fprintf(stderr, PFX "%s\n", dn_last_error()); return -1; }
+    dn_model *m = j->m;
     if (m->num_classes < 2) {
-        fprintf(stderr, PFX "%s: model has %s; it cannot be evaluated\n", model_path,
+        fprintf(stderr, PFX "%s: model has %s; it cannot be evaluated\n", o->model_path,
                 m->num_classes ? "a single class" : "no classification head (backbone only)");
-        goto done;
+        return -1;
     }
     int k = m->num_classes;
-    map = dn_calloc((size_t)ds->nclasses, sizeof *map);
+    j->map = dn_calloc((size_t)j->ds->nclasses, sizeof *j->map);
     int *seen = dn_calloc((size_t)k, sizeof *seen);
-    if (cds) cmap = dn_calloc((size_t)cds->nclasses, sizeof *cmap);
-    if (!map || !seen || (cds && !cmap)) { free(seen); fprintf(stderr, PFX "out of memory\n"); goto done; }
-    if (map_classes(ds, m, src, model_path, map, seen) || (cds && map_classes(cds, m, cal_on, model_path, cmap, NULL))) {
+    if (j->cds) j->cmap = dn_calloc((size_t)j->cds->nclasses, sizeof *j->cmap);
+    if (!j->map || !seen || (j->cds && !j->cmap)) { free(seen); fprintf(stderr, PFX "out of memory\n"); return -1; }
+    if (map_classes(j->ds, m, j->src, o->model_path, j->map, seen) ||
+        (j->cds && map_classes(j->cds, m, o->cal_on, o->model_path, j->cmap, NULL))) {
         free(seen);
-        goto done;
+        return -1;
     }
     for (int c = 0; c < k; c++)
         if (!seen[c]) {
-            rep.absent_classes++;
-            fprintf(stderr, PFX "note: model class '%s' does not occur in %s\n", m->class_names[c], src);
+            rep->absent_classes++;
+            fprintf(stderr, PFX "note: model class '%s' does not occur in %s\n", m->class_names[c], j->src);
         }
     free(seen);
+    return 0;
+}
 
-    /* the images */
-    int n = 0, nv = 0;
-    if (dn_dataset_select(ds, split, &paths, &labels, &n) ||
-        (need_val && dn_dataset_select(cds ? cds : ds, cds ? DN_SPLIT_NONE : DN_SPLIT_VAL, &vpaths, &vlabels, &nv))) {
+/* Logits of the evaluated and the calibration images, with their model classes. */
+static int compute_logits(const eval_opts *o, eval_job *j, dn_eval_report *rep) {
+    const char *cal_src = j->cal_ext ? o->cal_on : j->src;
+    if (dn_dataset_select(j->ds, j->split, &j->paths, &j->labels, &j->n) ||
+        (j->need_val && dn_dataset_select(j->cds ? j->cds : j->ds, j->cds ? DN_SPLIT_NONE : DN_SPLIT_VAL, &j->vpaths,
+                                          &j->vlabels, &j->nv))) {
         fprintf(stderr, PFX "%s\n", dn_last_error());
-        goto done;
+        return -1;
     }
-    if (n == 0) {
-        fprintf(stderr, PFX "%s: no images in split %s\n", src, split_s ? split_s : "all");
-        goto done;
-    }
-    if (need_val && nv == 0) { fprintf(stderr, PFX "%s: no calibration images\n", cal_ext ? cal_on : src); goto done; }
-    if (split == DN_SPLIT_VAL && need_val && !cal_ext)
+    if (j->n == 0) { fprintf(stderr, PFX "%s: no images in split %s\n", j->src, o->split_s ? o->split_s : "all"); return -1; }
+    if (j->need_val && j->nv == 0) { fprintf(stderr, PFX "%s: no calibration images\n", cal_src); return -1; }
+    if (j->split == DN_SPLIT_VAL && j->need_val && !j->cal_ext)
         fprintf(stderr, PFX "warning: calibrating and evaluating on the same split (val); figures are optimistic\n");
-    int maxn = n > nv ? n : nv;
-    if (batch > maxn) batch = maxn;
-    if (dn_session_new(m, batch, threads, &s)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
-    runner rn = {s, m, batch, strict};
-    int nok = 0, vok_n = 0;
+    int maxn = j->n > j->nv ? j->n : j->nv, batch = o->batch > maxn ? maxn : o->batch;
+    if (dn_session_new(j->m, batch, o->threads, &j->s)) { fprintf(stderr, PFX "%s\n", dn_last_error()); return -1; }
+    runner rn = {j->s, j->m, batch, o->strict};
     double t0 = dn_now();
-    if (run_logits(&rn, paths, n, &logits, &keep, &nok, &rep.skipped) ||
-        (need_val && run_logits(&rn, vpaths, nv, &vlogits, &vkeep, &vok_n, &rep.skipped))) {
+    if (run_logits(&rn, j->paths, j->n, &j->logits, &j->keep, &j->nok, &rep->skipped) ||
+        (j->need_val && run_logits(&rn, j->vpaths, j->nv, &j->vlogits, &j->vkeep, &j->vok_n, &rep->skipped))) {
+        fprintf(stderr, PFX "%s\n", dn_last_error());
+        return -1;
+    }
+    rep->seconds = dn_now() - t0;
+    if (j->nok == 0) { fprintf(stderr, PFX "%s: none of the %d images could be read\n", j->src, j->n); return -1; }
+    if (j->need_val && j->vok_n == 0) {
+        fprintf(stderr, PFX "%s: none of the calibration images could be read\n", cal_src);
+        return -1;
+    }
+    j->y = dn_malloc((size_t)j->nok * sizeof *j->y);
+    j->kpaths = dn_malloc((size_t)j->nok * sizeof *j->kpaths);
+    j->vy = dn_malloc(((size_t)j->vok_n + 1) * sizeof *j->vy);
+    if (!j->y || !j->vy || !j->kpaths) { fprintf(stderr, PFX "out of memory\n"); return -1; }
+    for (int i = 0; i < j->nok; i++) {
+        j->y[i] = j->map[j->labels[j->keep[i]]];
+        j->kpaths[i] = j->paths[j->keep[i]];
+    }
+    for (int i = 0; i < j->vok_n; i++) j->vy[i] = (j->cmap ? j->cmap : j->map)[j->vlabels[j->vkeep[i]]];
+    return 0;
+}
+
+/* Warnings about the calibration the analysis chose. */
+static void calibration_warnings(const dn_eval_report *r) {
+    if (r->separated)
+        fprintf(stderr, PFX "warning: predictions on %s are perfectly separated; temperature not fitted "
+                "(kept at 1; calibrate on a larger or harder labelled set with --calibrate-on)\n", r->fit_split);
+    else if (r->fitted && r->fit.at_bound)
+        fprintf(stderr, PFX "warning: fitted temperature %.4g is at its bound (predictions on %s mostly wrong)\n",
+                r->temperature, r->fit_split);
+    if (r->target > 0 && !r->reached)
+        fprintf(stderr, PFX "warning: no threshold reaches accuracy %.4g on %s; chose the best (%.4f at coverage "
+                        "%.3f)\n", r->target, r->fit_split, r->thr_fit.accuracy, r->thr_fit.coverage);
+}
+
+int cmd_eval(int argc, char **argv) {
+    eval_opts o = {.batch = 16, .topk = 3, .given_thr = -1};
+    eval_job j;
+    dn_eval_report rep;
+    memset(&j, 0, sizeof j);
+    memset(&rep, 0, sizeof rep);
+    int rc = 2, pa = parse_args(argc, argv, &o);
+    if (pa) { rc = pa > 0 ? 0 : 2; goto done; }
+    if (load_data(&o, &j, &rep) || load_model(&o, &j, &rep) || compute_logits(&o, &j, &rep)) goto done;
+
+    rep.model = j.m;
+    rep.model_path = o.model_path;
+    rep.data_source = j.src;
+    rep.split_name = j.split == DN_SPLIT_NONE ? "all" : dn_split_name(j.split);
+    rep.listed = j.n;
+    rep.fit_split = j.cal_ext ? o.cal_on : "val";
+    dn_eval_input in = {.k = j.m->num_classes, .topk = o.topk, .logits = j.logits, .y = j.y,
+                        .paths = j.kpaths, .n = j.nok, .vlogits = j.vlogits, .vy = j.vy, .nv = j.vok_n,
+                        .fit_temperature = o.cal_on != NULL, .target = o.given_thr >= 0 ? 0 : o.target,
+                        .threshold = o.given_thr};
+    if (dn_eval_analyse(&in, &rep)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+    calibration_warnings(&rep);
+    if (o.html_path) dn_eval_thumbnails(&rep, stderr, PFX);
+    if (o.write_model && dn_eval_save_model(j.m, &rep, j.cal_ext ? o.cal_on : j.src, j.cal_ext, o.write_model)) {
         fprintf(stderr, PFX "%s\n", dn_last_error());
         goto done;
     }
-    rep.seconds = dn_now() - t0;
-    if (nok == 0) { fprintf(stderr, PFX "%s: none of the %d images could be read\n", src, n); goto done; }
-    if (need_val && vok_n == 0) {
-        fprintf(stderr, PFX "%s: none of the calibration images could be read\n", cal_ext ? cal_on : src);
-        goto done;
-    }
 
-    y = dn_malloc((size_t)nok * sizeof *y);
-    vy = dn_malloc(((size_t)vok_n + 1) * sizeof *vy);
-    praw = dn_malloc((size_t)nok * k * sizeof *praw);
-    pcal = dn_malloc((size_t)nok * k * sizeof *pcal);
-    conf = dn_malloc((size_t)nok * sizeof *conf);
-    ok = dn_malloc((size_t)nok);
-    vprob = dn_malloc(((size_t)vok_n + 1) * k * sizeof *vprob);
-    vconf = dn_malloc(((size_t)vok_n + 1) * sizeof *vconf);
-    vok = dn_malloc((size_t)vok_n + 1);
-    if (!y || !vy || !praw || !pcal || !conf || !ok || !vprob || !vconf || !vok) {
-        fprintf(stderr, PFX "out of memory\n");
-        goto done;
-    }
-    for (int i = 0; i < nok; i++) y[i] = map[labels[keep[i]]];
-    for (int i = 0; i < vok_n; i++) vy[i] = (cmap ? cmap : map)[vlabels[vkeep[i]]];
-
-    /* temperature */
-    rep.temperature = m->temperature > 0 ? m->temperature : 1.0;
-    rep.temp_source = m->temperature != 1.0f ? "stored in model" : "none (model uncalibrated)";
-    rep.fit_split = cal_ext ? cal_on : "val";
-    char fit_desc[300], thr_desc[300];
-    snprintf(fit_desc, sizeof fit_desc, "fitted on %s", rep.fit_split);
-    snprintf(thr_desc, sizeof thr_desc, "chosen on %s", rep.fit_split);
-    rep.n_fit = vok_n;
-    if (cal_on) {
-        if (dn_calib_fit_temperature(vlogits, vy, vok_n, k, &rep.fit)) {
-            fprintf(stderr, PFX "%s\n", dn_last_error());
-            goto done;
-        }
-        rep.fitted = 1;
-        rep.temperature = rep.fit.temperature;
-        rep.temp_source = fit_desc;
-        if (rep.fit.at_bound && rep.fit.temperature < 1) {
-            /* Perfectly separated calibration data: NLL keeps falling as T -> 0, so the
-             * "optimum" only says the set had no mistakes. Sharpening on that evidence
-             * would make every future mistake look certain; stay uncalibrated instead. */
-            fprintf(stderr, PFX "warning: predictions on %s are perfectly separated; temperature not fitted "
-                    "(kept at 1; calibrate on a larger or harder labelled set with --calibrate-on)\n", rep.fit_split);
-            rep.temperature = 1.0;
-            rep.fit.temperature = 1.0;
-            rep.fit.nll_after = rep.fit.nll_before;
-        } else if (rep.fit.at_bound)
-            fprintf(stderr, PFX "warning: fitted temperature %.4g is at its bound (predictions on %s mostly wrong)\n",
-                    rep.temperature, rep.fit_split);
-        dn_eval_metrics vm;
-        dn_softmax_t(vlogits, vok_n, k, 1.0f, vprob);
-        if (dn_eval_metrics_compute(k, vok_n, vy, vprob, NULL, topk, &vm)) goto metrics_fail;
-        rep.fit_ece_before = vm.ece;
-        dn_eval_metrics_free(&vm);
-        dn_softmax_t(vlogits, vok_n, k, (float)rep.temperature, vprob);
-        if (dn_eval_metrics_compute(k, vok_n, vy, vprob, NULL, topk, &vm)) goto metrics_fail;
-        rep.fit_ece_after = vm.ece;
-        dn_eval_metrics_free(&vm);
-    }
-    float T = (float)rep.temperature;
-    dn_softmax_t(logits, nok, k, 1.0f, praw);
-    dn_softmax_t(logits, nok, k, T, pcal);
-    if (dn_eval_metrics_compute(k, nok, y, praw, NULL, topk, &rep.raw) ||
-        dn_eval_metrics_compute(k, nok, y, pcal, NULL, topk, &rep.cal))
-        goto metrics_fail;
-    correct_flags(pcal, y, nok, k, conf, ok);
-
-    /* threshold */
-    rep.threshold = m->threshold;
-    rep.thr_source = "stored in model";
-    if (given_thr >= 0) {
-        rep.threshold = (float)given_thr;
-        rep.thr_source = "given";
-    } else if (target > 0) {
-        dn_softmax_t(vlogits, vok_n, k, T, vprob);
-        correct_flags(vprob, vy, vok_n, k, vconf, vok);
-        dn_threshold_pick pick;
-        if (dn_calib_choose_threshold(vconf, vok, vok_n, target, &pick)) goto metrics_fail;
-        rep.threshold = pick.at.threshold;
-        rep.target = target;
-        rep.reached = pick.reached;
-        rep.thr_source = thr_desc;
-        if (!pick.reached)
-            fprintf(stderr, PFX "warning: no threshold reaches accuracy %.4g on %s; chose the best (%.4f at coverage "
-                            "%.3f)\n", target, rep.fit_split, pick.at.accuracy, pick.at.coverage);
-    }
-    if (vok_n > 0 && need_val) {
-        if (given_thr >= 0 || target <= 0) {
-            dn_softmax_t(vlogits, vok_n, k, T, vprob);
-            correct_flags(vprob, vy, vok_n, k, vconf, vok);
-        }
-        rep.thr_fit = dn_calib_at_threshold(vconf, vok, vok_n, rep.threshold);
-        rep.has_thr_fit = 1;
-    }
-    rep.thr_eval = dn_calib_at_threshold(conf, ok, nok, rep.threshold);
-    if (!(rep.uncertain_by_class = dn_calloc((size_t)k, sizeof *rep.uncertain_by_class))) {
-        fprintf(stderr, PFX "out of memory\n");
-        goto done;
-    }
-    for (int i = 0; i < nok; i++) rep.uncertain_by_class[y[i]] += conf[i] < rep.threshold;
-    if (dn_calib_coverage_curve(conf, ok, nok, &rep.curve, &rep.ncurve)) goto metrics_fail;
-
-    /* misclassified images, most confident first */
-    int64_t nm = 0;
-    for (int i = 0; i < nok; i++) nm += !ok[i];
-    rep.miss = dn_calloc((size_t)nm + 1, sizeof *rep.miss);
-    if (!rep.miss) { fprintf(stderr, PFX "out of memory\n"); goto done; }
-    for (int i = 0; i < nok; i++) {
-        if (ok[i]) continue;
-        dn_eval_miss *x = &rep.miss[rep.nmiss];
-        const float *p = pcal + (size_t)i * k;
-        if (!(x->path = dn_strdup(paths[keep[i]]))) { fprintf(stderr, PFX "out of memory\n"); goto done; }
-        rep.nmiss++;
-        x->truth = y[i];
-        x->conf = conf[i];
-        x->p_true = p[y[i]];
-        x->ntop = k < DN_REPORT_TOP ? k : DN_REPORT_TOP;
-        for (int j = 0; j < x->ntop; j++) {
-            int best = -1;
-            for (int c = 0; c < k; c++) {
-                int used = 0;
-                for (int u = 0; u < j; u++) used |= x->top[u] == c;
-                if (!used && (best < 0 || p[c] > p[best])) best = c;
-            }
-            x->top[j] = best;
-            x->top_p[j] = p[best];
-        }
-        x->pred = x->top[0];
-    }
-    qsort(rep.miss, (size_t)rep.nmiss, sizeof *rep.miss, cmp_miss);
-    if (html_path)
-        for (int64_t i = 0; i < rep.nmiss && i < DN_GALLERY_MAX; i++) {
-            dn_image img = {0};
-            if (dn_image_load(rep.miss[i].path, &img) ||
-                dn_thumb_png_base64(&img, DN_THUMB_SIDE, &rep.miss[i].thumb_b64))
-                fprintf(stderr, PFX "warning: no thumbnail for %s: %s\n", rep.miss[i].path, dn_last_error());
-            dn_image_free(&img);
-        }
-
-    rep.model = m;
-    rep.model_path = model_path;
-    rep.data_source = src;
-    rep.split_name = split == DN_SPLIT_NONE ? "all" : dn_split_name(split);
-    rep.listed = n;
-
-    /* calibrated model for production */
-    if (write_model) {
-        float old_t = m->temperature, old_thr = m->threshold;
-        m->temperature = T;
-        m->threshold = rep.threshold;
-        dn_sb b = {0};
-        dn_sb_puts(&b, "{\"data\":");
-        dn_sb_json_str(&b, cal_ext ? cal_on : src);
-        dn_sb_printf(&b, ",\"split\":\"%s\",\"images\":%d,\"temperature_fitted\":%s,\"nll_before\":%.6f,"
-                     "\"nll_after\":%.6f,\"ece_before\":%.6f,\"ece_after\":%.6f,\"threshold_source\":\"%s\","
-                     "\"target_accuracy\":%.6g,\"val_coverage\":%.6f,\"val_accuracy\":%.6f}",
-                     cal_ext ? "all" : "val", vok_n, rep.fitted ? "true" : "false", rep.fit.nll_before,
-                     rep.fit.nll_after, rep.fit_ece_before, rep.fit_ece_after, rep.thr_source, rep.target, rep.thr_fit.coverage, rep.thr_fit.accuracy);
-        dn_status st = b.oom ? DN_ERR_NOMEM : dn_meta_set(&m->meta, "calibration", b.s);
-        dn_sb_free(&b);
-        if (!st) st = dn_model_save(m, write_model);
-        if (st) {
-            m->temperature = old_t;
-            m->threshold = old_thr;
-            fprintf(stderr, PFX "%s\n", dn_last_error());
-            goto done;
-        }
-        rep.written_model = write_model;
-        /* the report describes the model as it was evaluated */
-        m->temperature = old_t;
-        m->threshold = old_thr;
-    }
-
-    if (json_out) dn_eval_report_json(&rep, stdout);
+    if (o.json_out) dn_eval_report_json(&rep, stdout);
     else dn_eval_report_table(&rep, stdout);
     fflush(stdout);
-    if (json_path && write_text(json_path, &rep, dn_eval_report_json)) goto done;
-    if (html_path && write_text(html_path, &rep, dn_eval_report_html)) goto done;
+    if (o.json_path && write_text(o.json_path, &rep, dn_eval_report_json)) goto done;
+    if (o.html_path && write_text(o.html_path, &rep, dn_eval_report_html)) goto done;
     if (rep.skipped) fprintf(stderr, PFX "%d unreadable image(s) skipped\n", rep.skipped);
     rc = rep.skipped ? 1 : 0;
-    goto done;
-metrics_fail:
-    fprintf(stderr, PFX "%s\n", dn_last_error());
 done:
     dn_eval_report_free(&rep);
-    free(ok); free(vok); free(conf); free(vconf); free(vprob); free(praw); free(pcal); free(y); free(vy);
-    free(logits); free(vlogits); free(keep); free(vkeep);
-    free(paths); free(labels); free(vpaths); free(vlabels); free(map);
-    dn_session_free(s);
-    dn_model_free(m);
-    dn_dataset_free(ds);
-    dn_dataset_free(cds);
-    free(cmap);
+    job_free(&j);
     return rc;
 }

@@ -56,6 +56,7 @@ typedef struct dn_eval_report {
     const char *temp_source;  /* e.g. "fitted on val", "stored in model" */
     int fitted;               /* 1: fit below is valid */
     dn_temp_fit fit;
+    int separated;            /* 1: fitting images perfectly separated, temperature kept at 1 */
     const char *fit_split;    /* split the temperature/threshold were fitted on ("val") */
     int64_t n_fit;            /* images in it */
     double fit_ece_before, fit_ece_after; /* ECE on the fitting split */
@@ -77,6 +78,7 @@ typedef struct dn_eval_report {
 
     double seconds;           /* wall time of decode + forward */
     const char *written_model;/* --write-model path, or NULL */
+    char temp_desc[320], thr_desc[320]; /* storage for temp_source / thr_source when fitted/chosen */
 } dn_eval_report;
 
 void dn_eval_report_free(dn_eval_report *r);

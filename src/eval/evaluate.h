@@ -1,0 +1,46 @@
+/* The analysis behind `defectnet eval`, from logits to a filled report:
+ * temperature scaling, metrics before/after, the confidence threshold (given,
+ * chosen for a target accuracy, or the model's), coverage curve, uncertain
+ * counts, the misclassified images (most confident first) and the calibrated
+ * model written for production. The command only gathers logits and prints.
+ *
+ * Ownership: inputs are borrowed for the duration of a call; everything the
+ * report receives is owned by it (dn_eval_report_free). */
+#ifndef DN_EVAL_EVALUATE_H
+#define DN_EVAL_EVALUATE_H
+#include "eval/report.h"
+#include <stdio.h>
+
+typedef struct dn_eval_input {
+    int k;                    /* classes of the model */
+    int topk;                 /* k of the top-k accuracy */
+    const float *logits;      /* [n*k] evaluated images */
+    const int *y;             /* [n] model class of each */
+    const char *const *paths; /* [n] file of each (for the list of mistakes) */
+    int64_t n;
+    const float *vlogits;     /* [nv*k] fitting (calibration) images, or NULL */
+    const int *vy;            /* [nv] */
+    int64_t nv;
+    int fit_temperature;      /* 1: fit the temperature on the fitting images */
+    double target;            /* > 0: choose the threshold for this accuracy on the fitting images */
+    double threshold;         /* >= 0: use this threshold (else the target's, else the model's) */
+} dn_eval_input;
+
+/* Fills r from in. r->model (temperature, threshold) and r->fit_split must be
+ * set before; r->temp_source / thr_source then point into r. When the
+ * fitting images are perfectly separated the temperature stays 1 and
+ * r->separated is set; r->fit.at_bound otherwise flags a hopeless fit; an
+ * unreachable target leaves r->reached = 0. The caller prints the warnings. */
+dn_status dn_eval_analyse(const dn_eval_input *in, dn_eval_report *r);
+
+/* Thumbnails of the first DN_GALLERY_MAX mistakes (for the HTML page); an
+ * image that cannot be read is named on log (prefixed) and left without one. */
+void dn_eval_thumbnails(dn_eval_report *r, FILE *log, const char *prefix);
+
+/* Saves m to path with the report's temperature and threshold and a
+ * "calibration" metadata record (cal_data: the fitting folder/manifest,
+ * cal_all: 1 if all of its images were used, else its val split). m is left
+ * as it was. Sets r->written_model = path on success. */
+dn_status dn_eval_save_model(dn_model *m, dn_eval_report *r, const char *cal_data, int cal_all, const char *path);
+
+#endif
