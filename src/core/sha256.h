@@ -1,6 +1,10 @@
-/* SHA-256 (FIPS 180-4). Used for weight-file identity (model sha256,
- * source_sha256) and download verification. No ownership: all outputs are
- * caller-provided buffers. */
+/* SHA-256 (FIPS 180-4) through OpenSSL's libcrypto (EVP; uses the SHA-NI or
+ * AVX2 code paths the CPU has). Used for weight-file identity (model sha256,
+ * source_sha256) and download verification. Outputs are caller-provided
+ * buffers. A streaming context owns an EVP context from dn_sha256_init until
+ * dn_sha256_final (which releases it): every init must be followed by a final.
+ * If libcrypto cannot allocate, the context is marked failed and final yields
+ * 32 zero bytes (dn_last_error says why). */
 #ifndef DN_SHA256_H
 #define DN_SHA256_H
 #include "defectnet.h"
@@ -8,10 +12,7 @@
 #include <stdint.h>
 
 typedef struct dn_sha256_ctx {
-    uint32_t h[8];
-    uint64_t nbytes;   /* total bytes hashed so far */
-    uint8_t buf[64];
-    size_t nbuf;       /* bytes pending in buf */
+    void *md;          /* EVP_MD_CTX, owned between init and final; NULL = failed */
 } dn_sha256_ctx;
 
 void dn_sha256_init(dn_sha256_ctx *c);
