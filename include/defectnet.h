@@ -23,6 +23,17 @@ extern "C" {
 
 #define DN_VERSION "0.1.0"
 
+/* Only the functions marked DN_API are exported from libdefectnet.so (the library
+ * is built with -fvisibility=hidden); everything else is internal. */
+#if defined(__GNUC__) && !defined(DN_STATIC_NO_VISIBILITY)
+#define DN_API __attribute__((visibility("default")))
+#else
+#define DN_API
+#endif
+
+/* Library version ("0.1.0"): DN_VERSION of the library actually linked. */
+DN_API const char *dn_version(void);
+
 typedef enum {
     DN_OK = 0,
     DN_ERR_IO = 1,        /* cannot open/read/write a file */
@@ -39,22 +50,39 @@ typedef enum {
 } dn_status;
 
 /* Message describing the most recent failure on this thread ("" if none). */
-const char *dn_last_error(void);
+DN_API const char *dn_last_error(void);
+/* Short fixed name of a status: "ok", "io error", "format error", ... ("unknown status" otherwise). */
+DN_API const char *dn_status_str(dn_status st);
 
 /* ---------------------------------------------------------------- images */
 
-/* An 8-bit interleaved RGB image, row-major, h*w*3 bytes. Owns data. */
+/* Pixel layouts of a dn_image (8 bits per channel, interleaved). */
+typedef enum { DN_RGB8 = 0, DN_GRAY8 = 1, DN_BGR8 = 2 } dn_pixel_format;
+
+/* An 8-bit image, row-major. Decoded images (dn_image_load/decode) are packed
+ * RGB8 (h*w*3 bytes, stride 0) and own data. A wrapped camera frame
+ * (dn_image_wrap) borrows the caller's buffer in its own layout. */
 typedef struct dn_image {
     int w, h;
     uint8_t *data;
+    size_t stride;        /* bytes from one row to the next; 0 = packed (w * channels) */
+    int format;           /* dn_pixel_format (0 = DN_RGB8) */
+    int borrowed;         /* 1: data belongs to the caller, dn_image_free leaves it alone */
 } dn_image;
+
+/* Describes a caller-owned frame without copying it: w x h pixels of `format`
+ * (DN_GRAY8, DN_RGB8 or DN_BGR8), rows `stride` bytes apart (0 = packed;
+ * else >= w * channels). Preprocessing reads the buffer in place; it is never
+ * written and must stay valid while *out is used. dn_image_free(out) only
+ * forgets it. DN_ERR_ARG for bad sizes, stride or format. */
+DN_API dn_status dn_image_wrap(const void *pixels, int w, int h, size_t stride, int format, dn_image *out);
 
 /* Decode JPEG/PNG/BMP/PGM/PPM (grayscale, RGB, RGBA, palette, 16-bit -> RGB8).
  * Images declaring more than DN_IMAGE_MAX_PIXELS are refused before allocation. */
 #define DN_IMAGE_MAX_PIXELS (64u * 1024u * 1024u)
-dn_status dn_image_load(const char *path, dn_image *out);
-dn_status dn_image_decode(const void *bytes, size_t len, const char *name, dn_image *out);
-void dn_image_free(dn_image *img);
+DN_API dn_status dn_image_load(const char *path, dn_image *out);
+DN_API dn_status dn_image_decode(const void *bytes, size_t len, const char *name, dn_image *out);
+DN_API void dn_image_free(dn_image *img);
 
 /* Preprocessing contract, stored in every defectnet model.
  * Default = torchvision eval transform: Resize(256, bilinear antialias as PIL),
@@ -67,9 +95,9 @@ typedef struct dn_preproc {
     int bgr;           /* 0 = RGB channel order (default), 1 = BGR */
 } dn_preproc;
 
-void dn_preproc_default(dn_preproc *pp);
+DN_API void dn_preproc_default(dn_preproc *pp);
 /* Writes a 3 x crop x crop CHW float tensor into out. */
-dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out);
+DN_API dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out);
 
 /* ----------------------------------------------------------------- model */
 
@@ -78,14 +106,25 @@ typedef struct dn_session dn_session; /* opaque, per-thread inference state */
 
 /* Load a model: torchvision .pth (zip or legacy), or defectnet .safetensors.
  * The architecture (ResNet-18/34 layout, widths) is inferred from tensor shapes. */
-dn_status dn_model_load(const char *path, dn_model **out);
+DN_API dn_status dn_model_load(const char *path, dn_model **out);
+/* The same from a file's bytes already in memory (e.g. embedded in firmware);
+ * label names the model in error messages (NULL = "memory"). bytes are not kept. */
+DN_API dn_status dn_model_load_memory(const void *bytes, size_t len, const char *label, dn_model **out);
 /* Save as defectnet safetensors with full metadata. */
-dn_status dn_model_save(const dn_model *m, const char *path);
-void dn_model_free(dn_model *m);
+DN_API dn_status dn_model_save(const dn_model *m, const char *path);
+DN_API void dn_model_free(dn_model *m);
 
-int dn_model_num_classes(const dn_model *m);
-const char *dn_model_class_name(const dn_model *m, int i);
-const dn_preproc *dn_model_preproc(const dn_model *m);
+DN_API int dn_model_num_classes(const dn_model *m);
+DN_API const char *dn_model_class_name(const dn_model *m, int i);
+DN_API const dn_preproc *dn_model_preproc(const dn_model *m);
+/* Metadata getters; strings are owned by the model. */
+DN_API const char *dn_model_arch(const dn_model *m);          /* "resnet18", "resnet34", "resnet-custom" */
+DN_API float dn_model_temperature(const dn_model *m);         /* calibration temperature (1 = none) */
+DN_API float dn_model_threshold(const dn_model *m);           /* "uncertain" below this confidence (0 = never) */
+DN_API const char *dn_model_sha256(const dn_model *m);        /* of the file it was loaded from ("" if none) */
+DN_API const char *dn_model_source_sha256(const dn_model *m); /* of the weights it was made from ("" if unknown) */
+/* A free-form metadata value (training recipe, quantization guard, ...), NULL if absent. */
+DN_API const char *dn_model_metadata(const dn_model *m, const char *key);
 
 typedef struct dn_prediction {
     int cls;              /* argmax class */
@@ -94,7 +133,7 @@ typedef struct dn_prediction {
 } dn_prediction;
 
 /* threads <= 0: use all cores. */
-dn_status dn_session_new(const dn_model *m, int max_batch, int threads, dn_session **out);
+DN_API dn_status dn_session_new(const dn_model *m, int max_batch, int threads, dn_session **out);
 /* A session sharing base's immutable plan (the BatchNorm-folded, packed conv
  * weights, ~45 MB for ResNet-18) instead of building its own: same model and
  * input size as base, its own buffers for max_batch images (may differ from
@@ -103,13 +142,29 @@ dn_status dn_session_new(const dn_model *m, int max_batch, int threads, dn_sessi
  * time) and may be freed in any order: the plan goes with the last of them.
  * base must stay valid during this call; the model must outlive all of them.
  * *out is owned by the caller (dn_session_free). */
-dn_status dn_session_new_shared(const dn_session *base, int max_batch, int threads, dn_session **out);
-void dn_session_free(dn_session *s);
+DN_API dn_status dn_session_new_shared(const dn_session *base, int max_batch, int threads, dn_session **out);
+DN_API void dn_session_free(dn_session *s);
+
+/* Session options; dn_session_options_default fills {max_batch 1, threads 0, share NULL}.
+ * share: NULL, or an existing session on the same model whose plan (folded, packed
+ * weights) the new one shares, as dn_session_new_shared. */
+typedef struct dn_session_options {
+    int max_batch;            /* images per forward, 1..65536 */
+    int threads;              /* worker threads; <= 0: all cores */
+    const dn_session *share;  /* see above */
+} dn_session_options;
+DN_API void dn_session_options_default(dn_session_options *o);
+/* o == NULL: defaults. *out is owned by the caller (dn_session_free). */
+DN_API dn_status dn_session_create(const dn_model *m, const dn_session_options *o, dn_session **out);
 /* x: n x 3 x H x W floats (H = W = preproc crop). logits: n x num_classes. */
-dn_status dn_session_forward(dn_session *s, const float *x, int n, float *logits);
+DN_API dn_status dn_session_forward(dn_session *s, const float *x, int n, float *logits);
 /* Preprocess + forward + softmax for one decoded image. probs may be NULL,
  * else receives num_classes probabilities. */
-dn_status dn_session_classify(dn_session *s, const dn_image *img, dn_prediction *pred, float *probs);
+DN_API dn_status dn_session_classify(dn_session *s, const dn_image *img, dn_prediction *pred, float *probs);
+/* n images (decoded or wrapped, any sizes) in forwards of up to the session's
+ * max_batch. preds: n entries; probs NULL or n x num_classes. */
+DN_API dn_status dn_session_classify_images(dn_session *s, const dn_image *imgs, int n, dn_prediction *preds,
+                                            float *probs);
 
 #ifdef __cplusplus
 }

@@ -249,6 +249,197 @@ TEST(model_with_missing_key) {
     free(out); free(err);
 }
 
+/* ------------------------------------------------------------ C API for cameras */
+
+TEST(capi_version_and_status) {
+    CHECK(!strcmp(dn_version(), DN_VERSION));
+    CHECK(!strcmp(dn_status_str(DN_OK), "ok"));
+    CHECK(!strcmp(dn_status_str(DN_ERR_IO), "io error"));
+    CHECK(!strcmp(dn_status_str(DN_ERR_NOMEM), "out of memory"));
+    CHECK(!strcmp(dn_status_str((dn_status)999), "unknown status"));
+    for (int st = 0; st <= 9; st++) CHECK(strcmp(dn_status_str((dn_status)st), "unknown status") != 0);
+}
+
+/* Deterministic RGB test picture with a defect-like square. */
+static void fill_rgb(uint8_t *px, int w, int h, int seed) {
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < 3; c++) {
+                int v = (x * 5 + y * 11 + c * 70 + seed * 13 + ((x * y) % 7) * 9) & 255;
+                if (x > w / 3 && x < w / 2 && y > h / 4 && y < h / 2) v = 255 - v;
+                px[((size_t)y * w + x) * 3 + c] = (uint8_t)v;
+            }
+}
+
+/* A wrapped frame (RGB8/BGR8/GRAY8, padded rows) gives exactly the probabilities of the
+ * same pixels decoded from a file: preprocessing reads the frame in place. */
+TEST(capi_wrap_matches_decoded_file) {
+    if (!g_dir[0]) SKIP("no temp dir");
+    dn_model *m = NULL;
+    dn_session *s = NULL;
+    CHECK(dn_model_load(MODEL, &m) == DN_OK);
+    if (!m) return;
+    CHECK(dn_session_create(m, NULL, &s) == DN_OK);
+    if (!s) { dn_model_free(m); return; }
+    const int w = 61, h = 47, nc = dn_model_num_classes(m), pad = 13;
+    uint8_t *rgb = malloc((size_t)w * h * 3);
+    fill_rgb(rgb, w, h, 3);
+    uint8_t gray[61 * 47];
+    for (int i = 0; i < w * h; i++) gray[i] = rgb[3 * i + 1];
+    /* files with the same pixels */
+    char hdr[64], ppm[400], pgm[400];
+    int hl = snprintf(hdr, sizeof hdr, "P6\n%d %d\n255\n", w, h);
+    uint8_t *fb = malloc((size_t)hl + (size_t)w * h * 3);
+    memcpy(fb, hdr, (size_t)hl);
+    memcpy(fb + hl, rgb, (size_t)w * h * 3);
+    write_file("capi.ppm", fb, (size_t)hl + (size_t)w * h * 3);
+    hl = snprintf(hdr, sizeof hdr, "P5\n%d %d\n255\n", w, h);
+    memcpy(fb, hdr, (size_t)hl);
+    memcpy(fb + hl, gray, (size_t)w * h);
+    write_file("capi.pgm", fb, (size_t)hl + (size_t)w * h);
+    free(fb);
+    snprintf(ppm, sizeof ppm, "%s/capi.ppm", g_dir);
+    snprintf(pgm, sizeof pgm, "%s/capi.pgm", g_dir);
+    float pf[64], pw[64];
+    dn_prediction a, b;
+    dn_image img = {0};
+    /* colour: decoded file vs wrapped BGR with padded stride, and packed RGB */
+    CHECK(dn_image_load(ppm, &img) == DN_OK);
+    CHECK(dn_session_classify(s, &img, &a, pf) == DN_OK);
+    dn_image_free(&img);
+    size_t stride = (size_t)w * 3 + pad;
+    uint8_t *bgr = malloc(stride * h);
+    memset(bgr, 0xAB, stride * h); /* padding bytes must be ignored */
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < 3; c++) bgr[y * stride + x * 3 + c] = rgb[((size_t)y * w + x) * 3 + 2 - c];
+    dn_image fr;
+    CHECK(dn_image_wrap(bgr, w, h, stride, DN_BGR8, &fr) == DN_OK);
+    CHECK(fr.data == bgr && fr.borrowed == 1); /* no copy */
+    CHECK(dn_session_classify(s, &fr, &b, pw) == DN_OK);
+    CHECK(a.cls == b.cls);
+    for (int k = 0; k < nc; k++) CHECK_MSG(pf[k] == pw[k], "class %d: file %.9g vs BGR frame %.9g", k, pf[k], pw[k]);
+    dn_image_free(&fr); /* forgets, does not free */
+    CHECK(fr.data == NULL && bgr[w * 3] == 0xAB);
+    CHECK(dn_image_wrap(rgb, w, h, 0, DN_RGB8, &fr) == DN_OK);
+    CHECK(dn_session_classify(s, &fr, &b, pw) == DN_OK);
+    for (int k = 0; k < nc; k++) CHECK(pf[k] == pw[k]);
+    /* gray: decoded PGM vs GRAY8 frame with stride */
+    CHECK(dn_image_load(pgm, &img) == DN_OK);
+    CHECK(dn_session_classify(s, &img, &a, pf) == DN_OK);
+    dn_image_free(&img);
+    uint8_t *g2 = malloc((size_t)(w + pad) * h);
+    memset(g2, 0x55, (size_t)(w + pad) * h);
+    for (int y = 0; y < h; y++) memcpy(g2 + (size_t)y * (w + pad), gray + (size_t)y * w, (size_t)w);
+    CHECK(dn_image_wrap(g2, w, h, (size_t)w + pad, DN_GRAY8, &fr) == DN_OK);
+    CHECK(dn_session_classify(s, &fr, &b, pw) == DN_OK);
+    CHECK(a.cls == b.cls);
+    for (int k = 0; k < nc; k++) CHECK_MSG(pf[k] == pw[k], "class %d: pgm %.9g vs GRAY8 frame %.9g", k, pf[k], pw[k]);
+    /* the frame is read in place: changing the pixels changes the answer */
+    memset(g2, 0, (size_t)(w + pad) * h);
+    CHECK(dn_session_classify(s, &fr, &b, pw) == DN_OK);
+    int same = 1;
+    for (int k = 0; k < nc; k++) same &= pf[k] == pw[k];
+    CHECK(!same);
+    free(g2); free(bgr); free(rgb);
+    dn_session_free(s);
+    dn_model_free(m);
+}
+
+TEST(capi_wrap_bad_arguments) {
+    uint8_t px[64];
+    dn_image fr;
+    CHECK(dn_image_wrap(NULL, 4, 4, 0, DN_GRAY8, &fr) == DN_ERR_ARG && strstr(dn_last_error(), "NULL pixels"));
+    CHECK(dn_image_wrap(px, 0, 4, 0, DN_GRAY8, &fr) == DN_ERR_ARG && strstr(dn_last_error(), "0x4"));
+    CHECK(dn_image_wrap(px, 4, 4, 0, 7, &fr) == DN_ERR_ARG && strstr(dn_last_error(), "pixel format 7"));
+    CHECK(dn_image_wrap(px, 4, 4, 11, DN_RGB8, &fr) == DN_ERR_ARG && strstr(dn_last_error(), "stride 11"));
+    CHECK(dn_image_wrap(px, 100000, 100000, 0, DN_GRAY8, &fr) == DN_ERR_ARG);
+    CHECK(dn_image_wrap(px, 4, 4, 4, DN_GRAY8, &fr) == DN_OK && fr.stride == 4 && fr.format == DN_GRAY8);
+    dn_image bad = fr;
+    bad.format = 9;
+    dn_preproc pp;
+    dn_preproc_default(&pp);
+    float out[3 * 8 * 8];
+    pp.resize = 0, pp.crop = 8;
+    CHECK(dn_preprocess(&bad, &pp, out) == DN_ERR_ARG);
+}
+
+/* Model bytes in memory load like the file; garbage is refused naming the label. */
+TEST(capi_load_memory_and_metadata) {
+    uint8_t *bytes = NULL;
+    size_t len = 0;
+    CHECK(dn_read_file(MODEL, (size_t)1 << 30, &bytes, &len) == DN_OK);
+    if (!bytes) return;
+    dn_model *a = NULL, *b = NULL;
+    CHECK(dn_model_load(MODEL, &a) == DN_OK);
+    CHECK(dn_model_load_memory(bytes, len, "firmware:model", &b) == DN_OK);
+    if (a && b) {
+        CHECK(dn_model_num_classes(a) == dn_model_num_classes(b));
+        CHECK(!strcmp(dn_model_sha256(a), dn_model_sha256(b)) && strlen(dn_model_sha256(a)) == 64);
+        CHECK(!strcmp(dn_model_source_sha256(b), dn_model_sha256(b))); /* a .pth is its own source */
+        CHECK(!strcmp(dn_model_arch(b), dn_model_arch(a)));
+        CHECK(dn_model_temperature(b) == 1.0f && dn_model_threshold(b) == 0.0f);
+        CHECK(!strcmp(dn_model_class_name(b, 0), "class_0"));
+        CHECK(dn_model_preproc(b)->crop == 224);
+        CHECK(dn_model_metadata(b, "no.such.key") == NULL);
+    }
+    dn_model_free(a);
+    dn_model_free(b);
+    dn_model *c = (dn_model *)1;
+    CHECK(dn_model_load_memory("garbage!", 8, "firmware:model", &c) == DN_ERR_FORMAT && c == NULL);
+    CHECK(strstr(dn_last_error(), "firmware:model") != NULL);
+    CHECK(dn_model_load_memory(bytes, len / 2, NULL, &c) != DN_OK && c == NULL);
+    CHECK(strstr(dn_last_error(), "memory") != NULL);
+    free(bytes);
+}
+
+/* Batch classify over mixed sizes and formats == one at a time. */
+TEST(capi_batch_classify_and_options) {
+    dn_model *m = NULL;
+    dn_session *s1 = NULL, *s3 = NULL;
+    CHECK(dn_model_load(MODEL, &m) == DN_OK);
+    if (!m) return;
+    dn_session_options o;
+    dn_session_options_default(&o);
+    CHECK(o.max_batch == 1 && o.threads == 0 && o.share == NULL);
+    CHECK(dn_session_create(m, &o, &s1) == DN_OK);
+    o.max_batch = 3;
+    o.threads = 1;
+    o.share = s1;
+    CHECK(dn_session_create(m, &o, &s3) == DN_OK);
+    if (!s1 || !s3) goto done;
+    enum { N = 7 };
+    static uint8_t px[N][50 * 40 * 3];
+    dn_image imgs[N];
+    const int fmts[3] = {DN_RGB8, DN_BGR8, DN_GRAY8};
+    for (int i = 0; i < N; i++) {
+        int w = 30 + 3 * i, h = 40 - i;
+        fill_rgb(px[i], w, h, i);
+        CHECK(dn_image_wrap(px[i], w, h, 0, fmts[i % 3], &imgs[i]) == DN_OK);
+    }
+    int nc = dn_model_num_classes(m);
+    float pb[N * 8], p1[8];
+    dn_prediction pr[N], one;
+    CHECK(dn_session_classify_images(s3, imgs, N, pr, pb) == DN_OK);
+    for (int i = 0; i < N; i++) {
+        CHECK(dn_session_classify(s1, &imgs[i], &one, p1) == DN_OK);
+        CHECK(one.cls == pr[i].cls);
+        for (int k = 0; k < nc; k++) CHECK_NEAR(p1[k], pb[i * nc + k], 1e-5);
+    }
+    dn_image empty = {0};
+    imgs[4] = empty;
+    CHECK(dn_session_classify_images(s3, imgs, N, pr, NULL) == DN_ERR_ARG && strstr(dn_last_error(), "image 4"));
+    CHECK(dn_session_classify_images(s3, imgs, 0, pr, NULL) == DN_OK);
+    o.max_batch = 0;
+    o.share = NULL;
+    dn_session *bad = NULL;
+    CHECK(dn_session_create(m, &o, &bad) != DN_OK && bad == NULL);
+done:
+    dn_session_free(s3);
+    dn_session_free(s1);
+    dn_model_free(m);
+}
+
 int main(void) {
     if (!setup()) g_dir[0] = 0;
     RUN(jsonl_good_and_bad_files);
@@ -258,6 +449,11 @@ int main(void) {
     RUN(usage_and_model_errors);
     RUN(safetensors_model_metadata_applied);
     RUN(model_with_missing_key);
+    RUN(capi_version_and_status);
+    RUN(capi_wrap_matches_decoded_file);
+    RUN(capi_wrap_bad_arguments);
+    RUN(capi_load_memory_and_metadata);
+    RUN(capi_batch_classify_and_options);
     if (g_dir[0]) {
         char cmd[400];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);

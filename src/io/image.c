@@ -29,9 +29,8 @@
 
 void dn_image_free(dn_image *img) {
     if (!img) return;
-    free(img->data);
-    img->data = NULL;
-    img->w = img->h = 0;
+    if (!img->borrowed) free(img->data); /* a wrapped frame belongs to the caller */
+    memset(img, 0, sizeof *img);
 }
 
 /* Validates w x h and allocates the RGB buffer of out. */

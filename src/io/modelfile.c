@@ -6,6 +6,7 @@
 #include "core/sha256.h"
 #include "io/pth.h"
 #include "io/safetensors.h"
+#include "ood/ood.h"
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -36,17 +37,16 @@ int dn_meta_key_reserved(const char *k) {
                               DN_META_SOURCE_SHA256, DN_META_TEMPERATURE, DN_META_THRESHOLD};
     for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
         if (!strcmp(k, r[i])) return 1;
-    return 0;
+    return !strcmp(k, "ood"); /* written from m->ood (src/ood/ood.h) */
 }
 
-dn_status dn_weights_load(const char *path, dn_tensors *ts, dn_meta *meta, dn_weight_format *format, char *sha256_hex) {
+/* dn_weights_load on bytes in memory; path only names them in messages. */
+static dn_status weights_from_buf(const uint8_t *buf, size_t len, const char *path, dn_tensors *ts, dn_meta *meta,
+                                  dn_weight_format *format, char *sha256_hex) {
+    dn_status st;
     memset(ts, 0, sizeof *ts);
     if (meta) memset(meta, 0, sizeof *meta);
     if (format) *format = DN_WFMT_UNKNOWN;
-    uint8_t *buf;
-    size_t len;
-    dn_status st = dn_read_file(path, DN_MODEL_MAX_FILE, &buf, &len);
-    if (st) return st;
     if (sha256_hex) {
         uint8_t d[32];
         dn_sha256(buf, len, d);
@@ -62,6 +62,18 @@ dn_status dn_weights_load(const char *path, dn_tensors *ts, dn_meta *meta, dn_we
         st = dn_fail(DN_ERR_FORMAT, "%s: not a model file (%s; expected torch .pth zip/legacy or safetensors)", path,
                      len == 0 ? "empty" : "unrecognised content");
     }
+    return st;
+}
+
+dn_status dn_weights_load(const char *path, dn_tensors *ts, dn_meta *meta, dn_weight_format *format, char *sha256_hex) {
+    uint8_t *buf;
+    size_t len;
+    memset(ts, 0, sizeof *ts);
+    if (meta) memset(meta, 0, sizeof *meta);
+    if (format) *format = DN_WFMT_UNKNOWN;
+    dn_status st = dn_read_file(path, DN_MODEL_MAX_FILE, &buf, &len);
+    if (st) return st;
+    st = weights_from_buf(buf, len, path, ts, meta, format, sha256_hex);
     free(buf);
     return st;
 }
@@ -220,7 +232,9 @@ dn_status dn_model_meta_apply(dn_model *m, const dn_meta *meta, const char *labe
 
 /* ------------------------------------------------------------ load / save */
 
-dn_status dn_model_load_ex(const char *path, int skip_fc, dn_model **out) {
+/* Model from a file's bytes (buf != NULL) or from the file at path (buf == NULL);
+ * path names the model in messages either way. */
+static dn_status model_load(const uint8_t *buf, size_t len, const char *path, int skip_fc, dn_model **out) {
     *out = NULL;
     if (!path) return dn_fail(DN_ERR_ARG, "dn_model_load: NULL path");
     dn_tensors ts;
@@ -228,12 +242,20 @@ dn_status dn_model_load_ex(const char *path, int skip_fc, dn_model **out) {
     dn_weight_format f;
     char sha[65];
     dn_model *m = NULL;
-    dn_status st = dn_weights_load(path, &ts, &meta, &f, sha);
+    dn_ood *ood = NULL;
+    dn_status st = buf ? weights_from_buf(buf, len, path, &ts, &meta, &f, sha) : dn_weights_load(path, &ts, &meta, &f, sha);
     if (st) goto done;
+    { /* unknown-input detection data (ood.* tensors) is taken out before the model builder sees the keys */
+        const dn_tensor *fw = skip_fc ? NULL : dn_tensors_find(&ts, "fc.weight");
+        int fdim = fw && fw->ndim == 2 ? (int)fw->shape[1] : 0, ncls = fw && fw->ndim == 2 ? (int)fw->shape[0] : 0;
+        if ((st = dn_ood_take(&ts, f == DN_WFMT_SAFETENSORS ? &meta : NULL, fdim, ncls, path, &ood))) goto done;
+    }
     if ((st = dn_model_from_tensors(&ts, skip_fc, &m))) {
         dn_fail_prefix(st, "%s", path);
         goto done;
     }
+    m->ood = ood;
+    ood = NULL;
     snprintf(m->sha256, sizeof m->sha256, "%s", sha);
     if (f == DN_WFMT_SAFETENSORS && dn_meta_get(&meta, DN_META_FORMAT)) {
         if ((st = dn_model_meta_apply(m, &meta, path))) goto done;
@@ -249,13 +271,24 @@ dn_status dn_model_load_ex(const char *path, int skip_fc, dn_model **out) {
     *out = m;
     m = NULL;
 done:
+    dn_ood_free(ood);
     dn_model_free(m);
     dn_tensors_free(&ts);
     dn_meta_free(&meta);
     return st;
 }
 
+dn_status dn_model_load_ex(const char *path, int skip_fc, dn_model **out) { return model_load(NULL, 0, path, skip_fc, out); }
+
 dn_status dn_model_load(const char *path, dn_model **out) { return dn_model_load_ex(path, 0, out); }
+
+dn_status dn_model_load_memory(const void *bytes, size_t len, const char *label, dn_model **out) {
+    if (!out) return dn_fail(DN_ERR_ARG, "dn_model_load_memory: NULL output");
+    *out = NULL;
+    if (!bytes && len) return dn_fail(DN_ERR_ARG, "dn_model_load_memory: NULL bytes");
+    if (len > DN_MODEL_MAX_FILE) return dn_fail(DN_ERR_NOMEM, "%s: %zu bytes exceed the model size limit", label ? label : "memory", len);
+    return model_load(bytes ? bytes : (const void *)"", len, label ? label : "memory", 0, out);
+}
 
 dn_status dn_model_save(const dn_model *m, const char *path) {
     if (!m || !path) return dn_fail(DN_ERR_ARG, "dn_model_save: NULL %s", m ? "path" : "model");
@@ -264,6 +297,7 @@ dn_status dn_model_save(const dn_model *m, const char *path) {
     dn_status st = dn_model_to_tensors(m, &ts);
     if (st) goto done;
     if ((st = dn_model_meta_build(m, &meta))) goto done;
+    if ((st = dn_ood_to_tensors(m->ood, &ts, &meta))) goto done;
     st = dn_safetensors_save(path, &ts, &meta);
 done:
     dn_tensors_free(&ts);

@@ -111,6 +111,13 @@ static int crop_start(int r, int c) {
 dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out) {
     if (!img || !img->data || img->w <= 0 || img->h <= 0)
         return dn_fail(DN_ERR_ARG, "dn_preprocess: empty image");
+    if (img->format != DN_RGB8 && img->format != DN_GRAY8 && img->format != DN_BGR8)
+        return dn_fail(DN_ERR_ARG, "dn_preprocess: unknown pixel format %d", img->format);
+    /* Source layout: packed RGB8 from the decoders, or a wrapped camera frame
+     * (GRAY8/RGB8/BGR8 with a row stride) read in place. */
+    const int in_ch = img->format == DN_GRAY8 ? 1 : 3;
+    const size_t in_stride = img->stride ? img->stride : (size_t)img->w * in_ch;
+    if (in_stride < (size_t)img->w * in_ch) return dn_fail(DN_ERR_ARG, "dn_preprocess: row stride below width");
     if (!pp || !out) return dn_fail(DN_ERR_ARG, "dn_preprocess: NULL argument");
     if (pp->crop <= 0 || pp->crop > DN_PREPROC_MAX_SIDE || pp->resize < 0 || pp->resize > DN_PREPROC_MAX_SIDE)
         return dn_fail(DN_ERR_ARG, "preprocessing: invalid sizes (resize %d, crop %d)", pp->resize, pp->crop);
@@ -147,15 +154,21 @@ dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out) {
      * camera image), the three channels would be resampled identically, so
      * one channel is resampled and reused: same result, a third of the work. */
     const uint8_t *src0 = img->data;
-    int nc = 3;
-    size_t npx = (size_t)w * h;
-    {
-        size_t i = 0;
-        while (i < npx && img->data[3 * i] == img->data[3 * i + 1] && img->data[3 * i] == img->data[3 * i + 2]) i++;
-        if (i == npx && (gray = malloc(npx))) {
-            for (i = 0; i < npx; i++) gray[i] = img->data[3 * i];
+    int nc = in_ch;
+    size_t src_stride = in_stride;
+    if (nc == 3) {
+        int y = 0, x = 0;
+        for (y = 0; y < h; y++) {
+            const uint8_t *r = img->data + (size_t)y * in_stride;
+            for (x = 0; x < w && r[3 * x] == r[3 * x + 1] && r[3 * x] == r[3 * x + 2]; x++) {}
+            if (x < w) break;
+        }
+        if (y == h && (gray = malloc((size_t)w * h))) {
+            for (y = 0; y < h; y++)
+                for (x = 0; x < w; x++) gray[(size_t)y * w + x] = img->data[(size_t)y * in_stride + 3 * x];
             src0 = gray;
             nc = 1;
+            src_stride = (size_t)w;
         }
     }
     int yfirst = cy0, ylast = cy1; /* source rows the vertical pass reads */
@@ -174,7 +187,7 @@ dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out) {
 
     /* Horizontal pass (or column copy) over the needed source rows. */
     for (int y = 0; y < nrows; y++) {
-        const uint8_t *src = src0 + (size_t)(y + yfirst) * w * nc;
+        const uint8_t *src = src0 + (size_t)(y + yfirst) * src_stride;
         uint8_t *dst = tmp + (size_t)y * rowlen;
         if (!need_h) {
             memcpy(dst, src + (size_t)cx0 * nc, rowlen);
@@ -227,7 +240,8 @@ dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out) {
      * pixels; the rest is CenterCrop's zero padding. */
     const int ox0 = cx0 - sx, oy0 = cy0 - sy;
     for (int c = 0; c < 3; c++) {
-        int sc = nc == 1 ? 0 : pp->bgr ? 2 - c : c; /* source channel feeding output channel c */
+        /* source channel feeding output channel c (a BGR8 source swaps the order once more) */
+        int sc = nc == 1 ? 0 : (pp->bgr != 0) != (img->format == DN_BGR8) ? 2 - c : c;
         const float *lc = lut[c];
         float *o = out + (size_t)c * C * C;
         for (int y = 0; y < C; y++) {

@@ -304,6 +304,7 @@ void dn_session_free(dn_session *s) {
 
 const char *dn_session_conv_impl(const dn_session *s) { return s->p->impl_name; }
 int dn_session_max_batch(const dn_session *s) { return s->max_batch; }
+const dn_model *dn_session_model(const dn_session *s) { return s->m; }
 void dn_session_input_size(const dn_session *s, int *h, int *w) { *h = s->in_h; *w = s->in_w; }
 float *dn_session_input(dn_session *s) { return s->input; }
 void dn_session_stage_shape(const dn_session *s, int stage, int *c, int *h, int *w) {

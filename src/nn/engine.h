@@ -69,6 +69,8 @@ dn_status dn_conv_impl_parse(const char *s, dn_conv_impl *out);
 const char *dn_session_conv_impl(const dn_session *s);
 
 int dn_session_max_batch(const dn_session *s);
+/* The model the session runs (borrowed). */
+const dn_model *dn_session_model(const dn_session *s);
 void dn_session_input_size(const dn_session *s, int *h, int *w);
 /* Per-image shape of the activation after `stage` (0..5, see above). */
 void dn_session_stage_shape(const dn_session *s, int stage, int *c, int *h, int *w);
