@@ -1,6 +1,8 @@
-/* Action executor: evaluates rules against predictions and runs the fired actions
- * (command / webhook / MQTT) on worker threads, one bounded queue and thread per
- * distinct target, so a slow or dead target only delays its own queue.
+/* Action executor: evaluates rules against predictions and runs the fired actions on
+ * worker threads, one bounded queue, thread and transport (transport.h: command,
+ * webhook, MQTT, one file each) per distinct target, so a slow or dead target only
+ * delays its own queue. Retries with backoff, dry-run and outcome reporting are here;
+ * one delivery attempt is the transport's.
  *
  * Concurrency
  *  - a->mu guards the current rules, the per-rule history (N of last M, rate windows,
@@ -16,30 +18,21 @@
  *    the rules object it was fired from, so in-flight actions finish with the old rules.
  *  - Worker threads start with every signal blocked (SIGPIPE from a command that does
  *    not read its stdin becomes EPIPE; SIGHUP/SIGTERM stay with the service's threads).
- *  - MQTT: one libmosquitto client per broker queue, driven by libmosquitto's own network
- *    thread (mosquitto_loop_start), which reconnects with backoff after a disconnect. */
+ *  - A worker's transport is used by that worker's thread only, and closed by it when it
+ *    exits (its MQTT session / keep-alive connection closes with it). */
 #include "serve/actions.h"
 #include "serve/rules.h"
+#include "serve/transport.h"
 #include "core/core.h"
 #include "core/json.h"
 #include <curl/curl.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <mosquitto.h>
-#include <netdb.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
-
-extern char **environ;
 
 #define DN_ACTIONS_MAX_WORKERS 256
 #define DN_ACTIONS_MAX_LINES 4096   /* per-rule history entries (distinct lines) before eviction */
@@ -119,17 +112,7 @@ typedef struct worker {
     int cap, head, count;
     int done;                 /* thread has exited its loop (guarded by mu) */
     int retire;               /* no rule uses this target any more: drain and exit (guarded by mu) */
-    /* webhook */
-    CURL *curl;
-    /* mqtt (mmu/mcv guard the fields below; written from libmosquitto's thread) */
-    struct mosquitto *mosq;
-    pthread_mutex_t mmu;
-    pthread_cond_t mcv;
-    int connected, conn_rc, loop_started;
-    unsigned conn_events;     /* +1 per CONNACK / disconnect: lets a waiter see a refusal */
-    int acked[16];
-    unsigned nacked;
-    char mqtt_err[160];
+    dn_transport *tr;         /* used and closed by the worker's thread only */
 } worker;
 
 typedef struct line_hist {
@@ -219,403 +202,9 @@ static int past_stop_deadline(const dn_actions *a) {
     return atomic_load(&a->stopping) && dn_now() > atomic_load(&a->stop_deadline);
 }
 
-/* ------------------------------------------------------------ command */
-
-static void append_out(char *buf, size_t cap, size_t *len, const char *s, ssize_t n) {
-    for (ssize_t i = 0; i < n && *len + 1 < cap; i++) {
-        char c = s[i];
-        buf[(*len)++] = (c == '\n' || c == '\r' || c == '\t') ? ' ' : c;
-    }
-    buf[*len] = 0;
-}
-
-static int run_command(worker *w, const job *j, char *detail, size_t cap) {
-    const dn_action_def *act = j->act;
-    int in[2] = {-1, -1}, out[2] = {-1, -1};
-    int ok = 0, spawn_rc, have_fa = 0, have_at = 0;
-    pid_t pid = -1;
-    char **envp = NULL;
-    char *extra[5] = {0};
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t at;
-    if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC)) {
-        snprintf(detail, cap, "pipe: %s", strerror(errno));
-        goto done;
-    }
-    /* environment: the service's plus DN_RULE, DN_PREDICTION_ID, DN_CLASS, DN_LINE */
-    size_t nenv = 0;
-    while (environ && environ[nenv]) nenv++;
-    if (!(envp = calloc(nenv + 5, sizeof *envp))) { snprintf(detail, cap, "out of memory"); goto done; }
-    size_t e = 0;
-    for (size_t i = 0; i < nenv; i++)
-        if (strncmp(environ[i], "DN_RULE=", 8) && strncmp(environ[i], "DN_PREDICTION_ID=", 17) &&
-            strncmp(environ[i], "DN_CLASS=", 9) && strncmp(environ[i], "DN_LINE=", 8))
-            envp[e++] = environ[i];
-    if (asprintf(&extra[0], "DN_RULE=%s", j->rule->name) < 0) extra[0] = NULL;
-    if (asprintf(&extra[1], "DN_PREDICTION_ID=%lld", (long long)j->ev->ev.id) < 0) extra[1] = NULL;
-    if (asprintf(&extra[2], "DN_CLASS=%s", j->ev->ev.cls ? j->ev->ev.cls : "") < 0) extra[2] = NULL;
-    if (asprintf(&extra[3], "DN_LINE=%s", j->ev->ev.line ? j->ev->ev.line : "") < 0) extra[3] = NULL;
-    for (int i = 0; i < 4; i++)
-        if (extra[i]) envp[e++] = extra[i];
-
-    posix_spawn_file_actions_init(&fa);
-    have_fa = 1;
-    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, out[1], 2);
-    posix_spawnattr_init(&at);
-    have_at = 1;
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    /* own process group (so a timeout kills `sh -c` and its children), clean signal state */
-    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    posix_spawnattr_setpgroup(&at, 0);
-    posix_spawnattr_setsigmask(&at, &none);
-    posix_spawnattr_setsigdefault(&at, &all);
-    spawn_rc = posix_spawnp(&pid, act->argv[0], &fa, &at, act->argv, envp);
-    close(in[0]); in[0] = -1;
-    close(out[1]); out[1] = -1;
-    if (spawn_rc) {
-        snprintf(detail, cap, "cannot run %s: %s", act->argv[0], strerror(spawn_rc));
-        pid = -1;
-        goto done;
-    }
-    fcntl(in[1], F_SETFL, O_NONBLOCK);
-    fcntl(out[0], F_SETFL, O_NONBLOCK);
-    const char *payload = j->ev->json;
-    size_t plen = strlen(payload), off = 0;
-    char obuf[256] = "";
-    size_t olen = 0;
-    double start = dn_now(), deadline = start + act->timeout_s;
-    int status = 0, exited = 0, timed_out = 0, stopped = 0;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid || (r < 0 && errno == ECHILD)) { exited = r == pid; break; }
-        double now = dn_now();
-        if (now >= deadline || past_stop_deadline(w->owner)) {
-            timed_out = now >= deadline;
-            stopped = !timed_out;
-            kill(-pid, SIGKILL);
-            kill(pid, SIGKILL);
-            if (waitpid(pid, &status, 0) == pid) exited = 1;
-            break;
-        }
-        struct pollfd pf[2];
-        int np = 0, iw = -1, ir = -1;
-        if (in[1] >= 0) { pf[np].fd = in[1]; pf[np].events = POLLOUT; iw = np++; }
-        if (out[0] >= 0) { pf[np].fd = out[0]; pf[np].events = POLLIN; ir = np++; }
-        int ms = (int)((deadline - now) * 1000) + 1;
-        if (ms > 20) ms = 20; /* also polls waitpid: a child may exit with its stdout still shared */
-        if (poll(pf, (nfds_t)np, ms) < 0 && errno != EINTR) break;
-        if (iw >= 0 && pf[iw].revents) {
-            ssize_t n = write(in[1], payload + off, plen - off);
-            if (n > 0) off += (size_t)n;
-            if ((n < 0 && errno != EAGAIN && errno != EINTR) || off == plen) {
-                close(in[1]); /* done, or the command does not read stdin (EPIPE): not an error */
-                in[1] = -1;
-            }
-        }
-        if (ir >= 0 && pf[ir].revents) {
-            char tmp[512];
-            ssize_t n = read(out[0], tmp, sizeof tmp);
-            if (n > 0) append_out(obuf, sizeof obuf, &olen, tmp, n);
-            else if (n == 0 || (errno != EAGAIN && errno != EINTR)) { close(out[0]); out[0] = -1; }
-        }
-    }
-    if (out[0] >= 0) { /* output written just before exit */
-        char tmp[512];
-        ssize_t n;
-        while ((n = read(out[0], tmp, sizeof tmp)) > 0) append_out(obuf, sizeof obuf, &olen, tmp, n);
-    }
-    {   /* consume a SIGPIPE raised by writing to a command that closed its stdin */
-        sigset_t pipe_set;
-        sigemptyset(&pipe_set);
-        sigaddset(&pipe_set, SIGPIPE);
-        struct timespec zero = {0, 0};
-        while (sigtimedwait(&pipe_set, NULL, &zero) > 0) {}
-    }
-    pid = -1;
-    if (timed_out) snprintf(detail, cap, "timeout after %.3g s (killed)", act->timeout_s);
-    else if (stopped) snprintf(detail, cap, "killed at shutdown");
-    else if (!exited) snprintf(detail, cap, "lost track of the process");
-    else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
-        ok = 1;
-        snprintf(detail, cap, "exit 0 in %.3f s%s%s", dn_now() - start, olen ? ": " : "", obuf);
-    } else if (WIFEXITED(status))
-        snprintf(detail, cap, "exit %d%s%s", WEXITSTATUS(status), olen ? ": " : "", obuf);
-    else if (WIFSIGNALED(status))
-        snprintf(detail, cap, "killed by signal %d%s%s", WTERMSIG(status), olen ? ": " : "", obuf);
-    else snprintf(detail, cap, "ended with status 0x%x", status);
-done:
-    if (have_fa) posix_spawn_file_actions_destroy(&fa);
-    if (have_at) posix_spawnattr_destroy(&at);
-    for (int i = 0; i < 2; i++) {
-        if (in[i] >= 0) close(in[i]);
-        if (out[i] >= 0) close(out[i]);
-    }
-    for (int i = 0; i < 4; i++) free(extra[i]);
-    free(envp);
-    return ok;
-}
-
-/* ------------------------------------------------------------ webhook */
-
-typedef struct { char buf[200]; size_t len; } body_snip;
-
-static size_t curl_write(char *p, size_t sz, size_t n, void *ud) {
-    body_snip *b = ud;
-    size_t len = b->len;
-    append_out(b->buf, sizeof b->buf, &len, p, (ssize_t)(sz * n));
-    b->len = len;
-    return sz * n;
-}
-
-static int curl_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un) {
-    worker *w = ud;
-    return past_stop_deadline(w->owner); /* non-zero aborts the transfer */
-}
-
-static int run_webhook(worker *w, const job *j, char *detail, size_t cap) {
-    const dn_action_def *act = j->act;
-    if (!w->curl && !(w->curl = curl_easy_init())) {
-        snprintf(detail, cap, "curl_easy_init failed");
-        return 0;
-    }
-    CURL *c = w->curl;
-    curl_easy_reset(c); /* keeps the connection cache: keep-alive to the same receiver */
-    struct curl_slist *hdrs = NULL, *t;
-    char rule_hdr[256], id_hdr[64];
-    snprintf(rule_hdr, sizeof rule_hdr, "X-Defectnet-Rule: %s", j->rule->name);
-    snprintf(id_hdr, sizeof id_hdr, "X-Defectnet-Prediction-Id: %lld", (long long)j->ev->ev.id);
-    const char *fixed[] = {"Content-Type: application/json", "Expect:", rule_hdr, id_hdr};
-    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) {
-        if (!(t = curl_slist_append(hdrs, fixed[i]))) goto oom;
-        hdrs = t;
-    }
-    for (char **h = act->headers; h && *h; h++) {
-        if (!(t = curl_slist_append(hdrs, *h))) goto oom;
-        hdrs = t;
-    }
-    char errbuf[CURL_ERROR_SIZE] = "";
-    body_snip body = {.len = 0};
-    body.buf[0] = 0;
-    long ms = (long)(act->timeout_s * 1000);
-    if (ms < 1) ms = 1;
-    curl_easy_setopt(c, CURLOPT_URL, act->url);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_POST, 1L);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, j->ev->json);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(j->ev->json));
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(c, CURLOPT_USERAGENT, "defectnet/" DN_VERSION);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, ms);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, ms);
-    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-    if (act->ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, act->ca_file); /* else the system bundle */
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, curl_write);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &body);
-    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, curl_progress);
-    curl_easy_setopt(c, CURLOPT_XFERINFODATA, w);
-    CURLcode rc = curl_easy_perform(c);
-    long code = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
-    curl_slist_free_all(hdrs);
-    if (rc != CURLE_OK) {
-        snprintf(detail, cap, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
-        return 0;
-    }
-    snprintf(detail, cap, "HTTP %ld%s%s", code, body.len ? ": " : "", body.buf);
-    return code >= 200 && code < 300;
-oom:
-    curl_slist_free_all(hdrs);
-    snprintf(detail, cap, "out of memory");
-    return 0;
-}
-
-/* ------------------------------------------------------------ mqtt */
-
-static void on_connect(struct mosquitto *m, void *ud, int rc) {
-    worker *w = ud;
-    pthread_mutex_lock(&w->mmu);
-    w->connected = rc == 0;
-    w->conn_rc = rc;
-    w->conn_events++;
-    if (rc) snprintf(w->mqtt_err, sizeof w->mqtt_err, "broker refused the connection: %s",
-                     mosquitto_connack_string(rc));
-    pthread_cond_broadcast(&w->mcv);
-    pthread_mutex_unlock(&w->mmu);
-}
-
-static void on_disconnect(struct mosquitto *m, void *ud, int rc) {
-    worker *w = ud;
-    pthread_mutex_lock(&w->mmu);
-    w->connected = 0;
-    w->conn_events++;
-    if (w->conn_rc == 0) /* after a refused CONNACK keep the refusal as the reason */
-        snprintf(w->mqtt_err, sizeof w->mqtt_err, "connection lost: %s", mosquitto_strerror(rc));
-    pthread_cond_broadcast(&w->mcv);
-    pthread_mutex_unlock(&w->mmu);
-}
-
-static void on_publish(struct mosquitto *m, void *ud, int mid) {
-    worker *w = ud;
-    pthread_mutex_lock(&w->mmu);
-    w->acked[w->nacked++ % 16] = mid;
-    pthread_cond_broadcast(&w->mcv);
-    pthread_mutex_unlock(&w->mmu);
-}
-
-static int mid_acked(const worker *w, int mid) {
-    for (unsigned i = 0; i < 16 && i < w->nacked; i++)
-        if (w->acked[i] == mid) return 1;
-    return 0;
-}
-
-/* Waits on w->mcv (w->mmu held) until pred or the absolute monotonic deadline. */
-static void mqtt_wait(worker *w, double deadline) {
-    double left = deadline - dn_now();
-    if (left <= 0) return;
-    if (left > 0.05) left = 0.05; /* re-check stop deadline */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts); /* mcv uses the default (realtime) clock */
-    double t = ts.tv_sec + ts.tv_nsec * 1e-9 + left;
-    ts.tv_sec = (time_t)t;
-    ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-    pthread_cond_timedwait(&w->mcv, &w->mmu, &ts);
-}
-
-/* Is anything accepting TCP connections at host:port? Non-blocking connect bounded by the
- * absolute monotonic deadline. 0 if yes, else -1 with the reason in err. */
-static int tcp_probe(const char *host, int port, double deadline, char *err, size_t cap) {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    int g = getaddrinfo(host, ps, &hints, &res);
-    if (g) {
-        snprintf(err, cap, "%s", gai_strerror(g));
-        return -1;
-    }
-    int ok = -1;
-    snprintf(err, cap, "no address");
-    for (struct addrinfo *ai = res; ai && ok; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) { snprintf(err, cap, "socket: %s", strerror(errno)); continue; }
-        int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-        if (rc == 0) ok = 0;
-        else if (errno == EINPROGRESS) {
-            struct pollfd pf = {.fd = fd, .events = POLLOUT};
-            int ms = (int)((deadline - dn_now()) * 1000);
-            if (ms < 1) ms = 1;
-            int pr = poll(&pf, 1, ms);
-            int soerr = 0;
-            socklen_t sl = sizeof soerr;
-            if (pr == 0) snprintf(err, cap, "connect timed out");
-            else if (pr < 0) snprintf(err, cap, "poll: %s", strerror(errno));
-            else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0) ok = 0;
-            else snprintf(err, cap, "connect: %s", strerror(soerr ? soerr : errno));
-        } else
-            snprintf(err, cap, "connect: %s", strerror(errno));
-        close(fd);
-    }
-    freeaddrinfo(res);
-    return ok;
-}
-
-static int run_mqtt(worker *w, const job *j, const char *topic, char *detail, size_t cap) {
-    const dn_action_def *act = j->act;
-    double deadline = dn_now() + act->timeout_s;
-    if (!w->mosq) {
-        w->mosq = mosquitto_new(act->client_id, true, w);
-        if (!w->mosq) {
-            snprintf(detail, cap, "mosquitto_new: %s", strerror(errno));
-            return 0;
-        }
-        mosquitto_int_option(w->mosq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V311);
-        if (act->username) mosquitto_username_pw_set(w->mosq, act->username, act->password);
-        mosquitto_connect_callback_set(w->mosq, on_connect);
-        mosquitto_disconnect_callback_set(w->mosq, on_disconnect);
-        mosquitto_publish_callback_set(w->mosq, on_publish);
-        mosquitto_reconnect_delay_set(w->mosq, 1, 4, true);
-        int rc = mosquitto_connect_async(w->mosq, act->host, act->port, act->keepalive_s);
-        if (rc != MOSQ_ERR_SUCCESS) { /* the network thread keeps retrying */
-            pthread_mutex_lock(&w->mmu);
-            snprintf(w->mqtt_err, sizeof w->mqtt_err, "connect: %s",
-                     rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-            pthread_mutex_unlock(&w->mmu);
-            if (rc == MOSQ_ERR_INVAL) {
-                snprintf(detail, cap, "connect %s:%d: invalid parameters", act->host, act->port);
-                mosquitto_destroy(w->mosq);
-                w->mosq = NULL;
-                return 0;
-            }
-        }
-        rc = mosquitto_loop_start(w->mosq);
-        if (rc != MOSQ_ERR_SUCCESS) {
-            snprintf(detail, cap, "mosquitto_loop_start: %s", mosquitto_strerror(rc));
-            mosquitto_destroy(w->mosq);
-            w->mosq = NULL;
-            return 0;
-        }
-        w->loop_started = 1;
-    }
-    pthread_mutex_lock(&w->mmu);
-    int connected = w->connected;
-    pthread_mutex_unlock(&w->mmu);
-    if (!connected) {
-        /* libmosquitto's thread reconnects silently in the background; without this probe an
-         * attempt against a dead broker would always wait its whole timeout for a CONNACK */
-        char perr[160];
-        if (tcp_probe(act->host, act->port, deadline, perr, sizeof perr)) {
-            snprintf(detail, cap, "broker %s:%d unreachable: %s", act->host, act->port, perr);
-            return 0;
-        }
-    }
-    pthread_mutex_lock(&w->mmu);
-    unsigned ev0 = w->conn_events;
-    /* until connected, or the broker refused us (bad credentials: no point waiting) */
-    while (!w->connected && !(w->conn_events != ev0 && w->conn_rc != 0) && dn_now() < deadline &&
-           !past_stop_deadline(w->owner))
-        mqtt_wait(w, deadline);
-    if (!w->connected && w->conn_events != ev0 && w->conn_rc != 0) {
-        snprintf(detail, cap, "%s:%d: %s", act->host, act->port, w->mqtt_err);
-        pthread_mutex_unlock(&w->mmu);
-        return 0;
-    }
-    if (!w->connected) {
-        snprintf(detail, cap, "not connected to %s:%d within %.3g s (%s)", act->host, act->port,
-                 act->timeout_s, w->mqtt_err[0] ? w->mqtt_err : "no CONNACK");
-        pthread_mutex_unlock(&w->mmu);
-        return 0;
-    }
-    pthread_mutex_unlock(&w->mmu);
-    int mid = 0;
-    const char *payload = j->ev->json;
-    int rc = mosquitto_publish(w->mosq, &mid, topic, (int)strlen(payload), payload, act->qos, act->retain != 0);
-    if (rc != MOSQ_ERR_SUCCESS) {
-        snprintf(detail, cap, "publish: %s", rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
-        return 0;
-    }
-    if (act->qos == 0) {
-        snprintf(detail, cap, "published (qos 0, no acknowledgement)");
-        return 1;
-    }
-    pthread_mutex_lock(&w->mmu);
-    while (!mid_acked(w, mid) && dn_now() < deadline && !past_stop_deadline(w->owner)) mqtt_wait(w, deadline);
-    int ok = mid_acked(w, mid);
-    if (ok) snprintf(detail, cap, "%s received (mid %d)", act->qos == 1 ? "PUBACK" : "PUBCOMP", mid);
-    else snprintf(detail, cap, "no %s for mid %d within %.3g s%s%s", act->qos == 1 ? "PUBACK" : "PUBCOMP",
-                  mid, act->timeout_s, w->connected ? "" : ": ", w->connected ? "" : w->mqtt_err);
-    pthread_mutex_unlock(&w->mmu);
-    return ok;
-}
-
 /* ------------------------------------------------------------ job loop */
+
+static int stop_now(void *ctx) { return past_stop_deadline(ctx); }
 
 static void run_job(worker *w, job *j) {
     dn_actions *a = w->owner;
@@ -628,22 +217,9 @@ static void run_job(worker *w, job *j) {
         snprintf(target, sizeof target, "mqtt://%s:%d %s", act->host, act->port, topic);
         tgt = target;
     }
+    dn_action_call call = {act, j->rule->name, &j->ev->ev, act->kind == DN_ACT_MQTT ? topic : NULL, stop_now, a};
     if (a->dry_run) {
-        switch (act->kind) {
-        case DN_ACT_COMMAND:
-            snprintf(detail, sizeof detail, "would run %s with the prediction JSON (%zu bytes) on stdin, "
-                     "timeout %g s", act->target, strlen(j->ev->json), act->timeout_s);
-            break;
-        case DN_ACT_WEBHOOK:
-            snprintf(detail, sizeof detail, "would POST the prediction JSON (%zu bytes) to %s, timeout %g s",
-                     strlen(j->ev->json), act->url, act->timeout_s);
-            break;
-        case DN_ACT_MQTT:
-            snprintf(detail, sizeof detail, "would publish the prediction JSON (%zu bytes) to topic '%s' on "
-                     "%s:%d, qos %d, retain %s", strlen(j->ev->json), topic, act->host, act->port, act->qos,
-                     act->retain ? "true" : "false");
-            break;
-        }
+        w->tr->describe(&call, detail, sizeof detail);
         report(a, j, tgt, "dry-run", 0, detail);
         return;
     }
@@ -657,12 +233,7 @@ static void run_job(worker *w, job *j) {
             return;
         }
         attempts++;
-        int ok = 0;
-        switch (act->kind) {
-        case DN_ACT_COMMAND: ok = run_command(w, j, last, sizeof last); break;
-        case DN_ACT_WEBHOOK: ok = run_webhook(w, j, last, sizeof last); break;
-        case DN_ACT_MQTT: ok = run_mqtt(w, j, topic, last, sizeof last); break;
-        }
+        int ok = w->tr->send(w->tr, &call, last, sizeof last);
         if (ok) { report(a, j, tgt, "ok", attempts, last); return; }
         if (attempts > act->retries) {
             snprintf(detail, sizeof detail, "%s (after %d attempt%s)", last, attempts, attempts > 1 ? "s" : "");
@@ -700,30 +271,16 @@ static void *worker_main(void *arg) {
         job_free(j);
         atomic_fetch_sub(&a->pending, 1);
     }
-    if (w->mosq) {
-        pthread_mutex_lock(&w->mmu);
-        int connected = w->connected;
-        pthread_mutex_unlock(&w->mmu);
-        mosquitto_disconnect(w->mosq);
-        /* While disconnected, libmosquitto's thread reconnects with a blocking connect(),
-         * which can hang for minutes on a firewalled host: cancel it instead of waiting. */
-        if (w->loop_started) mosquitto_loop_stop(w->mosq, !connected);
-        mosquitto_destroy(w->mosq);
-        w->mosq = NULL;
-    }
-    if (w->curl) {
-        curl_easy_cleanup(w->curl);
-        w->curl = NULL;
-    }
+    w->tr->close(w->tr);
+    w->tr = NULL;
     return NULL;
 }
 
 static void worker_free(worker *w) {
     if (!w) return;
+    if (w->tr) w->tr->close(w->tr); /* its thread never ran */
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mmu);
-    pthread_cond_destroy(&w->mcv);
     free(w->q);
     free(w->key);
     free(w);
@@ -748,9 +305,9 @@ static worker *worker_start(dn_actions *a, const dn_action_def *act, int cap) {
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, &ca);
     pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&w->mmu, NULL);
-    pthread_cond_init(&w->mcv, NULL);
-    if (!w->q || !w->key) { worker_free(w); return NULL; }
+    w->tr = act->kind == DN_ACT_COMMAND ? dn_transport_command_new()
+          : act->kind == DN_ACT_WEBHOOK ? dn_transport_webhook_new() : dn_transport_mqtt_new();
+    if (!w->q || !w->key || !w->tr) { worker_free(w); return NULL; }
     worker **nw = realloc(a->workers, (size_t)(a->nworkers + 1) * sizeof *nw);
     if (!nw) { worker_free(w); dn_fail(DN_ERR_NOMEM, "actions: out of memory"); return NULL; }
     a->workers = nw;

@@ -1,14 +1,13 @@
-/* The production service behind `defectnet serve`: an HTTP/1.1 API on libmicrohttpd,
- * a worker pool classifying images with one shared immutable dn_model and one
- * dn_session per worker, the durable prediction store, the action executor, and
- * optionally a folder watcher (src/serve/watch.h).
+/* The production service behind `defectnet serve`: an HTTP/1.1 API on libmicrohttpd
+ * in front of the prediction pipeline (src/serve/pipeline.h: model generations, job
+ * queue, workers, store, actions), and optionally a folder watcher (src/serve/watch.h)
+ * feeding the same pipeline. This file is routing and request handling only; request
+ * metadata and multipart bodies are parsed by src/serve/multipart.h.
  *
  * Request path of POST /v1/predict: the libmicrohttpd threads receive the body
- * (size limit, slow-client deadline, bearer token), then hand a job to a bounded
- * queue (full -> 503 + Retry-After) and suspend the connection; a worker takes the
- * jobs waiting (up to a batch), decodes and preprocesses them, classifies them in one
- * batched forward, commits each prediction to the store, submits it to the action
- * executor and resumes the connection with the JSON answer. The prediction is
+ * (size limit, slow-client deadline, bearer token), then reserve a pipeline queue slot
+ * (none -> 503 + Retry-After), suspend the connection and push the job; the worker
+ * that finished it resumes the connection with the JSON answer. The prediction is
  * committed BEFORE the response exists, so every 200 is in the database.
  *
  * Endpoints (documented in docs/serve.md):
@@ -34,10 +33,9 @@
 #define DN_SERVE_HTTP_H
 #include "core/json.h"
 #include "defectnet.h"
+#include "serve/pipeline.h"
 #include <stddef.h>
 #include <stdint.h>
-
-#define DN_SERVE_MAX_BATCH 32
 
 typedef struct dn_server_config {
     const char *model_path;      /* required */
@@ -73,25 +71,9 @@ dn_status dn_server_reload(dn_server *s);
  * queue and the action executor (bounded), close the store, free. */
 void dn_server_stop(dn_server *s);
 
-/* ---- used by the folder watcher (and tests): classify one image through the same
- * pipeline as HTTP, blocking until done (waits for queue space instead of 503). */
-typedef struct dn_classify_req {
-    const uint8_t *data;         /* image bytes (not retained after return) */
-    size_t len;
-    const char *line, *station, *camera, *part, *request_id;
-    const char *source;          /* "http" | "watch" */
-    const char *source_path;     /* file path for watch */
-} dn_classify_req;
-typedef struct dn_classify_res {
-    int http_code;               /* 200 on success, else the 4xx/5xx an HTTP client would get */
-    int64_t id;                  /* prediction id (200 only) */
-    char cls[128];               /* predicted class (200 only) */
-    char *json;                  /* response body, malloc'ed, caller frees */
-} dn_classify_res;
-dn_status dn_server_classify(dn_server *s, const dn_classify_req *req, dn_classify_res *res);
-/* The server's store (owned by the server; valid until dn_server_stop). */
+/* The server's pipeline, store and metrics (owned by the server; valid until dn_server_stop). */
+struct dn_pipeline *dn_server_pipeline(dn_server *s);
 struct dn_store *dn_server_store(dn_server *s);
 struct dn_metrics *dn_server_metrics(dn_server *s);
-int dn_server_log_enabled(const dn_server *s);
 
 #endif

@@ -1,10 +1,10 @@
 /* inotify folder watcher (see watch.h). One thread: it scans, then waits on the
  * inotify descriptor and a stop pipe with poll(). Classification blocks the thread
- * in dn_server_classify (waiting for queue space instead of being refused). */
+ * in dn_pipeline_classify (waiting for queue space instead of being refused). */
 #include "serve/watch.h"
 #include "core/core.h"
 #include "core/sha256.h"
-#include "serve/http.h"
+#include "serve/pipeline.h"
 #include "serve/metrics.h"
 #include "serve/store.h"
 #include <dirent.h>
@@ -24,7 +24,7 @@
 #define WATCH_SETTLE_S 2.0
 
 struct dn_watch {
-    struct dn_server *s;
+    dn_pipeline *p;
     char dir[PATH_MAX];
     int move;
     char *line, *station, *camera;
@@ -79,7 +79,7 @@ static void move_to(dn_watch *w, const char *path, const char *name, const char 
     if (access(dst, F_OK) == 0) snprintf(dst, sizeof dst, "%s/%.255s-%lld", d2, name, (long long)id);
     if (rename(path, dst) == 0) return;
 fail:
-    if (dn_server_log_enabled(w->s)) fprintf(stderr, "serve: watch: cannot move %s into %s/: %s\n", path, sub1, strerror(errno));
+    if (dn_pipeline_log_enabled(w->p)) fprintf(stderr, "serve: watch: cannot move %s into %s/: %s\n", path, sub1, strerror(errno));
 }
 
 static void handle_file(dn_watch *w, const char *name) {
@@ -88,12 +88,12 @@ static void handle_file(dn_watch *w, const char *name) {
     snprintf(path, sizeof path, "%s/%s", w->dir, name);
     struct stat st;
     if (lstat(path, &st) || !S_ISREG(st.st_mode)) return;
-    dn_metrics *m = dn_server_metrics(w->s);
-    dn_store *store = dn_server_store(w->s);
+    dn_metrics *m = dn_pipeline_metrics(w->p);
+    dn_store *store = dn_pipeline_store(w->p);
     uint8_t *data = NULL;
     size_t len = 0;
     if (dn_read_file(path, WATCH_MAX_FILE, &data, &len)) {
-        if (dn_server_log_enabled(w->s)) fprintf(stderr, "serve: watch: %s\n", dn_last_error());
+        if (dn_pipeline_log_enabled(w->p)) fprintf(stderr, "serve: watch: %s\n", dn_last_error());
         dn_metrics_watch(m, "unreadable");
         atomic_fetch_add(&w->handled, 1);
         return;
@@ -126,23 +126,23 @@ static void handle_file(dn_watch *w, const char *name) {
     rq.camera = w->camera;
     rq.source_path = path;
     dn_classify_res res;
-    if (dn_server_classify(w->s, &rq, &res)) {
+    if (dn_pipeline_classify(w->p, &rq, &res)) {
         free(data);
         return; /* shutting down: the file stays and is picked up at the next start */
     }
     free(data);
     if (res.http_code == 200) {
         dn_metrics_watch(m, "classified");
-        if (dn_server_log_enabled(w->s)) fprintf(stderr, "serve: watch: %s -> %s (id %lld)\n", path, res.cls, (long long)res.id);
+        if (dn_pipeline_log_enabled(w->p)) fprintf(stderr, "serve: watch: %s -> %s (id %lld)\n", path, res.cls, (long long)res.id);
         if (w->move) move_to(w, path, name, "processed", res.cls, res.id);
     } else if (res.http_code >= 400 && res.http_code < 500) {
         dn_metrics_watch(m, "rejected");
-        if (dn_server_log_enabled(w->s)) fprintf(stderr, "serve: watch: %s rejected: %s", path, res.json ? res.json : "\n");
+        if (dn_pipeline_log_enabled(w->p)) fprintf(stderr, "serve: watch: %s rejected: %s", path, res.json ? res.json : "\n");
         if (w->move) move_to(w, path, name, "rejected", NULL, 0);
     } else {
         /* store/server trouble: leave the file for the next scan */
         dn_metrics_watch(m, "failed");
-        if (dn_server_log_enabled(w->s)) fprintf(stderr, "serve: watch: %s failed: %s", path, res.json ? res.json : "\n");
+        if (dn_pipeline_log_enabled(w->p)) fprintf(stderr, "serve: watch: %s failed: %s", path, res.json ? res.json : "\n");
     }
     free(res.json);
     atomic_fetch_add(&w->handled, 1);
@@ -258,7 +258,7 @@ static void watch_free(dn_watch *w) {
     free(w);
 }
 
-dn_status dn_watch_start(struct dn_server *s, const char *dir, int move_processed, const char *line,
+dn_status dn_watch_start(dn_pipeline *p, const char *dir, int move_processed, const char *line,
                          const char *station, const char *camera, dn_watch **out) {
     *out = NULL;
     dn_watch *w = dn_calloc(1, sizeof *w);
@@ -270,7 +270,7 @@ dn_status dn_watch_start(struct dn_server *s, const char *dir, int move_processe
         watch_free(w);
         return DN_ERR_NOMEM;
     }
-    w->s = s;
+    w->p = p;
     w->move = move_processed;
     w->ifd = -1;
     w->stop_pipe[0] = w->stop_pipe[1] = -1;

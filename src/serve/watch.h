@@ -1,7 +1,7 @@
 /* Folder-watch ingestion for camera drop folders (Linux inotify).
  *
  * Every regular file that appears in DIR (not recursive) is classified through the
- * server's normal pipeline (same queue, store and actions as HTTP) once it is
+ * prediction pipeline (src/serve/pipeline.h: same queue, store and actions as HTTP) once it is
  * completely written: IN_CLOSE_WRITE (the writer closed it) or IN_MOVED_TO (it was
  * renamed into place). Names starting with '.' or ending in .tmp/.part/~ are ignored
  * so writers can create a temporary file and rename it. Files already present at
@@ -23,11 +23,11 @@
 #define DN_SERVE_WATCH_H
 #include "defectnet.h"
 
-struct dn_server;
+struct dn_pipeline;
 typedef struct dn_watch dn_watch;
 
 /* line/station/camera (may be NULL) are recorded with every watched file's prediction. */
-dn_status dn_watch_start(struct dn_server *s, const char *dir, int move_processed, const char *line,
+dn_status dn_watch_start(struct dn_pipeline *p, const char *dir, int move_processed, const char *line,
                          const char *station, const char *camera, dn_watch **out);
 void dn_watch_stop(dn_watch *w);
 /* Files handled so far (classified + skipped + rejected), for tests. */
