@@ -126,10 +126,21 @@ DN_API const char *dn_model_source_sha256(const dn_model *m); /* of the weights 
 /* A free-form metadata value (training recipe, quantization guard, ...), NULL if absent. */
 DN_API const char *dn_model_metadata(const dn_model *m, const char *key);
 
+/* Three-way outcome of a prediction (docs/ood.md). */
+typedef enum {
+    DN_DECISION_ACCEPTED = 0,  /* known kind of input, confident */
+    DN_DECISION_UNCERTAIN = 1, /* known kind of input, confidence below the model threshold */
+    DN_DECISION_UNKNOWN = 2    /* ood_score above the model's OOD threshold: unlike the training data */
+} dn_decision;
+/* "accepted" | "uncertain" | "unknown" ("?" for anything else). */
+DN_API const char *dn_decision_name(int decision);
+
 typedef struct dn_prediction {
     int cls;              /* argmax class */
     float confidence;     /* calibrated softmax probability of cls */
     int uncertain;        /* 1 if confidence < model threshold */
+    int decision;         /* dn_decision */
+    float ood_score;      /* novelty, higher = more unusual; NAN if the model has no OOD data */
 } dn_prediction;
 
 /* threads <= 0: use all cores. */

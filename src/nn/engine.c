@@ -11,6 +11,7 @@
  * after a session's constructor returns. */
 #include "nn/engine.h"
 #include "nn/quant.h"
+#include "ood/ood.h"
 #include "core/core.h"
 #include <float.h>
 #include <stdatomic.h>
@@ -489,6 +490,7 @@ dn_status dn_session_classify_batch(dn_session *s, const float *x, int n, dn_pre
     if ((st = dn_session_forward(s, x, n, s->logits))) return st;
     const dn_model *m = s->m;
     int c = m->num_classes;
+    if ((st = dn_ood_score_preds(m, s->feat, s->logits, n, preds))) return st; /* raw logits + features */
     dn_softmax_t(s->logits, n, c, m->temperature, s->logits);
     for (int i = 0; i < n; i++) {
         const float *p = s->logits + (size_t)i * c;
@@ -497,6 +499,7 @@ dn_status dn_session_classify_batch(dn_session *s, const float *x, int n, dn_pre
         preds[i].cls = best;
         preds[i].confidence = p[best];
         preds[i].uncertain = p[best] < m->threshold;
+        preds[i].decision = dn_ood_decide(m, &preds[i]);
     }
     if (probs) memcpy(probs, s->logits, (size_t)n * c * sizeof(float));
     return DN_OK;

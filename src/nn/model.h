@@ -55,6 +55,7 @@ struct dn_model {
     char source_sha256[65];   /* sha256 of the weights the model came from ("" if unknown) */
     char sha256[65];          /* sha256 of the file it was loaded from ("" if built in memory) */
     dn_meta meta;             /* every other metadata key (quantization guard, recipe, ...) */
+    struct dn_ood *ood;       /* unknown-input detection data (src/ood/ood.h), owned; NULL = none */
 };
 
 /* Build a model from named tensors (torchvision state_dict keys). Shapes are

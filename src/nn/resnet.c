@@ -17,6 +17,7 @@
  * model and released by dn_model_free. */
 #include "nn/model.h"
 #include "core/core.h"
+#include "ood/ood.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,6 +106,8 @@ static void free_bn(dn_bn_p *b) {
 static void free_head(dn_model *m) {
     free(m->fc_w); free(m->fc_b);
     m->fc_w = m->fc_b = NULL;
+    dn_ood_free(m->ood); /* fitted to this head's classes and features */
+    m->ood = NULL;
     if (m->class_names) {
         for (int i = 0; i < m->num_classes; i++) free(m->class_names[i]);
         free(m->class_names);
@@ -471,6 +474,7 @@ dn_status dn_model_clone(const dn_model *m, dn_model **out) {
     memcpy(c->sha256, m->sha256, sizeof c->sha256);
     for (int i = 0; i < m->meta.n; i++)
         if ((st = dn_meta_set(&c->meta, m->meta.keys[i], m->meta.vals[i]))) goto fail;
+    if (m->ood && (st = dn_ood_clone(m->ood, &c->ood))) goto fail;
     free(src.slots);
     free(dst.slots);
     *out = c;
