@@ -48,6 +48,22 @@ static inline int h_free_port(void) {
     return port;
 }
 
+/* 1 if something accepts TCP connections on 127.0.0.1:port within secs seconds. */
+static inline int h_port_accepts(int port, double secs) {
+    for (int i = 0; i <= (int)(secs * 40); i++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {0};
+        a.sin_family = AF_INET;
+        a.sin_port = htons((uint16_t)port);
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        int ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        if (fd >= 0) close(fd);
+        if (ok) return 1;
+        usleep(25000);
+    }
+    return 0;
+}
+
 typedef struct h_pg {
     char dir[512];      /* temp dir holding data/ and the socket */
     char bin[600];      /* postgres bin dir */

@@ -2,12 +2,15 @@
  * the model and rules. Signals are blocked in every thread and taken synchronously
  * by the main thread with sigtimedwait, so no work happens in a signal handler. */
 #include "core/core.h"
+#include "serve/bus.h"
 #include "serve/http.h"
+#include "serve/mqtt_in.h"
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void serve_usage(FILE *f) {
     fprintf(f,
@@ -16,10 +19,16 @@ static void serve_usage(FILE *f) {
             "         [--listen 127.0.0.1:8080] [--workers N] [--queue N]\n"
             "         [--token-file F] [--store-images DIR] [--dry-run] [--max-body BYTES]\n"
             "         [--body-timeout S] [--idle-timeout S] [--session-threads N] [--batch N] [--ok-classes a,b]\n"
-            "         [--quiet]\n"
+            "         [--quiet] [--node ID]\n"
+            "         [--mqtt-in mqtt://HOST:PORT --mqtt-topic FILTER [--mqtt-group NAME] [--mqtt-fields line,camera]\n"
+            "          [--mqtt-file-root DIR] [--mqtt-dead-letter TOPIC] [--mqtt-inflight N] [--mqtt-max-payload BYTES]\n"
+            "          [--mqtt-session-expiry S]]\n"
+            "         [--mqtt-out mqtt://HOST:PORT] [--mqtt-results TEMPLATE] [--mqtt-last TEMPLATE] [--sparkplug GROUP/NODE]\n"
             "  --db defaults to sqlite:defectnet.db. --listen binds 127.0.0.1 unless told otherwise.\n"
             "  SIGHUP or POST /v1/admin/reload reloads model + rules; SIGTERM/SIGINT shut down gracefully.\n"
-            "  See docs/serve.md for the endpoints.\n");
+            "  See docs/serve.md for the endpoints, docs/fleet.md for MQTT ingestion, results on the bus\n"
+            "  (templates use {line} {station} {camera} {part} {class} {decision}) and several nodes.\n"
+            "  --node defaults to the host name; it is the MQTT session id of this node.\n");
 }
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
@@ -65,6 +74,9 @@ static char *read_token(const char *path) {
 int cmd_serve(int argc, char **argv) {
     dn_server_config c = {0};
     const char *token_file = NULL;
+    dn_mqtt_in_config mc = {0};
+    dn_bus_config bc = {0};
+    const char *node = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         long v = 0;
@@ -89,6 +101,20 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--token-file")) token_file = val;
         else if (!strcmp(a, "--store-images")) c.store_images = val;
         else if (!strcmp(a, "--ok-classes")) c.ok_classes = val;
+        else if (!strcmp(a, "--node")) node = val;
+        else if (!strcmp(a, "--mqtt-in")) mc.url = val;
+        else if (!strcmp(a, "--mqtt-topic")) mc.topic = val;
+        else if (!strcmp(a, "--mqtt-group")) mc.group = val;
+        else if (!strcmp(a, "--mqtt-fields")) mc.fields = val;
+        else if (!strcmp(a, "--mqtt-file-root")) mc.file_root = val;
+        else if (!strcmp(a, "--mqtt-dead-letter")) mc.dead_letter = val;
+        else if (!strcmp(a, "--mqtt-inflight")) { if (parse_int(a, val, 1, 256, &v)) return 2; mc.inflight = (int)v; }
+        else if (!strcmp(a, "--mqtt-max-payload")) { if (parse_int(a, val, 1024, 256L << 20, &v)) return 2; mc.max_payload = (size_t)v; }
+        else if (!strcmp(a, "--mqtt-session-expiry")) { if (parse_int(a, val, 1, 0x7fffffffL, &v)) return 2; mc.session_expiry = (int)v; }
+        else if (!strcmp(a, "--mqtt-out")) bc.url = val;
+        else if (!strcmp(a, "--mqtt-results")) bc.results_topic = val;
+        else if (!strcmp(a, "--mqtt-last")) bc.last_topic = val;
+        else if (!strcmp(a, "--sparkplug")) bc.sparkplug = val;
         else if (!strcmp(a, "--workers")) { if (parse_int(a, val, 1, 256, &v)) return 2; c.workers = (int)v; }
         else if (!strcmp(a, "--queue")) { if (parse_int(a, val, 1, 1000000, &v)) return 2; c.queue = (int)v; }
         else if (!strcmp(a, "--batch")) { if (parse_int(a, val, 1, DN_SERVE_MAX_BATCH, &v)) return 2; c.batch = (int)v; }
@@ -111,6 +137,28 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "defectnet serve: --move-processed needs --watch DIR\n");
         return 2;
     }
+    if (!mc.url != !mc.topic) {
+        fprintf(stderr, "defectnet serve: --mqtt-in and --mqtt-topic go together\n");
+        return 2;
+    }
+    if (!mc.url && (mc.group || mc.fields || mc.file_root || mc.dead_letter || mc.inflight || mc.max_payload || mc.session_expiry)) {
+        fprintf(stderr, "defectnet serve: the --mqtt-group/-fields/-file-root/-dead-letter/-inflight/-max-payload/-session-expiry options need --mqtt-in\n");
+        return 2;
+    }
+    int want_bus = bc.results_topic || bc.last_topic || bc.sparkplug || mc.dead_letter;
+    if (!bc.url) bc.url = mc.url;
+    if (want_bus && !bc.url) {
+        fprintf(stderr, "defectnet serve: --mqtt-results/--mqtt-last/--sparkplug/--mqtt-dead-letter need --mqtt-out or --mqtt-in\n");
+        return 2;
+    }
+    char host[256] = "", bus_id[300];
+    if (!node) {
+        if (gethostname(host, sizeof host - 1) || !host[0]) snprintf(host, sizeof host, "defectnet");
+        node = host;
+    }
+    snprintf(bus_id, sizeof bus_id, "%s-bus", node);
+    mc.client_id = node;
+    bc.client_id = bus_id;
     char *token = NULL;
     if (token_file && !(token = read_token(token_file))) return 2;
     c.token = token;
@@ -130,6 +178,22 @@ int cmd_serve(int argc, char **argv) {
         free(token);
         return 1;
     }
+    dn_bus *bus = NULL;
+    dn_mqtt_in *mi = NULL;
+    if (want_bus && dn_bus_start(&bc, &bus)) {
+        fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
+        dn_server_stop(s);
+        free(token);
+        return 1;
+    }
+    mc.bus = bus;
+    if (mc.url && dn_mqtt_in_start(dn_server_pipeline(s), &mc, &mi)) {
+        fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
+        dn_bus_stop(bus);
+        dn_server_stop(s);
+        free(token);
+        return 1;
+    }
     /* one line on stdout with the bound port, for scripts that use --listen HOST:0 */
     printf("listening %d\n", dn_server_port(s));
     fflush(stdout);
@@ -146,7 +210,9 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "defectnet serve: %s received, finishing in-flight requests\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
         break;
     }
+    dn_mqtt_in_stop(mi); /* unacknowledged messages stay with the broker */
     dn_server_stop(s);
+    dn_bus_stop(bus);
     free(token);
     fprintf(stderr, "defectnet serve: stopped\n");
     return 0;

@@ -21,7 +21,7 @@ static const double BUCKETS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.
 
 struct dn_metrics {
     pthread_mutex_t mu;
-    family requests, predictions, actions, reloads, watch;
+    family requests, predictions, actions, reloads, watch, mqtt;
     unsigned long long hist[NB + 1];
     double lat_sum;
     unsigned long long lat_count;
@@ -45,6 +45,7 @@ void dn_metrics_free(dn_metrics *m) {
     family_free(&m->actions);
     family_free(&m->reloads);
     family_free(&m->watch);
+    family_free(&m->mqtt);
     pthread_mutex_destroy(&m->mu);
     free(m);
 }
@@ -112,6 +113,12 @@ void dn_metrics_watch(dn_metrics *m, const char *result) {
     pthread_mutex_unlock(&m->mu);
 }
 
+void dn_metrics_mqtt(dn_metrics *m, const char *result) {
+    pthread_mutex_lock(&m->mu);
+    add(&m->mqtt, result, NULL, 1);
+    pthread_mutex_unlock(&m->mu);
+}
+
 void dn_metrics_inflight(dn_metrics *m, int delta) {
     pthread_mutex_lock(&m->mu);
     m->inflight += delta;
@@ -167,5 +174,6 @@ void dn_metrics_render(dn_metrics *m, long qd, long qc, dn_sb *b) {
     family_out(b, &m->actions, "defectnet_action_outcomes_total", "Action outcomes by kind and status.", "kind", "status");
     family_out(b, &m->reloads, "defectnet_model_reloads_total", "Model and rules reloads.", "result", NULL);
     family_out(b, &m->watch, "defectnet_watch_files_total", "Files seen by the folder watcher.", "result", NULL);
+    family_out(b, &m->mqtt, "defectnet_mqtt_messages_total", "MQTT messages taken in (classified, duplicate, rejected, failed = not committed, not acknowledged).", "result", NULL);
     pthread_mutex_unlock(&m->mu);
 }

@@ -9,6 +9,7 @@
  *   defectnet_action_outcomes_total{kind,status}      counter
  *   defectnet_model_reloads_total{result}             counter
  *   defectnet_watch_files_total{result}               counter
+ *   defectnet_mqtt_messages_total{result}             counter (MQTT ingestion)
  *
  * Ownership: dn_metrics_new returns an object owned by the caller (dn_metrics_free).
  * Thread-safety: every function may be called from any thread. Label values are
@@ -30,6 +31,7 @@ void dn_metrics_prediction(dn_metrics *m, const char *cls, int uncertain);
 void dn_metrics_action(dn_metrics *m, const char *kind, const char *status);
 void dn_metrics_reload(dn_metrics *m, int ok);
 void dn_metrics_watch(dn_metrics *m, const char *result);
+void dn_metrics_mqtt(dn_metrics *m, const char *result);
 void dn_metrics_inflight(dn_metrics *m, int delta);
 /* Appends the whole exposition; queue depth/capacity are sampled by the caller. */
 void dn_metrics_render(dn_metrics *m, long queue_depth, long queue_capacity, dn_sb *out);

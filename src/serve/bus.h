@@ -1,0 +1,67 @@
+/* Results onto the plant bus (MQTT through libmosquitto, MQTT 5, QoS 1).
+ *
+ * For every committed prediction handed to dn_bus_publish_result:
+ *   - the prediction JSON (as /v1/predict answers it) on the results topic template,
+ *     QoS 1, waiting for the broker's PUBACK (so the MQTT ingestion acknowledges its
+ *     input only once the result is on the bus as well);
+ *   - optionally a retained copy on the "last" template: a PLC gateway subscribing
+ *     later reads the latest verdict per camera at once;
+ *   - optionally Sparkplug B (sparkplug.h): NBIRTH on every connect, NDEATH as the
+ *     MQTT will (and on clean stop), DBIRTH per device (camera) before its first
+ *     DDATA, DDATA per prediction.
+ * Templates may use {line}, {station}, {camera}, {part}, {class}, {decision}; a
+ * missing value becomes "_", and '/', '+', '#' in values become '_' so a value can
+ * never add topic levels or wildcards.
+ *
+ * The client reconnects by itself (libmosquitto's loop thread, backoff 1..10 s);
+ * dn_bus_result fails (DN_ERR_IO) while the broker is unreachable or when no PUBACK
+ * arrives in time.
+ *
+ * Ownership: dn_bus_start returns a bus owned by the caller (dn_bus_stop). Config
+ * strings are copied. Thread-safety: any thread may publish. */
+#ifndef DN_SERVE_BUS_H
+#define DN_SERVE_BUS_H
+#include "defectnet.h"
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct dn_bus dn_bus;
+
+typedef struct dn_bus_config {
+    const char *url;            /* "mqtt://HOST[:PORT]"; required */
+    const char *client_id;      /* required, unique per node (e.g. "<node>-bus") */
+    const char *results_topic;  /* template; NULL = no JSON results */
+    const char *last_topic;     /* retained template; NULL = none */
+    const char *sparkplug;      /* "GROUP/NODE" (Sparkplug B); NULL = none */
+    int keepalive;              /* seconds; <= 0: 30 */
+} dn_bus_config;
+
+/* One committed prediction. Strings may be NULL. */
+typedef struct dn_bus_result {
+    const char *line, *station, *camera, *part;
+    int64_t id;                 /* prediction id */
+    const char *cls;
+    float confidence;
+    int uncertain;
+    int duplicate;              /* redelivery answered from the store */
+    const char *json;           /* full prediction JSON (results topic payload) */
+} dn_bus_result;
+
+dn_status dn_bus_start(const dn_bus_config *c, dn_bus **out);
+void dn_bus_stop(dn_bus *b);
+/* Publishes r as configured; waits up to timeout_ms for the broker's PUBACKs. */
+dn_status dn_bus_publish_result(dn_bus *b, const dn_bus_result *r, int timeout_ms);
+/* Publishes one message (QoS 1), waiting up to timeout_ms for the broker's PUBACK
+ * (timeout_ms = 0: queue it and return). */
+dn_status dn_bus_publish(dn_bus *b, const char *topic, const void *payload, size_t len, int retain,
+                         int timeout_ms);
+/* A rejected input message, republished as is (QoS 1) with MQTT 5 user properties
+ * "topic" (where it came from) and "error" (why it was rejected). */
+dn_status dn_bus_dead_letter(dn_bus *b, const char *topic, const void *payload, size_t len, const char *from,
+                             const char *error, int timeout_ms);
+/* 1 while connected to the broker. */
+int dn_bus_connected(dn_bus *b);
+/* Expands a topic template (see above) into out[n]; DN_ERR_ARG if it does not fit. */
+dn_status dn_bus_topic(const char *tmpl, const dn_bus_result *r, char *out, size_t n);
+
+#endif

@@ -1,0 +1,723 @@
+/* MQTT ingestion, the result bus (JSON, retained last result, Sparkplug B) and the
+ * fleet guarantees, against real components started here: mosquitto brokers
+ * (/usr/sbin/mosquitto, SKIP if absent), the real prediction pipeline with the
+ * committed narrow ResNet fixture, SQLite files and a PostgreSQL server (SKIP if
+ * absent). Publishers and subscribers are libmosquitto clients (MQTT 5).
+ *
+ * What must hold: a message is acknowledged only after its prediction is committed
+ * (dead database: not acknowledged, committed once the database is back; a node
+ * that stops before acknowledging gets the message again and answers it from the
+ * store); bad messages are acknowledged, counted and dead-lettered; a dead broker is
+ * reconnected; nodes in one shared-subscription group split the stream; schema
+ * migrations by several nodes at once are safe. */
+#include "harness.h"
+#include "serve_util.h"
+#include "core/core.h"
+#include "core/json.h"
+#include "serve/bus.h"
+#include "serve/metrics.h"
+#include "serve/mqtt_in.h"
+#include "serve/pipeline.h"
+#include "serve/sparkplug.h"
+#include "serve/store.h"
+#include <fcntl.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <postgresql/libpq-fe.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#define MODEL "tests/fixtures/resnet/r18n.pth"
+#define IMG "tests/fixtures/images/rgba_33x29.png"
+static char g_dir[256];
+static uint8_t *g_img;
+static size_t g_img_len;
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+/* Polls cond every 20 ms for up to secs; evaluates to the final value. */
+#define WAIT_FOR(cond, secs) ({ double _e = now_s() + (secs); while (!(cond) && now_s() < _e) usleep(20000); (cond); })
+
+/* ------------------------------------------------------------ broker */
+
+typedef struct { pid_t pid; int port; char conf[400]; } broker;
+
+static int broker_up(broker *b) {
+    b->pid = fork();
+    if (b->pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) { dup2(fd, 1); dup2(fd, 2); }
+        execl("/usr/sbin/mosquitto", "mosquitto", "-c", b->conf, (char *)NULL);
+        _exit(127);
+    }
+    return h_port_accepts(b->port, 5) ? 0 : -1;
+}
+/* Writes the config for a free port; start = also start it. */
+static int broker_new(broker *b, const char *tag, int start) {
+    memset(b, 0, sizeof *b);
+    b->pid = -1;
+    if (access("/usr/sbin/mosquitto", X_OK)) return -1;
+    b->port = h_free_port();
+    snprintf(b->conf, sizeof b->conf, "%s/mosquitto-%s.conf", g_dir, tag);
+    FILE *f = fopen(b->conf, "w");
+    if (!f) return -1;
+    fprintf(f, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n", b->port);
+    fclose(f);
+    return start ? broker_up(b) : 0;
+}
+static void broker_kill(broker *b, int sig) {
+    if (b->pid > 0) { kill(b->pid, sig); waitpid(b->pid, NULL, 0); }
+    b->pid = -1;
+}
+
+/* ------------------------------------------------------------ clients */
+
+typedef struct rx_msg { char topic[256]; char *payload; int len; int retain; char error[256]; } rx_msg;
+typedef struct client {
+    struct mosquitto *mq;
+    pthread_mutex_t mu;
+    int connected, published, subscribed;
+    rx_msg msgs[256];
+    int n;
+    const char *sub;
+} client;
+
+static void c_conn(struct mosquitto *mq, void *o, int rc, int fl, const mosquitto_property *p) {
+    client *c = o;
+    if (rc) return;
+    if (c->sub) mosquitto_subscribe_v5(mq, NULL, c->sub, 1, 0, NULL);
+    pthread_mutex_lock(&c->mu); c->connected = 1; pthread_mutex_unlock(&c->mu);
+}
+static void c_pub(struct mosquitto *mq, void *o, int mid, int rc, const mosquitto_property *p) {
+    client *c = o;
+    pthread_mutex_lock(&c->mu); c->published++; pthread_mutex_unlock(&c->mu);
+}
+static void c_sub(struct mosquitto *mq, void *o, int mid, int n, const int *g, const mosquitto_property *p) {
+    client *c = o;
+    pthread_mutex_lock(&c->mu); c->subscribed = 1; pthread_mutex_unlock(&c->mu);
+}
+static void c_msg(struct mosquitto *mq, void *o, const struct mosquitto_message *m, const mosquitto_property *p) {
+    client *c = o;
+    pthread_mutex_lock(&c->mu);
+    if (c->n < 256) {
+        rx_msg *r = &c->msgs[c->n++];
+        snprintf(r->topic, sizeof r->topic, "%s", m->topic);
+        r->payload = malloc((size_t)m->payloadlen + 1);
+        if (r->payload) { memcpy(r->payload, m->payload, (size_t)m->payloadlen); r->payload[m->payloadlen] = 0; }
+        r->len = m->payloadlen;
+        r->retain = m->retain;
+        for (const mosquitto_property *q = p; q; q = mosquitto_property_next(q)) {
+            char *k = NULL, *v = NULL;
+            if (mosquitto_property_identifier(q) == MQTT_PROP_USER_PROPERTY &&
+                mosquitto_property_read_string_pair(q, MQTT_PROP_USER_PROPERTY, &k, &v, false) && k && !strcmp(k, "error"))
+                snprintf(r->error, sizeof r->error, "%s", v);
+            free(k);
+            free(v);
+        }
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+static int c_get(client *c, int *field) {
+    pthread_mutex_lock(&c->mu);
+    int v = *field;
+    pthread_mutex_unlock(&c->mu);
+    return v;
+}
+
+/* Connects a client (and subscribes to sub when not NULL). 0 on success. */
+static int client_open(client *c, int port, const char *sub) {
+    memset(c, 0, sizeof *c);
+    pthread_mutex_init(&c->mu, NULL);
+    c->sub = sub;
+    c->mq = mosquitto_new(NULL, true, c);
+    if (!c->mq) return -1;
+    mosquitto_int_option(c->mq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
+    mosquitto_connect_v5_callback_set(c->mq, c_conn);
+    mosquitto_publish_v5_callback_set(c->mq, c_pub);
+    mosquitto_subscribe_v5_callback_set(c->mq, c_sub);
+    mosquitto_message_v5_callback_set(c->mq, c_msg);
+    if (mosquitto_connect(c->mq, "127.0.0.1", port, 30) || mosquitto_loop_start(c->mq)) return -1;
+    if (!WAIT_FOR(c_get(c, &c->connected), 5)) return -1;
+    if (sub && !WAIT_FOR(c_get(c, &c->subscribed), 5)) return -1;
+    return 0;
+}
+static void client_close(client *c) {
+    if (c->mq) {
+        mosquitto_disconnect(c->mq);
+        mosquitto_loop_stop(c->mq, false);
+        mosquitto_destroy(c->mq);
+    }
+    for (int i = 0; i < c->n; i++) free(c->msgs[i].payload);
+    pthread_mutex_destroy(&c->mu);
+    c->mq = NULL;
+}
+/* Publishes QoS 1 with user properties (NULL-terminated key/value list) and waits
+ * for the broker's PUBACK. */
+static int publish(client *c, const char *topic, const void *d, size_t n, ...) {
+    mosquitto_property *props = NULL;
+    va_list ap;
+    va_start(ap, n);
+    for (;;) {
+        const char *k = va_arg(ap, const char *);
+        if (!k) break;
+        const char *v = va_arg(ap, const char *);
+        if (!strcmp(k, "content-type")) mosquitto_property_add_string(&props, MQTT_PROP_CONTENT_TYPE, v);
+        else mosquitto_property_add_string_pair(&props, MQTT_PROP_USER_PROPERTY, k, v);
+    }
+    va_end(ap);
+    int before = c_get(c, &c->published);
+    int e = mosquitto_publish_v5(c->mq, NULL, topic, (int)n, d, 1, false, props);
+    mosquitto_property_free_all(&props);
+    if (e) return -1;
+    return WAIT_FOR(c_get(c, &c->published) > before, 5) ? 0 : -1;
+}
+static int count_topic(client *c, const char *prefix) {
+    int k = 0;
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < c->n; i++) k += !strncmp(c->msgs[i].topic, prefix, strlen(prefix));
+    pthread_mutex_unlock(&c->mu);
+    return k;
+}
+
+/* ------------------------------------------------------------ pipeline */
+
+static dn_pipeline *pipe_open(const char *db) {
+    dn_pipeline_config pc = {0};
+    pc.model_path = MODEL;
+    pc.db_url = db;
+    pc.workers = 1;
+    pc.quiet = 1;
+    dn_pipeline *p = NULL;
+    if (dn_pipeline_open(&pc, &p)) { printf("  pipeline: %s\n", dn_last_error()); return NULL; }
+    return p;
+}
+static int64_t rows(dn_pipeline *p) {
+    dn_pred_filter f = {0};
+    int64_t n = -1;
+    if (dn_store_count(dn_pipeline_store(p), &f, &n)) return -1;
+    return n;
+}
+static long stat_of(dn_mqtt_in *m, int which) {
+    dn_mqtt_in_stats s;
+    dn_mqtt_in_stats_get(m, &s);
+    switch (which) {
+    case 0: return s.classified;
+    case 1: return s.duplicates;
+    case 2: return s.rejected;
+    case 3: return s.acked;
+    case 4: return s.commit_failures;
+    case 5: return s.connected;
+    case 6: return s.received;
+    default: return s.connects;
+    }
+}
+enum { S_CLS, S_DUP, S_REJ, S_ACK, S_FAIL, S_CONN, S_RECV, S_CONNECTS };
+
+static dn_mqtt_in_config in_cfg(int port, const char *id) {
+    static char url[64];
+    snprintf(url, sizeof url, "mqtt://127.0.0.1:%d", port);
+    dn_mqtt_in_config c = {0};
+    c.url = url;
+    c.topic = "plant/+/+/image";
+    c.fields = "line,camera";
+    c.group = "defectnet";
+    c.client_id = id;
+    c.inflight = 2;
+    c.keepalive = 5;
+    return c;
+}
+
+/* ------------------------------------------------------------ unit tests */
+
+TEST(url_and_text) {
+    char h[64];
+    int port;
+    CHECK(dn_mqtt_parse_url("mqtt://broker.plant:1884", h, sizeof h, &port) == DN_OK && !strcmp(h, "broker.plant") && port == 1884);
+    CHECK(dn_mqtt_parse_url("mqtt://10.0.0.1", h, sizeof h, &port) == DN_OK && port == 1883);
+    CHECK(dn_mqtt_parse_url("mqtt://[::1]:99", h, sizeof h, &port) == DN_OK && !strcmp(h, "::1") && port == 99);
+    CHECK(dn_mqtt_parse_url("http://x:1", h, sizeof h, &port) != DN_OK && strstr(dn_last_error(), "http://x:1"));
+    CHECK(dn_mqtt_parse_url("mqtt://x:0", h, sizeof h, &port) != DN_OK);
+    CHECK(dn_mqtt_parse_url("mqtt://x:1/path", h, sizeof h, &port) != DN_OK);
+    CHECK(dn_mqtt_parse_url("mqtt://:1", h, sizeof h, &port) != DN_OK);
+    CHECK(dn_mqtt_valid_text("line-1 \xc3\xa4\xe2\x82\xac", 12));
+    CHECK(!dn_mqtt_valid_text("a\x01", 2));
+    CHECK(!dn_mqtt_valid_text("\xc0\xaf", 2));          /* overlong */
+    CHECK(!dn_mqtt_valid_text("\xed\xa0\x80", 3));      /* surrogate */
+    CHECK(!dn_mqtt_valid_text("\xe2\x82", 2));          /* truncated */
+    CHECK(!dn_mqtt_valid_text("\xc2\x85", 2));          /* C1 control */
+}
+
+TEST(topic_templates) {
+    dn_bus_result r = {0};
+    r.line = "L1";
+    r.camera = "cam/7+#";
+    r.cls = "scratch";
+    r.uncertain = 1;
+    char t[64];
+    CHECK(dn_bus_topic("plant/{line}/{station}/{camera}/{class}/{decision}", &r, t, sizeof t) == DN_OK);
+    CHECK(!strcmp(t, "plant/L1/_/cam_7__/scratch/uncertain"));
+    CHECK(dn_bus_topic("x/{unknown}/{line", &r, t, sizeof t) == DN_OK && !strcmp(t, "x/{unknown}/{line"));
+    CHECK(dn_bus_topic("{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}{line}",
+                       &r, t, sizeof t) != DN_OK);
+}
+
+TEST(sparkplug_roundtrip) {
+    dn_spb_metric m[4] = {{"class", DN_SPB_STRING, 0, 0, "crack"}, {"confidence", DN_SPB_FLOAT, 0, 0.75f, NULL},
+                          {"prediction_id", DN_SPB_INT64, 1234567890123LL, 0, NULL}, {"ok", DN_SPB_BOOLEAN, 1, 0, NULL}};
+    uint8_t *p;
+    size_t n;
+    CHECK(dn_spb_encode(1700000000123ULL, 300, m, 4, &p, &n) == DN_OK);
+    uint64_t ts;
+    int seq, k;
+    dn_spb_metric o[8];
+    dn_spb_decoded *d = NULL;
+    CHECK(dn_spb_decode(p, n, &ts, &seq, o, 8, &k, &d) == DN_OK);
+    CHECK(ts == 1700000000123ULL && seq == 300 % 256 && k == 4);
+    if (k == 4) {
+        CHECK(!strcmp(o[0].name, "class") && o[0].type == DN_SPB_STRING && !strcmp(o[0].s, "crack"));
+        CHECK(o[1].type == DN_SPB_FLOAT && o[1].f == 0.75f);
+        CHECK(o[2].type == DN_SPB_INT64 && o[2].i == 1234567890123LL);
+        CHECK(o[3].type == DN_SPB_BOOLEAN && o[3].i == 1);
+    }
+    dn_spb_free(d);
+    free(p);
+    /* NDEATH has no seq; garbage is refused */
+    CHECK(dn_spb_encode(1, -1, m, 1, &p, &n) == DN_OK);
+    CHECK(dn_spb_decode(p, n, &ts, &seq, o, 8, &k, &d) == DN_OK && seq == -1);
+    dn_spb_free(d);
+    free(p);
+    uint8_t junk[5] = {0xff, 0xff, 0xff, 0xff, 0xff};
+    CHECK(dn_spb_decode(junk, 5, &ts, &seq, o, 8, &k, &d) != DN_OK && d == NULL);
+    CHECK(dn_spb_encode(1, 0, m, 65, &p, &n) != DN_OK);
+}
+
+TEST(bad_config) {
+    dn_mqtt_in *m = NULL;
+    dn_pipeline *fake = (dn_pipeline *)&m; /* never used: every config below is refused first */
+    dn_mqtt_in_config c = in_cfg(1, "n1");
+    c.topic = "plant/ab+/image";
+    CHECK(dn_mqtt_in_start(fake, &c, &m) != DN_OK && strstr(dn_last_error(), "plant/ab+/image"));
+    c = in_cfg(1, "n1");
+    c.group = "a/b";
+    CHECK(dn_mqtt_in_start(fake, &c, &m) != DN_OK && strstr(dn_last_error(), "group"));
+    c = in_cfg(1, "");
+    CHECK(dn_mqtt_in_start(fake, &c, &m) != DN_OK && strstr(dn_last_error(), "client id"));
+    c = in_cfg(1, "n1");
+    c.fields = "line,camera,part";
+    CHECK(dn_mqtt_in_start(fake, &c, &m) != DN_OK && strstr(dn_last_error(), "3 names for 2"));
+    c = in_cfg(1, "n1");
+    c.fields = "line,serial";
+    CHECK(dn_mqtt_in_start(fake, &c, &m) != DN_OK && strstr(dn_last_error(), "serial"));
+    c = in_cfg(1, "n1");
+    c.file_root = "/nonexistent/root";
+    CHECK(dn_mqtt_in_start(fake, &c, &m) != DN_OK && strstr(dn_last_error(), "/nonexistent/root"));
+    c = in_cfg(1, "n1");
+    c.url = "mqtts://x";
+    CHECK(dn_mqtt_in_start(fake, &c, &m) != DN_OK && strstr(dn_last_error(), "mqtts://x"));
+    dn_bus *b = NULL;
+    dn_bus_config bc = {"mqtt://127.0.0.1:1", "id", NULL, NULL, "only-group", 0};
+    CHECK(dn_bus_start(&bc, &b) != DN_OK && strstr(dn_last_error(), "only-group"));
+    CHECK(m == NULL && b == NULL);
+}
+
+/* ------------------------------------------------------------ end to end */
+
+TEST(ingest_results_sparkplug_and_redelivered_id) {
+    broker br;
+    if (broker_new(&br, "e2e", 1)) { broker_kill(&br, SIGTERM); SKIP("mosquitto broker not available (/usr/sbin/mosquitto)"); }
+    char db[400];
+    snprintf(db, sizeof db, "sqlite:%s/e2e.db", g_dir);
+    dn_pipeline *p = pipe_open(db);
+    client sub, pub;
+    CHECK(client_open(&sub, br.port, "#") == 0);
+    CHECK(client_open(&pub, br.port, NULL) == 0);
+    char url[64];
+    snprintf(url, sizeof url, "mqtt://127.0.0.1:%d", br.port);
+    dn_bus_config bc = {url, "n1-bus", "res/{line}/{camera}", "last/{line}/{camera}", "Plant1/n1", 5};
+    dn_bus *bus = NULL;
+    CHECK(dn_bus_start(&bc, &bus) == DN_OK);
+    CHECK(bus && WAIT_FOR(dn_bus_connected(bus), 5));
+    dn_mqtt_in_config c = in_cfg(br.port, "n1");
+    c.bus = bus;
+    dn_mqtt_in *m = NULL;
+    CHECK(p && dn_mqtt_in_start(p, &c, &m) == DN_OK);
+    if (!m) goto out;
+    CHECK(WAIT_FOR(stat_of(m, S_CONN), 5));
+    usleep(200000); /* SUBACK */
+    CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", "a1", NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C2/image", g_img, g_img_len, "id", "a2", "part", "P-9", NULL) == 0);
+    CHECK(publish(&pub, "plant/L2/C1/image", g_img, g_img_len, "id", "a3", "line", "L2b", NULL) == 0);
+    CHECK(WAIT_FOR(stat_of(m, S_ACK) == 3, 20));
+    CHECK(stat_of(m, S_CLS) == 3 && rows(p) == 3);
+    /* metadata from the topic levels; a user property wins over the topic */
+    dn_pred_row *r = NULL;
+    size_t n = 0;
+    dn_pred_filter f = {0};
+    CHECK(dn_store_list(dn_pipeline_store(p), &f, &r, &n) == DN_OK && n == 3);
+    if (n == 3) {
+        CHECK(!strcmp(r[0].line, "L1") && !strcmp(r[0].camera, "C1") && !strcmp(r[0].request_id, "a1") && !strcmp(r[0].source, "mqtt"));
+        CHECK(!strcmp(r[1].part, "P-9"));
+        CHECK(!strcmp(r[2].line, "L2b") && !strcmp(r[2].camera, "C1"));
+    }
+    /* results: JSON per prediction, retained last per camera, Sparkplug births and data */
+    CHECK(WAIT_FOR(count_topic(&sub, "res/") == 3, 5));
+    CHECK(count_topic(&sub, "res/L1/C1") == 1 && count_topic(&sub, "last/L1/C2") == 1);
+    CHECK(count_topic(&sub, "spBv1.0/Plant1/NBIRTH/n1") == 1);
+    CHECK(WAIT_FOR(count_topic(&sub, "spBv1.0/Plant1/DDATA/n1/") == 3, 5));
+    CHECK(count_topic(&sub, "spBv1.0/Plant1/DBIRTH/n1/C1") == 1 && count_topic(&sub, "spBv1.0/Plant1/DBIRTH/n1/C2") == 1);
+    pthread_mutex_lock(&sub.mu);
+    int seen_ddata = 0;
+    for (int i = 0; i < sub.n; i++) {
+        if (strcmp(sub.msgs[i].topic, "spBv1.0/Plant1/DDATA/n1/C2")) continue;
+        uint64_t ts;
+        int seq, k;
+        dn_spb_metric o[8];
+        dn_spb_decoded *d;
+        if (dn_spb_decode((uint8_t *)sub.msgs[i].payload, (size_t)sub.msgs[i].len, &ts, &seq, o, 8, &k, &d) == DN_OK) {
+            seen_ddata = k == 5 && n == 3 && !strcmp(o[0].name, "class") && !strcmp(o[0].s, r[1].cls) && seq > 0 &&
+                         o[3].i == r[1].id && !strcmp(o[4].s, "P-9");
+            dn_spb_free(d);
+        }
+        if (strncmp(sub.msgs[i].topic, "res/", 4) == 0) CHECK(strstr(sub.msgs[i].payload, "\"class\""));
+    }
+    pthread_mutex_unlock(&sub.mu);
+    CHECK(seen_ddata);
+    dn_pred_rows_free(r, n);
+    /* a late subscriber reads the retained last verdict at once */
+    client late;
+    CHECK(client_open(&late, br.port, "last/#") == 0);
+    CHECK(WAIT_FOR(count_topic(&late, "last/") == 3, 5));
+    CHECK(late.n > 0 && late.msgs[0].retain);
+    client_close(&late);
+    /* the same id again (a camera retrying): answered from the store, not recorded */
+    CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", "a1", NULL) == 0);
+    CHECK(WAIT_FOR(stat_of(m, S_ACK) == 4, 20));
+    CHECK(stat_of(m, S_DUP) == 1 && rows(p) == 3);
+    dn_mqtt_in_stop(m);
+    dn_bus_stop(bus); /* NDEATH through the will (disconnect reason 0x04) */
+    CHECK(WAIT_FOR(count_topic(&sub, "spBv1.0/Plant1/NDEATH/n1") == 1, 5));
+out:
+    client_close(&sub);
+    client_close(&pub);
+    dn_pipeline_close(p);
+    broker_kill(&br, SIGTERM);
+}
+
+TEST(bad_payloads_acked_counted_dead_lettered) {
+    broker br;
+    if (broker_new(&br, "bad", 1)) { broker_kill(&br, SIGTERM); SKIP("mosquitto broker not available (/usr/sbin/mosquitto)"); }
+    char db[400], root[400], sub_dir[500], img[600], link[600], outside[600];
+    snprintf(db, sizeof db, "sqlite:%s/bad.db", g_dir);
+    snprintf(root, sizeof root, "%s/share", g_dir);
+    snprintf(sub_dir, sizeof sub_dir, "%s/cam1", root);
+    snprintf(img, sizeof img, "%s/part1.png", sub_dir);
+    snprintf(outside, sizeof outside, "%s/outside.png", g_dir);
+    snprintf(link, sizeof link, "%s/escape.png", sub_dir);
+    mkdir(root, 0777);
+    mkdir(sub_dir, 0777);
+    FILE *f1 = fopen(img, "wb"), *f2 = fopen(outside, "wb");
+    if (f1) { fwrite(g_img, 1, g_img_len, f1); fclose(f1); }
+    if (f2) { fwrite(g_img, 1, g_img_len, f2); fclose(f2); }
+    CHECK(symlink(outside, link) == 0);
+    dn_pipeline *p = pipe_open(db);
+    client sub, pub;
+    CHECK(client_open(&sub, br.port, "dead/#") == 0);
+    CHECK(client_open(&pub, br.port, NULL) == 0);
+    char url[64];
+    snprintf(url, sizeof url, "mqtt://127.0.0.1:%d", br.port);
+    dn_bus_config bc = {url, "n2-bus", NULL, NULL, NULL, 5};
+    dn_bus *bus = NULL;
+    CHECK(dn_bus_start(&bc, &bus) == DN_OK && WAIT_FOR(dn_bus_connected(bus), 5));
+    dn_mqtt_in_config c = in_cfg(br.port, "n2");
+    c.bus = bus;
+    c.dead_letter = "dead/defectnet";
+    c.file_root = root;
+    c.max_payload = 4096;
+    dn_mqtt_in *m = NULL;
+    CHECK(p && dn_mqtt_in_start(p, &c, &m) == DN_OK);
+    if (!m) goto out;
+    CHECK(WAIT_FOR(stat_of(m, S_CONN), 5));
+    usleep(200000);
+    char big[5000], longv[200];
+    memset(big, 'x', sizeof big);
+    memset(longv, 'v', sizeof longv - 1);
+    longv[sizeof longv - 1] = 0;
+    const char *env_ok = "{\"id\":\"e1\",\"file\":\"cam1/part1.png\",\"part\":\"S-1\"}";
+    const char *env_up = "{\"id\":\"e2\",\"file\":\"../outside.png\"}";
+    const char *env_link = "{\"id\":\"e3\",\"file\":\"cam1/escape.png\"}";
+    const char *env_abs = "{\"id\":\"e4\",\"file\":\"/etc/passwd\"}";
+    const char *env_bad = "{\"id\":\"e5\",\"file\":";
+    const char *env_type = "{\"id\":7,\"file\":\"cam1/part1.png\"}";
+    CHECK(publish(&pub, "plant/L1/C1/image", "not an image", 12, "id", "b1", NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, NULL) == 0);                 /* no id */
+    CHECK(publish(&pub, "plant/L1/C1/image", big, sizeof big, "id", "b3", NULL) == 0);      /* oversized */
+    CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", "b4", "camera", longv, NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C1/image", env_up, strlen(env_up), NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C1/image", env_link, strlen(env_link), NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C1/image", env_abs, strlen(env_abs), NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C1/image", env_bad, strlen(env_bad), "content-type", "application/json", NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C1/image", env_type, strlen(env_type), NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C1/image", "", 0, "id", "b10", NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C1/image", env_ok, strlen(env_ok), NULL) == 0);
+    CHECK(WAIT_FOR(stat_of(m, S_ACK) == 11, 20));
+    CHECK(stat_of(m, S_REJ) == 10 && stat_of(m, S_CLS) == 1 && rows(p) == 1);
+    CHECK(WAIT_FOR(count_topic(&sub, "dead/defectnet") == 10, 5));
+    pthread_mutex_lock(&sub.mu);
+    int why_ok = 1;
+    for (int i = 0; i < sub.n; i++) why_ok &= sub.msgs[i].error[0] != 0;
+    int oversized = 0, outside_root = 0;
+    for (int i = 0; i < sub.n; i++) {
+        oversized |= strstr(sub.msgs[i].error, "exceeds the limit") != NULL;
+        outside_root |= strstr(sub.msgs[i].error, "outside the file root") != NULL;
+    }
+    pthread_mutex_unlock(&sub.mu);
+    CHECK(why_ok && oversized && outside_root);
+    if (!(why_ok && oversized && outside_root))
+        for (int i = 0; i < sub.n; i++) printf("  dead letter %d: %s\n", i, sub.msgs[i].error);
+    dn_sb out = {0};
+    dn_metrics_render(dn_pipeline_metrics(p), 0, 0, &out);
+    CHECK(out.s && strstr(out.s, "defectnet_mqtt_messages_total{result=\"rejected\"} 10"));
+    CHECK(out.s && strstr(out.s, "defectnet_mqtt_messages_total{result=\"classified\"} 1"));
+    dn_sb_free(&out);
+    dn_pred_row *r = NULL;
+    size_t n = 0;
+    dn_pred_filter f = {0};
+    CHECK(dn_store_list(dn_pipeline_store(p), &f, &r, &n) == DN_OK && n == 1 && r && !strcmp(r[0].part, "S-1") && !strcmp(r[0].request_id, "e1"));
+    dn_pred_rows_free(r, n);
+    dn_mqtt_in_stop(m);
+out:
+    dn_bus_stop(bus);
+    client_close(&sub);
+    client_close(&pub);
+    dn_pipeline_close(p);
+    broker_kill(&br, SIGTERM);
+}
+
+/* A node that committed but did not acknowledge (its result could not be put on the
+ * bus), then stopped: the broker redelivers to the restarted node (same session id),
+ * which answers from the store: one row. */
+TEST(redelivery_after_restart_recorded_once) {
+    broker br;
+    if (broker_new(&br, "redeliver", 1)) { broker_kill(&br, SIGTERM); SKIP("mosquitto broker not available (/usr/sbin/mosquitto)"); }
+    char db[400];
+    snprintf(db, sizeof db, "sqlite:%s/redeliver.db", g_dir);
+    dn_pipeline *p = pipe_open(db);
+    client pub;
+    CHECK(client_open(&pub, br.port, NULL) == 0);
+    char dead_url[64];
+    snprintf(dead_url, sizeof dead_url, "mqtt://127.0.0.1:%d", h_free_port()); /* nobody listens */
+    dn_bus_config bc = {dead_url, "n3-bus", "res/{camera}", NULL, NULL, 5};
+    dn_bus *bus = NULL;
+    CHECK(dn_bus_start(&bc, &bus) == DN_OK);
+    dn_mqtt_in_config c = in_cfg(br.port, "n3");
+    c.bus = bus;
+    dn_mqtt_in *m = NULL;
+    CHECK(p && dn_mqtt_in_start(p, &c, &m) == DN_OK);
+    if (!m) goto out;
+    CHECK(WAIT_FOR(stat_of(m, S_CONN), 5));
+    usleep(200000);
+    CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", "r1", NULL) == 0);
+    CHECK(WAIT_FOR(stat_of(m, S_FAIL) >= 1, 20));
+    CHECK(rows(p) == 1 && stat_of(m, S_ACK) == 0);
+    dn_mqtt_in_stop(m);
+    m = NULL;
+    c.bus = NULL;
+    CHECK(dn_mqtt_in_start(p, &c, &m) == DN_OK);
+    if (!m) goto out;
+    CHECK(WAIT_FOR(stat_of(m, S_ACK) == 1, 20));
+    CHECK(stat_of(m, S_DUP) == 1 && stat_of(m, S_CLS) == 0 && rows(p) == 1);
+    dn_mqtt_in_stop(m);
+    /* and nothing left for a third start */
+    CHECK(dn_mqtt_in_start(p, &c, &m) == DN_OK);
+    if (m) {
+        CHECK(WAIT_FOR(stat_of(m, S_CONN), 5));
+        usleep(500000);
+        CHECK(stat_of(m, S_RECV) == 0);
+        dn_mqtt_in_stop(m);
+    }
+out:
+    dn_bus_stop(bus);
+    client_close(&pub);
+    dn_pipeline_close(p);
+    broker_kill(&br, SIGTERM);
+}
+
+TEST(dead_broker_reconnects) {
+    broker br;
+    if (broker_new(&br, "dead", 0) || access("/usr/sbin/mosquitto", X_OK)) SKIP("mosquitto broker not available (/usr/sbin/mosquitto)");
+    char db[400];
+    snprintf(db, sizeof db, "sqlite:%s/deadbroker.db", g_dir);
+    dn_pipeline *p = pipe_open(db);
+    dn_mqtt_in_config c = in_cfg(br.port, "n4");
+    dn_mqtt_in *m = NULL;
+    CHECK(p && dn_mqtt_in_start(p, &c, &m) == DN_OK); /* the broker is not there yet */
+    if (!m) { dn_pipeline_close(p); return; }
+    usleep(700000);
+    CHECK(stat_of(m, S_CONN) == 0 && stat_of(m, S_CONNECTS) == 0);
+    CHECK(broker_up(&br) == 0);
+    CHECK(WAIT_FOR(stat_of(m, S_CONN), 15));
+    usleep(200000);
+    client pub;
+    CHECK(client_open(&pub, br.port, NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", "d1", NULL) == 0);
+    CHECK(WAIT_FOR(stat_of(m, S_ACK) == 1, 20));
+    client_close(&pub);
+    broker_kill(&br, SIGKILL); /* the broker dies under the node */
+    CHECK(WAIT_FOR(stat_of(m, S_CONN) == 0, 15));
+    CHECK(broker_up(&br) == 0);
+    CHECK(WAIT_FOR(stat_of(m, S_CONNECTS) == 2 && stat_of(m, S_CONN), 20));
+    usleep(300000);
+    CHECK(client_open(&pub, br.port, NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", "d2", NULL) == 0);
+    CHECK(WAIT_FOR(stat_of(m, S_ACK) == 2, 20));
+    CHECK(rows(p) == 2);
+    client_close(&pub);
+    dn_mqtt_in_stop(m);
+    dn_pipeline_close(p);
+    broker_kill(&br, SIGTERM);
+}
+
+TEST(shared_group_splits_the_stream) {
+    broker br;
+    if (broker_new(&br, "group", 1)) { broker_kill(&br, SIGTERM); SKIP("mosquitto broker not available (/usr/sbin/mosquitto)"); }
+    char db[400];
+    snprintf(db, sizeof db, "sqlite:%s/group.db", g_dir);
+    dn_pipeline *p = pipe_open(db);
+    dn_mqtt_in_config c1 = in_cfg(br.port, "g1"), c2 = in_cfg(br.port, "g2");
+    dn_mqtt_in *m1 = NULL, *m2 = NULL;
+    CHECK(p && dn_mqtt_in_start(p, &c1, &m1) == DN_OK && dn_mqtt_in_start(p, &c2, &m2) == DN_OK);
+    client pub;
+    CHECK(client_open(&pub, br.port, NULL) == 0);
+    if (!m1 || !m2) goto out;
+    CHECK(WAIT_FOR(stat_of(m1, S_CONN) && stat_of(m2, S_CONN), 5));
+    usleep(300000);
+    for (int i = 0; i < 12; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "g%d", i);
+        CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", id, NULL) == 0);
+    }
+    CHECK(WAIT_FOR(stat_of(m1, S_ACK) + stat_of(m2, S_ACK) == 12, 30));
+    CHECK(stat_of(m1, S_CLS) > 0 && stat_of(m2, S_CLS) > 0 && rows(p) == 12);
+out:
+    dn_mqtt_in_stop(m1);
+    dn_mqtt_in_stop(m2);
+    client_close(&pub);
+    dn_pipeline_close(p);
+    broker_kill(&br, SIGTERM);
+}
+
+/* ------------------------------------------------------------ PostgreSQL */
+
+static h_pg g_pg;
+static int g_pg_ok;
+static char g_pg_why[256];
+
+static int pg_exec(const char *sql) {
+    PGconn *c = PQconnectdb(g_pg.url);
+    int ok = PQstatus(c) == CONNECTION_OK;
+    if (ok) {
+        PGresult *r = PQexec(c, sql);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+        PQclear(r);
+    }
+    PQfinish(c);
+    return ok ? 0 : -1;
+}
+
+TEST(dead_database_not_acked_until_committed) {
+    if (!g_pg_ok) SKIP("%s", g_pg_why);
+    broker br;
+    if (broker_new(&br, "deaddb", 1)) { broker_kill(&br, SIGTERM); SKIP("mosquitto broker not available (/usr/sbin/mosquitto)"); }
+    CHECK(pg_exec("CREATE DATABASE deaddb") == 0);
+    char db[300];
+    snprintf(db, sizeof db, "postgres://dn@127.0.0.1:%d/deaddb", g_pg.port);
+    dn_pipeline *p = pipe_open(db);
+    dn_mqtt_in_config c = in_cfg(br.port, "n5");
+    dn_mqtt_in *m = NULL;
+    client pub;
+    CHECK(client_open(&pub, br.port, NULL) == 0);
+    CHECK(p && dn_mqtt_in_start(p, &c, &m) == DN_OK);
+    if (!m) goto out;
+    CHECK(WAIT_FOR(stat_of(m, S_CONN), 5));
+    usleep(200000);
+    CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", "x1", NULL) == 0);
+    CHECK(WAIT_FOR(stat_of(m, S_ACK) == 1, 20));
+    CHECK(h_pg_power(&g_pg, 0) == 0); /* the database goes away */
+    CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", "x2", NULL) == 0);
+    CHECK(WAIT_FOR(stat_of(m, S_FAIL) >= 2, 30));
+    CHECK(stat_of(m, S_ACK) == 1); /* x2 not acknowledged while not committed */
+    CHECK(h_pg_power(&g_pg, 1) == 0);
+    CHECK(WAIT_FOR(stat_of(m, S_ACK) == 2, 40));
+    CHECK(stat_of(m, S_CLS) == 2 && rows(p) == 2);
+out:
+    dn_mqtt_in_stop(m);
+    client_close(&pub);
+    dn_pipeline_close(p);
+    broker_kill(&br, SIGTERM);
+}
+
+typedef struct { const char *url; dn_status rc; char err[256]; } mig_arg;
+static void *mig_open(void *a) {
+    mig_arg *x = a;
+    dn_store *s = NULL;
+    x->rc = dn_store_open(x->url, &s);
+    if (x->rc) snprintf(x->err, sizeof x->err, "%s", dn_last_error());
+    dn_store_close(s);
+    return NULL;
+}
+
+TEST(concurrent_migrations_by_many_nodes) {
+    if (!g_pg_ok) SKIP("%s", g_pg_why);
+    CHECK(pg_exec("CREATE DATABASE migdb") == 0);
+    char url[300];
+    snprintf(url, sizeof url, "postgres://dn@127.0.0.1:%d/migdb", g_pg.port);
+    enum { N = 8 };
+    pthread_t th[N];
+    mig_arg a[N];
+    for (int i = 0; i < N; i++) {
+        a[i].url = url;
+        a[i].rc = DN_OK;
+        a[i].err[0] = 0;
+        pthread_create(&th[i], NULL, mig_open, &a[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_MSG(a[i].rc == DN_OK, "node %d: %s", i, a[i].err);
+    }
+    PGconn *c = PQconnectdb(url);
+    PGresult *r = PQexec(c, "SELECT count(*), max(version) FROM schema_version");
+    CHECK(PQresultStatus(r) == PGRES_TUPLES_OK && atoi(PQgetvalue(r, 0, 0)) == DN_STORE_SCHEMA_VERSION &&
+          atoi(PQgetvalue(r, 0, 1)) == DN_STORE_SCHEMA_VERSION);
+    PQclear(r);
+    PQfinish(c);
+}
+
+int main(void) {
+    signal(SIGPIPE, SIG_IGN);
+    if (h_tmpdir(g_dir, sizeof g_dir, "mqtt")) { printf("cannot make a temp dir\n"); return 1; }
+    if (dn_read_file(IMG, 1 << 20, &g_img, &g_img_len)) { printf("%s\n", dn_last_error()); return 1; }
+    mosquitto_lib_init();
+    RUN(url_and_text);
+    RUN(topic_templates);
+    RUN(sparkplug_roundtrip);
+    RUN(bad_config);
+    RUN(ingest_results_sparkplug_and_redelivered_id);
+    RUN(bad_payloads_acked_counted_dead_lettered);
+    RUN(redelivery_after_restart_recorded_once);
+    RUN(dead_broker_reconnects);
+    RUN(shared_group_splits_the_stream);
+    g_pg_ok = h_pg_start(&g_pg, g_pg_why, sizeof g_pg_why);
+    RUN(dead_database_not_acked_until_committed);
+    RUN(concurrent_migrations_by_many_nodes);
+    if (g_pg_ok) h_pg_stop(&g_pg);
+    free(g_img);
+    h_rmrf(g_dir);
+    mosquitto_lib_cleanup();
+    return REPORT();
+}
