@@ -811,6 +811,175 @@ TEST(bad_metadata) {
 }
 
 
+/* ------------------------------------------------------------ scale (issue 9 row 6) */
+
+typedef struct { uint8_t *b; size_t n, cap; int oom; } wbuf;
+static void wput(wbuf *w, const void *d, size_t n) {
+    if (w->oom) return;
+    if (w->n + n > w->cap) {
+        size_t nc = (w->cap + n) * 2;
+        uint8_t *nb = realloc(w->b, nc);
+        if (!nb) { w->oom = 1; return; }
+        w->b = nb;
+        w->cap = nc;
+    }
+    memcpy(w->b + w->n, d, n);
+    w->n += n;
+}
+static void wstr(wbuf *w, const char *s) { wput(w, s, strlen(s)); }
+/* BINUNICODE */
+static void wuni(wbuf *w, const char *s) {
+    uint8_t h[5] = {'X'};
+    put32(h + 1, (uint32_t)strlen(s));
+    wput(w, h, 5);
+    wstr(w, s);
+}
+
+/* A legacy (torch < 1.6) torch.save file of n one-element float tensors "t<i>",
+ * each on its own storage "s<i>": the layout of a checkpoint with very many
+ * parameters (the audit's 40k-storage file took 83 s: every storage was typed by a
+ * scan of every pickle object, and every tensor scanned the storage list). */
+static uint8_t *mk_legacy_many(int n, size_t *len) {
+    wbuf w = {0};
+    static const uint8_t magic[] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19, '.'};
+    wput(&w, magic, sizeof magic);
+    wstr(&w, "\x80\x02M\xe9\x03.");                       /* protocol 1001 */
+    wstr(&w, "\x80\x02}");                                /* sys_info */
+    wuni(&w, "little_endian");
+    wstr(&w, "\x88s.");
+    wstr(&w, "\x80\x02}");                                /* the state_dict */
+    char k[32];
+    for (int i = 0; i < n; i++) {
+        if (i % 1000 == 0) wstr(&w, "(");
+        snprintf(k, sizeof k, "t%d", i);
+        wuni(&w, k);
+        wstr(&w, "ctorch._utils\n_rebuild_tensor\n((");
+        wuni(&w, "storage");
+        wstr(&w, "ctorch\nFloatStorage\n");
+        snprintf(k, sizeof k, "s%d", i);
+        wuni(&w, k);
+        wuni(&w, "cpu");
+        static const char args[] = "K\x01tQK\x00K\x01\x85K\x01\x85tR"; /* numel 1; offset 0, size (1,), stride (1,) */
+        wput(&w, args, sizeof args - 1);
+        if (i % 1000 == 999 || i == n - 1) wstr(&w, "u");
+    }
+    wstr(&w, ".");
+    wstr(&w, "\x80\x02]");                                /* storage keys */
+    for (int i = 0; i < n; i++) {
+        if (i % 1000 == 0) wstr(&w, "(");
+        snprintf(k, sizeof k, "s%d", i);
+        wuni(&w, k);
+        if (i % 1000 == 999 || i == n - 1) wstr(&w, "e");
+    }
+    wstr(&w, ".");
+    for (int i = 0; i < n; i++) {
+        uint8_t rec[12];
+        put64(rec, 1);
+        float v = (float)i;
+        memcpy(rec + 8, &v, 4);
+        wput(&w, rec, 12);
+    }
+    if (w.oom) { free(w.b); return NULL; }
+    *len = w.n;
+    return w.b;
+}
+
+/* No timing assertion: the name lookups and duplicate checks go through the sorted
+ * key index, whose comparisons are counted; n log n work, where the quadratic scans
+ * made n^2/2 (800 million string comparisons for 40k storages). */
+TEST(pth_legacy_many_storages_near_linear) {
+    const int n = 40000;
+    size_t len = 0;
+    uint8_t *f = mk_legacy_many(n, &len);
+    CHECK(f != NULL);
+    if (!f) return;
+    dn_tensors ts;
+    uint64_t w0 = dn_keyidx_work();
+    dn_status st = dn_pth_load_mem(f, len, "many.pth", &ts);
+    uint64_t work = dn_keyidx_work() - w0;
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (!st) {
+        CHECK(ts.n == n);
+        int ok = 1;
+        for (int i = 0; i < ts.n && ok; i++) {
+            char k[32];
+            snprintf(k, sizeof k, "t%d", i);
+            ok = !strcmp(ts.t[i].name, k) && ts.t[i].data[0] == (float)i;
+        }
+        CHECK(ok);
+        dn_tensors_free(&ts);
+    }
+    printf("  %d storages: %llu key comparisons (%.1f per storage)\n", n, (unsigned long long)work, (double)work / n);
+    CHECK(work > 0 && work < (uint64_t)n * 8 * 17); /* a few sorts and lookups of log2(40000) ~ 16 each; quadratic: 8e8 */
+    free(f);
+}
+
+TEST(safetensors_many_keys_near_linear) {
+    const int n = 80000;
+    wbuf h = {0};
+    wstr(&h, "{");
+    char e[128];
+    for (int i = 0; i < n; i++) {
+        snprintf(e, sizeof e, "%s\"w%d\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[%d,%d]}", i ? "," : "", i, 4 * i, 4 * i + 4);
+        wstr(&h, e);
+    }
+    wstr(&h, "}");
+    wput(&h, "", 1); /* NUL-terminated for mk_st */
+    h.n--;
+    uint8_t *data = calloc((size_t)n, 4);
+    size_t len = 0;
+    uint8_t *f = h.oom || !data ? NULL : mk_st((const char *)h.b, data, (size_t)n * 4, &len);
+    CHECK(f != NULL);
+    if (f) {
+        dn_tensors ts;
+        uint64_t w0 = dn_keyidx_work();
+        dn_status st = dn_safetensors_load_mem(f, len, "many.safetensors", &ts, NULL);
+        uint64_t work = dn_keyidx_work() - w0;
+        CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+        if (!st) { CHECK(ts.n == n); dn_tensors_free(&ts); }
+        printf("  %d tensors: %llu key comparisons (%.1f per key)\n", n, (unsigned long long)work, (double)work / n);
+        CHECK(work > 0 && work < (uint64_t)n * 3 * 18); /* JSON object + tensor names, log2(80000) ~ 17 */
+        /* the last key repeating the first is still found */
+        memcpy(f + 8 + h.n - 2 - strlen("\"w79999\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[319996,320000]"),
+               "\"w0\"    ", 8);
+        CHECK(dn_safetensors_load_mem(f, len, "dup.safetensors", &ts, NULL) == DN_ERR_FORMAT &&
+              strstr(dn_last_error(), "duplicate object key \"w0\"") && strstr(dn_last_error(), "dup.safetensors"));
+    }
+    free(f);
+    free(data);
+    free(h.b);
+}
+
+/* A stride-0 view may repeat its storage only so far: the audit's 430-byte file made
+ * a 20000x20000 float tensor (1.6 GB) from a 2-element storage. */
+TEST(pth_stride0_expansion_refused) {
+    static const char big[] = "\x80\x04}\x94\x8c\x01w\x94"
+        "\x8c\x0ctorch._utils\x94\x8c\x0f_rebuild_tensor\x94\x93\x94"
+        "((\x8c\x07storage\x8c\x05torch\x8c\x0c" "FloatStorage\x93\x8c\x01" "0\x8c\x03" "cpu\x4b\x02t\x51"
+        "K\x00M\x20\x4eM\x20\x4e\x86K\x00K\x00\x86t\x52s.";
+    size_t n;
+    uint8_t *z = replace_pickle(FX "dtypes_zip.pth", (const uint8_t *)big, sizeof big - 1, &n);
+    dn_tensors ts;
+    CHECK(z && dn_pth_load_mem(z, n, "stride0.pth", &ts) == DN_ERR_FORMAT);
+    CHECK_MSG(strstr(dn_last_error(), "stride0.pth") && strstr(dn_last_error(), "400000000 elements expanded from a 2-element storage"),
+              "%s", dn_last_error());
+    free(z);
+    /* a small broadcast (8 from 2, stride 0 on the leading dim) is still a tensor */
+    static const char small[] = "\x80\x04}\x94\x8c\x01w\x94"
+        "\x8c\x0ctorch._utils\x94\x8c\x0f_rebuild_tensor\x94\x93\x94"
+        "((\x8c\x07storage\x8c\x05torch\x8c\x0c" "FloatStorage\x93\x8c\x01" "0\x8c\x03" "cpu\x4b\x02t\x51"
+        "K\x00K\x04K\x02\x86K\x00K\x01\x86t\x52s.";
+    z = replace_pickle(FX "dtypes_zip.pth", (const uint8_t *)small, sizeof small - 1, &n);
+    dn_status st = z ? dn_pth_load_mem(z, n, "bcast.pth", &ts) : DN_ERR_IO;
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (!st) {
+        CHECK(ts.n == 1 && ts.t[0].ndim == 2 && ts.t[0].shape[0] == 4 && ts.t[0].shape[1] == 2);
+        CHECK(ts.t[0].data[0] == ts.t[0].data[6] && ts.t[0].data[1] == ts.t[0].data[7]);
+        dn_tensors_free(&ts);
+    }
+    free(z);
+}
+
 TEST(bad_duplicate_keys) {
     /* state_dict naming the same tensor twice (protocol 2, memoised tensor) */
     static const char pk[] = "\x80\x02}(X\x01\x00\x00\x00" "w"
@@ -1046,6 +1215,9 @@ int main(void) {
     RUN(bad_unexpected_key);
     RUN(bad_metadata);
     RUN(bad_duplicate_keys);
+    RUN(pth_legacy_many_storages_near_linear);
+    RUN(safetensors_many_keys_near_linear);
+    RUN(pth_stride0_expansion_refused);
     RUN(bad_truncated_safetensors);
     RUN(bad_header_length_past_eof);
     RUN(bad_overlapping_offsets);

@@ -31,6 +31,18 @@ void dn_free_aligned(void *p);
 int dn_mul_overflow(size_t a, size_t b, size_t *out);
 char *dn_strdup(const char *s);
 
+/* Sorted string index for names read from files (state_dict keys, storages, zip
+ * entries, JSON object keys): O(n log n) duplicate checks and O(log n) lookups with
+ * no input able to make them quadratic. Fill key/idx, sort once, then find.
+ * dn_keyidx_sort orders by key (then idx) and, if dup is not NULL, sets *dup to a
+ * key present twice (else NULL); DN_ERR_NOMEM if its scratch buffer cannot be had.
+ * dn_keyidx_find returns the position of the first entry with key, or -1.
+ * dn_keyidx_work counts this thread's key comparisons (tests check near-linear work). */
+typedef struct dn_keyidx { const char *key; size_t idx; } dn_keyidx;
+dn_status dn_keyidx_sort(dn_keyidx *a, size_t n, const char **dup);
+ptrdiff_t dn_keyidx_find(const dn_keyidx *a, size_t n, const char *key);
+uint64_t dn_keyidx_work(void);
+
 /* Open path for reading, refusing anything but a regular file; *size gets its
  * length (size may be NULL). The caller closes *out. */
 dn_status dn_open_regular(const char *path, FILE **out, size_t *size);

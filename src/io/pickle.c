@@ -10,7 +10,21 @@ struct dn_pickle {
     dn_pk **objs;        /* every allocated value, for freeing */
     size_t nobjs, capobjs;
     dn_pk *root;
+    dn_keyidx *storages; /* storage objects by key (dn_pickle_storage_dtype) */
+    size_t nstorages;
 };
+
+/* Index of the storage objects by key, so a legacy file's storage list is typed in
+ * O(n log n) rather than one scan of every object per storage. */
+static dn_status index_storages(dn_pickle *pk) {
+    size_t n = 0;
+    for (size_t i = 0; i < pk->nobjs; i++) n += pk->objs[i]->type == DN_PK_STORAGE;
+    pk->storages = dn_malloc((n ? n : 1) * sizeof *pk->storages);
+    if (!pk->storages) return DN_ERR_NOMEM;
+    for (size_t i = 0; i < pk->nobjs; i++)
+        if (pk->objs[i]->type == DN_PK_STORAGE) pk->storages[pk->nstorages++] = (dn_keyidx){pk->objs[i]->s, i};
+    return dn_keyidx_sort(pk->storages, pk->nstorages, NULL);
+}
 
 typedef struct {
     dn_pickle *pk;
@@ -607,8 +621,9 @@ dn_status dn_pickle_load(const uint8_t *buf, size_t len, const char *label, dn_p
     free(u.stack);
     free(u.marks);
     free(u.memo);
+    if (st == DN_OK && (st = index_storages(pk))) st = dn_fail_prefix(st, "%s", u.label);
+    else if (st != DN_OK && u.st) st = u.st;
     if (st != DN_OK) {
-        if (u.st) st = u.st;
         dn_pickle_free(pk);
         return st;
     }
@@ -628,14 +643,13 @@ void dn_pickle_free(dn_pickle *p) {
         free(v);
     }
     free(p->objs);
+    free(p->storages);
     free(p);
 }
 
 int dn_pickle_storage_dtype(const dn_pickle *p, const char *key, dn_dtype *dt) {
-    for (size_t i = 0; p && i < p->nobjs; i++)
-        if (p->objs[i]->type == DN_PK_STORAGE && !strcmp(p->objs[i]->s, key)) {
-            *dt = p->objs[i]->dtype;
-            return 1;
-        }
-    return 0;
+    ptrdiff_t k = p ? dn_keyidx_find(p->storages, p->nstorages, key) : -1;
+    if (k < 0) return 0;
+    *dt = p->objs[p->storages[k].idx]->dtype; /* the first storage of that key */
+    return 1;
 }

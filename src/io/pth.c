@@ -11,6 +11,13 @@
 static const uint8_t legacy_magic[12] = {0x80, 0x02, 0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8};
 #define DN_PTH_MAX_FILE ((size_t)8 << 30)
 #define DN_PTH_MAX_TENSORS 100000
+/* A view may repeat storage elements (stride 0, overlapping strides), but a tensor may
+ * address at most DN_PTH_MAX_EXPAND times its storage's elements plus a small slack,
+ * and all tensors of a file together at most DN_PTH_MAX_EXCESS elements beyond their
+ * storages: a few hundred bytes must not become gigabytes of floats. */
+#define DN_PTH_MAX_EXPAND 16
+#define DN_PTH_EXPAND_SLACK 65536
+#define DN_PTH_MAX_EXCESS ((uint64_t)1 << 24)
 
 int dn_pth_detect(const uint8_t *buf, size_t len) {
     if (dn_zip_detect(buf, len)) return DN_PTH_ZIP;
@@ -35,7 +42,7 @@ static dn_status find_state_dict(const char *label, const dn_pk *root, const dn_
     return DN_OK;
 }
 
-static dn_status copy_tensor(const char *label, const char *name, const dn_pk *t, blob b, float **out) {
+static dn_status copy_tensor(const char *label, const char *name, const dn_pk *t, blob b, uint64_t *excess, float **out) {
     *out = NULL;
     const dn_pk *st = t->storage;
     size_t es = dn_dtype_size(st->dtype);
@@ -57,6 +64,14 @@ static dn_status copy_tensor(const char *label, const char *name, const dn_pk *t
         if (maxidx >= (uint64_t)st->numel)
             return dn_fail(DN_ERR_FORMAT, "%s: tensor '%s': offset/strides address element %llu of a %lld-element storage",
                            label, name, (unsigned long long)maxidx, (long long)st->numel);
+    }
+    if (numel > (uint64_t)st->numel) {
+        uint64_t over = numel - (uint64_t)st->numel;
+        if (numel > (uint64_t)st->numel * DN_PTH_MAX_EXPAND + DN_PTH_EXPAND_SLACK || over > DN_PTH_MAX_EXCESS - *excess)
+            return dn_fail(DN_ERR_FORMAT, "%s: tensor '%s': %llu elements expanded from a %lld-element storage (stride 0 or"
+                                          " overlapping views beyond the limit)",
+                           label, name, (unsigned long long)numel, (long long)st->numel);
+        *excess += over;
     }
     if (numel > SIZE_MAX / sizeof(float) / 2)
         return dn_fail(DN_ERR_NOMEM, "%s: tensor '%s' too large", label, name);
@@ -88,18 +103,15 @@ static dn_status copy_tensor(const char *label, const char *name, const dn_pk *t
     return DN_OK;
 }
 
-static int cmp_str(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
-
 /* Duplicate keys in O(n log n) (the unpickler keeps duplicates). */
 static dn_status check_unique(const char *label, const dn_pk *sd) {
     size_t n = sd->n / 2;
-    const char **names = dn_malloc((n ? n : 1) * sizeof *names);
+    dn_keyidx *names = dn_malloc((n ? n : 1) * sizeof *names);
     if (!names) return DN_ERR_NOMEM;
-    for (size_t i = 0; i < n; i++) names[i] = sd->items[2 * i]->s;
-    qsort(names, n, sizeof *names, cmp_str);
-    dn_status st = DN_OK;
-    for (size_t i = 1; i < n; i++)
-        if (!strcmp(names[i], names[i - 1])) { st = dn_fail(DN_ERR_FORMAT, "%s: state_dict key '%s' appears twice", label, names[i]); break; }
+    for (size_t i = 0; i < n; i++) names[i] = (dn_keyidx){sd->items[2 * i]->s, i};
+    const char *dup = NULL;
+    dn_status st = dn_keyidx_sort(names, n, &dup);
+    if (!st && dup) st = dn_fail(DN_ERR_FORMAT, "%s: state_dict key '%s' appears twice", label, dup);
     free(names);
     return st;
 }
@@ -121,13 +133,14 @@ static dn_status collect(const char *label, const dn_pk *root, storage_fn get, v
         if (strncmp(k->s, "module.", 7)) all_module = 0;
     }
     if ((st = check_unique(label, sd))) return st;
+    uint64_t excess = 0;
     for (size_t i = 0; i < npairs; i++) {
         const dn_pk *k = sd->items[2 * i], *v = sd->items[2 * i + 1];
         const char *name = all_module ? k->s + 7 : k->s;
         blob b;
         if ((st = get(ctx, v->storage->s, &b))) goto fail;
         float *data;
-        if ((st = copy_tensor(label, name, v, b, &data))) goto fail;
+        if ((st = copy_tensor(label, name, v, b, &excess, &data))) goto fail;
         if ((st = dn_tensors_add(out, name, v->ndim, v->shape, data))) goto fail;
     }
     return DN_OK;
@@ -142,44 +155,27 @@ typedef struct {
     const dn_zip *z;
     const char *label;
     char prefix[512];
-    /* cache of resolved storages (shared storages are looked up once) */
-    char **keys;
+    /* resolved storages by zip entry (shared storages are read once) */
     blob *blobs;
     uint8_t **owned;
-    int n, cap;
+    char *done;
 } zctx;
 
 static dn_status zip_storage(void *vctx, const char *key, blob *out) {
     zctx *c = vctx;
-    for (int i = 0; i < c->n; i++)
-        if (!strcmp(c->keys[i], key)) { *out = c->blobs[i]; return DN_OK; }
     char name[1024];
     snprintf(name, sizeof name, "%sdata/%s", c->prefix, key);
     int idx = dn_zip_find(c->z, name);
     if (idx < 0) return dn_fail(DN_ERR_FORMAT, "%s: storage '%s' missing from archive (no entry %s)", c->label, key, name);
-    if (c->n == c->cap) {
-        int nc = c->cap ? c->cap * 2 : 64;
-        char **nk = realloc(c->keys, (size_t)nc * sizeof *nk);
-        if (!nk) return dn_fail(DN_ERR_NOMEM, "%s: out of memory", c->label);
-        c->keys = nk;
-        blob *nb = realloc(c->blobs, (size_t)nc * sizeof *nb);
-        if (!nb) return dn_fail(DN_ERR_NOMEM, "%s: out of memory", c->label);
-        c->blobs = nb;
-        uint8_t **no = realloc(c->owned, (size_t)nc * sizeof *no);
-        if (!no) return dn_fail(DN_ERR_NOMEM, "%s: out of memory", c->label);
-        c->owned = no;
-        c->cap = nc;
+    if (!c->done[idx]) {
+        const uint8_t *data;
+        size_t len;
+        dn_status st = dn_zip_view(c->z, idx, &data, &len, &c->owned[idx]);
+        if (st) return st;
+        c->blobs[idx] = (blob){data, len};
+        c->done[idx] = 1;
     }
-    const uint8_t *data;
-    size_t len;
-    uint8_t *owned;
-    dn_status st = dn_zip_view(c->z, idx, &data, &len, &owned);
-    if (st) return st;
-    if (!(c->keys[c->n] = dn_strdup(key))) { free(owned); return DN_ERR_NOMEM; }
-    c->blobs[c->n] = (blob){data, len};
-    c->owned[c->n] = owned;
-    c->n++;
-    *out = (blob){data, len};
+    *out = c->blobs[idx];
     return DN_OK;
 }
 
@@ -194,6 +190,11 @@ static dn_status load_zip(const uint8_t *buf, size_t len, const char *label, dn_
     if (st) return st;
     c.z = z;
     c.label = label;
+    size_t ne = (size_t)dn_zip_count(z) + 1;
+    c.blobs = dn_calloc(ne, sizeof *c.blobs);
+    c.owned = dn_calloc(ne, sizeof *c.owned);
+    c.done = dn_calloc(ne, 1);
+    if (!c.blobs || !c.owned || !c.done) { st = DN_ERR_NOMEM; goto done; }
     int pi = -1;
     for (int i = 0; i < dn_zip_count(z); i++) {
         const char *n = dn_zip_entry_at(z, i)->name, *sl = strchr(n, '/');
@@ -212,10 +213,10 @@ static dn_status load_zip(const uint8_t *buf, size_t len, const char *label, dn_
     if ((st = dn_pickle_load(pkl, pkl_len, plabel, &pk, &used))) goto done;
     st = collect(label, dn_pickle_root(pk), zip_storage, &c, out);
 done:
-    for (int i = 0; i < c.n; i++) { free(c.keys[i]); free(c.owned[i]); }
-    free(c.keys);
+    for (int i = 0; c.owned && i < dn_zip_count(z); i++) free(c.owned[i]);
     free(c.blobs);
     free(c.owned);
+    free(c.done);
     dn_pickle_free(pk);
     free(pkl);
     dn_zip_close(z);
@@ -226,16 +227,17 @@ done:
 
 typedef struct {
     const char *label;
-    int n;
-    char **keys;
+    size_t n;
+    dn_keyidx *keys;     /* sorted: key -> index into blobs */
     blob *blobs;
 } lctx;
 
 static dn_status legacy_storage(void *vctx, const char *key, blob *out) {
     lctx *c = vctx;
-    for (int i = 0; i < c->n; i++)
-        if (!strcmp(c->keys[i], key)) { *out = c->blobs[i]; return DN_OK; }
-    return dn_fail(DN_ERR_FORMAT, "%s: storage '%s' not in the file's storage list", c->label, key);
+    ptrdiff_t k = dn_keyidx_find(c->keys, c->n, key);
+    if (k < 0) return dn_fail(DN_ERR_FORMAT, "%s: storage '%s' not in the file's storage list", c->label, key);
+    *out = c->blobs[c->keys[k].idx];
+    return DN_OK;
 }
 
 static dn_status load_legacy(const uint8_t *buf, size_t len, const char *label, dn_tensors *out) {
@@ -286,11 +288,12 @@ static dn_status load_legacy(const uint8_t *buf, size_t len, const char *label, 
                          (unsigned long long)n, es);
             goto done;
         }
-        c.keys[i] = k->s;
+        c.keys[i] = (dn_keyidx){k->s, i};
         c.blobs[i] = (blob){buf + pos, (size_t)n * es};
-        c.n = (int)i + 1;
+        c.n = i + 1;
         pos += (size_t)n * es;
     }
+    if ((st = dn_keyidx_sort(c.keys, c.n, NULL))) goto done;
     st = collect(label, dn_pickle_root(p[3]), legacy_storage, &c, out);
 done:
     free(c.keys);

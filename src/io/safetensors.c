@@ -37,7 +37,6 @@ static int parse_dtype(const char *s, dn_dtype *dt) {
 }
 
 typedef struct { uint64_t b, e; const char *name; } range;
-static int cmp_name(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 static int cmp_range(const void *a, const void *b) {
     const range *x = a, *y = b;
     return x->b < y->b ? -1 : x->b > y->b ? 1 : (x->e < y->e ? -1 : x->e > y->e);
@@ -134,17 +133,14 @@ dn_status dn_safetensors_load_mem(const uint8_t *buf, size_t len, const char *la
         dn_dtype_to_f32(dt, data + ub, (size_t)numel, f);
         if ((st = dn_tensors_add(ts, name, (int)nd, shape, f))) goto fail;
     }
-    /* duplicate names (JSON objects may repeat keys), O(n log n) */
+    /* duplicate names, O(n log n) (the JSON parser refuses repeated keys too) */
     {
-        const char **names = dn_malloc((nr ? nr : 1) * sizeof *names);
+        dn_keyidx *names = dn_malloc((nr ? nr : 1) * sizeof *names);
         if (!names) { st = DN_ERR_NOMEM; goto fail; }
-        for (size_t i = 0; i < nr; i++) names[i] = rs[i].name;
-        qsort(names, nr, sizeof *names, cmp_name);
-        for (size_t i = 1; i < nr; i++)
-            if (!strcmp(names[i], names[i - 1])) {
-                st = dn_fail(DN_ERR_FORMAT, "%s: tensor '%s' appears twice", label, names[i]);
-                break;
-            }
+        for (size_t i = 0; i < nr; i++) names[i] = (dn_keyidx){rs[i].name, i};
+        const char *dup = NULL;
+        st = dn_keyidx_sort(names, nr, &dup);
+        if (!st && dup) st = dn_fail(DN_ERR_FORMAT, "%s: tensor '%s' appears twice", label, dup);
         free(names);
         if (st) goto fail;
     }

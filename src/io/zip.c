@@ -12,6 +12,7 @@ struct dn_zip {
     char *label;
     dn_zip_entry *e;
     int n;
+    dn_keyidx *names;    /* entry names sorted, for dn_zip_find */
 };
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
@@ -27,6 +28,7 @@ void dn_zip_close(dn_zip *z) {
     if (!z) return;
     for (int i = 0; i < z->n; i++) free(z->e[i].name);
     free(z->e);
+    free(z->names);
     free(z->label);
     free(z);
 }
@@ -180,6 +182,10 @@ dn_status dn_zip_open(const uint8_t *buf, size_t len, const char *label, dn_zip 
         z->e[i].data_off = doff;
         p += 46 + nlen + xlen + clen;
     }
+    z->names = dn_malloc((nent ? (size_t)nent : 1) * sizeof *z->names);
+    if (!z->names) { st = DN_ERR_NOMEM; goto fail; }
+    for (int i = 0; i < z->n; i++) z->names[i] = (dn_keyidx){z->e[i].name, (size_t)i};
+    if ((st = dn_keyidx_sort(z->names, (size_t)z->n, NULL))) goto fail;
     *out = z;
     return DN_OK;
 fail:
@@ -190,9 +196,8 @@ fail:
 int dn_zip_count(const dn_zip *z) { return z ? z->n : 0; }
 const dn_zip_entry *dn_zip_entry_at(const dn_zip *z, int i) { return z && i >= 0 && i < z->n ? &z->e[i] : NULL; }
 int dn_zip_find(const dn_zip *z, const char *name) {
-    for (int i = 0; z && i < z->n; i++)
-        if (!strcmp(z->e[i].name, name)) return i;
-    return -1;
+    ptrdiff_t k = z ? dn_keyidx_find(z->names, (size_t)z->n, name) : -1;
+    return k < 0 ? -1 : (int)z->names[k].idx; /* the first entry of that name */
 }
 
 static uint32_t crc_of(const uint8_t *p, uint64_t n) {
