@@ -334,6 +334,7 @@ TEST(ingest_results_sparkplug_and_redelivered_id) {
     char db[400];
     snprintf(db, sizeof db, "sqlite:%s/e2e.db", g_dir);
     dn_pipeline *p = pipe_open(db);
+    CHECK(p && dn_store_set_node(dn_pipeline_store(p), "n1") == DN_OK);
     client sub, pub;
     CHECK(client_open(&sub, br.port, "#") == 0);
     CHECK(client_open(&pub, br.port, NULL) == 0);
@@ -362,6 +363,7 @@ TEST(ingest_results_sparkplug_and_redelivered_id) {
     CHECK(dn_store_list(dn_pipeline_store(p), &f, &r, &n) == DN_OK && n == 3);
     if (n == 3) {
         CHECK(!strcmp(r[0].line, "L1") && !strcmp(r[0].camera, "C1") && !strcmp(r[0].request_id, "a1") && !strcmp(r[0].source, "mqtt"));
+        CHECK(r[0].node && !strcmp(r[0].node, "n1"));
         CHECK(!strcmp(r[1].part, "P-9"));
         CHECK(!strcmp(r[2].line, "L2b") && !strcmp(r[2].camera, "C1"));
     }

@@ -250,7 +250,7 @@ TEST(sqlite_migrates_v1) {
     dn_store *s = NULL;
     CHECK_MSG(dn_store_open(path, &s) == DN_OK, "%s", dn_last_error());
     if (s) {
-        CHECK(dn_store_schema_version(s) == 2);
+        CHECK(dn_store_schema_version(s) == DN_STORE_SCHEMA_VERSION);
         int64_t n = 0;
         dn_pred_filter f = {0};
         f.line = "L9";
@@ -605,7 +605,7 @@ TEST(postgres_migrates_v1) {
     dn_store *s = NULL;
     CHECK_MSG(dn_store_open(url, &s) == DN_OK, "%s", dn_last_error());
     if (s) {
-        CHECK(dn_store_schema_version(s) == 2);
+        CHECK(dn_store_schema_version(s) == DN_STORE_SCHEMA_VERSION);
         int64_t n = 0;
         dn_pred_filter f = {0};
         f.line = "L9";

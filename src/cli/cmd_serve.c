@@ -5,6 +5,7 @@
 #include "serve/bus.h"
 #include "serve/http.h"
 #include "serve/mqtt_in.h"
+#include "serve/store.h"
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -28,7 +29,8 @@ static void serve_usage(FILE *f) {
             "  SIGHUP or POST /v1/admin/reload reloads model + rules; SIGTERM/SIGINT shut down gracefully.\n"
             "  See docs/serve.md for the endpoints, docs/fleet.md for MQTT ingestion, results on the bus\n"
             "  (templates use {line} {station} {camera} {part} {class} {decision}) and several nodes.\n"
-            "  --node defaults to the host name; it is the MQTT session id of this node.\n");
+            "  --node defaults to the host name: recorded with every prediction (column node) and the\n"
+            "  MQTT session id of this node (a restarted node gets its unacknowledged messages again).\n");
 }
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
@@ -180,6 +182,12 @@ int cmd_serve(int argc, char **argv) {
     }
     dn_bus *bus = NULL;
     dn_mqtt_in *mi = NULL;
+    if (dn_store_set_node(dn_server_store(s), node)) {
+        fprintf(stderr, "defectnet serve: out of memory\n");
+        dn_server_stop(s);
+        free(token);
+        return 1;
+    }
     if (want_bus && dn_bus_start(&bc, &bus)) {
         fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
         dn_server_stop(s);

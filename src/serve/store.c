@@ -35,6 +35,7 @@ struct dn_store {
     conn r;              /* scans (reports, listings), under rmu: opened on first use so a
                             long report never holds up the inserts of predictions */
     int r_failed;
+    char *node;          /* recorded with every insert (dn_store_set_node), NULL = none */
     pthread_mutex_t mu, rmu;
 };
 
@@ -171,9 +172,9 @@ static dn_status q_run_c(dn_store *s, conn *cn, const char *sql, const qparam *p
             return dn_fail(DN_ERR_BUSY, "%s: connection lost: %s", s->url, e);
         }
     }
-    char bufs[16][40];
-    const char *vals[16];
-    if (np > 16) return dn_fail(DN_ERR_ARG, "%s: too many query parameters", s->url);
+    char bufs[24][40];
+    const char *vals[24];
+    if (np > 24) return dn_fail(DN_ERR_ARG, "%s: too many query parameters", s->url);
     for (int i = 0; i < np; i++) {
         switch (p[i].t) {
         case P_NULL: vals[i] = NULL; break;
@@ -252,7 +253,9 @@ static const char *const mig_v2[] = {
     "CREATE INDEX predictions_line_time ON predictions(line, time)",
     "CREATE INDEX action_outcomes_pred ON action_outcomes(prediction_id)",
     NULL};
-static const char *const *const migrations[DN_STORE_SCHEMA_VERSION] = {mig_v1, mig_v2};
+/* v3: which node of a fleet recorded the prediction (docs/fleet.md) */
+static const char *const mig_v3[] = {"ALTER TABLE predictions ADD COLUMN node TEXT", NULL};
+static const char *const *const migrations[DN_STORE_SCHEMA_VERSION] = {mig_v1, mig_v2, mig_v3};
 
 static double wall_now(void) {
     struct timespec ts;
@@ -413,7 +416,18 @@ void dn_store_close(dn_store *s) {
     pthread_mutex_destroy(&s->rmu);
     free(s->url);
     free(s->conninfo);
+    free(s->node);
     free(s);
+}
+
+dn_status dn_store_set_node(dn_store *s, const char *node) {
+    char *n = NULL;
+    if (node && !(n = strdup(node))) return DN_ERR_NOMEM;
+    pthread_mutex_lock(&s->mu);
+    free(s->node);
+    s->node = n;
+    pthread_mutex_unlock(&s->mu);
+    return DN_OK;
 }
 
 const char *dn_store_backend(const dn_store *s) { return s->backend == B_PG ? "postgres" : "sqlite"; }
@@ -442,18 +456,19 @@ dn_status dn_store_insert(dn_store *s, const dn_pred_record *r, int64_t *id, int
         return dn_fail(DN_ERR_ARG, "%s: prediction record lacks class/source/model/scores", s->url);
     if (!valid_hex64(r->image_sha256))
         return dn_fail(DN_ERR_ARG, "%s: prediction record has no valid image sha256", s->url);
-    qparam p[16] = {QD(r->time), QT(r->line), QT(r->station), QT(r->camera), QT(r->part),
+    qparam p[17] = {QD(r->time), QT(r->line), QT(r->station), QT(r->camera), QT(r->part),
                     QT(r->source), QT(r->source_path), QT(r->request_id), QT(r->image_sha256),
                     QT(r->image_copy), QT(r->model_sha256), QT(r->model_version), QT(r->cls),
-                    QD(r->confidence), QT(r->scores_json), QT(r->uncertain ? "uncertain" : "accepted")};
+                    QD(r->confidence), QT(r->scores_json), QT(r->uncertain ? "uncertain" : "accepted"),
+                    QT(s->node)};
     pthread_mutex_lock(&s->mu);
     dn_status rc = q_run(s,
                          "INSERT INTO predictions(time, line, station, camera, part, source, source_path,"
                          " request_id, image_sha256, image_copy, model_sha256, model_version, class,"
-                         " confidence, scores, decision) VALUES"
-                         " ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)"
+                         " confidence, scores, decision, node) VALUES"
+                         " ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
                          " ON CONFLICT (request_id) DO NOTHING RETURNING id",
-                         p, 16, first_int_fn, id);
+                         p, 17, first_int_fn, id);
     if (!rc && *id == 0 && r->request_id) {
         qparam q[1] = {QT(r->request_id)};
         rc = q_run(s, "SELECT id FROM predictions WHERE request_id = $1", q, 1, first_int_fn, id);
@@ -485,11 +500,11 @@ dn_status dn_store_add_outcome(dn_store *s, const dn_outcome_row *o) {
 
 #define PRED_COLS "id, time, line, station, camera, part, source, source_path, request_id," \
                   " image_sha256, image_copy, model_sha256, model_version, class, confidence," \
-                  " scores, decision"
+                  " scores, decision, node"
 /* Same columns without the score vector (the bulk of a row), for aggregations. */
 #define PRED_COLS_LIGHT "id, time, line, station, camera, part, source, source_path, request_id," \
                         " image_sha256, image_copy, model_sha256, model_version, class, confidence," \
-                        " NULL, decision"
+                        " NULL, decision, node"
 
 static char *dup_or_null(const char *s, int *oom) {
     if (!s) return NULL;
@@ -502,7 +517,7 @@ void dn_pred_row_clear(dn_pred_row *r) {
     if (!r) return;
     char **f[] = {&r->line, &r->station, &r->camera, &r->part, &r->source, &r->source_path,
                   &r->request_id, &r->image_sha256, &r->image_copy, &r->model_sha256,
-                  &r->model_version, &r->cls, &r->scores_json, &r->decision};
+                  &r->model_version, &r->cls, &r->scores_json, &r->decision, &r->node};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) { free(*f[i]); *f[i] = NULL; }
 }
 
@@ -533,6 +548,7 @@ static int decode_row(const qrow *q, dn_pred_row *r) {
     r->confidence = (float)col_double(q, 14);
     r->scores_json = dup_or_null(col_text(q, 15), &oom);
     r->decision = dup_or_null(col_text(q, 16), &oom);
+    r->node = dup_or_null(col_text(q, 17), &oom);
     if (oom) { dn_pred_row_clear(r); return -1; }
     return 0;
 }
@@ -647,6 +663,7 @@ static int list_row(void *c, const dn_pred_row *r) {
     d->cls = dup_or_null(r->cls, &oom);
     d->scores_json = dup_or_null(r->scores_json, &oom);
     d->decision = dup_or_null(r->decision, &oom);
+    d->node = dup_or_null(r->node, &oom);
     l->n++;
     if (oom) { l->oom = 1; return 1; }
     return 0;

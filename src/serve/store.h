@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DN_STORE_SCHEMA_VERSION 2
+#define DN_STORE_SCHEMA_VERSION 3
 
 typedef struct dn_store dn_store;
 
@@ -56,6 +56,7 @@ typedef struct dn_pred_row {
     char *line, *station, *camera, *part, *source, *source_path, *request_id;
     char *image_sha256, *image_copy, *model_sha256, *model_version, *cls, *scores_json;
     char *decision;                                /* "accepted" | "uncertain" */
+    char *node;                                    /* node that recorded it (fleet), may be NULL */
     float confidence;
 } dn_pred_row;
 
@@ -83,6 +84,10 @@ void dn_store_close(dn_store *s);
 const char *dn_store_backend(const dn_store *s);
 int dn_store_schema_version(dn_store *s);
 
+/* The node id recorded with every following insert (column "node", schema v3), so
+ * several serve nodes writing one PostgreSQL database stay distinguishable; NULL =
+ * none. The string is copied. */
+dn_status dn_store_set_node(dn_store *s, const char *node);
 /* Commits one prediction (durable when this returns DN_OK) and returns its id.
  * If rec->request_id is set and a prediction with that request id already exists,
  * nothing is inserted, *id receives the existing id and *existed (if not NULL) 1. */
