@@ -8,6 +8,8 @@
 #include "core/json.h"
 #include "eval/calibrate.h"
 #include "eval/report.h"
+#include "eval/policy.h"
+#include "eval/quality.h"
 #include "io/dataset.h"
 #include "io/modelfile.h"
 #include "io/synth.h"
@@ -846,6 +848,161 @@ TEST(eval_unreadable_images) {
 
 /* ------------------------------------------------------------ chromium */
 
+/* Escape / false-reject figures and a policy chosen for a target escape rate,
+ * recomputed here from the logits; the written model carries the policy and
+ * a later eval applies it. */
+TEST(eval_good_class_and_target_escape) {
+    NEED_SETUP();
+    char args[2048], *out, *err, pol[300];
+    snprintf(pol, sizeof pol, "%s/policy.safetensors", g_dir);
+    dn_dataset *ds = NULL;
+    dn_model *m = NULL;
+    CHECK(dn_dataset_load_manifest(g_manifest, &ds) == DN_OK);
+    CHECK(dn_model_load(g_model, &m) == DN_OK);
+    if (!ds || !m) { free(out); free(err); dn_dataset_free(ds); dn_model_free(m); return; }
+    int k = m->num_classes, g = 0, nt = 0, nv = 0, *yt = NULL, *yv = NULL;
+    CHECK(!strcmp(m->class_names[g], "clean"));
+    float *lt = NULL, *lv = NULL;
+    CHECK(split_logits(m, ds, DN_SPLIT_TEST, &lt, &yt, &nt) == 0 && split_logits(m, ds, DN_SPLIT_VAL, &lv, &yv, &nv) == 0);
+    float *pt = malloc((size_t)nt * k * sizeof *pt), *pv = malloc((size_t)nv * k * sizeof *pv);
+    dn_softmax_t(lt, nt, k, m->temperature, pt);
+    dn_softmax_t(lv, nv, k, m->temperature, pv);
+    /* the lowest escape rate on val that still accepts a good part: the target, reachable exactly */
+    int vgood = 0;
+    for (int i = 0; i < nv; i++) vgood += yv[i] == g;
+    double target = 1;
+    for (int i = 0; i < nv; i++) {
+        int esc = 0, accg = 0;
+        for (int j = 0; j < nv; j++)
+            if (pv[(size_t)j * k + g] >= pv[(size_t)i * k + g]) { esc += yv[j] != g; accg += yv[j] == g; }
+        if (accg > 0 && (double)esc / (nv - vgood) < target) target = (double)esc / (nv - vgood);
+    }
+    if (target > 0) { /* just below it: unreachable, one line, nothing written */
+        snprintf(args, sizeof args, "--model %s --manifest %s --target-escape %.17g --write-model %s", g_model,
+                 g_manifest, target * 0.999, pol);
+        expect_error(args, "cannot be reached on validation", NULL);
+        CHECK(access(pol, F_OK) != 0);
+    }
+    snprintf(args, sizeof args, "--model %s --manifest %s --target-escape %.17g --threads 1 --format json "
+             "--write-model %s --html %s/policy.html", g_model, g_manifest, target, pol, g_dir);
+    int rc = run(args, &out, &err);
+    /* the most accepting threshold on val (a p[good] value) with escape <= target that accepts a good part */
+    float want_t = -1;
+    for (int i = 0; i < nv; i++) {
+        float t = pv[(size_t)i * k + g];
+        int esc = 0, accg = 0;
+        for (int j = 0; j < nv; j++)
+            if (pv[(size_t)j * k + g] >= t) { esc += yv[j] != g; accg += yv[j] == g; }
+        if (accg > 0 && (double)esc / (nv - vgood) <= target && (want_t < 0 || t < want_t)) want_t = t;
+    }
+    printf("  val %d images (%d good): target escape %.4f, expected good threshold %.6f\n", nv, vgood, target, want_t);
+    CHECK(want_t >= 0);
+    {
+        CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+        dn_json *r = dn_json_parse(out, strlen(out), NULL, 0);
+        const dn_json *gc = dn_json_get(r, "good_class");
+        CHECK_MSG(gc, "no good_class in %.300s", out);
+        CHECK(!strcmp(dn_json_str(dn_json_get(gc, "name"), ""), "clean"));
+        CHECK(strstr(dn_json_str(dn_json_get(gc, "source"), ""), "auto-detected"));
+        float t = (float)jnum(gc, "decision", "good_threshold");
+        CHECK(t == want_t);
+        /* escapes and false rejects on test under p[good] >= t */
+        int esc = 0, ndef = 0, fr = 0, ngood = 0, esc_c[6] = {0}, sup_c[6] = {0};
+        for (int i = 0; i < nt; i++) {
+            int acc = pt[(size_t)i * k + g] >= t;
+            if (yt[i] == g) { ngood++; fr += !acc; }
+            else { ndef++; esc += acc; esc_c[yt[i]] += acc; sup_c[yt[i]]++; }
+        }
+        const dn_json *e = dn_json_get(gc, "escape"), *f = dn_json_get(gc, "false_reject");
+        CHECK(jnum(e, "count", NULL) == esc && jnum(e, "of", NULL) == ndef);
+        CHECK(jnum(f, "count", NULL) == fr && jnum(f, "of", NULL) == ngood);
+        dn_rate w = dn_wilson(esc, ndef);
+        CHECK_NEAR(dn_json_num(dn_json_at(dn_json_get(e, "ci95"), 0), -1), w.lo, 1e-5);
+        CHECK_NEAR(dn_json_num(dn_json_at(dn_json_get(e, "ci95"), 1), -1), w.hi, 1e-5);
+        const dn_json *bc = dn_json_get(gc, "escape_by_class");
+        CHECK(dn_json_len(bc) == (size_t)k - 1);
+        for (int c = 1; c < k && c < 6; c++) {
+            const dn_json *x = dn_json_get(bc, m->class_names[c]);
+            CHECK(jnum(x, "count", NULL) == esc_c[c] && jnum(x, "of", NULL) == sup_c[c]);
+        }
+        CHECK(jnum(dn_json_get(gc, "fit"), "escape", "rate") <= target);
+        char hp[320];
+        snprintf(hp, sizeof hp, "%s/policy.html", g_dir);
+        char *html = slurp(hp, NULL);
+        CHECK(html && strstr(html, "id=\"svg-escape-curve\"") && strstr(html, "id=\"chosen-point\"") &&
+              strstr(html, "id=\"escape-rate\"") && strstr(html, "id=\"false-reject-rate\"") &&
+              strstr(html, "reject unless confidently good"));
+        free(html);
+        /* the written model: good class + policy; a plain eval applies the stored policy */
+        dn_model *mp = NULL;
+        dn_policy pp;
+        CHECK(dn_model_load(pol, &mp) == DN_OK);
+        CHECK(mp && dn_model_policy(mp, &pp) == DN_OK && pp.good == g && pp.good_threshold == t);
+        const char *rec = mp ? dn_meta_get(&mp->meta, "decision_policy") : NULL;
+        CHECK(rec && strstr(rec, "\"validation\"") && strstr(rec, "\"expected\"") && strstr(rec, "target_escape"));
+        dn_model_free(mp);
+        free(out); free(err);
+        snprintf(args, sizeof args, "--model %s --manifest %s --threads 1", pol, g_manifest);
+        rc = run(args, &out, &err);
+        CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+        char want[160];
+        snprintf(want, sizeof want, "escape rate  %.4f  (%d of %d defective", ndef ? (double)esc / ndef : 0, esc, ndef);
+        CHECK_MSG(strstr(out, want) && strstr(out, "stored in model") && strstr(out, "reject unless confidently good"),
+                  "table lacks '%s':\n%s", want, out);
+        dn_json_free(r);
+    }
+    free(pt); free(pv); free(lt); free(lv); free(yt); free(yv);
+    dn_model_free(m);
+    dn_dataset_free(ds);
+    free(out);
+    free(err);
+}
+
+/* Bad decision requests: one line, exit 2, no model written. */
+TEST(eval_decision_errors) {
+    NEED_SETUP();
+    char args[2048], outm[300];
+    snprintf(outm, sizeof outm, "%s/never.safetensors", g_dir);
+    snprintf(args, sizeof args, "--model %s --manifest %s --good-class nosuch --write-model %s", g_model, g_manifest, outm);
+    expect_error(args, "--good-class", "'nosuch'");
+    snprintf(args, sizeof args, "--model %s --manifest %s --cost escape=abc --write-model %s", g_model, g_manifest, outm);
+    expect_error(args, "--cost", "escape=abc");
+    snprintf(args, sizeof args, "--model %s --manifest %s --cost escape:dent=3 --write-model %s", g_model, g_manifest, outm);
+    expect_error(args, "--cost", "dent");
+    snprintf(args, sizeof args, "--model %s --manifest %s --cost escape=3 --target-escape 0.1", g_model, g_manifest);
+    expect_error(args, "exclude each other", NULL);
+    snprintf(args, sizeof args, "--model %s --manifest %s --target-escape 1.5", g_model, g_manifest);
+    expect_error(args, "--target-escape", NULL);
+    /* the good class absent from the data */
+    char csv[320], line[1024];
+    snprintf(csv, sizeof csv, "%s/no_clean.csv", g_dir);
+    FILE *in = fopen(g_manifest, "r"), *o = fopen(csv, "w");
+    CHECK(in && o);
+    if (!in || !o) { if (in) fclose(in); if (o) fclose(o); return; }
+    while (fgets(line, sizeof line, in))
+        if (!strstr(line, "/clean/")) fputs(line, o);
+    fclose(in);
+    fclose(o);
+    snprintf(args, sizeof args, "--model %s --manifest %s --good-class clean --write-model %s", g_model, csv, outm);
+    expect_error(args, "good class 'clean' does not occur", NULL);
+    snprintf(args, sizeof args, "--model %s --manifest %s --target-escape 0.1 --write-model %s", g_model, csv, outm);
+    expect_error(args, "good class 'clean' does not occur", NULL);
+    /* a target validation cannot reach: every part looks certainly good (all tied at p = 1) */
+    dn_model *m = NULL;
+    CHECK(dn_model_load(g_model, &m) == DN_OK);
+    if (m) {
+        char sure[320];
+        snprintf(sure, sizeof sure, "%s/always_clean.safetensors", g_dir);
+        m->fc_b[0] += 1000;
+        CHECK(dn_model_save(m, sure) == DN_OK);
+        snprintf(args, sizeof args, "--model %s --manifest %s --target-escape 0.05 --write-model %s --html %s/x.html",
+                 sure, g_manifest, outm, g_dir);
+        expect_error(args, "target escape rate 0.05 cannot be reached on validation", NULL);
+        dn_model_free(m);
+    }
+    CHECK(access(outm, F_OK) != 0);
+}
+
 TEST(report_html_renders_in_chromium) {
     NEED_SETUP();
     if (access("/usr/bin/chromium", X_OK) != 0) SKIP("chromium not installed (Debian package chromium)");
@@ -922,6 +1079,8 @@ int main(void) {
     RUN(eval_calibrate_on_other_data);
     RUN(eval_drops_cross_split_duplicates);
     RUN(eval_unreadable_images);
+    RUN(eval_good_class_and_target_escape);
+    RUN(eval_decision_errors);
     RUN(report_html_renders_in_chromium);
     if (g_dir[0] && !getenv("DN_KEEP_TMP")) {
         char cmd[400];

@@ -30,6 +30,7 @@
 #include "core/core.h"
 #include "core/json.h"
 #include "eval/evaluate.h"
+#include "eval/policy.h"
 #include "io/dataset.h"
 #include "nn/engine.h"
 #include "nn/model.h"
@@ -197,8 +198,9 @@ static int map_classes(const dn_dataset *d, const dn_model *m, const char *src, 
 
 typedef struct eval_opts {
     const char *model_path, *data, *manifest, *split_s, *cal_on, *write_model, *json_path, *html_path;
-    int batch, threads, topk, json_out, strict, keep_dups;
-    double target, given_thr;
+    const char *good_class, *cost;
+    int batch, threads, topk, json_out, strict, keep_dups, ordinal;
+    double target, given_thr, target_escape;
 } eval_opts;
 
 /* 0 ok, 1 help printed, -1 usage error (reported) */
@@ -208,12 +210,15 @@ static int parse_args(int argc, char **argv, eval_opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 1; }
         if (!strcmp(a, "--strict")) { o->strict = 1; continue; }
         if (!strcmp(a, "--keep-dups")) { o->keep_dups = 1; continue; }
+        if (!strcmp(a, "--ordinal")) { o->ordinal = 1; continue; }
         const char **sv = !strcmp(a, "--model") ? &o->model_path : !strcmp(a, "--data") ? &o->data
                         : !strcmp(a, "--manifest") ? &o->manifest : !strcmp(a, "--split") ? &o->split_s
                         : !strcmp(a, "--calibrate-on") ? &o->cal_on : !strcmp(a, "--write-model") ? &o->write_model
-                        : !strcmp(a, "--json") ? &o->json_path : !strcmp(a, "--html") ? &o->html_path : NULL;
+                        : !strcmp(a, "--json") ? &o->json_path : !strcmp(a, "--html") ? &o->html_path
+                        : !strcmp(a, "--good-class") ? &o->good_class : !strcmp(a, "--cost") ? &o->cost : NULL;
         int known = sv || !strcmp(a, "--batch") || !strcmp(a, "--threads") || !strcmp(a, "--top-k") ||
-                    !strcmp(a, "--threshold-target-accuracy") || !strcmp(a, "--threshold") || !strcmp(a, "--format");
+                    !strcmp(a, "--threshold-target-accuracy") || !strcmp(a, "--threshold") || !strcmp(a, "--format") ||
+                    !strcmp(a, "--target-escape");
         if (!known) {
             fprintf(stderr, PFX "unknown option or argument '%s'\n", a);
             usage(stderr);
@@ -227,6 +232,10 @@ static int parse_args(int argc, char **argv, eval_opts *o) {
         else if (!strcmp(a, "--top-k")) { if (parse_int(a, v, 1, DN_MAX_CLASSES, &o->topk)) return -1; }
         else if (!strcmp(a, "--threshold-target-accuracy")) { if (parse_prob(a, v, 0, &o->target, 0)) return -1; }
         else if (!strcmp(a, "--threshold")) { if (parse_prob(a, v, 0, &o->given_thr, 1)) return -1; }
+        else if (!strcmp(a, "--target-escape")) {
+            if (parse_prob(a, v, 0, &o->target_escape, 1)) return -1;
+            if (o->target_escape >= 1) { fprintf(stderr, PFX "--target-escape: %s is not below 1\n", v); return -1; }
+        }
         else if (!strcmp(v, "json") || !strcmp(v, "table")) o->json_out = !strcmp(v, "json");
         else { fprintf(stderr, PFX "--format: unknown format '%s' (table|json)\n", v); return -1; }
     }
@@ -234,6 +243,10 @@ static int parse_args(int argc, char **argv, eval_opts *o) {
     if (!o->data == !o->manifest) { fprintf(stderr, PFX "give exactly one of --data DIR and --manifest CSV\n"); return -1; }
     if (o->target > 0 && o->given_thr >= 0) {
         fprintf(stderr, PFX "--threshold and --threshold-target-accuracy exclude each other\n");
+        return -1;
+    }
+    if (o->cost && o->target_escape >= 0) {
+        fprintf(stderr, PFX "--cost and --target-escape exclude each other\n");
         return -1;
     }
     if (o->cal_on && !o->target && o->given_thr < 0) o->target = 0.99;
@@ -248,6 +261,7 @@ typedef struct eval_job {
     dn_model *m;
     dn_session *s;
     int *map, *cmap;          /* data class -> model class */
+    int *seen;                /* [k] 1 if the data names the model class */
     const char **paths, **vpaths; /* listed images of the split / for calibration */
     int *labels, *vlabels, n, nv;
     float *logits, *vlogits;  /* rows of the readable images */
@@ -259,7 +273,7 @@ typedef struct eval_job {
 static void job_free(eval_job *j) {
     free(j->y); free(j->vy); free(j->kpaths);
     free(j->logits); free(j->vlogits); free(j->keep); free(j->vkeep);
-    free(j->paths); free(j->labels); free(j->vpaths); free(j->vlabels); free(j->map); free(j->cmap);
+    free(j->paths); free(j->labels); free(j->vpaths); free(j->vlabels); free(j->map); free(j->cmap); free(j->seen);
     dn_session_free(j->s);
     dn_model_free(j->m);
     dn_dataset_free(j->ds);
@@ -290,7 +304,7 @@ static int load_data(const eval_opts *o, eval_job *j, dn_eval_report *rep) {
             return -1;
         }
     }
-    j->need_val = o->cal_on || o->target > 0;
+    j->need_val = o->cal_on || o->target > 0 || o->cost || o->target_escape >= 0;
     if (j->cal_ext && dn_dataset_open(o->cal_on, &j->cds)) {
         fprintf(stderr, PFX "--calibrate-on: %s\n", dn_last_error());
         return -1;
@@ -322,13 +336,17 @@ static int load_model(const eval_opts *o, eval_job *j, dn_eval_report *rep) {
         free(seen);
         return -1;
     }
-    for (int c = 0; c < k; c++)
-        if (!seen[c]) {
-            rep->absent_classes++;
-            fprintf(stderr, PFX "note: model class '%s' does not occur in %s\n", m->class_names[c], j->src);
-        }
-    free(seen);
+    j->seen = seen;
     return 0;
+}
+
+/* Notes the model classes the data never names. */
+static void note_absent(eval_job *j, dn_eval_report *rep) {
+    for (int c = 0; c < j->m->num_classes; c++)
+        if (!j->seen[c]) {
+            rep->absent_classes++;
+            fprintf(stderr, PFX "note: model class '%s' does not occur in %s\n", j->m->class_names[c], j->src);
+        }
 }
 
 /* Logits of the evaluated and the calibration images, with their model classes. */
@@ -384,15 +402,69 @@ static void calibration_warnings(const dn_eval_report *r) {
                         "%.3f)\n", r->target, r->fit_split, r->thr_fit.accuracy, r->thr_fit.coverage);
 }
 
+/* Good class (given, stored or detected), the model's decision policy, the
+ * costs, ordinal classes: everything about decisions, checked before any image is read. */
+static int decision_setup(const eval_opts *o, eval_job *j, dn_eval_input *in, dn_eval_report *rep, dn_cost *cost) {
+    dn_model *m = j->m;
+    dn_good_class g;
+    in->good = -1;
+    in->target_escape = o->target_escape;
+    if (o->good_class) {
+        for (int c = 0; c < m->num_classes; c++)
+            if (!strcmp(m->class_names[c], o->good_class)) in->good = c;
+        if (in->good < 0) {
+            dn_model_set_good_class(m, o->good_class); /* only for its message listing the classes */
+            fprintf(stderr, PFX "--good-class: %s\n", dn_last_error());
+            return -1;
+        }
+        rep->good_source = "given";
+        in->require_good = 1;
+    } else if (dn_model_good_class(m, &g)) {
+        fprintf(stderr, PFX "%s: %s\n", o->model_path, dn_last_error());
+        return -1;
+    } else {
+        in->good = g.index;
+        rep->good_source = g.stored ? (g.auto_detected ? "stored in model, auto-detected at training" : "stored in model")
+                         : g.index >= 0 ? "auto-detected from the class names" : "none found in the class names";
+    }
+    if (in->good >= 0 && dn_model_policy(m, &in->policy)) {
+        fprintf(stderr, PFX "%s: %s\n", o->model_path, dn_last_error());
+        return -1;
+    }
+    if (in->policy.good != in->good) in->policy = (dn_policy){in->good, 0}; /* another good class: no stored policy */
+    if (in->good >= 0 && !j->seen[in->good] && (o->good_class || o->cost || o->target_escape >= 0)) {
+        fprintf(stderr, PFX "good class '%s' does not occur in %s\n", m->class_names[in->good], j->src);
+        return -1;
+    }
+    if ((o->cost || o->target_escape >= 0) && in->good < 0) {
+        fprintf(stderr, PFX "%s needs a good class: the model's class names name none; give --good-class NAME\n",
+                o->cost ? "--cost" : "--target-escape");
+        return -1;
+    }
+    if (o->cost) {
+        if (dn_cost_parse(o->cost, m, cost)) { fprintf(stderr, PFX "%s\n", dn_last_error()); return -1; }
+        in->cost = cost;
+        rep->cost_spec = o->cost;
+    }
+    const char *ord = dn_meta_get(&m->meta, "ordinal");
+    in->ordinal = o->ordinal || (ord && !strcmp(ord, "true"));
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv) {
-    eval_opts o = {.batch = 16, .topk = 3, .given_thr = -1};
+    eval_opts o = {.batch = 16, .topk = 3, .given_thr = -1, .target_escape = -1};
     eval_job j;
     dn_eval_report rep;
     memset(&j, 0, sizeof j);
     memset(&rep, 0, sizeof rep);
+    dn_eval_input in = {.good = -1, .target_escape = -1};
+    dn_cost cost = {0};
     int rc = 2, pa = parse_args(argc, argv, &o);
     if (pa) { rc = pa > 0 ? 0 : 2; goto done; }
-    if (load_data(&o, &j, &rep) || load_model(&o, &j, &rep) || compute_logits(&o, &j, &rep)) goto done;
+    if (load_data(&o, &j, &rep) || load_model(&o, &j, &rep) || decision_setup(&o, &j, &in, &rep, &cost))
+        goto done;
+    note_absent(&j, &rep);
+    if (compute_logits(&o, &j, &rep)) goto done;
 
     rep.model = j.m;
     rep.model_path = o.model_path;
@@ -400,10 +472,18 @@ int cmd_eval(int argc, char **argv) {
     rep.split_name = j.split == DN_SPLIT_NONE ? "all" : dn_split_name(j.split);
     rep.listed = j.n;
     rep.fit_split = j.cal_ext ? o.cal_on : "val";
-    dn_eval_input in = {.k = j.m->num_classes, .topk = o.topk, .logits = j.logits, .y = j.y,
-                        .paths = j.kpaths, .n = j.nok, .vlogits = j.vlogits, .vy = j.vy, .nv = j.vok_n,
-                        .fit_temperature = o.cal_on != NULL, .target = o.given_thr >= 0 ? 0 : o.target,
-                        .threshold = o.given_thr};
+    in.k = j.m->num_classes;
+    in.topk = o.topk;
+    in.logits = j.logits;
+    in.y = j.y;
+    in.paths = j.kpaths;
+    in.n = j.nok;
+    in.vlogits = j.vlogits;
+    in.vy = j.vy;
+    in.nv = j.vok_n;
+    in.fit_temperature = o.cal_on != NULL;
+    in.target = o.given_thr >= 0 ? 0 : o.target;
+    in.threshold = o.given_thr;
     if (dn_eval_analyse(&in, &rep)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
     calibration_warnings(&rep);
     if (o.html_path) dn_eval_thumbnails(&rep, stderr, PFX);
@@ -421,6 +501,7 @@ int cmd_eval(int argc, char **argv) {
     rc = rep.skipped ? 1 : 0;
 done:
     dn_eval_report_free(&rep);
+    dn_cost_free(&cost);
     job_free(&j);
     return rc;
 }

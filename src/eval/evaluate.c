@@ -7,14 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Confidence (max probability) and correctness of each row. */
-static void correct_flags(const float *probs, const int *y, int64_t n, int k, float *conf, uint8_t *ok) {
+/* Confidence (max probability), correctness and (pred may be NULL) prediction of each row. */
+static void correct_flags(const float *probs, const int *y, int64_t n, int k, float *conf, uint8_t *ok, int *pred) {
     for (int64_t i = 0; i < n; i++) {
         const float *p = probs + (size_t)i * k;
         int b = 0;
         for (int j = 1; j < k; j++) if (p[j] > p[b]) b = j;
         conf[i] = p[b];
         ok[i] = b == y[i];
+        if (pred) pred[i] = b;
     }
 }
 
@@ -61,7 +62,7 @@ static dn_status choose_threshold(const dn_eval_input *in, dn_eval_report *r, co
     r->thr_source = "stored in model";
     if (in->nv > 0) {
         dn_softmax_t(in->vlogits, (int)in->nv, in->k, (float)r->temperature, vprob);
-        correct_flags(vprob, in->vy, in->nv, in->k, vconf, vok);
+        correct_flags(vprob, in->vy, in->nv, in->k, vconf, vok, NULL);
     }
     if (in->threshold >= 0) {
         r->threshold = (float)in->threshold;
@@ -125,28 +126,97 @@ static dn_status list_mistakes(const dn_eval_input *in, dn_eval_report *r, const
     return DN_OK;
 }
 
+static int64_t count_class(const int *y, int64_t n, int c) {
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++) m += y[i] == c;
+    return m;
+}
+
+/* Escape / false-reject figures: the policy (the model's, or chosen on the
+ * fitting images), its figures there and on the evaluated images, the curve. */
+static dn_status good_class_figures(const dn_eval_input *in, dn_eval_report *r, const float *pcal, float *vprob) {
+    int k = in->k, g = in->good;
+    const char *gname = r->model->class_names[g];
+    int choose = in->cost || in->target_escape >= 0;
+    if (!count_class(in->y, in->n, g)) {
+        if (in->require_good || choose)
+            return dn_fail(DN_ERR_ARG, "good class '%s' does not occur in the evaluated images (split %s)", gname,
+                           r->split_name ? r->split_name : "?");
+        return DN_OK; /* the report says so: no false-reject figures */
+    }
+    if (choose && !count_class(in->vy, in->nv, g))
+        return dn_fail(DN_ERR_ARG, "good class '%s' does not occur in the %s images the policy is chosen on", gname,
+                       r->fit_split ? r->fit_split : "fitting");
+    r->policy = in->policy;
+    r->policy_source = in->policy.good_threshold > 0 ? "stored in model" : "argmax and confidence threshold";
+    uint8_t *acc = dn_malloc((size_t)(in->n > in->nv ? in->n : in->nv) + 1);
+    if (!acc) return DN_ERR_NOMEM;
+    dn_status st = DN_OK;
+    if (choose) {
+        dn_policy_point pt;
+        dn_softmax_t(in->vlogits, (int)in->nv, k, (float)r->temperature, vprob);
+        if ((st = dn_policy_choose(vprob, in->vy, in->nv, k, g, in->cost, in->target_escape, &pt))) goto done;
+        r->policy.good = g;
+        r->policy.good_threshold = pt.threshold > 0 ? pt.threshold : 1e-9f;
+        if (in->cost)
+            snprintf(r->policy_desc, sizeof r->policy_desc, "chosen on %s for least cost (%s)", r->fit_split,
+                     r->cost_spec ? r->cost_spec : "given costs");
+        else
+            snprintf(r->policy_desc, sizeof r->policy_desc, "chosen on %s for escape rate <= %.4g", r->fit_split,
+                     in->target_escape);
+        r->policy_source = r->policy_desc;
+        dn_policy_accepts(&r->policy, r->threshold, vprob, in->nv, k, acc);
+        if ((st = dn_quality_compute(k, g, in->vy, acc, in->nv, &r->policy_fit))) goto done;
+        r->has_policy_fit = 1;
+    }
+    dn_policy_accepts(&r->policy, r->threshold, pcal, in->n, k, acc);
+    if ((st = dn_quality_compute(k, g, in->y, acc, in->n, &r->quality))) goto done;
+    r->has_quality = 1;
+    st = dn_policy_curve(pcal, in->y, in->n, k, g, in->cost, &r->pcurve, &r->npcurve);
+done:
+    free(acc);
+    return st;
+}
+
+/* Intervals of accuracy (Wilson) and macro-F1 (bootstrap); ordinal errors. */
+static dn_status intervals(const dn_eval_input *in, dn_eval_report *r, const int *pred) {
+    int64_t right = 0;
+    for (int64_t i = 0; i < in->n; i++) right += pred[i] == in->y[i];
+    r->acc_ci = dn_wilson(right, in->n);
+    if (in->ordinal) {
+        r->ordinal = 1;
+        dn_ordinal_compute(in->k, r->cal.cm, &r->ord);
+    }
+    return dn_bootstrap_macro_f1(in->k, in->y, pred, in->n, &r->f1_lo, &r->f1_hi);
+}
+
 dn_status dn_eval_analyse(const dn_eval_input *in, dn_eval_report *r) {
     int k = in->k;
     int64_t n = in->n, nv = in->nv;
-    if (!r->model || k < 2 || n < 1 || nv < 0 || ((in->fit_temperature || in->target > 0) && nv < 1))
+    int choose = in->good >= 0 && (in->cost || in->target_escape >= 0);
+    if (!r->model || k < 2 || n < 1 || nv < 0 || ((in->fit_temperature || in->target > 0 || choose) && nv < 1))
         return dn_fail(DN_ERR_ARG, "eval: needs a model, >= 2 classes, >= 1 image (and fitting images to calibrate)");
     dn_status st = DN_ERR_NOMEM;
     float *praw = dn_malloc((size_t)n * k * sizeof *praw), *pcal = dn_malloc((size_t)n * k * sizeof *pcal);
     float *conf = dn_malloc((size_t)n * sizeof *conf), *vprob = dn_malloc(((size_t)nv + 1) * k * sizeof *vprob);
     float *vconf = dn_malloc(((size_t)nv + 1) * sizeof *vconf);
     uint8_t *ok = dn_malloc((size_t)n), *vok = dn_malloc((size_t)nv + 1);
-    if (!praw || !pcal || !conf || !vprob || !vconf || !ok || !vok) goto done;
+    int *pred = dn_malloc((size_t)n * sizeof *pred);
+    if (!praw || !pcal || !conf || !vprob || !vconf || !ok || !vok || !pred) goto done;
     if ((st = fit_temperature(in, r, vprob))) goto done;
     dn_softmax_t(in->logits, (int)n, k, 1.0f, praw);
     dn_softmax_t(in->logits, (int)n, k, (float)r->temperature, pcal);
     if ((st = dn_eval_metrics_compute(k, n, in->y, praw, NULL, in->topk, &r->raw)) ||
         (st = dn_eval_metrics_compute(k, n, in->y, pcal, NULL, in->topk, &r->cal)))
         goto done;
-    correct_flags(pcal, in->y, n, k, conf, ok);
-    if ((st = choose_threshold(in, r, conf, ok, vprob, vconf, vok))) goto done;
+    correct_flags(pcal, in->y, n, k, conf, ok, pred);
+    if ((st = choose_threshold(in, r, conf, ok, vprob, vconf, vok)) || (st = intervals(in, r, pred))) goto done;
+    r->good = in->good;
+    r->target_escape = in->target_escape;
+    if (in->good >= 0 && in->good < k && (st = good_class_figures(in, r, pcal, vprob))) goto done;
     st = list_mistakes(in, r, pcal, conf, ok);
 done:
-    free(praw); free(pcal); free(conf); free(vprob); free(vconf); free(ok); free(vok);
+    free(praw); free(pcal); free(conf); free(vprob); free(vconf); free(ok); free(vok); free(pred);
     return st;
 }
 
@@ -157,6 +227,48 @@ void dn_eval_thumbnails(dn_eval_report *r, FILE *log, const char *prefix) {
             fprintf(log, "%swarning: no thumbnail for %s: %s\n", prefix, r->miss[i].path, dn_last_error());
         dn_image_free(&img);
     }
+}
+
+static void sb_rate(dn_sb *b, const char *name, const dn_rate *q) {
+    dn_sb_printf(b, "\"%s\":%.6g,\"%s_ci\":[%.6g,%.6g],\"%s_count\":[%lld,%lld]", name, q->p, name, q->lo, q->hi, name,
+                 (long long)q->k, (long long)q->n);
+}
+
+/* The "decision_policy" metadata record: the choice, its figures on the
+ * fitting images and the expected ones (those of the evaluated split). */
+static dn_status policy_record(dn_model *m, const dn_eval_report *r, const char *cal_data) {
+    dn_sb b = {0};
+    dn_sb_puts(&b, "{\"rule\":\"reject unless confidently good\",\"good_class\":");
+    dn_sb_json_str(&b, m->class_names[r->good]);
+    dn_sb_printf(&b, ",\"good_threshold\":%.9g,\"chosen_by\":\"%s\"", (double)r->policy.good_threshold,
+                 r->cost_spec ? "cost" : "target_escape");
+    if (r->cost_spec) {
+        dn_sb_puts(&b, ",\"cost\":");
+        dn_sb_json_str(&b, r->cost_spec);
+    } else {
+        dn_sb_printf(&b, ",\"target_escape\":%.6g", r->target_escape);
+    }
+    dn_sb_puts(&b, ",\"validation\":{\"data\":");
+    dn_sb_json_str(&b, cal_data);
+    dn_sb_puts(&b, ",\"split\":");
+    dn_sb_json_str(&b, r->fit_split);
+    dn_sb_printf(&b, ",\"images\":%lld,", (long long)r->n_fit);
+    sb_rate(&b, "escape", &r->policy_fit.escape);
+    dn_sb_puts(&b, ",");
+    sb_rate(&b, "false_reject", &r->policy_fit.false_reject);
+    dn_sb_puts(&b, "},\"expected\":{\"data\":");
+    dn_sb_json_str(&b, r->data_source);
+    dn_sb_puts(&b, ",\"split\":");
+    dn_sb_json_str(&b, r->split_name);
+    dn_sb_printf(&b, ",\"images\":%lld,", (long long)r->cal.n);
+    sb_rate(&b, "escape", &r->quality.escape);
+    dn_sb_puts(&b, ",");
+    sb_rate(&b, "false_reject", &r->quality.false_reject);
+    dn_sb_puts(&b, "}}");
+    dn_status st = b.oom ? dn_fail(DN_ERR_NOMEM, "decision policy: out of memory")
+                         : dn_meta_set(&m->meta, "decision_policy", b.s);
+    dn_sb_free(&b);
+    return st;
 }
 
 dn_status dn_eval_save_model(dn_model *m, dn_eval_report *r, const char *cal_data, int cal_all, const char *path) {
@@ -175,6 +287,10 @@ dn_status dn_eval_save_model(dn_model *m, dn_eval_report *r, const char *cal_dat
                  r->thr_fit.coverage, r->thr_fit.accuracy);
     dn_status st = b.oom ? dn_fail(DN_ERR_NOMEM, "%s: out of memory", path) : dn_meta_set(&m->meta, "calibration", b.s);
     dn_sb_free(&b);
+    if (!st && r->good >= 0 && r->good < m->num_classes) st = dn_model_set_good_class(m, m->class_names[r->good]);
+    if (!st && r->good >= 0 && r->good_source && strstr(r->good_source, "auto"))
+        st = dn_model_set_good_class(m, NULL); /* keep "auto-detected" as its source */
+    if (!st && r->has_policy_fit) st = policy_record(m, r, cal_data);
     if (!st) st = dn_model_save(m, path);
     /* the report describes the model as it was evaluated */
     m->temperature = old_t;

@@ -24,9 +24,20 @@ typedef struct dn_eval_input {
     int fit_temperature;      /* 1: fit the temperature on the fitting images */
     double target;            /* > 0: choose the threshold for this accuracy on the fitting images */
     double threshold;         /* >= 0: use this threshold (else the target's, else the model's) */
+    int good;                 /* good class index, -1: none (no escape / false-reject figures) */
+    dn_policy policy;         /* the model's decision policy (applied unless one is chosen) */
+    const dn_cost *cost;      /* choose the good threshold by these costs on the fitting images, or NULL */
+    double target_escape;     /* >= 0 (and no cost): choose it for this escape rate instead; < 0: none */
+    int require_good;         /* 1: the good class must occur in the evaluated and fitting images */
+    int ordinal;              /* classes are ordered: confusion distance and mean absolute class error */
 } dn_eval_input;
 
-/* Fills r from in. r->model (temperature, threshold) and r->fit_split must be
+/* Fills r from in. Also: 95% intervals of accuracy and macro-F1; with a
+ * good class the escape and false-reject rates under the policy (chosen on
+ * the fitting images when cost or target_escape is given: r->policy_fit holds
+ * its figures there) and their curve over good thresholds. Errors (one line,
+ * DN_ERR_ARG): good class absent where required, a target escape rate the
+ * fitting images cannot reach. r->model (temperature, threshold) and r->fit_split must be
  * set before; r->temp_source / thr_source then point into r. When the
  * fitting images are perfectly separated the temperature stays 1 and
  * r->separated is set; r->fit.at_bound otherwise flags a hopeless fit; an
@@ -37,8 +48,9 @@ dn_status dn_eval_analyse(const dn_eval_input *in, dn_eval_report *r);
  * image that cannot be read is named on log (prefixed) and left without one. */
 void dn_eval_thumbnails(dn_eval_report *r, FILE *log, const char *prefix);
 
-/* Saves m to path with the report's temperature and threshold and a
- * "calibration" metadata record (cal_data: the fitting folder/manifest,
+/* Saves m to path with the report's temperature and threshold, a
+ * "calibration" metadata record, the good class and (when chosen) the
+ * "decision_policy" record with its validation and test figures (cal_data: the fitting folder/manifest,
  * cal_all: 1 if all of its images were used, else its val split). m is left
  * as it was. Sets r->written_model = path on success. */
 dn_status dn_eval_save_model(dn_model *m, dn_eval_report *r, const char *cal_data, int cal_all, const char *path);

@@ -12,6 +12,10 @@ void dn_eval_report_free(dn_eval_report *r) {
     dn_eval_metrics_free(&r->raw);
     dn_eval_metrics_free(&r->cal);
     free(r->curve);
+    free(r->pcurve);
+    r->pcurve = NULL;
+    dn_quality_free(&r->quality);
+    dn_quality_free(&r->policy_fit);
     free(r->uncertain_by_class);
     r->uncertain_by_class = NULL;
     for (int64_t i = 0; i < r->nmiss; i++) {
@@ -78,6 +82,47 @@ void dn_rep_json_num(FILE *f, double v) {
 
 /* ------------------------------------------------------------ table */
 
+static void table_rate(FILE *f, const char *label, const dn_rate *q, const char *what) {
+    fprintf(f, "%-12s %.4f  (%lld of %lld %s; 95%% CI %.4f-%.4f)\n", label, q->p, (long long)q->k, (long long)q->n,
+            what, q->lo, q->hi);
+}
+
+/* Good class, escape and false-reject rates, the decision policy, ordinal errors. */
+static void table_quality(const dn_eval_report *r, FILE *f) {
+    const dn_eval_metrics *m = &r->cal;
+    if (r->ordinal)
+        fprintf(f, "ordinal      mean absolute class error %.4f; off by one %lld, off by more %lld of %lld\n",
+                r->ord.mae, (long long)r->ord.off_by_one, (long long)r->ord.off_by_more, (long long)m->n);
+    if (!r->good_source) return;
+    if (r->good < 0) {
+        fprintf(f, "good class   none (%s; give one with --good-class NAME for escape/false-reject rates)\n",
+                r->good_source);
+        return;
+    }
+    fprintf(f, "good class   %s (%s)\n", dn_rep_cname(r, r->good), r->good_source);
+    if (!r->has_quality) {
+        fprintf(f, "             does not occur in split %s: no escape/false-reject rates\n", r->split_name);
+        return;
+    }
+    fprintf(f, "decision     %s", r->policy.good_threshold > 0 ? "reject unless confidently good: " : "");
+    if (r->policy.good_threshold > 0) fprintf(f, "p(%s) >= %.4f", dn_rep_cname(r, r->good), (double)r->policy.good_threshold);
+    else fprintf(f, "good if predicted good with confidence >= %.4f", (double)r->threshold);
+    fprintf(f, " (%s)\n", r->policy_source ? r->policy_source : "");
+    table_rate(f, "escape rate", &r->quality.escape, "defective parts accepted as good");
+    for (int c = 0; c < r->quality.k; c++)
+        if (c != r->good && r->quality.escape_by_class[c].n) {
+            char lab[48];
+            snprintf(lab, sizeof lab, "  %.20s", dn_rep_cname(r, c));
+            table_rate(f, lab, &r->quality.escape_by_class[c], "escaped");
+        }
+    table_rate(f, "false reject", &r->quality.false_reject, "good parts rejected or uncertain");
+    if (r->has_policy_fit)
+        fprintf(f, "  on %-8s escape %.4f (%lld of %lld), false reject %.4f (%lld of %lld)\n", r->fit_split,
+                r->policy_fit.escape.p, (long long)r->policy_fit.escape.k, (long long)r->policy_fit.escape.n,
+                r->policy_fit.false_reject.p, (long long)r->policy_fit.false_reject.k,
+                (long long)r->policy_fit.false_reject.n);
+}
+
 void dn_eval_report_table(const dn_eval_report *r, FILE *f) {
     const dn_eval_metrics *m = &r->cal;
     int k = m->k, w = 12;
@@ -98,10 +143,12 @@ void dn_eval_report_table(const dn_eval_report *r, FILE *f) {
             m->macro_f1, (long long)m->n);
     fprintf(f, "%-*s %9.4f %9.4f %9.4f %8lld\n\n", w + 5, "weighted avg", m->weighted_precision,
             m->weighted_recall, m->weighted_f1, (long long)m->n);
-    fprintf(f, "accuracy     %.4f  (%lld of %lld)\n", m->accuracy,
-            (long long)llround(m->accuracy * (double)m->n), (long long)m->n);
+    fprintf(f, "accuracy     %.4f  (%lld of %lld; 95%% CI %.4f-%.4f, Wilson)\n", m->accuracy,
+            (long long)llround(m->accuracy * (double)m->n), (long long)m->n, r->acc_ci.lo, r->acc_ci.hi);
     fprintf(f, "top-%d        %.4f\n", m->topk, m->topk_accuracy);
-    fprintf(f, "macro F1     %.4f   weighted F1 %.4f\n", m->macro_f1, m->weighted_f1);
+    fprintf(f, "macro F1     %.4f  (95%% CI %.4f-%.4f, bootstrap)   weighted F1 %.4f\n", m->macro_f1, r->f1_lo,
+            r->f1_hi, m->weighted_f1);
+    table_quality(r, f);
     fprintf(f, "ECE          %.4f before calibration, %.4f after (T = %.4g, %s)\n", r->raw.ece, m->ece,
             r->temperature, r->temp_source);
     if (r->fitted)
@@ -177,6 +224,76 @@ static void json_cov(FILE *f, const dn_cov_point *p) {
             (long long)p->covered);
 }
 
+static void json_rate(FILE *f, const char *key, const dn_rate *q) {
+    fprintf(f, "\"%s\":{\"rate\":%.6g,\"count\":%lld,\"of\":%lld,\"ci95\":[%.6g,%.6g]}", key, q->p, (long long)q->k,
+            (long long)q->n, q->lo, q->hi);
+}
+
+static void json_quality_rates(const dn_eval_report *r, const dn_quality *q, FILE *f) {
+    json_rate(f, "escape", &q->escape);
+    fputs(",\"escape_by_class\":{", f);
+    int first = 1;
+    for (int c = 0; c < q->k; c++) {
+        if (c == r->good) continue;
+        fputs(first ? "" : ",", f);
+        first = 0;
+        dn_rep_json_str(f, dn_rep_cname(r, c));
+        fputc(':', f);
+        fprintf(f, "{\"rate\":%.6g,\"count\":%lld,\"of\":%lld,\"ci95\":[%.6g,%.6g]}", q->escape_by_class[c].p,
+                (long long)q->escape_by_class[c].k, (long long)q->escape_by_class[c].n, q->escape_by_class[c].lo,
+                q->escape_by_class[c].hi);
+    }
+    fputs("},", f);
+    json_rate(f, "false_reject", &q->false_reject);
+}
+
+/* "intervals", "ordinal" and "good_class" sections (each a leading comma). */
+static void json_quality(const dn_eval_report *r, FILE *f) {
+    fprintf(f, ",\"intervals\":{\"level\":0.95,\"accuracy\":[%.6g,%.6g],\"accuracy_method\":\"wilson\","
+               "\"macro_f1\":[%.6g,%.6g],\"macro_f1_method\":\"bootstrap, %d resamples of the images\"}",
+            r->acc_ci.lo, r->acc_ci.hi, r->f1_lo, r->f1_hi, DN_BOOT_REPS);
+    if (r->ordinal)
+        fprintf(f, ",\"ordinal\":{\"mean_abs_class_error\":%.6g,\"exact\":%lld,\"off_by_one\":%lld,\"off_by_more\":%lld}",
+                r->ord.mae, (long long)r->ord.exact, (long long)r->ord.off_by_one, (long long)r->ord.off_by_more);
+    if (!r->good_source) return;
+    fputs(",\"good_class\":{\"name\":", f);
+    if (r->good >= 0) dn_rep_json_str(f, dn_rep_cname(r, r->good));
+    else fputs("null", f);
+    fputs(",\"source\":", f);
+    dn_rep_json_str(f, r->good_source);
+    fprintf(f, ",\"in_data\":%s", r->has_quality ? "true" : "false");
+    if (!r->has_quality) { fputc('}', f); return; }
+    fprintf(f, ",\"decision\":{\"rule\":\"%s\",\"good_threshold\":%.9g,\"confidence_threshold\":%.9g,\"source\":",
+            r->policy.good_threshold > 0 ? "reject unless confidently good" : "argmax and confidence threshold",
+            (double)r->policy.good_threshold, (double)r->threshold);
+    dn_rep_json_str(f, r->policy_source ? r->policy_source : "");
+    if (r->cost_spec) {
+        fputs(",\"cost\":", f);
+        dn_rep_json_str(f, r->cost_spec);
+    } else if (r->has_policy_fit) {
+        fprintf(f, ",\"target_escape\":%.6g", r->target_escape);
+    }
+    fputs("},", f);
+    json_quality_rates(r, &r->quality, f);
+    if (r->has_policy_fit) {
+        fputs(",\"fit\":{\"split\":", f);
+        dn_rep_json_str(f, r->fit_split);
+        fputc(',', f);
+        json_quality_rates(r, &r->policy_fit, f);
+        fputc('}', f);
+    }
+    /* [good threshold, escape rate, false-reject rate] of the evaluated split, at most ~200 points */
+    fputs(",\"curve\":[", f);
+    int64_t step = r->npcurve > 200 ? (r->npcurve + 199) / 200 : 1;
+    for (int64_t i = 0; i < r->npcurve; i += step) {
+        int64_t j = i + step >= r->npcurve ? r->npcurve - 1 : i;
+        fprintf(f, "%s[%.6g,%.6g,%.6g]", i ? "," : "", (double)r->pcurve[j].threshold, r->pcurve[j].escape,
+                r->pcurve[j].false_reject);
+        if (j == r->npcurve - 1) break;
+    }
+    fputs("]}", f);
+}
+
 void dn_eval_report_json(const dn_eval_report *r, FILE *f) {
     const dn_model *md = r->model;
     const dn_preproc *pp = &md->pp;
@@ -248,7 +365,9 @@ void dn_eval_report_json(const dn_eval_report *r, FILE *f) {
                 r->curve[j].accuracy);
         if (j == r->ncurve - 1) break;
     }
-    fputs("]},\"misclassified\":[", f);
+    fputs("]}", f);
+    json_quality(r, f);
+    fputs(",\"misclassified\":[", f);
     for (int64_t i = 0; i < r->nmiss; i++) {
         const dn_eval_miss *x = &r->miss[i];
         fputs(i ? ",{\"path\":" : "{\"path\":", f);

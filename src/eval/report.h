@@ -22,6 +22,7 @@
 #include "defectnet.h"
 #include "eval/calibrate.h"
 #include "eval/metrics.h"
+#include "eval/quality.h"
 #include "nn/model.h"
 #include <stdio.h>
 
@@ -79,6 +80,28 @@ typedef struct dn_eval_report {
     double seconds;           /* wall time of decode + forward */
     const char *written_model;/* --write-model path, or NULL */
     char temp_desc[320], thr_desc[320]; /* storage for temp_source / thr_source when fitted/chosen */
+
+    /* 95% intervals (quality.h): accuracy (Wilson), macro-F1 (bootstrap) */
+    dn_rate acc_ci;
+    double f1_lo, f1_hi;
+
+    /* good class and decisions (policy.h); good < 0: none, the rest unused */
+    int good;
+    const char *good_source;  /* "given", "stored in model", "auto-detected from the class names" */
+    dn_policy policy;         /* decision policy applied to the evaluated split */
+    const char *policy_source;/* "stored in model", "chosen on val for target escape 0.005", ... */
+    char policy_desc[320];
+    double target_escape;     /* < 0: none */
+    const char *cost_spec;    /* --cost string, or NULL */
+    int has_quality;          /* quality valid (the good class occurs in the evaluated split) */
+    dn_quality quality;       /* escape / false reject on the evaluated split; owned */
+    int has_policy_fit;       /* policy_fit valid (policy chosen on the fitting split) */
+    dn_quality policy_fit;    /* ... on the fitting split at the chosen policy; owned */
+    dn_policy_point *pcurve;  /* escape vs false reject over good thresholds, evaluated split; owned */
+    int64_t npcurve;
+
+    int ordinal;              /* classes are ordered: ord valid */
+    dn_ordinal ord;
 } dn_eval_report;
 
 void dn_eval_report_free(dn_eval_report *r);

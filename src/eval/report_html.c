@@ -254,7 +254,7 @@ static void svg_coverage(const dn_eval_report *r, FILE *f) {
 #undef CY
 }
 
-static void card(FILE *f, const char *id, const char *value, const char *label, int warn) {
+void dn_rep_card(FILE *f, const char *id, const char *value, const char *label, int warn) {
     fprintf(f, "<div class=\"card%s\"><div class=\"v\" id=\"%s\">%s</div><div class=\"l\">%s</div></div>\n",
             warn ? " warn" : "", id, value, label);
 }
@@ -275,24 +275,27 @@ void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
     if (r->skipped) fprintf(f, " &middot; %d unreadable skipped", r->skipped);
     fprintf(f, " &middot; %d classes</p>\n<div class=\"cards\">\n", k);
     snprintf(v, sizeof v, "%.2f%%", 100 * m->accuracy);
-    snprintf(l, sizeof l, "accuracy (%lld of %lld)", (long long)llround(m->accuracy * (double)m->n), (long long)m->n);
-    card(f, "accuracy", v, l, 0);
+    snprintf(l, sizeof l, "accuracy (%lld of %lld; 95%% CI %.1f&ndash;%.1f%%)",
+             (long long)llround(m->accuracy * (double)m->n), (long long)m->n, 100 * r->acc_ci.lo, 100 * r->acc_ci.hi);
+    dn_rep_card(f, "accuracy", v, l, 0);
     snprintf(v, sizeof v, "%.4f", m->macro_f1);
-    card(f, "macro-f1", v, "macro F1", 0);
+    snprintf(l, sizeof l, "macro F1 (95%% CI %.3f&ndash;%.3f, bootstrap)", r->f1_lo, r->f1_hi);
+    dn_rep_card(f, "macro-f1", v, l, 0);
     snprintf(v, sizeof v, "%.4f", m->weighted_f1);
-    card(f, "weighted-f1", v, "weighted F1", 0);
+    dn_rep_card(f, "weighted-f1", v, "weighted F1", 0);
     snprintf(v, sizeof v, "%.2f%%", 100 * m->topk_accuracy);
     snprintf(l, sizeof l, "top-%d accuracy", m->topk);
-    card(f, "topk", v, l, 0);
+    dn_rep_card(f, "topk", v, l, 0);
     snprintf(v, sizeof v, "%.4f &rarr; %.4f", r->raw.ece, m->ece);
-    card(f, "ece", v, "ECE before &rarr; after calibration", 0);
+    dn_rep_card(f, "ece", v, "ECE before &rarr; after calibration", 0);
     snprintf(v, sizeof v, "%.4g", r->temperature);
     snprintf(l, sizeof l, "temperature (%s)", r->temp_source);
-    card(f, "temperature", v, l, r->fitted && r->fit.at_bound);
+    dn_rep_card(f, "temperature", v, l, r->fitted && r->fit.at_bound);
     snprintf(v, sizeof v, "%.4f", (double)r->threshold);
     snprintf(l, sizeof l, "threshold: coverage %.1f%%, accuracy %.2f%%", 100 * r->thr_eval.coverage,
              100 * r->thr_eval.accuracy);
-    card(f, "threshold", v, l, r->target > 0 && !r->reached);
+    dn_rep_card(f, "threshold", v, l, r->target > 0 && !r->reached);
+    dn_rep_html_quality_cards(r, f);
     fputs("</div>\n", f);
 
     fputs("<h2>Confusion matrix</h2>\n<p class=\"note\">Rows are true classes, columns predicted classes; each cell "
@@ -352,6 +355,8 @@ void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
                "%lld uncertain)</td></tr>\n</table></div></div>\n",
             r->split_name, 100 * r->thr_eval.coverage, 100 * r->thr_eval.accuracy, (long long)r->thr_eval.covered,
             (long long)m->n, (long long)(m->n - r->thr_eval.covered));
+
+    dn_rep_html_decisions(r, f);
 
     fprintf(f, "<h2>Misclassified images</h2>\n<p class=\"note\" id=\"miss-count\">%lld misclassified", (long long)r->nmiss);
     int64_t shown = 0;

@@ -15,5 +15,10 @@ void dn_rep_json_num(FILE *f, double v);
 /* last path component / "parent/name" */
 const char *dn_rep_base_name(const char *p);
 const char *dn_rep_short_name(const char *p);
+/* a summary card: value (id) over its label; warn colours it */
+void dn_rep_card(FILE *f, const char *id, const char *value, const char *label, int warn);
+/* report_decisions.c: the escape / false-reject / ordinal cards and section */
+void dn_rep_html_quality_cards(const dn_eval_report *r, FILE *f);
+void dn_rep_html_decisions(const dn_eval_report *r, FILE *f);
 
 #endif
