@@ -859,7 +859,7 @@ TEST(eval_good_class_and_target_escape) {
     dn_model *m = NULL;
     CHECK(dn_dataset_load_manifest(g_manifest, &ds) == DN_OK);
     CHECK(dn_model_load(g_model, &m) == DN_OK);
-    if (!ds || !m) { free(out); free(err); dn_dataset_free(ds); dn_model_free(m); return; }
+    if (!ds || !m) { dn_dataset_free(ds); dn_model_free(m); return; }
     int k = m->num_classes, g = 0, nt = 0, nv = 0, *yt = NULL, *yv = NULL;
     CHECK(!strcmp(m->class_names[g], "clean"));
     float *lt = NULL, *lv = NULL;
@@ -941,6 +941,17 @@ TEST(eval_good_class_and_target_escape) {
         const char *rec = mp ? dn_meta_get(&mp->meta, "decision_policy") : NULL;
         CHECK(rec && strstr(rec, "\"validation\"") && strstr(rec, "\"expected\"") && strstr(rec, "target_escape"));
         dn_model_free(mp);
+        /* info says which class is good, that it was auto-detected, and the stored decision */
+        char cmd[2400], io[320];
+        snprintf(io, sizeof io, "%s/.info", g_dir);
+        snprintf(cmd, sizeof cmd, "\"%s\" info %s >%s; \"%s\" info %s >>%s", g_bin, pol, io, g_bin, g_model, io);
+        CHECK(system(cmd) == 0);
+        char *info = slurp(io, NULL);
+        CHECK_MSG(info && strstr(info, "good class:    clean (stored, auto-detected from the class names)") &&
+                  strstr(info, "reject unless confidently good") &&
+                  strstr(info, "good class:    clean (auto-detected from the class names, not stored)"),
+                  "info: %s", info ? info : "");
+        free(info);
         free(out); free(err);
         snprintf(args, sizeof args, "--model %s --manifest %s --threads 1", pol, g_manifest);
         rc = run(args, &out, &err);

@@ -9,6 +9,7 @@
  * JSON object instead. Exit: 0, 1 unloadable model (one-line message), 2 usage. */
 #include "core/core.h"
 #include "core/json.h"
+#include "eval/policy.h"
 #include "io/modelfile.h"
 #include "nn/model.h"
 #include <errno.h>
@@ -23,6 +24,32 @@ static dn_weight_format sniff(const char *path) {
     size_t n = fread(head, 1, sizeof head, f);
     fclose(f);
     return dn_weights_detect(head, n);
+}
+
+static const char *good_source(const dn_good_class *g) {
+    if (g->index < 0) return "none";
+    if (g->stored) return g->auto_detected ? "stored, auto-detected from the class names" : "stored, given";
+    return "auto-detected from the class names, not stored";
+}
+
+/* Which class means "good part" and how decisions are made (eval/policy.h). */
+static void print_good_class(const dn_model *m) {
+    dn_good_class g;
+    dn_policy pol;
+    if (dn_model_good_class(m, &g) || dn_model_policy(m, &pol)) {
+        printf("good class:    invalid metadata: %s\n", dn_last_error());
+        return;
+    }
+    if (g.index < 0) {
+        printf("good class:    none (no class name means a good part; set one with --good-class NAME)\n");
+        return;
+    }
+    printf("good class:    %s (%s)\n", m->class_names[g.index], good_source(&g));
+    if (pol.good_threshold > 0)
+        printf("decision:      reject unless confidently good: accepted only if p(%s) >= %.4g\n",
+               m->class_names[g.index], (double)pol.good_threshold);
+    else
+        printf("decision:      predicted class, uncertain below the confidence threshold\n");
 }
 
 static void print_json(const char *path, const dn_model *m, dn_weight_format fmt) {
@@ -44,7 +71,17 @@ static void print_json(const char *path, const dn_model *m, dn_weight_format fmt
                      "\"channel_order\":\"%s\",\"interpolation\":\"bilinear_antialias\"}",
                  pp->resize, pp->crop, (double)pp->mean[0], (double)pp->mean[1], (double)pp->mean[2], (double)pp->std[0],
                  (double)pp->std[1], (double)pp->std[2], pp->bgr ? "BGR" : "RGB");
-    dn_sb_printf(&b, ",\"temperature\":%.9g,\"threshold\":%.9g,\"metadata\":{", (double)m->temperature, (double)m->threshold);
+    dn_sb_printf(&b, ",\"temperature\":%.9g,\"threshold\":%.9g", (double)m->temperature, (double)m->threshold);
+    dn_good_class g;
+    dn_policy pol;
+    if (m->num_classes > 0 && !dn_model_good_class(m, &g) && !dn_model_policy(m, &pol)) {
+        dn_sb_puts(&b, ",\"good_class\":");
+        if (g.index >= 0) dn_sb_json_str(&b, m->class_names[g.index]);
+        else dn_sb_puts(&b, "null");
+        dn_sb_printf(&b, ",\"good_class_source\":\"%s\",\"good_threshold\":%.9g", good_source(&g),
+                     (double)pol.good_threshold);
+    }
+    dn_sb_puts(&b, ",\"metadata\":{");
     for (int i = 0; i < m->meta.n; i++) {
         if (i) dn_sb_puts(&b, ",");
         dn_sb_json_str(&b, m->meta.keys[i]);
@@ -113,6 +150,7 @@ int cmd_info(int argc, char **argv) {
     printf("calibration:   temperature %.4g%s, threshold %.4g%s\n", (double)m->temperature,
            m->temperature == 1.0f ? " (uncalibrated)" : "", (double)m->threshold,
            m->threshold == 0.0f ? " (never uncertain)" : "");
+    if (m->num_classes > 0) print_good_class(m);
     for (int i = 0; i < m->meta.n; i++) printf("meta %s: %s\n", m->meta.keys[i], m->meta.vals[i]);
     dn_model_free(m);
     return stdout_written();
