@@ -12,18 +12,36 @@
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+/* One open TCP connection, for the header deadline (see header_watchdog). */
+typedef struct conn_track {
+    struct conn_track *prev, *next;
+    int fd;
+    _Atomic double since;           /* connection start, or end of its previous request */
+    atomic_int headers_done;        /* the current request's headers are complete */
+    int cut;                        /* shut down by the watchdog */
+} conn_track;
+
 struct dn_server {
     char *token, *ok_classes;
     char listen_host[64];
     int port, quiet;
-    size_t max_body;
-    int body_timeout, idle_timeout;
+    size_t max_body, body_budget;
+    int body_timeout, idle_timeout, header_timeout, max_connections, max_per_client, report_slots;
+    atomic_size_t buffered;         /* request body bytes reserved by all connections */
+    atomic_int reports;             /* reports being built */
+
+    pthread_mutex_t conn_mu;        /* guards conns and every conn_track's list links and cut */
+    conn_track *conns;
+    pthread_t watchdog;
+    int watchdog_started;
+    atomic_int watchdog_stop;
 
     dn_pipeline *pipe;
     dn_metrics *metrics;            /* the pipeline's */
@@ -43,6 +61,8 @@ enum { E_PREDICT, E_LIST, E_GET, E_REPORT, E_HEALTH, E_METRICS, E_RELOAD, E_NONE
 static const char *const ENAME[] = {"predict", "predictions", "prediction", "report", "healthz", "metrics", "reload", "other"};
 
 typedef struct req {
+    int started;                  /* the access handler has seen this request */
+    size_t reserved;              /* body bytes taken from the server's body_budget */
     int ep;
     int64_t get_id;
     double t0;
@@ -111,7 +131,7 @@ static enum MHD_Result abort_with_error(dn_server *s, struct MHD_Connection *c, 
         char head[256];
         const char *reason = r->early_code == 408 ? "Request Timeout" : r->early_code == 413 ? "Content Too Large"
                            : r->early_code == 401 ? "Unauthorized" : r->early_code == 503 ? "Service Unavailable"
-                           : "Bad Request";
+                           : r->early_code == 414 ? "URI Too Long" : "Bad Request";
         int hl = snprintf(head, sizeof head,
                           "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nConnection: close\r\n%s"
                           "Content-Length: %zu\r\n\r\n", r->early_code, reason,
@@ -147,6 +167,27 @@ static int64_t parse_i64(const char *v, int64_t lo, int64_t hi, int *ok) {
 
 static const char *query(struct MHD_Connection *c, const char *key) {
     return MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, key);
+}
+
+/* Takes n bytes from the server's body budget; 0 when that would exceed it. */
+static int budget_take(dn_server *s, size_t n) {
+    size_t cur = atomic_load(&s->buffered);
+    do {
+        if (n > s->body_budget || cur > s->body_budget - n) return 0;
+    } while (!atomic_compare_exchange_weak(&s->buffered, &cur, cur + n));
+    return 1;
+}
+
+/* A query argument whose value holds a NUL byte (e.g. line=a%00b): MHD would hand it on
+ * cut at the NUL. */
+static enum MHD_Result find_nul(void *ctx, enum MHD_ValueKind kind, const char *key, size_t key_size,
+                                const char *value, size_t value_size) {
+    const char **bad = ctx;
+    if ((value && strlen(value) != value_size) || strlen(key) != key_size) {
+        *bad = key;
+        return MHD_NO;
+    }
+    return MHD_YES;
 }
 
 /* ------------------------------------------------------------ endpoints */
@@ -232,13 +273,23 @@ static enum MHD_Result handle_report(dn_server *s, struct MHD_Connection *c, req
     if (!o.group_by) o.group_by = query(c, "group-by");
     o.shifts = query(c, "shifts");
     o.ok_classes = s->ok_classes;
+    /* a report scans the store and keeps an I/O thread busy: a few at a time, so the
+     * other threads stay free for predictions and health checks */
+    if (atomic_fetch_add(&s->reports, 1) >= s->report_slots) {
+        atomic_fetch_sub(&s->reports, 1);
+        return send_err(s, c, r, 503, "report busy: another report is being built, retry later");
+    }
     dn_mreport *rep = NULL;
     dn_status rc = dn_mreport_build(dn_pipeline_store(s->pipe), &o, &rep);
-    if (rc) return send_err(s, c, r, rc == DN_ERR_ARG ? 400 : 503, dn_last_error());
+    int code = rc == DN_ERR_ARG ? 400 : 503;
     dn_sb b = {0};
-    rc = dn_mreport_render(rep, fmt, &b);
+    if (!rc && (rc = dn_mreport_render(rep, fmt, &b))) code = 500;
     dn_mreport_free(rep);
-    if (rc) { dn_sb_free(&b); return send_err(s, c, r, 500, dn_last_error()); }
+    atomic_fetch_sub(&s->reports, 1);
+    if (rc) {
+        dn_sb_free(&b);
+        return send_err(s, c, r, code, dn_last_error());
+    }
     return send_resp(s, c, r, 200, dn_mreport_mime(fmt), b.s, b.len);
 }
 
@@ -349,20 +400,30 @@ static int route(const char *url, int64_t *get_id) {
 static enum MHD_Result on_headers(dn_server *s, struct MHD_Connection *c, req *r, const char *url, const char *method) {
     int post = !strcmp(method, "POST"), get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     r->ep = route(url, &r->get_id);
-    int want_post = r->ep == E_PREDICT || r->ep == E_RELOAD;
+    int want_post = r->ep == E_PREDICT || r->ep == E_RELOAD, want_token = want_post || r->ep == E_REPORT;
+    const char *nul_arg = NULL;
+    MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, find_nul, &nul_arg);
+    char err[200];
     if (atomic_load(&s->stopping)) set_early(r, 503, "server is shutting down");
     else if (r->ep == E_NONE) set_early(r, 404, "no such endpoint");
     else if (want_post ? !post : !get) set_early(r, 405, want_post ? "method not allowed: use POST" : "method not allowed: use GET");
-    else if (want_post && !auth_ok(s, c)) set_early(r, 401, "missing or wrong bearer token");
+    else if (want_token && !auth_ok(s, c)) set_early(r, 401, "missing or wrong bearer token");
+    else if (nul_arg) {
+        snprintf(err, sizeof err, "query argument '%.60s' contains a NUL byte", nul_arg);
+        set_early(r, 400, err);
+    }
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     unsigned long long clen = cl ? strtoull(cl, NULL, 10) : 0;
     if (!r->early_code && r->ep == E_PREDICT) {
-        char err[200];
         if (cl && clen > s->max_body) {
             snprintf(err, sizeof err, "request body larger than the limit of %zu bytes", s->max_body);
             set_early(r, 413, err);
         } else if (dn_meta_collect(c, &r->meta, err, sizeof err)) {
             set_early(r, 400, err);
+        } else if (clen && !budget_take(s, (size_t)clen)) {
+            set_early(r, 503, "server busy: too many request bodies being received, retry later");
+        } else {
+            r->reserved = (size_t)clen;
         }
     }
     if (!r->early_code) return MHD_YES;
@@ -393,25 +454,66 @@ static enum MHD_Result on_body(dn_server *s, struct MHD_Connection *c, req *r, c
         snprintf(m, sizeof m, "request body larger than the limit of %zu bytes", s->max_body);
         set_early(r, 413, m);
     } else if (r->ep == E_PREDICT) {
-        dn_sb_putn(&r->body, upload, n);
-        if (r->body.oom) set_early(r, 413, "request body: out of memory");
+        size_t need = r->body.len + n > r->reserved ? r->body.len + n - r->reserved : 0; /* chunked: no length */
+        if (need && !budget_take(s, need)) {
+            set_early(r, 503, "server busy: too many request bodies being received, retry later");
+        } else {
+            r->reserved += need;
+            dn_sb_putn(&r->body, upload, n);
+            if (r->body.oom) set_early(r, 413, "request body: out of memory");
+        }
     }
     /* Answer at once instead of reading the rest of an oversized or trickling body. */
     if (r->early_code) return abort_with_error(s, c, r);
     return MHD_YES;
 }
 
+static req *req_new(dn_server *s) {
+    req *r = dn_calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->t0 = dn_now();
+    r->ep = E_NONE;
+    atomic_fetch_add(&s->inflight, 1);
+    dn_metrics_inflight(s->metrics, 1);
+    return r;
+}
+
+/* Called by MHD with the request line, before it parses the query string: a request with
+ * more than DN_HTTP_MAX_ARGS arguments is answered 414 here, because parsing several
+ * hundred of them exhausts the connection's memory pool and MHD would then close the
+ * connection without an answer. The returned req becomes the request's con_cls. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
+    dn_server *s = cls;
+    req *r = req_new(s);
+    if (!r) return NULL;
+    const char *q = strchr(uri, '?');
+    size_t args = 0;
+    for (; q && *q; q++) args += *q == '?' || *q == '&' || *q == ';';
+    if (args > DN_HTTP_MAX_ARGS) {
+        char m[120];
+        snprintf(m, sizeof m, "too many query arguments: %zu (at most %d)", args, DN_HTTP_MAX_ARGS);
+        set_early(r, 414, m);
+        abort_with_error(s, c, r);
+    }
+    return r;
+}
+
+/* The socket context MHD keeps for connection c. */
+static conn_track *track_of(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     dn_server *s = cls;
     req *r = *con_cls;
-    if (!r) {
-        r = dn_calloc(1, sizeof *r);
-        if (!r) return MHD_NO;
-        *con_cls = r;
-        r->t0 = dn_now();
-        atomic_fetch_add(&s->inflight, 1);
-        dn_metrics_inflight(s->metrics, 1);
+    if (!r && !(r = *con_cls = req_new(s))) return MHD_NO;
+    if (!r->started) {
+        r->started = 1;
+        conn_track *t = track_of(c);
+        if (t) atomic_store(&t->headers_done, 1);
+        if (r->answered) return MHD_NO;
         return on_headers(s, c, r, url, method);
     }
     if (*upload_size) {
@@ -437,7 +539,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
     dn_server *s = cls;
     req *r = *con_cls;
+    conn_track *t = track_of(c);
+    if (t) { /* a next request on this connection gets its own header deadline */
+        atomic_store(&t->since, dn_now());
+        atomic_store(&t->headers_done, 0);
+    }
     if (!r) return;
+    atomic_fetch_sub(&s->buffered, r->reserved);
     dn_job_free(r->job);
     dn_sb_free(&r->body);
     free(r->early_msg);
@@ -445,6 +553,62 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     *con_cls = NULL;
     atomic_fetch_sub(&s->inflight, 1);
     dn_metrics_inflight(s->metrics, -1);
+}
+
+/* ------------------------------------------------------------ header deadline */
+
+/* Connection opened / closed: keeps the list the watchdog walks. MHD reports CLOSED
+ * before it closes the socket, so an fd in the list is always this connection's. */
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe) {
+    dn_server *s = cls;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_track *t = ci ? dn_calloc(1, sizeof *t) : NULL;
+        *socket_context = t;
+        if (!t) return;
+        t->fd = ci->connect_fd;
+        atomic_init(&t->since, dn_now());
+        atomic_init(&t->headers_done, 0);
+        pthread_mutex_lock(&s->conn_mu);
+        t->next = s->conns;
+        if (s->conns) s->conns->prev = t;
+        s->conns = t;
+        pthread_mutex_unlock(&s->conn_mu);
+    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
+        conn_track *t = *socket_context;
+        if (!t) return;
+        pthread_mutex_lock(&s->conn_mu);
+        if (t->prev) t->prev->next = t->next;
+        else s->conns = t->next;
+        if (t->next) t->next->prev = t->prev;
+        pthread_mutex_unlock(&s->conn_mu);
+        free(t);
+        *socket_context = NULL;
+    }
+}
+
+/* A client that trickles header lines (slowloris) keeps the inactivity timeout from ever
+ * firing; this thread shuts down every connection whose current request has not
+ * completed its headers within header_timeout, and MHD then closes it. */
+static void *header_watchdog(void *arg) {
+    dn_server *s = arg;
+    while (!atomic_load(&s->watchdog_stop)) {
+        usleep(200000);
+        double now = dn_now();
+        int cut = 0;
+        pthread_mutex_lock(&s->conn_mu);
+        for (conn_track *t = s->conns; t; t = t->next) {
+            if (t->cut || atomic_load(&t->headers_done) || now - atomic_load(&t->since) <= s->header_timeout) continue;
+            shutdown(t->fd, SHUT_RDWR);
+            t->cut = 1;
+            cut++;
+        }
+        pthread_mutex_unlock(&s->conn_mu);
+        if (cut) dn_pipeline_log(s->pipe, "closed %d connection%s without complete request headers after %d s", cut,
+                                 cut > 1 ? "s" : "", s->header_timeout);
+    }
+    return NULL;
 }
 
 /* ------------------------------------------------------------ start / stop */
@@ -485,11 +649,17 @@ static dn_status start_daemon(dn_server *s, struct sockaddr_in *addr, const char
                               /* I/O threads; a report or listing (a DB scan) occupies one while it runs */
                               MHD_OPTION_THREAD_POOL_SIZE, (unsigned)4,
                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)s->idle_timeout,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)1000,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)s->max_connections,
+                              MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->max_per_client,
                               MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)512,
+                              MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_END);
     if (!s->mhd) return dn_fail(DN_ERR_NET, "serve: cannot listen on %s (in use or not permitted?)", listen);
+    if (pthread_create(&s->watchdog, NULL, header_watchdog, s))
+        return dn_fail(DN_ERR_NOMEM, "serve: cannot start the header watchdog thread");
+    s->watchdog_started = 1;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : ntohs(addr->sin_port);
     return DN_OK;
@@ -501,6 +671,7 @@ dn_status dn_server_start(const dn_server_config *c, dn_server **out) {
     dn_server *s = dn_calloc(1, sizeof *s);
     if (!s) return DN_ERR_NOMEM;
     dn_status rc = DN_OK;
+    pthread_mutex_init(&s->conn_mu, NULL);
     s->token = c->token ? dn_strdup(c->token) : NULL;
     s->ok_classes = c->ok_classes ? dn_strdup(c->ok_classes) : NULL;
     if ((c->token && !s->token) || (c->ok_classes && !s->ok_classes)) { rc = dn_fail(DN_ERR_NOMEM, "serve: out of memory"); goto fail; }
@@ -508,6 +679,11 @@ dn_status dn_server_start(const dn_server_config *c, dn_server **out) {
     s->max_body = c->max_body ? c->max_body : 16u << 20;
     s->body_timeout = c->body_timeout > 0 ? c->body_timeout : 30;
     s->idle_timeout = c->idle_timeout > 0 ? c->idle_timeout : 15;
+    s->header_timeout = c->header_timeout > 0 ? c->header_timeout : 10;
+    s->max_connections = c->max_connections > 0 ? c->max_connections : 1000;
+    s->max_per_client = c->max_per_client > 0 ? c->max_per_client : 128;
+    s->body_budget = c->body_budget ? c->body_budget : (size_t)256 << 20;
+    s->report_slots = c->report_slots > 0 ? c->report_slots : 1;
     if (s->token && !*s->token) { rc = dn_fail(DN_ERR_ARG, "serve: empty bearer token"); goto fail; }
     const char *listen = c->listen ? c->listen : "127.0.0.1:8080";
     struct sockaddr_in addr;
@@ -551,10 +727,15 @@ void dn_server_stop(dn_server *s) {
     }
     /* 3. workers finish the queue and exit (before the daemon goes: they resume its connections) */
     dn_pipeline_drain(s->pipe);
+    if (s->watchdog_started) {
+        atomic_store(&s->watchdog_stop, 1);
+        pthread_join(s->watchdog, NULL);
+    }
     if (s->mhd) MHD_stop_daemon(s->mhd);
     /* 4. actions finish or fail (bounded); outcomes still reach the store; store closed */
     dn_pipeline_close(s->pipe);
     free(s->token);
     free(s->ok_classes);
+    pthread_mutex_destroy(&s->conn_mu);
     free(s);
 }

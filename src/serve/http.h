@@ -16,11 +16,17 @@
  *                             (X-Line, X-Station, X-Camera, X-Part or X-Serial),
  *                             X-Request-Id = idempotency key            [token]
  *   GET  /v1/predictions      ?from&to&line&class&decision&limit&cursor
- *   GET  /v1/report           ?format=csv|json|html&from&to&line&group_by
+ *   GET  /v1/report           ?format=csv|json|html&from&to&line&group_by  [token]
  *   GET  /healthz             liveness + model identity
  *   GET  /metrics             Prometheus text format
  *   POST /v1/admin/reload     reload model and rules                    [token]
  * [token]: when a token is configured, "Authorization: Bearer <token>" is required.
+ *
+ * Bounded resources (docs/security.md): complete headers within header_timeout, at most
+ * max_per_client connections per client address (so one client cannot take the
+ * max_connections), bodies within max_body each and body_budget together (503), at most
+ * DN_HTTP_MAX_ARGS query arguments (414), report_slots reports at once (503); metadata
+ * and query values with NUL bytes, control characters or invalid UTF-8 get 400.
  *
  * Hot reload (dn_server_reload, SIGHUP in the CLI, POST /v1/admin/reload): the new
  * model and rules are loaded beside the old ones; on success they become current for
@@ -53,6 +59,13 @@ typedef struct dn_server_config {
     size_t max_body;             /* bytes, 0 = 16 MiB */
     int body_timeout;            /* seconds to receive a whole request, 0 = 30 */
     int idle_timeout;            /* seconds of connection inactivity before close, 0 = 15 */
+    int header_timeout;          /* seconds to receive a request's complete headers (from the
+                                    connection start or the end of the previous request), 0 = 10 */
+    int max_connections;         /* open connections in total, 0 = 1000 */
+    int max_per_client;          /* open connections per client IP address, 0 = 128 */
+    size_t body_budget;          /* request bodies buffered at once, all connections, bytes;
+                                    over it a request gets 503 + Retry-After; 0 = 256 MiB */
+    int report_slots;            /* GET /v1/report built at once; more get 503 + Retry-After; 0 = 1 */
     const char *watch_dir;       /* folder to watch (NULL = none) */
     int move_processed;          /* move watched files to <dir>/processed/<class>/ */
     const char *watch_line, *watch_station, *watch_camera; /* metadata of watched files (NULL = none) */
@@ -75,5 +88,7 @@ void dn_server_stop(dn_server *s);
 struct dn_pipeline *dn_server_pipeline(dn_server *s);
 struct dn_store *dn_server_store(dn_server *s);
 struct dn_metrics *dn_server_metrics(dn_server *s);
+
+#define DN_HTTP_MAX_ARGS 64  /* query arguments per request; more: 414 */
 
 #endif

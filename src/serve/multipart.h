@@ -20,6 +20,13 @@ typedef struct dn_req_meta {
     int has[DN_META_N];
 } dn_req_meta;
 
+/* Length (1..4) of the valid UTF-8 sequence starting at p, or 0 when the bytes there are
+ * not valid UTF-8 (stray continuation byte, overlong form, UTF-16 surrogate, beyond
+ * U+10FFFF, truncated). *p == 0 counts as invalid. */
+size_t dn_utf8_seq_len(const unsigned char *p);
+/* 1 if the NUL-terminated s is valid UTF-8 without control characters (< 0x20, DEL). */
+int dn_utf8_printable(const char *s);
+
 /* NULL if v is an acceptable metadata value (1..DN_META_MAX bytes, valid UTF-8, no
  * control characters), else what is wrong with it ("is empty", ...). */
 const char *dn_meta_problem(const char *v);

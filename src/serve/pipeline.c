@@ -5,6 +5,7 @@
 #include "nn/model.h"
 #include "serve/actions.h"
 #include "serve/metrics.h"
+#include "serve/multipart.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -67,19 +68,43 @@ static double wall_now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Copies in to out as one line of valid UTF-8: control characters, DEL and bytes that
+ * are not part of a valid UTF-8 sequence become \xNN (and '\' itself \\), so a file
+ * name or a client's string can neither forge a log line nor break a UTF-8 reader. */
+static void log_escape(const char *in, char *out, size_t cap) {
+    size_t k = 0;
+    const unsigned char *p = (const unsigned char *)in;
+    while (*p && k + 5 < cap) {
+        size_t n = dn_utf8_seq_len(p);
+        if (n > 1) {
+            memcpy(out + k, p, n);
+            k += n;
+            p += n;
+        } else if (n == 1 && *p >= 0x20 && *p != 0x7f && *p != '\\') {
+            out[k++] = (char)*p++;
+        } else {
+            if (*p == '\\') k += (size_t)snprintf(out + k, cap - k, "\\\\");
+            else k += (size_t)snprintf(out + k, cap - k, "\\x%02X", *p);
+            p++;
+        }
+    }
+    out[k] = 0;
+}
+
 void dn_pipeline_log(const dn_pipeline *p, const char *fmt, ...) {
     if (p->quiet) return;
-    char buf[1024];
+    char buf[1024], esc[1400];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    log_escape(buf, esc, sizeof esc);
     char ts[32];
     time_t t = time(NULL);
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    fprintf(stderr, "%s serve: %s\n", ts, buf);
+    fprintf(stderr, "%s serve: %s\n", ts, esc);
 }
 
 int dn_pipeline_log_enabled(const dn_pipeline *p) { return !p->quiet; }
@@ -211,14 +236,22 @@ static void scores_json(dn_sb *sc, const dn_gen *g, const float *probs) {
     dn_sb_puts(sc, "}");
 }
 
-/* The answer to an idempotent retry: what was recorded the first time. */
-static void answer_duplicate(dn_pipeline *p, dn_job *j, int64_t id, dn_sb *b) {
+/* The answer to an idempotent retry: what was recorded the first time; 409 when the
+ * key was recorded with a different image (a client reusing keys, not a retry). */
+static void answer_duplicate(dn_pipeline *p, dn_job *j, int64_t id, const char *sha, dn_sb *b) {
     dn_pred_row row;
     int found = 0;
     char msg[1400];
     if (dn_store_get(p->store, id, &row, &found) || !found) {
         snprintf(msg, sizeof msg, "prediction store: %s", found ? dn_last_error() : "recorded prediction vanished");
         job_fail(j, 503, msg);
+        return;
+    }
+    if (row.image_sha256 && strcmp(row.image_sha256, sha)) {
+        snprintf(msg, sizeof msg, "request id '%s' was already used for a different image (prediction %lld)",
+                 j->req.request_id ? j->req.request_id : "", (long long)id);
+        dn_pred_row_clear(&row);
+        job_fail(j, 409, msg);
         return;
     }
     dn_pred_row_json_open(b, &row);
@@ -309,7 +342,7 @@ static void finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction *pr,
         job_fail(j, 503, msg);
         goto done;
     }
-    if (existed) answer_duplicate(p, j, id, &b);
+    if (existed) answer_duplicate(p, j, id, sha, &b);
     else answer_new(p, j, &rec, id, &b);
     if (j->code != 200) goto done;
     if (b.oom) { job_fail(j, 500, "out of memory"); goto done; }

@@ -6,9 +6,11 @@
 #include "core/sha256.h"
 #include "serve/pipeline.h"
 #include "serve/metrics.h"
+#include "serve/multipart.h"
 #include "serve/store.h"
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -26,6 +28,7 @@
 struct dn_watch {
     dn_pipeline *p;
     char dir[PATH_MAX];
+    int dfd;                        /* the watched directory, opened once (moves are relative to it) */
     int move;
     char *line, *station, *camera;
     char **pending;                 /* scanned files not yet settled (names) */
@@ -46,12 +49,6 @@ static int ignored_name(const char *n) {
     return 0;
 }
 
-/* mkdir -p of DIR/<a>[/<b>] */
-static int ensure_dir(const char *path) {
-    if (mkdir(path, 0755) == 0 || errno == EEXIST) return 0;
-    return -1;
-}
-
 /* Directory-safe version of a class name. */
 static void safe_name(const char *in, char *out, size_t n) {
     size_t k = 0;
@@ -63,23 +60,35 @@ static void safe_name(const char *in, char *out, size_t n) {
     if (!k) snprintf(out, n, "_");
 }
 
-static void move_to(dn_watch *w, const char *path, const char *name, const char *sub1, const char *sub2, int64_t id) {
-    char d1[PATH_MAX + 32], d2[PATH_MAX + 200], dst[PATH_MAX + 600];
-    snprintf(d1, sizeof d1, "%s/%s", w->dir, sub1);
-    if (ensure_dir(d1)) goto fail;
-    if (sub2) {
-        char sn[128];
+/* The subdirectory name of parent (created if missing), opened without following a
+ * symbolic link: processed/ or rejected/ replaced by a link to elsewhere is refused
+ * (ELOOP/ENOTDIR) instead of receiving the files. -1 with errno set on failure. */
+static int open_subdir(int parent, const char *name) {
+    if (mkdirat(parent, name, 0755) && errno != EEXIST) return -1;
+    return openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/* Moves DIR/name into DIR/sub1[/sub2]/ (an existing name gets "-<id>" appended), by
+ * directory descriptors and renameat, so no symbolic link on the way is followed. */
+static void move_to(dn_watch *w, const char *name, const char *sub1, const char *sub2, int64_t id) {
+    int d1 = open_subdir(w->dfd, sub1), d2 = -1, dst = d1, moved = 0;
+    char sn[128] = "", dn[300];
+    if (d1 >= 0 && sub2) {
         safe_name(sub2, sn, sizeof sn);
-        snprintf(d2, sizeof d2, "%s/%s", d1, sn);
-        if (ensure_dir(d2)) goto fail;
-    } else {
-        snprintf(d2, sizeof d2, "%s", d1);
+        dst = d2 = open_subdir(d1, sn);
     }
-    snprintf(dst, sizeof dst, "%s/%.255s", d2, name);
-    if (access(dst, F_OK) == 0) snprintf(dst, sizeof dst, "%s/%.255s-%lld", d2, name, (long long)id);
-    if (rename(path, dst) == 0) return;
-fail:
-    if (dn_pipeline_log_enabled(w->p)) fprintf(stderr, "serve: watch: cannot move %s into %s/: %s\n", path, sub1, strerror(errno));
+    if (dst >= 0) {
+        struct stat st;
+        snprintf(dn, sizeof dn, "%.255s", name);
+        if (fstatat(dst, dn, &st, AT_SYMLINK_NOFOLLOW) == 0) snprintf(dn, sizeof dn, "%.255s-%lld", name, (long long)id);
+        moved = renameat(w->dfd, name, dst, dn) == 0;
+    }
+    int e = errno;
+    if (!moved)
+        dn_pipeline_log(w->p, "watch: cannot move %s/%s into %s%s%s/: %s", w->dir, name, sub1, sn[0] ? "/" : "", sn,
+                        e == ELOOP || e == ENOTDIR ? "it is a symbolic link or not a directory (refused)" : strerror(e));
+    if (d2 >= 0) close(d2);
+    if (d1 >= 0) close(d1);
 }
 
 static void handle_file(dn_watch *w, const char *name) {
@@ -90,10 +99,19 @@ static void handle_file(dn_watch *w, const char *name) {
     if (lstat(path, &st) || !S_ISREG(st.st_mode)) return;
     dn_metrics *m = dn_pipeline_metrics(w->p);
     dn_store *store = dn_pipeline_store(w->p);
+    if (!dn_utf8_printable(name)) {
+        /* it would reach the store, JSON answers, MQTT topics and logs: not classified */
+        dn_pipeline_log(w->p, "watch: %s: file name is not printable UTF-8, skipped%s", path,
+                        w->move ? " (moved to rejected/)" : "");
+        dn_metrics_watch(m, "bad_name");
+        if (w->move) move_to(w, name, "rejected", NULL, 0);
+        atomic_fetch_add(&w->handled, 1);
+        return;
+    }
     uint8_t *data = NULL;
     size_t len = 0;
     if (dn_read_file(path, WATCH_MAX_FILE, &data, &len)) {
-        if (dn_pipeline_log_enabled(w->p)) fprintf(stderr, "serve: watch: %s\n", dn_last_error());
+        dn_pipeline_log(w->p, "watch: %s", dn_last_error());
         dn_metrics_watch(m, "unreadable");
         atomic_fetch_add(&w->handled, 1);
         return;
@@ -109,7 +127,7 @@ static void handle_file(dn_watch *w, const char *name) {
             dn_pred_row row;
             int found = 0;
             if (dn_store_get(store, id, &row, &found) == DN_OK && found) {
-                move_to(w, path, name, "processed", row.cls, id);
+                move_to(w, name, "processed", row.cls, id);
                 dn_pred_row_clear(&row);
             }
         }
@@ -133,16 +151,16 @@ static void handle_file(dn_watch *w, const char *name) {
     free(data);
     if (res.http_code == 200) {
         dn_metrics_watch(m, "classified");
-        if (dn_pipeline_log_enabled(w->p)) fprintf(stderr, "serve: watch: %s -> %s (id %lld)\n", path, res.cls, (long long)res.id);
-        if (w->move) move_to(w, path, name, "processed", res.cls, res.id);
+        dn_pipeline_log(w->p, "watch: %s -> %s (id %lld)", path, res.cls, (long long)res.id);
+        if (w->move) move_to(w, name, "processed", res.cls, res.id);
     } else if (res.http_code >= 400 && res.http_code < 500) {
         dn_metrics_watch(m, "rejected");
-        if (dn_pipeline_log_enabled(w->p)) fprintf(stderr, "serve: watch: %s rejected: %s", path, res.json ? res.json : "\n");
-        if (w->move) move_to(w, path, name, "rejected", NULL, 0);
+        dn_pipeline_log(w->p, "watch: %s rejected: %.300s", path, res.json ? res.json : "");
+        if (w->move) move_to(w, name, "rejected", NULL, 0);
     } else {
         /* store/server trouble: leave the file for the next scan */
         dn_metrics_watch(m, "failed");
-        if (dn_pipeline_log_enabled(w->p)) fprintf(stderr, "serve: watch: %s failed: %s", path, res.json ? res.json : "\n");
+        dn_pipeline_log(w->p, "watch: %s failed: %.300s", path, res.json ? res.json : "");
     }
     free(res.json);
     atomic_fetch_add(&w->handled, 1);
@@ -250,6 +268,7 @@ static void *watch_main(void *arg) {
 }
 
 static void watch_free(dn_watch *w) {
+    if (w->dfd >= 0) close(w->dfd);
     for (size_t i = 0; i < w->npending; i++) free(w->pending[i]);
     free(w->pending);
     free(w->line);
@@ -263,6 +282,7 @@ dn_status dn_watch_start(dn_pipeline *p, const char *dir, int move_processed, co
     *out = NULL;
     dn_watch *w = dn_calloc(1, sizeof *w);
     if (!w) return DN_ERR_NOMEM;
+    w->dfd = -1;
     w->line = line ? dn_strdup(line) : NULL;
     w->station = station ? dn_strdup(station) : NULL;
     w->camera = camera ? dn_strdup(camera) : NULL;
@@ -273,9 +293,11 @@ dn_status dn_watch_start(dn_pipeline *p, const char *dir, int move_processed, co
     w->p = p;
     w->move = move_processed;
     w->ifd = -1;
+    w->dfd = -1;
     w->stop_pipe[0] = w->stop_pipe[1] = -1;
     struct stat st;
-    if (!realpath(dir, w->dir) || stat(w->dir, &st) || !S_ISDIR(st.st_mode)) {
+    if (!realpath(dir, w->dir) || stat(w->dir, &st) || !S_ISDIR(st.st_mode) ||
+        (w->dfd = open(w->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
         watch_free(w);
         return dn_fail(DN_ERR_IO, "%s: --watch is not a directory", dir);
     }
