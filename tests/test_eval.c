@@ -183,7 +183,7 @@ TEST(base64_png_thumbnail) {
     }
     /* PNG round trip through our own decoder: RGB and gray images */
     for (int gray = 0; gray < 2; gray++) {
-        dn_image img = {37, 23, malloc(37 * 23 * 3)};
+        dn_image img = {.w = 37, .h = 23, .data = malloc(37 * 23 * 3)};
         for (int i = 0; i < 37 * 23; i++)
             for (int c = 0; c < 3; c++) img.data[i * 3 + c] = (uint8_t)(gray ? i * 7 : i * 7 + c * 50);
         uint8_t *png;
@@ -202,7 +202,7 @@ TEST(base64_png_thumbnail) {
         free(b64);
         dn_image_free(&img);
     }
-    dn_image flat = {300, 100, malloc(300 * 100 * 3)};
+    dn_image flat = {.w = 300, .h = 100, .data = malloc(300 * 100 * 3)};
     memset(flat.data, 77, 300 * 100 * 3);
     char *b64 = NULL;
     CHECK(dn_thumb_png_base64(&flat, 60, &b64) == DN_OK);
