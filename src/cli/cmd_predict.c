@@ -7,7 +7,8 @@
  * files by extension, natural order; dn_collect_images). Images are decoded and preprocessed with
  * the model's own contract, B at a time, and each batch is forwarded once.
  * One output line per image: path, class, confidence (temperature-calibrated
- * softmax), uncertain flag (confidence < model threshold) and the top-K classes
+ * softmax), uncertain flag (confidence < model threshold), decision
+ * (accepted | uncertain | unknown) and ood_score (docs/ood.md), and the top-K classes
  * with probabilities. Default format: table when stdout is a terminal, JSON lines
  * otherwise. A file that cannot be read or decoded is reported on stderr as one
  * line "defectnet predict: <file>: <problem>" and skipped; the rest are still
@@ -21,6 +22,7 @@
 #include "nn/engine.h"
 #include "nn/model.h"
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -62,11 +64,11 @@ static void csv_field(FILE *f, const char *s) {
 
 static void print_header(int fmt, int k, int pathw) {
     if (fmt == FMT_CSV) {
-        printf("path,class,confidence,uncertain");
+        printf("path,class,confidence,uncertain,decision,ood_score");
         for (int i = 1; i <= k; i++) printf(",top%d_class,top%d_prob", i, i);
         printf("\n");
     } else if (fmt == FMT_TABLE) {
-        printf("%-*s  %-16s %10s  %s\n", pathw, "path", "class", "confidence", "top-k");
+        printf("%-*s  %-16s %10s  %-9s %9s  %s\n", pathw, "path", "class", "confidence", "decision", "ood_score", "top-k");
     }
 }
 
@@ -83,8 +85,11 @@ static void print_row(int fmt, const dn_model *m, const char *path, const dn_pre
         dn_sb_json_str(&b, path);
         dn_sb_puts(&b, ", \"class\": ");
         dn_sb_json_str(&b, cls);
-        dn_sb_printf(&b, ", \"class_index\": %d, \"confidence\": %.6f, \"uncertain\": %s, \"top_k\": [", pr->cls,
-                     pr->confidence, pr->uncertain ? "true" : "false");
+        dn_sb_printf(&b, ", \"class_index\": %d, \"confidence\": %.6f, \"uncertain\": %s, \"decision\": \"%s\", \"ood_score\": ",
+                     pr->cls, pr->confidence, pr->uncertain ? "true" : "false", dn_decision_name(pr->decision));
+        if (isnan(pr->ood_score)) dn_sb_puts(&b, "null"); /* the model has no unknown-input detector */
+        else dn_sb_printf(&b, "%.6g", pr->ood_score);
+        dn_sb_puts(&b, ", \"top_k\": [");
         for (int i = 0; i < k; i++) {
             dn_sb_puts(&b, i ? ", {\"class\": " : "{\"class\": ");
             dn_sb_json_str(&b, dn_model_class_name(m, r[i].idx));
@@ -97,7 +102,8 @@ static void print_row(int fmt, const dn_model *m, const char *path, const dn_pre
         csv_field(stdout, path);
         putchar(',');
         csv_field(stdout, cls);
-        printf(",%.6f,%d", pr->confidence, pr->uncertain);
+        printf(",%.6f,%d,%s,", pr->confidence, pr->uncertain, dn_decision_name(pr->decision));
+        if (!isnan(pr->ood_score)) printf("%.6g", pr->ood_score); /* empty without a detector */
         for (int i = 0; i < k; i++) {
             putchar(',');
             csv_field(stdout, dn_model_class_name(m, r[i].idx));
@@ -105,7 +111,8 @@ static void print_row(int fmt, const dn_model *m, const char *path, const dn_pre
         }
         putchar('\n');
     } else {
-        printf("%-*s  %-16s %9.2f%%%s", pathw, path, cls, 100.0 * pr->confidence, pr->uncertain ? "?" : " ");
+        printf("%-*s  %-16s %9.2f%%%s %-9s %9.4g ", pathw, path, cls, 100.0 * pr->confidence, pr->uncertain ? "?" : " ",
+               dn_decision_name(pr->decision), (double)pr->ood_score);
         for (int i = 0; i < k; i++) printf(" %s%s %.3f", i ? "| " : " ", dn_model_class_name(m, r[i].idx), r[i].p);
         putchar('\n');
     }

@@ -327,9 +327,7 @@ dn_status dn_ood_fit(const dn_model *m, const float *fit_feat, const int *fit_y,
     o->val_rows = nval;
     for (int k = 0; k < DN_OOD_NKINDS; k++) o->zmean[k] = 0, o->zstd[k] = 1;
     /* validation: score statistics, then the threshold of the chosen score */
-    dn_sgemm(0, 1, nval, C, d, 1.0f, val_feat, d, m->fc_w, d, 0.0f, logits, C, NULL);
-    for (int i = 0; i < nval; i++)
-        for (int c = 0; c < C; c++) logits[(size_t)i * C + c] += m->fc_b[c];
+    dn_ood_logits(m, val_feat, nval, logits);
     if ((st = dn_ood_scores(o, val_feat, logits, nval, sc))) goto fail;
     for (int k = 0; k < DN_OOD_NKINDS; k++) {
         if (k == DN_OOD_COMBO) continue;

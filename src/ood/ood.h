@@ -95,4 +95,12 @@ double dn_ood_auroc(const float *in, int nin, const float *out, int nout);
 double dn_ood_fpr_at_tpr(const float *in, int nin, const float *out, int nout, double tpr);
 /* Threshold accepting tpr of in (the ceil(tpr * n)-th smallest). */
 float dn_ood_quantile(const float *v, int n, double tpr);
+/* Pooled features (n x feat_dim) of image files through m with its own
+ * preprocessing, batch images per forward, decoded by loader threads.
+ * Unreadable images get ok[i] = 0 (their rows are zero) and are counted in
+ * *skipped (the first message goes to stderr once, prefixed by who). */
+dn_status dn_ood_features(const dn_model *m, const char *const *paths, int n, int batch, int threads, float *feat,
+                          unsigned char *ok, int *skipped, const char *who);
+/* logits (n x ncls) = feat * fc_w' + fc_b (raw, before temperature). */
+void dn_ood_logits(const dn_model *m, const float *feat, int n, float *logits);
 #endif

@@ -1,0 +1,249 @@
+/* defectnet calibrate: fit unknown-input detection into an existing model and
+ * measure it against unknown image sets (docs/ood.md).
+ *
+ *   defectnet calibrate --model M (--data DIR | --manifest CSV) [--out OUT]
+ *                       [--bank N] [--k K] [--score knn|energy|rmd|combo] [--tpr F]
+ *                       [--ood DIR|FILE ...] [--json FILE] [--batch B] [--threads T]
+ *
+ * The train split's features fit the detector (KNN bank, class means and
+ * covariances), the val split's choose the threshold (--tpr of them accepted).
+ * Data without a val split is split like `train` does (stratified, seed 42).
+ * With --ood, the test split (else val) is scored against each unknown set:
+ * AUROC and FPR at 95% TPR for every score and for max-softmax, and the share
+ * of each set the stored decision flags unknown. --no-write only measures.
+ *
+ * Exit status: 0 ok, 1 some images unreadable (skipped), 2 usage/model/data error. */
+#include "commands.h"
+#include "core/core.h"
+#include "core/json.h"
+#include "io/dataset.h"
+#include "nn/engine.h"
+#include "nn/model.h"
+#include "ood/ood.h"
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PFX "defectnet calibrate: "
+#define MAX_OOD 16
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: defectnet calibrate --model M (--data DIR | --manifest CSV) [options]\n"
+               "  --out OUT           write the model with its unknown-input detector here (default: --model, replaced atomically)\n"
+               "  --no-write          only measure (with --ood), write nothing\n"
+               "  --bank N            KNN bank rows, a seeded random subset of the train features (default 10000)\n"
+               "  --k K               neighbour rank of the KNN score, 1..64 (default 5)\n"
+               "  --score S           combo (default) | knn | energy | rmd: the score behind ood_score and the decision\n"
+               "  --tpr F             share of in-distribution val images accepted (default 0.95)\n"
+               "  --ood DIR|FILE      unknown images (repeatable, up to 16): report AUROC / FPR@95%%TPR per score\n"
+               "  --json FILE         write the measurement as JSON\n"
+               "  --batch B, --threads T  forward batch (default 16) and threads (default: all cores)\n"
+               "exit status: 0 ok, 1 some images unreadable (skipped), 2 usage/model/data error\n");
+}
+
+static int parse_num(const char *opt, const char *v, double lo, double hi, double *out) {
+    char *end;
+    errno = 0;
+    double x = v ? strtod(v, &end) : NAN;
+    if (!v || errno || end == v || *end || !(x >= lo && x <= hi)) {
+        fprintf(stderr, PFX "%s: expected a number in %g..%g, got '%s'\n", opt, lo, hi, v ? v : "");
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+typedef struct {
+    float *feat, *scores, *msp; /* n x dim, n x NKINDS, n */
+    int n;
+} scored;
+
+static void scored_free(scored *s) { free(s->feat); free(s->scores); free(s->msp); memset(s, 0, sizeof *s); }
+
+/* features + all scores (the detector's and -max softmax) of paths; unreadable ones dropped */
+static dn_status score_paths(const dn_model *m, const char *const *paths, int n, int batch, int threads, scored *out,
+                             int *skipped) {
+    memset(out, 0, sizeof *out);
+    int d = m->feat_dim, C = m->num_classes;
+    float *feat = dn_malloc((size_t)(n ? n : 1) * d * sizeof(float));
+    unsigned char *ok = dn_malloc((size_t)(n ? n : 1));
+    float *lg = NULL;
+    dn_status st = DN_OK;
+    if (!feat || !ok) { st = dn_fail(DN_ERR_NOMEM, "calibrate: out of memory"); goto done; }
+    if ((st = dn_ood_features(m, paths, n, batch, threads, feat, ok, skipped, "defectnet calibrate"))) goto done;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (ok[i]) memmove(feat + (size_t)k++ * d, feat + (size_t)i * d, (size_t)d * sizeof(float));
+    out->feat = feat;
+    feat = NULL;
+    out->n = k;
+    if (m->ood) {
+        lg = dn_malloc((size_t)(k ? k : 1) * C * sizeof(float));
+        out->scores = dn_malloc((size_t)(k ? k : 1) * DN_OOD_NKINDS * sizeof(float));
+        out->msp = dn_malloc((size_t)(k ? k : 1) * sizeof(float));
+        if (!lg || !out->scores || !out->msp) { st = dn_fail(DN_ERR_NOMEM, "calibrate: out of memory"); goto done; }
+        dn_ood_logits(m, out->feat, k, lg);
+        if ((st = dn_ood_scores(m->ood, out->feat, lg, k, out->scores))) goto done;
+        dn_softmax_t(lg, k, C, m->temperature, lg);
+        for (int i = 0; i < k; i++) {
+            float best = 0;
+            for (int c = 0; c < C; c++) if (lg[(size_t)i * C + c] > best) best = lg[(size_t)i * C + c];
+            out->msp[i] = -best; /* higher = more unusual */
+        }
+    }
+done:
+    free(feat);
+    free(ok);
+    free(lg);
+    if (st) scored_free(out);
+    return st;
+}
+
+static void column(const scored *s, int kind, float *out) {
+    for (int i = 0; i < s->n; i++) out[i] = kind < DN_OOD_NKINDS ? s->scores[(size_t)i * DN_OOD_NKINDS + kind] : s->msp[i];
+}
+
+int cmd_calibrate(int argc, char **argv) {
+    const char *model = NULL, *data = NULL, *out = NULL, *json = NULL, *ood[MAX_OOD];
+    int nood = 0, batch = 16, threads = 0, nowrite = 0;
+    dn_ood_cfg cfg;
+    dn_ood_cfg_default(&cfg);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        double x;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--no-write")) { nowrite = 1; continue; }
+        if (!strncmp(a, "--", 2) && !v) { fprintf(stderr, PFX "%s needs a value\n", a); return 2; }
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--data") || !strcmp(a, "--manifest")) data = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--json")) json = v;
+        else if (!strcmp(a, "--ood")) {
+            if (nood == MAX_OOD) { fprintf(stderr, PFX "--ood: at most %d sets\n", MAX_OOD); return 2; }
+            ood[nood++] = v;
+        } else if (!strcmp(a, "--score")) {
+            if ((cfg.kind = dn_ood_kind_parse(v)) < 0) { fprintf(stderr, PFX "--score: '%s' is not knn, energy, rmd or combo\n", v); return 2; }
+        } else if (!strcmp(a, "--bank")) { if (parse_num(a, v, 1, 10000000, &x) || x != (int)x) return 2; cfg.bank = (int)x; }
+        else if (!strcmp(a, "--k")) { if (parse_num(a, v, 1, 64, &x) || x != (int)x) return 2; cfg.k = (int)x; }
+        else if (!strcmp(a, "--tpr")) { if (parse_num(a, v, 0.5, 0.999, &x)) return 2; cfg.tpr = (float)x; }
+        else if (!strcmp(a, "--batch")) { if (parse_num(a, v, 1, 1024, &x) || x != (int)x) return 2; batch = (int)x; }
+        else if (!strcmp(a, "--threads")) { if (parse_num(a, v, 0, 1024, &x) || x != (int)x) return 2; threads = (int)x; }
+        else { fprintf(stderr, PFX "unknown option '%s' (see --help)\n", a); return 2; }
+        i++;
+    }
+    if (!model || !data) { fprintf(stderr, PFX "--model and --data (or --manifest) are required\n"); usage(stderr); return 2; }
+    if (!out) out = model;
+    int rc = 2, skipped_total = 0;
+    dn_model *m = NULL;
+    dn_dataset *ds = NULL;
+    const char **tp = NULL, **vp = NULL, **ep = NULL;
+    int *tl = NULL, *vl = NULL, *el = NULL, ntr = 0, nva = 0, nte = 0;
+    scored tr = {0}, va = {0}, te = {0}, os[MAX_OOD];
+    memset(os, 0, sizeof os);
+    int *fy = NULL;
+    dn_sb js = {0};
+    dn_status st;
+    if (dn_model_load(model, &m)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+    if (m->num_classes < 1) { fprintf(stderr, PFX "%s: the model has no classification head\n", model); goto done; }
+    if ((st = dn_dataset_open(data, &ds))) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+    if (dn_dataset_count(ds, DN_SPLIT_VAL, NULL) == 0) {
+        dn_split_cfg sc;
+        dn_split_cfg_default(&sc);
+        if ((st = dn_dataset_split(ds, &sc))) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+    }
+    int map[DN_MAX_CLASSES];
+    for (int c = 0; c < ds->nclasses && c < DN_MAX_CLASSES; c++) {
+        map[c] = -1;
+        for (int k = 0; k < m->num_classes; k++)
+            if (!strcmp(ds->classes[c], m->class_names[k])) map[c] = k;
+        if (map[c] < 0) { fprintf(stderr, PFX "%s: class '%s' is not one of the model's classes\n", data, ds->classes[c]); goto done; }
+    }
+    if (dn_dataset_select(ds, DN_SPLIT_TRAIN, &tp, &tl, &ntr) || dn_dataset_select(ds, DN_SPLIT_VAL, &vp, &vl, &nva) ||
+        dn_dataset_select(ds, DN_SPLIT_TEST, &ep, &el, &nte)) {
+        fprintf(stderr, PFX "%s\n", dn_last_error());
+        goto done;
+    }
+    if (ntr < 2 || nva < 1) { fprintf(stderr, PFX "%s: needs train and val images (%d train, %d val)\n", data, ntr, nva); goto done; }
+    fprintf(stderr, PFX "features of %d train + %d val images\n", ntr, nva);
+    int sk;
+    dn_ood_free(m->ood);
+    m->ood = NULL;
+    if ((st = score_paths(m, tp, ntr, batch, threads, &tr, &sk))) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+    skipped_total += sk;
+    if ((st = score_paths(m, vp, nva, batch, threads, &va, &sk))) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+    skipped_total += sk;
+    if (!(fy = dn_malloc((size_t)ntr * sizeof(int)))) { fprintf(stderr, PFX "out of memory\n"); rc = 3; goto done; }
+    /* the fit needs a label per feature row: refuse unreadable train images instead of guessing */
+    if (tr.n != ntr) { fprintf(stderr, PFX "%s: %d train image(s) unreadable; fix or remove them first\n", data, ntr - tr.n); goto done; }
+    for (int i = 0; i < ntr; i++) fy[i] = map[tl[i]];
+    dn_ood *o = NULL;
+    if ((st = dn_ood_fit(m, tr.feat, fy, tr.n, va.feat, va.n, &cfg, &o))) { fprintf(stderr, PFX "%s: %s\n", data, dn_last_error()); goto done; }
+    m->ood = o;
+    char desc[300];
+    dn_ood_describe(o, desc, sizeof desc);
+    printf("unknown-input detection: %s\n", desc);
+    if (!nowrite) {
+        if ((st = dn_model_save(m, out))) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+        printf("wrote %s\n", out);
+    }
+    if (nood) {
+        const char *const *ip = nte ? ep : vp;
+        int nin = nte ? nte : nva;
+        if ((st = score_paths(m, ip, nin, batch, threads, &te, &sk))) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+        skipped_total += sk;
+        int flagged_in = 0;
+        for (int i = 0; i < te.n; i++) flagged_in += te.scores[(size_t)i * DN_OOD_NKINDS + o->kind] > o->threshold;
+        printf("in-distribution %s: %d images, %.1f%% flagged unknown\n", nte ? "test" : "val", te.n, te.n ? 100.0 * flagged_in / te.n : 0.0);
+        dn_sb_printf(&js, "{\"model\":");
+        dn_sb_json_str(&js, model);
+        dn_sb_printf(&js, ",\"score\":\"%s\",\"threshold\":%.9g,\"k\":%d,\"bank\":%d,\"in\":{\"split\":\"%s\",\"n\":%d,\"flagged\":%.6f},\"sets\":[",
+                     dn_ood_kind_name(o->kind), (double)o->threshold, o->k, o->nbank, nte ? "test" : "val", te.n,
+                     te.n ? (double)flagged_in / te.n : 0.0);
+        float *a = dn_malloc((size_t)(te.n ? te.n : 1) * sizeof(float));
+        for (int s = 0; s < nood; s++) {
+            char **paths = NULL;
+            int np = 0;
+            const char *one[1] = {ood[s]};
+            if ((st = dn_collect_images(one, 1, &paths, &np))) { fprintf(stderr, PFX "--ood %s\n", dn_last_error()); free(a); goto done; }
+            st = score_paths(m, (const char *const *)paths, np, batch, threads, &os[s], &sk);
+            dn_paths_free(paths, np);
+            if (st) { fprintf(stderr, PFX "%s\n", dn_last_error()); free(a); goto done; }
+            skipped_total += sk;
+            if (os[s].n == 0) { fprintf(stderr, PFX "--ood %s: no readable images\n", ood[s]); free(a); goto done; }
+            float *b = dn_malloc((size_t)os[s].n * sizeof(float));
+            int flagged = 0;
+            for (int i = 0; i < os[s].n; i++) flagged += os[s].scores[(size_t)i * DN_OOD_NKINDS + o->kind] > o->threshold;
+            printf("\nunknown set %s: %d images, %.1f%% flagged unknown\n  %-8s %8s %12s\n", ood[s], os[s].n,
+                   100.0 * flagged / os[s].n, "score", "AUROC", "FPR@95%TPR");
+            dn_sb_printf(&js, "%s{\"set\":", s ? "," : "");
+            dn_sb_json_str(&js, ood[s]);
+            dn_sb_printf(&js, ",\"n\":%d,\"flagged\":%.6f,\"scores\":{", os[s].n, (double)flagged / os[s].n);
+            for (int k = 0; k <= DN_OOD_NKINDS; k++) {
+                column(&te, k, a);
+                column(&os[s], k, b);
+                double au = dn_ood_auroc(a, te.n, b, os[s].n), fpr = dn_ood_fpr_at_tpr(a, te.n, b, os[s].n, 0.95);
+                const char *name = k < DN_OOD_NKINDS ? dn_ood_kind_name(k) : "msp";
+                printf("  %-8s %8.4f %12.4f%s\n", name, au, fpr, k == o->kind ? "  (model's score)" : "");
+                dn_sb_printf(&js, "%s\"%s\":{\"auroc\":%.6f,\"fpr95\":%.6f}", k ? "," : "", name, au, fpr);
+            }
+            dn_sb_puts(&js, "}}");
+            free(b);
+        }
+        free(a);
+        dn_sb_puts(&js, "]}\n");
+        if (json) {
+            FILE *f = fopen(json, "w");
+            if (!f || fputs(js.s, f) < 0 || fclose(f)) { fprintf(stderr, PFX "%s: cannot write: %s\n", json, strerror(errno)); goto done; }
+        }
+    }
+    rc = skipped_total ? 1 : 0;
+done:
+    scored_free(&tr); scored_free(&va); scored_free(&te);
+    for (int s = 0; s < MAX_OOD; s++) scored_free(&os[s]);
+    free(tp); free(tl); free(vp); free(vl); free(ep); free(el); free(fy);
+    dn_sb_free(&js);
+    dn_dataset_free(ds);
+    dn_model_free(m);
+    return rc;
+}
