@@ -14,7 +14,10 @@
 #include <unistd.h>
 
 static dn_image make_img(int w, int h) {
-    dn_image im = {w, h, malloc((size_t)w * h * 3)};
+    dn_image im = {0};
+    im.w = w;
+    im.h = h;
+    im.data = malloc((size_t)w * h * 3);
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++)
             for (int c = 0; c < 3; c++) im.data[((size_t)y * w + x) * 3 + c] = (uint8_t)(x * 7 + y * 13 + c * 50);
@@ -354,7 +357,7 @@ TEST(featcache_memory_and_disk) {
     CHECK(a.n == 30 && a.dim == 8 && st.computed == 30 && st.skipped == 1);
     /* view-0 row of item 4 = features of the plain eval transform */
     float x[3 * 16 * 16], f[8];
-    dn_image im;
+    dn_image im = {0};
     CHECK(dn_image_load(g_paths[4], &im) == DN_OK);
     CHECK(dn_preprocess(&im, &m->pp, x) == DN_OK);
     dn_image_free(&im);
@@ -491,8 +494,9 @@ static void make_clusters(dn_featcache *fc, int n, int k, int d, uint64_t seed) 
 }
 
 static int g_reports;
-static void count_report(void *ctx, int ep, double loss, const dn_eval_metrics *val, double secs, int improved) {
-    (void)ctx; (void)ep; (void)loss; (void)val; (void)secs; (void)improved;
+static void count_report(void *ctx, int ep, double loss, const dn_eval_metrics *val, double val_loss, double secs,
+                         int improved) {
+    (void)ctx; (void)ep; (void)loss; (void)val; (void)val_loss; (void)secs; (void)improved;
     g_reports++;
 }
 

@@ -124,12 +124,13 @@ void dn_train_result_free(dn_train_result *r);
  * epoch (val metrics NULL without val). */
 struct dn_featcache;
 struct dn_model;
-typedef void (*dn_epoch_fn)(void *ctx, int epoch, double loss, const dn_eval_metrics *val, double seconds,
-                            int improved);
+typedef void (*dn_epoch_fn)(void *ctx, int epoch, double loss, const dn_eval_metrics *val, double val_loss,
+                            double seconds, int improved);
 typedef struct dn_head_fit_result {
     int epochs_run;
     int best_epoch;      /* -1 without val */
     double best_f1;
+    double best_loss;    /* validation cross-entropy of the kept head */
     double seconds;
 } dn_head_fit_result;
 dn_status dn_head_fit(struct dn_model *m, const struct dn_featcache *train, const struct dn_featcache *val,
