@@ -136,14 +136,15 @@ EXTRA=$(psql_q "SELECT count(*) FROM predictions p WHERE p.source = 'mqtt' AND N
 L=$((P - REC))
 WRITERS=$(psql_q "SELECT count(DISTINCT node) FROM predictions" 2>/dev/null || echo "?")
 say "rows per node: $(psql_q "SELECT string_agg(coalesce(node, '?') || '=' || n, ' ') FROM (SELECT node, count(*) n FROM predictions GROUP BY node ORDER BY node) x" 2>/dev/null || echo 'n/a (no node column)')"
-DUPS=0
+DUPS=0; REDEL=0
 n=1
 while [ $n -le "$NODES" ]; do # the restarted node2's counter covers the redeliveries after the kill
     port=$(sed -n 's/^listening //p' "$T/node$n.out" | tail -1)
     d=$(curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^defectnet_mqtt_messages_total{result="duplicate"} //p')
-    DUPS=$((DUPS + ${d:-0}))
+    r=$(curl -s "http://127.0.0.1:$port/metrics" | sed -n 's/^defectnet_mqtt_messages_total{result="redelivered"} //p')
+    DUPS=$((DUPS + ${d:-0})); REDEL=$((REDEL + ${r:-0}))
     n=$((n + 1))
 done
-say "redeliveries answered from the store (live nodes): $DUPS; rows for ids the publisher saw no PUBACK for: $EXTRA; nodes that recorded: $WRITERS"
+say "live nodes: $REDEL messages redelivered by the broker (DUP), $DUPS answered from the store as already recorded; rows for ids the publisher saw no PUBACK for: $EXTRA; nodes that recorded: $WRITERS"
 echo "fleet: $P published, $U recorded once, $L lost, $D duplicated, $NODES nodes, $KILLED killed"
 [ "$P" -gt 0 ] && [ "$L" -eq 0 ] && [ "$D" -eq 0 ]

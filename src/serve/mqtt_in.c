@@ -176,7 +176,7 @@ static void wb_put(wbuf *b, const void *d, size_t n) {
     if (b->n + n > b->cap) {
         size_t c = b->cap ? b->cap * 2 : 256;
         while (c < b->n + n) c *= 2;
-        uint8_t *q = realloc(b->p, c);
+        uint8_t *q = dn_realloc(b->p, c);
         if (!q) { b->oom = 1; return; }
         b->p = q;
         b->cap = c;
@@ -306,7 +306,7 @@ static void rd_props(rd *r, msg *x) {
         case 0x0b: rd_varint(&sub); break;
         case 0x03: /* content type */
             a = rd_str(&sub, &l1);
-            if (x && a && !x->ctype) x->ctype = strndup(a, l1);
+            if (x && a && !x->ctype) x->ctype = dn_strndup(a, l1);
             break;
         case 0x08: case 0x09: case 0x12: case 0x15: case 0x16: case 0x1a: case 0x1c: case 0x1f:
             rd_str(&sub, &l1); break;
@@ -318,7 +318,7 @@ static void rd_props(rd *r, msg *x) {
                 if (strlen(FIELD_NAMES[f]) != l1 || memcmp(a, FIELD_NAMES[f], l1)) continue;
                 if (l2 == 0 || l2 > META_MAX || !dn_mqtt_valid_text(b, l2)) { x->bad_meta = 1; break; }
                 free(x->meta[f]);
-                x->meta[f] = strndup(b, l2);
+                x->meta[f] = dn_strndup(b, l2);
             }
             break;
         default: sub.bad = 1;
@@ -421,8 +421,11 @@ static void enqueue(dn_mqtt_in *m, msg *x) {
     else m->head = x;
     m->tail = x;
     m->st.received++;
+    m->st.redelivered += x->dup;
     pthread_cond_signal(&m->cv);
     pthread_mutex_unlock(&m->mu);
+    dn_metrics *mt = dn_pipeline_metrics(m->s);
+    if (x->dup && mt) dn_metrics_mqtt(mt, "redelivered");
 }
 
 /* Sends the PUBACK for x if its connection is still the current one. */
@@ -482,7 +485,7 @@ static void topic_fields(dn_mqtt_in *m, msg *x, char *problem, size_t pn) {
                         snprintf(problem, pn, "topic level %d is not a valid %s", k, name);
                         return;
                     }
-                    x->meta[i] = strndup(t, tl);
+                    x->meta[i] = dn_strndup(t, tl);
                 }
             }
         } else if (fl == 1 && *f == '#') {
@@ -691,7 +694,7 @@ static msg *read_publish(dn_mqtt_in *m, int fd, uint8_t b0, size_t rem) {
     x->dup = (b0 >> 3) & 1;
     /* the variable header (topic, packet id, properties) is small; read up to HEAD_MAX */
     size_t hn = rem < HEAD_MAX ? rem : HEAD_MAX;
-    uint8_t *h = malloc(hn ? hn : 1);
+    uint8_t *h = dn_malloc(hn ? hn : 1);
     if (!h || read_exact(m, fd, h, hn, 30)) { free(h); msg_free(x); return NULL; }
     rd r = {h, hn, 0, 0};
     size_t tl = 0;
@@ -699,7 +702,7 @@ static msg *read_publish(dn_mqtt_in *m, int fd, uint8_t b0, size_t rem) {
     if (x->qos) x->pid = (uint16_t)rd_u16(&r);
     rd_props(&r, x);
     if (r.bad || !t || x->qos > 2) { free(h); msg_free(x); return NULL; } /* malformed: drop the connection */
-    x->topic = strndup(t, tl);
+    x->topic = dn_strndup(t, tl);
     size_t body = rem - r.i; /* payload bytes, partly in h */
     x->len = body;
     if (body > m->c.max_payload) {
@@ -707,7 +710,7 @@ static msg *read_publish(dn_mqtt_in *m, int fd, uint8_t b0, size_t rem) {
         size_t inh = hn - r.i;
         if (read_exact(m, fd, NULL, body - inh, 60)) { free(h); msg_free(x); return NULL; }
     } else {
-        x->payload = malloc(body ? body : 1);
+        x->payload = dn_malloc(body ? body : 1);
         if (!x->payload || !x->topic) { free(h); msg_free(x); return NULL; }
         size_t inh = hn - r.i;
         memcpy(x->payload, h + r.i, inh);
@@ -876,7 +879,7 @@ dn_status dn_mqtt_in_start(dn_pipeline *s, const dn_mqtt_in_config *c, dn_mqtt_i
     if (m->c.session_expiry <= 0) m->c.session_expiry = 86400;
     if (m->c.keepalive <= 0) m->c.keepalive = 30;
     size_t sl = strlen(c->topic) + (c->group ? strlen(c->group) : 0) + 16;
-    m->sub = malloc(sl);
+    m->sub = dn_malloc(sl);
     if (!m->sub || !m->c.url || !m->c.topic || !m->c.client_id || (c->group && !m->c.group) ||
         (c->dead_letter && !m->c.dead_letter)) { rc = DN_ERR_NOMEM; goto fail; }
     if (c->group) snprintf(m->sub, sl, "$share/%s/%s", c->group, c->topic);

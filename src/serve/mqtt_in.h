@@ -29,7 +29,9 @@
  *   from the store and never recorded twice.
  * Bad messages (no id, bad metadata, oversized, not an image, file outside the root)
  * are logged with their topic, counted (defectnet_mqtt_messages_total{result=
- * "rejected"}), optionally republished to the dead-letter topic, and acknowledged.
+ * "rejected"}; the other results are classified, duplicate = answered from the store,
+ * failed = not committed, and redelivered = arrived with the DUP flag, also counted
+ * under its outcome), optionally republished to the dead-letter topic, and acknowledged.
  * A message whose prediction could not be committed (database down) is NOT
  * acknowledged: its handler retries with backoff while the connection lasts; after
  * a reconnect the broker redelivers it.
@@ -63,6 +65,7 @@ typedef struct dn_mqtt_in_config {
 
 typedef struct dn_mqtt_in_stats {
     long received;            /* PUBLISH packets taken in (redeliveries included) */
+    long redelivered;         /* of those, with the DUP flag (sent before, not acknowledged) */
     long classified;          /* new predictions committed */
     long duplicates;          /* redeliveries answered from the store */
     long rejected;            /* bad messages acknowledged without a prediction */
