@@ -984,6 +984,43 @@ TEST(uncertain_decision_and_dry_run_actions) {
     dn_server_stop(s);
 }
 
+/* A stored decision policy (eval --target-escape/--cost) is applied: with
+ * "accept as good if p(clean) >= 0.1" the flat model's patch image (p ~ 1/6
+ * each, uncertain without a policy) becomes an accepted "clean" part. */
+TEST(stored_decision_policy_applied) {
+    if (!g_ready) SKIP("model fixture could not be built");
+    dn_model *m = NULL;
+    CHECK(dn_model_load(g_model3, &m) == DN_OK);
+    if (!m) return;
+    char pol[400], db[400];
+    snprintf(pol, sizeof pol, "%s/model_policy.safetensors", g_dir);
+    snprintf(db, sizeof db, "sqlite:%s/policy.db", g_dir);
+    CHECK(dn_meta_set(&m->meta, "good_class", "{\"name\":\"clean\",\"source\":\"given\"}") == DN_OK);
+    CHECK(dn_meta_set(&m->meta, "decision_policy", "{\"good_class\":\"clean\",\"good_threshold\":0.1}") == DN_OK);
+    CHECK(dn_model_save(m, pol) == DN_OK);
+    dn_model_free(m);
+    for (int with = 0; with < 2; with++) {
+        dn_server_config c = {0};
+        c.model_path = with ? pol : g_model3;
+        c.db_url = db;
+        c.listen = "127.0.0.1:0";
+        c.quiet = 1;
+        c.workers = 1;
+        dn_server *s = NULL;
+        CHECK(dn_server_start(&c, &s) == DN_OK);
+        if (!s) return;
+        resp r;
+        CHECK(post_image(dn_server_port(s), 3, with ? "?line=P" : "?line=N", &r) == 200);
+        dn_json *j = resp_json(&r);
+        const char *cls = dn_json_str(dn_json_get(j, "class"), ""), *dec = dn_json_str(dn_json_get(j, "decision"), "");
+        if (with) CHECK_MSG(!strcmp(cls, "clean") && !strcmp(dec, "accepted"), "%s", r.body.s);
+        else CHECK_MSG(strcmp(cls, "clean") && !strcmp(dec, "uncertain"), "%s", r.body.s);
+        dn_json_free(j);
+        resp_free(&r);
+        dn_server_stop(s);
+    }
+}
+
 static h_pg g_pg;
 static int g_pg_ok;
 static char g_pg_why[256];
@@ -1068,6 +1105,7 @@ int main(void) {
     RUNX(end_to_end_rules_broker_webhook_report);
     RUNX(unreachable_targets_do_not_block_predictions);
     RUNX(uncertain_decision_and_dry_run_actions);
+    RUNX(stored_decision_policy_applied);
     g_pg_ok = h_pg_start(&g_pg, g_pg_why, sizeof g_pg_why);
     RUNX(postgres_backend);
     if (g_pg_ok) h_pg_stop(&g_pg);

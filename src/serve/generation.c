@@ -34,6 +34,10 @@ dn_status dn_gen_load(const char *model_path, dn_gen **out) {
         dn_gen_free(g);
         return dn_fail(DN_ERR_FORMAT, "%s: model has no classification head", model_path);
     }
+    if ((rc = dn_model_policy(g->model, &g->policy))) {
+        dn_gen_free(g);
+        return dn_fail(rc, "%s: %s", model_path, dn_last_error());
+    }
     if (g->model->sha256[0]) snprintf(g->sha, sizeof g->sha, "%s", g->model->sha256);
     else if ((rc = dn_sha256_file(model_path, g->sha))) { dn_gen_free(g); return rc; }
     const char *v = dn_meta_get(&g->model->meta, "version");

@@ -20,6 +20,7 @@
 #ifndef DN_SERVE_GENERATION_H
 #define DN_SERVE_GENERATION_H
 #include "defectnet.h"
+#include "eval/policy.h"
 #include "nn/engine.h"
 #include <pthread.h>
 
@@ -31,6 +32,7 @@ typedef struct dn_gen {
     dn_plan *plan;                  /* NULL until the first session; one reference owned */
     char sha[65];                   /* model file sha256 (hex) */
     char version[160];              /* metadata "version (file name)" or the file name */
+    dn_policy policy;               /* good class + stored decision policy (eval/policy.h) */
 } dn_gen;
 
 /* Loads model_path (must have a classification head) into a new generation (refs = 1). */

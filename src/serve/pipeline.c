@@ -388,7 +388,11 @@ static void run_batch(worker *w, dn_job **jobs, int n) {
         goto done;
     }
     int nc = dn_model_num_classes(g->model);
-    for (int k = 0; k < m; k++) finish_job(w, g, jobs[idx[k]], &w->preds[k], w->probs + (size_t)k * nc);
+    for (int k = 0; k < m; k++) {
+        if (g->policy.good_threshold > 0) /* the stored policy: reject unless confidently good */
+            dn_policy_decide(&g->policy, dn_model_threshold(g->model), w->probs + (size_t)k * nc, nc, &w->preds[k]);
+        finish_job(w, g, jobs[idx[k]], &w->preds[k], w->probs + (size_t)k * nc);
+    }
 done:
     dn_gen_release(&p->gens, g);
 }
