@@ -1014,6 +1014,38 @@ TEST(eval_decision_errors) {
     CHECK(access(outm, F_OK) != 0);
 }
 
+/* train --good-class: refused before training when not a class of the data;
+ * stored as given; auto-detected ("clean") and stored when not given. */
+TEST(train_good_class_stored) {
+    NEED_SETUP();
+    char cmd[3000], m1[320], m2[320];
+    snprintf(m1, sizeof m1, "%s/good_given.safetensors", g_dir);
+    snprintf(m2, sizeof m2, "%s/good_auto.safetensors", g_dir);
+    const char *common = "--weights tests/fixtures/resnet/r18n.pth --freeze backbone --epochs 1 --image-size 64 "
+                         "--threads 1 --quiet";
+    snprintf(cmd, sizeof cmd, "\"%s\" train --data %s %s --out %s --good-class dent >/dev/null 2>%s/.terr", g_bin,
+             g_data, common, m1, g_dir);
+    int st = system(cmd);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    snprintf(cmd, sizeof cmd, "%s/.terr", g_dir);
+    char *err = slurp(cmd, NULL);
+    CHECK_MSG(err && strstr(err, "--good-class: 'dent' is not a class of") && count_lines(err) == 1, "%s", err ? err : "");
+    free(err);
+    CHECK(access(m1, F_OK) != 0);
+    snprintf(cmd, sizeof cmd, "\"%s\" train --data %s %s --out %s --good-class crack >/dev/null && \"%s\" train --data %s "
+             "%s --out %s >/dev/null", g_bin, g_data, common, m1, g_bin, g_data, common, m2);
+    CHECK(system(cmd) == 0);
+    dn_model *a = NULL, *b = NULL;
+    dn_good_class g;
+    CHECK(dn_model_load(m1, &a) == DN_OK && dn_model_load(m2, &b) == DN_OK);
+    CHECK(a && dn_model_good_class(a, &g) == DN_OK && g.stored && !g.auto_detected &&
+          !strcmp(a->class_names[g.index], "crack"));
+    CHECK(b && dn_model_good_class(b, &g) == DN_OK && g.stored && g.auto_detected &&
+          !strcmp(b->class_names[g.index], "clean"));
+    dn_model_free(a);
+    dn_model_free(b);
+}
+
 TEST(report_html_renders_in_chromium) {
     NEED_SETUP();
     if (access("/usr/bin/chromium", X_OK) != 0) SKIP("chromium not installed (Debian package chromium)");
@@ -1092,6 +1124,7 @@ int main(void) {
     RUN(eval_unreadable_images);
     RUN(eval_good_class_and_target_escape);
     RUN(eval_decision_errors);
+    RUN(train_good_class_stored);
     RUN(report_html_renders_in_chromium);
     if (g_dir[0] && !getenv("DN_KEEP_TMP")) {
         char cmd[400];

@@ -2,6 +2,9 @@
  * src/train/trainer.h for what happens). */
 #include "commands.h"
 #include "core/core.h"
+#include "eval/policy.h"
+#include "io/dataset.h"
+#include "nn/model.h"
 #include "train/trainer.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +30,8 @@ static void usage(FILE *f) {
             "                            classes match the data), or none (random init, from scratch)\n"
             "    --new-head              replace the head of a defectnet model trained on other classes\n"
             "    --out MODEL             best model (by validation macro-F1), with recipe and results in its metadata\n"
+            "    --good-class NAME       the class meaning \"good part\", stored in the model (default: auto-detected from\n"
+            "                            names like ok, good, normal, pass, clean, no_defect; eval reports escapes with it)\n"
             "  recipe (default: --stages head:30,layer3:5 = head on cached features of the images + 2 augmented\n"
             "  views, then layer4 + head on their cached layer3 outputs; the best model by validation macro-F1 is kept)\n"
             "    --freeze backbone|layer3|layer2|layer1|stem|none   a single stage instead (backbone = head only)\n"
@@ -94,10 +99,36 @@ static int parse_int(const char *opt, const char *v, long lo, long hi, long *out
     return 0;
 }
 
+/* --good-class must name a class of the data: checked before anything is trained or written. */
+static int check_good_class(const dn_train_cfg *c, const char *name) {
+    const char *src = c->data ? c->data : c->split_manifest;
+    dn_dataset *ds = NULL;
+    if (!src || dn_dataset_open(src, &ds)) return 0; /* the trainer reports missing/bad data itself */
+    int found = 0;
+    for (int i = 0; i < ds->nclasses; i++) found |= !strcmp(ds->classes[i], name);
+    dn_dataset_free(ds);
+    if (!found) fprintf(stderr, "defectnet train: --good-class: '%s' is not a class of %s\n", name, src);
+    return found ? 0 : -1;
+}
+
+/* Records the good class (given, or auto-detected from the class names) in the written model. */
+static int store_good_class(const char *out, const char *name) {
+    dn_model *m = NULL;
+    dn_status st = dn_model_load(out, &m);
+    if (!st && (name || (!dn_meta_get(&m->meta, "good_class") &&
+                         dn_good_class_detect((const char *const *)m->class_names, m->num_classes) >= 0))) {
+        st = dn_model_set_good_class(m, name);
+        if (!st) st = dn_model_save(m, out);
+    }
+    dn_model_free(m);
+    if (st) fprintf(stderr, "defectnet train: %s: recording the good class: %s\n", out, dn_last_error());
+    return st ? -1 : 0;
+}
+
 int cmd_train(int argc, char **argv) {
     dn_train_cfg c;
     dn_train_cfg_default(&c);
-    const char *freeze = NULL, *stages = NULL;
+    const char *freeze = NULL, *stages = NULL, *good = NULL;
     long epochs = -1;
     int have_weights = 0;
     for (int i = 1; i < argc; i++) {
@@ -127,6 +158,7 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--split-manifest")) c.split_manifest = v;
         else if (!strcmp(a, "--weights")) { c.weights = v; have_weights = 1; }
         else if (!strcmp(a, "--out")) c.out = v;
+        else if (!strcmp(a, "--good-class")) good = v;
         else if (!strcmp(a, "--freeze")) freeze = v;
         else if (!strcmp(a, "--stages")) stages = v;
         else if (!strcmp(a, "--epochs")) { if (parse_int(a, v, 1, 100000, &epochs)) return 2; }
@@ -202,6 +234,7 @@ int cmd_train(int argc, char **argv) {
     if (!c.weights || !strcmp(c.weights, "none")) c.backbone_lr_mult = 1.0f; /* nothing is pretrained */
     c.progress = !c.quiet && isatty(2);
 
+    if (good && check_good_class(&c, good)) return 2;
     dn_train_result res;
     dn_status st = dn_train_run(&c, &res);
     if (st) {
@@ -209,6 +242,7 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "defectnet train: %s\n", dn_last_error());
         return 1;
     }
+    if (store_good_class(c.out, good)) { dn_train_result_free(&res); return 1; }
     if (c.json) {
         printf("{\"event\":\"done\",\"out\":\"%s\",\"classes\":%d,\"train\":%d,\"val\":%d,\"test\":%d,\"skipped\":%d,"
                "\"best_epoch\":%d,\"epochs\":%d,\"seconds\":%.2f,\"feature_seconds\":%.2f,\"split_manifest\":\"%s\",\"val_metrics\":",
