@@ -996,7 +996,8 @@ TEST(stored_decision_policy_applied) {
     snprintf(pol, sizeof pol, "%s/model_policy.safetensors", g_dir);
     snprintf(db, sizeof db, "sqlite:%s/policy.db", g_dir);
     CHECK(dn_meta_set(&m->meta, "good_class", "{\"name\":\"clean\",\"source\":\"given\"}") == DN_OK);
-    CHECK(dn_meta_set(&m->meta, "decision_policy", "{\"good_class\":\"clean\",\"good_threshold\":0.1}") == DN_OK);
+    CHECK(dn_meta_set(&m->meta, "decision_policy", "{\"good_class\":\"clean\",\"good_threshold\":0.1,"
+                      "\"expected\":{\"escape\":0.0125,\"false_reject\":0.25}}") == DN_OK);
     CHECK(dn_model_save(m, pol) == DN_OK);
     dn_model_free(m);
     for (int with = 0; with < 2; with++) {
@@ -1016,6 +1017,14 @@ TEST(stored_decision_policy_applied) {
         if (with) CHECK_MSG(!strcmp(cls, "clean") && !strcmp(dec, "accepted"), "%s", r.body.s);
         else CHECK_MSG(strcmp(cls, "clean") && !strcmp(dec, "uncertain"), "%s", r.body.s);
         dn_json_free(j);
+        resp_free(&r);
+        /* /metrics: the part's outcome in the eval words, and the policy's expected rates */
+        CHECK(http(dn_server_port(s), "GET", "/metrics", NULL, 0, NULL, &r) == 200);
+        const char *txt = r.body.s ? r.body.s : "";
+        CHECK_MSG(strstr(txt, with ? "defectnet_parts_total{outcome=\"accepted_good\"} 1\n"
+                                   : "defectnet_parts_total{outcome=\"rejected\"} 1\n"), "%s", txt);
+        CHECK((strstr(txt, "defectnet_expected_escape_rate 0.0125\n") != NULL) == with);
+        CHECK((strstr(txt, "defectnet_expected_false_reject_rate 0.25\n") != NULL) == with);
         resp_free(&r);
         dn_server_stop(s);
     }

@@ -107,6 +107,17 @@ dn_status dn_model_policy(const dn_model *m, dn_policy *out) {
     return DN_OK;
 }
 
+void dn_model_expected_rates(const dn_model *m, double *escape, double *false_reject) {
+    *escape = *false_reject = -1;
+    const char *v = dn_meta_get(&m->meta, "decision_policy");
+    dn_json *j = v ? dn_json_parse(v, strlen(v), NULL, 0) : NULL;
+    const dn_json *e = dn_json_get(j, "expected");
+    double a = dn_json_num(dn_json_get(e, "escape"), -1), b = dn_json_num(dn_json_get(e, "false_reject"), -1);
+    if (a >= 0 && a <= 1) *escape = a;
+    if (b >= 0 && b <= 1) *false_reject = b;
+    dn_json_free(j);
+}
+
 int dn_policy_decide(const dn_policy *pol, float threshold, const float *p, int k, dn_prediction *out) {
     int b = 0, unknown = out->decision == DN_DECISION_UNKNOWN;
     for (int j = 1; j < k; j++) if (p[j] > p[b]) b = j;

@@ -55,6 +55,10 @@ typedef struct dn_policy {
 /* The model's policy: good class (as above) and the stored good_threshold (0 if none). */
 dn_status dn_model_policy(const dn_model *m, dn_policy *out);
 
+/* The escape and false-reject rates the model's decision_policy record
+ * expects ("expected" figures measured by eval), -1 each when unknown. */
+void dn_model_expected_rates(const dn_model *m, double *escape, double *false_reject);
+
 /* Decision for one row of calibrated probabilities p[k]: sets out's class,
  * confidence, uncertain (threshold = the model's confidence threshold) and
  * decision (accepted / uncertain), leaving an "unknown" (out-of-distribution)

@@ -38,6 +38,7 @@ dn_status dn_gen_load(const char *model_path, dn_gen **out) {
         dn_gen_free(g);
         return dn_fail(rc, "%s: %s", model_path, dn_last_error());
     }
+    dn_model_expected_rates(g->model, &g->expected_escape, &g->expected_false_reject);
     if (g->model->sha256[0]) snprintf(g->sha, sizeof g->sha, "%s", g->model->sha256);
     else if ((rc = dn_sha256_file(model_path, g->sha))) { dn_gen_free(g); return rc; }
     const char *v = dn_meta_get(&g->model->meta, "version");

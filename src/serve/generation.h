@@ -33,6 +33,7 @@ typedef struct dn_gen {
     char sha[65];                   /* model file sha256 (hex) */
     char version[160];              /* metadata "version (file name)" or the file name */
     dn_policy policy;               /* good class + stored decision policy (eval/policy.h) */
+    double expected_escape, expected_false_reject; /* of the policy as eval measured them, -1 unknown */
 } dn_gen;
 
 /* Loads model_path (must have a classification head) into a new generation (refs = 1). */

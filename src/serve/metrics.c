@@ -26,11 +26,14 @@ struct dn_metrics {
     double lat_sum;
     unsigned long long lat_count;
     long inflight;
+    unsigned long long parts[2];    /* rejected, accepted as good */
+    double exp_escape, exp_false_reject; /* < 0: unknown */
 };
 
 dn_metrics *dn_metrics_new(void) {
     dn_metrics *m = dn_calloc(1, sizeof *m);
     if (m) pthread_mutex_init(&m->mu, NULL);
+    if (m) m->exp_escape = m->exp_false_reject = -1;
     return m;
 }
 
@@ -95,6 +98,19 @@ void dn_metrics_prediction(dn_metrics *m, const char *cls, int uncertain) {
     pthread_mutex_unlock(&m->mu);
 }
 
+void dn_metrics_part(dn_metrics *m, int accepted_good) {
+    pthread_mutex_lock(&m->mu);
+    m->parts[accepted_good ? 1 : 0]++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void dn_metrics_expected(dn_metrics *m, double escape, double false_reject) {
+    pthread_mutex_lock(&m->mu);
+    m->exp_escape = escape;
+    m->exp_false_reject = false_reject;
+    pthread_mutex_unlock(&m->mu);
+}
+
 void dn_metrics_action(dn_metrics *m, const char *kind, const char *status) {
     pthread_mutex_lock(&m->mu);
     add(&m->actions, kind ? kind : "?", status ? status : "?", 1);
@@ -150,6 +166,18 @@ static void family_out(dn_sb *b, const family *f, const char *name, const char *
 
 void dn_metrics_render(dn_metrics *m, long qd, long qc, dn_sb *b) {
     pthread_mutex_lock(&m->mu);
+    if (m->parts[0] + m->parts[1])
+        dn_sb_printf(b, "# HELP defectnet_parts_total Parts accepted as good, or rejected (defect or uncertain).\n"
+                        "# TYPE defectnet_parts_total counter\ndefectnet_parts_total{outcome=\"accepted_good\"} %llu\n"
+                        "defectnet_parts_total{outcome=\"rejected\"} %llu\n", m->parts[1], m->parts[0]);
+    if (m->exp_escape >= 0)
+        dn_sb_printf(b, "# HELP defectnet_expected_escape_rate Defective parts accepted as good, share expected by the "
+                        "model's decision policy (eval).\n# TYPE defectnet_expected_escape_rate gauge\n"
+                        "defectnet_expected_escape_rate %.6g\n", m->exp_escape);
+    if (m->exp_false_reject >= 0)
+        dn_sb_printf(b, "# HELP defectnet_expected_false_reject_rate Good parts rejected or uncertain, share expected by "
+                        "the model's decision policy (eval).\n# TYPE defectnet_expected_false_reject_rate gauge\n"
+                        "defectnet_expected_false_reject_rate %.6g\n", m->exp_false_reject);
     family_out(b, &m->requests, "defectnet_http_requests_total", "HTTP requests by endpoint and status code.",
                "endpoint", "code");
     dn_sb_puts(b, "# HELP defectnet_predict_latency_seconds Time from request received to response ready for POST /v1/predict.\n"

@@ -4,6 +4,10 @@
  *   defectnet_http_requests_total{endpoint,code}      counter
  *   defectnet_predict_latency_seconds{le}             histogram (POST /v1/predict, receive->response)
  *   defectnet_predictions_total{class,decision}       counter
+ *   defectnet_parts_total{outcome}                    counter: accepted_good | rejected (defect or uncertain;
+ *                                                     models with a good class, eval/policy.h words)
+ *   defectnet_expected_escape_rate / defectnet_expected_false_reject_rate
+ *                                                     gauges: the model's decision policy as eval measured it
  *   defectnet_queue_depth / defectnet_queue_capacity  gauges (set by the caller on render)
  *   defectnet_inflight_requests                       gauge
  *   defectnet_action_outcomes_total{kind,status}      counter
@@ -28,6 +32,9 @@ void dn_metrics_free(dn_metrics *m);
 void dn_metrics_request(dn_metrics *m, const char *endpoint, int code);
 void dn_metrics_latency(dn_metrics *m, double seconds);
 void dn_metrics_prediction(dn_metrics *m, const char *cls, int uncertain);
+void dn_metrics_part(dn_metrics *m, int accepted_good);
+/* the current model's expected escape / false-reject rates; < 0: unknown (not exposed) */
+void dn_metrics_expected(dn_metrics *m, double escape, double false_reject);
 void dn_metrics_action(dn_metrics *m, const char *kind, const char *status);
 void dn_metrics_reload(dn_metrics *m, int ok);
 void dn_metrics_watch(dn_metrics *m, const char *result);

@@ -25,6 +25,7 @@ struct dn_job {
     char *body;
     int64_t id;
     char cls[128];
+    int accepted_good;              /* 1 accepted as good, 0 rejected, -1 the model has no good class */
     /* completion: a callback (HTTP resumes its connection) or a waiting thread */
     dn_job_done_fn done_fn;
     void *done_ctx;
@@ -295,6 +296,7 @@ static void answer_new(dn_pipeline *p, dn_job *j, const dn_pred_record *rec, int
     }
     dn_sb_printf(b, ",\"duplicate\":false,\"actions_fired\":%d}\n", fired);
     dn_metrics_prediction(p->metrics, rec->cls, rec->uncertain);
+    if (j->accepted_good >= 0) dn_metrics_part(p->metrics, j->accepted_good);
     snprintf(j->cls, sizeof j->cls, "%s", rec->cls);
     j->code = 200;
 }
@@ -389,8 +391,12 @@ static void run_batch(worker *w, dn_job **jobs, int n) {
     }
     int nc = dn_model_num_classes(g->model);
     for (int k = 0; k < m; k++) {
+        int good = 0;
         if (g->policy.good_threshold > 0) /* the stored policy: reject unless confidently good */
-            dn_policy_decide(&g->policy, dn_model_threshold(g->model), w->probs + (size_t)k * nc, nc, &w->preds[k]);
+            good = dn_policy_decide(&g->policy, dn_model_threshold(g->model), w->probs + (size_t)k * nc, nc, &w->preds[k]);
+        else if (g->policy.good >= 0)
+            good = w->preds[k].cls == g->policy.good && !w->preds[k].uncertain && w->preds[k].decision != DN_DECISION_UNKNOWN;
+        jobs[idx[k]]->accepted_good = g->policy.good >= 0 ? good : -1;
         finish_job(w, g, jobs[idx[k]], &w->preds[k], w->probs + (size_t)k * nc);
     }
 done:
@@ -548,6 +554,7 @@ dn_status dn_pipeline_reload(dn_pipeline *p) {
     }
     dn_gen_slot_swap(&p->gens, g);
     dn_metrics_reload(p->metrics, 1);
+    dn_metrics_expected(p->metrics, g->expected_escape, g->expected_false_reject);
     dn_pipeline_log(p, "reloaded model %s sha256=%s%s", g->version, g->sha, p->rules_path ? " and rules" : "");
     pthread_mutex_unlock(&p->reload_mu);
     return DN_OK;
@@ -602,6 +609,7 @@ dn_status dn_pipeline_open(const dn_pipeline_config *c, dn_pipeline **out) {
     if ((rc = dn_gen_load(p->model_path, &g))) goto fail;
     dn_gen_slot_init(&p->gens, g);
     p->gens_init = 1;
+    if (p->metrics) dn_metrics_expected(p->metrics, g->expected_escape, g->expected_false_reject);
     if ((rc = dn_store_open(p->db_url, &p->store))) goto fail;
     if (p->rules_path) {
         dn_rules *rules = NULL;
