@@ -884,7 +884,7 @@ TEST(eval_good_class_and_target_escape) {
         CHECK(access(pol, F_OK) != 0);
     }
     snprintf(args, sizeof args, "--model %s --manifest %s --target-escape %.17g --threads 1 --format json "
-             "--write-model %s --html %s/policy.html", g_model, g_manifest, target, pol, g_dir);
+             "--write-model %s --html %s/policy.html --ordinal", g_model, g_manifest, target, pol, g_dir);
     int rc = run(args, &out, &err);
     /* the most accepting threshold on val (a p[good] value) with escape <= target that accepts a good part */
     float want_t = -1;
@@ -960,6 +960,10 @@ TEST(eval_good_class_and_target_escape) {
         snprintf(want, sizeof want, "escape rate  %.4f  (%d of %d defective", ndef ? (double)esc / ndef : 0, esc, ndef);
         CHECK_MSG(strstr(out, want) && strstr(out, "stored in model") && strstr(out, "reject unless confidently good"),
                   "table lacks '%s':\n%s", want, out);
+        /* --ordinal was stored: the later eval reports the ordinal figures by itself */
+        CHECK_MSG(strstr(out, "ordinal      mean absolute class error"), "%s", out);
+        const dn_json *od = dn_json_get(r, "ordinal");
+        CHECK(od && jnum(od, "exact", NULL) + jnum(od, "off_by_one", NULL) + jnum(od, "off_by_more", NULL) == nt);
         dn_json_free(r);
     }
     free(pt); free(pv); free(lt); free(lv); free(yt); free(yv);

@@ -1028,6 +1028,30 @@ TEST(stored_decision_policy_applied) {
         resp_free(&r);
         dn_server_stop(s);
     }
+    /* --good-class: another good class drops the policy chosen for "clean"; an unknown one is refused */
+    dn_server_config c = {0};
+    c.model_path = pol;
+    c.db_url = db;
+    c.listen = "127.0.0.1:0";
+    c.quiet = 1;
+    c.workers = 1;
+    c.good_class = "crack";
+    dn_server *s = NULL;
+    CHECK(dn_server_start(&c, &s) == DN_OK);
+    if (s) {
+        resp r;
+        CHECK(post_image(dn_server_port(s), 3, "?line=G", &r) == 200);
+        dn_json *j = resp_json(&r);
+        CHECK_MSG(j && !strcmp(dn_json_str(dn_json_get(j, "decision"), ""), "uncertain"), "%s", r.body.s);
+        dn_json_free(j);
+        resp_free(&r);
+        dn_server_stop(s);
+    }
+    c.good_class = "nope";
+    s = NULL;
+    CHECK_MSG(dn_server_start(&c, &s) != DN_OK && strstr(dn_last_error(), "--good-class") &&
+          strstr(dn_last_error(), "'nope'") && !strchr(dn_last_error(), '\n'), "%s", dn_last_error());
+    if (s) dn_server_stop(s);
 }
 
 static h_pg g_pg;

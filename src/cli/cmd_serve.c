@@ -20,7 +20,7 @@ static void serve_usage(FILE *f) {
             "         [--listen 127.0.0.1:8080] [--workers N] [--queue N]\n"
             "         [--token-file F] [--store-images DIR] [--dry-run] [--max-body BYTES]\n"
             "         [--body-timeout S] [--idle-timeout S] [--session-threads N] [--batch N] [--ok-classes a,b]\n"
-            "         [--quiet] [--node ID]\n"
+            "         [--quiet] [--node ID] [--good-class NAME]\n"
             "         [--mqtt-in mqtt://HOST:PORT --mqtt-topic FILTER [--mqtt-group NAME] [--mqtt-fields line,camera]\n"
             "          [--mqtt-file-root DIR] [--mqtt-dead-letter TOPIC] [--mqtt-inflight N] [--mqtt-max-payload BYTES]\n"
             "          [--mqtt-session-expiry S]]\n"
@@ -30,7 +30,9 @@ static void serve_usage(FILE *f) {
             "  See docs/serve.md for the endpoints, docs/fleet.md for MQTT ingestion, results on the bus\n"
             "  (templates use {line} {station} {camera} {part} {class} {decision}) and several nodes.\n"
             "  --node defaults to the host name: recorded with every prediction (column node) and the\n"
-            "  MQTT session id of this node (a restarted node gets its unacknowledged messages again).\n");
+            "  MQTT session id of this node (a restarted node gets its unacknowledged messages again).\n"
+            "  --good-class NAME: the class meaning \"good part\" (default: the model's, see `defectnet info`);\n"
+            "  decisions follow the model's stored policy (eval --target-escape/--cost) for that class.\n");
 }
 
 static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
@@ -93,6 +95,7 @@ int cmd_serve(int argc, char **argv) {
         }
         const char *val = argv[++i];
         if (!strcmp(a, "--model")) c.model_path = val;
+        else if (!strcmp(a, "--good-class")) c.good_class = val;
         else if (!strcmp(a, "--db")) c.db_url = val;
         else if (!strcmp(a, "--rules")) c.rules_path = val;
         else if (!strcmp(a, "--watch")) c.watch_dir = val;

@@ -291,6 +291,7 @@ dn_status dn_eval_save_model(dn_model *m, dn_eval_report *r, const char *cal_dat
     if (!st && r->good >= 0 && r->good_source && strstr(r->good_source, "auto"))
         st = dn_model_set_good_class(m, NULL); /* keep "auto-detected" as its source */
     if (!st && r->has_policy_fit) st = policy_record(m, r, cal_data);
+    if (!st && r->ordinal) st = dn_meta_set(&m->meta, "ordinal", "true"); /* later evals report ordinal figures */
     if (!st) st = dn_model_save(m, path);
     /* the report describes the model as it was evaluated */
     m->temperature = old_t;

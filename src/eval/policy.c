@@ -62,18 +62,28 @@ dn_status dn_model_good_class(const dn_model *m, dn_good_class *out) {
     return DN_OK;
 }
 
+/* DN_ERR_ARG naming the class and listing the model's */
+static dn_status not_a_class(const dn_model *m, const char *name) {
+    dn_sb b = {0};
+    for (int c = 0; c < m->num_classes && c < 12; c++) dn_sb_printf(&b, "%s%s", c ? ", " : "", m->class_names[c]);
+    if (m->num_classes > 12) dn_sb_puts(&b, ", ...");
+    dn_status st = dn_fail(DN_ERR_ARG, "good class '%s' is not a class of the model (classes: %s)", name, b.s ? b.s : "");
+    dn_sb_free(&b);
+    return st;
+}
+
+dn_status dn_policy_override_good(const dn_model *m, const char *name, dn_policy *pol) {
+    int idx = class_index(m, name);
+    if (idx < 0) return not_a_class(m, name);
+    if (idx != pol->good) pol->good_threshold = 0; /* the stored threshold was chosen for another class */
+    pol->good = idx;
+    return DN_OK;
+}
+
 dn_status dn_model_set_good_class(dn_model *m, const char *name) {
     int idx, detected = !name;
     if (name) {
-        if ((idx = class_index(m, name)) < 0) {
-            dn_sb b = {0};
-            for (int c = 0; c < m->num_classes && c < 12; c++) dn_sb_printf(&b, "%s%s", c ? ", " : "", m->class_names[c]);
-            if (m->num_classes > 12) dn_sb_puts(&b, ", ...");
-            dn_status st = dn_fail(DN_ERR_ARG, "good class '%s' is not a class of the model (classes: %s)", name,
-                                   b.s ? b.s : "");
-            dn_sb_free(&b);
-            return st;
-        }
+        if ((idx = class_index(m, name)) < 0) return not_a_class(m, name);
     } else if ((idx = dn_good_class_detect((const char *const *)m->class_names, m->num_classes)) < 0) {
         return DN_OK;
     }

@@ -54,6 +54,9 @@ typedef struct dn_policy {
 
 /* The model's policy: good class (as above) and the stored good_threshold (0 if none). */
 dn_status dn_model_policy(const dn_model *m, dn_policy *out);
+/* Another good class (serve --good-class): name must be a class of m (DN_ERR_ARG
+ * listing them); a stored threshold chosen for a different class is dropped. */
+dn_status dn_policy_override_good(const dn_model *m, const char *name, dn_policy *pol);
 
 /* The escape and false-reject rates the model's decision_policy record
  * expects ("expected" figures measured by eval), -1 each when unknown. */

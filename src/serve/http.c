@@ -689,7 +689,7 @@ dn_status dn_server_start(const dn_server_config *c, dn_server **out) {
     struct sockaddr_in addr;
     if ((rc = parse_listen(listen, &addr, s->listen_host, sizeof s->listen_host))) goto fail;
     dn_pipeline_config pc = {c->model_path, c->db_url, c->rules_path, c->store_images, c->workers, c->queue,
-                             c->session_threads, c->batch, c->dry_run, c->quiet};
+                             c->session_threads, c->batch, c->dry_run, c->quiet, c->good_class};
     if ((rc = dn_pipeline_open(&pc, &s->pipe))) goto fail;
     s->metrics = dn_pipeline_metrics(s->pipe);
     if ((rc = start_daemon(s, &addr, listen))) goto fail;

@@ -70,6 +70,7 @@ typedef struct dn_server_config {
     int move_processed;          /* move watched files to <dir>/processed/<class>/ */
     const char *watch_line, *watch_station, *watch_camera; /* metadata of watched files (NULL = none) */
     const char *ok_classes;      /* non-defect classes for /v1/report (NULL = default) */
+    const char *good_class;      /* class meaning "good part" for decisions and /metrics (NULL = the model's) */
     int quiet;                   /* no per-event log lines on stderr */
 } dn_server_config;
 

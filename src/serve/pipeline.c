@@ -42,7 +42,7 @@ typedef struct worker {
 } worker;
 
 struct dn_pipeline {
-    char *model_path, *db_url, *rules_path, *store_images;
+    char *model_path, *db_url, *rules_path, *store_images, *good_class;
     int nworkers, qcap, session_threads, batch, dry_run, quiet;
 
     dn_store *store;
@@ -540,6 +540,7 @@ dn_status dn_pipeline_reload(dn_pipeline *p) {
     dn_gen *g = NULL;
     dn_rules *rules = NULL;
     dn_status rc = dn_gen_load(p->model_path, &g);
+    if (!rc && p->good_class) rc = dn_policy_override_good(g->model, p->good_class, &g->policy);
     if (!rc && p->rules_path) rc = dn_rules_load(p->rules_path, &rules);
     if (!rc && p->actions) rc = dn_actions_set_rules(p->actions, rules);
     dn_rules_free(rules);
@@ -576,6 +577,7 @@ static dn_status configure(dn_pipeline *p, const dn_pipeline_config *c) {
     p->db_url = dup_opt(c->db_url ? c->db_url : "sqlite:defectnet.db", &oom);
     p->rules_path = dup_opt(c->rules_path, &oom);
     p->store_images = dup_opt(c->store_images, &oom);
+    p->good_class = dup_opt(c->good_class, &oom);
     p->metrics = dn_metrics_new();
     if (oom || !p->metrics) return dn_fail(DN_ERR_NOMEM, "serve: out of memory");
     p->nworkers = c->workers > 0 ? c->workers : dn_num_cpus();
@@ -607,6 +609,13 @@ dn_status dn_pipeline_open(const dn_pipeline_config *c, dn_pipeline **out) {
     if ((rc = configure(p, c))) goto fail;
     dn_gen *g = NULL;
     if ((rc = dn_gen_load(p->model_path, &g))) goto fail;
+    if (p->good_class && (rc = dn_policy_override_good(g->model, p->good_class, &g->policy))) {
+        char msg[600]; /* a copy: dn_fail rewrites the message buffer it would read from */
+        snprintf(msg, sizeof msg, "%s", dn_last_error());
+        dn_gen_free(g);
+        rc = dn_fail(rc, "--good-class: %s", msg);
+        goto fail;
+    }
     dn_gen_slot_init(&p->gens, g);
     p->gens_init = 1;
     if (p->metrics) dn_metrics_expected(p->metrics, g->expected_escape, g->expected_false_reject);
@@ -661,6 +670,7 @@ void dn_pipeline_close(dn_pipeline *p) {
     free(p->db_url);
     free(p->rules_path);
     free(p->store_images);
+    free(p->good_class);
     pthread_cond_destroy(&p->qcond);
     pthread_cond_destroy(&p->space);
     pthread_cond_destroy(&p->donecond);

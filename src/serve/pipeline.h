@@ -43,6 +43,7 @@ typedef struct dn_pipeline_config {
     int batch;                   /* 1..DN_SERVE_MAX_BATCH, <= 0: 4 */
     int dry_run;                 /* actions report "dry-run" instead of running */
     int quiet;                   /* no per-event log lines on stderr */
+    const char *good_class;      /* overrides the model's good class (eval/policy.h); NULL = the model's */
 } dn_pipeline_config;
 
 typedef struct dn_pipeline dn_pipeline;
