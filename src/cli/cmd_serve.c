@@ -164,6 +164,11 @@ int cmd_serve(int argc, char **argv) {
     snprintf(bus_id, sizeof bus_id, "%s-bus", node);
     mc.client_id = node;
     bc.client_id = bus_id;
+    /* bad MQTT/bus options are refused before anything starts */
+    if ((mc.url && dn_mqtt_in_check(&mc)) || (want_bus && dn_bus_check(&bc))) {
+        fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
+        return 2;
+    }
     char *token = NULL;
     if (token_file && !(token = read_token(token_file))) return 2;
     c.token = token;

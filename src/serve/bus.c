@@ -201,7 +201,7 @@ static dn_status publish_spb(dn_bus *b, const dn_bus_result *r, int timeout_ms) 
         pthread_mutex_lock(&b->mu);
         if (b->ndev == b->cdev) {
             int c = b->cdev ? b->cdev * 2 : 16;
-            char **d = realloc(b->devices, sizeof *d * (size_t)c);
+            char **d = dn_realloc(b->devices, sizeof *d * (size_t)c);
             if (d) { b->devices = d; b->cdev = c; }
         }
         if (b->ndev < b->cdev && (b->devices[b->ndev] = dn_strdup(dev))) b->ndev++;
@@ -269,13 +269,33 @@ dn_status dn_bus_dead_letter(dn_bus *b, const char *topic, const void *payload, 
     return rc;
 }
 
-dn_status dn_bus_start(const dn_bus_config *c, dn_bus **out) {
-    *out = NULL;
+static int valid_sparkplug(const char *sp) {
+    const char *sl = strchr(sp, '/');
+    return sl && sl != sp && sl[1] && !strchr(sl + 1, '/') && !strpbrk(sp, "+#") && dn_mqtt_valid_text(sp, strlen(sp));
+}
+
+dn_status dn_bus_check(const dn_bus_config *c) {
     char host[256];
     int port;
     dn_status rc = dn_mqtt_parse_url(c->url, host, sizeof host, &port);
     if (rc) return rc;
     if (!c->client_id || !*c->client_id) return dn_fail(DN_ERR_ARG, "bus: a client id is required");
+    if (c->sparkplug && !valid_sparkplug(c->sparkplug))
+        return dn_fail(DN_ERR_ARG, "sparkplug '%s': expected GROUP/NODE (no '+', '#')", c->sparkplug);
+    const char *t[2] = {c->results_topic, c->last_topic};
+    for (int i = 0; i < 2; i++)
+        if (t[i] && (!*t[i] || strpbrk(t[i], "+#") || !dn_mqtt_valid_text(t[i], strlen(t[i]))))
+            return dn_fail(DN_ERR_ARG, "bus topic template '%s': must be a topic name without wildcards", t[i]);
+    return DN_OK;
+}
+
+dn_status dn_bus_start(const dn_bus_config *c, dn_bus **out) {
+    *out = NULL;
+    char host[256];
+    int port;
+    dn_status rc = dn_bus_check(c);
+    if (rc) return rc;
+    dn_mqtt_parse_url(c->url, host, sizeof host, &port);
     dn_bus *b = dn_calloc(1, sizeof *b);
     if (!b) return DN_ERR_NOMEM;
     pthread_mutex_init(&b->mu, NULL);
@@ -286,12 +306,7 @@ dn_status dn_bus_start(const dn_bus_config *c, dn_bus **out) {
         (c->last_topic && !(b->last = dn_strdup(c->last_topic)))) { rc = DN_ERR_NOMEM; goto fail; }
     if (c->sparkplug) {
         const char *sl = strchr(c->sparkplug, '/');
-        if (!sl || sl == c->sparkplug || !sl[1] || strchr(sl + 1, '/') || strpbrk(c->sparkplug, "+#") ||
-            !dn_mqtt_valid_text(c->sparkplug, strlen(c->sparkplug))) {
-            rc = dn_fail(DN_ERR_ARG, "sparkplug '%s': expected GROUP/NODE (no '+', '#')", c->sparkplug);
-            goto fail;
-        }
-        b->spb_group = strndup(c->sparkplug, (size_t)(sl - c->sparkplug));
+        b->spb_group = dn_strndup(c->sparkplug, (size_t)(sl - c->sparkplug));
         b->spb_node = dn_strdup(sl + 1);
         if (!b->spb_group || !b->spb_node) { rc = DN_ERR_NOMEM; goto fail; }
         b->bdseq = (int64_t)(now_ms() / 1000) & 255; /* differs between process starts */

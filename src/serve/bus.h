@@ -47,6 +47,8 @@ typedef struct dn_bus_result {
     const char *json;           /* full prediction JSON (results topic payload) */
 } dn_bus_result;
 
+/* Checks c (URL, client id, Sparkplug ids, templates) without connecting. */
+dn_status dn_bus_check(const dn_bus_config *c);
 dn_status dn_bus_start(const dn_bus_config *c, dn_bus **out);
 void dn_bus_stop(dn_bus *b);
 /* Publishes r as configured; waits up to timeout_ms for the broker's PUBACKs. */

@@ -844,9 +844,40 @@ static int valid_filter(const char *f) {
     return 1;
 }
 
-dn_status dn_mqtt_in_start(dn_pipeline *s, const dn_mqtt_in_config *c, dn_mqtt_in **out) {
-    *out = NULL;
-    if (!s || !c) return dn_fail(DN_ERR_ARG, "mqtt: missing server or config");
+/* Names of the '+' levels ("line,camera"; "_" = unnamed). names (16 slots, may be
+ * NULL when only checking) receive copies, NULL for "_". */
+static dn_status parse_fields(const char *topic, const char *fields, char **names, int *n) {
+    *n = 0;
+    if (!fields || !*fields) return DN_OK;
+    int plus = 0;
+    for (const char *p = topic; *p; p++) plus += *p == '+';
+    for (const char *p = fields; *p;) {
+        size_t l = strcspn(p, ",");
+        if (*n >= 16) return dn_fail(DN_ERR_ARG, "mqtt fields '%s': too many", fields);
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)(l < 31 ? l : 31), p);
+        int known = !strcmp(name, "_");
+        for (int i = 0; i < NF; i++) known |= !strcmp(name, FIELD_NAMES[i]);
+        if (!known || l > 31)
+            return dn_fail(DN_ERR_ARG, "mqtt fields '%s': '%s' is not one of line, station, camera, part, id, _", fields, name);
+        if (names) {
+            names[*n] = NULL;
+            if (strcmp(name, "_") && !(names[*n] = dn_strdup(name))) return DN_ERR_NOMEM;
+        }
+        (*n)++;
+        p += l;
+        if (*p == ',') p++;
+    }
+    if (*n > plus) return dn_fail(DN_ERR_ARG, "mqtt fields '%s': %d names for %d '+' levels in '%s'", fields, *n, plus, topic);
+    return DN_OK;
+}
+
+dn_status dn_mqtt_in_check(const dn_mqtt_in_config *c) {
+    char host[256];
+    int port, nf;
+    dn_status rc;
+    if (!c) return dn_fail(DN_ERR_ARG, "mqtt: missing config");
+    if ((rc = dn_mqtt_parse_url(c->url, host, sizeof host, &port))) return rc;
     if (!c->topic || !valid_filter(c->topic))
         return dn_fail(DN_ERR_ARG, "mqtt topic '%s': not a valid topic filter", c->topic ? c->topic : "");
     if (c->group && (!*c->group || strpbrk(c->group, "/+#") || !dn_mqtt_valid_text(c->group, strlen(c->group))))
@@ -854,6 +885,22 @@ dn_status dn_mqtt_in_start(dn_pipeline *s, const dn_mqtt_in_config *c, dn_mqtt_i
     if (!c->client_id || !*c->client_id || strlen(c->client_id) > 128 ||
         !dn_mqtt_valid_text(c->client_id, strlen(c->client_id)))
         return dn_fail(DN_ERR_ARG, "mqtt client id '%s': must be 1..128 printable characters", c->client_id ? c->client_id : "");
+    if (c->dead_letter && (!*c->dead_letter || strpbrk(c->dead_letter, "+#")))
+        return dn_fail(DN_ERR_ARG, "mqtt dead-letter topic '%s': must be a topic name without wildcards", c->dead_letter);
+    if ((rc = parse_fields(c->topic, c->fields, NULL, &nf))) return rc;
+    if (c->file_root) {
+        struct stat stt;
+        if (stat(c->file_root, &stt) || !S_ISDIR(stt.st_mode))
+            return dn_fail(DN_ERR_IO, "mqtt file root %s: not a directory", c->file_root);
+    }
+    return DN_OK;
+}
+
+dn_status dn_mqtt_in_start(dn_pipeline *s, const dn_mqtt_in_config *c, dn_mqtt_in **out) {
+    *out = NULL;
+    dn_status rc = dn_mqtt_in_check(c);
+    if (rc) return rc;
+    if (!s) return dn_fail(DN_ERR_ARG, "mqtt: missing pipeline");
     if (c->dead_letter && !c->bus) return dn_fail(DN_ERR_ARG, "mqtt dead-letter topic needs the result bus");
     dn_mqtt_in *m = dn_calloc(1, sizeof *m);
     if (!m) return DN_ERR_NOMEM;
@@ -862,7 +909,6 @@ dn_status dn_mqtt_in_start(dn_pipeline *s, const dn_mqtt_in_config *c, dn_mqtt_i
     pthread_mutex_init(&m->mu, NULL);
     pthread_mutex_init(&m->wmu, NULL);
     pthread_cond_init(&m->cv, NULL);
-    dn_status rc;
     if ((rc = dn_mqtt_parse_url(c->url, m->host, sizeof m->host, &m->port))) goto fail;
     m->s = s;
     m->c = *c;
@@ -884,35 +930,10 @@ dn_status dn_mqtt_in_start(dn_pipeline *s, const dn_mqtt_in_config *c, dn_mqtt_i
         (c->dead_letter && !m->c.dead_letter)) { rc = DN_ERR_NOMEM; goto fail; }
     if (c->group) snprintf(m->sub, sl, "$share/%s/%s", c->group, c->topic);
     else snprintf(m->sub, sl, "%s", c->topic);
-    if (c->fields && *c->fields) {
-        int plus = 0;
-        for (const char *p = c->topic; *p; p++) plus += *p == '+';
-        for (const char *p = c->fields; *p;) {
-            size_t l = strcspn(p, ",");
-            if (m->nfields >= 16) { rc = dn_fail(DN_ERR_ARG, "mqtt fields '%s': too many", c->fields); goto fail; }
-            char name[32];
-            snprintf(name, sizeof name, "%.*s", (int)(l < 31 ? l : 31), p);
-            int known = !strcmp(name, "_");
-            for (int i = 0; i < NF; i++) known |= !strcmp(name, FIELD_NAMES[i]);
-            if (!known || l > 31) {
-                rc = dn_fail(DN_ERR_ARG, "mqtt fields '%s': '%s' is not one of line, station, camera, part, id, _", c->fields, name);
-                goto fail;
-            }
-            m->fields[m->nfields++] = strcmp(name, "_") ? dn_strdup(name) : NULL;
-            p += l;
-            if (*p == ',') p++;
-        }
-        if (m->nfields > plus) {
-            rc = dn_fail(DN_ERR_ARG, "mqtt fields '%s': %d names for %d '+' levels in '%s'", c->fields, m->nfields, plus, c->topic);
-            goto fail;
-        }
-    }
-    if (c->file_root) {
-        struct stat stt;
-        if (!realpath(c->file_root, m->root) || stat(m->root, &stt) || !S_ISDIR(stt.st_mode)) {
-            rc = dn_fail(DN_ERR_IO, "mqtt file root %s: not a directory", c->file_root);
-            goto fail;
-        }
+    if ((rc = parse_fields(c->topic, c->fields, m->fields, &m->nfields))) goto fail;
+    if (c->file_root && !realpath(c->file_root, m->root)) {
+        rc = dn_fail(DN_ERR_IO, "mqtt file root %s: %s", c->file_root, strerror(errno));
+        goto fail;
     }
     if (pipe2(m->stop_pipe, O_CLOEXEC)) { rc = dn_fail(DN_ERR_IO, "mqtt: pipe: %s", strerror(errno)); goto fail; }
     m->handlers = dn_calloc((size_t)m->c.inflight, sizeof *m->handlers);

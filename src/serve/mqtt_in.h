@@ -75,6 +75,9 @@ typedef struct dn_mqtt_in_stats {
     int connected;            /* currently connected and subscribed */
 } dn_mqtt_in_stats;
 
+/* Checks c (URL, topic filter, group, client id, fields, file root) without
+ * connecting, so a command can refuse a bad option before it starts anything. */
+dn_status dn_mqtt_in_check(const dn_mqtt_in_config *c);
 dn_status dn_mqtt_in_start(struct dn_pipeline *p, const dn_mqtt_in_config *c, dn_mqtt_in **out);
 void dn_mqtt_in_stop(dn_mqtt_in *m);
 void dn_mqtt_in_stats_get(dn_mqtt_in *m, dn_mqtt_in_stats *st);
