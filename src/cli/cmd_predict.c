@@ -35,7 +35,7 @@ static int sv_push(strvec *s, char *p) {
     if (!p) return -1;
     if (s->n == s->cap) {
         int nc = s->cap ? s->cap * 2 : 64;
-        char **nv = realloc(s->v, (size_t)nc * sizeof *nv);
+        char **nv = dn_realloc(s->v, (size_t)nc * sizeof *nv);
         if (!nv) { free(p); return -1; }
         s->v = nv; s->cap = nc;
     }

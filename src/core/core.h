@@ -25,11 +25,20 @@ void dn_clear_error(void);
  * dn_alloc_aligned returns 64-byte aligned memory; release with dn_free_aligned. */
 void *dn_malloc(size_t n);
 void *dn_calloc(size_t count, size_t size);
+void *dn_realloc(void *p, size_t n); /* like realloc; on failure p is untouched */
 void *dn_alloc_aligned(size_t n);
 void dn_free_aligned(void *p);
 /* Overflow-checked a*b (returns 0 and sets *out on overflow-free). */
 int dn_mul_overflow(size_t a, size_t b, size_t *out);
 char *dn_strdup(const char *s);
+char *dn_strndup(const char *s, size_t n);
+/* Test-only allocation fault injection (SQLite's malloc countdown): after
+ * dn_alloc_fail_after(n) the allocation helpers above let n allocations through and
+ * fail the next one (once; n < 0 switches injection off). dn_alloc_seen() counts
+ * the allocations since that call: when it stays <= n the failure was never reached.
+ * Every raw malloc/calloc/realloc/strdup in src/ goes through these helpers. */
+void dn_alloc_fail_after(long n);
+long dn_alloc_seen(void);
 
 /* Sorted string index for names read from files (state_dict keys, storages, zip
  * entries, JSON object keys): O(n log n) duplicate checks and O(log n) lookups with

@@ -178,7 +178,7 @@ static int parse_number(parser *p, dn_json *v) {
     }
     char buf[64];
     size_t n = p->pos - st;
-    char *tmp = n < sizeof buf ? buf : malloc(n + 1);
+    char *tmp = n < sizeof buf ? buf : dn_malloc(n + 1);
     if (!tmp) { perr(p, "out of memory"); return -1; }
     memcpy(tmp, p->s + st, n);
     tmp[n] = 0;
@@ -191,11 +191,11 @@ static int parse_number(parser *p, dn_json *v) {
 static int push_child(parser *p, dn_json *v, char *key) {
     if (v->n == v->cap) {
         size_t nc = v->cap ? v->cap * 2 : 4;
-        dn_json *ni = realloc(v->items, nc * sizeof *ni);
+        dn_json *ni = dn_realloc(v->items, nc * sizeof *ni);
         if (!ni) { perr(p, "out of memory"); return -1; }
         v->items = ni;
         if (v->type == DN_JSON_OBJ) {
-            char **nk = realloc(v->keys, nc * sizeof *nk);
+            char **nk = dn_realloc(v->keys, nc * sizeof *nk);
             if (!nk) { perr(p, "out of memory"); return -1; }
             v->keys = nk;
         }
@@ -295,7 +295,7 @@ dn_json *dn_json_parse(const char *text, size_t len, char *err, size_t errlen) {
         perr(&p, "no input");
         return NULL;
     }
-    dn_json *root = calloc(1, sizeof *root);
+    dn_json *root = dn_calloc(1, sizeof *root);
     if (!root) { perr(&p, "out of memory"); return NULL; }
     if (parse_value(&p, root, 0)) goto fail;
     skip_ws(&p);
@@ -349,7 +349,7 @@ static int sb_reserve(dn_sb *b, size_t extra) {
         if (nc > SIZE_MAX / 2) { nc = need; break; }
         nc *= 2;
     }
-    char *ns = realloc(b->s, nc);
+    char *ns = dn_realloc(b->s, nc);
     if (!ns) { b->oom = 1; return -1; }
     b->s = ns;
     b->cap = nc;

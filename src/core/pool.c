@@ -56,7 +56,7 @@ dn_pool *dn_pool_new(int nthreads) {
         p->threads = dn_calloc((size_t)nthreads, sizeof(pthread_t));
         if (!p->threads) { dn_pool_free(p); return NULL; }
         for (int i = 1; i < nthreads; i++) {
-            worker_arg *wa = malloc(sizeof *wa);
+            worker_arg *wa = dn_malloc(sizeof *wa);
             if (!wa) { p->n = i; dn_pool_free(p); dn_fail(DN_ERR_NOMEM, "thread pool: out of memory"); return NULL; }
             wa->p = p;
             wa->ith = i;

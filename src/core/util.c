@@ -3,26 +3,48 @@
 #include "core.h"
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+/* Fault injection countdown (see core.h); off (-1) unless a test sets it. */
+static _Atomic long g_fail_at = -1;
+static _Atomic long g_seen;
+
+void dn_alloc_fail_after(long n) {
+    atomic_store(&g_seen, 0);
+    atomic_store(&g_fail_at, n);
+}
+long dn_alloc_seen(void) { return atomic_load(&g_seen); }
+
+static int injected_failure(void) {
+    long at = atomic_load_explicit(&g_fail_at, memory_order_relaxed);
+    if (at < 0) return 0;
+    return atomic_fetch_add(&g_seen, 1) == at;
+}
+
 void *dn_malloc(size_t n) {
-    void *p = malloc(n ? n : 1);
+    void *p = injected_failure() ? NULL : malloc(n ? n : 1);
     if (!p) dn_fail(DN_ERR_NOMEM, "out of memory allocating %zu bytes", n);
     return p;
 }
 void *dn_calloc(size_t count, size_t size) {
-    void *p = calloc(count ? count : 1, size ? size : 1);
+    void *p = injected_failure() ? NULL : calloc(count ? count : 1, size ? size : 1);
     if (!p) dn_fail(DN_ERR_NOMEM, "out of memory allocating %zu x %zu bytes", count, size);
+    return p;
+}
+void *dn_realloc(void *old, size_t n) {
+    void *p = injected_failure() ? NULL : realloc(old, n ? n : 1);
+    if (!p) dn_fail(DN_ERR_NOMEM, "out of memory allocating %zu bytes", n);
     return p;
 }
 void *dn_alloc_aligned(size_t n) {
     void *p = NULL;
     size_t r = (n + 63) & ~(size_t)63;
-    if (posix_memalign(&p, 64, r ? r : 64) != 0) {
+    if (injected_failure() || posix_memalign(&p, 64, r ? r : 64) != 0) {
         dn_fail(DN_ERR_NOMEM, "out of memory allocating %zu bytes", n);
         return NULL;
     }
@@ -34,6 +56,12 @@ char *dn_strdup(const char *s) {
     size_t n = strlen(s) + 1;
     char *d = dn_malloc(n);
     if (d) memcpy(d, s, n);
+    return d;
+}
+char *dn_strndup(const char *s, size_t n) {
+    size_t l = strnlen(s, n);
+    char *d = dn_malloc(l + 1);
+    if (d) { memcpy(d, s, l); d[l] = 0; }
     return d;
 }
 

@@ -39,7 +39,7 @@ static void png_mem_write(png_structp p, png_bytep data, size_t n) {
     if (m->len + n > m->cap) {
         size_t nc = m->cap ? m->cap : 4096;
         while (nc < m->len + n) nc *= 2;
-        uint8_t *nb = realloc(m->b, nc);
+        uint8_t *nb = dn_realloc(m->b, nc);
         if (!nb) { m->oom = 1; return; }
         m->b = nb;
         m->cap = nc;

@@ -1,6 +1,7 @@
 /* Datasets: file collection, ImageFolder scan, CSV manifests, stratified
  * splits, duplicate detection. See dataset.h for the contracts. */
 #include "io/dataset.h"
+#include "core/core.h"
 #include "core/sha256.h"
 
 #include <ctype.h>
@@ -80,7 +81,7 @@ static dn_status sl_push(strlist *l, char *s) { /* takes ownership of s */
     if (!s) return DN_ERR_NOMEM;
     if (l->n == l->cap) {
         int nc = l->cap ? l->cap * 2 : 64;
-        char **nv = realloc(l->v, sizeof(char *) * (size_t)nc);
+        char **nv = dn_realloc(l->v, sizeof(char *) * (size_t)nc);
         if (!nv) { free(s); return dn_fail(DN_ERR_NOMEM, "out of memory listing files"); }
         l->v = nv;
         l->cap = nc;
@@ -189,10 +190,10 @@ typedef struct {
 static dn_status b_add(builder *b, const char *path, const char *cls, int split) {
     if (b->n == b->cap) {
         int nc = b->cap ? b->cap * 2 : 256;
-        dn_item *ni = realloc(b->items, sizeof(dn_item) * (size_t)nc);
+        dn_item *ni = dn_realloc(b->items, sizeof(dn_item) * (size_t)nc);
         if (!ni) return dn_fail(DN_ERR_NOMEM, "out of memory building dataset");
         b->items = ni;
-        char **ncl = realloc(b->cls, sizeof(char *) * (size_t)nc);
+        char **ncl = dn_realloc(b->cls, sizeof(char *) * (size_t)nc);
         if (!ncl) return dn_fail(DN_ERR_NOMEM, "out of memory building dataset");
         b->cls = ncl;
         b->cap = nc;

@@ -103,12 +103,12 @@ static dn_pk *new_obj(up *u, dn_pk_type t) {
     if (p->nobjs >= DN_PK_MAX_OBJECTS) { perr(u, DN_ERR_NOMEM, "too many objects", NULL); return NULL; }
     if (p->nobjs == p->capobjs) {
         size_t nc = p->capobjs ? p->capobjs * 2 : 256;
-        dn_pk **no = realloc(p->objs, nc * sizeof *no);
+        dn_pk **no = dn_realloc(p->objs, nc * sizeof *no);
         if (!no) { perr(u, DN_ERR_NOMEM, "out of memory", NULL); return NULL; }
         p->objs = no;
         p->capobjs = nc;
     }
-    dn_pk *v = calloc(1, sizeof *v);
+    dn_pk *v = dn_calloc(1, sizeof *v);
     if (!v) { perr(u, DN_ERR_NOMEM, "out of memory", NULL); return NULL; }
     v->type = t;
     p->objs[p->nobjs++] = v;
@@ -118,7 +118,7 @@ static dn_pk *new_obj(up *u, dn_pk_type t) {
 static int add_item(up *u, dn_pk *c, dn_pk *v) {
     if (c->n == c->cap) {
         size_t nc = c->cap ? c->cap * 2 : 4;
-        dn_pk **ni = realloc(c->items, nc * sizeof *ni);
+        dn_pk **ni = dn_realloc(c->items, nc * sizeof *ni);
         if (!ni) { perr(u, DN_ERR_NOMEM, "out of memory", NULL); return -1; }
         c->items = ni;
         c->cap = nc;
@@ -148,7 +148,7 @@ static int push(up *u, dn_pk *v) {
     if (u->sp >= DN_PK_MAX_STACK) { perr(u, DN_ERR_FORMAT, "stack depth limit exceeded", NULL); return -1; }
     if (u->sp == u->scap) {
         size_t nc = u->scap ? u->scap * 2 : 64;
-        dn_pk **ns = realloc(u->stack, nc * sizeof *ns);
+        dn_pk **ns = dn_realloc(u->stack, nc * sizeof *ns);
         if (!ns) { perr(u, DN_ERR_NOMEM, "out of memory", NULL); return -1; }
         u->stack = ns;
         u->scap = nc;
@@ -200,7 +200,7 @@ static int memo_put(up *u, uint64_t idx, dn_pk *v) {
     if (idx >= u->memo_cap) {
         size_t nc = u->memo_cap ? u->memo_cap : 64;
         while (nc <= idx) nc *= 2;
-        dn_pk **nm = realloc(u->memo, nc * sizeof *nm);
+        dn_pk **nm = dn_realloc(u->memo, nc * sizeof *nm);
         if (!nm) { perr(u, DN_ERR_NOMEM, "out of memory", NULL); return -1; }
         memset(nm + u->memo_cap, 0, (nc - u->memo_cap) * sizeof *nm);
         u->memo = nm;
@@ -219,7 +219,7 @@ static dn_pk *make_str(up *u, dn_pk_type t, size_t n) {
     if (need(u, n)) return NULL;
     dn_pk *v = new_obj(u, t);
     if (!v) return NULL;
-    v->s = malloc(n + 1);
+    v->s = dn_malloc(n + 1);
     if (!v->s) { perr(u, DN_ERR_NOMEM, "out of memory", NULL); return NULL; }
     memcpy(v->s, u->b + u->pos, n);
     v->s[n] = 0;
@@ -411,7 +411,7 @@ static dn_status run(up *u) {
             if (u->nmarks == u->mcap) {
                 size_t nc = u->mcap ? u->mcap * 2 : 16;
                 if (nc > DN_PK_MAX_STACK) return perr(u, DN_ERR_FORMAT, "too many nested MARKs", NULL);
-                size_t *nm = realloc(u->marks, nc * sizeof *nm);
+                size_t *nm = dn_realloc(u->marks, nc * sizeof *nm);
                 if (!nm) return perr(u, DN_ERR_NOMEM, "out of memory", NULL);
                 u->marks = nm;
                 u->mcap = nc;

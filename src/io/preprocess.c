@@ -163,7 +163,7 @@ dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out) {
             for (x = 0; x < w && r[3 * x] == r[3 * x + 1] && r[3 * x] == r[3 * x + 2]; x++) {}
             if (x < w) break;
         }
-        if (y == h && (gray = malloc((size_t)w * h))) {
+        if (y == h && (gray = dn_malloc((size_t)w * h))) {
             for (y = 0; y < h; y++)
                 for (x = 0; x < w; x++) gray[(size_t)y * w + x] = img->data[(size_t)y * in_stride + 3 * x];
             src0 = gray;

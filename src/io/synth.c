@@ -4,6 +4,7 @@
  * then the class's defect added as intensity deltas with soft profiles, then
  * rounding and clipping to uint8. */
 #include "io/synth.h"
+#include "core/core.h"
 
 #include <errno.h>
 #include <math.h>
@@ -45,7 +46,7 @@ static double smooth(double t) { return t * t * (3 - 2 * t); }
 /* Adds amp * value noise with lattice spacing `cell` pixels. */
 static void add_value_noise(canvas *c, dn_rng *r, double cell, double amp) {
     int g = (int)(c->n / cell) + 2;
-    float *lat = malloc(sizeof(float) * (size_t)g * g);
+    float *lat = dn_malloc(sizeof(float) * (size_t)g * g);
     if (!lat) return; /* background detail only; skipping it keeps the image valid */
     for (int i = 0; i < g * g; i++) lat[i] = (float)(dn_rng_uniform(r) * 2 - 1);
     for (int y = 0; y < c->n; y++) {
@@ -68,7 +69,7 @@ static void add_value_noise(canvas *c, dn_rng *r, double cell, double amp) {
 /* Rolling streaks: 1-D noise across the rolling direction theta. */
 static void add_streaks(canvas *c, dn_rng *r, double theta, double period, double amp) {
     int m = (int)(c->n * 1.5 / period) + 4;
-    float *v = malloc(sizeof(float) * (size_t)m);
+    float *v = dn_malloc(sizeof(float) * (size_t)m);
     if (!v) return;
     for (int i = 0; i < m; i++) v[i] = (float)(dn_rng_uniform(r) * 2 - 1);
     double s = sin(theta), co = cos(theta), half = c->n / 2.0;
@@ -207,7 +208,7 @@ static void inclusion(canvas *c, dn_rng *r, double roll) {
 static void patch(canvas *c, dn_rng *r) {
     int n = c->n, k = 2 + (int)dn_rng_below(r, 3);
     double cx = U(r, 0.3, 0.7) * n, cy = U(r, 0.3, 0.7) * n, delta = sgn(r, 0.6) * U(r, 40, 70);
-    float *m = calloc((size_t)n * n, sizeof(float));
+    float *m = dn_calloc((size_t)n * n, sizeof(float));
     if (!m) return;
     canvas mc = {m, n};
     for (int i = 0; i < k; i++) {

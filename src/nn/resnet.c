@@ -432,7 +432,7 @@ static int collect_slot(void *vctx, const slot *s) {
     slot_list *l = vctx;
     if (l->n == l->cap) {
         int nc = l->cap ? l->cap * 2 : 256;
-        slot *ns = realloc(l->slots, (size_t)nc * sizeof(slot));
+        slot *ns = dn_realloc(l->slots, (size_t)nc * sizeof(slot));
         if (!ns) return 1;
         l->slots = ns; l->cap = nc;
     }

@@ -27,7 +27,7 @@ static dn_status add_impl(dn_tensors *ts, const char *name, int ndim, const int6
         if (shape[i] < 0) return dn_fail(DN_ERR_ARG, "%s: negative dimension", name);
     if (ts->n == ts->cap) {
         int nc = ts->cap ? ts->cap * 2 : 16;
-        dn_tensor *nt = realloc(ts->t, (size_t)nc * sizeof *nt);
+        dn_tensor *nt = dn_realloc(ts->t, (size_t)nc * sizeof *nt);
         if (!nt) return dn_fail(DN_ERR_NOMEM, "%s: out of memory growing tensor list", name);
         ts->t = nt;
         ts->cap = nc;
@@ -74,10 +74,10 @@ dn_status dn_meta_set(dn_meta *m, const char *key, const char *val) {
     if (!k) { free(v); return DN_ERR_NOMEM; }
     if (m->n == m->cap) {
         int nc = m->cap ? m->cap * 2 : 8;
-        char **nk = realloc(m->keys, (size_t)nc * sizeof *nk);
+        char **nk = dn_realloc(m->keys, (size_t)nc * sizeof *nk);
         if (!nk) goto oom;
         m->keys = nk;
-        char **nv = realloc(m->vals, (size_t)nc * sizeof *nv);
+        char **nv = dn_realloc(m->vals, (size_t)nc * sizeof *nv);
         if (!nv) goto oom;
         m->vals = nv;
         m->cap = nc;

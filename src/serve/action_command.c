@@ -42,7 +42,7 @@ static int command_send(dn_transport *t, const dn_action_call *c, char *detail, 
     /* environment: the service's plus DN_RULE, DN_PREDICTION_ID, DN_CLASS, DN_LINE */
     size_t nenv = 0;
     while (environ && environ[nenv]) nenv++;
-    if (!(envp = calloc(nenv + 5, sizeof *envp))) { snprintf(detail, cap, "out of memory"); goto done; }
+    if (!(envp = dn_calloc(nenv + 5, sizeof *envp))) { snprintf(detail, cap, "out of memory"); goto done; }
     size_t e = 0;
     for (size_t i = 0; i < nenv; i++)
         if (strncmp(environ[i], "DN_RULE=", 8) && strncmp(environ[i], "DN_PREDICTION_ID=", 17) &&

@@ -54,13 +54,13 @@ static void ev_release(ev_copy *e) {
 
 static char *dup_or_null(const char *s, int *oom) {
     if (!s) return NULL;
-    char *d = strdup(s);
+    char *d = dn_strdup(s);
     if (!d) *oom = 1;
     return d;
 }
 
 static ev_copy *ev_copy_new(const dn_pred_event *src, double t) {
-    ev_copy *e = calloc(1, sizeof *e);
+    ev_copy *e = dn_calloc(1, sizeof *e);
     if (!e) return NULL;
     atomic_init(&e->refs, 1);
     int oom = 0;
@@ -308,7 +308,7 @@ static worker *worker_start(dn_actions *a, const dn_action_def *act, int cap) {
     w->tr = act->kind == DN_ACT_COMMAND ? dn_transport_command_new()
           : act->kind == DN_ACT_WEBHOOK ? dn_transport_webhook_new() : dn_transport_mqtt_new();
     if (!w->q || !w->key || !w->tr) { worker_free(w); return NULL; }
-    worker **nw = realloc(a->workers, (size_t)(a->nworkers + 1) * sizeof *nw);
+    worker **nw = dn_realloc(a->workers, (size_t)(a->nworkers + 1) * sizeof *nw);
     if (!nw) { worker_free(w); dn_fail(DN_ERR_NOMEM, "actions: out of memory"); return NULL; }
     a->workers = nw;
     sigset_t all, old;
@@ -342,9 +342,9 @@ static void state_clear(rule_state *s) {
 
 static int hist_init(line_hist *h, const dn_rule *r, const char *line) {
     memset(h, 0, sizeof *h);
-    h->line = strdup(line);
-    if (r->m) h->ring = calloc((size_t)r->m, 1);
-    if (r->rate_above >= 0) h->ts = calloc((size_t)r->rate_keep, sizeof *h->ts);
+    h->line = dn_strdup(line);
+    if (r->m) h->ring = dn_calloc((size_t)r->m, 1);
+    if (r->rate_above >= 0) h->ts = dn_calloc((size_t)r->rate_keep, sizeof *h->ts);
     if (!h->line || (r->m && !h->ring) || (r->rate_above >= 0 && !h->ts)) { hist_clear(h); return -1; }
     return 0;
 }
@@ -356,7 +356,7 @@ static line_hist *hist_get(dn_actions *a, rule_state *s, const char *line) {
         if (!strcmp(s->h[i].line, line)) { s->h[i].used = ++a->tick; return &s->h[i]; }
     int slot;
     if (s->nh < DN_ACTIONS_MAX_LINES) {
-        line_hist *nh = realloc(s->h, (size_t)(s->nh + 1) * sizeof *nh);
+        line_hist *nh = dn_realloc(s->h, (size_t)(s->nh + 1) * sizeof *nh);
         if (!nh) return NULL;
         s->h = nh;
         slot = s->nh;
@@ -459,7 +459,7 @@ static void retire_unused(dn_actions *a) {
         for (int i = 0; i < a->nst && !used; i++)
             for (int k = 0; k < a->st[i].rule->nactions && !used; k++) used = a->st[i].workers[k] == w;
         if (used) { q++; continue; }
-        worker **nr = realloc(a->retired, (size_t)(a->nretired + 1) * sizeof *nr);
+        worker **nr = dn_realloc(a->retired, (size_t)(a->nretired + 1) * sizeof *nr);
         if (!nr) { q++; continue; } /* keep it active; retried at the next reload */
         a->retired = nr;
         a->retired[a->nretired++] = w;
@@ -575,7 +575,7 @@ int dn_actions_submit(dn_actions *a, const dn_pred_event *ev) {
         *last_fire = t;
         for (int k = 0; k < r->nactions; k++) {
             if (nf == capf) {
-                fired *nfb = malloc((size_t)capf * 2 * sizeof *nfb);
+                fired *nfb = dn_malloc((size_t)capf * 2 * sizeof *nfb);
                 if (!nfb) break;
                 memcpy(nfb, f, (size_t)nf * sizeof *f);
                 if (f != stackbuf) free(f);
@@ -588,10 +588,10 @@ int dn_actions_submit(dn_actions *a, const dn_pred_event *ev) {
     /* enqueue under a->mu (cheap, never waits on a target) so a reload cannot retire a
      * worker between choosing it and queueing to it; outcomes are reported after unlocking */
     ev_copy *ec = nf ? ev_copy_new(ev, t) : NULL;
-    job *rejected_stack[32], **rejected = nf <= 32 ? rejected_stack : malloc((size_t)nf * sizeof *rejected);
+    job *rejected_stack[32], **rejected = nf <= 32 ? rejected_stack : dn_malloc((size_t)nf * sizeof *rejected);
     int nrej = 0, oom_unreported = 0;
     for (int i = 0; i < nf; i++) {
-        job *j = ec ? calloc(1, sizeof *j) : NULL;
+        job *j = ec ? dn_calloc(1, sizeof *j) : NULL;
         if (!j) { oom_unreported++; continue; }
         atomic_fetch_add(&ec->refs, 1);
         j->ev = ec;

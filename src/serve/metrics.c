@@ -67,8 +67,8 @@ static void add(family *f, const char *a, const char *b, double v) {
         if (f->n == DN_METRICS_MAX_SERIES) { f->s[f->n - 1].v += v; return; }
     }
     series *s = &f->s[f->n];
-    s->a = a ? strdup(a) : NULL;
-    s->b = b ? strdup(b) : NULL;
+    s->a = a ? dn_strdup(a) : NULL;
+    s->b = b ? dn_strdup(b) : NULL;
     if ((a && !s->a) || (b && !s->b)) { free(s->a); free(s->b); return; } /* OOM: drop the sample */
     s->v = v;
     f->n++;

@@ -186,7 +186,7 @@ static dn_status parse_broker(const pctx *pc, const char *b, char **host, int *p
     }
     if (end == p) return PFAIL(pc, "broker \"%s\": missing host", b);
     if (*p == '[' && end[-1] == ']') { p++; end--; }
-    *host = strndup(p, (size_t)(end - p));
+    *host = dn_strndup(p, (size_t)(end - p));
     return *host ? DN_OK : dn_fail(DN_ERR_NOMEM, "out of memory");
 }
 

@@ -38,7 +38,7 @@ dn_status dn_spb_encode(uint64_t ts_ms, int seq, const dn_spb_metric *m, int n, 
     p.n_metrics = (size_t)n;
     p.metrics = n ? mp : NULL;
     size_t sz = spb__payload__get_packed_size(&p);
-    uint8_t *b = malloc(sz ? sz : 1);
+    uint8_t *b = dn_malloc(sz ? sz : 1);
     if (!b) return DN_ERR_NOMEM;
     spb__payload__pack(&p, b);
     *out = b;
@@ -54,7 +54,7 @@ dn_status dn_spb_decode(const uint8_t *data, size_t len, uint64_t *ts_ms, int *s
     *n = 0;
     Spb__Payload *p = spb__payload__unpack(NULL, len, data);
     if (!p) return dn_fail(DN_ERR_FORMAT, "sparkplug: payload of %zu bytes is not a Sparkplug B payload", len);
-    dn_spb_decoded *d = malloc(sizeof *d);
+    dn_spb_decoded *d = dn_malloc(sizeof *d);
     if (!d) { spb__payload__free_unpacked(p, NULL); return DN_ERR_NOMEM; }
     d->p = p;
     *ts_ms = p->has_timestamp ? p->timestamp : 0;
