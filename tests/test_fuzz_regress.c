@@ -55,6 +55,9 @@ TEST(fuzz_regress_model_meta) { replay("model_meta", fz_model_meta); }
 TEST(fuzz_regress_rules) { replay("rules", fz_rules); }
 TEST(fuzz_regress_json) { replay("json", fz_json); }
 TEST(fuzz_regress_manifest) { replay("manifest", fz_manifest); }
+TEST(fuzz_regress_names) { replay("names", fz_names); }
+TEST(fuzz_regress_multipart) { replay("multipart", fz_multipart); }
+TEST(fuzz_regress_http) { replay("http", fz_http); }
 
 /* The contract checker itself must reject what it is meant to reject, or the
  * replays above could not fail on a broken message. */
@@ -81,6 +84,9 @@ int main(void) {
     RUN(fuzz_regress_rules);
     RUN(fuzz_regress_json);
     RUN(fuzz_regress_manifest);
+    RUN(fuzz_regress_names);
+    RUN(fuzz_regress_multipart);
+    RUN(fuzz_regress_http);
     fz_cleanup();
     fz_model_release();
     return REPORT();

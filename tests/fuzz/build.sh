@@ -16,7 +16,7 @@
 set -e
 CC=${FUZZ_CC:-clang}
 B=${FUZZ_BUILD:-build-fuzz}
-TARGETS="image zip pickle pth safetensors model_meta json manifest rules"
+TARGETS="image zip pickle pth safetensors model_meta json manifest rules names multipart http"
 FLAGS="-std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -pthread -Iinclude -Isrc"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 AVX512="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mavx2 -mf16c"
@@ -68,6 +68,9 @@ seed model_meta
 seed rules examples/*.json
 seed safetensors
 seed manifest
+seed names
+seed multipart
+seed http
 # A real (narrow) defectnet model, so the safetensors target reaches model binding
 # and the metadata contract; made by the CLI when one is built ($DN_BIN or build/).
 conv=${DN_BIN:-build/defectnet}

@@ -27,12 +27,18 @@
 #include "io/safetensors.h"
 #include "io/zip.h"
 #include "serve/actions.h"
+#include "serve/multipart.h"
 #include "serve/rules.h"
 #include "nn/model.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define FZ_LABEL "fuzzinput"
@@ -65,7 +71,9 @@ static inline const char *fz_tmpdir(void) {
     return fz_dir;
 }
 
+static inline void fz_http_stop(void);
 static inline void fz_cleanup(void) {
+    fz_http_stop();
     if (!fz_dir[0]) return;
     char p[320];
     const char *names[] = {"a.png", "b.png", FZ_LABEL};
@@ -308,6 +316,187 @@ static inline int fz_manifest(const uint8_t *data, size_t size) {
     }
     unlink(path);
     return rc;
+}
+
+/* ------------------------------------------------- UTF-8 gate (watched file names) */
+/* Reference decoder written from RFC 3629 section 4 (code point ranges, not byte
+ * tables): length of the valid sequence at p, 0 if invalid. */
+static inline size_t fz_utf8_ref(const unsigned char *p) {
+    unsigned c = p[0];
+    if (c < 0x80) return c ? 1 : 0;
+    size_t n = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (!n) return 0;
+    uint32_t cp = c & (0x7F >> n);
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    static const uint32_t minv[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < minv[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return n;
+}
+
+/* The watcher takes a dropped file only when dn_utf8_printable(name) (else it is
+ * skipped and logged escaped); metadata values go through dn_meta_problem. Both are
+ * checked against the reference above on the input as a NUL-terminated name. */
+static inline int fz_names(const uint8_t *data, size_t size) {
+    if (size > 4096) return 0;
+    char name[4097];
+    memcpy(name, data, size);
+    name[size] = 0;
+    int ref_ok = 1;
+    for (const unsigned char *p = (const unsigned char *)name; *p && ref_ok;) {
+        size_t k = fz_utf8_ref(p);
+        size_t got = dn_utf8_seq_len(p);
+        if (k != got) return -3;
+        if (!k || *p < 0x20 || *p == 0x7f) ref_ok = 0;
+        else p += k;
+    }
+    if (dn_utf8_printable(name) != ref_ok) return -3;
+    const char *pb = dn_meta_problem(name);
+    size_t l = strlen(name);
+    int meta_ok = ref_ok && l > 0 && l <= DN_META_MAX;
+    if ((pb == NULL) != meta_ok) return -3;
+    return 0;
+}
+
+/* ------------------------------------------------- multipart/form-data body */
+/* Input: the Content-Type header value, a newline, then the body. */
+static inline int fz_multipart(const uint8_t *data, size_t size) {
+    const uint8_t *nl = memchr(data, '\n', size < 1024 ? size : 1024);
+    if (!nl) return 0;
+    char ctype[1025];
+    size_t cl = (size_t)(nl - data);
+    memcpy(ctype, data, cl);
+    ctype[cl] = 0;
+    if (strlen(ctype) != cl) return 0; /* headers cannot hold NUL */
+    const uint8_t *body = nl + 1;
+    size_t blen = size - cl - 1;
+    /* the body in its own allocation so ASan sees any read past its end */
+    uint8_t *b = malloc(blen ? blen : 1);
+    if (!b) return 0;
+    memcpy(b, body, blen);
+    dn_req_meta m;
+    memset(&m, 0, sizeof m);
+    const uint8_t *img = NULL;
+    size_t n = 0;
+    char err[256] = "";
+    int rc = 0;
+    if (dn_multipart_image(ctype, b, blen, &m, &img, &n, err, sizeof err)) {
+        if (!err[0] || strchr(err, '\n')) rc = -1;
+    } else {
+        if (!img || img < b || n > blen || (size_t)(img - b) > blen - n) rc = -3;
+        for (int i = 0; i < DN_META_N && !rc; i++)
+            if (m.has[i] && dn_meta_problem(m.v[i])) rc = -3;
+    }
+    free(b);
+    return rc;
+}
+
+/* ------------------------------------------------- HTTP request through libmicrohttpd */
+/* A real libmicrohttpd daemon on 127.0.0.1 whose handler does what serve's does with
+ * a request before classification: dn_meta_collect (query string + headers) and, for
+ * a multipart POST, dn_multipart_image on the buffered body. Each input is sent as
+ * raw bytes on a fresh connection (then half-closed) and the answer read to EOF. */
+typedef struct { size_t n; int over; uint8_t b[1 << 16]; } fz_hbody;
+static struct MHD_Daemon *fz_httpd;
+static uint16_t fz_http_port;
+static atomic_int fz_http_broken;
+
+static inline void fz_http_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t) {
+    (void)cls; (void)c; (void)t;
+    free(*con_cls);
+    *con_cls = NULL;
+}
+
+static inline enum MHD_Result fz_http_handler(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                              const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)cls; (void)url; (void)version;
+    if (!*con_cls) {
+        fz_hbody *hb = calloc(1, sizeof *hb);
+        if (!hb) return MHD_NO;
+        *con_cls = hb;
+        return MHD_YES;
+    }
+    fz_hbody *hb = *con_cls;
+    if (*upload_size) {
+        size_t k = *upload_size;
+        if (k > sizeof hb->b - hb->n) { k = sizeof hb->b - hb->n; hb->over = 1; }
+        memcpy(hb->b + hb->n, upload, k);
+        hb->n += k;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    dn_req_meta m;
+    memset(&m, 0, sizeof m);
+    char err[256] = "";
+    unsigned code = 200;
+    if (dn_meta_collect(c, &m, err, sizeof err)) {
+        code = 400;
+        if (!err[0] || strchr(err, '\n')) atomic_store(&fz_http_broken, -1);
+    } else if (!strcmp(method, "POST") && !hb->over) {
+        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        const uint8_t *img = NULL;
+        size_t n = 0;
+        if (ct && !strncasecmp(ct, "multipart/form-data", 19)) {
+            if (dn_multipart_image(ct, hb->b, hb->n, &m, &img, &n, err, sizeof err)) {
+                code = 400;
+                if (!err[0] || strchr(err, '\n')) atomic_store(&fz_http_broken, -1);
+            } else if (!img || img < hb->b || n > hb->n || (size_t)(img - hb->b) > hb->n - n) {
+                atomic_store(&fz_http_broken, -3);
+            }
+        }
+    }
+    for (int i = 0; i < DN_META_N; i++)
+        if (m.has[i] && dn_meta_problem(m.v[i])) atomic_store(&fz_http_broken, -3);
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(err), err, MHD_RESPMEM_MUST_COPY);
+    if (!r) return MHD_NO;
+    enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+static inline void fz_http_stop(void) {
+    if (fz_httpd) MHD_stop_daemon(fz_httpd);
+    fz_httpd = NULL;
+}
+
+static inline int fz_http(const uint8_t *data, size_t size) {
+    if (!fz_httpd) {
+        struct sockaddr_in lo;
+        memset(&lo, 0, sizeof lo);
+        lo.sin_family = AF_INET;
+        lo.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* port 0: any free one */
+        fz_httpd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, fz_http_handler, NULL,
+                                    MHD_OPTION_NOTIFY_COMPLETED, fz_http_done, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
+                                    (unsigned)2, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&lo, MHD_OPTION_END);
+        if (!fz_httpd) return 0;
+        const union MHD_DaemonInfo *di = MHD_get_daemon_info(fz_httpd, MHD_DAEMON_INFO_BIND_PORT);
+        fz_http_port = di ? di->port : 0;
+        if (!fz_http_port) { fz_http_stop(); return 0; }
+    }
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return 0;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons(fz_http_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    atomic_store(&fz_http_broken, 0);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
+        size_t off = 0;
+        while (off < size) {
+            ssize_t w = send(fd, data + off, size - off, MSG_NOSIGNAL);
+            if (w <= 0) break;
+            off += (size_t)w;
+        }
+        shutdown(fd, SHUT_WR);
+        char buf[4096];
+        struct pollfd pfd = {fd, POLLIN, 0};
+        while (poll(&pfd, 1, 3000) > 0 && recv(fd, buf, sizeof buf, 0) > 0) {}
+    }
+    close(fd);
+    return atomic_load(&fz_http_broken);
 }
 
 typedef int (*fz_fn)(const uint8_t *, size_t);
