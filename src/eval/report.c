@@ -224,6 +224,28 @@ static void json_cov(FILE *f, const dn_cov_point *p) {
             (long long)p->covered);
 }
 
+/* A curve of n points as a JSON array of at most ~200 of them (every step-th, ends kept). */
+typedef void (*curve_point_fn)(FILE *f, const dn_eval_report *r, int64_t j);
+static void json_curve(FILE *f, const dn_eval_report *r, int64_t n, curve_point_fn point) {
+    fputc('[', f);
+    int64_t step = n > 200 ? (n + 199) / 200 : 1;
+    for (int64_t i = 0; i < n; i += step) {
+        int64_t j = i + step >= n ? n - 1 : i;
+        fputs(i ? "," : "", f);
+        point(f, r, j);
+        if (j == n - 1) break;
+    }
+    fputc(']', f);
+}
+
+static void coverage_point(FILE *f, const dn_eval_report *r, int64_t j) {
+    fprintf(f, "[%.6g,%.6f,%.6f]", (double)r->curve[j].threshold, r->curve[j].coverage, r->curve[j].accuracy);
+}
+
+static void policy_point(FILE *f, const dn_eval_report *r, int64_t j) {
+    fprintf(f, "[%.6g,%.6g,%.6g]", (double)r->pcurve[j].threshold, r->pcurve[j].escape, r->pcurve[j].false_reject);
+}
+
 static void json_rate(FILE *f, const char *key, const dn_rate *q) {
     fprintf(f, "\"%s\":{\"rate\":%.6g,\"count\":%lld,\"of\":%lld,\"ci95\":[%.6g,%.6g]}", key, q->p, (long long)q->k,
             (long long)q->n, q->lo, q->hi);
@@ -282,16 +304,10 @@ static void json_quality(const dn_eval_report *r, FILE *f) {
         json_quality_rates(r, &r->policy_fit, f);
         fputc('}', f);
     }
-    /* [good threshold, escape rate, false-reject rate] of the evaluated split, at most ~200 points */
-    fputs(",\"curve\":[", f);
-    int64_t step = r->npcurve > 200 ? (r->npcurve + 199) / 200 : 1;
-    for (int64_t i = 0; i < r->npcurve; i += step) {
-        int64_t j = i + step >= r->npcurve ? r->npcurve - 1 : i;
-        fprintf(f, "%s[%.6g,%.6g,%.6g]", i ? "," : "", (double)r->pcurve[j].threshold, r->pcurve[j].escape,
-                r->pcurve[j].false_reject);
-        if (j == r->npcurve - 1) break;
-    }
-    fputs("]}", f);
+    /* [good threshold, escape rate, false-reject rate] of the evaluated split */
+    fputs(",\"curve\":", f);
+    json_curve(f, r, r->npcurve, policy_point);
+    fputc('}', f);
 }
 
 void dn_eval_report_json(const dn_eval_report *r, FILE *f) {
@@ -356,16 +372,10 @@ void dn_eval_report_json(const dn_eval_report *r, FILE *f) {
         }
         fputc('}', f);
     }
-    /* [threshold, coverage, accuracy] of the evaluated split, at most ~200 points (ends kept) */
-    fputs(",\"coverage_curve\":[", f);
-    int64_t step = r->ncurve > 200 ? (r->ncurve + 199) / 200 : 1;
-    for (int64_t i = 0; i < r->ncurve; i += step) {
-        int64_t j = i + step >= r->ncurve ? r->ncurve - 1 : i;
-        fprintf(f, "%s[%.6g,%.6f,%.6f]", i ? "," : "", (double)r->curve[j].threshold, r->curve[j].coverage,
-                r->curve[j].accuracy);
-        if (j == r->ncurve - 1) break;
-    }
-    fputs("]}", f);
+    /* [threshold, coverage, accuracy] of the evaluated split */
+    fputs(",\"coverage_curve\":", f);
+    json_curve(f, r, r->ncurve, coverage_point);
+    fputc('}', f);
     json_quality(r, f);
     fputs(",\"misclassified\":[", f);
     for (int64_t i = 0; i < r->nmiss; i++) {
