@@ -33,6 +33,27 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
 elif [ -z "${DN_PG_BIN:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     echo "SKIP fleet_run: PostgreSQL server binaries not found (set DN_PG_BIN)"; skip=$((skip+1))
 else
+    # /healthz: 503 "degraded" while the broker is down, 200 once both MQTT links reconnected
+    MQP=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    $S --node hz --mqtt-in "mqtt://127.0.0.1:$MQP" --mqtt-topic 'plant/+/image' --mqtt-results 'r/{camera}' >"$T/hz.out" 2>"$T/hz.err" &
+    HZ=$!
+    i=0; while ! grep -q '^listening ' "$T/hz.out" 2>/dev/null && [ $i -lt 200 ]; do i=$((i+1)); sleep 0.05; done
+    HP=$(sed -n 's/^listening //p' "$T/hz.out")
+    code=$(curl -s -o "$T/hz1.json" -w '%{http_code}' "http://127.0.0.1:$HP/healthz")
+    if [ "$code" = 503 ] && grep -q '"status":"degraded"' "$T/hz1.json" && grep -q '"broker":"disconnected"' "$T/hz1.json" && grep -q '"database":"ok"' "$T/hz1.json"; then ok healthz_broker_down; else ko "healthz_broker_down ($code $(cat "$T/hz1.json"))"; fi
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$MQP" >"$T/m.conf"
+    MOSQ=$(command -v mosquitto 2>/dev/null || echo /usr/sbin/mosquitto)
+    "$MOSQ" -c "$T/m.conf" >/dev/null 2>&1 &
+    MP=$!
+    i=0; code=0
+    while [ $i -lt 60 ]; do
+        code=$(curl -s -o "$T/hz2.json" -w '%{http_code}' "http://127.0.0.1:$HP/healthz")
+        [ "$code" = 200 ] && break
+        i=$((i+1)); sleep 0.5
+    done
+    if [ "$code" = 200 ] && grep -q '"mqtt_in":{"broker":"connected"' "$T/hz2.json" && grep -q '"bus":{"broker":"connected"}' "$T/hz2.json"; then ok healthz_reconnected; else ko "healthz_reconnected ($code $(cat "$T/hz2.json"))"; fi
+    kill $HZ; wait $HZ
+    kill $MP; wait $MP 2>/dev/null
     BUILD=$BUILD COUNT=120 RATE=200 sh bench/fleet.sh >"$T/fleet.out" 2>&1; rc=$?
     last=$(tail -1 "$T/fleet.out")
     echo "  $last"

@@ -210,6 +210,8 @@ int cmd_serve(int argc, char **argv) {
         free(token);
         return 1;
     }
+    int h_in = mi ? dn_server_add_health(s, dn_mqtt_in_health, mi) : -1;
+    int h_bus = bus ? dn_server_add_health(s, dn_bus_health, bus) : -1;
     /* one line on stdout with the bound port, for scripts that use --listen HOST:0 */
     printf("listening %d\n", dn_server_port(s));
     fflush(stdout);
@@ -226,6 +228,8 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "defectnet serve: %s received, finishing in-flight requests\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
         break;
     }
+    dn_server_remove_health(s, h_in);
+    dn_server_remove_health(s, h_bus);
     dn_mqtt_in_stop(mi); /* unacknowledged messages stay with the broker */
     dn_server_stop(s);
     dn_bus_stop(bus);

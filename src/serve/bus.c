@@ -131,6 +131,12 @@ static void on_disconnect(struct mosquitto *mq, void *obj, int rc, const mosquit
     pthread_mutex_unlock(&b->mu);
 }
 
+int dn_bus_health(void *ctx, dn_sb *out) {
+    int up = dn_bus_connected((dn_bus *)ctx);
+    dn_sb_printf(out, ",\"bus\":{\"broker\":\"%s\"}", up ? "connected" : "disconnected");
+    return !up;
+}
+
 int dn_bus_connected(dn_bus *b) {
     pthread_mutex_lock(&b->mu);
     int c = b->connected;

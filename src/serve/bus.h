@@ -21,6 +21,7 @@
  * strings are copied. Thread-safety: any thread may publish. */
 #ifndef DN_SERVE_BUS_H
 #define DN_SERVE_BUS_H
+#include "core/json.h"
 #include "defectnet.h"
 #include <stddef.h>
 #include <stdint.h>
@@ -61,6 +62,9 @@ dn_status dn_bus_publish(dn_bus *b, const char *topic, const void *payload, size
  * "topic" (where it came from) and "error" (why it was rejected). */
 dn_status dn_bus_dead_letter(dn_bus *b, const char *topic, const void *payload, size_t len, const char *from,
                              const char *error, int timeout_ms);
+/* /healthz reporter (dn_health_fn, ctx = the dn_bus): appends
+ * ,"bus":{"broker":"connected"|"disconnected"}; non-zero when disconnected. */
+int dn_bus_health(void *b, dn_sb *out);
 /* 1 while connected to the broker. */
 int dn_bus_connected(dn_bus *b);
 /* Expands a topic template (see above) into out[n]; DN_ERR_ARG if it does not fit. */

@@ -49,7 +49,26 @@ struct dn_server {
     dn_watch *watch;
     atomic_int stopping;            /* new HTTP requests get 503 */
     atomic_long inflight;           /* HTTP requests between first callback and completion */
+
+    pthread_mutex_t health_mu;      /* extra /healthz reporters (dn_server_add_health) */
+    struct { dn_health_fn fn; void *ctx; } health[DN_SERVER_MAX_HEALTH];
 };
+
+int dn_server_add_health(dn_server *s, dn_health_fn fn, void *ctx) {
+    int slot = -1;
+    pthread_mutex_lock(&s->health_mu);
+    for (int i = 0; i < DN_SERVER_MAX_HEALTH && slot < 0; i++)
+        if (!s->health[i].fn) { s->health[i].fn = fn; s->health[i].ctx = ctx; slot = i; }
+    pthread_mutex_unlock(&s->health_mu);
+    return slot;
+}
+
+void dn_server_remove_health(dn_server *s, int slot) {
+    if (slot < 0 || slot >= DN_SERVER_MAX_HEALTH) return;
+    pthread_mutex_lock(&s->health_mu);
+    s->health[slot].fn = NULL;
+    pthread_mutex_unlock(&s->health_mu);
+}
 
 struct dn_pipeline *dn_server_pipeline(dn_server *s) { return s->pipe; }
 struct dn_store *dn_server_store(dn_server *s) { return dn_pipeline_store(s->pipe); }
@@ -297,8 +316,19 @@ static enum MHD_Result handle_health(dn_server *s, struct MHD_Connection *c, req
     dn_gen *g = dn_pipeline_gen_acquire(s->pipe);
     int ql, qcap;
     dn_pipeline_queue(s->pipe, &ql, &qcap);
+    /* the database and the registered reporters (MQTT ingestion, result bus) */
+    dn_sb extra = {0};
+    int bad = dn_store_ping(dn_pipeline_store(s->pipe)) != DN_OK;
+    dn_sb_puts(&extra, ",\"database\":");
+    dn_sb_json_str(&extra, bad ? dn_last_error() : "ok");
+    pthread_mutex_lock(&s->health_mu);
+    for (int i = 0; i < DN_SERVER_MAX_HEALTH; i++)
+        if (s->health[i].fn && s->health[i].fn(s->health[i].ctx, &extra)) bad = 1;
+    pthread_mutex_unlock(&s->health_mu);
     dn_sb b = {0};
-    dn_sb_puts(&b, "{\"status\":\"ok\"");
+    dn_sb_puts(&b, bad ? "{\"status\":\"degraded\"" : "{\"status\":\"ok\"");
+    if (extra.s) dn_sb_puts(&b, extra.s);
+    dn_sb_free(&extra);
     dn_json_opt_str(&b, "model_sha256", g->sha, 1);
     dn_json_opt_str(&b, "model_version", g->version, 1);
     dn_sb_puts(&b, ",\"classes\":[");
@@ -310,7 +340,7 @@ static enum MHD_Result handle_health(dn_server *s, struct MHD_Connection *c, req
                  dn_store_backend(dn_pipeline_store(s->pipe)), dn_pipeline_workers(s->pipe), ql, qcap,
                  dn_pipeline_has_rules(s->pipe) ? "true" : "false");
     dn_pipeline_gen_release(s->pipe, g);
-    return send_json(s, c, r, 200, &b);
+    return send_json(s, c, r, bad ? 503 : 200, &b);
 }
 
 static enum MHD_Result handle_metrics(dn_server *s, struct MHD_Connection *c, req *r) {
@@ -672,6 +702,7 @@ dn_status dn_server_start(const dn_server_config *c, dn_server **out) {
     if (!s) return DN_ERR_NOMEM;
     dn_status rc = DN_OK;
     pthread_mutex_init(&s->conn_mu, NULL);
+    pthread_mutex_init(&s->health_mu, NULL);
     s->token = c->token ? dn_strdup(c->token) : NULL;
     s->ok_classes = c->ok_classes ? dn_strdup(c->ok_classes) : NULL;
     if ((c->token && !s->token) || (c->ok_classes && !s->ok_classes)) { rc = dn_fail(DN_ERR_NOMEM, "serve: out of memory"); goto fail; }
@@ -737,5 +768,6 @@ void dn_server_stop(dn_server *s) {
     free(s->token);
     free(s->ok_classes);
     pthread_mutex_destroy(&s->conn_mu);
+    pthread_mutex_destroy(&s->health_mu);
     free(s);
 }

@@ -17,7 +17,8 @@
  *                             X-Request-Id = idempotency key            [token]
  *   GET  /v1/predictions      ?from&to&line&class&decision&limit&cursor
  *   GET  /v1/report           ?format=csv|json|html&from&to&line&group_by  [token]
- *   GET  /healthz             liveness + model identity
+ *   GET  /healthz             liveness + model identity, database and registered reporters
+ *                             (MQTT broker links): 503 + "status":"degraded" if one is down
  *   GET  /metrics             Prometheus text format
  *   POST /v1/admin/reload     reload model and rules                    [token]
  * [token]: when a token is configured, "Authorization: Bearer <token>" is required.
@@ -89,6 +90,15 @@ void dn_server_stop(dn_server *s);
 struct dn_pipeline *dn_server_pipeline(dn_server *s);
 struct dn_store *dn_server_store(dn_server *s);
 struct dn_metrics *dn_server_metrics(dn_server *s);
+
+/* Extra /healthz reporters: fn appends ,"name":value to the JSON object and returns 0
+ * when healthy (any non-zero: /healthz answers 503 with "status":"degraded"). Called
+ * under a lock; dn_server_remove_health(slot) waits for a running call, so ctx may be
+ * freed afterwards. Returns the slot, or -1 when all DN_SERVER_MAX_HEALTH are taken. */
+#define DN_SERVER_MAX_HEALTH 4
+typedef int (*dn_health_fn)(void *ctx, dn_sb *b);
+int dn_server_add_health(dn_server *s, dn_health_fn fn, void *ctx);
+void dn_server_remove_health(dn_server *s, int slot);
 
 #define DN_HTTP_MAX_ARGS 64  /* query arguments per request; more: 414 */
 

@@ -826,6 +826,19 @@ static void *reader_main(void *arg) {
 
 /* ------------------------------------------------------------------ lifecycle */
 
+int dn_mqtt_in_health(void *ctx, dn_sb *b) {
+    dn_mqtt_in *m = ctx;
+    dn_mqtt_in_stats st;
+    dn_mqtt_in_stats_get(m, &st);
+    dn_sb_printf(b, ",\"mqtt_in\":{\"broker\":\"%s\",\"url\":", st.connected ? "connected" : "disconnected");
+    dn_sb_json_str(b, m->c.url);
+    dn_sb_puts(b, ",\"subscription\":");
+    dn_sb_json_str(b, m->sub);
+    dn_sb_printf(b, ",\"received\":%ld,\"acknowledged\":%ld,\"not_committed\":%ld}", st.received, st.acked,
+                 st.commit_failures);
+    return !st.connected;
+}
+
 void dn_mqtt_in_stats_get(dn_mqtt_in *m, dn_mqtt_in_stats *st) {
     pthread_mutex_lock(&m->mu);
     *st = m->st;

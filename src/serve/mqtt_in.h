@@ -40,6 +40,7 @@
  * must be called before the pipeline is drained. Config strings are copied. */
 #ifndef DN_SERVE_MQTT_IN_H
 #define DN_SERVE_MQTT_IN_H
+#include "core/json.h"
 #include "defectnet.h"
 #include <stddef.h>
 
@@ -81,6 +82,9 @@ dn_status dn_mqtt_in_check(const dn_mqtt_in_config *c);
 dn_status dn_mqtt_in_start(struct dn_pipeline *p, const dn_mqtt_in_config *c, dn_mqtt_in **out);
 void dn_mqtt_in_stop(dn_mqtt_in *m);
 void dn_mqtt_in_stats_get(dn_mqtt_in *m, dn_mqtt_in_stats *st);
+/* /healthz reporter (dn_health_fn, ctx = the dn_mqtt_in): appends
+ * ,"mqtt_in":{"broker":"connected"|"disconnected",...}; non-zero when disconnected. */
+int dn_mqtt_in_health(void *m, dn_sb *b);
 
 /* Parses "mqtt://HOST[:PORT]" (also "tcp://"); host is copied into host[hn]. */
 dn_status dn_mqtt_parse_url(const char *url, char *host, size_t hn, int *port);

@@ -702,6 +702,14 @@ dn_status dn_store_get(dn_store *s, int64_t id, dn_pred_row *row, int *found) {
     return rc;
 }
 
+dn_status dn_store_ping(dn_store *s) {
+    int64_t one = 0;
+    pthread_mutex_lock(&s->mu);
+    dn_status rc = q_run(s, "SELECT 1", NULL, 0, first_int_fn, &one);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
 dn_status dn_store_count(dn_store *s, const dn_pred_filter *f, int64_t *n) {
     char sql[1024] = "SELECT count(*) FROM predictions";
     qparam p[8];

@@ -109,6 +109,9 @@ dn_status dn_store_list(dn_store *s, const dn_pred_filter *f, dn_pred_row **rows
 void dn_pred_row_clear(dn_pred_row *row);
 void dn_pred_rows_free(dn_pred_row *rows, size_t n);
 dn_status dn_store_count(dn_store *s, const dn_pred_filter *f, int64_t *n);
+/* A trivial query on the write connection (reconnecting a PostgreSQL connection that
+ * was lost): DN_OK when the database answers (for /healthz). */
+dn_status dn_store_ping(dn_store *s);
 
 /* Outcomes recorded for one prediction, in insertion order. */
 typedef int (*dn_outcome_fn_row)(void *ctx, const dn_outcome_row *o);
