@@ -422,7 +422,7 @@ void dn_store_close(dn_store *s) {
 
 dn_status dn_store_set_node(dn_store *s, const char *node) {
     char *n = NULL;
-    if (node && !(n = strdup(node))) return DN_ERR_NOMEM;
+    if (node && !(n = dn_strdup(node))) return DN_ERR_NOMEM;
     pthread_mutex_lock(&s->mu);
     free(s->node);
     s->node = n;
@@ -508,7 +508,7 @@ dn_status dn_store_add_outcome(dn_store *s, const dn_outcome_row *o) {
 
 static char *dup_or_null(const char *s, int *oom) {
     if (!s) return NULL;
-    char *d = strdup(s);
+    char *d = dn_strdup(s);
     if (!d) *oom = 1;
     return d;
 }
@@ -640,7 +640,7 @@ static int list_row(void *c, const dn_pred_row *r) {
     list_ctx *l = c;
     if (l->n == l->cap) {
         size_t nc = l->cap ? l->cap * 2 : 16;
-        dn_pred_row *nr = realloc(l->rows, nc * sizeof *nr);
+        dn_pred_row *nr = dn_realloc(l->rows, nc * sizeof *nr);
         if (!nr) { l->oom = 1; return 1; }
         l->rows = nr;
         l->cap = nc;
