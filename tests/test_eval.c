@@ -960,6 +960,23 @@ TEST(eval_good_class_and_target_escape) {
         snprintf(want, sizeof want, "escape rate  %.4f  (%d of %d defective", ndef ? (double)esc / ndef : 0, esc, ndef);
         CHECK_MSG(strstr(out, want) && strstr(out, "stored in model") && strstr(out, "reject unless confidently good"),
                   "table lacks '%s':\n%s", want, out);
+        /* another good class: the policy chosen for "clean" is not carried into the new model */
+        char pol2[320];
+        snprintf(pol2, sizeof pol2, "%s/policy_crack.safetensors", g_dir);
+        free(out); free(err);
+        snprintf(args, sizeof args, "--model %s --manifest %s --threads 1 --good-class crack --write-model %s", pol,
+                 g_manifest, pol2);
+        rc = run(args, &out, &err);
+        CHECK_MSG(rc == 0, "exit %d: %s", rc, err);
+        dn_model *m2 = NULL;
+        dn_policy p2;
+        CHECK(dn_model_load(pol2, &m2) == DN_OK);
+        CHECK(m2 && dn_model_policy(m2, &p2) == DN_OK && p2.good == 1 && p2.good_threshold == 0 &&
+              !dn_meta_get(&m2->meta, "decision_policy"));
+        dn_model_free(m2);
+        free(out); free(err);
+        snprintf(args, sizeof args, "--model %s --manifest %s --threads 1", pol, g_manifest);
+        rc = run(args, &out, &err);
         /* --ordinal was stored: the later eval reports the ordinal figures by itself */
         CHECK_MSG(strstr(out, "ordinal      mean absolute class error"), "%s", out);
         const dn_json *od = dn_json_get(r, "ordinal");

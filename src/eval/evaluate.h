@@ -50,9 +50,10 @@ void dn_eval_thumbnails(dn_eval_report *r, FILE *log, const char *prefix);
 
 /* Saves m to path with the report's temperature and threshold, a
  * "calibration" metadata record, the good class and (when chosen) the
- * "decision_policy" record with its validation and test figures (cal_data: the fitting folder/manifest,
- * cal_all: 1 if all of its images were used, else its val split). m is left
- * as it was. Sets r->written_model = path on success. */
+ * "decision_policy" record with its validation and test figures (a stored
+ * policy for another good class is dropped) (cal_data: the fitting folder/manifest,
+ * cal_all: 1 if all of its images were used, else its val split). m's
+ * temperature and threshold are restored; its metadata keeps the new records. Sets r->written_model = path on success. */
 dn_status dn_eval_save_model(dn_model *m, dn_eval_report *r, const char *cal_data, int cal_all, const char *path);
 
 #endif
