@@ -59,7 +59,7 @@ static int broker_up(broker *b) {
     return h_port_accepts(b->port, 5) ? 0 : -1;
 }
 /* Writes the config for a free port; start = also start it. */
-static int broker_new(broker *b, const char *tag, int start) {
+static int broker_new_auth(broker *b, const char *tag, const char *pwfile, int start) {
     memset(b, 0, sizeof *b);
     b->pid = -1;
     if (access("/usr/sbin/mosquitto", X_OK)) return -1;
@@ -67,10 +67,13 @@ static int broker_new(broker *b, const char *tag, int start) {
     snprintf(b->conf, sizeof b->conf, "%s/mosquitto-%s.conf", g_dir, tag);
     FILE *f = fopen(b->conf, "w");
     if (!f) return -1;
-    fprintf(f, "listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n", b->port);
+    fprintf(f, "listener %d 127.0.0.1\npersistence false\nmax_queued_messages 0\n", b->port);
+    if (pwfile) fprintf(f, "allow_anonymous false\npassword_file %s\n", pwfile);
+    else fprintf(f, "allow_anonymous true\n");
     fclose(f);
     return start ? broker_up(b) : 0;
 }
+static int broker_new(broker *b, const char *tag, int start) { return broker_new_auth(b, tag, NULL, start); }
 static void broker_kill(broker *b, int sig) {
     if (b->pid > 0) { kill(b->pid, sig); waitpid(b->pid, NULL, 0); }
     b->pid = -1;
@@ -321,7 +324,7 @@ TEST(bad_config) {
     c.url = "mqtts://x";
     CHECK(dn_mqtt_in_start(fake, &c, &m) != DN_OK && strstr(dn_last_error(), "mqtts://x"));
     dn_bus *b = NULL;
-    dn_bus_config bc = {"mqtt://127.0.0.1:1", "id", NULL, NULL, "only-group", 0};
+    dn_bus_config bc = {.url = "mqtt://127.0.0.1:1", .client_id = "id", .sparkplug = "only-group"};
     CHECK(dn_bus_start(&bc, &b) != DN_OK && strstr(dn_last_error(), "only-group"));
     CHECK(m == NULL && b == NULL);
 }
@@ -340,7 +343,7 @@ TEST(ingest_results_sparkplug_and_redelivered_id) {
     CHECK(client_open(&pub, br.port, NULL) == 0);
     char url[64];
     snprintf(url, sizeof url, "mqtt://127.0.0.1:%d", br.port);
-    dn_bus_config bc = {url, "n1-bus", "res/{line}/{camera}", "last/{line}/{camera}", "Plant1/n1", 5};
+    dn_bus_config bc = {.url = url, .client_id = "n1-bus", .results_topic = "res/{line}/{camera}", .last_topic = "last/{line}/{camera}", .sparkplug = "Plant1/n1", .keepalive = 5};
     dn_bus *bus = NULL;
     CHECK(dn_bus_start(&bc, &bus) == DN_OK);
     CHECK(bus && WAIT_FOR(dn_bus_connected(bus), 5));
@@ -433,7 +436,7 @@ TEST(bad_payloads_acked_counted_dead_lettered) {
     CHECK(client_open(&pub, br.port, NULL) == 0);
     char url[64];
     snprintf(url, sizeof url, "mqtt://127.0.0.1:%d", br.port);
-    dn_bus_config bc = {url, "n2-bus", NULL, NULL, NULL, 5};
+    dn_bus_config bc = {.url = url, .client_id = "n2-bus", .keepalive = 5};
     dn_bus *bus = NULL;
     CHECK(dn_bus_start(&bc, &bus) == DN_OK && WAIT_FOR(dn_bus_connected(bus), 5));
     dn_mqtt_in_config c = in_cfg(br.port, "n2");
@@ -514,7 +517,7 @@ TEST(redelivery_after_restart_recorded_once) {
     CHECK(client_open(&pub, br.port, NULL) == 0);
     char dead_url[64];
     snprintf(dead_url, sizeof dead_url, "mqtt://127.0.0.1:%d", h_free_port()); /* nobody listens */
-    dn_bus_config bc = {dead_url, "n3-bus", "res/{camera}", NULL, NULL, 5};
+    dn_bus_config bc = {.url = dead_url, .client_id = "n3-bus", .results_topic = "res/{camera}", .keepalive = 5};
     dn_bus *bus = NULL;
     CHECK(dn_bus_start(&bc, &bus) == DN_OK);
     dn_mqtt_in_config c = in_cfg(br.port, "n3");
@@ -581,6 +584,41 @@ TEST(dead_broker_reconnects) {
     CHECK(rows(p) == 2);
     client_close(&pub);
     dn_mqtt_in_stop(m);
+    dn_pipeline_close(p);
+    broker_kill(&br, SIGTERM);
+}
+
+TEST(broker_credentials) {
+    char pw[400], cmd[700];
+    snprintf(pw, sizeof pw, "%s/passwd", g_dir);
+    snprintf(cmd, sizeof cmd, "mosquitto_passwd -c -b '%s' node1 s3cret >/dev/null 2>&1", pw);
+    if (access("/usr/sbin/mosquitto", X_OK) || system(cmd) != 0) SKIP("mosquitto / mosquitto_passwd not available");
+    chmod(pw, 0644);
+    chmod(g_dir, 0755); /* mosquitto started as root reads the password file as user mosquitto */
+    broker br;
+    if (broker_new_auth(&br, "auth", pw, 1)) { broker_kill(&br, SIGTERM); SKIP("mosquitto did not start with a password file"); }
+    char db[400];
+    snprintf(db, sizeof db, "sqlite:%s/auth.db", g_dir);
+    dn_pipeline *p = pipe_open(db);
+    dn_mqtt_in_config c = in_cfg(br.port, "auth1");
+    c.username = "node1";
+    c.password = "wrong";
+    dn_mqtt_in *m = NULL;
+    CHECK(p && dn_mqtt_in_start(p, &c, &m) == DN_OK);
+    usleep(800000);
+    CHECK(m && stat_of(m, S_CONNECTS) == 0); /* refused by the broker */
+    dn_mqtt_in_stop(m);
+    m = NULL;
+    c.password = "s3cret";
+    CHECK(p && dn_mqtt_in_start(p, &c, &m) == DN_OK);
+    CHECK(m && WAIT_FOR(stat_of(m, S_CONN), 5));
+    char url[64];
+    snprintf(url, sizeof url, "mqtt://127.0.0.1:%d", br.port);
+    dn_bus_config bc = {.url = url, .client_id = "auth1-bus", .results_topic = "r/{camera}", .username = "node1", .password = "s3cret"};
+    dn_bus *bus = NULL;
+    CHECK(dn_bus_start(&bc, &bus) == DN_OK && WAIT_FOR(dn_bus_connected(bus), 5));
+    dn_mqtt_in_stop(m);
+    dn_bus_stop(bus);
     dn_pipeline_close(p);
     broker_kill(&br, SIGTERM);
 }
@@ -714,6 +752,7 @@ int main(void) {
     RUN(redelivery_after_restart_recorded_once);
     RUN(dead_broker_reconnects);
     RUN(shared_group_splits_the_stream);
+    RUN(broker_credentials);
     g_pg_ok = h_pg_start(&g_pg, g_pg_why, sizeof g_pg_why);
     RUN(dead_database_not_acked_until_committed);
     RUN(concurrent_migrations_by_many_nodes);

@@ -25,6 +25,7 @@ static void serve_usage(FILE *f) {
             "          [--mqtt-file-root DIR] [--mqtt-dead-letter TOPIC] [--mqtt-inflight N] [--mqtt-max-payload BYTES]\n"
             "          [--mqtt-session-expiry S]]\n"
             "         [--mqtt-out mqtt://HOST:PORT] [--mqtt-results TEMPLATE] [--mqtt-last TEMPLATE] [--sparkplug GROUP/NODE]\n"
+            "         [--mqtt-user NAME [--mqtt-password-file F]]\n"
             "  --db defaults to sqlite:defectnet.db. --listen binds 127.0.0.1 unless told otherwise.\n"
             "  SIGHUP or POST /v1/admin/reload reloads model + rules; SIGTERM/SIGINT shut down gracefully.\n"
             "  See docs/serve.md for the endpoints, docs/fleet.md for MQTT ingestion, results on the bus\n"
@@ -80,7 +81,7 @@ int cmd_serve(int argc, char **argv) {
     const char *token_file = NULL;
     dn_mqtt_in_config mc = {0};
     dn_bus_config bc = {0};
-    const char *node = NULL;
+    const char *node = NULL, *mqtt_pw_file = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         long v = 0;
@@ -120,6 +121,8 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--mqtt-results")) bc.results_topic = val;
         else if (!strcmp(a, "--mqtt-last")) bc.last_topic = val;
         else if (!strcmp(a, "--sparkplug")) bc.sparkplug = val;
+        else if (!strcmp(a, "--mqtt-user")) mc.username = bc.username = val;
+        else if (!strcmp(a, "--mqtt-password-file")) mqtt_pw_file = val;
         else if (!strcmp(a, "--workers")) { if (parse_int(a, val, 1, 256, &v)) return 2; c.workers = (int)v; }
         else if (!strcmp(a, "--queue")) { if (parse_int(a, val, 1, 1000000, &v)) return 2; c.queue = (int)v; }
         else if (!strcmp(a, "--batch")) { if (parse_int(a, val, 1, DN_SERVE_MAX_BATCH, &v)) return 2; c.batch = (int)v; }
@@ -164,13 +167,23 @@ int cmd_serve(int argc, char **argv) {
     snprintf(bus_id, sizeof bus_id, "%s-bus", node);
     mc.client_id = node;
     bc.client_id = bus_id;
+    char *mqtt_pw = NULL;
+    if (mqtt_pw_file) {
+        if (!mc.username && !bc.username) {
+            fprintf(stderr, "defectnet serve: --mqtt-password-file needs --mqtt-user\n");
+            return 2;
+        }
+        if (!(mqtt_pw = read_token(mqtt_pw_file))) return 2;
+        mc.password = bc.password = mqtt_pw;
+    }
     /* bad MQTT/bus options are refused before anything starts */
     if ((mc.url && dn_mqtt_in_check(&mc)) || (want_bus && dn_bus_check(&bc))) {
         fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
+        free(mqtt_pw);
         return 2;
     }
     char *token = NULL;
-    if (token_file && !(token = read_token(token_file))) return 2;
+    if (token_file && !(token = read_token(token_file))) { free(mqtt_pw); return 2; }
     c.token = token;
 
     /* Block the signals before any thread exists so all threads inherit the mask. */
@@ -186,6 +199,7 @@ int cmd_serve(int argc, char **argv) {
     if (dn_server_start(&c, &s)) {
         fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
         free(token);
+        free(mqtt_pw);
         return 1;
     }
     dn_bus *bus = NULL;
@@ -194,12 +208,14 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "defectnet serve: out of memory\n");
         dn_server_stop(s);
         free(token);
+        free(mqtt_pw);
         return 1;
     }
     if (want_bus && dn_bus_start(&bc, &bus)) {
         fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
         dn_server_stop(s);
         free(token);
+        free(mqtt_pw);
         return 1;
     }
     mc.bus = bus;
@@ -208,6 +224,7 @@ int cmd_serve(int argc, char **argv) {
         dn_bus_stop(bus);
         dn_server_stop(s);
         free(token);
+        free(mqtt_pw);
         return 1;
     }
     int h_in = mi ? dn_server_add_health(s, dn_mqtt_in_health, mi) : -1;
@@ -234,6 +251,7 @@ int cmd_serve(int argc, char **argv) {
     dn_server_stop(s);
     dn_bus_stop(bus);
     free(token);
+    free(mqtt_pw);
     fprintf(stderr, "defectnet serve: stopped\n");
     return 0;
 }

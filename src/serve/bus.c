@@ -324,6 +324,10 @@ dn_status dn_bus_start(const dn_bus_config *c, dn_bus **out) {
     mosquitto_disconnect_v5_callback_set(b->mq, on_disconnect);
     mosquitto_publish_v5_callback_set(b->mq, on_publish);
     mosquitto_reconnect_delay_set(b->mq, 1, 10, true);
+    if (c->username && mosquitto_username_pw_set(b->mq, c->username, c->password)) {
+        rc = dn_fail(DN_ERR_ARG, "bus: bad broker user name");
+        goto fail;
+    }
     if (b->spb_group) { /* NDEATH is the will: the broker sends it when we vanish */
         dn_spb_metric m = {"bdSeq", DN_SPB_INT64, b->bdseq, 0, NULL};
         uint8_t *p;

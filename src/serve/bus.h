@@ -35,6 +35,8 @@ typedef struct dn_bus_config {
     const char *last_topic;     /* retained template; NULL = none */
     const char *sparkplug;      /* "GROUP/NODE" (Sparkplug B); NULL = none */
     int keepalive;              /* seconds; <= 0: 30 */
+    const char *username;       /* broker credentials (NULL = anonymous) */
+    const char *password;
 } dn_bus_config;
 
 /* One committed prediction. Strings may be NULL. */

@@ -362,7 +362,8 @@ static int handshake(dn_mqtt_in *m, int fd, char *why, size_t whyn) {
     wbuf b = {0};
     wb_str(&b, "MQTT");
     wb_u8(&b, 5);
-    wb_u8(&b, 0);                       /* flags: clean start = 0 (resume the session) */
+    /* flags: clean start = 0 (resume the session); user name / password when set */
+    wb_u8(&b, (m->c.username ? 0x80u : 0u) | (m->c.password ? 0x40u : 0u));
     wb_u16(&b, (unsigned)m->c.keepalive);
     wbuf pr = {0};
     wb_u8(&pr, 0x11);                   /* session expiry interval */
@@ -373,6 +374,8 @@ static int handshake(dn_mqtt_in *m, int fd, char *why, size_t whyn) {
     wb_put(&b, pr.p, pr.n);
     free(pr.p);
     wb_str(&b, m->c.client_id);
+    if (m->c.username) wb_str(&b, m->c.username);
+    if (m->c.password) wb_str(&b, m->c.password);
     pthread_mutex_lock(&m->wmu);
     m->fd = fd;
     int rc = send_packet(m, P_CONNECT, 0, &b);
@@ -898,6 +901,9 @@ dn_status dn_mqtt_in_check(const dn_mqtt_in_config *c) {
     if (!c->client_id || !*c->client_id || strlen(c->client_id) > 128 ||
         !dn_mqtt_valid_text(c->client_id, strlen(c->client_id)))
         return dn_fail(DN_ERR_ARG, "mqtt client id '%s': must be 1..128 printable characters", c->client_id ? c->client_id : "");
+    if ((c->username && (strlen(c->username) > 65535 || !dn_mqtt_valid_text(c->username, strlen(c->username)))) ||
+        (c->password && strlen(c->password) > 65535))
+        return dn_fail(DN_ERR_ARG, "mqtt credentials: user name must be printable UTF-8, both at most 65535 bytes");
     if (c->dead_letter && (!*c->dead_letter || strpbrk(c->dead_letter, "+#")))
         return dn_fail(DN_ERR_ARG, "mqtt dead-letter topic '%s': must be a topic name without wildcards", c->dead_letter);
     if ((rc = parse_fields(c->topic, c->fields, NULL, &nf))) return rc;
@@ -932,6 +938,9 @@ dn_status dn_mqtt_in_start(dn_pipeline *s, const dn_mqtt_in_config *c, dn_mqtt_i
     m->c.client_id = dn_strdup(c->client_id);
     m->c.file_root = NULL;
     m->c.dead_letter = c->dead_letter ? dn_strdup(c->dead_letter) : NULL;
+    m->c.username = c->username ? dn_strdup(c->username) : NULL;
+    m->c.password = c->password ? dn_strdup(c->password) : NULL;
+    if ((c->username && !m->c.username) || (c->password && !m->c.password)) { rc = DN_ERR_NOMEM; goto fail; }
     if (!m->c.max_payload) m->c.max_payload = 16u << 20;
     if (m->c.inflight <= 0) m->c.inflight = 4;
     if (m->c.inflight > 256) m->c.inflight = 256;
@@ -991,6 +1000,9 @@ void dn_mqtt_in_stop(dn_mqtt_in *m) {
     free((char *)m->c.group);
     free((char *)m->c.client_id);
     free((char *)m->c.dead_letter);
+    free((char *)m->c.username);
+    if (m->c.password) explicit_bzero((char *)m->c.password, strlen(m->c.password));
+    free((char *)m->c.password);
     if (m->stop_pipe[0] >= 0) close(m->stop_pipe[0]);
     if (m->stop_pipe[1] >= 0) close(m->stop_pipe[1]);
     pthread_mutex_destroy(&m->mu);

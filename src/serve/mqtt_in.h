@@ -61,6 +61,8 @@ typedef struct dn_mqtt_in_config {
     int inflight;             /* handler threads = Receive Maximum; <= 0: 4 */
     int session_expiry;       /* seconds the broker keeps the session offline; <= 0: 86400 */
     int keepalive;            /* seconds; <= 0: 30 */
+    const char *username;     /* broker credentials (NULL = anonymous) */
+    const char *password;     /* NULL = none */
     struct dn_bus *bus;       /* results/dead letters are published here (may be NULL; not owned) */
 } dn_mqtt_in_config;
 
