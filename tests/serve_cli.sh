@@ -16,7 +16,8 @@ T=$(mktemp -d "${TMPDIR:-/tmp}/dn-servecli-XXXXXX")
 PID=
 trap '[ -n "$PID" ] && kill $PID 2>/dev/null; rm -rf "$T"' EXIT
 
-"$BIN" serve --model "$MODEL" --db "sqlite:$T/p.db" --listen 127.0.0.1:0 --workers 1 >"$T/out" 2>"$T/err" &
+"$BIN" serve --model "$MODEL" --db "sqlite:$T/p.db" --listen 127.0.0.1:0 --workers 1 --header-timeout 5 \
+    --max-connections 200 --max-per-client 50 --body-budget 67108864 --report-slots 2 >"$T/out" 2>"$T/err" &
 PID=$!
 i=0
 while ! grep -q '^listening ' "$T/out" 2>/dev/null; do
@@ -29,6 +30,8 @@ for f in tests/fixtures/images/rgb_640x480.jpg tests/fixtures/images/gray_45x30.
     curl -s -o "$T/r.json" -w '%{http_code}' --data-binary "@$f" "$U/v1/predict?line=L1" >"$T/code"
     [ "$(cat "$T/code")" = 200 ] || ko "post $f"
 done
+Q=$(i=0; while [ $i -lt 70 ]; do printf 'a%d=b&' $i; i=$((i+1)); done)
+check many_query_args_414 sh -c "[ \$(curl -s -o '$T/q.json' -w '%{http_code}' '$U/v1/predictions?$Q') = 414 ] && grep -q 'too many query arguments' '$T/q.json'"
 check three_predictions_counted sh -c "curl -s '$U/metrics' | grep -q 'defectnet_http_requests_total{endpoint=\"predict\",code=\"200\"} 3'"
 check bad_body_is_json_400 sh -c "[ \$(curl -s -o '$T/e.json' -w '%{http_code}' --data-binary 'not an image' '$U/v1/predict') = 400 ] && grep -q '\"error\"' '$T/e.json'"
 kill -HUP $PID
@@ -56,6 +59,8 @@ check report_bad_db sh -c "[ $rc -ne 0 ] && grep -q /nonexistent/x.db '$T/e2'"
 check serve_bad_model sh -c "[ $rc -ne 0 ] && [ \$(wc -l < '$T/e3') -eq 1 ] && grep -q nonexistent.pth '$T/e3'"
 "$BIN" serve --model "$MODEL" --workers zero 2>"$T/e4"; rc=$?
 check serve_bad_option sh -c "[ $rc -eq 2 ] && grep -q workers '$T/e4'"
+"$BIN" serve --model "$MODEL" --max-per-client 0 2>"$T/e6"; rc=$?
+check serve_bad_limit sh -c "[ $rc -eq 2 ] && grep -q max-per-client '$T/e6'"
 echo "" > "$T/tok"
 "$BIN" serve --model "$MODEL" --token-file "$T/tok" 2>"$T/e5"; rc=$?
 check serve_empty_token sh -c "[ $rc -eq 2 ] && grep -q empty '$T/e5'"

@@ -66,7 +66,7 @@ static inline int build_model_t(const char *out, const char *suffix, float tempe
     f = malloc(sizeof(float) * (size_t)D * NCLS);
     if (!x || !f || dn_session_new(m, 1, 1, &s)) goto done;
     for (int c = 0; c < NCLS; c++) {
-        dn_image img;
+        dn_image img = {0};
         if (dn_image_load(g_img[c], &img)) goto done;
         dn_status rc = dn_preprocess(&img, &m->pp, x);
         dn_image_free(&img);

@@ -20,7 +20,8 @@ static void serve_usage(FILE *f) {
             "         [--listen 127.0.0.1:8080] [--workers N] [--queue N]\n"
             "         [--token-file F] [--store-images DIR] [--dry-run] [--max-body BYTES]\n"
             "         [--body-timeout S] [--idle-timeout S] [--session-threads N] [--batch N] [--ok-classes a,b]\n"
-            "         [--quiet] [--node ID] [--good-class NAME]\n"
+            "         [--header-timeout S] [--max-connections N] [--max-per-client N] [--body-budget BYTES]\n"
+            "         [--report-slots N] [--quiet] [--node ID] [--good-class NAME]\n"
             "         [--mqtt-in mqtt://HOST:PORT --mqtt-topic FILTER [--mqtt-group NAME] [--mqtt-fields line,camera]\n"
             "          [--mqtt-file-root DIR] [--mqtt-dead-letter TOPIC] [--mqtt-inflight N] [--mqtt-max-payload BYTES]\n"
             "          [--mqtt-session-expiry S]]\n"
@@ -130,6 +131,11 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--max-body")) { if (parse_int(a, val, 1024, 1L << 30, &v)) return 2; c.max_body = (size_t)v; }
         else if (!strcmp(a, "--body-timeout")) { if (parse_int(a, val, 1, 3600, &v)) return 2; c.body_timeout = (int)v; }
         else if (!strcmp(a, "--idle-timeout")) { if (parse_int(a, val, 1, 3600, &v)) return 2; c.idle_timeout = (int)v; }
+        else if (!strcmp(a, "--header-timeout")) { if (parse_int(a, val, 1, 3600, &v)) return 2; c.header_timeout = (int)v; }
+        else if (!strcmp(a, "--max-connections")) { if (parse_int(a, val, 1, 100000, &v)) return 2; c.max_connections = (int)v; }
+        else if (!strcmp(a, "--max-per-client")) { if (parse_int(a, val, 1, 100000, &v)) return 2; c.max_per_client = (int)v; }
+        else if (!strcmp(a, "--body-budget")) { if (parse_int(a, val, 1 << 20, 1L << 40, &v)) return 2; c.body_budget = (size_t)v; }
+        else if (!strcmp(a, "--report-slots")) { if (parse_int(a, val, 1, 64, &v)) return 2; c.report_slots = (int)v; }
         else {
             fprintf(stderr, "defectnet serve: unknown option %s\n", a);
             serve_usage(stderr);
