@@ -1,7 +1,11 @@
 /* Per-layer convolution timing for ResNet-18 at 224x224: GFLOP/s of every
  * conv implementation against a measured FMA peak. Usage:
- *   bench_conv [--batch N] [--threads T] [--impl direct|winograd|ref|bf16|int8] [--reps R]
- * Prints one line per distinct layer shape and the total. */
+ *   bench_conv [--batch N] [--threads T] [--impl direct|winograd|ref|bf16|int8] [--reps R] [--blocked 0|1]
+ * Prints one line per distinct layer shape (wall GFLOP/s, its % of the measured
+ * wall peak, GFLOP/s per busy core from CPU time and its % of the per-core
+ * peak) and the total. --blocked 1 (the default where the op supports it) runs
+ * the convs on NCHW16c activations as the engine does (dn_conv_op_run_blocked);
+ * 0 runs the NCHW interface (dn_conv_op_run). */
 #include "core/core.h"
 #include "kernels/kernels.h"
 #include <stdlib.h>
@@ -64,12 +68,13 @@ static const layer L[] = {
 };
 
 int main(int argc, char **argv) {
-    int batch = 1, threads = 2, reps = 0;
+    int batch = 1, threads = 2, reps = 0, blocked = 1;
     dn_conv_impl impl = DN_CONV_DIRECT;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--batch")) batch = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--reps")) reps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--blocked")) blocked = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--impl")) {
             const char *v = argv[i + 1];
             impl = !strcmp(v, "ref") ? DN_CONV_REF : !strcmp(v, "winograd") ? DN_CONV_WINOGRAD
@@ -78,8 +83,8 @@ int main(int argc, char **argv) {
     }
     if (batch < 1 || threads < 1) { fprintf(stderr, "bench_conv: bad --batch/--threads\n"); return 2; }
     dn_pool *pool = dn_pool_new(threads);
+    double wall = 0, core = 0;
     if (dn_cpu_features() & DN_CPU_AVX512F) {
-        double wall, core;
         measure_peak(pool, &wall, &core);
         printf("measured AVX-512 FMA peak: %.1f GFLOP/s per core (own CPU time), %.1f GFLOP/s wall on %d thread(s)\n",
                core, wall, threads);
@@ -87,7 +92,8 @@ int main(int argc, char **argv) {
     dn_rng rg;
     dn_rng_seed(&rg, 1);
     double tot_t = 0, tot_f = 0, tot_c = 0;
-    printf("%-16s %5s %5s %2s %2s %4s  %9s %9s %9s  %s\n", "layer", "cin", "cout", "k", "s", "hw", "ms", "GFLOP/s", "cpuGF/s", "impl");
+    printf("%-16s %5s %5s %2s %2s %4s  %9s %9s %6s %9s %6s  %s\n", "layer", "cin", "cout", "k", "s", "hw", "ms", "GFLOP/s",
+           "%peak", "cpuGF/s", "%core", "impl");
     for (size_t li = 0; li < sizeof L / sizeof L[0]; li++) {
         const layer *l = &L[li];
         dn_conv_desc d = {l->cin, l->cout, l->k, l->k, l->s, l->p};
@@ -100,30 +106,49 @@ int main(int argc, char **argv) {
         for (int i = 0; i < l->cout; i++) b[i] = 0.01f * i;
         dn_conv_op *op = dn_conv_op_new(&d, w, b, impl);
         if (!op) { fprintf(stderr, "bench_conv: %s\n", dn_last_error()); return 1; }
-        void *scr = dn_alloc_aligned(dn_conv_op_scratch(op, batch, l->h, l->h));
+        /* blocked activations: border 1 (the engine's), the first layer reads NCHW */
+        int blk = blocked && dn_conv_op_blocked(op), nchw_in = blk && dn_conv_op_blocked_nchw_in(op);
+        float *xb = NULL, *yb = NULL;
+        if (blk) {
+            xb = nchw_in ? NULL : dn_alloc_aligned(dn_blk_floats(batch, l->cin, l->h, l->h, 1) * 4);
+            yb = dn_alloc_aligned(dn_blk_floats(batch, l->cout, oh, oh, 1) * 4);
+            if (xb) dn_blk_from_nchw(x, batch, l->cin, l->h, l->h, 1, xb, pool);
+        }
+        size_t sb = blk ? dn_conv_op_blocked_scratch(op, batch, l->h, l->h) : dn_conv_op_scratch(op, batch, l->h, l->h);
+        void *scr = dn_alloc_aligned(sb ? sb : 64);
+#define RUN_OP()                                                                                         \
+    do {                                                                                                 \
+        if (blk) dn_conv_op_run_blocked(op, xb ? xb : x, batch, l->h, l->h, xb ? 1 : 0, NULL, 1, yb, 1, pool, scr); \
+        else dn_conv_op_run(op, x, batch, l->h, l->h, NULL, 1, y, pool, scr);                             \
+    } while (0)
         double flops = 2.0 * batch * l->cout * oh * oh * (double)l->cin * l->k * l->k;
         int r = reps > 0 ? reps : (int)(2e9 / flops) + 1;
         if (r > 200) r = 200;
-        dn_conv_op_run(op, x, batch, l->h, l->h, NULL, 1, y, pool, scr); /* warm-up */
+        RUN_OP(); /* warm-up */
         double best = 1e30, bestc = 1e30;
         for (int i = 0; i < r; i++) {
             double t0 = dn_now(), c0 = cpu_now();
-            dn_conv_op_run(op, x, batch, l->h, l->h, NULL, 1, y, pool, scr);
+            RUN_OP();
             double t = dn_now() - t0, c = cpu_now() - c0;
             if (t < best) best = t;
             if (c < bestc) bestc = c;
         }
         tot_c += bestc * l->count;
-        printf("%-16s %5d %5d %2d %2d %4d  %9.3f %9.1f %9.1f  %s x%d\n", l->name, l->cin, l->cout, l->k, l->s,
-               l->h, best * 1e3, flops / best / 1e9, flops / bestc / 1e9, dn_conv_op_impl_name(op), l->count);
+        double gf = flops / best / 1e9, cgf = flops / bestc / 1e9;
+        printf("%-16s %5d %5d %2d %2d %4d  %9.3f %9.1f %5.0f%% %9.1f %5.0f%%  %s%s x%d\n", l->name, l->cin, l->cout, l->k,
+               l->s, l->h, best * 1e3, gf, wall > 0 ? 100 * gf / wall : 0, cgf, core > 0 ? 100 * cgf / core : 0,
+               dn_conv_op_impl_name(op), blk ? " blocked" : "", l->count);
         tot_t += best * l->count;
         tot_f += flops * l->count;
         dn_free_aligned(scr);
+        dn_free_aligned(xb); dn_free_aligned(yb);
         dn_conv_op_free(op);
         dn_free_aligned(x); dn_free_aligned(y); free(w); free(b);
     }
-    printf("total convs: %.2f ms per batch of %d, %.1f GFLOP/s, %.1f img/s (convs only); CPU time %.2f ms = %.1f GFLOP/s per busy core\n",
-           tot_t * 1e3, batch, tot_f / tot_t / 1e9, batch / tot_t, tot_c * 1e3, tot_f / tot_c / 1e9);
+    printf("total convs: %.2f ms per batch of %d, %.1f GFLOP/s (%.0f%% of peak), %.1f img/s (convs only); CPU time %.2f ms = "
+           "%.1f GFLOP/s per busy core (%.0f%%)\n",
+           tot_t * 1e3, batch, tot_f / tot_t / 1e9, wall > 0 ? 100 * tot_f / tot_t / 1e9 / wall : 0, batch / tot_t,
+           tot_c * 1e3, tot_f / tot_c / 1e9, core > 0 ? 100 * tot_f / tot_c / 1e9 / core : 0);
     dn_pool_free(pool);
     return 0;
 }

@@ -101,6 +101,17 @@ TEST(conv_op_bad_desc) {
     CHECK(dn_conv_op_new(NULL, w, NULL, DN_CONV_AUTO) == NULL);
 }
 
+/* max |ref - got| / max(1, max |ref|); NaN in got counts as infinite. */
+static double rel_err(const float *ref, const float *got, size_t n) {
+    double mx = 1, md = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (fabs(ref[i]) > mx) mx = fabs(ref[i]);
+        double df = fabs((double)ref[i] - got[i]);
+        if (!(df <= md)) md = isnan(df) ? INFINITY : df;
+    }
+    return md / mx;
+}
+
 /* Compare impl (under a forced ISA) with the reference on one shape; returns
  * max |diff| / max(1, max |ref|), or -1 if the op could not be built. */
 static double conv_vs_ref(dn_isa isa, dn_conv_impl impl, int n, int cin, int cout, int k, int s, int pad,
@@ -127,13 +138,7 @@ static double conv_vs_ref(dn_isa isa, dn_conv_impl impl, int n, int cin, int cou
         for (size_t i = 0; i < ny; i++) y1[i] = NAN;
         dn_conv_op_run(op, x, n, h, w, use_res ? r : NULL, relu, y1, pool, scr);
         dn_conv2d_ref(&d, x, n, h, w, wt, use_bias ? b : NULL, use_res ? r : NULL, relu, y0);
-        double mx = 1, md = 0;
-        for (size_t i = 0; i < ny; i++) {
-            if (fabs(y0[i]) > mx) mx = fabs(y0[i]);
-            double df = fabs((double)y0[i] - y1[i]);
-            if (!(df <= md)) md = isnan(df) ? INFINITY : df;
-        }
-        err = md / mx;
+        err = rel_err(y0, y1, ny);
         dn_free_aligned(scr);
         dn_conv_op_free(op);
     }
@@ -417,6 +422,145 @@ TEST(sgemm_avx512_vs_ref) {
     if (dn_kernels_isa() < DN_ISA_AVX512) SKIP("CPU (or DN_MAX_ISA) has no AVX-512");
     check_sgemm(DN_ISA_AVX512);
 }
+/* Blocked activations (NCHW16c + zero border): every blocked-capable shape of
+ * the table plus first-layer (3-channel) ones with 1, 2 and 4 output blocks per
+ * call, against the reference; input borders above the padding (the 1x1
+ * downsample reads a border-1 buffer), output borders must come back zero. */
+static double blocked_vs_ref(int n, int cin, int cout, int k, int s, int pad, int h, int w, int use_bias, int use_res,
+                             int relu, int xb, int yb, dn_pool *pool, int *ran) {
+    dn_conv_desc d = {cin, cout, k, k, s, pad};
+    int oh = dn_conv_out(h, k, s, pad), ow = dn_conv_out(w, k, s, pad);
+    size_t nx = (size_t)n * cin * h * w, nw = (size_t)cout * cin * k * k, ny = (size_t)n * cout * oh * ow;
+    float *x = malloc(nx * 4), *wt = malloc(nw * 4), *b = malloc(cout * 4), *r = malloc(ny * 4);
+    float *y0 = malloc(ny * 4), *y1 = malloc(ny * 4);
+    dn_rng rg;
+    dn_rng_seed(&rg, (uint64_t)(n * 7 + cin * 1009 + cout * 17 + k * 3 + s + pad * 7 + h * 31 + w));
+    fill(x, nx, &rg, 1); fill(wt, nw, &rg, 0.5f); fill(b, cout, &rg, 1); fill(r, ny, &rg, 1);
+    dn_isa old = dn_kernels_force_isa(DN_ISA_AVX512);
+    dn_conv_op *op = dn_conv_op_new(&d, wt, use_bias ? b : NULL, DN_CONV_DIRECT);
+    dn_kernels_force_isa(old);
+    double err = -1;
+    *ran = 0;
+    if (op && dn_conv_op_blocked(op)) {
+        int nchw = dn_conv_op_blocked_nchw_in(op);
+        size_t nxb = nchw ? nx : dn_blk_floats(n, cin, h, w, xb), nyb = dn_blk_floats(n, cout, oh, ow, yb);
+        float *xbk = dn_alloc_aligned(nxb * 4), *rbk = dn_alloc_aligned(nyb * 4), *ybk = dn_alloc_aligned(nyb * 4);
+        void *scr = dn_alloc_aligned(dn_conv_op_blocked_scratch(op, n, h, w) + 64);
+        if (nchw) memcpy(xbk, x, nx * 4);
+        else dn_blk_from_nchw(x, n, cin, h, w, xb, xbk, pool);
+        dn_blk_from_nchw(r, n, cout, oh, ow, yb, rbk, NULL);
+        for (size_t i = 0; i < nyb; i++) ybk[i] = NAN;
+        dn_status st = dn_conv_op_run_blocked(op, xbk, n, h, w, nchw ? 0 : xb, use_res ? rbk : NULL, relu, ybk, yb,
+                                              pool, scr);
+        CHECK(st == DN_OK);
+        dn_blk_to_nchw(ybk, n, cout, oh, ow, yb, y1, pool);
+        /* the border is zero: converting back with a border of yb and to a
+         * (h + 2yb) x (w + 2yb) map without border must agree on the frame */
+        int hb = oh + 2 * yb, wb = ow + 2 * yb, frame_ok = 1;
+        for (int img = 0; img < n; img++)
+            for (int cb = 0; cb < cout / 16; cb++)
+                for (int yy = 0; yy < hb; yy++)
+                    for (int xx = 0; xx < wb; xx++)
+                        if (yy < yb || yy >= hb - yb || xx < yb || xx >= wb - yb)
+                            for (int l = 0; l < 16; l++)
+                                if (ybk[((((size_t)img * (cout / 16) + cb) * hb + yy) * wb + xx) * 16 + l] != 0.0f)
+                                    frame_ok = 0;
+        CHECK_MSG(frame_ok, "output border not zero (n%d cin%d cout%d k%d)", n, cin, cout, k);
+        dn_conv2d_ref(&d, x, n, h, w, wt, use_bias ? b : NULL, use_res ? r : NULL, relu, y0);
+        err = rel_err(y0, y1, ny);
+        *ran = 1;
+        if (!nchw && pad > 0) /* a border narrower than the padding is refused, y untouched */
+            CHECK(dn_conv_op_run_blocked(op, xbk, n, h, w, pad - 1, NULL, relu, ybk, yb, pool, scr) == DN_ERR_ARG);
+        dn_free_aligned(xbk); dn_free_aligned(rbk); dn_free_aligned(ybk); dn_free_aligned(scr);
+    }
+    dn_conv_op_free(op);
+    free(x); free(wt); free(b); free(r); free(y0); free(y1);
+    return err;
+}
+
+TEST(conv_blocked_vs_ref) {
+    if (dn_kernels_isa() < DN_ISA_AVX512) SKIP("CPU (or DN_MAX_ISA) has no AVX-512");
+    static const int extra[][10] = {
+        {2, 3, 64, 7, 2, 3, 17, 21, 1, 2},  /* stem: 4 output blocks per call, 6-pixel blocks */
+        {1, 3, 32, 7, 2, 3, 9, 30, 1, 3},   /* 2 blocks */
+        {3, 5, 48, 3, 1, 1, 6, 5, 0, 2},    /* 3 blocks: one per call */
+        {2, 32, 64, 1, 2, 0, 9, 11, 1, 0},  /* 1x1 stride-2 downsample */
+        {1, 64, 64, 3, 1, 1, 15, 29, 1, 3}, /* 29 = 10 + 10 + 9 */
+        {2, 16, 48, 3, 1, 1, 4, 7, 1, 3},   /* odd number of output blocks */
+    };
+    dn_pool *pool = dn_pool_new(3);
+    int nran = 0;
+    const size_t nt = sizeof shapes / sizeof shapes[0], ne = sizeof extra / sizeof extra[0];
+    for (size_t i = 0; i < nt + ne; i++) {
+        const int *c = i < nt ? shapes[i] : extra[i - nt];
+        for (int extra_border = 0; extra_border < 2; extra_border++) {
+            int ran = 0;
+            double e = blocked_vs_ref(c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9] & 1, (c[9] >> 1) & 1,
+                                      c[5] + extra_border, extra_border, i % 2 ? pool : NULL, &ran);
+            nran += ran;
+            CHECK_MSG(!ran || (e >= 0 && e <= 2e-6), "shape %zu (n%d cin%d cout%d k%d s%d p%d %dx%d, border +%d): rel err %g",
+                      i, c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], extra_border, e);
+        }
+    }
+    CHECK(nran >= 40); /* most shapes have channel counts the blocked path takes */
+    dn_pool_free(pool);
+}
+
+/* dn_blk_maxpool3s2 / dn_blk_avgpool against plain loops over NCHW, odd sizes,
+ * NaN propagation, and the from/to round trip. */
+TEST(blocked_pools_vs_plain) {
+    const int n = 2, c = 32, h = 9, w = 7, oh = 5, ow = 4;
+    size_t nx = (size_t)n * c * h * w;
+    float *x = malloc(nx * 4), *back = malloc(nx * 4), *yp = malloc((size_t)n * c * oh * ow * 4);
+    float *ref = malloc((size_t)n * c * oh * ow * 4), feat[64], feat_ref[64];
+    dn_rng rg;
+    dn_rng_seed(&rg, 99);
+    fill(x, nx, &rg, 1);
+    x[5 * h * w + 3 * w + 2] = NAN;
+    float *xb = dn_alloc_aligned(dn_blk_floats(n, c, h, w, 1) * 4), *yb = dn_alloc_aligned(dn_blk_floats(n, c, oh, ow, 2) * 4);
+    dn_pool *pool = dn_pool_new(2);
+    dn_blk_from_nchw(x, n, c, h, w, 1, xb, pool);
+    dn_blk_to_nchw(xb, n, c, h, w, 1, back, NULL);
+    CHECK(memcmp(x, back, nx * 4) == 0);
+    for (int scalar = 0; scalar < 2; scalar++) {
+    dn_blk_scalar = scalar; /* the AVX-512 row kernel (where the CPU has it) and its scalar spec */
+    dn_blk_maxpool3s2(xb, n, c, h, w, 1, yb, oh, ow, 2, pool);
+    dn_blk_scalar = 0;
+    dn_blk_to_nchw(yb, n, c, oh, ow, 2, yp, pool);
+    for (int p = 0; p < n * c; p++)
+        for (int oy = 0; oy < oh; oy++)
+            for (int ox = 0; ox < ow; ox++) {
+                float m = -INFINITY;
+                int nan = 0;
+                for (int yy = oy * 2 - 1; yy <= oy * 2 + 1; yy++)
+                    for (int xx = ox * 2 - 1; xx <= ox * 2 + 1; xx++)
+                        if (yy >= 0 && yy < h && xx >= 0 && xx < w) {
+                            float v = x[((size_t)p * h + yy) * w + xx];
+                            if (isnan(v)) nan = 1;
+                            else if (v > m) m = v;
+                        }
+                ref[((size_t)p * oh + oy) * ow + ox] = nan ? NAN : m;
+            }
+    int same = 1;
+    for (size_t i = 0; i < (size_t)n * c * oh * ow; i++)
+        if (!(ref[i] == yp[i] || (isnan(ref[i]) && isnan(yp[i])))) same = 0;
+    CHECK(same);
+    CHECK(isnan(yp[5 * oh * ow + 1 * ow + 1]));
+    }
+    x[5 * h * w + 3 * w + 2] = 0.5f;
+    dn_blk_from_nchw(x, n, c, h, w, 1, xb, NULL);
+    dn_blk_avgpool(xb, n, c, h, w, 1, feat, pool);
+    for (int p = 0; p < n * c; p++) {
+        double a = 0;
+        for (int i = 0; i < h * w; i++) a += x[(size_t)p * h * w + i];
+        feat_ref[p] = (float)(a / (h * w));
+    }
+    CHECK(memcmp(feat, feat_ref, sizeof(float) * n * c) == 0);
+    dn_pool_free(pool);
+    dn_free_aligned(xb); dn_free_aligned(yb);
+    free(x); free(back); free(yp); free(ref);
+}
+
 TEST(sgemm_avx2_vs_ref) {
     if (dn_kernels_isa() < DN_ISA_AVX2) SKIP("CPU has no AVX2+FMA");
     check_sgemm(DN_ISA_AVX2);
@@ -438,6 +582,8 @@ int main(void) {
     RUN(conv_winograd_bf16_vs_ref);
     RUN(conv_bf16_unsupported_isa);
     RUN(conv_auto_names_impl);
+    RUN(conv_blocked_vs_ref);
+    RUN(blocked_pools_vs_plain);
     RUN(conv_deterministic_threads);
     RUN(sgemm_avx512_vs_ref);
     RUN(sgemm_avx2_vs_ref);

@@ -522,6 +522,61 @@ TEST(engine_stages_and_classify) {
     dn_model_free(m);
 }
 
+/* Blocked activations (NCHW16c from the stem to the pool, AVX-512 fp32
+ * direct): logits, features and every stage output equal the NCHW path's
+ * (DN_BLOCKED=0) and the naive forward's, on an odd input size, 1 and 2
+ * threads; NaN input is still reported. */
+TEST(engine_blocked_matches_nchw) {
+    static const int WB[4] = {16, 32, 48, 64};
+    dn_tensors ts;
+    make_tensors(&ts, L18, WB, 7, 1);
+    dn_model *m = NULL;
+    CHECK(dn_model_from_tensors(&ts, 0, &m) == DN_OK);
+    dn_tensors_free(&ts);
+    if (!m) return;
+    const int n = 3, h = 45, w = 37;
+    float *x = rand_array((int64_t)n * 3 * h * w, 1, 0, 0);
+    float ref[3 * 7], feat_ref[3 * 64];
+    naive_forward(m, x, n, h, w, feat_ref, ref);
+    int blocked_seen = 0;
+    for (int threads = 1; threads <= 2; threads++) {
+        dn_session_opts o = {n, threads, h, w, DN_CONV_AUTO};
+        dn_session *sb = NULL, *sn = NULL;
+        CHECK(dn_session_new_ex(m, &o, &sb) == DN_OK);
+        setenv("DN_BLOCKED", "0", 1);
+        CHECK(dn_session_new_ex(m, &o, &sn) == DN_OK);
+        unsetenv("DN_BLOCKED");
+        if (!sb || !sn) { dn_session_free(sb); dn_session_free(sn); break; }
+        CHECK(!strstr(dn_session_conv_impl(sn), "+blocked"));
+        blocked_seen += strstr(dn_session_conv_impl(sb), "+blocked") != NULL;
+        float lb[3 * 7], ln[3 * 7];
+        CHECK(dn_session_forward(sb, x, n, lb) == DN_OK && dn_session_forward(sn, x, n, ln) == DN_OK);
+        double scale = max_abs(ref, n * 7);
+        CHECK_MSG(max_diff(lb, ref, n * 7) <= 1e-5 * scale, "blocked vs naive: %g", max_diff(lb, ref, n * 7));
+        CHECK(max_diff(lb, ln, n * 7) <= 1e-5 * scale);
+        for (int st = 0; st <= 5; st++) {
+            int c, sh, sw;
+            dn_session_stage_shape(sb, st, &c, &sh, &sw);
+            size_t cnt = (size_t)n * c * sh * sw;
+            float *ab = malloc(cnt * 4), *an = malloc(cnt * 4);
+            CHECK(dn_session_forward_to(sb, x, n, st, ab) == DN_OK && dn_session_forward_to(sn, x, n, st, an) == DN_OK);
+            double d = max_diff(ab, an, (int)cnt), sc = max_abs(an, (int)cnt);
+            CHECK_MSG(d <= 1e-5 * (sc > 1 ? sc : 1), "stage %d: max diff %g (max %g)", st, d, sc);
+            free(ab); free(an);
+        }
+        float keep = x[7];
+        x[7] = NAN;
+        CHECK(dn_session_forward(sb, x, 1, lb) == DN_ERR_NUMERIC);
+        x[7] = keep;
+        dn_session_free(sb);
+        dn_session_free(sn);
+    }
+    if (dn_kernels_isa() >= DN_ISA_AVX512) CHECK(blocked_seen == 2);
+    else printf("  (no AVX-512: blocked activations not used, NCHW path compared with itself)\n");
+    free(x);
+    dn_model_free(m);
+}
+
 /* ------------------------------------------------------------ shared plans */
 
 typedef struct {
@@ -1000,6 +1055,7 @@ int main(void) {
     RUN(new_head_pytorch_init);
     RUN(engine_matches_naive_forward);
     RUN(engine_stages_and_classify);
+    RUN(engine_blocked_matches_nchw);
     RUN(shared_plan_sessions);
     RUN(conv_impl_env_var);
     RUN(public_load_and_classify);

@@ -19,6 +19,9 @@ struct dn_conv_op {
     float *Wd16;              /* fp32 direct path on AVX-512 with cin, cout % 16 == 0: NCHW16c
                                * kernel weights [cout/16][cin/16][kh][kw][16][16] (Ap unused) */
     uint16_t *Wd16b;          /* same for the bf16 direct path: [..][8 ci pairs][16 co][2] bf16 */
+    float *Wb;                /* blocked-activation weights (dn_conv_op_run_blocked) of a direct op
+                               * whose NCHW path is the GEMM: Wd16's layout if cin % 16 == 0 (1x1
+                               * strided downsample), else [cout/16][cin][kh][kw][16] (the stem) */
     float *Ap;
     /* WINOGRAD F(4x4,3x3): Uw = 36 packed A matrices (cout x cin) of G g G^T,
      * each uw_stride floats; Ap above stays for inputs too small to tile. */
@@ -65,23 +68,33 @@ static void wino_pack(dn_conv_op *op, const float *w) {
         }
 }
 
-/* Fills every packed form the op allocated (Wd16, Wd16b, Ap, Uw) from OIHW
+/* dst[cob][cib][k][ci%16][co%16] = w[co][ci][k], one 16 x 16 x kk block at
+ * a time (it stays in L1; no divisions): training re-packs every step. */
+static void pack_d16(const dn_conv_desc *d, const float *w, float *dst) {
+    const int CIB = d->cin / 16, kk = d->kh * d->kw;
+    for (int cob = 0; cob < d->cout / 16; cob++)
+        for (int cib = 0; cib < CIB; cib++) {
+            float *blk = dst + ((size_t)cob * CIB + cib) * kk * 256;
+            for (int col = 0; col < 16; col++) {
+                const float *src = w + ((size_t)(cob * 16 + col) * d->cin + cib * 16) * kk;
+                for (int cil = 0; cil < 16; cil++, src += kk)
+                    for (int k = 0; k < kk; k++) blk[(k * 16 + cil) * 16 + col] = src[k];
+            }
+        }
+}
+
+/* Fills every packed form the op allocated (Wd16, Wd16b, Wb, Ap, Uw) from OIHW
  * weights w. Used at creation and by dn_conv_op_set_weights. */
 static void pack_weights(dn_conv_op *op, const float *w) {
     const dn_conv_desc *d = &op->d;
     const int CIB = d->cin / 16, kk = d->kh * d->kw, K = d->cin * kk;
-    /* Wd16[cob][cib][k][ci%16][co%16] = w[co][ci][k], one 16 x 16 x kk block at
-     * a time (it stays in L1; no divisions): training re-packs every step. */
-    if (op->Wd16)
-        for (int cob = 0; cob < d->cout / 16; cob++)
-            for (int cib = 0; cib < CIB; cib++) {
-                float *blk = op->Wd16 + ((size_t)cob * CIB + cib) * kk * 256;
-                for (int col = 0; col < 16; col++) {
-                    const float *src = w + ((size_t)(cob * 16 + col) * d->cin + cib * 16) * kk;
-                    for (int cil = 0; cil < 16; cil++, src += kk)
-                        for (int k = 0; k < kk; k++) blk[(k * 16 + cil) * 16 + col] = src[k];
-                }
-            }
+    if (op->Wd16) pack_d16(d, w, op->Wd16);
+    if (op->Wb && d->cin % 16 == 0) pack_d16(d, w, op->Wb);
+    else if (op->Wb) /* first-layer form: Wb[cob][ci][k][co%16] */
+        for (int co = 0; co < d->cout; co++)
+            for (int ci = 0; ci < d->cin; ci++)
+                for (int k = 0; k < kk; k++)
+                    op->Wb[(((size_t)(co / 16) * d->cin + ci) * kk + k) * 16 + co % 16] = w[((size_t)co * d->cin + ci) * kk + k];
     if (op->Wd16b)
         for (int co = 0; co < d->cout; co++)
             for (int ci = 0; ci < d->cin; ci++)
@@ -190,6 +203,10 @@ dn_conv_op *dn_conv_op_new(const dn_conv_desc *d, const float *w, const float *b
         op->isa = DN_ISA_SCALAR;
         snprintf(op->name, sizeof op->name, "ref");
     }
+    /* blocked-activation form for direct ops whose NCHW path is the GEMM */
+    if (op->impl == DN_CONV_DIRECT && !op->Wd16 && op->isa >= DN_ISA_AVX512 && d->cout % 16 == 0 &&
+        (d->cin % 16 == 0 || d->cin < 16) && !(op->Wb = dn_alloc_aligned(nw16 * sizeof(float))))
+        goto fail;
     if (wino && wino_alloc(op)) goto fail;
     pack_weights(op, op->w);
     if (op->impl != DN_CONV_REF) { /* the packed forms are all a fast op needs: keep memory low */
@@ -210,6 +227,7 @@ void dn_conv_op_free(dn_conv_op *op) {
     dn_free_aligned(op->Uw);
     dn_free_aligned(op->Wd16);
     dn_free_aligned(op->Wd16b);
+    dn_free_aligned(op->Wb);
     free(op);
 }
 
@@ -332,7 +350,7 @@ static void d16_phase(void *va, int ith, int nth) {
 static void d16_run(const dn_conv_op *op, const float *x, int n, int h, int w, const float *res, int relu, float *y,
                     dn_pool *pool, void *scratch, int oh, int ow) {
     const dn_conv_desc *d = &op->d;
-    dn_d16_geom g = {d->cin, d->cout, d->kh, d->kw, d->stride, d->pad, h, w, oh, ow, h + 2 * d->pad, w + 2 * d->pad};
+    dn_d16_geom g = {d->cin, d->cout, d->kh, d->kw, d->stride, d->pad, h, w, oh, ow, h + 2 * d->pad, w + 2 * d->pad, 0};
     float *xp = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     int nth = dn_pool_size(pool), slabs = dn_gemm_slabs();
     d16_job j = {op, &g, x, res, xp, y, n, relu, 0, d16_img_floats(op, h, w), slabs, 0};
@@ -462,3 +480,88 @@ void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
 }
 
 const char *dn_conv_op_impl_name(const dn_conv_op *op) { return op ? op->name : "(null)"; }
+
+/* ------------------------------------------------------------ blocked activations */
+
+int dn_conv_op_blocked(const dn_conv_op *op) {
+    return op && op->impl == DN_CONV_DIRECT && (op->Wd16 || op->Wb);
+}
+int dn_conv_op_blocked_nchw_in(const dn_conv_op *op) { return dn_conv_op_blocked(op) && op->d.cin % 16 != 0; }
+
+size_t dn_conv_op_blocked_scratch(const dn_conv_op *op, int n, int h, int w) {
+    if (!dn_conv_op_blocked_nchw_in(op)) return 0;
+    return (size_t)n * op->d.cin * (h + 2 * op->d.pad) * (w + 2 * op->d.pad) * sizeof(float) + 64;
+}
+
+typedef struct {
+    const dn_conv_op *op;
+    const dn_d16_geom *g;
+    const float *x, *xp, *res;
+    float *y, *xpad;
+    int n, relu, nb, phase;
+} blk_conv_job;
+
+static void blk_conv_phase(void *va, int ith, int nth) {
+    const blk_conv_job *j = va;
+    const dn_d16_geom *g = j->g;
+    long b, e;
+    if (j->phase == 0) { /* first layer: planar zero-padded copy of the NCHW input */
+        dn_split((long)j->n * g->cin, ith, nth, &b, &e);
+        const int p = g->pad;
+        for (long pl = b; pl < e; pl++) {
+            float *d = j->xpad + (size_t)pl * g->hp * g->wp;
+            const float *s = j->x + (size_t)pl * g->h * g->w;
+            memset(d, 0, (size_t)p * g->wp * sizeof(float));
+            for (int yy = 0; yy < g->h; yy++) {
+                float *dr = d + (size_t)(yy + p) * g->wp;
+                memset(dr, 0, (size_t)p * sizeof(float));
+                memcpy(dr + p, s + (size_t)yy * g->w, (size_t)g->w * sizeof(float));
+                memset(dr + p + g->w, 0, (size_t)(g->wp - p - g->w) * sizeof(float));
+            }
+            memset(d + (size_t)(p + g->h) * g->wp, 0, (size_t)(g->hp - p - g->h) * g->wp * sizeof(float));
+        }
+        return;
+    }
+    const int groups = g->cout / 16 / j->nb;
+    dn_split((long)j->n * groups * g->oh, ith, nth, &b, &e);
+    const float *W = j->op->Wd16 ? j->op->Wd16 : j->op->Wb;
+    for (long it = b; it < e; it++) {
+        long r = it / g->oh;
+        int img = (int)(r / groups), cob = (int)(r % groups) * j->nb, oy = (int)(it % g->oh);
+        if (j->phase == 1)
+            dn_direct16b_row_avx512(g, W, j->xp, img, cob, j->nb, oy, j->op->bias, j->res, j->relu, j->y);
+        else
+            dn_direct16s_row_avx512(g, W, j->xp, img, cob, j->nb, oy, j->op->bias, j->res, j->relu, j->y);
+    }
+}
+
+dn_status dn_conv_op_run_blocked(const dn_conv_op *op, const float *x, int n, int h, int w, int xb_,
+                                 const float *res, int relu, float *y, int yb, dn_pool *pool, void *scratch) {
+    if (!dn_conv_op_blocked(op))
+        return dn_fail(DN_ERR_ARG, "conv op %s: cannot run on blocked activations", op ? op->name : "(null)");
+    const dn_conv_desc *d = &op->d;
+    const int nchw_in = d->cin % 16 != 0, COB = d->cout / 16;
+    if (!nchw_in && xb_ < d->pad)
+        return dn_fail(DN_ERR_ARG, "conv op %s: blocked input border %d smaller than the conv's padding %d", op->name,
+                       xb_, d->pad);
+    if (yb < 0) return dn_fail(DN_ERR_ARG, "conv op %s: negative output border %d", op->name, yb);
+    int oh = dn_conv_out(h, d->kh, d->stride, d->pad), ow = dn_conv_out(w, d->kw, d->stride, d->pad);
+    if (n <= 0 || oh <= 0 || ow <= 0) return DN_OK;
+    dn_d16_geom g = {d->cin, d->cout, d->kh, d->kw, d->stride, d->pad, h, w, oh, ow, 0, 0, yb};
+    blk_conv_job j = {op, &g, x, NULL, res, y, NULL, n, relu, 1, 0};
+    if (nchw_in) {
+        g.hp = h + 2 * d->pad; g.wp = w + 2 * d->pad;
+        j.xpad = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+        j.xp = j.xpad;
+        dn_pool_run(pool, blk_conv_phase, &j);
+        j.nb = COB % 4 == 0 ? 4 : COB % 2 == 0 ? 2 : 1;
+        j.phase = 2;
+    } else {
+        g.hp = h + 2 * xb_; g.wp = w + 2 * xb_;
+        j.xp = x + ((size_t)(xb_ - d->pad) * g.wp + (xb_ - d->pad)) * 16;
+        j.nb = COB % 2 == 0 ? 2 : 1;
+        j.phase = 1;
+    }
+    dn_pool_run(pool, blk_conv_phase, &j);
+    return DN_OK;
+}

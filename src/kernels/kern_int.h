@@ -97,7 +97,10 @@ size_t dn_gemm_packed_a_floats(const dn_ukr *u, int M, int K);
  * For cin and cout multiples of 16 (x86/direct16_avx512.c): the input is copied
  * once into a zero-padded channel-blocked buffer, then each output row is
  * computed without im2col. hp = h + 2*pad, wp = w + 2*pad. */
-typedef struct { int cin, cout, kh, kw, stride, pad, h, w, oh, ow, hp, wp; } dn_d16_geom;
+typedef struct {
+    int cin, cout, kh, kw, stride, pad, h, w, oh, ow, hp, wp;
+    int ob;   /* blocked-output kernels (dn_direct16b_*): border of the output buffer */
+} dn_d16_geom;
 /* Tests set this to 1 to force the im2col path (process-wide; read at op creation). */
 extern int dn_d16_disable;
 /* Tests set this to 1 to run narrow rows image by image (dn_direct16_row_avx512)
@@ -119,6 +122,30 @@ int dn_direct16_imgs_per_call(int ow);
 void dn_direct16_pack_bf16_avx512(const dn_d16_geom *g, const float *x, int img, int cib, uint16_t *xp);
 void dn_direct16_row_bf16_avx512(const dn_d16_geom *g, const uint16_t *W, const uint16_t *xp, int img, int cob,
                                  int oy, const float *bias, const float *res, int relu, float *y);
+
+/* ------------------------------------------------------------ blocked in, blocked out (AVX-512)
+ * Activations stay NCHW16c between convs (kernels.h, dn_blk_*): no packing, no
+ * transpose. xp points at padded-input coordinate (0, 0) of image 0 inside a
+ * buffer of hp x wp pixels per channel block (the caller offsets it by
+ * buffer border - pad pixels in both directions), y is the output buffer
+ * [n][cout/16][oh + 2ob][ow + 2ob][16]; res (or NULL) has y's layout. One call
+ * computes output row oy of nb (1, 2 or 4) consecutive output-channel blocks
+ * from cob on, bias + residual + ReLU applied to whole vectors, and zeroes the
+ * output border pixels the row owns (its left/right ends; the top/bottom
+ * border rows with the first/last row). */
+void dn_direct16b_row_avx512(const dn_d16_geom *g, const float *W, const float *xp, int img, int cob, int nb, int oy,
+                             const float *bias, const float *res, int relu, float *y);
+/* First-layer form (cin not a multiple of 16, e.g. the 3-channel stem): xp is
+ * planar padded input [n][cin][hp][wp] (pad included), Ws [cout/16][cin][kh][kw][16]. */
+void dn_direct16s_row_avx512(const dn_d16_geom *g, const float *Ws, const float *xp, int img, int cob, int nb, int oy,
+                             const float *bias, const float *res, int relu, float *y);
+
+/* Row oy of a blocked 3x3/s2/p1 max pool (kernels.h dn_blk_maxpool3s2; its
+ * scalar spec is blocked.c): s = interior origin of one 16-channel plane of
+ * h x w pixels with row pitch wp, d = first interior pixel of output row oy. */
+void dn_blk_maxpool_row_avx512(const float *s, int h, int w, int wp, int oy, int ow, float *d);
+/* Tests set this to 1 to run the scalar blocked max pool (process-wide). */
+extern int dn_blk_scalar;
 
 /* ------------------------------------------------------------ Winograd F(4x4,3x3)
  * Tiles t = (image, ty, tx) of 4x4 outputs, th = ceil(oh/4), tw = ceil(ow/4).

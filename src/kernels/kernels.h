@@ -62,6 +62,46 @@ void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w,
                     const float *res, int relu, float *y, dn_pool *pool, void *scratch);
 const char *dn_conv_op_impl_name(const dn_conv_op *op);
 
+/* ------------------------------------------------------------ blocked activations
+ * NCHW16c with a zero border: an n x c x h x w tensor (c a multiple of 16)
+ * stored as [n][c/16][h + 2b][w + 2b][16] floats, b = border, border pixels 0.
+ * The engine keeps activations in this layout from the stem to the pool, so no
+ * conv re-packs its input or transposes its output (a border of 1 is the
+ * padding of the next 3x3 conv). dn_blk_* are plain C (memory-bound layout
+ * work), parallel over pool (NULL = this thread). */
+static inline size_t dn_blk_floats(int n, int c, int h, int w, int b) {
+    return (size_t)n * (size_t)((c + 15) / 16) * 16 * (size_t)(h + 2 * b) * (size_t)(w + 2 * b);
+}
+void dn_blk_from_nchw(const float *x, int n, int c, int h, int w, int b, float *xb, dn_pool *pool);
+void dn_blk_to_nchw(const float *xb, int n, int c, int h, int w, int b, float *y, dn_pool *pool);
+/* 3x3 stride-2 pad-1 max pool (PyTorch semantics: padding never wins, NaN
+ * propagates) of blocked x (border xb_) into blocked y (border yb). */
+void dn_blk_maxpool3s2(const float *x, int n, int c, int h, int w, int xb_, float *y, int oh, int ow, int yb,
+                       dn_pool *pool);
+/* Row oy of a 3x3 stride-2 pad-1 max pool on one plane of `lanes` interleaved
+ * channels (1: NCHW, 16: a blocked plane): s = pixel (0, 0), pitch = pixels
+ * per row; d = output row (ow pixels). Windows clipped to the h x w map, NaN
+ * propagates: the scalar spec of both layouts' pools. */
+void dn_maxpool3s2_row(const float *s, int h, int w, int pitch, int lanes, int oy, int ow, float *d);
+/* feat[i][ch] = mean of channel ch of image i over the h x w interior. */
+void dn_blk_avgpool(const float *x, int n, int c, int h, int w, int b, float *feat, dn_pool *pool);
+
+/* 1 if the op runs on blocked activations (dn_conv_op_run_blocked): fp32 direct
+ * on AVX-512 with cout % 16 == 0, and either cin % 16 == 0 (blocked input) or
+ * cin < 16 (a first layer: plain NCHW input, e.g. the 3-channel stem). */
+int dn_conv_op_blocked(const dn_conv_op *op);
+/* 1 if the op reads plain NCHW input in blocked mode (cin < 16). */
+int dn_conv_op_blocked_nchw_in(const dn_conv_op *op);
+size_t dn_conv_op_blocked_scratch(const dn_conv_op *op, int n, int h, int w);
+/* x: blocked with border xb_ >= the conv's pad (or plain NCHW, xb_ = 0, when
+ * dn_conv_op_blocked_nchw_in); res: NULL or blocked like y; y: blocked with
+ * border yb (written including its border). Same arithmetic contract as
+ * dn_conv_op_run. DN_ERR_ARG (dn_last_error, y untouched) if the op cannot run
+ * blocked or xb_ < pad. scratch: dn_conv_op_blocked_scratch() bytes, 64-byte
+ * aligned (may be NULL when that is 0). */
+dn_status dn_conv_op_run_blocked(const dn_conv_op *op, const float *x, int n, int h, int w, int xb_,
+                                 const float *res, int relu, float *y, int yb, dn_pool *pool, void *scratch);
+
 /* Scalar reference (also used directly by tests). */
 void dn_conv2d_ref(const dn_conv_desc *d, const float *x, int n, int h, int w, const float *wt,
                    const float *bias, const float *res, int relu, float *y);

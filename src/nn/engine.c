@@ -6,7 +6,11 @@
  *      (the downsample branch is computed first so conv2 fuses add + ReLU)
  *   -> global average pool -> fc.
  * Activation buffers rotate among four block buffers; the stem output has its
- * own (largest) buffer. The plan (ops, geometry) is shared and only read by
+ * own (largest) buffer. When every conv op can run on blocked activations
+ * (kernels.h: fp32 direct on AVX-512), the plan is "blocked": activations stay
+ * NCHW16c with a zero border of 1 from the stem to the pool (the border is the
+ * next 3x3 conv's padding), so no conv packs its input or transposes its
+ * output; stage outputs are converted to NCHW only when asked for (forward_to). The plan (ops, geometry) is shared and only read by
  * forwards; everything a forward writes is in the session. Nothing is allocated
  * after a session's constructor returns. */
 #include "nn/engine.h"
@@ -44,6 +48,8 @@ struct dn_plan {
     int nblocks;
     int stage_c[6], stage_h[6], stage_w[6];
     size_t blk_max;               /* floats of the largest per-image block activation */
+    int blocked;                  /* activations NCHW16c + border 1 (file comment) */
+    size_t stem_floats;           /* per-image stem output (blocked: dn_blk_floats, border 0) */
     char impl_name[48];
 };
 
@@ -188,7 +194,31 @@ static dn_status plan_new(const dn_model *m, int ih, int iw, dn_conv_impl impl, 
     }
     p->stage_c[5] = m->feat_dim; p->stage_h[5] = 1; p->stage_w[5] = 1;
     p->blk_max = blk_max;
-    snprintf(p->impl_name, sizeof p->impl_name, "%s", dn_conv_op_impl_name(p->stem.op));
+    p->stem_floats = (size_t)m->conv1.cout * p->stem.oh * p->stem.ow;
+    /* blocked activations when every op takes them: the stem reads the NCHW
+     * input, every other conv blocked input with a border of 1 */
+    const char *nb_env = getenv("DN_BLOCKED"); /* "0": NCHW between convs (A/B, diagnostics) */
+    int blocked = dn_conv_op_blocked_nchw_in(p->stem.op) && !(nb_env && !strcmp(nb_env, "0"));
+    for (int i = 0; i < p->nblocks && blocked; i++) {
+        const pblock *pb = &p->blocks[i];
+        blocked = dn_conv_op_blocked(pb->c1.op) && !dn_conv_op_blocked_nchw_in(pb->c1.op) && pb->c1.d.pad <= 1 &&
+                  dn_conv_op_blocked(pb->c2.op) && !dn_conv_op_blocked_nchw_in(pb->c2.op) && pb->c2.d.pad <= 1 &&
+                  (!pb->has_down || (dn_conv_op_blocked(pb->down.op) && !dn_conv_op_blocked_nchw_in(pb->down.op) &&
+                                     pb->down.d.pad <= 1));
+    }
+    if (blocked) {
+        p->blocked = 1;
+        p->stem_floats = dn_blk_floats(1, m->conv1.cout, p->stem.oh, p->stem.ow, 0);
+        blk_max = dn_blk_floats(1, m->conv1.cout, p->pool_h, p->pool_w, 1);
+        for (int i = 0; i < p->nblocks; i++) {
+            const pblock *pb = &p->blocks[i];
+            blk_max = max_sz(blk_max, dn_blk_floats(1, pb->c1.d.cout, pb->c1.oh, pb->c1.ow, 1));
+            blk_max = max_sz(blk_max, dn_blk_floats(1, pb->c2.d.cout, pb->c2.oh, pb->c2.ow, 1));
+        }
+        p->blk_max = blk_max;
+    }
+    snprintf(p->impl_name, sizeof p->impl_name, "%s%s", dn_conv_op_impl_name(p->stem.op),
+             p->blocked ? "+blocked" : "");
     *out = p;
     return DN_OK;
 fail:
@@ -199,6 +229,8 @@ fail:
 /* Scratch bytes for a batch of nb: the most any op of the plan needs. */
 static size_t plan_scratch(const dn_plan *p, int nb) {
     size_t scratch = conv_scratch(&p->stem, nb);
+    if (p->blocked) /* only the stem needs scratch (a padded copy of the input) */
+        return dn_conv_op_blocked_scratch(p->stem.op, nb, p->stem.ih, p->stem.iw);
     for (int b = 0; b < p->nblocks; b++) {
         const pblock *pb = &p->blocks[b];
         scratch = max_sz(scratch, max_sz(conv_scratch(&pb->c1, nb), conv_scratch(&pb->c2, nb)));
@@ -220,7 +252,7 @@ static dn_status session_on_plan(dn_plan *p, int max_batch, int threads, dn_sess
     s->max_batch = max_batch;
     s->in_h = p->in_h; s->in_w = p->in_w;
     if (!(s->pool = dn_pool_new(threads))) { st = dn_fail(DN_ERR_NOMEM, "session: cannot start thread pool"); goto fail; }
-    if (!(s->a_stem = alloc_floats((size_t)nb * m->conv1.cout * p->stem.oh * p->stem.ow))) goto fail;
+    if (!(s->a_stem = alloc_floats((size_t)nb * p->stem_floats))) goto fail;
     for (int i = 0; i < 4; i++)
         if (!(s->buf[i] = alloc_floats((size_t)nb * p->blk_max))) goto fail;
     if (!(s->feat = alloc_floats((size_t)nb * m->feat_dim))) goto fail;
@@ -328,29 +360,10 @@ static void maxpool_job(void *arg, int ith, int nth) {
     const plane_job *j = arg;
     long b, e;
     dn_split(j->planes, ith, nth, &b, &e);
-    for (long p = b; p < e; p++) {
-        const float *x = j->x + (size_t)p * j->h * j->w;
-        float *y = j->y + (size_t)p * j->oh * j->ow;
-        for (int oy = 0; oy < j->oh; oy++) {
-            int y0 = oy * 2 - 1, y1 = y0 + 3;
-            if (y0 < 0) y0 = 0;
-            if (y1 > j->h) y1 = j->h;
-            for (int ox = 0; ox < j->ow; ox++) {
-                int x0 = ox * 2 - 1, x1 = x0 + 3;
-                if (x0 < 0) x0 = 0;
-                if (x1 > j->w) x1 = j->w;
-                float mx = -FLT_MAX;
-                int any_nan = 0;
-                for (int yy = y0; yy < y1; yy++)
-                    for (int xx = x0; xx < x1; xx++) {
-                        float v = x[yy * j->w + xx];
-                        if (v != v) any_nan = 1;
-                        if (v > mx) mx = v;
-                    }
-                y[oy * j->ow + ox] = any_nan ? NAN : mx;
-            }
-        }
-    }
+    for (long p = b; p < e; p++)
+        for (int oy = 0; oy < j->oh; oy++)
+            dn_maxpool3s2_row(j->x + (size_t)p * j->h * j->w, j->h, j->w, j->w, 1, oy, j->ow,
+                              j->y + ((size_t)p * j->oh + oy) * j->ow);
 }
 
 static void avgpool_job(void *arg, int ith, int nth) {
@@ -379,18 +392,31 @@ static void fc_run(void *arg, int ith, int nth) {
     for (long r = b; r < e; r++) {
         int i = (int)(r / j->c), o = (int)(r % j->c);
         const float *f = j->feat + (size_t)i * j->k, *w = j->w + (size_t)o * j->k;
-        float acc = 0;
-        for (int t = 0; t < j->k; t++) acc += f[t] * w[t];
-        j->out[(size_t)i * j->c + o] = acc + j->bias[o];
+        /* 16 partial sums (lane l takes t = l mod 16), added pairwise: the
+         * compiler keeps them in one vector register */
+        float part[16] = {0}, acc = 0;
+        int t = 0;
+        for (; t + 16 <= j->k; t += 16)
+            for (int l = 0; l < 16; l++) part[l] += f[t + l] * w[t + l];
+        for (; t < j->k; t++) acc += f[t] * w[t];
+        for (int wdt = 8; wdt > 0; wdt /= 2)
+            for (int l = 0; l < wdt; l++) part[l] += part[l + wdt];
+        j->out[(size_t)i * j->c + o] = acc + part[0] + j->bias[o];
     }
 }
 
 /* ------------------------------------------------------------ forward */
 
 /* The op is only read (kernels.h: dn_conv_op_run writes nothing but y and the
- * scratch), so sessions sharing a plan may run convs concurrently. */
+ * scratch), so sessions sharing a plan may run convs concurrently. A blocked
+ * plan keeps borders of 1 (the stem: none, the max pool clips its windows); its
+ * ops were checked by plan_new, so dn_conv_op_run_blocked cannot fail here. */
 static void run_conv(dn_session *s, const pconv *p, const float *x, int n, const float *res, int relu, float *y) {
-    dn_conv_op_run(p->op, x, n, p->ih, p->iw, res, relu, y, s->pool, s->scratch);
+    if (s->p->blocked)
+        dn_conv_op_run_blocked(p->op, x, n, p->ih, p->iw, dn_conv_op_blocked_nchw_in(p->op) ? 0 : 1, res, relu, y,
+                               p == &s->p->stem ? 0 : 1, s->pool, s->scratch);
+    else
+        dn_conv_op_run(p->op, x, n, p->ih, p->iw, res, relu, y, s->pool, s->scratch);
 }
 
 static dn_status check_call(const dn_session *s, const float *x, int n, const void *out, const char *what) {
@@ -400,13 +426,19 @@ static dn_status check_call(const dn_session *s, const float *x, int n, const vo
     return DN_OK;
 }
 
-/* Runs the network up to `stage` (0..4) and returns the buffer holding it. */
+/* Runs the network up to `stage` (0..4) and returns the buffer holding it
+ * (blocked with border 1 for a blocked plan, else NCHW). */
 static const float *run_to(dn_session *s, const float *x, int n, int stage) {
     const dn_model *m = s->m;
     const dn_plan *p = s->p;
     run_conv(s, &p->stem, x, n, NULL, 1, s->a_stem);
-    plane_job mp = {s->a_stem, s->buf[0], (long)n * m->conv1.cout, p->stem.oh, p->stem.ow, p->pool_h, p->pool_w};
-    dn_pool_run(s->pool, maxpool_job, &mp);
+    if (p->blocked) {
+        dn_blk_maxpool3s2(s->a_stem, n, m->conv1.cout, p->stem.oh, p->stem.ow, 0, s->buf[0], p->pool_h, p->pool_w, 1,
+                          s->pool);
+    } else {
+        plane_job mp = {s->a_stem, s->buf[0], (long)n * m->conv1.cout, p->stem.oh, p->stem.ow, p->pool_h, p->pool_w};
+        dn_pool_run(s->pool, maxpool_job, &mp);
+    }
     int cur = 0;
     for (int b = 0; b < p->nblocks && p->blocks[b].stage <= stage; b++) {
         const pblock *pb = &p->blocks[b];
@@ -425,6 +457,10 @@ static const float *run_to(dn_session *s, const float *x, int n, int stage) {
 
 static void pool_features(dn_session *s, const float *act, int n, float *feat) {
     const dn_plan *p = s->p;
+    if (p->blocked) {
+        dn_blk_avgpool(act, n, p->stage_c[4], p->stage_h[4], p->stage_w[4], 1, feat, s->pool);
+        return;
+    }
     plane_job ap = {act, feat, (long)n * p->stage_c[4], p->stage_h[4], p->stage_w[4], 1, 1};
     dn_pool_run(s->pool, avgpool_job, &ap);
 }
@@ -442,8 +478,10 @@ dn_status dn_session_forward_to(dn_session *s, const float *x, int n, int stage,
     if (stage < 0 || stage > 5) return dn_fail(DN_ERR_ARG, "forward_to: stage %d outside 0..5", stage);
     if (stage == 5) return dn_session_features(s, x, n, out);
     const float *a = run_to(s, x, n, stage);
-    size_t count = (size_t)n * s->p->stage_c[stage] * s->p->stage_h[stage] * s->p->stage_w[stage];
-    memcpy(out, a, count * sizeof(float));
+    const dn_plan *p = s->p;
+    size_t count = (size_t)n * p->stage_c[stage] * p->stage_h[stage] * p->stage_w[stage];
+    if (p->blocked) dn_blk_to_nchw(a, n, p->stage_c[stage], p->stage_h[stage], p->stage_w[stage], 1, out, s->pool);
+    else memcpy(out, a, count * sizeof(float));
     return check_finite(out, count, "forward_to");
 }
 

@@ -32,15 +32,17 @@ static inline __attribute__((always_inline)) void epilogue(const dn_d16_geom *g,
     }
 }
 
-/* S: the stride as a compile-time constant (1, 2) so the 14 broadcast
- * addresses are immediate displacements, or 0 = read g->stride at run time. */
-static inline __attribute__((always_inline)) void block(const dn_d16_geom *g, const float *W, const float *xp,
-                                                        int img, int cob, int oy, int ox0, int rc, const int R,
-                                                        const int S, const float *bias, const float *res, int relu,
-                                                        float *y) {
+/* acc[nb*R + r] = sum over (ci, ky, kx) of W[cob+nb] x input pixel ox0+r of
+ * row oy, for NB (1, 2, 4) output-channel blocks and R pixels (NB*R <= 28):
+ * every weight vector feeds R FMAs and every input broadcast NB. S: the
+ * stride as a compile-time constant (1, 2) so the broadcast addresses are
+ * immediate displacements, or 0 = read g->stride at run time. */
+static inline __attribute__((always_inline)) void accum(const dn_d16_geom *g, const float *W, const float *xp, int img,
+                                                        int cob, int oy, int ox0, const int R, const int NB,
+                                                        const int S, __m512 *acc) {
     const int CIB = g->cin / 16, s = S ? S : g->stride, kh = g->kh, kw = g->kw, hp = g->hp, wp = g->wp;
-    __m512 acc[14];
-    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    const size_t wstride = (size_t)CIB * kh * kw * 256; /* next output-channel block */
+    for (int a = 0; a < NB * R; a++) acc[a] = _mm512_setzero_ps();
     for (int cib = 0; cib < CIB; cib++) {
         const float *xc = xp + ((size_t)img * CIB + cib) * hp * wp * 16;
         const float *wc = W + (((size_t)cob * CIB + cib) * kh * kw) * 256;
@@ -50,14 +52,26 @@ static inline __attribute__((always_inline)) void block(const dn_d16_geom *g, co
                 const float *xk = xr + kx * 16;
                 const float *wk = wc + (ky * kw + kx) * 256;
                 for (int ci = 0; ci < 16; ci++) {
-                    __m512 wv = _mm512_load_ps(wk + ci * 16);
+                    __m512 wv[4];
+                    for (int nb = 0; nb < NB; nb++) wv[nb] = _mm512_load_ps(wk + nb * wstride + ci * 16);
 #pragma GCC unroll 14
-                    for (int r = 0; r < R; r++)
-                        acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(xk[r * s * 16 + ci]), wv, acc[r]);
+                    for (int r = 0; r < R; r++) {
+                        __m512 xv = _mm512_set1_ps(xk[r * s * 16 + ci]);
+                        for (int nb = 0; nb < NB; nb++) acc[nb * R + r] = _mm512_fmadd_ps(xv, wv[nb], acc[nb * R + r]);
+                    }
                 }
             }
         }
     }
+}
+
+/* NCHW output (the packed-input path): one output-channel block. */
+static inline __attribute__((always_inline)) void block(const dn_d16_geom *g, const float *W, const float *xp,
+                                                        int img, int cob, int oy, int ox0, int rc, const int R,
+                                                        const int S, const float *bias, const float *res, int relu,
+                                                        float *y) {
+    __m512 acc[14];
+    accum(g, W, xp, img, cob, oy, ox0, R, 1, S, acc);
     epilogue(g, acc, R, img, cob, oy, ox0, rc, bias, res, relu, y);
 }
 
@@ -262,5 +276,156 @@ void dn_direct16_pack_bf16_avx512(const dn_d16_geom *g, const float *x, int img,
             __m512 v = _mm512_i32gather_ps(vidx, src + (size_t)iy * w + ix, 4);
             _mm256_store_si256((__m256i *)(void *)(d + (size_t)(ix + p) * 16), (__m256i)_mm512_cvtneps_pbh(v));
         }
+    }
+}
+
+/* ---------------------------------------------------------------- blocked in, blocked out
+ * (kern_int.h: dn_direct16b_row_avx512.) accum() with NB = 2 output-channel
+ * blocks where cout allows, so loads stay below the FMA rate. */
+
+/* Stores the NB x R accumulator tile into the blocked output with bias,
+ * residual and ReLU on whole 16-channel vectors. */
+static inline __attribute__((always_inline)) void epilogue_b(const dn_d16_geom *g, const __m512 *acc, const int R,
+                                                             const int NB, int img, int cob, int oy, int ox0,
+                                                             const float *bias, const float *res, int relu, float *y) {
+    const int COB = g->cout / 16, ohp = g->oh + 2 * g->ob, owp = g->ow + 2 * g->ob;
+    for (int nb = 0; nb < NB; nb++) {
+        size_t off = ((((size_t)img * COB + cob + nb) * ohp + oy + g->ob) * owp + ox0 + g->ob) * 16;
+        __m512 b = bias ? _mm512_loadu_ps(bias + (cob + nb) * 16) : _mm512_setzero_ps();
+        for (int r = 0; r < R; r++) {
+            __m512 v = _mm512_add_ps(acc[nb * R + r], b);
+            if (res) v = _mm512_add_ps(v, _mm512_load_ps(res + off + r * 16));
+            if (relu) v = _mm512_max_ps(_mm512_setzero_ps(), v); /* NaN stays NaN (the second operand) */
+            _mm512_store_ps(y + off + r * 16, v);
+        }
+    }
+}
+
+/* Zeroes the border pixels of output row oy (and the top/bottom border rows
+ * with the first/last row) for blocks cob .. cob+nb-1. */
+static void zero_border_row(const dn_d16_geom *g, int img, int cob, int nb, int oy, float *y) {
+    const int ob = g->ob, COB = g->cout / 16, ohp = g->oh + 2 * ob, owp = g->ow + 2 * ob;
+    if (!ob) return;
+    const __m512 z = _mm512_setzero_ps();
+    for (int b = cob; b < cob + nb; b++) {
+        float *pl = y + ((size_t)img * COB + b) * ohp * owp * 16;
+        float *row = pl + (size_t)(oy + ob) * owp * 16;
+        for (int q = 0; q < ob; q++) {
+            _mm512_store_ps(row + q * 16, z);
+            _mm512_store_ps(row + (size_t)(owp - 1 - q) * 16, z);
+        }
+        if (oy == 0)
+            for (size_t i = 0; i < (size_t)ob * owp; i++) _mm512_store_ps(pl + i * 16, z);
+        if (oy == g->oh - 1)
+            for (size_t i = 0; i < (size_t)ob * owp; i++) _mm512_store_ps(pl + ((size_t)(ohp - ob) * owp + i) * 16, z);
+    }
+}
+
+/* Blocked input: xp [n][cin/16][hp][wp][16], W [cout/16][cin/16][kh][kw][16 ci][16 co]. */
+static inline __attribute__((always_inline)) void blockb(const dn_d16_geom *g, const float *W, const float *xp,
+                                                         int img, int cob, int oy, int ox0, const int R, const int NB,
+                                                         const int S, const float *bias, const float *res, int relu,
+                                                         float *y) {
+    __m512 acc[28];
+    accum(g, W, xp, img, cob, oy, ox0, R, NB, S, acc);
+    epilogue_b(g, acc, R, NB, img, cob, oy, ox0, bias, res, relu, y);
+}
+
+/* Planar padded input (first layer): xp [n][cin][hp][wp], Ws [cout/16][cin][kh][kw][16]. */
+static inline __attribute__((always_inline)) void blocks(const dn_d16_geom *g, const float *Ws, const float *xp,
+                                                         int img, int cob, int oy, int ox0, const int R, const int NB,
+                                                         const int S, const float *bias, const float *res, int relu,
+                                                         float *y) {
+    const int cin = g->cin, s = S ? S : g->stride, kh = g->kh, kw = g->kw, hp = g->hp, wp = g->wp;
+    const size_t wstride = (size_t)cin * kh * kw * 16;
+    __m512 acc[28];
+    for (int a = 0; a < NB * R; a++) acc[a] = _mm512_setzero_ps();
+    for (int ci = 0; ci < cin; ci++) {
+        const float *xc = xp + ((size_t)img * cin + ci) * hp * wp;
+        const float *wc = Ws + ((size_t)cob * cin + ci) * kh * kw * 16;
+        for (int ky = 0; ky < kh; ky++) {
+            const float *xr = xc + (size_t)(oy * s + ky) * wp + (size_t)ox0 * s;
+            for (int kx = 0; kx < kw; kx++) {
+                __m512 wv[4];
+                for (int nb = 0; nb < NB; nb++) wv[nb] = _mm512_load_ps(wc + nb * wstride + (ky * kw + kx) * 16);
+#pragma GCC unroll 14
+                for (int r = 0; r < R; r++) {
+                    __m512 xv = _mm512_set1_ps(xr[r * s + kx]);
+                    for (int nb = 0; nb < NB; nb++) acc[nb * R + r] = _mm512_fmadd_ps(xv, wv[nb], acc[nb * R + r]);
+                }
+            }
+        }
+    }
+    epilogue_b(g, acc, R, NB, img, cob, oy, ox0, bias, res, relu, y);
+}
+
+/* One row in ceil(ow / RMAX) blocks of equal width R <= RMAX, each compiled for
+ * its exact R, NB and stride (1, 2 or any). */
+#define B_S(BLOCK, R, NB)                                                                                    \
+    do {                                                                                                     \
+        if (g->stride == 1) BLOCK(g, W, xp, img, cob, oy, ox0, R, NB, 1, bias, res, relu, y);                \
+        else if (g->stride == 2) BLOCK(g, W, xp, img, cob, oy, ox0, R, NB, 2, bias, res, relu, y);           \
+        else BLOCK(g, W, xp, img, cob, oy, ox0, R, NB, 0, bias, res, relu, y);                               \
+    } while (0)
+#define B_R(BLOCK, R, NB) case R: B_S(BLOCK, R, NB); break;
+#define B_ROWS(BLOCK, NB, RMAX)                                                                              \
+    do {                                                                                                     \
+        const int ow = g->ow, nbk = (ow + RMAX - 1) / RMAX, rb = (ow + nbk - 1) / nbk;                       \
+        for (int ox0 = 0; ox0 < ow; ox0 += rb) {                                                             \
+            switch (ow - ox0 < rb ? ow - ox0 : rb) {                                                         \
+                B_R(BLOCK, 1, NB) B_R(BLOCK, 2, NB) B_R(BLOCK, 3, NB) B_R(BLOCK, 4, NB) B_R(BLOCK, 5, NB)    \
+                B_R(BLOCK, 6, NB) B_R(BLOCK, 7, NB)                                                          \
+                default:                                                                                     \
+                    if (RMAX > 7) {                                                                          \
+                        switch (ow - ox0 < rb ? ow - ox0 : rb) {                                             \
+                            B_R(BLOCK, 8, NB) B_R(BLOCK, 9, NB) B_R(BLOCK, 10, NB) B_R(BLOCK, 11, NB)        \
+                            B_R(BLOCK, 12, NB) B_R(BLOCK, 13, NB)                                            \
+                            default: B_S(BLOCK, RMAX > 7 ? 14 : 1, NB); break;                               \
+                        }                                                                                    \
+                    }                                                                                        \
+                    break;                                                                                   \
+            }                                                                                                \
+        }                                                                                                    \
+    } while (0)
+
+void dn_direct16b_row_avx512(const dn_d16_geom *g, const float *W, const float *xp, int img, int cob, int nb, int oy,
+                             const float *bias, const float *res, int relu, float *y) {
+    if (nb >= 2) B_ROWS(blockb, 2, 14);
+    else B_ROWS(blockb, 1, 14);
+    zero_border_row(g, img, cob, nb >= 2 ? 2 : 1, oy, y);
+}
+
+void dn_direct16s_row_avx512(const dn_d16_geom *g, const float *Ws, const float *xp, int img, int cob, int nb, int oy,
+                             const float *bias, const float *res, int relu, float *y) {
+    const float *W = Ws;
+    if (nb >= 4) B_ROWS(blocks, 4, 6);
+    else if (nb >= 2) B_ROWS(blocks, 2, 14);
+    else B_ROWS(blocks, 1, 14);
+    zero_border_row(g, img, cob, nb >= 4 ? 4 : nb >= 2 ? 2 : 1, oy, y);
+}
+
+/* ---------------------------------------------------------------- blocked max pool
+ * Output row oy of a 3x3 stride-2 pad-1 max pool on one blocked plane (16
+ * channels), the vector form of blocked.c's maxpool_blk (its spec): windows
+ * clipped to the map, NaN propagates. s: the plane's interior origin, wp its
+ * row pitch in pixels; d: the output row's first interior pixel. */
+void dn_blk_maxpool_row_avx512(const float *s, int h, int w, int wp, int oy, int ow, float *d) {
+    const __m512 lo = _mm512_set1_ps(-3.402823466e38f), qnan = _mm512_set1_ps(__builtin_nanf(""));
+    int y0 = oy * 2 - 1, y1 = y0 + 3;
+    if (y0 < 0) y0 = 0;
+    if (y1 > h) y1 = h;
+    for (int ox = 0; ox < ow; ox++) {
+        int x0 = ox * 2 - 1, x1 = x0 + 3;
+        if (x0 < 0) x0 = 0;
+        if (x1 > w) x1 = w;
+        __m512 m = lo;
+        __mmask16 nan = 0;
+        for (int yy = y0; yy < y1; yy++)
+            for (int xx = x0; xx < x1; xx++) {
+                __m512 v = _mm512_load_ps(s + ((size_t)yy * wp + xx) * 16);
+                nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+                m = _mm512_max_ps(m, v);
+            }
+        _mm512_store_ps(d + (size_t)ox * 16, _mm512_mask_mov_ps(m, nan, qnan));
     }
 }
