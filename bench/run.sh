@@ -2,7 +2,8 @@
 # One command, one run: ResNet-18 (224x224, same weights, same input tensor) on
 # defectnet (every conv implementation available), ONNX Runtime (npm
 # onnxruntime-node, CPU) and PyTorch (Debian python3-torch), alternating the
-# systems round by round. Prints a ratio table and appends it to BENCHMARKS.md.
+# systems round by round. Prints a ratio table and the per-layer conv GFLOP/s
+# and % of the measured FMA peak (bench_conv), and appends both to BENCHMARKS.md.
 #
 #   bench/run.sh [--rounds N] [--threads T] [--no-append]
 #
@@ -73,9 +74,23 @@ while [ $r -le $ROUNDS ]; do
     done
     r=$((r + 1))
 done
+# per-layer GFLOP/s and % of the FMA peak measured in the same process (fp32
+# direct on blocked activations, as the engine runs it), batch 1 and 32
+LAYERS=$OUT/layers.txt
+: > $LAYERS
+for b in 1 32; do
+    echo "\$ $BUILD/bench/bench_conv --batch $b --threads $THREADS" >> $LAYERS
+    $BUILD/bench/bench_conv --batch $b --threads $THREADS >> $LAYERS 2>&1 || echo "bench_conv --batch $b failed" >> $LAYERS
+done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 CPU=$(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //')
 A=""
 [ $APPEND = 1 ] && A="--append BENCHMARKS.md"
 /usr/bin/python3 bench/report.py $RES --cmd "bench/run.sh --rounds $ROUNDS --threads $THREADS" \
     --cpu "$CPU ($(nproc) CPUs)" --load "$LOAD_BEFORE -> $LOAD_AFTER" $A
+echo "Per-layer convolutions (wall GFLOP/s and % of the wall FMA peak of $THREADS thread(s); cpuGF/s and %core from CPU time):"
+cat $LAYERS
+if [ $APPEND = 1 ]; then
+    { echo; echo "Per-layer convolutions, same run (\`bench_conv\`: %peak = of the wall FMA peak of $THREADS thread(s) measured in"
+      echo "the same process, %core = CPU-time GFLOP/s of the per-core peak):"; echo; echo '```'; cat $LAYERS; echo '```'; } >> BENCHMARKS.md
+fi
