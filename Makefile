@@ -15,7 +15,7 @@ OPT     ?= -O3 -g
 endif
 CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter $(OPT) -pthread -Iinclude -Isrc -MMD -MP
 LDFLAGS += $(filter -fsanitize=%,$(OPT)) -pthread
-LIBS    = -ljpeg -lpng -lstb -lz -lsqlite3 -lmicrohttpd -lcurl -lmosquitto -lpq -lcrypto -lprotobuf-c -lm
+LIBS    = -ljpeg -lpng -lstb -lz -lsqlite3 -lmicrohttpd -lcurl -lmosquitto -lpq -lcrypto -lprotobuf-c -lrdkafka -lm
 AVX512  = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mavx2 -mf16c
 AVX2    = -mavx2 -mfma -mf16c
 

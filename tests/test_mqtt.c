@@ -15,12 +15,15 @@
 #include "core/core.h"
 #include "core/json.h"
 #include "serve/bus.h"
+#include "serve/kafka.h"
 #include "serve/metrics.h"
 #include "serve/mqtt_in.h"
 #include "serve/pipeline.h"
 #include "serve/sparkplug.h"
 #include "serve/store.h"
 #include <fcntl.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <postgresql/libpq-fe.h>
@@ -652,6 +655,88 @@ out:
     broker_kill(&br, SIGTERM);
 }
 
+/* Kafka export against librdkafka's built-in mock cluster (Debian ships no broker):
+ * delivery acknowledged before the MQTT input is, keys line/camera read back by a
+ * consumer, a broker that is down fails the export within its timeout. */
+TEST(kafka_export_mock_cluster) {
+    char err[256];
+    rd_kafka_conf_t *c0 = rd_kafka_conf_new();
+    rd_kafka_t *rk0 = rd_kafka_new(RD_KAFKA_PRODUCER, c0, err, sizeof err);
+    rd_kafka_mock_cluster_t *mc = rk0 ? rd_kafka_mock_cluster_new(rk0, 1) : NULL;
+    if (!mc) { if (rk0) rd_kafka_destroy(rk0); SKIP("librdkafka mock cluster unavailable: %s", err); }
+    CHECK(rd_kafka_mock_topic_create(mc, "predictions", 2, 1) == RD_KAFKA_RESP_ERR_NO_ERROR);
+    const char *boot = rd_kafka_mock_cluster_bootstraps(mc);
+    dn_kafka *k = NULL;
+    CHECK(dn_kafka_start(boot, "bad topic!", &k) != DN_OK && strstr(dn_last_error(), "bad topic!") && !k);
+    CHECK(dn_kafka_start(boot, "predictions", &k) == DN_OK);
+    if (!k) goto out;
+    CHECK(dn_kafka_export(k, "L0/C0", "{\"id\":0}", 8, 10000) == DN_OK && dn_kafka_delivered(k) == 1);
+    broker br;
+    if (broker_new(&br, "kafka", 1) == 0) {
+        char db[400];
+        snprintf(db, sizeof db, "sqlite:%s/kafka.db", g_dir);
+        dn_pipeline *p = pipe_open(db);
+        dn_mqtt_in_config c = in_cfg(br.port, "k1");
+        c.kafka = k;
+        dn_mqtt_in *m = NULL;
+        client pub;
+        CHECK(client_open(&pub, br.port, NULL) == 0);
+        CHECK(p && dn_mqtt_in_start(p, &c, &m) == DN_OK);
+        if (m) {
+            CHECK(WAIT_FOR(stat_of(m, S_CONN), 5));
+            usleep(200000);
+            CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", "k1", NULL) == 0);
+            CHECK(publish(&pub, "plant/L2/C7/image", g_img, g_img_len, "id", "k2", NULL) == 0);
+            CHECK(WAIT_FOR(stat_of(m, S_ACK) == 2, 20));
+            CHECK(dn_kafka_delivered(k) == 3);
+            dn_mqtt_in_stop(m);
+        }
+        client_close(&pub);
+        dn_pipeline_close(p);
+    }
+    broker_kill(&br, SIGTERM);
+    /* read the records back: keys are line/camera, values the prediction JSON */
+    rd_kafka_conf_t *cc = rd_kafka_conf_new();
+    rd_kafka_conf_set(cc, "bootstrap.servers", boot, err, sizeof err);
+    rd_kafka_conf_set(cc, "group.id", "test", err, sizeof err);
+    rd_kafka_conf_set(cc, "auto.offset.reset", "earliest", err, sizeof err);
+    rd_kafka_t *cons = rd_kafka_new(RD_KAFKA_CONSUMER, cc, err, sizeof err);
+    CHECK(cons != NULL);
+    if (cons) {
+        rd_kafka_poll_set_consumer(cons);
+        rd_kafka_topic_partition_list_t *tl = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(tl, "predictions", RD_KAFKA_PARTITION_UA);
+        CHECK(rd_kafka_subscribe(cons, tl) == RD_KAFKA_RESP_ERR_NO_ERROR);
+        rd_kafka_topic_partition_list_destroy(tl);
+        int got = 0, keys_ok = 1, json_ok = 1;
+        double until = now_s() + 20;
+        while (got < 3 && now_s() < until) {
+            rd_kafka_message_t *msg = rd_kafka_consumer_poll(cons, 200);
+            if (!msg) continue;
+            if (!msg->err) {
+                got++;
+                char key[64] = "";
+                snprintf(key, sizeof key, "%.*s", (int)msg->key_len, (const char *)msg->key);
+                keys_ok &= !strcmp(key, "L0/C0") || !strcmp(key, "L1/C1") || !strcmp(key, "L2/C7");
+                if (strcmp(key, "L0/C0")) json_ok &= msg->len > 10 && memmem(msg->payload, msg->len, "\"class\"", 7) != NULL;
+            }
+            rd_kafka_message_destroy(msg);
+        }
+        CHECK_MSG(got == 3 && keys_ok && json_ok, "got %d records, keys ok %d, json ok %d", got, keys_ok, json_ok);
+        rd_kafka_consumer_close(cons);
+        rd_kafka_destroy(cons);
+    }
+    /* the Kafka broker goes down: the export fails within its timeout */
+    CHECK(rd_kafka_mock_broker_set_down(mc, 1) == RD_KAFKA_RESP_ERR_NO_ERROR);
+    CHECK(dn_kafka_export(k, "L9/C9", "{}", 2, 1500) != DN_OK && strstr(dn_last_error(), "predictions"));
+    CHECK(rd_kafka_mock_broker_set_up(mc, 1) == RD_KAFKA_RESP_ERR_NO_ERROR);
+    CHECK(dn_kafka_export(k, "L9/C9", "{}", 2, 20000) == DN_OK);
+out:
+    dn_kafka_stop(k);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(rk0);
+}
+
 /* ------------------------------------------------------------ PostgreSQL */
 
 static h_pg g_pg;
@@ -753,6 +838,7 @@ int main(void) {
     RUN(dead_broker_reconnects);
     RUN(shared_group_splits_the_stream);
     RUN(broker_credentials);
+    RUN(kafka_export_mock_cluster);
     g_pg_ok = h_pg_start(&g_pg, g_pg_why, sizeof g_pg_why);
     RUN(dead_database_not_acked_until_committed);
     RUN(concurrent_migrations_by_many_nodes);

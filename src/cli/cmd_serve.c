@@ -4,6 +4,7 @@
 #include "core/core.h"
 #include "serve/bus.h"
 #include "serve/http.h"
+#include "serve/kafka.h"
 #include "serve/mqtt_in.h"
 #include "serve/store.h"
 #include <errno.h>
@@ -26,7 +27,7 @@ static void serve_usage(FILE *f) {
             "          [--mqtt-file-root DIR] [--mqtt-dead-letter TOPIC] [--mqtt-inflight N] [--mqtt-max-payload BYTES]\n"
             "          [--mqtt-session-expiry S]]\n"
             "         [--mqtt-out mqtt://HOST:PORT] [--mqtt-results TEMPLATE] [--mqtt-last TEMPLATE] [--sparkplug GROUP/NODE]\n"
-            "         [--mqtt-user NAME [--mqtt-password-file F]]\n"
+            "         [--mqtt-user NAME [--mqtt-password-file F]] [--kafka HOST:PORT,... --kafka-topic T]\n"
             "  --db defaults to sqlite:defectnet.db. --listen binds 127.0.0.1 unless told otherwise.\n"
             "  SIGHUP or POST /v1/admin/reload reloads model + rules; SIGTERM/SIGINT shut down gracefully.\n"
             "  See docs/serve.md for the endpoints, docs/fleet.md for MQTT ingestion, results on the bus\n"
@@ -82,7 +83,7 @@ int cmd_serve(int argc, char **argv) {
     const char *token_file = NULL;
     dn_mqtt_in_config mc = {0};
     dn_bus_config bc = {0};
-    const char *node = NULL, *mqtt_pw_file = NULL;
+    const char *node = NULL, *mqtt_pw_file = NULL, *kafka_brokers = NULL, *kafka_topic = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         long v = 0;
@@ -124,6 +125,8 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--sparkplug")) bc.sparkplug = val;
         else if (!strcmp(a, "--mqtt-user")) mc.username = bc.username = val;
         else if (!strcmp(a, "--mqtt-password-file")) mqtt_pw_file = val;
+        else if (!strcmp(a, "--kafka")) kafka_brokers = val;
+        else if (!strcmp(a, "--kafka-topic")) kafka_topic = val;
         else if (!strcmp(a, "--workers")) { if (parse_int(a, val, 1, 256, &v)) return 2; c.workers = (int)v; }
         else if (!strcmp(a, "--queue")) { if (parse_int(a, val, 1, 1000000, &v)) return 2; c.queue = (int)v; }
         else if (!strcmp(a, "--batch")) { if (parse_int(a, val, 1, DN_SERVE_MAX_BATCH, &v)) return 2; c.batch = (int)v; }
@@ -173,6 +176,10 @@ int cmd_serve(int argc, char **argv) {
     snprintf(bus_id, sizeof bus_id, "%s-bus", node);
     mc.client_id = node;
     bc.client_id = bus_id;
+    if (!kafka_brokers != !kafka_topic || (kafka_brokers && !mc.url)) {
+        fprintf(stderr, "defectnet serve: --kafka and --kafka-topic go together and need --mqtt-in (MQTT-ingested predictions are exported)\n");
+        return 2;
+    }
     char *mqtt_pw = NULL;
     if (mqtt_pw_file) {
         if (!mc.username && !bc.username) {
@@ -225,8 +232,19 @@ int cmd_serve(int argc, char **argv) {
         return 1;
     }
     mc.bus = bus;
+    dn_kafka *kafka = NULL;
+    if (kafka_brokers && dn_kafka_start(kafka_brokers, kafka_topic, &kafka)) {
+        fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
+        dn_bus_stop(bus);
+        dn_server_stop(s);
+        free(token);
+        free(mqtt_pw);
+        return 1;
+    }
+    mc.kafka = kafka;
     if (mc.url && dn_mqtt_in_start(dn_server_pipeline(s), &mc, &mi)) {
         fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
+        dn_kafka_stop(kafka);
         dn_bus_stop(bus);
         dn_server_stop(s);
         free(token);
@@ -255,6 +273,7 @@ int cmd_serve(int argc, char **argv) {
     dn_server_remove_health(s, h_bus);
     dn_mqtt_in_stop(mi); /* unacknowledged messages stay with the broker */
     dn_server_stop(s);
+    dn_kafka_stop(kafka);
     dn_bus_stop(bus);
     free(token);
     free(mqtt_pw);

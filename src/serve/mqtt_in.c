@@ -11,6 +11,7 @@
 #include "core/core.h"
 #include "core/json.h"
 #include "serve/bus.h"
+#include "serve/kafka.h"
 #include "serve/metrics.h"
 #include "serve/pipeline.h"
 #include <errno.h>
@@ -559,6 +560,15 @@ done:
 
 /* Pulls decision/confidence out of the prediction JSON for the bus. */
 static dn_status publish_result(dn_mqtt_in *m, msg *x, const dn_classify_res *res, int duplicate) {
+    if (m->c.kafka) { /* key line/camera: one camera's records stay in order in one partition */
+        char key[2 * META_MAX + 2];
+        snprintf(key, sizeof key, "%s/%s", x->meta[F_LINE] ? x->meta[F_LINE] : "_", x->meta[F_CAMERA] ? x->meta[F_CAMERA] : "_");
+        const char *v = res->json ? res->json : "{}";
+        size_t vl = strlen(v);
+        while (vl && v[vl - 1] == '\n') vl--;
+        dn_status rc = dn_kafka_export(m->c.kafka, key, v, vl, 10000);
+        if (rc) return rc;
+    }
     if (!m->c.bus) return DN_OK;
     dn_bus_result r = {0};
     r.line = x->meta[F_LINE];

@@ -46,6 +46,7 @@
 
 struct dn_pipeline;
 struct dn_bus;
+struct dn_kafka;
 typedef struct dn_mqtt_in dn_mqtt_in;
 
 typedef struct dn_mqtt_in_config {
@@ -64,6 +65,7 @@ typedef struct dn_mqtt_in_config {
     const char *username;     /* broker credentials (NULL = anonymous) */
     const char *password;     /* NULL = none */
     struct dn_bus *bus;       /* results/dead letters are published here (may be NULL; not owned) */
+    struct dn_kafka *kafka;   /* committed predictions are exported here (may be NULL; not owned) */
 } dn_mqtt_in_config;
 
 typedef struct dn_mqtt_in_stats {
