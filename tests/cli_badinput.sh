@@ -44,6 +44,14 @@ full_() {
     else echo "FAIL $name: exit $rc: $(head -n 1 "$tmp/err")"; fail=$((fail+1)); fi
 }
 
+# good_ NAME WANT -- ARGS...: exit 0 and WANT somewhere in standard output.
+good_() {
+    name=$1; want=$2; shift 3
+    timeout 120 "$BIN" "$@" </dev/null >"$tmp/out" 2>"$tmp/err"; rc=$?
+    if [ $rc -eq 0 ] && grep -qF -- "$want" "$tmp/out"; then echo "ok   $name"; pass=$((pass+1))
+    else echo "FAIL $name: exit $rc, stdout lacks '$want': $(head -n 1 "$tmp/err")"; fail=$((fail+1)); fi
+}
+
 # fixtures: a 5-class narrow model whose classes match a 5-class synthetic dataset
 M=$tmp/m.safetensors
 "$BIN" convert tests/fixtures/resnet/r18n.pth "$M" --classes clean,crack,inclusion,patch,scratch >/dev/null 2>&1
@@ -96,6 +104,9 @@ case_ synth_out_is_file "afile" -- synth --out "$tmp/afile"
 case_ synth_size_5 "--size" -- synth --out "$tmp/s" --size 5
 case_ synth_per_class_0 "--per-class" -- synth --out "$tmp/s" --per-class 0
 case_ synth_missing_out "--out" -- synth
+case_ synth_size_eq_5 "--size '5'" -- synth --out="$tmp/s" --size=5
+case_ synth_short_o_no_value "'-o' needs a value" -- synth -o
+case_ synth_extra_arg "unexpected argument 'extra'" -- synth -o "$tmp/s" extra
 
 # train (argument and data errors, before any training)
 case_ train_data_missing "/nonexistent" -- train --data /nonexistent --weights none --out "$tmp/t.safetensors"
@@ -119,10 +130,12 @@ case_ eval_topk_huge "--top-k" -- eval --model "$M" --data "$tmp/ds" --top-k 999
 case_ eval_html_unwritable "/nonexistent/x.html" -- eval --model "$M" --data "$tmp/ds" --html /nonexistent/x.html
 
 # quantize
-case_ quantize_model_missing "/nonexistent" -- quantize --model /nonexistent --val "$tmp/ds" --mode bf16 --out "$tmp/q.safetensors"
-case_ quantize_mode "fp4" -- quantize --model "$M" --val "$tmp/ds" --mode fp4 --out "$tmp/q.safetensors"
-case_ quantize_val_missing "/nonexistent" -- quantize --model "$M" --val /nonexistent --mode bf16 --out "$tmp/q.safetensors"
-case_ quantize_batch_0 "--batch" -- quantize --model "$M" --val "$tmp/ds" --mode bf16 --out "$tmp/q.safetensors" --batch 0
+case_ quantize_model_missing "/nonexistent" -- quantize --model /nonexistent --data "$tmp/ds" --mode bf16 --out "$tmp/q.safetensors"
+case_ quantize_mode "fp4" -- quantize --model "$M" --data "$tmp/ds" --mode fp4 --out "$tmp/q.safetensors"
+case_ quantize_val_missing "/nonexistent" -- quantize --model "$M" --data /nonexistent --mode bf16 --out "$tmp/q.safetensors"
+case_ quantize_val_deprecated "deprecated" -- quantize --model "$M" --val /nonexistent --mode bf16 --out "$tmp/q.safetensors"
+case_ quantize_batch_eq_0 "--batch '0'" -- quantize -m "$M" -d "$tmp/ds" --mode=bf16 -o "$tmp/q.safetensors" --batch=0
+case_ quantize_batch_0 "--batch" -- quantize --model "$M" --data "$tmp/ds" --mode bf16 --out "$tmp/q.safetensors" --batch 0
 
 # serve (all fail before binding or right at it)
 case_ serve_model_missing "/nonexistent" -- serve --model /nonexistent --db "sqlite:$tmp/s.db" --listen 127.0.0.1:0
@@ -136,9 +149,35 @@ case_ report_db_missing "/nonexistent/x.db" -- report --db sqlite:/nonexistent/x
 case_ report_db_not_db "bad.png" -- report --db "sqlite:$tmp/bad.png"
 case_ report_format "pdf" -- report --db "sqlite:$tmp/r.db" --format pdf
 case_ report_from "yesterday" -- report --db "sqlite:$tmp/r.db" --from yesterday
+case_ report_db_not_created "no such database" -- report --db "sqlite:$tmp/never.db"
+if [ -e "$tmp/never.db" ]; then echo "FAIL report_db_not_created: the report created $tmp/never.db"; fail=$((fail+1)); fi
+case_ report_tz "Mars/Olympus" -- report --db "sqlite:$tmp/never.db" --tz Mars/Olympus
+case_ report_group_by "week" -- report --db "sqlite:$tmp/never.db" -g week
+case_ report_format_eq "pdf" -- report --db="sqlite:$tmp/never.db" -f pdf
 case_ rules_missing "/nonexistent" -- rules check /nonexistent
 case_ rules_dir "$tmp" -- rules check "$tmp"
 case_ rules_garbage "bad.png" -- rules check "$tmp/bad.png"
+case_ rules_model_missing "/nonexistent" -- rules check examples/rules.json --model /nonexistent
+case_ rules_no_subcommand "expected 'check FILE'" -- rules
+case_ version_extra "unexpected argument 'x'" -- version x
+
+# the one grammar: --version/-V, help CMD == CMD --help, --opt=value, short options
+good_ version_long "defectnet $(sed -n 's/^#define DN_VERSION "\(.*\)"/\1/p' include/defectnet.h)" -- --version
+good_ version_short "defectnet " -- -V
+good_ help_cmd "usage: defectnet synth" -- help synth
+good_ synth_eq_form "wrote 6 images" -- synth --out="$tmp/s2" --per-class=1 --size=32
+good_ synth_short_o "wrote 6 images" -- synth -o "$tmp/s3" --per-class 1 --size 32
+"$BIN" help quantize >"$tmp/h1" 2>&1; "$BIN" quantize --help >"$tmp/h2" 2>&1
+if cmp -s "$tmp/h1" "$tmp/h2"; then echo "ok   help_equals_dash_dash_help"; pass=$((pass+1))
+else echo "FAIL help_equals_dash_dash_help"; fail=$((fail+1)); fi
+"$BIN" help nope >/dev/null 2>"$tmp/err"; rc=$?
+if [ $rc -eq 2 ] && grep -q "defectnet help: unknown command 'nope'" "$tmp/err"; then echo "ok   help_unknown"; pass=$((pass+1))
+else echo "FAIL help_unknown: exit $rc"; fail=$((fail+1)); fi
+# every --help states the one exit-code scheme
+for c in convert download quantize report rules synth version; do
+    if "$BIN" "$c" --help 2>&1 | grep -q "exit status: 0 ok, 1 partial"; then echo "ok   help_exit_codes_$c"; pass=$((pass+1))
+    else echo "FAIL help_exit_codes_$c: --help does not state the exit codes"; fail=$((fail+1)); fi
+done
 
 echo "RESULT passed=$pass failed=$fail skipped=$skip"
 [ $fail -eq 0 ]

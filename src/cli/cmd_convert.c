@@ -9,7 +9,8 @@
  * but a standard torchvision ResNet-18/34 layout (or exactly the named one).
  * --meta adds free-form metadata (reserved keys are refused). Provenance
  * (source_sha256) is the sha256 of IN for a .pth, or carried over from a model.
- * Exit: 0 written, 1 failure (one-line message), 2 usage. */
+ * Exit: 0 written, 2 usage or data error (one-line message), 3 internal. */
+#include "cli/args.h"
 #include "core/core.h"
 #include "io/modelfile.h"
 #include "nn/model.h"
@@ -18,20 +19,22 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: defectnet convert IN.pth OUT.safetensors [--classes a,b,c | --classes-file FILE]\n"
-               "                         [--arch-check[=resnet18|resnet34]] [--meta KEY=VALUE]...\n");
+    fprintf(f, "usage: defectnet convert IN.pth [-o|--out] OUT.safetensors [--classes a,b,c | --classes-file FILE]\n"
+               "                         [--arch-check[=resnet18|resnet34]] [--meta KEY=VALUE]...\n"
+               "  Class names in output order must match the fc width; without them the input's names\n"
+               "  are kept (class_0.. for a .pth).\n" DN_EXIT_HELP);
 }
 
 typedef struct { char **v; int n, cap; } names;
 static int names_add(names *s, const char *p, size_t len) {
     if (s->n == s->cap) {
         int nc = s->cap ? s->cap * 2 : 16;
-        char **nv = realloc(s->v, (size_t)nc * sizeof *nv);
+        char **nv = dn_realloc(s->v, (size_t)nc * sizeof *nv);
         if (!nv) return -1;
         s->v = nv;
         s->cap = nc;
     }
-    char *d = malloc(len + 1);
+    char *d = dn_malloc(len + 1);
     if (!d) return -1;
     memcpy(d, p, len);
     d[len] = 0;
@@ -68,28 +71,42 @@ int cmd_convert(int argc, char **argv) {
     const char *in = NULL, *out = NULL, *classes = NULL, *classes_file = NULL, *arch_check = NULL;
     names cls = {0}, metas = {0};
     dn_model *m = NULL;
-    int rc = 1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); rc = 0; goto done; }
-        else if (!strcmp(a, "--classes") && i + 1 < argc) classes = argv[++i];
-        else if (!strcmp(a, "--classes-file") && i + 1 < argc) classes_file = argv[++i];
-        else if (!strcmp(a, "--arch-check")) arch_check = "";
-        else if (!strncmp(a, "--arch-check=", 13)) arch_check = a + 13;
-        else if (!strcmp(a, "--meta") && i + 1 < argc) {
-            const char *kv = argv[++i], *eq = strchr(kv, '=');
-            if (!eq || eq == kv) { fprintf(stderr, "defectnet convert: --meta '%s': expected KEY=VALUE\n", kv); rc = 2; goto done; }
-            if (names_add(&metas, kv, strlen(kv))) goto done;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "defectnet convert: unknown or incomplete option '%s'\n", a);
-            usage(stderr);
-            rc = 2;
-            goto done;
-        } else if (!in) in = a;
-        else if (!out) out = a;
-        else { fprintf(stderr, "defectnet convert: unexpected argument '%s'\n", a); usage(stderr); rc = 2; goto done; }
+    int rc = DN_EXIT_DATA;
+    enum { O_CLASSES = 256, O_CLASSES_FILE, O_ARCH_CHECK, O_META };
+    static const dn_opt opts[] = {{"out", 'o', DN_ARG_REQ, NULL},
+                                  {"classes", O_CLASSES, DN_ARG_REQ, NULL},
+                                  {"classes-file", O_CLASSES_FILE, DN_ARG_REQ, NULL},
+                                  {"arch-check", O_ARCH_CHECK, DN_ARG_OPT, NULL},
+                                  {"meta", O_META, DN_ARG_REQ, NULL},
+                                  {0}};
+    dn_args a;
+    dn_args_init(&a, "convert", argc, argv, opts);
+    for (int c; (c = dn_args_next(&a)) != -1;) {
+        switch (c) {
+        case 'h': usage(stdout); rc = 0; goto done;
+        case 'o': out = a.val; break;
+        case O_CLASSES: classes = a.val; break;
+        case O_CLASSES_FILE: classes_file = a.val; break;
+        case O_ARCH_CHECK: arch_check = a.val ? a.val : ""; break;
+        case O_META: {
+            const char *kv = a.val, *eq = strchr(kv, '=');
+            if (!eq || eq == kv) { rc = dn_usage_error("convert", "--meta '%s': expected KEY=VALUE", kv); goto done; }
+            if (names_add(&metas, kv, strlen(kv))) { rc = DN_EXIT_INTERNAL; goto done; }
+            break;
+        }
+        default: rc = DN_EXIT_USAGE; goto done;
+        }
     }
-    if (!in || !out) { usage(stderr); rc = 2; goto done; }
+    for (int i = 0; i < dn_args_npos(&a); i++) {
+        const char *p = dn_args_pos(&a, i);
+        if (!in) in = p;
+        else if (!out) out = p;
+        else { rc = dn_usage_error("convert", "unexpected argument '%s'", p); goto done; }
+    }
+    if (!in || !out) {
+        rc = dn_usage_error("convert", "expected IN and OUT (see defectnet convert --help)");
+        goto done;
+    }
     if (classes && classes_file) {
         fprintf(stderr, "defectnet convert: give --classes or --classes-file, not both\n");
         rc = 2;

@@ -13,8 +13,11 @@
  * reaches the minimum, it refuses and writes nothing. bf16 needs no activation
  * calibration: --calib is accepted for the int8 mode, which is not implemented
  * in this build (refused with a message).
- * Exit: 0 written, 1 failure or refusal (one-line message), 2 usage. */
+ * Exit: 0 written, 1 written but some validation images were unreadable (named),
+ * 2 usage/data error or refusal (one-line message), 3 internal. */
+#include "cli/args.h"
 #include "core/core.h"
+#include "core/progress.h"
 #include "io/dataset.h"
 #include "io/modelfile.h"
 #include "kernels/kernels.h"
@@ -26,85 +29,74 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: defectnet quantize --model M --val DIR_OR_MANIFEST --mode bf16|winograd|bf16+winograd|int8 --out M2\n"
-               "                          [--calib DIR_OR_MANIFEST] [--min-agreement 0.995] [--no-fallback]\n"
-               "                          [--max-val N] [--batch B] [--threads T]\n");
-}
-
-/* Whole-string numeric option values; a bad one is named in a one-line error. */
-static int opt_int(const char *opt, const char *v, int lo, int hi, int *out) {
-    char *end = NULL;
-    long x = strtol(v, &end, 10);
-    if (!*v || *end || x < lo || x > hi) {
-        fprintf(stderr, "defectnet quantize: %s '%s': expected an integer in %d..%d\n", opt, v, lo, hi);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-static int opt_prob(const char *opt, const char *v, double *out) {
-    char *end = NULL;
-    double x = strtod(v, &end);
-    if (!*v || *end || !(x > 0 && x <= 1)) {
-        fprintf(stderr, "defectnet quantize: %s '%s': expected a number in (0,1]\n", opt, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
+    fprintf(f, "usage: defectnet quantize -m|--model M (-d|--data DIR|CSV | --manifest SPLIT.csv)\n"
+               "                          --mode bf16|winograd|bf16+winograd|int8 -o|--out M2\n"
+               "                          [--calib DIR|CSV] [--min-agreement 0.995] [--no-fallback]\n"
+               "                          [--max-val N] [--batch B] [--threads T]\n"
+               "  Validation images: a folder of class folders or a CSV manifest (of a split manifest\n"
+               "  only its val rows). --val is the old spelling of --data.\n" DN_EXIT_HELP);
 }
 
 int cmd_quantize(int argc, char **argv) {
-    const char *model = NULL, *val = NULL, *mode_s = NULL, *out = NULL, *calib = NULL;
+    const char *model = NULL, *val = NULL, *manifest = NULL, *mode_s = NULL, *out = NULL, *calib = NULL;
     double min_agree = 0.995;
-    int fallback = 1, max_val = 2000, batch = 16, threads = 0, rc = 1;
+    int fallback = 1, max_val = 2000, batch = 16, threads = 0, rc = DN_EXIT_DATA;
     dn_model *m = NULL;
     dn_dataset *ds = NULL;
     float *x = NULL;
     int *labels = NULL, *map = NULL, *pick = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        else if (!strcmp(a, "--no-fallback")) fallback = 0;
-        else if (!v) { fprintf(stderr, "defectnet quantize: option '%s' needs a value\n", a); usage(stderr); return 2; }
-        else if (!strcmp(a, "--model")) model = argv[++i];
-        else if (!strcmp(a, "--val")) val = argv[++i];
-        else if (!strcmp(a, "--mode")) mode_s = argv[++i];
-        else if (!strcmp(a, "--out")) out = argv[++i];
-        else if (!strcmp(a, "--calib")) calib = argv[++i];
-        else if (!strcmp(a, "--min-agreement")) { if (opt_prob(a, argv[++i], &min_agree)) return 2; }
-        else if (!strcmp(a, "--max-val")) { if (opt_int(a, argv[++i], 1, 1 << 30, &max_val)) return 2; }
-        else if (!strcmp(a, "--batch")) { if (opt_int(a, argv[++i], 1, 1024, &batch)) return 2; }
-        else if (!strcmp(a, "--threads")) { if (opt_int(a, argv[++i], 0, 1024, &threads)) return 2; }
-        else { fprintf(stderr, "defectnet quantize: unknown option '%s'\n", a); usage(stderr); return 2; }
+    dn_status st;
+    enum { O_MODE = 256, O_CALIB, O_MIN_AGREE, O_NO_FALLBACK, O_MAX_VAL, O_BATCH, O_THREADS, O_MANIFEST };
+    static const dn_opt opts[] = {
+        {"model", 'm', DN_ARG_REQ, NULL}, {"data", 'd', DN_ARG_REQ, NULL}, {"val", 'd', DN_ARG_REQ, "--data"},
+        {"manifest", O_MANIFEST, DN_ARG_REQ, NULL}, {"mode", O_MODE, DN_ARG_REQ, NULL}, {"out", 'o', DN_ARG_REQ, NULL},
+        {"calib", O_CALIB, DN_ARG_REQ, NULL}, {"min-agreement", O_MIN_AGREE, DN_ARG_REQ, NULL},
+        {"no-fallback", O_NO_FALLBACK, DN_ARG_NONE, NULL}, {"max-val", O_MAX_VAL, DN_ARG_REQ, NULL},
+        {"batch", O_BATCH, DN_ARG_REQ, NULL}, {"threads", O_THREADS, DN_ARG_REQ, NULL}, {0}};
+    dn_args a;
+    dn_args_init(&a, "quantize", argc, argv, opts);
+    for (int c; (c = dn_args_next(&a)) != -1;) {
+        switch (c) {
+        case 'h': usage(stdout); return 0;
+        case 'm': model = a.val; break;
+        case 'd': val = a.val; break;
+        case O_MANIFEST: manifest = a.val; break;
+        case O_MODE: mode_s = a.val; break;
+        case 'o': out = a.val; break;
+        case O_CALIB: calib = a.val; break;
+        case O_NO_FALLBACK: fallback = 0; break;
+        case O_MIN_AGREE: if (dn_arg_real(&a, 0, 1, 1, &min_agree)) return DN_EXIT_USAGE; break;
+        case O_MAX_VAL: if (dn_arg_int(&a, 1, 1 << 30, &max_val)) return DN_EXIT_USAGE; break;
+        case O_BATCH: if (dn_arg_int(&a, 1, 1024, &batch)) return DN_EXIT_USAGE; break;
+        case O_THREADS: if (dn_arg_int(&a, 0, 1024, &threads)) return DN_EXIT_USAGE; break;
+        default: usage(stderr); return DN_EXIT_USAGE;
+        }
     }
+    if (dn_args_npos(&a)) return dn_usage_error("quantize", "unexpected argument '%s'", dn_args_pos(&a, 0));
+    if (val && manifest) return dn_usage_error("quantize", "give --data or --manifest, not both");
+    if (manifest) val = manifest;
     if (!model || !val || !mode_s || !out) {
-        fprintf(stderr, "defectnet quantize: --model, --val, --mode and --out are required\n");
+        dn_usage_error("quantize", "--model, --data (or --manifest), --mode and --out are required");
         usage(stderr);
-        return 2;
+        return DN_EXIT_USAGE;
     }
-    if (!(min_agree > 0 && min_agree <= 1) || max_val < 1 || batch < 1 || batch > 1024) {
-        fprintf(stderr, "defectnet quantize: --min-agreement must be in (0,1], --max-val >= 1, --batch 1..1024\n");
-        return 2;
-    }
-    if (strcmp(mode_s, "int8") && (!dn_quant_mode_valid(mode_s) || !strcmp(mode_s, "fp32"))) {
-        fprintf(stderr, "defectnet quantize: --mode '%s': expected bf16, winograd, bf16+winograd or int8\n", mode_s);
-        return 2;
-    }
-    if (!strcmp(mode_s, "int8")) {
-        fprintf(stderr, "defectnet quantize: int8 is not implemented in this build (use --mode bf16)\n");
-        return 1;
-    }
+    if (strcmp(mode_s, "int8") && (!dn_quant_mode_valid(mode_s) || !strcmp(mode_s, "fp32")))
+        return dn_usage_error("quantize", "--mode '%s': expected bf16, winograd, bf16+winograd or int8", mode_s);
+    if (!strcmp(mode_s, "int8"))
+        return dn_usage_error("quantize", "int8 is not implemented in this build (use --mode bf16)");
     if (calib) {
         dn_dataset *cd = NULL;
-        if (dn_dataset_open(calib, &cd)) { fprintf(stderr, "defectnet quantize: --calib: %s\n", dn_last_error()); return 1; }
+        if ((st = dn_dataset_open(calib, &cd))) {
+            fprintf(stderr, "defectnet quantize: --calib: %s\n", dn_last_error());
+            return dn_exit_code(st);
+        }
         dn_dataset_free(cd);
         fprintf(stderr, "defectnet quantize: note: %s keeps the fp32 range, no activation calibration needed; --calib unused\n",
                 mode_s);
     }
-    if (dn_model_load(model, &m)) { fprintf(stderr, "defectnet quantize: %s\n", dn_last_error()); goto done; }
+    if ((st = dn_model_load(model, &m))) { rc = dn_cli_fail("quantize", st); goto done; }
     if (m->num_classes < 1) { fprintf(stderr, "defectnet quantize: %s: model has no classification head\n", model); goto done; }
-    if (dn_dataset_open(val, &ds)) { fprintf(stderr, "defectnet quantize: %s\n", dn_last_error()); goto done; }
+    if ((st = dn_dataset_open(val, &ds))) { rc = dn_cli_fail("quantize", st); goto done; }
     /* dataset class -> model class by name */
     if (!(map = dn_malloc((size_t)ds->nclasses * sizeof(int)))) goto oom;
     for (int c = 0; c < ds->nclasses; c++) {
@@ -128,10 +120,14 @@ int cmd_quantize(int argc, char **argv) {
     if (!(x = dn_alloc_aligned((size_t)nuse * per * sizeof(float))) || !(labels = dn_malloc((size_t)nuse * sizeof(int))))
         goto oom;
     int n = 0, bad = 0;
+    dn_progress pr;
+    dn_progress_start(&pr, "quantize: preparing validation images", nuse);
     for (int t = 0; t < nuse; t++) {
+        dn_progress_update(&pr, t);
         const dn_item *it = &ds->items[pick[(long)t * nsel / nuse]];
         dn_image img = {0};
         if (dn_image_load(it->path, &img) || dn_preprocess(&img, &m->pp, x + (size_t)n * per)) {
+            dn_progress_clear(&pr);
             fprintf(stderr, "defectnet quantize: skipping %s\n", dn_last_error());
             bad++;
         } else {
@@ -139,11 +135,12 @@ int cmd_quantize(int argc, char **argv) {
         }
         dn_image_free(&img);
     }
+    dn_progress_end(&pr);
     if (n < 1) { fprintf(stderr, "defectnet quantize: %s: no readable validation images\n", val); goto done; }
     fprintf(stderr, "defectnet quantize: %d validation images (%d unreadable skipped) from %s\n", n, bad, val);
     dn_quant_opts o = {mode_s, min_agree, fallback, threads, batch, stderr};
     dn_quant_result r;
-    if (dn_quantize(m, x, labels, n, &o, &r)) { fprintf(stderr, "defectnet quantize: %s\n", dn_last_error()); goto done; }
+    if ((st = dn_quantize(m, x, labels, n, &o, &r))) { rc = dn_cli_fail("quantize", st); goto done; }
     printf("top-1 agreement with fp32: %.4f (%d images, minimum %.4f)\n", r.agreement, r.nval, min_agree);
     printf("accuracy: %s\n", dn_meta_get(&m->meta, DN_META_QUANT_ACC));
     printf("per-class accuracy change (points): %s; largest drop %.2f\n", dn_meta_get(&m->meta, DN_META_QUANT_CLASS),
@@ -156,13 +153,14 @@ int cmd_quantize(int argc, char **argv) {
     if (r.n_fp32_layers)
         fprintf(stderr, "defectnet quantize: warning: %s alone gave agreement below %.4f; kept fp32 for %d of %d convs: %s\n",
                 mode_s, min_agree, r.n_fp32_layers, r.nconv, dn_meta_get(&m->meta, DN_META_QUANT_FP32));
-    if (dn_model_save(m, out)) { fprintf(stderr, "defectnet quantize: %s\n", dn_last_error()); goto done; }
+    if ((st = dn_model_save(m, out))) { rc = dn_cli_fail("quantize", st); goto done; }
     printf("wrote %s (quant.mode=%s, %d of %d convs in fp32)\n", out, dn_meta_get(&m->meta, DN_META_QUANT_MODE),
            r.n_fp32_layers, r.nconv);
-    rc = 0;
+    rc = bad ? DN_EXIT_PARTIAL : DN_EXIT_OK; /* written, but some validation images were unreadable */
     goto done;
 oom:
     fprintf(stderr, "defectnet quantize: out of memory\n");
+    rc = DN_EXIT_INTERNAL;
 done:
     dn_free_aligned(x);
     free(labels); free(map); free(pick);

@@ -1,71 +1,90 @@
 /* `defectnet report`: manufacturing report from the prediction store. */
+#include "cli/args.h"
 #include "core/core.h"
 #include "serve/mreport.h"
 #include "serve/store.h"
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static void report_usage(FILE *f) {
     fprintf(f, "usage: defectnet report --db sqlite:FILE|postgres://... [--from T] [--to T] [--line L]\n"
-               "         [--group-by line|class|shift|day] [--format csv|json|html] [--out FILE]\n"
-               "         [--ok-classes a,b] [--shifts 6,14,22] [--title TEXT]\n"
+               "         [-g|--group-by line|station|camera|shift|day|model_version|decision|class]\n"
+               "         [-f|--format csv|json|html] [-o|--out FILE] [--tz ZONE] [--shifts 6,14,22]\n"
+               "         [--ok-classes a,b] [--title TEXT]\n"
                "  T: unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]Z (UTC); from <= t < to.\n"
-               "  --format defaults to the --out extension (.csv/.json/.html), else csv.\n"
-               "  Classes listed in --ok-classes (default ok,good,pass,normal,clean,no_defect) are not defects.\n");
+               "  --tz: IANA zone (Europe/Berlin), UTC or a fixed offset (+02:00) for days and shifts;\n"
+               "  --shifts: local start hours. --format defaults to the --out extension, else csv.\n"
+               "  Classes listed in --ok-classes (default ok,good,pass,normal,clean,no_defect) are not defects.\n"
+               "  A report never creates a database: a missing SQLite file is refused.\n" DN_EXIT_HELP);
+}
+
+/* A report never creates a database: a SQLite file that does not exist is an error. */
+static int sqlite_missing(const char *db) {
+    if (!strncmp(db, "postgres://", 11) || !strncmp(db, "postgresql://", 13)) return 0;
+    const char *path = !strncmp(db, "sqlite:", 7) ? db + 7 : db;
+    struct stat st;
+    if (stat(path, &st) == 0) return 0;
+    fprintf(stderr, "defectnet report: %s: no such database (%s)\n", path, strerror(errno));
+    return 1;
 }
 
 int cmd_report(int argc, char **argv) {
     const char *db = NULL, *out = NULL, *format = NULL;
     dn_mreport_opts o = {0};
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { report_usage(stdout); return 0; }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "defectnet report: %s: unknown option or missing value\n", a);
-            report_usage(stderr);
-            return 2;
-        }
-        const char *v = argv[++i];
-        if (!strcmp(a, "--db")) db = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--format")) format = v;
-        else if (!strcmp(a, "--group-by")) o.group_by = v;
-        else if (!strcmp(a, "--line")) o.line = v;
-        else if (!strcmp(a, "--ok-classes")) o.ok_classes = v;
-        else if (!strcmp(a, "--shifts")) o.shifts = v;
-        else if (!strcmp(a, "--title")) o.title = v;
-        else if (!strcmp(a, "--from") || !strcmp(a, "--to")) {
-            if (dn_parse_time(v, a, !strcmp(a, "--from") ? &o.from : &o.to)) {
+    enum { O_DB = 256, O_LINE, O_OK, O_SHIFTS, O_TITLE, O_FROM, O_TO, O_TZ };
+    static const dn_opt opts[] = {
+        {"db", O_DB, DN_ARG_REQ, NULL},          {"out", 'o', DN_ARG_REQ, NULL},
+        {"format", 'f', DN_ARG_REQ, NULL},       {"group-by", 'g', DN_ARG_REQ, NULL},
+        {"line", O_LINE, DN_ARG_REQ, NULL},      {"ok-classes", O_OK, DN_ARG_REQ, NULL},
+        {"shifts", O_SHIFTS, DN_ARG_REQ, NULL},  {"title", O_TITLE, DN_ARG_REQ, NULL},
+        {"from", O_FROM, DN_ARG_REQ, NULL},      {"to", O_TO, DN_ARG_REQ, NULL},
+        {"tz", O_TZ, DN_ARG_REQ, NULL},          {0}};
+    dn_args a;
+    dn_args_init(&a, "report", argc, argv, opts);
+    for (int c; (c = dn_args_next(&a)) != -1;) {
+        switch (c) {
+        case 'h': report_usage(stdout); return 0;
+        case O_DB: db = a.val; break;
+        case 'o': out = a.val; break;
+        case 'f': format = a.val; break;
+        case 'g': o.group_by = a.val; break;
+        case O_LINE: o.line = a.val; break;
+        case O_OK: o.ok_classes = a.val; break;
+        case O_SHIFTS: o.shifts = a.val; break;
+        case O_TITLE: o.title = a.val; break;
+        case O_TZ: o.tz = a.val; break;
+        case O_FROM:
+        case O_TO:
+            if (dn_parse_time(a.val, a.name, c == O_FROM ? &o.from : &o.to)) {
                 fprintf(stderr, "defectnet report: %s\n", dn_last_error());
-                return 2;
+                return DN_EXIT_USAGE;
             }
-        } else {
-            fprintf(stderr, "defectnet report: unknown option %s\n", a);
-            report_usage(stderr);
-            return 2;
+            break;
+        default: return DN_EXIT_USAGE;
         }
     }
-    if (!db) {
-        fprintf(stderr, "defectnet report: --db is required\n");
-        report_usage(stderr);
-        return 2;
+    if (dn_args_npos(&a)) return dn_usage_error("report", "unexpected argument '%s'", dn_args_pos(&a, 0));
+    if (!db) return dn_usage_error("report", "--db is required (see defectnet report --help)");
+    int fmt = 0;
+    if (format ? dn_format_parse("report", format, DN_FMT_CSV | DN_FMT_JSON | DN_FMT_HTML, &fmt) : 0)
+        return DN_EXIT_USAGE;
+    if (!fmt) {
+        fmt = dn_format_from_path(out);
+        if (fmt != DN_FMT_JSON && fmt != DN_FMT_HTML) fmt = DN_FMT_CSV;
     }
-    if (!format) {
-        const char *dot = out ? strrchr(out, '.') : NULL;
-        format = dot && dn_mreport_mime(dot + 1) ? dot + 1 : "csv";
-    }
-    if (!dn_mreport_mime(format)) {
-        fprintf(stderr, "defectnet report: --format '%s' is not one of csv, json, html\n", format);
-        return 2;
-    }
-    int rc = 1;
+    dn_status st;
+    if ((st = dn_mreport_check(&o))) return dn_cli_fail("report", st);
+    if (sqlite_missing(db)) return DN_EXIT_DATA;
+    int rc = DN_EXIT_DATA;
     dn_store *s = NULL;
     dn_mreport *r = NULL;
     dn_sb b = {0};
     FILE *f = NULL;
-    if (dn_store_open(db, &s) || dn_mreport_build(s, &o, &r) || dn_mreport_render(r, format, &b)) {
-        fprintf(stderr, "defectnet report: %s\n", dn_last_error());
+    if ((st = dn_store_open(db, &s)) || (st = dn_mreport_build(s, &o, &r)) ||
+        (st = dn_mreport_render(r, dn_format_name(fmt), &b))) {
+        rc = dn_cli_fail("report", st);
         goto done;
     }
     if (out) {

@@ -1,6 +1,7 @@
 /* defectnet rules: validate a rules file, and replay predictions through it in dry-run
  * mode ("what would have fired"). Format: docs/rules.md. */
 #include "commands.h"
+#include "cli/args.h"
 #include "core/core.h"
 #include "core/json.h"
 #include "serve/actions.h"
@@ -11,14 +12,15 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: defectnet rules check FILE\n"
+            "usage: defectnet rules check FILE [-m|--model M]\n"
             "       defectnet rules dry-run FILE [PREDICTIONS|-]\n"
-            "  check    parse FILE and list its rules, conditions and actions (exit 1 on any error)\n"
+            "  check    parse FILE and list its rules, conditions and actions (exit 2 on any error);\n"
+            "           with --model, warn about rule classes the model does not have\n"
             "  dry-run  evaluate predictions (JSON lines, or the JSON of GET /v1/predictions; '-' or\n"
             "           nothing = stdin) in order, with N-of-M, rate and cooldown history, and print\n"
             "           every action that would fire; nothing is run, posted or published\n"
             "  Fields read from each prediction: id, time (unix s), class, confidence, decision or\n"
-            "  uncertain, line, station, camera, part.\n");
+            "  uncertain, line, station, camera, part.\n" DN_EXIT_HELP);
 }
 
 static void print_set(const char *what, char **set) {
@@ -27,12 +29,32 @@ static void print_set(const char *what, char **set) {
     for (char **p = set; *p; p++) printf("%s%s", p == set ? "" : "|", *p);
 }
 
-static int do_check(const char *path) {
+/* Rule classes the model cannot predict never fire: one warning line each. */
+static int warn_unknown_classes(const dn_rules *r, const char *model_path) {
+    dn_model *m = NULL;
+    dn_status st = dn_model_load(model_path, &m);
+    if (st) return dn_cli_fail("rules", st);
+    int nwarn = 0;
+    for (int i = 0; i < r->n; i++)
+        for (char **c = r->rules[i].classes; c && *c; c++) {
+            int k = 0;
+            while (k < dn_model_num_classes(m) && strcmp(dn_model_class_name(m, k), *c)) k++;
+            if (k == dn_model_num_classes(m)) {
+                fprintf(stderr, "defectnet rules: warning: rule '%s': class '%s' is not one of %s's classes; it never fires\n",
+                        r->rules[i].name, *c, model_path);
+                nwarn++;
+            }
+        }
+    dn_model_free(m);
+    return nwarn ? DN_EXIT_PARTIAL : 0;
+}
+
+static int do_check(const char *path, const char *model) {
     dn_rules *r = NULL;
-    if (dn_rules_load(path, &r)) {
-        fprintf(stderr, "defectnet rules: %s\n", dn_last_error());
-        return 1;
-    }
+    dn_status st;
+    if ((st = dn_rules_load(path, &r))) return dn_cli_fail("rules", st);
+    int rc = model ? warn_unknown_classes(r, model) : 0;
+    if (rc > DN_EXIT_PARTIAL) { dn_rules_free(r); return rc; }
     printf("%s: %d rule%s, queue_capacity %d, drain_s %g\n", path, r->n, r->n == 1 ? "" : "s", r->queue_capacity,
            r->drain_s);
     for (int i = 0; i < r->n; i++) {
@@ -63,7 +85,7 @@ static int do_check(const char *path) {
         }
     }
     dn_rules_free(r);
-    return 0;
+    return rc;
 }
 
 /* Outcomes arrive from one thread per target in any order; they are collected and printed
@@ -80,7 +102,7 @@ static void on_outcome(void *ctx, const dn_action_outcome *o) {
     dry_ctx *c = ctx; /* calls are serialised by the executor */
     if (c->n == c->cap) {
         size_t nc = c->cap ? c->cap * 2 : 64;
-        dry_line *nv = realloc(c->v, nc * sizeof *nv);
+        dry_line *nv = dn_realloc(c->v, nc * sizeof *nv);
         if (!nv) { c->oom = 1; return; }
         c->v = nv;
         c->cap = nc;
@@ -131,7 +153,7 @@ static int to_event(const dn_json *v, long lineno, dn_pred_event *ev, const char
 }
 
 static int do_dry_run(const char *rules_path, const char *pred_path) {
-    int rc = 1;
+    int rc = DN_EXIT_DATA;
     dn_rules *r = NULL;
     dn_actions *a = NULL;
     uint8_t *data = NULL;
@@ -195,7 +217,7 @@ static int do_dry_run(const char *rules_path, const char *pred_path) {
                 dn_pred_event ev;
                 if (to_event(v, lineno, &ev, src)) { dn_json_free(v); dn_json_free(doc); goto done; }
                 /* JSON sent to actions is the line itself */
-                char *js = strndup(p, (size_t)(le - p));
+                char *js = dn_strndup(p, (size_t)(le - p));
                 ev.json = js;
                 fired += dn_actions_submit(a, &ev);
                 free(js);
@@ -226,9 +248,23 @@ done:
 }
 
 int cmd_rules(int argc, char **argv) {
-    if (argc >= 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) { usage(stdout); return 0; }
-    if (argc == 3 && !strcmp(argv[1], "check")) return do_check(argv[2]);
-    if ((argc == 3 || argc == 4) && !strcmp(argv[1], "dry-run")) return do_dry_run(argv[2], argc == 4 ? argv[3] : NULL);
-    usage(stderr);
-    return 2;
+    const char *model = NULL;
+    static const dn_opt opts[] = {{"model", 'm', DN_ARG_REQ, NULL}, {0}};
+    dn_args a;
+    dn_args_init(&a, "rules", argc, argv, opts);
+    for (int c; (c = dn_args_next(&a)) != -1;) {
+        if (c == 'h') { usage(stdout); return 0; }
+        if (c == 'm') model = a.val;
+        else return DN_EXIT_USAGE;
+    }
+    int np = dn_args_npos(&a);
+    const char *sub = np ? dn_args_pos(&a, 0) : "";
+    if (!strcmp(sub, "check") && np == 2) return do_check(dn_args_pos(&a, 1), model);
+    if (!strcmp(sub, "dry-run") && (np == 2 || np == 3)) {
+        if (model) return dn_usage_error("rules", "--model applies to 'rules check'");
+        return do_dry_run(dn_args_pos(&a, 1), np == 3 ? dn_args_pos(&a, 2) : NULL);
+    }
+    if (strcmp(sub, "check") && strcmp(sub, "dry-run"))
+        return dn_usage_error("rules", "expected 'check FILE' or 'dry-run FILE [PREDICTIONS]' (see defectnet rules --help)");
+    return dn_usage_error("rules", "%s: wrong number of arguments (see defectnet rules --help)", sub);
 }

@@ -377,25 +377,34 @@ void dn_sb_printf(dn_sb *b, const char *fmt, ...) {
     b->len += (size_t)n;
 }
 
-void dn_sb_json_str(dn_sb *b, const char *s) {
-    dn_sb_putn(b, "\"", 1);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+/* The one JSON string escaper: quotes, backslashes and control characters
+ * (RFC 8259 section 7); UTF-8 passes through. put() receives the pieces. */
+static void json_escape(const char *s, void (*put)(void *, const char *, size_t), void *ctx) {
+    put(ctx, "\"", 1);
+    const char *run = s; /* bytes not needing escapes are written in runs */
+    for (const unsigned char *p = (const unsigned char *)s; s && *p; p++) {
         unsigned char c = *p;
-        switch (c) {
-        case '"': dn_sb_putn(b, "\\\"", 2); break;
-        case '\\': dn_sb_putn(b, "\\\\", 2); break;
-        case '\n': dn_sb_putn(b, "\\n", 2); break;
-        case '\r': dn_sb_putn(b, "\\r", 2); break;
-        case '\t': dn_sb_putn(b, "\\t", 2); break;
-        case '\b': dn_sb_putn(b, "\\b", 2); break;
-        case '\f': dn_sb_putn(b, "\\f", 2); break;
-        default:
-            if (c < 0x20) dn_sb_printf(b, "\\u%04x", c);
-            else dn_sb_putn(b, (const char *)p, 1);
+        const char *e = c == '"' ? "\\\"" : c == '\\' ? "\\\\" : c == '\n' ? "\\n" : c == '\r' ? "\\r"
+                      : c == '\t' ? "\\t" : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
+        if (!e && c >= 0x20) continue;
+        if ((const char *)p > run) put(ctx, run, (size_t)((const char *)p - run));
+        char u[8];
+        if (!e) {
+            snprintf(u, sizeof u, "\\u%04x", c);
+            e = u;
         }
+        put(ctx, e, strlen(e));
+        run = (const char *)p + 1;
     }
-    dn_sb_putn(b, "\"", 1);
+    if (s && *run) put(ctx, run, strlen(run));
+    put(ctx, "\"", 1);
 }
+
+static void put_sb(void *ctx, const char *s, size_t n) { dn_sb_putn(ctx, s, n); }
+static void put_file(void *ctx, const char *s, size_t n) { fwrite(s, 1, n, ctx); }
+
+void dn_sb_json_str(dn_sb *b, const char *s) { json_escape(s, put_sb, b); }
+void dn_json_fput_str(FILE *f, const char *s) { json_escape(s, put_file, f); }
 
 void dn_sb_free(dn_sb *b) {
     free(b->s);

@@ -15,6 +15,7 @@
 #define DN_JSON_H
 #include "defectnet.h"
 #include <stddef.h>
+#include <stdio.h>
 
 #define DN_JSON_MAX_DEPTH 256
 
@@ -50,6 +51,8 @@ void dn_sb_printf(dn_sb *b, const char *fmt, ...) DN_JSON_PRINTF;
 void dn_sb_puts(dn_sb *b, const char *s);
 void dn_sb_putn(dn_sb *b, const char *s, size_t n);
 void dn_sb_json_str(dn_sb *b, const char *s); /* appends a quoted, escaped JSON string */
+/* The same quoted, escaped JSON string written to f (the one escaper for both). */
+void dn_json_fput_str(FILE *f, const char *s);
 void dn_sb_free(dn_sb *b);
 
 #endif

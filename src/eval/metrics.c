@@ -1,6 +1,7 @@
 /* Classification metrics (see metrics.h for the exact conventions). */
 #include "eval/metrics.h"
 #include "core/core.h"
+#include "core/json.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,16 +134,6 @@ fail:
     return st;
 }
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
 
 static void name_of(const char *const *names, int i, char *buf, size_t n) {
     if (names && names[i]) snprintf(buf, n, "%s", names[i]);
@@ -161,7 +152,7 @@ void dn_eval_metrics_json(const dn_eval_metrics *m, const char *const *names, FI
     for (int c = 0; c < m->k; c++) {
         name_of(names, c, nb, sizeof nb);
         fprintf(f, "%s{\"class\":", c ? "," : "");
-        json_str(f, nb);
+        dn_json_fput_str(f, nb);
         fprintf(f, ",\"precision\":%.6f,\"recall\":%.6f,\"f1\":%.6f,\"support\":%lld}", m->precision[c],
                 m->recall[c], m->f1[c], (long long)m->support[c]);
     }

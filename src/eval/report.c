@@ -3,6 +3,8 @@
 #include "eval/report.h"
 #include "core/core.h"
 #include "eval/report_int.h"
+#include "core/json.h"
+#include "eval/style.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,29 +38,9 @@ const char *dn_rep_cname(const dn_eval_report *r, int i) {
 /* ------------------------------------------------------------ escaping */
 
 
-void dn_rep_json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; s && *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
-    }
-    fputc('"', f);
-}
+void dn_rep_json_str(FILE *f, const char *s) { dn_json_fput_str(f, s); }
 
-void dn_rep_html_str(FILE *f, const char *s) {
-    for (; s && *s; s++) {
-        switch (*s) {
-        case '&': fputs("&amp;", f); break;
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '"': fputs("&quot;", f); break;
-        case '\'': fputs("&#39;", f); break;
-        default: fputc(*s, f);
-        }
-    }
-}
+void dn_rep_html_str(FILE *f, const char *s) { dn_fput_html(f, s); }
 
 const char *dn_rep_base_name(const char *p) {
     const char *s = strrchr(p, '/');

@@ -4,32 +4,13 @@
 #include "eval/report.h"
 #include "core/core.h"
 #include "eval/report_int.h"
+#include "eval/style.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 
-static const char *CSS =
-    "body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,'DejaVu Sans',sans-serif;color:#1c2430;"
-    "margin:0 auto;max-width:1080px;padding:24px 28px;background:#fff}"
-    "h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px;padding-bottom:4px;"
-    "border-bottom:2px solid #e3e8ef}h3{font-size:14px;margin:10px 0 6px;color:#3d4a5c}"
-    ".sub{color:#5b6778;margin:0 0 16px}.cards{display:flex;flex-wrap:wrap;gap:10px}"
-    ".card{border:1px solid #d9e0e8;border-radius:8px;padding:10px 14px;min-width:130px;background:#f8fafc}"
-    ".card .v{font-size:22px;font-weight:600}.card .l{color:#5b6778;font-size:12px}"
-    ".card.warn{border-color:#e0a040;background:#fff8ec}"
-    "table{border-collapse:collapse;margin:6px 0}td,th{padding:3px 10px;border-bottom:1px solid #e7ebf0;"
-    "text-align:right;vertical-align:top}th{background:#f1f4f8;font-weight:600}td.l,th.l{text-align:left}"
-    "table.kv td{text-align:left}table.kv td:first-child{color:#5b6778;white-space:nowrap}"
-    "code,.mono{font-family:'DejaVu Sans Mono',monospace;font-size:12px;word-break:break-all}"
-    ".row{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}"
-    ".gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px}"
-    ".gallery figure{margin:0;border:1px solid #d9e0e8;border-radius:6px;padding:6px;font-size:12px;"
-    "break-inside:avoid;background:#fbfcfd}.gallery img{display:block;margin:0 auto 4px;max-width:100%;"
-    "image-rendering:auto}.gallery .t{color:#1f6f3f}.gallery .p{color:#b02a2a;font-weight:600}"
-    ".gallery .n{color:#5b6778;word-break:break-all}.note{color:#5b6778;font-size:12px}"
-    "svg text{font-family:system-ui,'DejaVu Sans',sans-serif}"
-    "@media print{body{padding:0;max-width:none}h2{break-after:avoid}svg,table,.card{break-inside:avoid}}";
+/* the stylesheet is shared with the manufacturing report: src/eval/style.c */
 
 /* row-normalised share v in [0,1] -> fill colour (white to blue on the diagonal, white to red off it) */
 static void cell_colour(double v, int diag, char *buf, size_t n) {
@@ -267,7 +248,7 @@ void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
     fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
           "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>defectnet evaluation: ", f);
     dn_rep_html_str(f, dn_rep_base_name(r->model_path));
-    fprintf(f, "</title>\n<style>%s</style></head><body>\n<h1>Evaluation of ", CSS);
+    fprintf(f, "</title>\n<style>%s</style></head><body>\n<h1>Evaluation of ", dn_report_css());
     dn_rep_html_str(f, dn_rep_base_name(r->model_path));
     fputs("</h1>\n<p class=\"sub\">", f);
     dn_rep_html_str(f, r->data_source);

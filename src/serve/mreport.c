@@ -1,54 +1,36 @@
-/* Manufacturing report aggregation and rendering (see mreport.h).
+/* Manufacturing report aggregation, CSV and JSON (see mreport.h; the HTML page is
+ * mreport_html.c).
  *
- * One pass over the matching predictions fills three tables keyed by string:
- * the requested grouping, lines (defect/uncertain rate per line) and time buckets
- * (UTC days, or shifts when grouping by shift) for the counts-over-time chart.
- * Every table row keeps per-class counts. Rendering never trusts stored strings:
- * class/line names are escaped for HTML/SVG, JSON and CSV (with a leading quote
- * against spreadsheet formula injection). */
-#include "serve/mreport.h"
+ * One pass over the matching predictions fills string-keyed tables: the requested
+ * grouping, lines, counts over time (local hours and days, or shifts) and the same
+ * per line for the p-charts. Every row keeps per-class counts. The newest defects
+ * whose image copy was stored are kept for thumbnails. Rendering never trusts
+ * stored strings: names are escaped for HTML/SVG, JSON and CSV (with a leading
+ * quote against spreadsheet formula injection). */
 #include "core/core.h"
+#include "serve/mreport_int.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-typedef struct {
-    char *key;
-    int64_t total, defects, uncertain;
-    double conf_sum;
-    int64_t *counts; /* [capcls] */
-} rgroup;
-
-typedef struct {
-    rgroup *g;
-    int n, cap, last;
-} rtable;
-
-struct dn_mreport {
-    char group_by[16];
-    char *ok_classes, *title, *line;
-    int shift_start[8], nshift;
-    double from, to, tmin, tmax;
-    char **classes;
-    int ncls, capcls;
-    rtable groups, lines, series, hours;
-    char series_unit[8];        /* "hour" (data within 48 h), "day" or "shift" */
-    int64_t total, defects, uncertain;
-    int64_t *class_counts; /* [capcls] */
-    int oom;
-};
-
 static const char *DEFAULT_OK = "ok,good,pass,normal,clean,no_defect";
+static const char *const GROUPS[] = {"day", "line", "station", "camera", "shift", "model_version", "decision", "class"};
+#define NGROUPS ((int)(sizeof GROUPS / sizeof GROUPS[0]))
 
 /* ------------------------------------------------------------------ tables */
 
 static int grow_counts(int64_t **c, int oldcap, int newcap) {
-    int64_t *n = realloc(*c, (size_t)newcap * sizeof *n);
+    int64_t *n = dn_realloc(*c, (size_t)newcap * sizeof *n);
     if (!n) return -1;
     memset(n + oldcap, 0, (size_t)(newcap - oldcap) * sizeof *n);
     *c = n;
     return 0;
+}
+
+static rtable *all_tables(dn_mreport *r, int i) {
+    rtable *ts[6] = {&r->groups, &r->lines, &r->s_day, &r->s_hour, &r->p_day, &r->p_hour};
+    return i < 6 ? ts[i] : NULL;
 }
 
 static int class_index(dn_mreport *r, const char *cls) {
@@ -56,53 +38,92 @@ static int class_index(dn_mreport *r, const char *cls) {
         if (!strcmp(r->classes[i], cls)) return i;
     if (r->ncls == r->capcls) {
         int nc = r->capcls ? r->capcls * 2 : 8;
-        char **ncl = realloc(r->classes, (size_t)nc * sizeof *ncl);
+        char **ncl = dn_realloc(r->classes, (size_t)nc * sizeof *ncl);
         if (!ncl) return -1;
         r->classes = ncl;
         if (grow_counts(&r->class_counts, r->capcls, nc)) return -1;
-        rtable *ts[4] = {&r->groups, &r->lines, &r->series, &r->hours};
-        for (int t = 0; t < 4; t++)
-            for (int i = 0; i < ts[t]->n; i++)
-                if (grow_counts(&ts[t]->g[i].counts, r->capcls, nc)) return -1;
+        for (int k = 0; k < 6; k++) {
+            rtable *t = all_tables(r, k);
+            for (int i = 0; i < t->n; i++)
+                if (grow_counts(&t->g[i].counts, r->capcls, nc)) return -1;
+        }
         r->capcls = nc;
     }
-    r->classes[r->ncls] = strdup(cls);
+    r->classes[r->ncls] = dn_strdup(cls);
     if (!r->classes[r->ncls]) return -1;
     return r->ncls++;
 }
 
+static uint32_t hash_str(const char *s) {
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
+    return h;
+}
+
+static int rehash(rtable *t, int nslot) {
+    int *s = dn_calloc((size_t)nslot, sizeof *s);
+    if (!s) return -1;
+    for (int i = 0; i < t->n; i++) {
+        uint32_t k = hash_str(t->g[i].key) & (uint32_t)(nslot - 1);
+        while (s[k]) k = (k + 1) & (uint32_t)(nslot - 1);
+        s[k] = i + 1;
+    }
+    free(t->slot);
+    t->slot = s;
+    t->nslot = nslot;
+    return 0;
+}
+
 static rgroup *table_get(dn_mreport *r, rtable *t, const char *key) {
-    if (t->last >= 0 && t->last < t->n && !strcmp(t->g[t->last].key, key)) return &t->g[t->last];
-    for (int i = 0; i < t->n; i++)
-        if (!strcmp(t->g[i].key, key)) { t->last = i; return &t->g[i]; }
+    uint32_t h = hash_str(key);
+    if (t->nslot) {
+        for (uint32_t k = h & (uint32_t)(t->nslot - 1); t->slot[k]; k = (k + 1) & (uint32_t)(t->nslot - 1))
+            if (!strcmp(t->g[t->slot[k] - 1].key, key)) return &t->g[t->slot[k] - 1];
+    }
     if (t->n == t->cap) {
         int nc = t->cap ? t->cap * 2 : 16;
-        rgroup *ng = realloc(t->g, (size_t)nc * sizeof *ng);
+        rgroup *ng = dn_realloc(t->g, (size_t)nc * sizeof *ng);
         if (!ng) return NULL;
         t->g = ng;
         t->cap = nc;
     }
     rgroup *g = &t->g[t->n];
     memset(g, 0, sizeof *g);
-    g->key = strdup(key);
-    g->counts = calloc((size_t)(r->capcls ? r->capcls : 1), sizeof *g->counts);
+    g->key = dn_strdup(key);
+    g->counts = dn_calloc((size_t)(r->capcls ? r->capcls : 1), sizeof *g->counts);
     if (!g->key || !g->counts) { free(g->key); free(g->counts); return NULL; }
-    t->last = t->n++;
-    return g;
+    t->n++;
+    if (2 * t->n > t->nslot) { /* keep the load under one half */
+        if (rehash(t, t->nslot ? 2 * t->nslot : 64)) { t->n--; free(g->key); free(g->counts); return NULL; }
+    } else {
+        uint32_t k = h & (uint32_t)(t->nslot - 1);
+        while (t->slot[k]) k = (k + 1) & (uint32_t)(t->nslot - 1);
+        t->slot[k] = t->n;
+    }
+    return &t->g[t->n - 1];
 }
 
 static void table_free(rtable *t) {
     for (int i = 0; i < t->n; i++) { free(t->g[i].key); free(t->g[i].counts); }
     free(t->g);
+    free(t->slot);
 }
 
 static int cmp_group_key(const void *a, const void *b) {
     return strcmp(((const rgroup *)a)->key, ((const rgroup *)b)->key);
 }
 
+/* sorted keys; the hash index is dropped (lookups after the build are by scan) */
+static void table_sort(rtable *t) {
+    if (t->n > 1) qsort(t->g, (size_t)t->n, sizeof(rgroup), cmp_group_key);
+    free(t->slot);
+    t->slot = NULL;
+    t->nslot = 0;
+}
+
 /* ------------------------------------------------------------------ keys */
 
-static int is_ok_class(const dn_mreport *r, const char *cls) {
+int dn_mreport_is_ok_class(const dn_mreport *r, const char *cls) {
     size_t n = strlen(cls);
     for (const char *p = r->ok_classes; *p;) {
         const char *e = strchr(p, ',');
@@ -114,23 +135,27 @@ static int is_ok_class(const dn_mreport *r, const char *cls) {
     return 0;
 }
 
-static void hour_key(double t, char *buf, size_t n) {
-    time_t tt = (time_t)floor(t);
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(buf, n, "%Y-%m-%d %H:00", &tm);
+/* local broken-down time of UTC t */
+static void local_tm(const dn_mreport *r, double t, struct tm *tm) {
+    time_t tt = (time_t)floor(t) + dn_tz_offset(&r->tz, t);
+    gmtime_r(&tt, tm);
 }
 
-static void day_key(double t, char *buf, size_t n) {
-    time_t tt = (time_t)floor(t);
+void dn_mreport_fmt_time(const dn_mreport *r, double t, char *buf, size_t n) {
+    if (t <= 0) { snprintf(buf, n, "-"); return; }
     struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(buf, n, "%Y-%m-%d", &tm);
+    local_tm(r, t, &tm);
+    int32_t off = dn_tz_offset(&r->tz, t);
+    if (!off) { strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm); return; }
+    char d[32];
+    strftime(d, sizeof d, "%Y-%m-%dT%H:%M:%S", &tm);
+    int a = off < 0 ? -off : off;
+    snprintf(buf, n, "%s%c%02d:%02d", d, off < 0 ? '-' : '+', a / 3600, a / 60 % 60);
 }
 
-/* "YYYY-MM-DD shift N (HH:00)" where the date is the day the shift started. */
+/* "YYYY-MM-DD SN HH:00" where the date is the local day the shift started. */
 static void shift_key(const dn_mreport *r, double t, char *buf, size_t n) {
-    time_t tt = (time_t)floor(t);
+    time_t tt = (time_t)floor(t) + dn_tz_offset(&r->tz, t);
     struct tm tm;
     gmtime_r(&tt, &tm);
     int h = tm.tm_hour, idx = -1;
@@ -143,28 +168,61 @@ static void shift_key(const dn_mreport *r, double t, char *buf, size_t n) {
     }
     char d[16];
     strftime(d, sizeof d, "%Y-%m-%d", &tm);
-    snprintf(buf, n, "%s S%d %02d:00", d, idx + 1, r->shift_start[idx]);
+    snprintf(buf, n, "%.10s S%d %02d:00", d, (idx + 1) % 10, r->shift_start[idx] % 24);
 }
+
+static void keep_recent(dn_mreport *r, const dn_pred_row *row, const char *cls, const char *line) {
+    if (!row->image_copy || !*row->image_copy) return;
+    int slot = r->nrecent;
+    if (slot == DN_MREPORT_RECENT) { /* replace the oldest if this one is newer */
+        slot = 0;
+        for (int i = 1; i < r->nrecent; i++)
+            if (r->recent[i].time < r->recent[slot].time) slot = i;
+        if (r->recent[slot].time > row->time) return;
+        free(r->recent[slot].cls); free(r->recent[slot].line); free(r->recent[slot].path);
+    } else {
+        r->nrecent++;
+    }
+    recent_defect *d = &r->recent[slot];
+    d->time = row->time;
+    d->confidence = row->confidence;
+    d->cls = dn_strdup(cls);
+    d->line = dn_strdup(line);
+    d->path = dn_strdup(row->image_copy);
+    if (!d->cls || !d->line || !d->path) r->oom = 1;
+}
+
+static const char *or_none(const char *s) { return s && *s ? s : "(none)"; }
 
 static int add_row(void *ctx, const dn_pred_row *row) {
     dn_mreport *r = ctx;
     int ci = class_index(r, row->cls ? row->cls : "?");
     if (ci < 0) { r->oom = 1; return 1; }
     int unc = row->decision && !strcmp(row->decision, "uncertain");
-    int def = !is_ok_class(r, r->classes[ci]);
-    char key[128], skey[64], hkey[64];
-    const char *line = row->line && *row->line ? row->line : "(none)";
-    if (!strcmp(r->group_by, "day")) day_key(row->time, key, sizeof key);
-    else if (!strcmp(r->group_by, "shift")) shift_key(r, row->time, key, sizeof key);
-    else if (!strcmp(r->group_by, "line")) snprintf(key, sizeof key, "%s", line);
-    else snprintf(key, sizeof key, "%s", r->classes[ci]);
-    if (!strcmp(r->group_by, "shift")) shift_key(r, row->time, skey, sizeof skey);
-    else day_key(row->time, skey, sizeof skey);
-    int shift = !strcmp(r->group_by, "shift");
-    if (!shift) hour_key(row->time, hkey, sizeof hkey);
-    rgroup *gs[4] = {table_get(r, &r->groups, key), table_get(r, &r->lines, line),
-                     table_get(r, &r->series, skey), shift ? NULL : table_get(r, &r->hours, hkey)};
-    for (int i = 0; i < 4 - shift; i++) {
+    int def = !dn_mreport_is_ok_class(r, r->classes[ci]);
+    const char *line = or_none(row->line);
+    struct tm tm;
+    local_tm(r, row->time, &tm);
+    char key[160], day[16], hour[24], shift[32], pday[160], phour[160];
+    strftime(day, sizeof day, "%Y-%m-%d", &tm);
+    strftime(hour, sizeof hour, "%Y-%m-%d %H:00", &tm);
+    int by_shift = !strcmp(r->group_by, "shift");
+    if (by_shift) shift_key(r, row->time, shift, sizeof shift);
+    const char *g = r->group_by;
+    if (!strcmp(g, "day")) snprintf(key, sizeof key, "%s", day);
+    else if (by_shift) snprintf(key, sizeof key, "%s", shift);
+    else if (!strcmp(g, "line")) snprintf(key, sizeof key, "%.150s", line);
+    else if (!strcmp(g, "station")) snprintf(key, sizeof key, "%.150s", or_none(row->station));
+    else if (!strcmp(g, "camera")) snprintf(key, sizeof key, "%.150s", or_none(row->camera));
+    else if (!strcmp(g, "model_version")) snprintf(key, sizeof key, "%.150s", or_none(row->model_version));
+    else if (!strcmp(g, "decision")) snprintf(key, sizeof key, "%.150s", or_none(row->decision));
+    else snprintf(key, sizeof key, "%.150s", r->classes[ci]);
+    snprintf(pday, sizeof pday, "%.120s\x1f%s", line, by_shift ? shift : day);
+    snprintf(phour, sizeof phour, "%.120s\x1f%s", line, hour);
+    rgroup *gs[6] = {table_get(r, &r->groups, key), table_get(r, &r->lines, line),
+                     table_get(r, &r->s_day, by_shift ? shift : day), table_get(r, &r->s_hour, hour),
+                     table_get(r, &r->p_day, pday), table_get(r, &r->p_hour, phour)};
+    for (int i = 0; i < 6; i++) {
         if (!gs[i]) { r->oom = 1; return 1; }
         gs[i]->total++;
         gs[i]->defects += def;
@@ -172,13 +230,14 @@ static int add_row(void *ctx, const dn_pred_row *row) {
         gs[i]->conf_sum += row->confidence;
         gs[i]->counts[ci]++;
     }
+    if (def) keep_recent(r, row, r->classes[ci], line);
     r->total++;
     r->defects += def;
     r->uncertain += unc;
     r->class_counts[ci]++;
     if (r->total == 1 || row->time < r->tmin) r->tmin = row->time;
     if (r->total == 1 || row->time > r->tmax) r->tmax = row->time;
-    return 0;
+    return r->oom;
 }
 
 /* ------------------------------------------------------------------ build */
@@ -188,50 +247,58 @@ void dn_mreport_free(dn_mreport *r) {
     for (int i = 0; i < r->ncls; i++) free(r->classes[i]);
     free(r->classes);
     free(r->class_counts);
-    table_free(&r->groups);
-    table_free(&r->lines);
-    table_free(&r->series);
-    table_free(&r->hours);
+    for (int k = 0; k < 6; k++) table_free(all_tables(r, k));
+    for (int i = 0; i < r->nrecent; i++) { free(r->recent[i].cls); free(r->recent[i].line); free(r->recent[i].path); }
+    dn_tz_free(&r->tz);
     free(r->ok_classes);
     free(r->title);
     free(r->line);
     free(r);
 }
 
-static dn_status parse_shifts(dn_mreport *r, const char *s) {
-    r->nshift = 0;
+static dn_status parse_shifts(int *start, int *nshift, const char *s) {
+    *nshift = 0;
     const char *p = s;
     while (*p) {
         char *end;
         long h = strtol(p, &end, 10);
-        if (end == p || h < 0 || h > 23 || r->nshift == 8 || (*end && *end != ','))
+        if (end == p || h < 0 || h > 23 || *nshift == 8 || (*end && *end != ','))
             return dn_fail(DN_ERR_ARG, "report: --shifts '%s': expected up to 8 comma-separated hours 0-23", s);
-        if (r->nshift && h <= r->shift_start[r->nshift - 1])
+        if (*nshift && h <= start[*nshift - 1])
             return dn_fail(DN_ERR_ARG, "report: --shifts '%s': start hours must be increasing", s);
-        r->shift_start[r->nshift++] = (int)h;
+        start[(*nshift)++] = (int)h;
         p = *end ? end + 1 : end;
     }
-    if (!r->nshift) return dn_fail(DN_ERR_ARG, "report: --shifts is empty");
+    if (!*nshift) return dn_fail(DN_ERR_ARG, "report: --shifts is empty");
+    return DN_OK;
+}
+
+dn_status dn_mreport_check(const dn_mreport_opts *o) {
+    const char *gb = o->group_by && *o->group_by ? o->group_by : "day";
+    int ok = 0;
+    for (int i = 0; i < NGROUPS; i++) ok |= !strcmp(gb, GROUPS[i]);
+    if (!ok)
+        return dn_fail(DN_ERR_ARG, "report: group-by '%.40s' is not one of line, station, camera, shift, day, "
+                                   "model_version, decision, class", gb);
+    int st[8], n;
+    dn_status rc = parse_shifts(st, &n, o->shifts ? o->shifts : "6,14,22");
+    if (rc) return rc;
+    if (o->from > 0 && o->to > 0 && o->to <= o->from) return dn_fail(DN_ERR_ARG, "report: --to must be after --from");
+    dn_tz tz;
+    if ((rc = dn_tz_load(o->tz, &tz))) return dn_fail_prefix(rc, "report: --tz");
+    dn_tz_free(&tz);
     return DN_OK;
 }
 
 dn_status dn_mreport_build(dn_store *s, const dn_mreport_opts *o, dn_mreport **out) {
     *out = NULL;
     dn_status rc;
+    if ((rc = dn_mreport_check(o))) return rc;
     dn_mreport *r = dn_calloc(1, sizeof *r);
     if (!r) return DN_ERR_NOMEM;
-    r->groups.last = r->lines.last = r->series.last = r->hours.last = -1;
-    const char *gb = o->group_by && *o->group_by ? o->group_by : "day";
-    if (strcmp(gb, "day") && strcmp(gb, "line") && strcmp(gb, "class") && strcmp(gb, "shift")) {
-        rc = dn_fail(DN_ERR_ARG, "report: group-by '%.40s' is not one of line, class, shift, day", gb);
-        goto fail;
-    }
-    snprintf(r->group_by, sizeof r->group_by, "%s", gb);
-    if ((rc = parse_shifts(r, o->shifts ? o->shifts : "6,14,22"))) goto fail;
-    if (o->from > 0 && o->to > 0 && o->to <= o->from) {
-        rc = dn_fail(DN_ERR_ARG, "report: --to must be after --from");
-        goto fail;
-    }
+    snprintf(r->group_by, sizeof r->group_by, "%s", o->group_by && *o->group_by ? o->group_by : "day");
+    if ((rc = parse_shifts(r->shift_start, &r->nshift, o->shifts ? o->shifts : "6,14,22"))) goto fail;
+    if ((rc = dn_tz_load(o->tz, &r->tz))) goto fail;
     r->ok_classes = dn_strdup(o->ok_classes ? o->ok_classes : DEFAULT_OK);
     r->title = dn_strdup(o->title ? o->title : "defectnet manufacturing report");
     r->line = o->line ? dn_strdup(o->line) : NULL;
@@ -245,19 +312,13 @@ dn_status dn_mreport_build(dn_store *s, const dn_mreport_opts *o, dn_mreport **o
     f.line = o->line;
     if ((rc = dn_store_scan(s, &f, add_row, r))) goto fail;
     if (r->oom) { rc = dn_fail(DN_ERR_NOMEM, "report: out of memory aggregating predictions"); goto fail; }
-    /* time-like keys sort chronologically as strings; lines/classes alphabetically */
-    /* counts over time: per hour when the data spans at most 48 hours, else per day */
-    snprintf(r->series_unit, sizeof r->series_unit, "%s", !strcmp(r->group_by, "shift") ? "shift" : "day");
-    if (strcmp(r->group_by, "shift") && r->total && r->tmax - r->tmin <= 48 * 3600.0) {
-        rtable t = r->series;
-        r->series = r->hours;
-        r->hours = t;
-        snprintf(r->series_unit, sizeof r->series_unit, "hour");
-    }
-    rtable *ts[3] = {&r->groups, &r->lines, &r->series};
-    for (int i = 0; i < 3; i++)
-        if (ts[i]->n > 1) qsort(ts[i]->g, (size_t)ts[i]->n, sizeof(rgroup), cmp_group_key);
-    r->groups.last = r->lines.last = r->series.last = -1;
+    /* over time: per hour when the data spans at most 48 hours, else per day (or shift) */
+    int hourly = strcmp(r->group_by, "shift") && r->total && r->tmax - r->tmin <= 48 * 3600.0;
+    snprintf(r->series_unit, sizeof r->series_unit, "%s", hourly ? "hour" : strcmp(r->group_by, "shift") ? "day" : "shift");
+    r->series = hourly ? &r->s_hour : &r->s_day;
+    r->pchart = hourly ? &r->p_hour : &r->p_day;
+    /* time-like keys sort chronologically as strings; names alphabetically */
+    for (int k = 0; k < 6; k++) table_sort(all_tables(r, k));
     *out = r;
     return DN_OK;
 fail:
@@ -278,6 +339,25 @@ const char *dn_mreport_mime(const char *format) {
     if (!strcmp(format, "json")) return "application/json";
     if (!strcmp(format, "html")) return "text/html; charset=utf-8";
     return NULL;
+}
+
+void dn_pchart_limits(double pbar, int64_t n, double *lcl, double *ucl) {
+    double sd = n > 0 ? sqrt(pbar * (1 - pbar) / (double)n) : 0;
+    *lcl = pbar - 3 * sd < 0 ? 0 : pbar - 3 * sd;
+    *ucl = pbar + 3 * sd > 1 ? 1 : pbar + 3 * sd;
+}
+
+const rgroup **dn_mreport_line_points(const dn_mreport *r, const char *line, int *n) {
+    size_t ll = strlen(line);
+    const rgroup **v = dn_malloc((size_t)(r->pchart->n + 1) * sizeof *v);
+    *n = 0;
+    if (!v) return NULL;
+    for (int i = 0; i < r->pchart->n; i++) {
+        const char *k = r->pchart->g[i].key;
+        if (!strncmp(k, line, ll) && k[ll] == '\x1f') v[(*n)++] = &r->pchart->g[i];
+    }
+    v[*n] = NULL;
+    return v;
 }
 
 /* ------------------------------------------------------------------ helpers */
@@ -322,23 +402,13 @@ bad:
     return dn_fail(DN_ERR_ARG, "%s: cannot parse time '%.40s' (use unix seconds, YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]Z)", what, s);
 }
 
-static double rate(int64_t a, int64_t b) { return b ? (double)a / (double)b : 0.0; }
-
-static void fmt_time(double t, char *buf, size_t n) {
-    if (t <= 0) { snprintf(buf, n, "-"); return; }
-    time_t tt = (time_t)floor(t);
-    struct tm tm;
-    gmtime_r(&tt, &tm);
-    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 /* Pareto order: defect classes by count, descending (ties by name). */
-static int *pareto_order(const dn_mreport *r, int *n) {
-    int *idx = malloc((size_t)(r->ncls ? r->ncls : 1) * sizeof *idx);
+int *dn_mreport_pareto(const dn_mreport *r, int *n) {
+    int *idx = dn_malloc((size_t)(r->ncls ? r->ncls : 1) * sizeof *idx);
     *n = 0;
     if (!idx) return NULL;
     for (int i = 0; i < r->ncls; i++)
-        if (!is_ok_class(r, r->classes[i]) && r->class_counts[i] > 0) idx[(*n)++] = i;
+        if (!dn_mreport_is_ok_class(r, r->classes[i]) && r->class_counts[i] > 0) idx[(*n)++] = i;
     for (int i = 1; i < *n; i++) /* insertion sort: few classes */
         for (int j = i; j > 0; j--) {
             int a = idx[j - 1], b = idx[j];
@@ -364,19 +434,6 @@ static void csv_field(dn_sb *b, const char *s) {
     dn_sb_putn(b, "\"", 1);
 }
 
-static void html_esc(dn_sb *b, const char *s) {
-    for (const char *p = s; *p; p++) {
-        switch (*p) {
-        case '&': dn_sb_puts(b, "&amp;"); break;
-        case '<': dn_sb_puts(b, "&lt;"); break;
-        case '>': dn_sb_puts(b, "&gt;"); break;
-        case '"': dn_sb_puts(b, "&quot;"); break;
-        case '\'': dn_sb_puts(b, "&#39;"); break;
-        default: dn_sb_putn(b, p, 1);
-        }
-    }
-}
-
 /* ------------------------------------------------------------------ CSV */
 
 static void render_csv(const dn_mreport *r, dn_sb *b) {
@@ -391,7 +448,7 @@ static void render_csv(const dn_mreport *r, dn_sb *b) {
         const rgroup *g = &r->groups.g[i];
         csv_field(b, g->key);
         dn_sb_printf(b, ",%lld,%lld,%.6f,%lld,%.6f,%.6f", (long long)g->total, (long long)g->defects,
-                     rate(g->defects, g->total), (long long)g->uncertain, rate(g->uncertain, g->total),
+                     mr_rate(g->defects, g->total), (long long)g->uncertain, mr_rate(g->uncertain, g->total),
                      g->total ? g->conf_sum / (double)g->total : 0.0);
         for (int c = 0; c < r->ncls; c++) dn_sb_printf(b, ",%lld", (long long)g->counts[c]);
         dn_sb_puts(b, "\n");
@@ -408,8 +465,8 @@ static void json_table(const dn_mreport *r, const rtable *t, dn_sb *b) {
         dn_sb_json_str(b, g->key);
         dn_sb_printf(b, ",\"total\":%lld,\"defects\":%lld,\"defect_rate\":%.6f,\"uncertain\":%lld,"
                         "\"uncertain_rate\":%.6f,\"counts\":{",
-                     (long long)g->total, (long long)g->defects, rate(g->defects, g->total),
-                     (long long)g->uncertain, rate(g->uncertain, g->total));
+                     (long long)g->total, (long long)g->defects, mr_rate(g->defects, g->total),
+                     (long long)g->uncertain, mr_rate(g->uncertain, g->total));
         int first = 1;
         for (int c = 0; c < r->ncls; c++) {
             if (!g->counts[c]) continue;
@@ -423,25 +480,56 @@ static void json_table(const dn_mreport *r, const rtable *t, dn_sb *b) {
     dn_sb_puts(b, "]");
 }
 
+static void json_time(const dn_mreport *r, dn_sb *b, const char *name, double t) {
+    char s[40];
+    dn_mreport_fmt_time(r, t, s, sizeof s);
+    dn_sb_printf(b, ",\"%s\":", name);
+    if (t > 0) dn_sb_json_str(b, s);
+    else dn_sb_puts(b, "null");
+}
+
+static void json_pcharts(const dn_mreport *r, dn_sb *b) {
+    dn_sb_puts(b, ",\"pchart\":[");
+    for (int i = 0; i < r->lines.n; i++) {
+        const rgroup *l = &r->lines.g[i];
+        double pbar = mr_rate(l->defects, l->total);
+        dn_sb_puts(b, i ? ",{\"line\":" : "{\"line\":");
+        dn_sb_json_str(b, l->key);
+        dn_sb_printf(b, ",\"p_bar\":%.6f,\"points\":[", pbar);
+        int n = 0;
+        const rgroup **pts = dn_mreport_line_points(r, l->key, &n);
+        if (!pts) b->oom = 1;
+        for (int k = 0; k < n; k++) {
+            double lcl, ucl, p = mr_rate(pts[k]->defects, pts[k]->total);
+            dn_pchart_limits(pbar, pts[k]->total, &lcl, &ucl);
+            dn_sb_puts(b, k ? ",{\"bucket\":" : "{\"bucket\":");
+            dn_sb_json_str(b, strchr(pts[k]->key, '\x1f') + 1);
+            dn_sb_printf(b, ",\"n\":%lld,\"defects\":%lld,\"p\":%.6f,\"lcl\":%.6f,\"ucl\":%.6f,\"out_of_control\":%s}",
+                         (long long)pts[k]->total, (long long)pts[k]->defects, p, lcl, ucl,
+                         p > ucl + 1e-12 || p < lcl - 1e-12 ? "true" : "false");
+        }
+        free(pts);
+        dn_sb_puts(b, "]}");
+    }
+    dn_sb_puts(b, "]");
+}
+
 static void render_json(const dn_mreport *r, dn_sb *b) {
-    char f[32], t[32];
-    fmt_time(r->from, f, sizeof f);
-    fmt_time(r->to, t, sizeof t);
     dn_sb_puts(b, "{\"title\":");
     dn_sb_json_str(b, r->title);
     dn_sb_puts(b, ",\"group_by\":");
     dn_sb_json_str(b, r->group_by);
-    dn_sb_puts(b, ",\"from\":");
-    if (r->from > 0) dn_sb_json_str(b, f); else dn_sb_puts(b, "null");
-    dn_sb_puts(b, ",\"to\":");
-    if (r->to > 0) dn_sb_json_str(b, t); else dn_sb_puts(b, "null");
+    dn_sb_puts(b, ",\"tz\":");
+    dn_sb_json_str(b, r->tz.name);
+    json_time(r, b, "from", r->from);
+    json_time(r, b, "to", r->to);
     dn_sb_puts(b, ",\"line\":");
     if (r->line) dn_sb_json_str(b, r->line); else dn_sb_puts(b, "null");
     dn_sb_puts(b, ",\"ok_classes\":");
     dn_sb_json_str(b, r->ok_classes);
     dn_sb_printf(b, ",\"total\":%lld,\"defects\":%lld,\"defect_rate\":%.6f,\"uncertain\":%lld,\"uncertain_rate\":%.6f",
-                 (long long)r->total, (long long)r->defects, rate(r->defects, r->total), (long long)r->uncertain,
-                 rate(r->uncertain, r->total));
+                 (long long)r->total, (long long)r->defects, mr_rate(r->defects, r->total), (long long)r->uncertain,
+                 mr_rate(r->uncertain, r->total));
     dn_sb_puts(b, ",\"classes\":{");
     for (int c = 0; c < r->ncls; c++) {
         if (c) dn_sb_puts(b, ",");
@@ -450,14 +538,14 @@ static void render_json(const dn_mreport *r, dn_sb *b) {
     }
     dn_sb_puts(b, "},\"pareto\":[");
     int np = 0;
-    int *po = pareto_order(r, &np);
+    int *po = dn_mreport_pareto(r, &np);
     int64_t cum = 0;
     for (int i = 0; po && i < np; i++) {
         cum += r->class_counts[po[i]];
         dn_sb_puts(b, i ? ",{\"class\":" : "{\"class\":");
         dn_sb_json_str(b, r->classes[po[i]]);
         dn_sb_printf(b, ",\"count\":%lld,\"cumulative_pct\":%.3f}", (long long)r->class_counts[po[i]],
-                     100.0 * rate(cum, r->defects));
+                     100.0 * mr_rate(cum, r->defects));
     }
     free(po);
     dn_sb_puts(b, "],\"groups\":");
@@ -465,206 +553,27 @@ static void render_json(const dn_mreport *r, dn_sb *b) {
     dn_sb_puts(b, ",\"lines\":");
     json_table(r, &r->lines, b);
     dn_sb_printf(b, ",\"series_unit\":\"%s\",\"series\":", r->series_unit);
-    json_table(r, &r->series, b);
-    dn_sb_puts(b, "}\n");
-}
-
-/* ------------------------------------------------------------------ HTML + SVG */
-
-static const char *const PALETTE[] = {"#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
-                                      "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#d62728"};
-#define NPAL ((int)(sizeof PALETTE / sizeof PALETTE[0]))
-
-static double nice_max(double v) {
-    if (v <= 0) return 1;
-    double p = pow(10, floor(log10(v))), m = v / p;
-    double n = m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10;
-    return n * p;
-}
-
-/* Stacked bars of per-class counts for each time bucket. */
-static void svg_series(const dn_mreport *r, dn_sb *b) {
-    const rtable *t = &r->series;
-    const int W = 760, H = 300, L = 50, R = 150, T = 20, B = 70;
-    double pw = W - L - R, ph = H - T - B;
-    int64_t mx = 0;
-    for (int i = 0; i < t->n; i++) if (t->g[i].total > mx) mx = t->g[i].total;
-    double ymax = nice_max((double)mx);
-    dn_sb_printf(b, "<svg class=\"chart\" id=\"chart-series\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-                    "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"predictions per class over time\">\n", W, H, W, H);
-    for (int k = 0; k <= 4; k++) {
-        double y = T + ph - ph * k / 4.0;
-        dn_sb_printf(b, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
-                        "<text x=\"%d\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%g</text>\n",
-                     L, y, L + pw, y, L - 4, y + 3, ymax * k / 4.0);
+    json_table(r, r->series, b);
+    json_pcharts(r, b);
+    dn_sb_puts(b, ",\"recent_defects\":[");
+    for (int i = 0; i < r->nrecent; i++) {
+        const recent_defect *d = &r->recent[i];
+        dn_sb_puts(b, i ? ",{\"class\":" : "{\"class\":");
+        dn_sb_json_str(b, d->cls);
+        dn_sb_puts(b, ",\"line\":");
+        dn_sb_json_str(b, d->line);
+        dn_sb_puts(b, ",\"image\":");
+        dn_sb_json_str(b, d->path);
+        json_time(r, b, "time", d->time);
+        dn_sb_printf(b, ",\"confidence\":%.4f}", d->confidence);
     }
-    double bw = t->n ? pw / t->n : pw;
-    int every = t->n > 16 ? (t->n + 15) / 16 : 1;
-    for (int i = 0; i < t->n; i++) {
-        const rgroup *g = &t->g[i];
-        double x = L + i * bw + bw * 0.1, y = T + ph;
-        for (int c = 0; c < r->ncls; c++) {
-            if (!g->counts[c]) continue;
-            double h = ph * (double)g->counts[c] / ymax;
-            y -= h;
-            dn_sb_printf(b, "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"><title>",
-                         x, y, bw * 0.8, h, PALETTE[c % NPAL]);
-            html_esc(b, g->key);
-            dn_sb_puts(b, " ");
-            html_esc(b, r->classes[c]);
-            dn_sb_printf(b, ": %lld</title></rect>\n", (long long)g->counts[c]);
-        }
-        if (i % every == 0) {
-            dn_sb_printf(b, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" transform=\"rotate(45 %.1f %d)\">",
-                         x + bw * 0.4, T + (int)ph + 12, x + bw * 0.4, T + (int)ph + 12);
-            html_esc(b, g->key);
-            dn_sb_puts(b, "</text>\n");
-        }
-    }
-    for (int c = 0; c < r->ncls; c++) {
-        double y = T + 14.0 * c;
-        dn_sb_printf(b, "<rect x=\"%d\" y=\"%.1f\" width=\"10\" height=\"10\" fill=\"%s\"/><text x=\"%d\" y=\"%.1f\" font-size=\"11\">",
-                     W - R + 10, y, PALETTE[c % NPAL], W - R + 24, y + 9);
-        html_esc(b, r->classes[c]);
-        dn_sb_puts(b, "</text>\n");
-    }
-    dn_sb_puts(b, "</svg>\n");
-}
-
-/* Pareto: defect classes by count (bars) and the cumulative share (line, right axis). */
-static void svg_pareto(const dn_mreport *r, dn_sb *b) {
-    const int W = 760, H = 300, L = 50, R = 50, T = 20, B = 80;
-    double pw = W - L - R, ph = H - T - B;
-    int np = 0;
-    int *po = pareto_order(r, &np);
-    double ymax = nice_max(np && po ? (double)r->class_counts[po[0]] : 1);
-    dn_sb_printf(b, "<svg class=\"chart\" id=\"chart-pareto\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-                    "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"Pareto chart of defect classes\">\n", W, H, W, H);
-    for (int k = 0; k <= 4; k++) {
-        double y = T + ph - ph * k / 4.0;
-        dn_sb_printf(b, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
-                        "<text x=\"%d\" y=\"%.1f\" font-size=\"10\" text-anchor=\"end\">%g</text>"
-                        "<text x=\"%.1f\" y=\"%.1f\" font-size=\"10\">%d%%</text>\n",
-                     L, y, L + pw, y, L - 4, y + 3, ymax * k / 4.0, L + pw + 4, y + 3, 25 * k);
-    }
-    double bw = np ? pw / np : pw;
-    int64_t cum = 0;
-    dn_sb b2 = {0};
-    for (int i = 0; po && i < np; i++) {
-        int c = po[i];
-        double h = ph * (double)r->class_counts[c] / ymax, x = L + i * bw + bw * 0.1;
-        dn_sb_printf(b, "<rect class=\"bar\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"><title>",
-                     x, T + ph - h, bw * 0.8, h, PALETTE[c % NPAL]);
-        html_esc(b, r->classes[c]);
-        dn_sb_printf(b, ": %lld</title></rect>\n", (long long)r->class_counts[c]);
-        dn_sb_printf(b, "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" transform=\"rotate(30 %.1f %d)\">",
-                     x, T + (int)ph + 12, x, T + (int)ph + 12);
-        html_esc(b, r->classes[c]);
-        dn_sb_puts(b, "</text>\n");
-        cum += r->class_counts[c];
-        dn_sb_printf(&b2, "%s%.1f,%.1f", i ? " " : "", L + i * bw + bw * 0.5, T + ph - ph * rate(cum, r->defects));
-    }
-    if (b2.s) dn_sb_printf(b, "<polyline class=\"cumulative\" points=\"%s\" fill=\"none\" stroke=\"#333\" stroke-width=\"2\"/>\n", b2.s);
-    if (b2.oom) b->oom = 1;
-    dn_sb_free(&b2);
-    if (!np) dn_sb_printf(b, "<text x=\"%d\" y=\"%d\" font-size=\"14\">no defects</text>\n", L + 20, T + 40);
-    free(po);
-    dn_sb_puts(b, "</svg>\n");
-}
-
-/* Horizontal bars of a rate (0..1) per table row: defect rate per line, uncertain rate per group. */
-static void svg_rates(const dn_mreport *r, const rtable *t, int uncertain, const char *id, const char *label, dn_sb *b) {
-    const int W = 760, L = 170, R = 60, T = 10, RH = 22;
-    int H = T * 2 + RH * (t->n ? t->n : 1) + 16;
-    double pw = W - L - R;
-    dn_sb_printf(b, "<svg class=\"chart\" id=\"%s\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-                    "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"%s\">\n", id, W, H, W, H, label);
-    for (int k = 0; k <= 4; k++) {
-        double x = L + pw * k / 4.0;
-        dn_sb_printf(b, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#ddd\"/>"
-                        "<text x=\"%.1f\" y=\"%d\" font-size=\"10\" text-anchor=\"middle\">%d%%</text>\n",
-                     x, T, x, H - 16, x, H - 4, 25 * k);
-    }
-    for (int i = 0; i < t->n; i++) {
-        const rgroup *g = &t->g[i];
-        double v = rate(uncertain ? g->uncertain : g->defects, g->total);
-        double y = T + i * RH;
-        dn_sb_printf(b, "<text x=\"%d\" y=\"%.1f\" font-size=\"11\" text-anchor=\"end\">", L - 6, y + 15);
-        html_esc(b, g->key);
-        dn_sb_printf(b, "</text><rect class=\"bar\" x=\"%d\" y=\"%.1f\" width=\"%.1f\" height=\"%d\" fill=\"%s\"><title>",
-                     L, y + 3, pw * v, RH - 6, uncertain ? "#edc948" : "#e15759");
-        html_esc(b, g->key);
-        dn_sb_printf(b, ": %.1f%% of %lld</title></rect><text x=\"%.1f\" y=\"%.1f\" font-size=\"10\">%.1f%%</text>\n",
-                     100 * v, (long long)g->total, L + pw * v + 4, y + 15, 100 * v);
-    }
-    dn_sb_puts(b, "</svg>\n");
-}
-
-static void render_html(const dn_mreport *r, dn_sb *b) {
-    char f[32], t[32], lo[32], hi[32];
-    fmt_time(r->from, f, sizeof f);
-    fmt_time(r->to, t, sizeof t);
-    fmt_time(r->total ? r->tmin : 0, lo, sizeof lo);
-    fmt_time(r->total ? r->tmax : 0, hi, sizeof hi);
-    dn_sb_puts(b, "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>");
-    html_esc(b, r->title);
-    dn_sb_puts(b, "</title>\n<style>body{font-family:sans-serif;margin:24px;color:#222}"
-                  "table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
-                  "th:first-child,td:first-child{text-align:left}.kpi{display:inline-block;margin-right:32px}"
-                  ".kpi b{font-size:1.6em;display:block}svg.chart{display:block;margin:8px 0 24px}</style>\n</head><body>\n<h1>");
-    html_esc(b, r->title);
-    dn_sb_puts(b, "</h1>\n<p>Range: ");
-    dn_sb_puts(b, r->from > 0 ? f : "the beginning");
-    dn_sb_puts(b, " to ");
-    dn_sb_puts(b, r->to > 0 ? t : "now");
-    dn_sb_puts(b, " (UTC; data from ");
-    dn_sb_puts(b, lo);
-    dn_sb_puts(b, " to ");
-    dn_sb_puts(b, hi);
-    dn_sb_puts(b, "). Line: ");
-    html_esc(b, r->line ? r->line : "all");
-    dn_sb_puts(b, ". Grouped by ");
-    dn_sb_puts(b, r->group_by);
-    dn_sb_puts(b, ". Non-defect classes: ");
-    html_esc(b, r->ok_classes);
-    dn_sb_puts(b, ".</p>\n");
-    dn_sb_printf(b, "<div class=\"kpi\" id=\"kpi-total\">predictions<b>%lld</b></div>"
-                    "<div class=\"kpi\" id=\"kpi-defects\">defects<b>%lld (%.1f%%)</b></div>"
-                    "<div class=\"kpi\" id=\"kpi-uncertain\">uncertain<b>%lld (%.1f%%)</b></div>\n",
-                 (long long)r->total, (long long)r->defects, 100 * rate(r->defects, r->total),
-                 (long long)r->uncertain, 100 * rate(r->uncertain, r->total));
-    dn_sb_printf(b, "<h2>Predictions per class per %s (UTC)</h2>\n", r->series_unit);
-    svg_series(r, b);
-    dn_sb_puts(b, "<h2>Pareto of defect classes</h2>\n");
-    svg_pareto(r, b);
-    dn_sb_puts(b, "<h2>Defect rate per line</h2>\n");
-    svg_rates(r, &r->lines, 0, "chart-line-defects", "defect rate per line", b);
-    dn_sb_printf(b, "<h2>Uncertain rate per %s</h2>\n", r->group_by);
-    svg_rates(r, &r->groups, 1, "chart-uncertain", "uncertain rate", b);
-    dn_sb_printf(b, "<h2>Counts per %s</h2>\n<table id=\"groups\"><tr><th>%s</th><th>total</th><th>defects</th>"
-                    "<th>defect rate</th><th>uncertain</th>", r->group_by, r->group_by);
-    for (int c = 0; c < r->ncls; c++) {
-        dn_sb_puts(b, "<th>");
-        html_esc(b, r->classes[c]);
-        dn_sb_puts(b, "</th>");
-    }
-    dn_sb_puts(b, "</tr>\n");
-    for (int i = 0; i < r->groups.n; i++) {
-        const rgroup *g = &r->groups.g[i];
-        dn_sb_puts(b, "<tr><td>");
-        html_esc(b, g->key);
-        dn_sb_printf(b, "</td><td>%lld</td><td>%lld</td><td>%.1f%%</td><td>%lld</td>", (long long)g->total,
-                     (long long)g->defects, 100 * rate(g->defects, g->total), (long long)g->uncertain);
-        for (int c = 0; c < r->ncls; c++) dn_sb_printf(b, "<td>%lld</td>", (long long)g->counts[c]);
-        dn_sb_puts(b, "</tr>\n");
-    }
-    dn_sb_puts(b, "</table>\n</body></html>\n");
+    dn_sb_puts(b, "]}\n");
 }
 
 dn_status dn_mreport_render(const dn_mreport *r, const char *format, dn_sb *out) {
     if (!format || !strcmp(format, "json")) render_json(r, out);
     else if (!strcmp(format, "csv")) render_csv(r, out);
-    else if (!strcmp(format, "html")) render_html(r, out);
+    else if (!strcmp(format, "html")) dn_mreport_render_html(r, out);
     else return dn_fail(DN_ERR_ARG, "report: format '%.20s' is not one of csv, json, html", format);
     if (out->oom) return dn_fail(DN_ERR_NOMEM, "report: out of memory rendering %s", format ? format : "json");
     return DN_OK;
