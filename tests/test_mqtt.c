@@ -655,6 +655,66 @@ out:
     broker_kill(&br, SIGTERM);
 }
 
+/* A PLC that acknowledges camera C1 only: C2's verdict times out into the fail-safe. */
+static void plc_msg(struct mosquitto *mq, void *o, const struct mosquitto_message *m, const mosquitto_property *p) {
+    client *c = o;
+    c_msg(mq, o, m, p);
+    if (!strstr(m->topic, "/C1/request")) return;
+    dn_json *j = dn_json_parse(m->payload, (size_t)m->payloadlen, NULL, 0);
+    char ack[300], body[64];
+    snprintf(ack, sizeof ack, "%.*s/ack", (int)(strlen(m->topic) - 8), m->topic);
+    snprintf(body, sizeof body, "{\"seq\":%.0f}", dn_json_num(dn_json_get(j, "seq"), -1));
+    dn_json_free(j);
+    mosquitto_publish_v5(c->mq, NULL, ack, (int)strlen(body), body, 1, false, NULL);
+}
+
+TEST(plc_handshake_failsafe) {
+    broker br;
+    if (broker_new(&br, "plc", 1)) { broker_kill(&br, SIGTERM); SKIP("mosquitto broker not available (/usr/sbin/mosquitto)"); }
+    char db[400], url[64];
+    snprintf(db, sizeof db, "sqlite:%s/plc.db", g_dir);
+    snprintf(url, sizeof url, "mqtt://127.0.0.1:%d", br.port);
+    dn_pipeline *p = pipe_open(db);
+    client plc, pub;
+    CHECK(client_open(&plc, br.port, "plc/+/+/request") == 0);
+    mosquitto_message_v5_callback_set(plc.mq, plc_msg);
+    CHECK(client_open(&pub, br.port, NULL) == 0);
+    dn_bus_config bc = {.url = url, .client_id = "plc-bus", .plc_topic = "plc/{line}/{camera}", .plc_deadline_ms = 400,
+                        .plc_failsafe = "reject"};
+    dn_bus *bus = NULL;
+    CHECK(dn_bus_start(&bc, &bus) == DN_OK && WAIT_FOR(dn_bus_connected(bus), 5));
+    dn_mqtt_in_config c = in_cfg(br.port, "plc1");
+    c.bus = bus;
+    dn_mqtt_in *m = NULL;
+    CHECK(p && dn_mqtt_in_start(p, &c, &m) == DN_OK);
+    if (!m) goto out;
+    CHECK(WAIT_FOR(stat_of(m, S_CONN), 5));
+    usleep(300000);
+    CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", "p1", NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C2/image", g_img, g_img_len, "id", "p2", NULL) == 0);
+    CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", "p3", NULL) == 0);
+    CHECK(WAIT_FOR(stat_of(m, S_ACK) == 3, 20));
+    int64_t fs = 0;
+    CHECK(WAIT_FOR(dn_store_count_outcomes(dn_pipeline_store(p), "failsafe", &fs) == DN_OK && fs == 1, 5));
+    usleep(500000);
+    CHECK(dn_store_count_outcomes(dn_pipeline_store(p), "failsafe", &fs) == DN_OK && fs == 1);
+    /* requests carried per-camera sequence numbers: C1 got 1 and 2, C2 got 1 */
+    CHECK(count_topic(&plc, "plc/L1/C1/request") == 2 && count_topic(&plc, "plc/L1/C2/request") == 1);
+    pthread_mutex_lock(&plc.mu);
+    int seq2 = 0;
+    for (int i = 0; i < plc.n; i++)
+        if (!strcmp(plc.msgs[i].topic, "plc/L1/C1/request") && strstr(plc.msgs[i].payload, "\"seq\":2")) seq2 = 1;
+    pthread_mutex_unlock(&plc.mu);
+    CHECK(seq2);
+    dn_mqtt_in_stop(m);
+out:
+    dn_bus_stop(bus);
+    client_close(&plc);
+    client_close(&pub);
+    dn_pipeline_close(p);
+    broker_kill(&br, SIGTERM);
+}
+
 /* Kafka export against librdkafka's built-in mock cluster (Debian ships no broker):
  * delivery acknowledged before the MQTT input is, keys line/camera read back by a
  * consumer, a broker that is down fails the export within its timeout. */
@@ -838,6 +898,7 @@ int main(void) {
     RUN(dead_broker_reconnects);
     RUN(shared_group_splits_the_stream);
     RUN(broker_credentials);
+    RUN(plc_handshake_failsafe);
     RUN(kafka_export_mock_cluster);
     g_pg_ok = h_pg_start(&g_pg, g_pg_why, sizeof g_pg_why);
     RUN(dead_database_not_acked_until_committed);

@@ -28,6 +28,7 @@ static void serve_usage(FILE *f) {
             "          [--mqtt-session-expiry S]]\n"
             "         [--mqtt-out mqtt://HOST:PORT] [--mqtt-results TEMPLATE] [--mqtt-last TEMPLATE] [--sparkplug GROUP/NODE]\n"
             "         [--mqtt-user NAME [--mqtt-password-file F]] [--kafka HOST:PORT,... --kafka-topic T]\n"
+            "         [--plc-topic TEMPLATE [--plc-deadline-ms 1000] [--plc-failsafe reject] [--plc-ok-classes a,b]]\n"
             "  --db defaults to sqlite:defectnet.db. --listen binds 127.0.0.1 unless told otherwise.\n"
             "  SIGHUP or POST /v1/admin/reload reloads model + rules; SIGTERM/SIGINT shut down gracefully.\n"
             "  See docs/serve.md for the endpoints, docs/fleet.md for MQTT ingestion, results on the bus\n"
@@ -126,6 +127,10 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--mqtt-user")) mc.username = bc.username = val;
         else if (!strcmp(a, "--mqtt-password-file")) mqtt_pw_file = val;
         else if (!strcmp(a, "--kafka")) kafka_brokers = val;
+        else if (!strcmp(a, "--plc-topic")) bc.plc_topic = val;
+        else if (!strcmp(a, "--plc-failsafe")) bc.plc_failsafe = val;
+        else if (!strcmp(a, "--plc-ok-classes")) bc.plc_ok_classes = val;
+        else if (!strcmp(a, "--plc-deadline-ms")) { if (parse_int(a, val, 1, 600000, &v)) return 2; bc.plc_deadline_ms = (int)v; }
         else if (!strcmp(a, "--kafka-topic")) kafka_topic = val;
         else if (!strcmp(a, "--workers")) { if (parse_int(a, val, 1, 256, &v)) return 2; c.workers = (int)v; }
         else if (!strcmp(a, "--queue")) { if (parse_int(a, val, 1, 1000000, &v)) return 2; c.queue = (int)v; }
@@ -162,7 +167,11 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "defectnet serve: the --mqtt-group/-fields/-file-root/-dead-letter/-inflight/-max-payload/-session-expiry options need --mqtt-in\n");
         return 2;
     }
-    int want_bus = bc.results_topic || bc.last_topic || bc.sparkplug || mc.dead_letter;
+    int want_bus = bc.results_topic || bc.last_topic || bc.sparkplug || mc.dead_letter || bc.plc_topic;
+    if ((bc.plc_failsafe || bc.plc_ok_classes || bc.plc_deadline_ms) && !bc.plc_topic) {
+        fprintf(stderr, "defectnet serve: --plc-deadline-ms/--plc-failsafe/--plc-ok-classes need --plc-topic\n");
+        return 2;
+    }
     if (!bc.url) bc.url = mc.url;
     if (want_bus && !bc.url) {
         fprintf(stderr, "defectnet serve: --mqtt-results/--mqtt-last/--sparkplug/--mqtt-dead-letter need --mqtt-out or --mqtt-in\n");

@@ -32,6 +32,11 @@ struct dn_bus {
     int ndev, cdev;
     pthread_mutex_t spmu;         /* orders Sparkplug publishes (seq order = send order) */
     int loop_started;
+    /* PLC handshake (plc_topic NULL = off); waits and per-topic sequence under mu */
+    char *plc_topic, *plc_sub, *plc_failsafe, *plc_ok;
+    int plc_deadline_ms;
+    struct plc_wait { char base[512]; long seq; int acked; struct plc_wait *next; } *waits;
+    struct plc_seq { char base[512]; long seq; struct plc_seq *next; } *seqs;
 };
 
 static uint64_t now_ms(void) {
@@ -121,6 +126,86 @@ static void on_connect(struct mosquitto *mq, void *obj, int rc, int flags, const
     b->connected = 1;
     pthread_mutex_unlock(&b->mu);
     if (b->spb_group) publish_nbirth(b);
+    if (b->plc_sub) mosquitto_subscribe_v5(mq, NULL, b->plc_sub, 1, 0, NULL);
+}
+
+/* A PLC acknowledgement: <base>/ack with {"seq":N}. */
+static void on_message(struct mosquitto *mq, void *obj, const struct mosquitto_message *m, const mosquitto_property *p) {
+    dn_bus *b = obj;
+    size_t tl = strlen(m->topic);
+    if (!b->plc_sub || tl < 5 || strcmp(m->topic + tl - 4, "/ack") || tl - 4 >= 512) return;
+    dn_json *j = dn_json_parse(m->payload, (size_t)m->payloadlen, NULL, 0);
+    double seq = dn_json_num(dn_json_get(j, "seq"), -1);
+    dn_json_free(j);
+    if (seq < 0) return;
+    pthread_mutex_lock(&b->mu);
+    for (struct plc_wait *w = b->waits; w; w = w->next)
+        if (w->seq == (long)seq && strlen(w->base) == tl - 4 && !strncmp(w->base, m->topic, tl - 4)) w->acked = 1;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+int dn_bus_has_plc(const dn_bus *b) { return b && b->plc_topic; }
+
+static int class_in(const char *list, const char *cls) {
+    if (!list || !cls) return 0;
+    size_t cl = strlen(cls);
+    for (const char *p = list; *p;) {
+        size_t l = strcspn(p, ",");
+        if (l == cl && !strncmp(p, cls, l)) return 1;
+        p += l;
+        if (*p == ',') p++;
+    }
+    return 0;
+}
+
+int dn_bus_plc_handshake(dn_bus *b, const dn_bus_result *r, char *verdict, size_t n, char *why, size_t wn) {
+    const char *v = r->uncertain ? "unknown" : class_in(b->plc_ok, r->cls) ? "OK" : "NG";
+    snprintf(verdict, n, "%s", v);
+    why[0] = 0;
+    struct plc_wait w = {{0}, 0, 0, NULL};
+    if (dn_bus_topic(b->plc_topic, r, w.base, sizeof w.base - 16)) {
+        snprintf(why, wn, "%s", dn_last_error());
+        snprintf(verdict, n, "%s", b->plc_failsafe);
+        return 1;
+    }
+    pthread_mutex_lock(&b->mu);
+    struct plc_seq *q = b->seqs;
+    while (q && strcmp(q->base, w.base)) q = q->next;
+    if (!q && (q = dn_calloc(1, sizeof *q))) {
+        snprintf(q->base, sizeof q->base, "%s", w.base);
+        q->next = b->seqs;
+        b->seqs = q;
+    }
+    w.seq = q ? ++q->seq : 0;
+    w.next = b->waits;
+    b->waits = &w;
+    pthread_mutex_unlock(&b->mu);
+    dn_sb j = {0};
+    dn_sb_printf(&j, "{\"seq\":%ld,\"verdict\":\"%s\",\"id\":%lld,\"class\":", w.seq, v, (long long)r->id);
+    dn_sb_json_str(&j, r->cls ? r->cls : "");
+    dn_sb_printf(&j, ",\"confidence\":%.4f}", r->confidence);
+    char t[600];
+    snprintf(t, sizeof t, "%s/request", w.base);
+    dn_status rc = j.oom ? DN_ERR_NOMEM : publish(b, t, j.s, j.len, 0, NULL, b->plc_deadline_ms);
+    dn_sb_free(&j);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += b->plc_deadline_ms / 1000;
+    dl.tv_nsec += (long)(b->plc_deadline_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) { dl.tv_sec++; dl.tv_nsec -= 1000000000L; }
+    pthread_mutex_lock(&b->mu);
+    if (rc) snprintf(why, wn, "request not sent: %s", dn_last_error());
+    else
+        while (!w.acked && pthread_cond_timedwait(&b->cv, &b->mu, &dl) == 0) {}
+    int acked = !rc && w.acked;
+    for (struct plc_wait **pp = &b->waits; *pp; pp = &(*pp)->next)
+        if (*pp == &w) { *pp = w.next; break; }
+    pthread_mutex_unlock(&b->mu);
+    if (acked) return 0;
+    if (!rc) snprintf(why, wn, "no acknowledgement of seq %ld on %s/ack within %d ms", w.seq, w.base, b->plc_deadline_ms);
+    snprintf(verdict, n, "%s", b->plc_failsafe);
+    return 1;
 }
 
 static void on_disconnect(struct mosquitto *mq, void *obj, int rc, const mosquitto_property *p) {
@@ -288,8 +373,8 @@ dn_status dn_bus_check(const dn_bus_config *c) {
     if (!c->client_id || !*c->client_id) return dn_fail(DN_ERR_ARG, "bus: a client id is required");
     if (c->sparkplug && !valid_sparkplug(c->sparkplug))
         return dn_fail(DN_ERR_ARG, "sparkplug '%s': expected GROUP/NODE (no '+', '#')", c->sparkplug);
-    const char *t[2] = {c->results_topic, c->last_topic};
-    for (int i = 0; i < 2; i++)
+    const char *t[3] = {c->results_topic, c->last_topic, c->plc_topic};
+    for (int i = 0; i < 3; i++)
         if (t[i] && (!*t[i] || strpbrk(t[i], "+#") || !dn_mqtt_valid_text(t[i], strlen(t[i]))))
             return dn_fail(DN_ERR_ARG, "bus topic template '%s': must be a topic name without wildcards", t[i]);
     return DN_OK;
@@ -317,12 +402,29 @@ dn_status dn_bus_start(const dn_bus_config *c, dn_bus **out) {
         if (!b->spb_group || !b->spb_node) { rc = DN_ERR_NOMEM; goto fail; }
         b->bdseq = (int64_t)(now_ms() / 1000) & 255; /* differs between process starts */
     }
+    if (c->plc_topic) {
+        size_t l = strlen(c->plc_topic);
+        b->plc_topic = dn_strdup(c->plc_topic);
+        b->plc_failsafe = dn_strdup(c->plc_failsafe ? c->plc_failsafe : "reject");
+        b->plc_ok = c->plc_ok_classes ? dn_strdup(c->plc_ok_classes) : NULL;
+        b->plc_sub = dn_malloc(l + 8);
+        if (!b->plc_topic || !b->plc_failsafe || !b->plc_sub || (c->plc_ok_classes && !b->plc_ok)) { rc = DN_ERR_NOMEM; goto fail; }
+        size_t o = 0; /* the template with every {field} as '+', then /ack */
+        for (const char *p = c->plc_topic; *p;) {
+            const char *e = *p == '{' ? strchr(p, '}') : NULL;
+            if (e) { b->plc_sub[o++] = '+'; p = e + 1; }
+            else b->plc_sub[o++] = *p++;
+        }
+        memcpy(b->plc_sub + o, "/ack", 5);
+        b->plc_deadline_ms = c->plc_deadline_ms > 0 ? c->plc_deadline_ms : 1000;
+    }
     b->mq = mosquitto_new(c->client_id, true, b);
     if (!b->mq) { rc = dn_fail(DN_ERR_NOMEM, "bus: mosquitto_new failed"); goto fail; }
     mosquitto_int_option(b->mq, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
     mosquitto_connect_v5_callback_set(b->mq, on_connect);
     mosquitto_disconnect_v5_callback_set(b->mq, on_disconnect);
     mosquitto_publish_v5_callback_set(b->mq, on_publish);
+    mosquitto_message_v5_callback_set(b->mq, on_message);
     mosquitto_reconnect_delay_set(b->mq, 1, 10, true);
     if (c->username && mosquitto_username_pw_set(b->mq, c->username, c->password)) {
         rc = dn_fail(DN_ERR_ARG, "bus: bad broker user name");
@@ -368,6 +470,15 @@ void dn_bus_stop(dn_bus *b) {
     free(b->last);
     free(b->spb_group);
     free(b->spb_node);
+    free(b->plc_topic);
+    free(b->plc_sub);
+    free(b->plc_failsafe);
+    free(b->plc_ok);
+    while (b->seqs) {
+        struct plc_seq *q = b->seqs;
+        b->seqs = q->next;
+        free(q);
+    }
     pthread_mutex_destroy(&b->mu);
     pthread_mutex_destroy(&b->spmu);
     pthread_cond_destroy(&b->cv);

@@ -37,6 +37,13 @@ typedef struct dn_bus_config {
     int keepalive;              /* seconds; <= 0: 30 */
     const char *username;       /* broker credentials (NULL = anonymous) */
     const char *password;
+    /* PLC handshake (NULL = none): per prediction a request on <expanded plc_topic>/request
+     * {"seq":N,"verdict":"OK"|"NG"|"unknown","id":..,"class":..}; the PLC answers on
+     * <expanded plc_topic>/ack with {"seq":N}. N counts per topic (camera) from 1. */
+    const char *plc_topic;
+    int plc_deadline_ms;        /* no acknowledgement within it -> fail-safe; <= 0: 1000 */
+    const char *plc_failsafe;   /* verdict applied then, e.g. "reject"; NULL = "reject" */
+    const char *plc_ok_classes; /* comma list of classes that are "OK" (others "NG") */
 } dn_bus_config;
 
 /* One committed prediction. Strings may be NULL. */
@@ -60,6 +67,11 @@ dn_status dn_bus_publish_result(dn_bus *b, const dn_bus_result *r, int timeout_m
  * (timeout_ms = 0: queue it and return). */
 dn_status dn_bus_publish(dn_bus *b, const char *topic, const void *payload, size_t len, int retain,
                          int timeout_ms);
+/* The PLC handshake for r (when configured): 0 when the PLC acknowledged in time, 1
+ * when it did not (or the request could not be sent) and the fail-safe verdict applies;
+ * verdict[n] receives the verdict in force and why[wn] the reason. */
+int dn_bus_plc_handshake(dn_bus *b, const dn_bus_result *r, char *verdict, size_t n, char *why, size_t wn);
+int dn_bus_has_plc(const dn_bus *b);
 /* A rejected input message, republished as is (QoS 1) with MQTT 5 user properties
  * "topic" (where it came from) and "error" (why it was rejected). */
 dn_status dn_bus_dead_letter(dn_bus *b, const char *topic, const void *payload, size_t len, const char *from,

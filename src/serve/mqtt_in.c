@@ -590,6 +590,33 @@ static dn_status publish_result(dn_mqtt_in *m, msg *x, const dn_classify_res *re
     return rc;
 }
 
+/* After the acknowledgement: the PLC handshake; a fail-safe verdict is logged and
+ * recorded as an action outcome of the prediction (rule "plc-handshake"). */
+static void plc_handshake(dn_mqtt_in *m, msg *x, const dn_classify_res *res) {
+    dn_bus_result r = {0};
+    r.line = x->meta[F_LINE];
+    r.station = x->meta[F_STATION];
+    r.camera = x->meta[F_CAMERA];
+    r.part = x->meta[F_PART];
+    r.id = res->id;
+    r.cls = res->cls;
+    dn_json *j = res->json ? dn_json_parse(res->json, strlen(res->json), NULL, 0) : NULL;
+    r.confidence = (float)dn_json_num(dn_json_get(j, "confidence"), 0);
+    r.uncertain = !strcmp(dn_json_str(dn_json_get(j, "decision"), "accepted"), "uncertain");
+    dn_json_free(j);
+    char verdict[64], why[700];
+    if (!dn_bus_plc_handshake(m->c.bus, &r, verdict, sizeof verdict, why, sizeof why)) return;
+    mlog(m, "%s: prediction %lld: PLC handshake failed (%s): fail-safe verdict %s", x->topic, (long long)res->id, why, verdict);
+    char detail[800];
+    snprintf(detail, sizeof detail, "%s; fail-safe verdict %s", why, verdict);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    dn_outcome_row o = {res->id, "plc-handshake", "plc", x->topic, "failsafe", detail, 1, ts.tv_sec + ts.tv_nsec * 1e-9};
+    if (dn_store_add_outcome(dn_pipeline_store(m->s), &o)) mlog(m, "fail-safe outcome not recorded: %s", dn_last_error());
+    dn_metrics *mt = dn_pipeline_metrics(m->s);
+    if (mt) dn_metrics_action(mt, "plc", "failsafe");
+}
+
 static int stopping(dn_mqtt_in *m) {
     pthread_mutex_lock(&m->mu);
     int s = m->stop;
@@ -647,8 +674,9 @@ static void handle(dn_mqtt_in *m, msg *x) {
             /* the result goes onto the bus before the input is acknowledged: if that
              * fails the message is retried (answered from the store) or redelivered */
             if (publish_result(m, x, &res, dup) == DN_OK) {
-                free(res.json);
                 ack(m, x);
+                if (!dup && dn_bus_has_plc(m->c.bus)) plc_handshake(m, x, &res);
+                free(res.json);
                 return;
             }
             snprintf(problem, sizeof problem, "result not published: %s", dn_last_error());
