@@ -558,7 +558,25 @@ done:
     return out;
 }
 
-/* Pulls decision/confidence out of the prediction JSON for the bus. */
+/* The bus's view of a committed prediction: metadata of x, id/class of res, and
+ * confidence/decision pulled out of the prediction JSON. */
+static void make_result(const msg *x, const dn_classify_res *res, int duplicate, dn_bus_result *r) {
+    memset(r, 0, sizeof *r);
+    r->line = x->meta[F_LINE];
+    r->station = x->meta[F_STATION];
+    r->camera = x->meta[F_CAMERA];
+    r->part = x->meta[F_PART];
+    r->id = res->id;
+    r->cls = res->cls;
+    r->duplicate = duplicate;
+    r->json = res->json;
+    dn_json *j = res->json ? dn_json_parse(res->json, strlen(res->json), NULL, 0) : NULL;
+    r->confidence = (float)dn_json_num(dn_json_get(j, "confidence"), 0);
+    r->uncertain = !strcmp(dn_json_str(dn_json_get(j, "decision"), "accepted"), "uncertain");
+    dn_json_free(j);
+}
+
+/* Kafka export and the result bus, before the input is acknowledged. */
 static dn_status publish_result(dn_mqtt_in *m, msg *x, const dn_classify_res *res, int duplicate) {
     if (m->c.kafka) { /* key line/camera: one camera's records stay in order in one partition */
         char key[2 * META_MAX + 2];
@@ -570,40 +588,16 @@ static dn_status publish_result(dn_mqtt_in *m, msg *x, const dn_classify_res *re
         if (rc) return rc;
     }
     if (!m->c.bus) return DN_OK;
-    dn_bus_result r = {0};
-    r.line = x->meta[F_LINE];
-    r.station = x->meta[F_STATION];
-    r.camera = x->meta[F_CAMERA];
-    r.part = x->meta[F_PART];
-    r.id = res->id;
-    r.cls = res->cls;
-    r.duplicate = duplicate;
-    r.json = res->json;
-    dn_json *j = res->json ? dn_json_parse(res->json, strlen(res->json), NULL, 0) : NULL;
-    if (j) {
-        r.confidence = (float)dn_json_num(dn_json_get(j, "confidence"), 0);
-        const char *d = dn_json_str(dn_json_get(j, "decision"), "accepted");
-        r.uncertain = !strcmp(d, "uncertain");
-    }
-    dn_status rc = dn_bus_publish_result(m->c.bus, &r, 10000);
-    dn_json_free(j);
-    return rc;
+    dn_bus_result r;
+    make_result(x, res, duplicate, &r);
+    return dn_bus_publish_result(m->c.bus, &r, 10000);
 }
 
 /* After the acknowledgement: the PLC handshake; a fail-safe verdict is logged and
  * recorded as an action outcome of the prediction (rule "plc-handshake"). */
 static void plc_handshake(dn_mqtt_in *m, msg *x, const dn_classify_res *res) {
-    dn_bus_result r = {0};
-    r.line = x->meta[F_LINE];
-    r.station = x->meta[F_STATION];
-    r.camera = x->meta[F_CAMERA];
-    r.part = x->meta[F_PART];
-    r.id = res->id;
-    r.cls = res->cls;
-    dn_json *j = res->json ? dn_json_parse(res->json, strlen(res->json), NULL, 0) : NULL;
-    r.confidence = (float)dn_json_num(dn_json_get(j, "confidence"), 0);
-    r.uncertain = !strcmp(dn_json_str(dn_json_get(j, "decision"), "accepted"), "uncertain");
-    dn_json_free(j);
+    dn_bus_result r;
+    make_result(x, res, 0, &r);
     char verdict[64], why[700];
     if (!dn_bus_plc_handshake(m->c.bus, &r, verdict, sizeof verdict, why, sizeof why)) return;
     mlog(m, "%s: prediction %lld: PLC handshake failed (%s): fail-safe verdict %s", x->topic, (long long)res->id, why, verdict);
