@@ -70,6 +70,12 @@ static float half_to_f32(uint16_t h) {
 }
 
 void dn_dtype_to_f32(dn_dtype t, const uint8_t *s, size_t n, float *d) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (t == DN_DT_F32) { /* the common case: the bytes already are the floats */
+        if (n) memcpy(d, s, n * 4);
+        return;
+    }
+#endif
     for (size_t i = 0; i < n; i++) {
         switch (t) {
         case DN_DT_F32: { uint32_t u = (uint32_t)s[4*i] | (uint32_t)s[4*i+1] << 8 | (uint32_t)s[4*i+2] << 16 | (uint32_t)s[4*i+3] << 24;
