@@ -7,6 +7,7 @@
 #include "train/featcache.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
+#include "train/train_run.h"
 #include "nn/engine.h"
 #include "nn/model.h"
 #include "core/sha256.h"
@@ -550,6 +551,99 @@ TEST(head_fit_separates_clusters) {
     dn_model_free(m);
 }
 
+/* Model selection: higher macro-F1 wins; a tie goes to the lower validation
+ * loss, then to the later epoch (equal loss); NaN never wins. The strict ">" of
+ * old kept epoch 2 at a macro-F1 tie of 1.0 and threw a whole stage away. */
+TEST(selection_tie_break) {
+    CHECK(dn_train_better(0.9, 1.0, 0.8, 0.1));
+    CHECK(!dn_train_better(0.8, 0.1, 0.9, 1.0));
+    CHECK(dn_train_better(1.0, 0.05, 1.0, 0.20));   /* tie at 1.0, lower loss */
+    CHECK(!dn_train_better(1.0, 0.30, 1.0, 0.20));  /* tie, higher loss */
+    CHECK(dn_train_better(1.0, 0.20, 1.0, 0.20));   /* full tie: the later epoch */
+    CHECK(dn_train_better(0.5, 2.0, -1, INFINITY)); /* anything beats nothing */
+    CHECK(!dn_train_better(NAN, 0.1, -1, INFINITY));
+    CHECK(!dn_train_better(0.5, NAN, 0.5, 1.0));
+}
+
+/* Imbalanced data, as on a line: class 0 ("good") 85%, three defect classes 5%
+ * each, overlapping clusters. The default recipe must not trade good parts for
+ * defect guesses: the old default (class-balanced loss weights x label
+ * smoothing 0.1) put most of the smoothing mass on the rare classes, so good
+ * parts near a defect cluster went to it (elpv: good-class recall 13% after
+ * the head stage). Checks the default keeps good-class recall and beats the
+ * old setting on accuracy at an equal or better macro-F1 (within 0.02). */
+static void make_imbalanced(dn_featcache *fc, int n, uint64_t seed) {
+    const int k = 4, d = 8;
+    dn_rng r;
+    dn_rng_seed(&r, seed);
+    fc->dim = d;
+    fc->n = n;
+    fc->x = dn_alloc_aligned((size_t)n * d * sizeof(float));
+    fc->y = calloc((size_t)n, sizeof(int));
+    fc->item = calloc((size_t)n, sizeof(int));
+    fc->view = calloc((size_t)n, sizeof(int));
+    for (int i = 0; i < n; i++) {
+        int y = i % 20 < 17 ? 0 : 1 + i % 20 - 17;
+        fc->y[i] = y;
+        fc->item[i] = i;
+        for (int j = 0; j < d; j++) fc->x[(size_t)i * d + j] = (j % k == y ? 1.2f : 0.0f) + 0.6f * dn_rng_normal(&r);
+    }
+    (void)k;
+}
+
+static void fit_and_score(const dn_train_cfg *c, const dn_featcache *tr, const dn_featcache *va, double *acc,
+                          double *good_recall, double *f1) {
+    int cnt[4] = {0};
+    for (int i = 0; i < tr->n; i++) cnt[tr->y[i]]++;
+    float w[4];
+    int weighted = dn_train_class_weights(c, cnt, 4, w);
+    dn_model *m = tiny_model(4, 2);
+    dn_rng rng;
+    dn_rng_seed(&rng, 9);
+    dn_head_fit_result hr;
+    *acc = *good_recall = *f1 = 0;
+    if (!m) return;
+    CHECK(dn_head_fit(m, tr, va, c, weighted ? w : NULL, 40, &rng, NULL, NULL, &hr) == DN_OK);
+    int correct = 0, good = 0, good_ok = 0;
+    for (int i = 0; i < va->n; i++) {
+        int best = 0;
+        float bl = -1e30f;
+        for (int j = 0; j < 4; j++) {
+            float l = m->fc_b[j];
+            for (int q = 0; q < 8; q++) l += m->fc_w[j * 8 + q] * va->x[i * 8 + q];
+            if (l > bl) { bl = l; best = j; }
+        }
+        correct += best == va->y[i];
+        if (va->y[i] == 0) { good++; good_ok += best == 0; }
+    }
+    *acc = (double)correct / va->n;
+    *good_recall = good ? (double)good_ok / good : 0;
+    *f1 = hr.best_f1;
+    dn_model_free(m);
+}
+
+TEST(default_recipe_on_imbalanced_data) {
+    dn_featcache tr = {0}, va = {0};
+    make_imbalanced(&tr, 1200, 31);
+    make_imbalanced(&va, 1200, 32);
+    dn_train_cfg def, old;
+    dn_train_cfg_default(&def);
+    def.patience = 0;
+    old = def;
+    old.class_weights = 1;
+    old.label_smoothing = 0.1f;
+    double a_def, r_def, f_def, a_old, r_old, f_old;
+    fit_and_score(&def, &tr, &va, &a_def, &r_def, &f_def);
+    fit_and_score(&old, &tr, &va, &a_old, &r_old, &f_old);
+    printf("  imbalanced 85/5/5/5: default acc %.3f good recall %.3f val macro-F1 %.3f | class weights + smoothing: "
+           "acc %.3f good recall %.3f macro-F1 %.3f\n", a_def, r_def, f_def, a_old, r_old, f_old);
+    CHECK(r_def >= 0.95);
+    CHECK(a_def > a_old + 0.02);
+    CHECK(f_def >= f_old - 0.02);
+    dn_featcache_free(&tr);
+    dn_featcache_free(&va);
+}
+
 TEST(stage_parse) {
     dn_train_stage st[DN_MAX_TRAIN_STAGES];
     int n;
@@ -664,12 +758,19 @@ TEST(train_staged_checkpoint_resume) {
     small_cfg(&c, data, out);
     CHECK(dn_train_parse_stages("head:2,layer3:2", c.stages, &c.nstages) == DN_OK);
     dn_train_result res;
+    snprintf(ckpt, sizeof ckpt, "%s.ckpt", out);
+    /* by default the checkpoint is removed once the model is saved */
     dn_status st = dn_train_run(&c, &res);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (st) return;
+    dn_train_result_free(&res);
+    CHECK(access(out, R_OK) == 0 && access(ckpt, F_OK) != 0);
+    c.keep_checkpoint = 1;
+    st = dn_train_run(&c, &res);
     CHECK_MSG(st == DN_OK, "%s", dn_last_error());
     if (st) return;
     CHECK(res.epochs_run == 4);
     dn_train_result_free(&res);
-    snprintf(ckpt, sizeof ckpt, "%s.ckpt", out);
     dn_tensors ts = {0};
     dn_meta meta = {0};
     CHECK(dn_checkpoint_load(ckpt, &ts, &meta) == DN_OK);
@@ -737,11 +838,50 @@ TEST(train_bad_input) {
     fputs("P6\n20 20\n255\nxx", f);
     fclose(f);
     small_cfg(&c, data, out);
+    char errlog[400];
+    snprintf(errlog, sizeof errlog, "%s/stderr.txt", tmpdir());
+    fflush(stderr);
+    int saved = dup(2);
+    FILE *ef = fopen(errlog, "w");
+    dup2(fileno(ef), 2);
     dn_status st = dn_train_run(&c, &res);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    fclose(ef);
     CHECK_MSG(st == DN_OK, "%s", dn_last_error());
     if (!st) {
-        CHECK(res.skipped >= 1);
+        CHECK(res.skipped == 1 && (res.warnings & DN_TRAIN_WARN_SKIPPED));
         dn_train_result_free(&res);
+    }
+    /* the unreadable image is named (once), even with quiet */
+    {
+        char txt[4096] = "";
+        FILE *rf = fopen(errlog, "r");
+        size_t n = rf ? fread(txt, 1, sizeof txt - 1, rf) : 0;
+        txt[n] = 0;
+        if (rf) fclose(rf);
+        const char *hit = strstr(txt, "warning: skipped unreadable image");
+        CHECK_MSG(hit && strstr(hit, "withbad/b/zz_broken.ppm"), "%s", txt);
+        CHECK(hit && !strstr(hit + 1, "zz_broken.ppm\nwarning: skipped")); /* named once */
+    }
+    /* a missing weights file is found before anything is written (no split manifest) */
+    {
+        char sm[400];
+        snprintf(sm, sizeof sm, "%s/never_written.csv", tmpdir());
+        small_cfg(&c, data, out);
+        c.weights = "/nonexistent/resnet18.pth";
+        c.split_manifest = sm;
+        CHECK(dn_train_run(&c, &res) != DN_OK);
+        CHECK_MSG(strstr(dn_last_error(), "/nonexistent/resnet18.pth") != NULL, "%s", dn_last_error());
+        CHECK(access(sm, F_OK) != 0);
+        /* same for a checkpoint to resume from that is not there */
+        small_cfg(&c, data, out);
+        c.split_manifest = sm;
+        c.resume = "/nonexistent/run.ckpt";
+        CHECK(dn_train_run(&c, &res) != DN_OK);
+        CHECK_MSG(strstr(dn_last_error(), "/nonexistent/run.ckpt") != NULL, "%s", dn_last_error());
+        CHECK(access(sm, F_OK) != 0);
     }
     small_cfg(&c, data, out);
     c.strict = 1;
@@ -760,7 +900,7 @@ TEST(train_bad_input) {
     if (!st) dn_train_result_free(&res);
     /* --resume of a checkpoint trained on other classes */
     char ck[400];
-    snprintf(ck, sizeof ck, "%s/m3.safetensors.ckpt", tmpdir());
+    snprintf(ck, sizeof ck, "%s/resume.ckpt", tmpdir()); /* the abc checkpoint train_staged_checkpoint_resume copied */
     small_cfg(&c, data, out);
     c.new_head = 1;
     c.resume = ck;
@@ -786,6 +926,57 @@ TEST(train_bad_input) {
     CHECK(dn_train_run(&c, &res) != DN_OK);
     CHECK_MSG(strstr(dn_last_error(), "gone.ppm") != NULL || strstr(dn_last_error(), "missing") != NULL, "%s",
               dn_last_error());
+}
+
+/* Guard rails of a run: a stage that never beats its start model is discarded
+ * with a warning; a poorly calibrated kept model is flagged. */
+TEST(train_warnings) {
+    char data[300], out[300];
+    snprintf(data, sizeof data, "%s/abc", tmpdir());
+    snprintf(out, sizeof out, "%s/warn.safetensors", tmpdir());
+    dn_train_cfg c;
+    dn_train_result res;
+    /* a stage that cannot beat the best so far: resume a checkpoint that claims a
+     * perfect best (macro-F1 1, loss 0) into one more layer4 epoch */
+    char ck[400];
+    snprintf(ck, sizeof ck, "%s.ckpt", out);
+    small_cfg(&c, data, out);
+    CHECK(dn_train_parse_stages("head:2,layer3:1", c.stages, &c.nstages) == DN_OK);
+    c.keep_checkpoint = 1;
+    dn_status st = dn_train_run(&c, &res);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (st) return;
+    dn_train_result_free(&res);
+    dn_tensors ts = {0};
+    dn_meta meta = {0};
+    CHECK(dn_checkpoint_load(ck, &ts, &meta) == DN_OK);
+    CHECK(dn_meta_set(&meta, "best_f1", "1") == DN_OK && dn_meta_set(&meta, "best_loss", "0") == DN_OK);
+    CHECK(dn_checkpoint_save(ck, &ts, &meta) == DN_OK);
+    dn_tensors_free(&ts);
+    dn_meta_free(&meta);
+    c.stages[1].epochs = 2;
+    c.resume = ck;
+    c.split_manifest = NULL;
+    c.keep_checkpoint = 0;
+    st = dn_train_run(&c, &res);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (!st) {
+        CHECK_MSG(res.warnings & DN_TRAIN_WARN_STAGE_DISCARDED, "warnings %u best epoch %d", res.warnings, res.best_epoch);
+        CHECK(res.best_epoch < 3 && res.epochs_run == 4);
+        dn_train_result_free(&res);
+    }
+    CHECK(access(ck, F_OK) != 0); /* removed after success */
+    /* label smoothing 0.9 caps the confidence near 0.4 on 3 classes: ECE far above 0.1 */
+    small_cfg(&c, data, out);
+    c.label_smoothing = 0.9f;
+    st = dn_train_run(&c, &res);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (!st) {
+        CHECK_MSG((res.warnings & DN_TRAIN_WARN_POOR_CALIBRATION) && res.val.ece > DN_TRAIN_ECE_WARN, "ece %g",
+                  res.val.ece);
+        CHECK(!(res.warnings & DN_TRAIN_WARN_STAGE_DISCARDED));
+        dn_train_result_free(&res);
+    }
 }
 
 /* ------------------------------------------------------------ real data (short) */
@@ -844,10 +1035,13 @@ int main(void) {
     RUN(featcache_memory_and_disk);
     RUN(checkpoint_roundtrip_and_corruption);
     RUN(head_fit_separates_clusters);
+    RUN(selection_tie_break);
+    RUN(default_recipe_on_imbalanced_data);
     RUN(stage_parse);
     RUN(train_head_only_end_to_end);
     RUN(train_staged_checkpoint_resume);
     RUN(train_bad_input);
+    RUN(train_warnings);
     RUN(real_neu_head_only_small);
     return REPORT();
 }

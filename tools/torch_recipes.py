@@ -268,7 +268,14 @@ def cmd_train(a):
     k = len(classes)
     t0 = time.time()
     m = backbone(a.weights if a.recipe != 'scratch' else None, k)
-    crit = nn.CrossEntropyLoss(label_smoothing=a.label_smoothing)
+    weight = None
+    if a.class_weights == 'auto':  # defectnet's --class-weights auto: n / (present classes * count_c)
+        cnt = [0] * k
+        for _, y in sp['train']:
+            cnt[y] += 1
+        present = sum(1 for c in cnt if c)
+        weight = torch.tensor([len(sp['train']) / (present * c) if c else 0.0 for c in cnt])
+    crit = nn.CrossEntropyLoss(weight=weight, label_smoothing=a.label_smoothing)
     eval_tf = make_tf(a.image_size, False)
     mk = lambda items, tf, sh: torch.utils.data.DataLoader(DS(items, tf), batch_size=a.batch, shuffle=sh)
     val_items, test_items, train_items = sp.get('val', []), sp['test'], sp['train']
@@ -478,7 +485,7 @@ def cmd_train(a):
     res = {'system': 'pytorch', 'manifest': a.manifest, 'recipe': a.recipe, 'tutorial': a.tutorial,
            'epochs': a.epochs, 'lr': a.lr, 'optimizer': a.optimizer, 'batch': a.batch,
            'image_size': a.image_size, 'views': a.views if a.recipe != 'scratch' else None,
-           'label_smoothing': a.label_smoothing, 'threads': a.threads,
+           'label_smoothing': a.label_smoothing, 'class_weights': a.class_weights, 'threads': a.threads,
            'train': len(train_items), 'val': len(val_items), 'test': len(test_items),
            'best_epoch': best[2], 'test_acc': round(acc, 4), 'test_macro_f1': round(f1, 4),
            'wall_s': round(time.time() - t0, 1), 'val_log': log}
@@ -549,6 +556,8 @@ def main():
     t.add_argument('--batch', type=int, default=32)
     t.add_argument('--image-size', type=int, default=224)
     t.add_argument('--label-smoothing', type=float, default=0.1)
+    t.add_argument('--class-weights', choices=['none', 'auto'], default='none',
+                   help='auto: class-balanced loss weights as defectnet --class-weights auto')
     t.add_argument('--no-aug', action='store_true')
     t.add_argument('--threads', type=int, default=2)
     t.add_argument('--seed', type=int, default=0)

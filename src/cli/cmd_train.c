@@ -42,7 +42,7 @@ static void usage(FILE *f) {
             "    --optimizer sgd|adamw   (default adamw), --weight-decay F (default 1e-4)\n"
             "    --schedule cosine|step|const (default cosine), --warmup STEPS (default 0)\n"
             "    --batch N (default 32), --image-size N (default 224: whole image resized)\n"
-            "    --label-smoothing F (default 0.1), --class-weights auto|none (default auto), --balanced-sampler\n"
+            "    --label-smoothing F (default 0.1), --class-weights auto|none (default none), --balanced-sampler\n"
             "    --aug flip,rot90,rrc,jitter | --no-aug   (default all four)\n"
             "    --views K               augmented views cached per image for the cached stages (default 2)\n"
             "    --patience N            early stopping on validation macro-F1 (default 10, 0 = off)\n"
@@ -50,8 +50,9 @@ static void usage(FILE *f) {
             "    --stream                layer4 stages: fresh augmentations every epoch instead of training on cached\n"
             "                            layer3 outputs of the fixed views (slower)\n"
             "  run\n"
-            "    --resume CKPT           continue from a checkpoint (written to <out>.ckpt every epoch)\n"
+            "    --resume CKPT           continue from a checkpoint (written to <out>.ckpt every epoch while training)\n"
             "    --checkpoint PATH       where to write checkpoints\n"
+            "    --keep-checkpoint       keep the checkpoint after success (default: removed once the model is saved)\n"
             "    --seed N (default 42), --threads N (default all cores), --workers N (loader threads, default 1)\n"
             "    --json                  JSON lines on stdout (one per epoch, and a final summary)\n"
             "    --quiet                 no progress output\n");
@@ -143,6 +144,7 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--new-head")) { c.new_head = 1; continue; }
         if (!strcmp(a, "--keep-dups")) { c.drop_dups = 0; continue; }
         if (!strcmp(a, "--stream")) { c.no_cache = 1; continue; }
+        if (!strcmp(a, "--keep-checkpoint")) { c.keep_checkpoint = 1; continue; }
         if (strncmp(a, "--", 2) != 0) {
             fprintf(stderr, "defectnet train: unexpected argument '%s' (see --help)\n", a);
             return 2;

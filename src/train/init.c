@@ -81,49 +81,45 @@ static void class_list(const char *const *names, int n, char *buf, size_t cap) {
     }
 }
 
-dn_status tr_load_start_model(run *r) {
+dn_status tr_open_weights(run *r) {
     const dn_train_cfg *c = r->cfg;
     dn_status st;
-    dn_model *m = NULL;
-    if (!c->weights || !strcmp(c->weights, "none")) {
-        if ((st = random_resnet18(c->seed, &m))) return st;
-    } else {
-        uint8_t head[16] = {0};
-        FILE *f = fopen(c->weights, "rb");
-        if (!f) return dn_fail(DN_ERR_IO, "%s: cannot open weights", c->weights);
-        size_t got = fread(head, 1, sizeof head, f);
-        fclose(f);
-        dn_weight_format fmt = dn_weights_detect(head, got);
-        int defectnet = fmt == DN_WFMT_SAFETENSORS;
-        if ((st = dn_model_load_ex(c->weights, !defectnet, &m))) return st;
-        snprintf(r->src_sha, sizeof r->src_sha, "%s", m->sha256);
-        if (defectnet && m->num_classes > 0 && !tr_classes_match(m, r->ds)) {
-            if (!c->new_head) {
-                char a[512], b[512];
-                class_list((const char *const *)m->class_names, m->num_classes, a, sizeof a);
-                class_list((const char *const *)r->ds->classes, r->ds->nclasses, b, sizeof b);
-                dn_model_free(m);
-                return dn_fail(DN_ERR_ARG,
-                               "%s: model classes [%s] do not match the data's classes [%s] (use --new-head to replace the head)",
-                               c->weights, a, b);
-            }
-        } else if (defectnet && m->num_classes > 0) {
-            r->m = m; /* continue fine-tuning this model's head */
-            goto pp;
+    if (!c->weights || !strcmp(c->weights, "none")) return random_resnet18(c->seed, &r->m);
+    uint8_t head[16] = {0};
+    FILE *f = fopen(c->weights, "rb");
+    if (!f) return dn_fail(DN_ERR_IO, "%s: cannot open weights", c->weights);
+    size_t got = fread(head, 1, sizeof head, f);
+    fclose(f);
+    r->src_is_model = dn_weights_detect(head, got) == DN_WFMT_SAFETENSORS;
+    if ((st = dn_model_load_ex(c->weights, !r->src_is_model, &r->m))) return st;
+    snprintf(r->src_sha, sizeof r->src_sha, "%s", r->m->sha256);
+    return DN_OK;
+}
+
+dn_status tr_attach_head(run *r) {
+    const dn_train_cfg *c = r->cfg;
+    dn_model *m = r->m;
+    dn_status st;
+    if (r->src_is_model && m->num_classes > 0 && !tr_classes_match(m, r->ds)) {
+        if (!c->new_head) {
+            char a[512], b[512];
+            class_list((const char *const *)m->class_names, m->num_classes, a, sizeof a);
+            class_list((const char *const *)r->ds->classes, r->ds->nclasses, b, sizeof b);
+            return dn_fail(DN_ERR_ARG,
+                           "%s: model classes [%s] do not match the data's classes [%s] (use --new-head to replace the head)",
+                           c->weights, a, b);
         }
     }
-    if ((st = dn_model_new_head(m, r->ds->nclasses, (const char *const *)r->ds->classes, c->seed ^ 0x5eed))) {
-        dn_model_free(m);
+    /* a defectnet model trained on these classes keeps its head (fine-tuning continues) */
+    if (!(r->src_is_model && m->num_classes > 0 && tr_classes_match(m, r->ds)) &&
+        (st = dn_model_new_head(m, r->ds->nclasses, (const char *const *)r->ds->classes, c->seed ^ 0x5eed)))
         return st;
-    }
-    r->m = m;
-pp:
-    /* training preprocessing: the whole image resized to image_size (no crop loss) */
-    dn_preproc_default(&r->m->pp);
-    r->m->pp.resize = c->image_size;
-    r->m->pp.crop = c->image_size;
-    r->m->temperature = 1.0f;
-    r->m->threshold = 0.0f;
+    /* training preprocessing: shorter side resized to image_size, centre crop image_size */
+    dn_preproc_default(&m->pp);
+    m->pp.resize = c->image_size;
+    m->pp.crop = c->image_size;
+    m->temperature = 1.0f;
+    m->threshold = 0.0f;
     return DN_OK;
 }
 

@@ -25,7 +25,7 @@ void dn_train_cfg_default(dn_train_cfg *c) {
     c->image_size = 224;
     c->views = 2;
     c->label_smoothing = 0.1f;
-    c->class_weights = 1;
+    c->class_weights = 0; /* unweighted: see docs/training.md (weights x smoothing cost good parts) */
     c->balanced_sampler = 0;
     dn_aug_default(&c->aug);
     c->patience = 10;
@@ -101,4 +101,13 @@ void tr_recipe_json(const dn_train_cfg *c, const char *weights_sha, dn_sb *b) {
                  c->batch, c->image_size, c->views, c->label_smoothing, c->class_weights ? "auto" : "none",
                  c->balanced_sampler ? "true" : "false", aug, c->aug.scale_min, c->aug.jitter_b, c->aug.jitter_c,
                  c->patience, (unsigned long long)c->seed);
+}
+
+int dn_train_class_weights(const dn_train_cfg *c, const int *cnt, int k, float *w) {
+    if (!c->class_weights) return 0;
+    long n = 0;
+    int present = 0;
+    for (int i = 0; i < k; i++) { n += cnt[i]; present += cnt[i] > 0; }
+    for (int i = 0; i < k; i++) w[i] = cnt[i] ? (float)((double)n / ((double)present * cnt[i])) : 0.0f;
+    return 1;
 }

@@ -100,10 +100,19 @@ void tr_epoch_report(const run *r, int si, int ep, int eps, double loss, const d
            improved ? "  *best" : "");
 }
 
+void tr_warn(const run *r, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (r->cfg->progress) fputs("\r\033[K", stderr);
+    fputs("warning: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
 void tr_note_skipped(run *r, const char *const *paths, unsigned char *flags, int i) {
     if (flags[i]) return;
     flags[i] = 1;
     r->skipped++;
-    if (r->cfg->progress) fputs("\r\033[K", stderr);
-    fprintf(stderr, "warning: skipped unreadable image %s\n", paths[i]);
+    tr_warn(r, "skipped unreadable image %s", paths[i]);
 }

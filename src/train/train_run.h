@@ -1,7 +1,7 @@
 /* Internals of `dn_train_run` (trainer.h), shared by its parts:
  *   options.c   defaults, --stages parsing, option checks, the recipe as JSON
  *   init.c      the start model (pretrained / defectnet model / random init), parameter copies
- *   progress.c  log lines, the progress bar and its ETA over all stages, epoch reports
+ *   runlog.c    log lines, warnings, the progress bar and its ETA over all stages, epoch reports
  *   resume.c    a run's checkpoint (model, optimizer, counters, RNG) and resuming from one
  *   headfit.c   the head-only fast path on cached pooled features (dn_head_fit)
  *   epoch.c     the one epoch driver of network stages (batches from images or cached
@@ -19,7 +19,7 @@
 #include "train/trainer.h"
 
 /* Work estimate of the whole run in "image-layer units" so that one ETA covers
- * every stage (progress.c). */
+ * every stage (runlog.c). */
 typedef struct tr_clock {
     double total, done;     /* units */
     double t0, busy_s;      /* wall clock at start; seconds spent on counted work */
@@ -43,6 +43,7 @@ typedef struct run {
     int skipped;            /* distinct unreadable images */
     char ckpt[1100], out_tmp[1100];
     char src_sha[65];
+    int src_is_model;       /* --weights is a defectnet model (else torchvision .pth / none) */
     double t_start;
     tr_clock clock;
 } run;
@@ -57,7 +58,11 @@ dn_status tr_check_cfg(const dn_train_cfg *c);
 void tr_recipe_json(const dn_train_cfg *c, const char *weights_sha, dn_sb *b);
 
 /* ---- init.c */
-dn_status tr_load_start_model(run *r);
+/* Loads --weights (or makes the random init) into r->m: before any data is read or written. */
+dn_status tr_open_weights(run *r);
+/* After the data: checks a defectnet model's classes, puts a new head on
+ * (unless the model's head has the data's classes), training preprocessing. */
+dn_status tr_attach_head(run *r);
 int tr_classes_match(const dn_model *m, const dn_dataset *ds);
 void tr_model_copy_params(dn_model *dst, const dn_model *src);
 /* All parameters/buffers of m as 1-d tensors named "model.<name>" appended to ts. */
@@ -66,8 +71,10 @@ dn_status tr_model_to_tensors(const dn_model *m, dn_tensors *ts);
  * mis-sized (the first one's name in first). */
 int tr_model_from_tensors(dn_model *m, const dn_tensors *ts, char *first, size_t cap);
 
-/* ---- progress.c */
+/* ---- runlog.c */
 void tr_log(const run *r, const char *fmt, ...) DN_PRINTF(2, 3);
+/* "warning: ..." on stderr, also with quiet. */
+void tr_warn(const run *r, const char *fmt, ...) DN_PRINTF(2, 3);
 /* Adds the estimated work of every stage (from stage si0 on, epochs_done of
  * the first already done) to r->clock. */
 void tr_clock_plan(run *r, int si0, int epochs_done);

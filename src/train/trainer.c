@@ -140,6 +140,10 @@ done:
 
 /* ------------------------------------------------------------ stages */
 
+static const char *stage_name(int first) {
+    return first == 0 ? "everything" : first == 4 ? "layer4 + head" : first == 5 ? "head only" : "upper layers";
+}
+
 typedef struct head_report_ctx { run *r; int stage, epochs; double best_f1, best_loss; } head_report_ctx;
 static void head_report(void *vctx, int ep, double loss, const dn_eval_metrics *val, double val_loss, double secs,
                         int improved) {
@@ -250,8 +254,7 @@ static dn_status stage_net(run *r, int si, int cached, resume_state *rs, double 
     if ((st = net_optim(c, net, rs, si, &o, &start_ep, &bad))) goto done;
     dn_net_params(net, &np);
     if (!cached)
-        tr_log(r, "stage %d: %s trainable, %d epochs, %d trainable tensors", si + 1,
-               first == 0 ? "everything" : first == 4 ? "layer4 + head" : first == 5 ? "head" : "upper layers",
+        tr_log(r, "stage %d: %s trainable, %d epochs, %d trainable tensors", si + 1, stage_name(first),
                c->stages[si].epochs, np);
     st = tr_run_epochs(r, si, net, o, &tb, &vb, start_ep, bad);
 done:
@@ -323,8 +326,7 @@ static dn_status prepare_data(run *r, const char *split_path, dn_train_result *r
     if (c->class_weights) {
         r->class_w = dn_calloc((size_t)r->k, sizeof(float));
         if (!r->class_w) { free(cnt); return DN_ERR_NOMEM; }
-        for (int i = 0; i < r->k; i++)
-            r->class_w[i] = cnt[i] ? (float)((double)r->ntr / ((double)present * cnt[i])) : 0.0f;
+        dn_train_class_weights(c, cnt, r->k, r->class_w);
     }
     free(cnt);
     res->nclasses = r->k;
@@ -381,6 +383,13 @@ dn_status dn_train_run(const dn_train_cfg *c, dn_train_result *res) {
     dn_status st;
     double feat_s = 0;
     if ((st = tr_check_cfg(c))) return st;
+    /* inputs before outputs: nothing (split manifest, checkpoint) is written or removed
+     * until the weights load and a checkpoint to resume from is readable */
+    if ((st = tr_open_weights(r))) return st;
+    if (c->resume && access(c->resume, R_OK) != 0) {
+        st = dn_fail(DN_ERR_IO, "%s: cannot read the checkpoint to resume from", c->resume);
+        goto done;
+    }
     dn_rng_seed(&r->rng, c->seed);
     snprintf(r->ckpt, sizeof r->ckpt, "%s", c->checkpoint ? c->checkpoint : "");
     if (!c->checkpoint) snprintf(r->ckpt, sizeof r->ckpt, "%s.ckpt", c->out);
@@ -397,7 +406,7 @@ dn_status dn_train_run(const dn_train_cfg *c, dn_train_result *res) {
     if ((st = prepare_data(r, split_path, res))) goto done;
 
     /* model */
-    if ((st = tr_load_start_model(r))) goto done;
+    if ((st = tr_attach_head(r))) goto done;
     if ((st = dn_model_clone(r->m, &r->best))) goto done;
     if (c->resume && (st = tr_load_resume(r, &rs))) goto done;
     if (!rs.active) {
@@ -410,9 +419,16 @@ dn_status dn_train_run(const dn_train_cfg *c, dn_train_result *res) {
         if (done_eps >= c->stages[si].epochs) continue;
         /* each stage starts from the best model so far */
         if (r->best_epoch >= 0) tr_model_copy_params(r->m, r->best);
+        int before = r->best_epoch;
         if (c->stages[si].first_trainable == DN_STAGE_HEAD) st = stage_head(r, si, &feat_s);
         else st = stage_net(r, si, tr_l4_cached(r, si), &rs, &feat_s);
         if (st) goto done;
+        if (before >= 0 && r->best_epoch == before) {
+            res->warnings |= DN_TRAIN_WARN_STAGE_DISCARDED;
+            tr_warn(r, "stage %d (%s, %d epochs) never beat the model it started from (validation macro-F1 %.4f, loss %.4f "
+                       "at epoch %d); it was discarded", si + 1, stage_name(c->stages[si].first_trainable),
+                    c->stages[si].epochs, r->best_f1, r->best_loss, r->best_epoch + 1);
+        }
     }
     res->epochs_run = r->gep;
     res->best_epoch = r->best_epoch;
@@ -421,10 +437,18 @@ dn_status dn_train_run(const dn_train_cfg *c, dn_train_result *res) {
     /* final evaluation of the kept model */
     if ((st = eval_items(r, r->best, r->va_paths, r->va_labels, r->nva, r->va_bad, &res->val))) goto done;
     if (r->nte > 0 && (st = eval_items(r, r->best, r->te_paths, r->te_labels, r->nte, r->te_bad, &res->test))) goto done;
+    if (res->val.ece > DN_TRAIN_ECE_WARN) {
+        res->warnings |= DN_TRAIN_WARN_POOR_CALIBRATION;
+        tr_warn(r, "the kept model is poorly calibrated: validation ECE %.3f (> %.2f); its confidences overstate or "
+                   "understate accuracy (calibrate with eval before using confidence thresholds)", res->val.ece,
+                DN_TRAIN_ECE_WARN);
+    }
+    if (r->skipped) res->warnings |= DN_TRAIN_WARN_SKIPPED;
     res->skipped = r->skipped;
     res->feature_seconds = feat_s;
     res->seconds = dn_now() - r->t_start;
-    st = save_final(r, res, split_path);
+    if ((st = save_final(r, res, split_path))) goto done;
+    if (!c->keep_checkpoint) unlink(r->ckpt);
 done:
     dn_tensors_free(&rs.ts);
     free(r->class_w);

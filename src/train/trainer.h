@@ -23,12 +23,16 @@
  *    no_cache is 0) and trains layer4 + head on them.
  *  - Other stages run the trainable net (train/net.h) on freshly augmented
  *    batches from the threaded loader every epoch.
- * Early stopping: after each epoch the validation macro-F1 is computed; the
- * best model (strictly higher macro-F1) is kept and written to `out`; a stage
- * ends after `patience` epochs without improvement (0 = never).
+ * Early stopping: after each epoch the validation macro-F1 and loss are
+ * computed; the best model is kept and written to `out`: higher macro-F1, or an
+ * equal one with a lower (or equal: the later epoch) validation loss
+ * (train_run.h dn_train_better); a stage ends after `patience` epochs without
+ * improvement (0 = never). A stage that never improves on the model it started
+ * from is discarded with a warning.
  * Checkpoints (train/checkpoint.h) are written atomically after every epoch of
  * a full-network stage and at the end of a head-only stage: model, optimizer
- * state, stage/epoch, RNG state, best score; `resume` continues from one.
+ * state, stage/epoch, RNG state, best score; `resume` continues from one. It is
+ * removed when the run succeeds unless keep_checkpoint.
  * A NaN/Inf loss stops the run with an error; the last checkpoint and the
  * best model written so far are left untouched.
  *
@@ -68,7 +72,7 @@ typedef struct dn_train_cfg {
     int warmup;                 /* warmup steps at the start of each stage */
     int batch, image_size, views;
     float label_smoothing;
-    int class_weights;          /* 1: weights n / (k * count_c) in the loss */
+    int class_weights;          /* 1: weights n / (k * count_c) in the loss (default 0) */
     int balanced_sampler;       /* 1: sample classes uniformly (with replacement) */
     dn_aug aug;
     int patience;
@@ -82,22 +86,30 @@ typedef struct dn_train_cfg {
     int quiet;                  /* nothing on stderr but warnings */
     int no_cache;               /* layer4 stages: stream fresh augmentations every epoch instead of
                                  * training on cached layer3 outputs of the fixed views */
+    int keep_checkpoint;        /* 1: leave the checkpoint after success (default: removed) */
 } dn_train_cfg;
 
-/* Defaults that generalise (chosen on the datasets in RESULTS.md):
- * stages "head:30,layer3:5" — frozen backbone with cached features first,
- * then layer4 + head on cached layer3 outputs (on DeepPCB-crops the head alone
- * plateaus at ~92% and one layer4 epoch lifts validation to ~97.6%; the best
- * model by validation macro-F1 is kept, so the second stage cannot make the
- * kept model worse on validation) — with 2 fixed augmented views per image,
- * AdamW lr 1e-3 wd 1e-4, cosine, batch 32, image 224 (Resize+CenterCrop 224:
- * the whole image), label smoothing 0.1, augment flip,rot90,rrc,jitter,
- * class weights auto, patience 10, seed 42, backbone lr x0.1. */
+/* Defaults that generalise (chosen on the datasets in RESULTS.md, reasoning in
+ * docs/training.md): stages "head:30,layer3:5" — frozen backbone with cached
+ * features first, then layer4 + head on cached layer3 outputs (on DeepPCB-crops
+ * the head alone plateaus at ~92% and one layer4 epoch lifts validation to
+ * ~97.6%; the best model by validation macro-F1 is kept, so the second stage
+ * cannot make the kept model worse on validation) — with 2 fixed augmented
+ * views per image, AdamW lr 1e-3 wd 1e-4, cosine, batch 32, image 224
+ * (Resize+CenterCrop 224), label smoothing 0.1, augment flip,rot90,rrc,jitter,
+ * an unweighted loss (class weights "none": on imbalanced data the
+ * class-balanced weights, with label smoothing, pushed good parts into rare
+ * defect classes), patience 10, seed 42, backbone lr x0.1. */
 void dn_train_cfg_default(dn_train_cfg *c);
 
 /* "head:5,layer3:10" (names as dn_freeze_parse; "head" = "backbone") into
  * stages. DN_ERR_ARG naming the bad entry. */
 dn_status dn_train_parse_stages(const char *spec, dn_train_stage *st, int *n);
+
+/* Loss weights of the classes from their training counts cnt[k] as the run
+ * uses them: with cfg->class_weights, n / (present classes * cnt_c) (0 for an
+ * absent class) into w and returns 1; else returns 0 (unweighted loss). */
+int dn_train_class_weights(const dn_train_cfg *cfg, const int *cnt, int k, float *w);
 
 typedef struct dn_train_result {
     int nclasses;
@@ -108,10 +120,20 @@ typedef struct dn_train_result {
     double best_val_f1;
     dn_eval_metrics val, test;   /* of the kept model; test.n == 0 without a test split */
     double seconds, feature_seconds, head_seconds;
+    unsigned warnings;      /* DN_TRAIN_WARN_* bits; each also printed on stderr */
     char split_manifest[1024];
     char **classes;         /* nclasses names, natural order (owned) */
 } dn_train_result;
 
+#define DN_TRAIN_WARN_STAGE_DISCARDED 1u   /* a stage never beat the model it started from */
+#define DN_TRAIN_WARN_POOR_CALIBRATION 2u  /* validation ECE of the kept model above DN_TRAIN_ECE_WARN */
+#define DN_TRAIN_WARN_SKIPPED 4u           /* unreadable images were skipped (each named) */
+#define DN_TRAIN_ECE_WARN 0.10
+
+/* Inputs are checked before anything is written: the options, the weights file
+ * (loaded), a --resume checkpoint's presence, then the data (the split manifest
+ * is written only after all of them). On success the checkpoint is removed
+ * unless keep_checkpoint. */
 dn_status dn_train_run(const dn_train_cfg *cfg, dn_train_result *res);
 void dn_train_result_free(dn_train_result *r);
 
