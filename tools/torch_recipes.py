@@ -14,6 +14,12 @@ Subcommands
                                        split would leak near-duplicate texture)
            A folder with train/ and test/ sub-folders keeps that official split and carves
            val out of train.
+  cut      an imbalanced cut of a split manifest (issue 10: data shaped like a line):
+             cut --manifest split.csv --out cut.csv --mode imb10 --cls Cr
+                   imb10:  CLS keeps all its rows, every other class keeps 1/10 of its rows
+                           in each part (one class 10x the others)
+                   rare20: CLS keeps 20 images (14 train / 3 val / 3 test; with --keep-test
+                           its whole test part), the others everything
   train    run one recipe on a split manifest and print one JSON line with test metrics:
              train --manifest split.csv --recipe head|layer4|scratch --weights PTH
                    [--epochs --lr --batch --image-size --optimizer sgd|adamw --views K ...]
@@ -132,6 +138,37 @@ def cmd_split(a):
     for _, l, s in rows:
         counts[s] = counts.get(s, 0) + 1
     print(json.dumps({'manifest': a.out, 'official_split': official, 'counts': counts}))
+
+
+def cmd_cut(a):
+    base_in = os.path.dirname(os.path.abspath(a.manifest))
+    base_out = os.path.dirname(os.path.abspath(a.out))
+    rng = random.Random(a.seed)
+    by = {}
+    with open(a.manifest, newline='') as f:
+        for r in csv.DictReader(f):
+            by.setdefault((r['label'], r['split']), []).append(r)
+    if a.cls not in {l for l, _ in by}:
+        sys.exit('cut: class %r is not in %s' % (a.cls, a.manifest))
+    keep = []
+    for (l, s), rs in sorted(by.items()):
+        rng.shuffle(rs)
+        if a.mode == 'imb10':
+            n = len(rs) if l == a.cls else max(1, round(len(rs) / 10))
+        else:
+            n = {'train': 14, 'val': 3, 'test': 3}.get(s, len(rs)) if l == a.cls else len(rs)
+            if l == a.cls and s == 'test' and a.keep_test:
+                n = len(rs)
+        keep += rs[:n]
+    counts = {}
+    with open(a.out, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['path', 'label', 'split'])
+        for r in keep:
+            p = r['path'] if os.path.isabs(r['path']) else os.path.join(base_in, r['path'])
+            w.writerow([os.path.relpath(p, base_out), r['label'], r['split']])
+            counts['%s/%s' % (r['label'], r['split'])] = counts.get('%s/%s' % (r['label'], r['split']), 0) + 1
+    print(json.dumps({'manifest': a.out, 'counts': counts}))
 
 
 # ------------------------------------------------------------------ data
@@ -538,6 +575,13 @@ def main():
     s.add_argument('--test', type=float, default=0.15)
     s.add_argument('--seed', type=int, default=0)
     s.add_argument('--group-block', type=int, default=0)
+    c = sub.add_parser('cut')
+    c.add_argument('--manifest', required=True)
+    c.add_argument('--out', required=True)
+    c.add_argument('--mode', choices=['imb10', 'rare20'], required=True)
+    c.add_argument('--cls', required=True)
+    c.add_argument('--keep-test', action='store_true')
+    c.add_argument('--seed', type=int, default=7)
     t = sub.add_parser('train')
     t.add_argument('--manifest', required=True)
     t.add_argument('--recipe', choices=['head', 'layer4', 'scratch', 'staged'], default='head')
@@ -568,7 +612,7 @@ def main():
     b.add_argument('--threads', type=int, default=2)
     b.add_argument('--limit', type=int, default=0)
     a = ap.parse_args()
-    {'split': cmd_split, 'train': cmd_train, 'bench-head': cmd_bench_head}[a.cmd](a)
+    {'split': cmd_split, 'cut': cmd_cut, 'train': cmd_train, 'bench-head': cmd_bench_head}[a.cmd](a)
 
 
 if __name__ == '__main__':
