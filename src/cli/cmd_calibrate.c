@@ -19,6 +19,7 @@
 #include "io/dataset.h"
 #include "nn/engine.h"
 #include "nn/model.h"
+#include "ood/gradcam.h"
 #include "ood/ood.h"
 #include <errno.h>
 #include <math.h>
@@ -180,6 +181,12 @@ int cmd_calibrate(int argc, char **argv) {
     dn_ood *o = NULL;
     if ((st = dn_ood_fit(m, tr.feat, fy, tr.n, va.feat, va.n, &cfg, &o))) { fprintf(stderr, PFX "%s: %s\n", data, dn_last_error()); goto done; }
     m->ood = o;
+    { /* the absolute Grad-CAM colour scale (docs/ood.md) from up to 64 val images */
+        const char *sub[64];
+        int ns = 0;
+        for (int i = 0; i < nva && ns < 64; i += (nva + 63) / 64) sub[ns++] = vp[i];
+        if ((st = dn_gradcam_reference(m, sub, ns, o->cam_ref))) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+    }
     char desc[300];
     dn_ood_describe(o, desc, sizeof desc);
     printf("unknown-input detection: %s\n", desc);

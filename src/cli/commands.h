@@ -8,6 +8,7 @@
 #define DN_COMMANDS(X) \
     X(convert, "convert torchvision .pth to a defectnet safetensors model (class names, metadata)") \
     X(calibrate, "fit unknown-input detection (KNN/energy/relative Mahalanobis) into a model; measure it against unknown images") \
+    X(explain, "Grad-CAM heatmap overlays (PNG) of a model's evidence for images") \
     X(info, "describe a model: architecture, classes, preprocessing, sha256, metadata") \
     X(download, "download torchvision ResNet-18 weights, sha256-verified") \
     X(eval, "evaluate a model on labelled images: metrics, calibration (temperature, threshold), JSON/HTML report") \

@@ -416,9 +416,9 @@ dn_status dn_ood_to_tensors(const dn_ood *o, dn_tensors *ts, dn_meta *meta) {
         return st;
     dn_sb b = {0};
     dn_sb_printf(&b, "{\"version\":1,\"score\":\"%s\",\"k\":%d,\"threshold\":%.9g,\"tpr\":%.9g,\"fit_rows\":%d,\"val_rows\":%d,"
-                     "\"shrink\":%.9g,\"cam_ref\":%.9g,\"val_mean\":[",
+                     "\"shrink\":%.9g,\"cam_ref\":[%.9g,%.9g,%.9g,%.9g],\"val_mean\":[",
                  kind_names[o->kind], o->k, (double)o->threshold, (double)o->tpr, o->fit_rows, o->val_rows, (double)o->shrink,
-                 (double)o->cam_ref);
+                 (double)o->cam_ref[0], (double)o->cam_ref[1], (double)o->cam_ref[2], (double)o->cam_ref[3]);
     for (int k = 0; k < DN_OOD_NKINDS; k++) dn_sb_printf(&b, "%s%.9g", k ? "," : "", (double)o->zmean[k]);
     dn_sb_puts(&b, "],\"val_std\":[");
     for (int k = 0; k < DN_OOD_NKINDS; k++) dn_sb_printf(&b, "%s%.9g", k ? "," : "", (double)o->zstd[k]);
@@ -479,11 +479,13 @@ dn_status dn_ood_take(dn_tensors *ts, const dn_meta *meta, int feat_dim, int ncl
     if (ncls < 1) goto done; /* backbone without its head: OOD data belongs to the head */
     int kind = dn_ood_kind_parse(dn_json_str(dn_json_get(j, "score"), ""));
     double k = dn_json_num(dn_json_get(j, "k"), -1), thr = dn_json_num(dn_json_get(j, "threshold"), NAN);
-    double tpr = dn_json_num(dn_json_get(j, "tpr"), NAN), cam = dn_json_num(dn_json_get(j, "cam_ref"), 0);
+    double tpr = dn_json_num(dn_json_get(j, "tpr"), NAN);
+    float cam[4] = {0, 0, 0, 0};
+    const dn_json *jc = dn_json_get(j, "cam_ref");
     if (dn_json_num(dn_json_get(j, "version"), 0) != 1) { st = dn_fail(DN_ERR_UNSUPPORTED, "%s: metadata 'ood' version is not 1", label); goto done; }
     if (kind < 0 || !(k >= 1 && k <= 64 && k == (int)k) || !isfinite(thr) || fabs(thr) > FLT_MAX || !(tpr > 0 && tpr < 1) ||
-        !isfinite(cam) || cam < 0 || cam > FLT_MAX) {
-        st = dn_fail(DN_ERR_FORMAT, "%s: metadata 'ood' needs score knn|energy|rmd|combo, k 1..64, finite threshold, tpr in (0,1)", label);
+        (jc && (!json_floats(jc, cam, 4) || cam[0] < 0 || cam[1] < 0 || cam[2] < 0 || cam[3] < 0))) {
+        st = dn_fail(DN_ERR_FORMAT, "%s: metadata 'ood' needs score knn|energy|rmd|combo, k 1..64, finite threshold, tpr in (0,1), cam_ref[4] >= 0", label);
         goto done;
     }
     const dn_tensor *tb = dn_tensors_find(&mine, "ood.bank");
@@ -504,7 +506,8 @@ dn_status dn_ood_take(dn_tensors *ts, const dn_meta *meta, int feat_dim, int ncl
     memcpy(o->mu0, t0->data, d * sizeof(float));
     memcpy(o->prec, tp->data, d * d * sizeof(float));
     memcpy(o->prec0, tq->data, d * d * sizeof(float));
-    o->kind = kind; o->k = (int)k; o->threshold = (float)thr; o->tpr = (float)tpr; o->cam_ref = (float)cam;
+    o->kind = kind; o->k = (int)k; o->threshold = (float)thr; o->tpr = (float)tpr;
+    memcpy(o->cam_ref, cam, sizeof cam);
     o->fit_rows = (int)dn_json_num(dn_json_get(j, "fit_rows"), 0);
     o->val_rows = (int)dn_json_num(dn_json_get(j, "val_rows"), 0);
     o->shrink = (float)dn_json_num(dn_json_get(j, "shrink"), 0);
@@ -528,5 +531,5 @@ void dn_ood_describe(const dn_ood *o, char *buf, size_t n) {
     if (!o) { snprintf(buf, n, "none (no unknown-input detection: run `defectnet calibrate`)"); return; }
     snprintf(buf, n, "score %s (knn k=%d over %d rows, energy, relative Mahalanobis), threshold %.6g (%.0f%% of %d val images accepted), fit on %d images%s",
              kind_names[o->kind], o->k, o->nbank, (double)o->threshold, 100.0 * o->tpr, o->val_rows, o->fit_rows,
-             o->cam_ref > 0 ? ", Grad-CAM reference stored" : "");
+             o->cam_ref[3] > 0 ? ", Grad-CAM reference scale stored" : "");
 }

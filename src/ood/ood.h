@@ -47,7 +47,7 @@ typedef struct dn_ood {
     float zmean[DN_OOD_NKINDS], zstd[DN_OOD_NKINDS]; /* validation statistics of each score */
     int fit_rows, val_rows;
     float shrink;          /* covariance shrinkage used at fit time */
-    float cam_ref;         /* Grad-CAM reference scale (0 = none, see gradcam.h) */
+    float cam_ref[4];      /* Grad-CAM reference scale per layer1..4 (0 = none, see gradcam.h) */
 } dn_ood;
 
 typedef struct dn_ood_cfg {

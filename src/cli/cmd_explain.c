@@ -1,0 +1,131 @@
+/* defectnet explain: Grad-CAM heatmap overlays (docs/ood.md).
+ *
+ *   defectnet explain --model M [--class NAME] [--layer layer1..layer4] --out DIR IMG...
+ *
+ * For each image: the model's preprocessing, the eval-mode forward and the
+ * backward of the predicted class's logit (or --class) to the stage output
+ * (default layer4), Grad-CAM, and DIR/<image name>.cam.png: the model's input
+ * view with the map blended over it. The colour scale is the model's absolute
+ * reference (stored by `defectnet calibrate`); a model without one falls back
+ * to each map's own maximum, with a warning.
+ * One line per image on stdout: path, class explained, predicted class, overlay.
+ *
+ * Exit status: 0 all written; 1 some images failed (the others were written);
+ * 2 usage or model error. */
+#include "commands.h"
+#include "core/core.h"
+#include "eval/report.h"
+#include "nn/engine.h"
+#include "nn/model.h"
+#include "ood/gradcam.h"
+#include "ood/ood.h"
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define PFX "defectnet explain: "
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: defectnet explain --model M --out DIR [--class NAME] [--layer layer4] IMG...\n"
+               "  --model M      defectnet model (with a Grad-CAM reference scale after `defectnet calibrate`)\n"
+               "  --out DIR      overlays are written to DIR/<image name>.cam.png (DIR is created)\n"
+               "  --class NAME   explain this class instead of the predicted one\n"
+               "  --layer L      layer1 | layer2 | layer3 | layer4 (default): the stage whose output is weighted\n"
+               "exit status: 0 ok, 1 some images failed, 2 usage or model error\n");
+}
+
+static dn_status write_file(const char *path, const uint8_t *d, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return dn_fail(DN_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
+    size_t w = fwrite(d, 1, n, f);
+    if (fclose(f) != 0 || w != n) return dn_fail(DN_ERR_IO, "%s: write failed", path);
+    return DN_OK;
+}
+
+static dn_status explain_one(const dn_model *m, dn_session *s, const char *path, const char *dir, int layer, int cls,
+                             float ref, char *outp, size_t outn, int *used, int *pred) {
+    dn_image img, ov;
+    dn_status st = dn_image_load(path, &img);
+    if (st) return st;
+    st = dn_preprocess(&img, &m->pp, dn_session_input(s));
+    dn_image_free(&img);
+    if (st) return st;
+    float cam[64 * 64];
+    int ch, cw, C;
+    dn_session_stage_shape(s, layer, &C, &ch, &cw);
+    float *map = (size_t)ch * cw <= sizeof cam / sizeof cam[0] ? cam : dn_malloc((size_t)ch * cw * sizeof(float));
+    if (!map) return dn_fail(DN_ERR_NOMEM, "explain: out of memory");
+    if (!(st = dn_gradcam(m, s, dn_session_input(s), layer, cls, map, &ch, &cw, used, pred)))
+        st = dn_gradcam_overlay(dn_session_input(s), m->pp.crop, m->pp.crop, &m->pp, map, ch, cw, ref, &ov);
+    if (map != cam) free(map);
+    if (st) return st;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    snprintf(outp, outn, "%s/%s.cam.png", dir, base);
+    uint8_t *png = NULL;
+    size_t len = 0;
+    st = dn_png_encode(&ov, &png, &len);
+    free(ov.data);
+    if (!st) st = write_file(outp, png, len);
+    free(png);
+    return st;
+}
+
+int cmd_explain(int argc, char **argv) {
+    const char *model = NULL, *out = NULL, *cname = NULL;
+    int layer = 4, rc = 2, failed = 0, done_n = 0;
+    char **imgs = dn_calloc((size_t)(argc > 0 ? argc : 1), sizeof(char *));
+    int nimg = 0;
+    dn_model *m = NULL;
+    dn_session *s = NULL;
+    if (!imgs) { fprintf(stderr, PFX "out of memory\n"); return 3; }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); rc = 0; goto done; }
+        if (a[0] != '-' || !a[1]) { imgs[nimg++] = argv[i]; continue; }
+        if (!v) { fprintf(stderr, PFX "%s needs a value\n", a); goto done; }
+        if (!strcmp(a, "--model")) model = v;
+        else if (!strcmp(a, "--out")) out = v;
+        else if (!strcmp(a, "--class")) cname = v;
+        else if (!strcmp(a, "--layer")) {
+            if ((layer = dn_gradcam_layer_parse(v)) < 0) { fprintf(stderr, PFX "--layer: '%s' is not layer1..layer4\n", v); goto done; }
+        } else { fprintf(stderr, PFX "unknown option '%s' (see --help)\n", a); goto done; }
+        i++;
+    }
+    if (!model || !out) { fprintf(stderr, PFX "--model and --out are required\n"); usage(stderr); goto done; }
+    if (!nimg) { fprintf(stderr, PFX "no images given\n"); goto done; }
+    if (dn_model_load(model, &m)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+    if (m->num_classes < 1) { fprintf(stderr, PFX "%s: the model has no classification head\n", model); goto done; }
+    int cls = -1;
+    if (cname) {
+        for (int k = 0; k < m->num_classes; k++)
+            if (!strcmp(cname, m->class_names[k])) cls = k;
+        if (cls < 0) { fprintf(stderr, PFX "--class: '%s' is not one of the model's classes\n", cname); goto done; }
+    }
+    if (mkdir(out, 0777) != 0 && errno != EEXIST) { fprintf(stderr, PFX "%s: cannot create: %s\n", out, strerror(errno)); goto done; }
+    float ref = m->ood ? m->ood->cam_ref[layer - 1] : 0;
+    if (!(ref > 0))
+        fprintf(stderr, PFX "warning: %s has no Grad-CAM reference scale (run `defectnet calibrate`): colours are relative to "
+                        "each image's own maximum\n", model);
+    if (dn_session_new(m, 1, 0, &s)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+    for (int i = 0; i < nimg; i++) {
+        char op[4200];
+        int used = -1, pred = -1;
+        if (explain_one(m, s, imgs[i], out, layer, cls, ref, op, sizeof op, &used, &pred)) {
+            const char *e = dn_last_error();
+            if (strstr(e, imgs[i])) fprintf(stderr, PFX "%s\n", e);
+            else fprintf(stderr, PFX "%s: %s\n", imgs[i], e);
+            failed++;
+            continue;
+        }
+        printf("%s\t%s\t(predicted %s)\t%s\n", imgs[i], m->class_names[used], m->class_names[pred], op);
+        done_n++;
+    }
+    rc = failed ? (done_n ? 1 : 2) : 0;
+done:
+    dn_session_free(s);
+    dn_model_free(m);
+    free(imgs);
+    return rc;
+}
