@@ -213,8 +213,8 @@ static int ensure_session(worker *w, dn_gen *g, char *msg, size_t mn) {
     free(w->probs);
     free(w->preds);
     int nc = dn_model_num_classes(g->model);
-    w->probs = malloc(sizeof(float) * (size_t)nc * (size_t)w->p->batch);
-    w->preds = malloc(sizeof(dn_prediction) * (size_t)w->p->batch);
+    w->probs = dn_malloc(sizeof(float) * (size_t)nc * (size_t)w->p->batch);
+    w->preds = dn_malloc(sizeof(dn_prediction) * (size_t)w->p->batch);
     dn_status rc = DN_ERR_NOMEM;
     if (w->probs && w->preds) rc = dn_gen_session(g, w->p->batch, w->p->session_threads, &w->sess);
     if (rc) {

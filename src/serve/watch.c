@@ -187,12 +187,12 @@ static void defer(dn_watch *w, const char *name) {
         if (!strcmp(w->pending[i], name)) return;
     if (w->npending == w->cpending) {
         size_t nc = w->cpending ? w->cpending * 2 : 16;
-        char **np = realloc(w->pending, nc * sizeof *np);
+        char **np = dn_realloc(w->pending, nc * sizeof *np);
         if (!np) return; /* its close event (if any) still comes */
         w->pending = np;
         w->cpending = nc;
     }
-    char *d = strdup(name);
+    char *d = dn_strdup(name);
     if (d) w->pending[w->npending++] = d;
 }
 
@@ -207,12 +207,12 @@ static void scan(dn_watch *w) {
         if (ignored_name(de->d_name)) continue;
         if (n == cap) {
             size_t nc = cap ? cap * 2 : 64;
-            char **nn = realloc(names, nc * sizeof *nn);
+            char **nn = dn_realloc(names, nc * sizeof *nn);
             if (!nn) break;
             names = nn;
             cap = nc;
         }
-        if (!(names[n] = strdup(de->d_name))) break;
+        if (!(names[n] = dn_strdup(de->d_name))) break;
         n++;
     }
     closedir(d);
