@@ -4,6 +4,7 @@
  *                  [--batch B] [--threads T] [--top-k K] [--calibrate-on val|DIR|CSV]
  *                  [--threshold-target-accuracy A | --threshold T] [--write-model OUT]
  *                  [--format table|json] [--json FILE] [--html FILE] [--strict]
+ *                  [--good-class NAME] [--target-escape R | --cost SPEC] [--ordinal]
  *
  * Images are decoded and preprocessed with the model's own contract and
  * forwarded B at a time (the batched path of predict), keeping the raw logits.
@@ -20,6 +21,10 @@
  * Metrics are reported on the evaluated split (default: test when the data
  * carries splits, else all images). --write-model saves the model with the
  * temperature and threshold (and a "calibration" metadata record).
+ *
+ * Good parts and decisions (eval/policy.h, eval/quality.h): escape and
+ * false-reject rates with Wilson intervals; --target-escape / --cost choose
+ * the good threshold on the calibration images (src/eval/evaluate.c).
  *
  * Images whose content also occurs in an earlier split are dropped (as the
  * trainer does) unless --keep-dups.
@@ -61,6 +66,14 @@ static void usage(FILE *f) {
             "  --strict            an unreadable image is fatal (default: skipped and counted)\n"
             "  --keep-dups         keep images whose content also occurs in an earlier split (default: dropped\n"
             "                      with a warning, like train does, so only unseen images are evaluated)\n"
+            "  --good-class NAME   the class meaning \"good part\" (default: stored in the model, else auto-detected\n"
+            "                      from names like ok, good, normal, pass, clean, no_defect): escape rate (defective\n"
+            "                      parts accepted as good) and false-reject rate (good parts rejected or uncertain)\n"
+            "  --target-escape R   choose \"reject unless confidently good\" on val: the p(good) threshold with the\n"
+            "                      fewest false rejects whose val escape rate is <= R (stored by --write-model)\n"
+            "  --cost escape=50,false_reject=1[,escape:CLASS=100]   ... or the threshold of least cost on val\n"
+            "  --ordinal           ordered classes: confusion distance and mean absolute class error (stored)\n"
+            "  95%% intervals: Wilson for accuracy and rates, bootstrap over images for macro-F1\n"
             "exit status: 0 ok, 1 some images unreadable (skipped), 2 usage/model/data error\n");
 }
 
