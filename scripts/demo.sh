@@ -9,7 +9,7 @@
 set -e
 cd "$(dirname "$0")/.."
 OUT=${DN_DEMO_OUT:-demo-out}
-scripts/install-deps.sh
+scripts/install-deps.sh --build curl   # runtime libraries + compiler + curl: only what the demo runs
 make -j"$(nproc)" >/dev/null
 DN=./build/defectnet
 mkdir -p "$OUT"
