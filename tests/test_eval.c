@@ -729,6 +729,11 @@ TEST(eval_bad_arguments) {
     expect_error(args, "/nonexistent-dir/r.html", "cannot write");
     snprintf(args, sizeof args, "--model %s --data %s --bogus", g_model, g_data);
     expect_error(args, "--bogus", NULL);
+    /* the one grammar: short forms and --opt=value reach the same checks */
+    snprintf(args, sizeof args, "-m %s --manifest=%s --target-escape=1", g_model, g_manifest);
+    expect_error(args, "--target-escape '1'", "[0, 1)");
+    snprintf(args, sizeof args, "-m %s -d %s stray", g_model, g_data);
+    expect_error(args, "unexpected argument 'stray'", NULL);
 }
 
 

@@ -32,6 +32,7 @@
  * Exit status: 0 success; 1 some images were unreadable (skipped, counted;
  * fatal with --strict); 2 usage, model or data error. */
 #include "commands.h"
+#include "cli/args.h"
 #include "core/core.h"
 #include "core/json.h"
 #include "eval/evaluate.h"
@@ -48,7 +49,7 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: defectnet eval --model M (--data DIR | --manifest CSV) [options]\n"
+            "usage: defectnet eval -m|--model M (-d|--data DIR | --manifest CSV) [options] (--opt=value also works)\n"
             "  --data DIR          ImageFolder (one sub-folder per class; train/ + test/ = official split)\n"
             "  --manifest CSV      path,label[,split] manifest, e.g. the split manifest `defectnet train` wrote\n"
             "  --split S           test | val | train | all (default: test when the data has splits, else all)\n"
@@ -60,7 +61,7 @@ static void usage(FILE *f) {
             "                      accepted part of val (default 0.99 with --calibrate-on)\n"
             "  --threshold T       use this confidence threshold (0 = never uncertain)\n"
             "  --write-model OUT   save the model with the temperature and threshold for production\n"
-            "  --format F          table (default) | json, on stdout\n"
+            "  -f, --format F      table (default) | json, on stdout\n"
             "  --json FILE         also write the JSON report to FILE\n"
             "  --html FILE         write the self-contained HTML report to FILE\n"
             "  --strict            an unreadable image is fatal (default: skipped and counted)\n"
@@ -75,29 +76,6 @@ static void usage(FILE *f) {
             "  --ordinal           ordered classes: confusion distance and mean absolute class error (stored)\n"
             "  95%% intervals: Wilson for accuracy and rates, bootstrap over images for macro-F1\n"
             "exit status: 0 ok, 1 some images unreadable (skipped), 2 usage/model/data error\n");
-}
-
-static int parse_int(const char *opt, const char *v, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, PFX "%s: expected an integer in %d..%d, got '%s'\n", opt, lo, hi, v ? v : "");
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
-static int parse_prob(const char *opt, const char *v, double lo_excl, double *out, int allow_zero) {
-    char *end;
-    double x = v ? strtod(v, &end) : NAN;
-    if (!v || !*v || *end || !(x <= 1) || !(allow_zero ? x >= 0 : x > lo_excl)) {
-        fprintf(stderr, PFX "%s: expected a number in %s0, 1], got '%s'\n", opt, allow_zero ? "[" : "(", v ? v : "");
-        return -1;
-    }
-    *out = x;
-    return 0;
 }
 
 /* Logits of a list of images. Unreadable images are reported and skipped
@@ -216,41 +194,64 @@ typedef struct eval_opts {
     double target, given_thr, target_escape;
 } eval_opts;
 
-/* 0 ok, 1 help printed, -1 usage error (reported) */
+/* 0 ok, 1 help printed, -1 usage error (reported). The one grammar (cli/args.h):
+ * --opt value, --opt=value, -m/-d/-f/-h. */
 static int parse_args(int argc, char **argv, eval_opts *o) {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 1; }
-        if (!strcmp(a, "--strict")) { o->strict = 1; continue; }
-        if (!strcmp(a, "--keep-dups")) { o->keep_dups = 1; continue; }
-        if (!strcmp(a, "--ordinal")) { o->ordinal = 1; continue; }
-        const char **sv = !strcmp(a, "--model") ? &o->model_path : !strcmp(a, "--data") ? &o->data
-                        : !strcmp(a, "--manifest") ? &o->manifest : !strcmp(a, "--split") ? &o->split_s
-                        : !strcmp(a, "--calibrate-on") ? &o->cal_on : !strcmp(a, "--write-model") ? &o->write_model
-                        : !strcmp(a, "--json") ? &o->json_path : !strcmp(a, "--html") ? &o->html_path
-                        : !strcmp(a, "--good-class") ? &o->good_class : !strcmp(a, "--cost") ? &o->cost : NULL;
-        int known = sv || !strcmp(a, "--batch") || !strcmp(a, "--threads") || !strcmp(a, "--top-k") ||
-                    !strcmp(a, "--threshold-target-accuracy") || !strcmp(a, "--threshold") || !strcmp(a, "--format") ||
-                    !strcmp(a, "--target-escape");
-        if (!known) {
-            fprintf(stderr, PFX "unknown option or argument '%s'\n", a);
-            usage(stderr);
-            return -1;
+    enum { O_MANIFEST = 256, O_SPLIT, O_CAL, O_WRITE, O_JSON, O_HTML, O_GOOD, O_COST, O_BATCH, O_THREADS, O_TOPK,
+           O_TARGET, O_THR, O_TESC, O_STRICT, O_DUPS, O_ORD };
+    static const dn_opt opts[] = {
+        {"model", 'm', DN_ARG_REQ, NULL},        {"data", 'd', DN_ARG_REQ, NULL},
+        {"manifest", O_MANIFEST, DN_ARG_REQ, NULL}, {"split", O_SPLIT, DN_ARG_REQ, NULL},
+        {"calibrate-on", O_CAL, DN_ARG_REQ, NULL}, {"write-model", O_WRITE, DN_ARG_REQ, NULL},
+        {"json", O_JSON, DN_ARG_REQ, NULL},      {"html", O_HTML, DN_ARG_REQ, NULL},
+        {"good-class", O_GOOD, DN_ARG_REQ, NULL}, {"cost", O_COST, DN_ARG_REQ, NULL},
+        {"batch", O_BATCH, DN_ARG_REQ, NULL},    {"threads", O_THREADS, DN_ARG_REQ, NULL},
+        {"top-k", O_TOPK, DN_ARG_REQ, NULL},     {"threshold-target-accuracy", O_TARGET, DN_ARG_REQ, NULL},
+        {"threshold", O_THR, DN_ARG_REQ, NULL},  {"target-escape", O_TESC, DN_ARG_REQ, NULL},
+        {"format", 'f', DN_ARG_REQ, NULL},       {"strict", O_STRICT, DN_ARG_NONE, NULL},
+        {"keep-dups", O_DUPS, DN_ARG_NONE, NULL}, {"ordinal", O_ORD, DN_ARG_NONE, NULL}, {0}};
+    dn_args a;
+    dn_args_init(&a, "eval", argc, argv, opts);
+    int fmt = 0;
+    for (int c; (c = dn_args_next(&a)) != -1;) {
+        int bad = 0;
+        switch (c) {
+        case 'h': usage(stdout); return 1;
+        case 'm': o->model_path = a.val; break;
+        case 'd': o->data = a.val; break;
+        case O_MANIFEST: o->manifest = a.val; break;
+        case O_SPLIT: o->split_s = a.val; break;
+        case O_CAL: o->cal_on = a.val; break;
+        case O_WRITE: o->write_model = a.val; break;
+        case O_JSON: o->json_path = a.val; break;
+        case O_HTML: o->html_path = a.val; break;
+        case O_GOOD: o->good_class = a.val; break;
+        case O_COST: o->cost = a.val; break;
+        case O_BATCH: bad = dn_arg_int(&a, 1, 1024, &o->batch); break;
+        case O_THREADS: bad = dn_arg_int(&a, 0, 1024, &o->threads); break;
+        case O_TOPK: bad = dn_arg_int(&a, 1, DN_MAX_CLASSES, &o->topk); break;
+        case O_TARGET: bad = dn_arg_real(&a, 0, 1, 1, &o->target); break;
+        case O_THR: bad = dn_arg_real(&a, 0, 1, 0, &o->given_thr); break;
+        case O_TESC:
+            if (!(bad = dn_arg_real(&a, 0, 1, 0, &o->target_escape)) && o->target_escape >= 1) {
+                fprintf(stderr, PFX "--target-escape '%s': expected a number in [0, 1)\n", a.val);
+                bad = 1;
+            }
+            break;
+        case 'f':
+            bad = dn_format_parse("eval", a.val, DN_FMT_TABLE | DN_FMT_JSON, &fmt);
+            o->json_out = fmt == DN_FMT_JSON;
+            break;
+        case O_STRICT: o->strict = 1; break;
+        case O_DUPS: o->keep_dups = 1; break;
+        case O_ORD: o->ordinal = 1; break;
+        default: usage(stderr); return -1;
         }
-        if (!v) { fprintf(stderr, PFX "%s needs a value\n", a); return -1; }
-        i++;
-        if (sv) *sv = v;
-        else if (!strcmp(a, "--batch")) { if (parse_int(a, v, 1, 1024, &o->batch)) return -1; }
-        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 0, 1024, &o->threads)) return -1; }
-        else if (!strcmp(a, "--top-k")) { if (parse_int(a, v, 1, DN_MAX_CLASSES, &o->topk)) return -1; }
-        else if (!strcmp(a, "--threshold-target-accuracy")) { if (parse_prob(a, v, 0, &o->target, 0)) return -1; }
-        else if (!strcmp(a, "--threshold")) { if (parse_prob(a, v, 0, &o->given_thr, 1)) return -1; }
-        else if (!strcmp(a, "--target-escape")) {
-            if (parse_prob(a, v, 0, &o->target_escape, 1)) return -1;
-            if (o->target_escape >= 1) { fprintf(stderr, PFX "--target-escape: %s is not below 1\n", v); return -1; }
-        }
-        else if (!strcmp(v, "json") || !strcmp(v, "table")) o->json_out = !strcmp(v, "json");
-        else { fprintf(stderr, PFX "--format: unknown format '%s' (table|json)\n", v); return -1; }
+        if (bad) return -1;
+    }
+    if (dn_args_npos(&a)) {
+        dn_usage_error("eval", "unexpected argument '%s'", dn_args_pos(&a, 0));
+        return -1;
     }
     if (!o->model_path) { fprintf(stderr, PFX "--model is required\n"); usage(stderr); return -1; }
     if (!o->data == !o->manifest) { fprintf(stderr, PFX "give exactly one of --data DIR and --manifest CSV\n"); return -1; }
