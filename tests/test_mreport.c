@@ -127,6 +127,31 @@ TEST(pchart_limits_by_hand) {
     h_rmrf(dir);
 }
 
+/* Without --ok-classes a class is ok when its name means a good part, with the
+ * rule eval uses for the good class (any case, separators): "OK" and
+ * "Defect-Free" are ok, "okish" and "scratch" are defects. */
+TEST(default_ok_classes_follow_the_good_class_rule) {
+    char dir[256], url[400];
+    if (h_tmpdir(dir, sizeof dir, "mreport_ok")) { CHECK(0); return; }
+    snprintf(url, sizeof url, "sqlite:%s/r.db", dir);
+    dn_store *s = NULL;
+    CHECK(dn_store_open(url, &s) == DN_OK);
+    if (!s) return;
+    const char *cls[] = {"OK", "Defect-Free", "okish", "scratch", "OK"};
+    for (int i = 0; i < 5; i++) CHECK(put(s, 1711324800 + i * 60, "A", "st1", "cam0", "v1", cls[i], 0, NULL) == 0);
+    dn_mreport_opts o = {0};
+    dn_json *j = render_json(s, &o);
+    CHECK_MSG(j && dn_json_num(dn_json_get(j, "defects"), -1) == 2, "defects %g",
+              j ? dn_json_num(dn_json_get(j, "defects"), -1) : -1);
+    dn_json_free(j);
+    o.ok_classes = "OK,scratch"; /* a given list is taken literally */
+    j = render_json(s, &o);
+    CHECK(j && dn_json_num(dn_json_get(j, "defects"), -1) == 2);
+    dn_json_free(j);
+    dn_store_close(s);
+    h_rmrf(dir);
+}
+
 TEST(group_by_every_key) {
     char dir[256];
     int np = 0;
@@ -292,6 +317,7 @@ TEST(html_in_chromium) {
 int main(void) {
     RUN(pchart_limits_by_hand);
     RUN(group_by_every_key);
+    RUN(default_ok_classes_follow_the_good_class_rule);
     RUN(time_zone_days_and_shifts);
     RUN(html_in_chromium);
     return REPORT();

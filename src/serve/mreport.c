@@ -8,6 +8,7 @@
  * stored strings: names are escaped for HTML/SVG, JSON and CSV (with a leading
  * quote against spreadsheet formula injection). */
 #include "core/core.h"
+#include "eval/policy.h"
 #include "serve/mreport_int.h"
 #include <math.h>
 #include <stdlib.h>
@@ -124,6 +125,7 @@ static void table_sort(rtable *t) {
 /* ------------------------------------------------------------------ keys */
 
 int dn_mreport_is_ok_class(const dn_mreport *r, const char *cls) {
+    if (r->ok_default) return dn_good_class_name_is_good(cls); /* the rule eval's good class uses */
     size_t n = strlen(cls);
     for (const char *p = r->ok_classes; *p;) {
         const char *e = strchr(p, ',');
@@ -300,6 +302,7 @@ dn_status dn_mreport_build(dn_store *s, const dn_mreport_opts *o, dn_mreport **o
     if ((rc = parse_shifts(r->shift_start, &r->nshift, o->shifts ? o->shifts : "6,14,22"))) goto fail;
     if ((rc = dn_tz_load(o->tz, &r->tz))) goto fail;
     r->ok_classes = dn_strdup(o->ok_classes ? o->ok_classes : DEFAULT_OK);
+    r->ok_default = !o->ok_classes;
     r->title = dn_strdup(o->title ? o->title : "defectnet manufacturing report");
     r->line = o->line ? dn_strdup(o->line) : NULL;
     if (!r->ok_classes || !r->title || (o->line && !r->line)) { rc = DN_ERR_NOMEM; goto fail; }

@@ -32,6 +32,7 @@ typedef struct {
 struct dn_mreport {
     char group_by[16];
     char *ok_classes, *title, *line;
+    int ok_default;                 /* no --ok-classes: ok = a name meaning a good part (eval/policy.h) */
     dn_tz tz;
     int shift_start[8], nshift;
     double from, to, tmin, tmax;
