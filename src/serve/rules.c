@@ -281,10 +281,17 @@ static dn_status parse_action(pctx *pc, const dn_json *j, dn_action_def *a) {
         if (shell) {
             a->argv = dn_calloc(4, sizeof(char *));
             if (!a->argv) { free(shell); return DN_ERR_NOMEM; }
-            a->argv[0] = dn_strdup("/bin/sh");
-            a->argv[1] = dn_strdup("-c");
+            /* all three or none: argv is freed up to its first NULL */
+            char *sh = dn_strdup("/bin/sh"), *dash_c = dn_strdup("-c");
+            if (!sh || !dash_c) {
+                free(sh);
+                free(dash_c);
+                free(shell);
+                return dn_fail(DN_ERR_NOMEM, "out of memory");
+            }
+            a->argv[0] = sh;
+            a->argv[1] = dash_c;
             a->argv[2] = shell;
-            if (!a->argv[0] || !a->argv[1]) return dn_fail(DN_ERR_NOMEM, "out of memory");
         }
         a->target = join_argv(a->argv);
         dn_sb_printf(&key, "command\n%s", a->target ? a->target : "");
