@@ -240,49 +240,10 @@ void dn_rep_card(FILE *f, const char *id, const char *value, const char *label, 
             warn ? " warn" : "", id, value, label);
 }
 
-void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
+/* Per-class bars and table (with uncertain counts when a threshold applies). */
+static void html_per_class(const dn_eval_report *r, FILE *f) {
     const dn_eval_metrics *m = &r->cal;
-    const dn_model *md = r->model;
     int k = m->k;
-    char v[128], l[160];
-    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
-          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>defectnet evaluation: ", f);
-    dn_rep_html_str(f, dn_rep_base_name(r->model_path));
-    fprintf(f, "</title>\n<style>%s</style></head><body>\n<h1>Evaluation of ", dn_report_css());
-    dn_rep_html_str(f, dn_rep_base_name(r->model_path));
-    fputs("</h1>\n<p class=\"sub\">", f);
-    dn_rep_html_str(f, r->data_source);
-    fprintf(f, " &middot; split <b>%s</b> &middot; %lld images evaluated", r->split_name, (long long)m->n);
-    if (r->skipped) fprintf(f, " &middot; %d unreadable skipped", r->skipped);
-    fprintf(f, " &middot; %d classes</p>\n<div class=\"cards\">\n", k);
-    snprintf(v, sizeof v, "%.2f%%", 100 * m->accuracy);
-    snprintf(l, sizeof l, "accuracy (%lld of %lld; 95%% CI %.1f&ndash;%.1f%%)",
-             (long long)llround(m->accuracy * (double)m->n), (long long)m->n, 100 * r->acc_ci.lo, 100 * r->acc_ci.hi);
-    dn_rep_card(f, "accuracy", v, l, 0);
-    snprintf(v, sizeof v, "%.4f", m->macro_f1);
-    snprintf(l, sizeof l, "macro F1 (95%% CI %.3f&ndash;%.3f, bootstrap)", r->f1_lo, r->f1_hi);
-    dn_rep_card(f, "macro-f1", v, l, 0);
-    snprintf(v, sizeof v, "%.4f", m->weighted_f1);
-    dn_rep_card(f, "weighted-f1", v, "weighted F1", 0);
-    snprintf(v, sizeof v, "%.2f%%", 100 * m->topk_accuracy);
-    snprintf(l, sizeof l, "top-%d accuracy", m->topk);
-    dn_rep_card(f, "topk", v, l, 0);
-    snprintf(v, sizeof v, "%.4f &rarr; %.4f", r->raw.ece, m->ece);
-    dn_rep_card(f, "ece", v, "ECE before &rarr; after calibration", 0);
-    snprintf(v, sizeof v, "%.4g", r->temperature);
-    snprintf(l, sizeof l, "temperature (%s)", r->temp_source);
-    dn_rep_card(f, "temperature", v, l, r->fitted && r->fit.at_bound);
-    snprintf(v, sizeof v, "%.4f", (double)r->threshold);
-    snprintf(l, sizeof l, "threshold: coverage %.1f%%, accuracy %.2f%%", 100 * r->thr_eval.coverage,
-             100 * r->thr_eval.accuracy);
-    dn_rep_card(f, "threshold", v, l, r->target > 0 && !r->reached);
-    dn_rep_html_quality_cards(r, f);
-    fputs("</div>\n", f);
-
-    fputs("<h2>Confusion matrix</h2>\n<p class=\"note\">Rows are true classes, columns predicted classes; each cell "
-          "shows the count, its colour the share of the true class.</p>\n", f);
-    svg_confusion(r, f);
-
     fputs("<h2>Per-class precision, recall and F1</h2>\n<div class=\"row\"><div>\n", f);
     svg_class_bars(r, f);
     const int64_t *unc = r->uncertain_by_class;
@@ -304,41 +265,10 @@ void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
             m->weighted_recall, m->weighted_f1, (long long)m->n, pad,
             unc ? "<p class=\"note\">uncertain: images of the class below the confidence threshold</p>" : "");
 
-    fputs("<h2>Calibration</h2>\n", f);
-    fprintf(f, "<p class=\"note\">Confidence is the probability of the predicted class. Bars show the accuracy per "
-               "confidence bin (%d bins); the red band is the gap to perfect calibration (dashed diagonal). "
-               "Temperature scaling divides the logits by T = %.4g (%s).", DN_ECE_BINS, r->temperature,
-            r->temp_source);
-    if (r->fitted)
-        fprintf(f, " Fitted on %s (%lld images): NLL %.4f &rarr; %.4f, ECE %.4f &rarr; %.4f%s.", r->fit_split,
-                (long long)r->n_fit, r->fit.nll_before, r->fit.nll_after, r->fit_ece_before, r->fit_ece_after,
-                r->fit.at_bound ? " &mdash; <b>T is at its bound</b> (validation perfectly separated or hopeless)" : "");
-    fputs("</p>\n<div class=\"row\">\n", f);
-    svg_reliability(&r->raw, "svg-reliability-before", "before (T = 1)", f);
-    snprintf(l, sizeof l, "after (T = %.4g)", r->temperature);
-    svg_reliability(m, "svg-reliability-after", l, f);
-    fputs("</div>\n", f);
+}
 
-    fputs("<h2>Confidence threshold</h2>\n<p class=\"note\">A prediction whose calibrated confidence is below the "
-          "threshold is marked <i>uncertain</i> for a human to check; coverage is the share accepted.</p>\n"
-          "<div class=\"row\"><div>\n", f);
-    svg_coverage(r, f);
-    fputs("</div><div><table class=\"kv\">\n", f);
-    fprintf(f, "<tr><td>threshold</td><td>%.6g (%s)</td></tr>\n", (double)r->threshold, r->thr_source);
-    if (r->target > 0)
-        fprintf(f, "<tr><td>target accuracy</td><td>%.4g%s</td></tr>\n", r->target,
-                r->reached ? " (reached)" : " <b>(not reachable: best accuracy chosen)</b>");
-    if (r->has_thr_fit)
-        fprintf(f, "<tr><td>on %s</td><td>coverage %.2f%%, accuracy %.2f%% (%lld of %lld accepted)</td></tr>\n",
-                r->fit_split, 100 * r->thr_fit.coverage, 100 * r->thr_fit.accuracy, (long long)r->thr_fit.covered,
-                (long long)r->n_fit);
-    fprintf(f, "<tr><td>on %s</td><td id=\"threshold-eval\">coverage %.2f%%, accuracy %.2f%% (%lld of %lld accepted, "
-               "%lld uncertain)</td></tr>\n</table></div></div>\n",
-            r->split_name, 100 * r->thr_eval.coverage, 100 * r->thr_eval.accuracy, (long long)r->thr_eval.covered,
-            (long long)m->n, (long long)(m->n - r->thr_eval.covered));
-
-    dn_rep_html_decisions(r, f);
-
+/* The misclassified images, most confident first, with thumbnails. */
+static void html_gallery(const dn_eval_report *r, FILE *f) {
     fprintf(f, "<h2>Misclassified images</h2>\n<p class=\"note\" id=\"miss-count\">%lld misclassified", (long long)r->nmiss);
     int64_t shown = 0;
     for (int64_t i = 0; i < r->nmiss; i++) shown += r->miss[i].thumb_b64 != NULL;
@@ -367,6 +297,12 @@ void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
     }
     fputs("</div>\n", f);
 
+}
+
+/* Model (file, sha256, architecture, classes, preprocessing, metadata) and data info. */
+static void html_model_data(const dn_eval_report *r, FILE *f) {
+    const dn_eval_metrics *m = &r->cal;
+    const dn_model *md = r->model;
     fputs("<h2>Model</h2>\n<table class=\"kv\">\n<tr><td>file</td><td class=\"mono\">", f);
     dn_rep_html_str(f, r->model_path);
     fputs("</td></tr>\n<tr><td>sha256</td><td class=\"mono\">", f);
@@ -426,4 +362,87 @@ void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
     fprintf(f, "<tr><td>wall time</td><td>%.2f s (decode + preprocess + forward)</td></tr>\n</table>\n", r->seconds);
     fprintf(f, "<p class=\"note\">defectnet %s &middot; self-contained report: no scripts, no external assets.</p>\n"
                "</body></html>\n", DN_VERSION);
+}
+
+void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
+    const dn_eval_metrics *m = &r->cal;
+    int k = m->k;
+    char v[128], l[160];
+    fputs("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n"
+          "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>defectnet evaluation: ", f);
+    dn_rep_html_str(f, dn_rep_base_name(r->model_path));
+    fprintf(f, "</title>\n<style>%s</style></head><body>\n<h1>Evaluation of ", dn_report_css());
+    dn_rep_html_str(f, dn_rep_base_name(r->model_path));
+    fputs("</h1>\n<p class=\"sub\">", f);
+    dn_rep_html_str(f, r->data_source);
+    fprintf(f, " &middot; split <b>%s</b> &middot; %lld images evaluated", r->split_name, (long long)m->n);
+    if (r->skipped) fprintf(f, " &middot; %d unreadable skipped", r->skipped);
+    fprintf(f, " &middot; %d classes</p>\n<div class=\"cards\">\n", k);
+    snprintf(v, sizeof v, "%.2f%%", 100 * m->accuracy);
+    snprintf(l, sizeof l, "accuracy (%lld of %lld; 95%% CI %.1f&ndash;%.1f%%)",
+             (long long)llround(m->accuracy * (double)m->n), (long long)m->n, 100 * r->acc_ci.lo, 100 * r->acc_ci.hi);
+    dn_rep_card(f, "accuracy", v, l, 0);
+    snprintf(v, sizeof v, "%.4f", m->macro_f1);
+    snprintf(l, sizeof l, "macro F1 (95%% CI %.3f&ndash;%.3f, bootstrap)", r->f1_lo, r->f1_hi);
+    dn_rep_card(f, "macro-f1", v, l, 0);
+    snprintf(v, sizeof v, "%.4f", m->weighted_f1);
+    dn_rep_card(f, "weighted-f1", v, "weighted F1", 0);
+    snprintf(v, sizeof v, "%.2f%%", 100 * m->topk_accuracy);
+    snprintf(l, sizeof l, "top-%d accuracy", m->topk);
+    dn_rep_card(f, "topk", v, l, 0);
+    snprintf(v, sizeof v, "%.4f &rarr; %.4f", r->raw.ece, m->ece);
+    dn_rep_card(f, "ece", v, "ECE before &rarr; after calibration", 0);
+    snprintf(v, sizeof v, "%.4g", r->temperature);
+    snprintf(l, sizeof l, "temperature (%s)", r->temp_source);
+    dn_rep_card(f, "temperature", v, l, r->fitted && r->fit.at_bound);
+    snprintf(v, sizeof v, "%.4f", (double)r->threshold);
+    snprintf(l, sizeof l, "threshold: coverage %.1f%%, accuracy %.2f%%", 100 * r->thr_eval.coverage,
+             100 * r->thr_eval.accuracy);
+    dn_rep_card(f, "threshold", v, l, r->target > 0 && !r->reached);
+    dn_rep_html_quality_cards(r, f);
+    fputs("</div>\n", f);
+
+    fputs("<h2>Confusion matrix</h2>\n<p class=\"note\">Rows are true classes, columns predicted classes; each cell "
+          "shows the count, its colour the share of the true class.</p>\n", f);
+    svg_confusion(r, f);
+
+    html_per_class(r, f);
+
+    fputs("<h2>Calibration</h2>\n", f);
+    fprintf(f, "<p class=\"note\">Confidence is the probability of the predicted class. Bars show the accuracy per "
+               "confidence bin (%d bins); the red band is the gap to perfect calibration (dashed diagonal). "
+               "Temperature scaling divides the logits by T = %.4g (%s).", DN_ECE_BINS, r->temperature,
+            r->temp_source);
+    if (r->fitted)
+        fprintf(f, " Fitted on %s (%lld images): NLL %.4f &rarr; %.4f, ECE %.4f &rarr; %.4f%s.", r->fit_split,
+                (long long)r->n_fit, r->fit.nll_before, r->fit.nll_after, r->fit_ece_before, r->fit_ece_after,
+                r->fit.at_bound ? " &mdash; <b>T is at its bound</b> (validation perfectly separated or hopeless)" : "");
+    fputs("</p>\n<div class=\"row\">\n", f);
+    svg_reliability(&r->raw, "svg-reliability-before", "before (T = 1)", f);
+    snprintf(l, sizeof l, "after (T = %.4g)", r->temperature);
+    svg_reliability(m, "svg-reliability-after", l, f);
+    fputs("</div>\n", f);
+
+    fputs("<h2>Confidence threshold</h2>\n<p class=\"note\">A prediction whose calibrated confidence is below the "
+          "threshold is marked <i>uncertain</i> for a human to check; coverage is the share accepted.</p>\n"
+          "<div class=\"row\"><div>\n", f);
+    svg_coverage(r, f);
+    fputs("</div><div><table class=\"kv\">\n", f);
+    fprintf(f, "<tr><td>threshold</td><td>%.6g (%s)</td></tr>\n", (double)r->threshold, r->thr_source);
+    if (r->target > 0)
+        fprintf(f, "<tr><td>target accuracy</td><td>%.4g%s</td></tr>\n", r->target,
+                r->reached ? " (reached)" : " <b>(not reachable: best accuracy chosen)</b>");
+    if (r->has_thr_fit)
+        fprintf(f, "<tr><td>on %s</td><td>coverage %.2f%%, accuracy %.2f%% (%lld of %lld accepted)</td></tr>\n",
+                r->fit_split, 100 * r->thr_fit.coverage, 100 * r->thr_fit.accuracy, (long long)r->thr_fit.covered,
+                (long long)r->n_fit);
+    fprintf(f, "<tr><td>on %s</td><td id=\"threshold-eval\">coverage %.2f%%, accuracy %.2f%% (%lld of %lld accepted, "
+               "%lld uncertain)</td></tr>\n</table></div></div>\n",
+            r->split_name, 100 * r->thr_eval.coverage, 100 * r->thr_eval.accuracy, (long long)r->thr_eval.covered,
+            (long long)m->n, (long long)(m->n - r->thr_eval.covered));
+
+    dn_rep_html_decisions(r, f);
+
+    html_gallery(r, f);
+    html_model_data(r, f);
 }
