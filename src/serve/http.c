@@ -3,6 +3,7 @@
  * multipart parsing are multipart.h's. */
 #include "serve/http.h"
 #include "core/core.h"
+#include "serve/connguard.h"
 #include "serve/metrics.h"
 #include "serve/mreport.h"
 #include "serve/multipart.h"
@@ -19,15 +20,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* One open TCP connection, for the header deadline (see header_watchdog). */
-typedef struct conn_track {
-    struct conn_track *prev, *next;
-    int fd;
-    _Atomic double since;           /* connection start, or end of its previous request */
-    atomic_int headers_done;        /* the current request's headers are complete */
-    int cut;                        /* shut down by the watchdog */
-} conn_track;
-
 struct dn_server {
     char *token, *ok_classes;
     char listen_host[64];
@@ -37,11 +29,7 @@ struct dn_server {
     atomic_size_t buffered;         /* request body bytes reserved by all connections */
     atomic_int reports;             /* reports being built */
 
-    pthread_mutex_t conn_mu;        /* guards conns and every conn_track's list links and cut */
-    conn_track *conns;
-    pthread_t watchdog;
-    int watchdog_started;
-    atomic_int watchdog_stop;
+    dn_connguard *guard;            /* header deadline (connguard.h) */
 
     dn_pipeline *pipe;
     dn_metrics *metrics;            /* the pipeline's */
@@ -528,12 +516,6 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *c) {
     return r;
 }
 
-/* The socket context MHD keeps for connection c. */
-static conn_track *track_of(struct MHD_Connection *c) {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    return ci ? ci->socket_context : NULL;
-}
-
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     dn_server *s = cls;
@@ -541,8 +523,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     if (!r && !(r = *con_cls = req_new(s))) return MHD_NO;
     if (!r->started) {
         r->started = 1;
-        conn_track *t = track_of(c);
-        if (t) atomic_store(&t->headers_done, 1);
+        dn_connguard_headers_done(c);
         if (r->answered) return MHD_NO;
         return on_headers(s, c, r, url, method);
     }
@@ -569,11 +550,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
     dn_server *s = cls;
     req *r = *con_cls;
-    conn_track *t = track_of(c);
-    if (t) { /* a next request on this connection gets its own header deadline */
-        atomic_store(&t->since, dn_now());
-        atomic_store(&t->headers_done, 0);
-    }
+    dn_connguard_request_done(c);
     if (!r) return;
     atomic_fetch_sub(&s->buffered, r->reserved);
     dn_job_free(r->job);
@@ -583,62 +560,6 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     *con_cls = NULL;
     atomic_fetch_sub(&s->inflight, 1);
     dn_metrics_inflight(s->metrics, -1);
-}
-
-/* ------------------------------------------------------------ header deadline */
-
-/* Connection opened / closed: keeps the list the watchdog walks. MHD reports CLOSED
- * before it closes the socket, so an fd in the list is always this connection's. */
-static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
-                          enum MHD_ConnectionNotificationCode toe) {
-    dn_server *s = cls;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
-        conn_track *t = ci ? dn_calloc(1, sizeof *t) : NULL;
-        *socket_context = t;
-        if (!t) return;
-        t->fd = ci->connect_fd;
-        atomic_init(&t->since, dn_now());
-        atomic_init(&t->headers_done, 0);
-        pthread_mutex_lock(&s->conn_mu);
-        t->next = s->conns;
-        if (s->conns) s->conns->prev = t;
-        s->conns = t;
-        pthread_mutex_unlock(&s->conn_mu);
-    } else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) {
-        conn_track *t = *socket_context;
-        if (!t) return;
-        pthread_mutex_lock(&s->conn_mu);
-        if (t->prev) t->prev->next = t->next;
-        else s->conns = t->next;
-        if (t->next) t->next->prev = t->prev;
-        pthread_mutex_unlock(&s->conn_mu);
-        free(t);
-        *socket_context = NULL;
-    }
-}
-
-/* A client that trickles header lines (slowloris) keeps the inactivity timeout from ever
- * firing; this thread shuts down every connection whose current request has not
- * completed its headers within header_timeout, and MHD then closes it. */
-static void *header_watchdog(void *arg) {
-    dn_server *s = arg;
-    while (!atomic_load(&s->watchdog_stop)) {
-        usleep(200000);
-        double now = dn_now();
-        int cut = 0;
-        pthread_mutex_lock(&s->conn_mu);
-        for (conn_track *t = s->conns; t; t = t->next) {
-            if (t->cut || atomic_load(&t->headers_done) || now - atomic_load(&t->since) <= s->header_timeout) continue;
-            shutdown(t->fd, SHUT_RDWR);
-            t->cut = 1;
-            cut++;
-        }
-        pthread_mutex_unlock(&s->conn_mu);
-        if (cut) dn_pipeline_log(s->pipe, "closed %d connection%s without complete request headers after %d s", cut,
-                                 cut > 1 ? "s" : "", s->header_timeout);
-    }
-    return NULL;
 }
 
 /* ------------------------------------------------------------ start / stop */
@@ -673,6 +594,8 @@ static dn_status start_watch(dn_server *s, const dn_server_config *c) {
 }
 
 static dn_status start_daemon(dn_server *s, struct sockaddr_in *addr, const char *listen) {
+    dn_status rc = dn_connguard_start(s->header_timeout, s->pipe, &s->guard);
+    if (rc) return rc;
     s->mhd = MHD_start_daemon(MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_ALLOW_SUSPEND_RESUME, 0,
                               NULL, NULL, on_request, s,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)addr,
@@ -683,13 +606,10 @@ static dn_status start_daemon(dn_server *s, struct sockaddr_in *addr, const char
                               MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)s->max_per_client,
                               MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)512,
                               MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
-                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
+                              MHD_OPTION_NOTIFY_CONNECTION, dn_connguard_notify, s->guard,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_END);
     if (!s->mhd) return dn_fail(DN_ERR_NET, "serve: cannot listen on %s (in use or not permitted?)", listen);
-    if (pthread_create(&s->watchdog, NULL, header_watchdog, s))
-        return dn_fail(DN_ERR_NOMEM, "serve: cannot start the header watchdog thread");
-    s->watchdog_started = 1;
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : ntohs(addr->sin_port);
     return DN_OK;
@@ -701,7 +621,6 @@ dn_status dn_server_start(const dn_server_config *c, dn_server **out) {
     dn_server *s = dn_calloc(1, sizeof *s);
     if (!s) return DN_ERR_NOMEM;
     dn_status rc = DN_OK;
-    pthread_mutex_init(&s->conn_mu, NULL);
     pthread_mutex_init(&s->health_mu, NULL);
     s->token = c->token ? dn_strdup(c->token) : NULL;
     s->ok_classes = c->ok_classes ? dn_strdup(c->ok_classes) : NULL;
@@ -758,16 +677,12 @@ void dn_server_stop(dn_server *s) {
     }
     /* 3. workers finish the queue and exit (before the daemon goes: they resume its connections) */
     dn_pipeline_drain(s->pipe);
-    if (s->watchdog_started) {
-        atomic_store(&s->watchdog_stop, 1);
-        pthread_join(s->watchdog, NULL);
-    }
     if (s->mhd) MHD_stop_daemon(s->mhd);
+    dn_connguard_stop(s->guard);
     /* 4. actions finish or fail (bounded); outcomes still reach the store; store closed */
     dn_pipeline_close(s->pipe);
     free(s->token);
     free(s->ok_classes);
-    pthread_mutex_destroy(&s->conn_mu);
     pthread_mutex_destroy(&s->health_mu);
     free(s);
 }
