@@ -24,6 +24,12 @@
  * weights are snapshotted (folded) when the plan is built: after changing the
  * backbone parameters of a model, create a new (unshared) session.
  *
+ * Layout: when every conv op can run on blocked activations (fp32 direct on
+ * AVX-512, kernels.h dn_conv_op_blocked), activations stay NCHW16c with a zero
+ * border from the stem to the pool and the implementation name gets
+ * "+blocked"; env DN_BLOCKED=0 (read when a plan is built) keeps NCHW between
+ * convs instead, for A/B comparisons. Results agree to float rounding.
+ *
  * Stages (used by forward_to and stage_shape):
  *   0 = after the stem (conv1+bn1+relu+maxpool), 1..4 = after layer1..layer4,
  *   5 = pooled features (feat_dim x 1 x 1, i.e. the fc input). */
