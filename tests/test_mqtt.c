@@ -115,7 +115,7 @@ static void c_msg(struct mosquitto *mq, void *o, const struct mosquitto_message 
         rx_msg *r = &c->msgs[c->n++];
         snprintf(r->topic, sizeof r->topic, "%s", m->topic);
         r->payload = malloc((size_t)m->payloadlen + 1);
-        if (r->payload) { memcpy(r->payload, m->payload, (size_t)m->payloadlen); r->payload[m->payloadlen] = 0; }
+        if (r->payload) { if (m->payloadlen) memcpy(r->payload, m->payload, (size_t)m->payloadlen); r->payload[m->payloadlen] = 0; }
         r->len = m->payloadlen;
         r->retain = m->retain;
         for (const mosquitto_property *q = p; q; q = mosquitto_property_next(q)) {

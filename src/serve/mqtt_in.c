@@ -419,17 +419,18 @@ static int handshake(dn_mqtt_in *m, int fd, char *why, size_t whyn) {
 /* ------------------------------------------------------------------ handlers */
 
 static void enqueue(dn_mqtt_in *m, msg *x) {
+    int dup = x->dup; /* x belongs to the handlers once it is on the queue */
     pthread_mutex_lock(&m->mu);
     x->gen = m->gen;
     if (m->tail) m->tail->next = x;
     else m->head = x;
     m->tail = x;
     m->st.received++;
-    m->st.redelivered += x->dup;
+    m->st.redelivered += dup;
     pthread_cond_signal(&m->cv);
     pthread_mutex_unlock(&m->mu);
     dn_metrics *mt = dn_pipeline_metrics(m->s);
-    if (x->dup && mt) dn_metrics_mqtt(mt, "redelivered");
+    if (dup && mt) dn_metrics_mqtt(mt, "redelivered");
 }
 
 /* Sends the PUBACK for x if its connection is still the current one. */
