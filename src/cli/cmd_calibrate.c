@@ -19,7 +19,6 @@
 #include "io/dataset.h"
 #include "nn/engine.h"
 #include "nn/model.h"
-#include "ood/gradcam.h"
 #include "ood/ood.h"
 #include <errno.h>
 #include <math.h>
@@ -140,7 +139,7 @@ int cmd_calibrate(int argc, char **argv) {
     dn_dataset *ds = NULL;
     const char **tp = NULL, **vp = NULL, **ep = NULL;
     int *tl = NULL, *vl = NULL, *el = NULL, ntr = 0, nva = 0, nte = 0;
-    scored tr = {0}, va = {0}, te = {0}, os[MAX_OOD];
+    scored te = {0}, os[MAX_OOD];
     memset(os, 0, sizeof os);
     int *fy = NULL;
     dn_sb js = {0};
@@ -168,25 +167,12 @@ int cmd_calibrate(int argc, char **argv) {
     if (ntr < 2 || nva < 1) { fprintf(stderr, PFX "%s: needs train and val images (%d train, %d val)\n", data, ntr, nva); goto done; }
     fprintf(stderr, PFX "features of %d train + %d val images\n", ntr, nva);
     int sk;
-    dn_ood_free(m->ood);
-    m->ood = NULL;
-    if ((st = score_paths(m, tp, ntr, batch, threads, &tr, &sk))) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
-    skipped_total += sk;
-    if ((st = score_paths(m, vp, nva, batch, threads, &va, &sk))) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
-    skipped_total += sk;
     if (!(fy = dn_malloc((size_t)ntr * sizeof(int)))) { fprintf(stderr, PFX "out of memory\n"); rc = 3; goto done; }
-    /* the fit needs a label per feature row: refuse unreadable train images instead of guessing */
-    if (tr.n != ntr) { fprintf(stderr, PFX "%s: %d train image(s) unreadable; fix or remove them first\n", data, ntr - tr.n); goto done; }
     for (int i = 0; i < ntr; i++) fy[i] = map[tl[i]];
-    dn_ood *o = NULL;
-    if ((st = dn_ood_fit(m, tr.feat, fy, tr.n, va.feat, va.n, &cfg, &o))) { fprintf(stderr, PFX "%s: %s\n", data, dn_last_error()); goto done; }
-    m->ood = o;
-    { /* the absolute Grad-CAM colour scale (docs/ood.md) from up to 64 val images */
-        const char *sub[64];
-        int ns = 0;
-        for (int i = 0; i < nva && ns < 64; i += (nva + 63) / 64) sub[ns++] = vp[i];
-        if ((st = dn_gradcam_reference(m, sub, ns, o->cam_ref))) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
-    }
+    st = dn_ood_calibrate_files(m, tp, fy, ntr, vp, nva, &cfg, batch, threads, &sk);
+    skipped_total += sk;
+    if (st) { fprintf(stderr, PFX "%s: %s\n", data, dn_last_error()); goto done; }
+    const dn_ood *o = m->ood;
     char desc[300];
     dn_ood_describe(o, desc, sizeof desc);
     printf("unknown-input detection: %s\n", desc);
@@ -246,7 +232,7 @@ int cmd_calibrate(int argc, char **argv) {
     }
     rc = skipped_total ? 1 : 0;
 done:
-    scored_free(&tr); scored_free(&va); scored_free(&te);
+    scored_free(&te);
     for (int s = 0; s < MAX_OOD; s++) scored_free(&os[s]);
     free(tp); free(tl); free(vp); free(vl); free(ep); free(el); free(fy);
     dn_sb_free(&js);

@@ -46,6 +46,7 @@ static dn_status write_file(const char *path, const uint8_t *d, size_t n) {
 static dn_status explain_one(const dn_model *m, dn_session *s, const char *path, const char *dir, int layer, int cls,
                              float ref, char *outp, size_t outn, int *used, int *pred) {
     dn_image img, ov;
+    memset(&img, 0, sizeof img); /* dn_image_load leaves stride/format unset */
     dn_status st = dn_image_load(path, &img);
     if (st) return st;
     st = dn_preprocess(&img, &m->pp, dn_session_input(s));

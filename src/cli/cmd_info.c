@@ -12,6 +12,7 @@
 #include "eval/policy.h"
 #include "io/modelfile.h"
 #include "nn/model.h"
+#include "ood/ood.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -150,6 +151,9 @@ int cmd_info(int argc, char **argv) {
     printf("calibration:   temperature %.4g%s, threshold %.4g%s\n", (double)m->temperature,
            m->temperature == 1.0f ? " (uncalibrated)" : "", (double)m->threshold,
            m->threshold == 0.0f ? " (never uncertain)" : "");
+    char ood_desc[400];
+    dn_ood_describe(m->ood, ood_desc, sizeof ood_desc);
+    printf("unknown inputs: %s\n", ood_desc);
     if (m->num_classes > 0) print_good_class(m);
     for (int i = 0; i < m->meta.n; i++) printf("meta %s: %s\n", m->meta.keys[i], m->meta.vals[i]);
     dn_model_free(m);

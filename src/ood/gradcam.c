@@ -232,6 +232,7 @@ dn_status dn_gradcam_reference(const dn_model *m, const char *const *paths, int 
         used = 0;
         for (int i = 0; i < n; i++) {
             dn_image img;
+            memset(&img, 0, sizeof img); /* dn_image_load leaves stride/format unset */
             if (dn_image_load(paths[i], &img)) continue; /* unreadable: the caller already counted it */
             st = dn_preprocess(&img, &m->pp, dn_session_input(s));
             dn_image_free(&img);

@@ -482,6 +482,7 @@ dn_status dn_ood_take(dn_tensors *ts, const dn_meta *meta, int feat_dim, int ncl
     double tpr = dn_json_num(dn_json_get(j, "tpr"), NAN);
     float cam[4] = {0, 0, 0, 0};
     const dn_json *jc = dn_json_get(j, "cam_ref");
+    if (jc && dn_json_type_of(jc) != DN_JSON_ARR) jc = NULL; /* early files had one number (unused): no reference */
     if (dn_json_num(dn_json_get(j, "version"), 0) != 1) { st = dn_fail(DN_ERR_UNSUPPORTED, "%s: metadata 'ood' version is not 1", label); goto done; }
     if (kind < 0 || !(k >= 1 && k <= 64 && k == (int)k) || !isfinite(thr) || fabs(thr) > FLT_MAX || !(tpr > 0 && tpr < 1) ||
         (jc && (!json_floats(jc, cam, 4) || cam[0] < 0 || cam[1] < 0 || cam[2] < 0 || cam[3] < 0))) {

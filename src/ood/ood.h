@@ -103,4 +103,11 @@ dn_status dn_ood_features(const dn_model *m, const char *const *paths, int n, in
                           unsigned char *ok, int *skipped, const char *who);
 /* logits (n x ncls) = feat * fc_w' + fc_b (raw, before temperature). */
 void dn_ood_logits(const dn_model *m, const float *feat, int n, float *logits);
+/* The whole fit from image files: features of fit_paths (labels fit_y, model
+ * classes) and val_paths, dn_ood_fit, then the Grad-CAM colour reference from up
+ * to 64 val images; replaces m->ood. Unreadable images are left out and counted
+ * in *skipped. On failure m->ood may be unchanged or already replaced. */
+dn_status dn_ood_calibrate_files(dn_model *m, const char *const *fit_paths, const int *fit_y, int nfit,
+                                 const char *const *val_paths, int nval, const dn_ood_cfg *cfg, int batch, int threads,
+                                 int *skipped);
 #endif

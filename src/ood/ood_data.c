@@ -2,6 +2,7 @@
 #include "ood/ood.h"
 #include "kernels/kernels.h"
 #include "nn/engine.h"
+#include "ood/gradcam.h"
 #include "train/loader.h"
 #include <stdlib.h>
 #include <string.h>
@@ -61,4 +62,38 @@ void dn_ood_logits(const dn_model *m, const float *feat, int n, float *logits) {
     dn_sgemm(0, 1, n, C, m->feat_dim, 1.0f, feat, m->feat_dim, m->fc_w, m->feat_dim, 0.0f, logits, C, NULL);
     for (int i = 0; i < n; i++)
         for (int c = 0; c < C; c++) logits[(size_t)i * C + c] += m->fc_b[c];
+}
+
+dn_status dn_ood_calibrate_files(dn_model *m, const char *const *fit_paths, const int *fit_y, int nfit,
+                                 const char *const *val_paths, int nval, const dn_ood_cfg *cfg, int batch, int threads,
+                                 int *skipped) {
+    int d = m->feat_dim, sk = 0;
+    *skipped = 0;
+    float *ff = dn_malloc((size_t)(nfit > 0 ? nfit : 1) * d * sizeof(float));
+    float *fv = dn_malloc((size_t)(nval > 0 ? nval : 1) * d * sizeof(float));
+    unsigned char *okf = dn_malloc((size_t)(nfit > 0 ? nfit : 1)), *okv = dn_malloc((size_t)(nval > 0 ? nval : 1));
+    int *y = dn_malloc((size_t)(nfit > 0 ? nfit : 1) * sizeof(int));
+    const char **sub = dn_malloc(64 * sizeof(char *));
+    dn_ood *o = NULL;
+    dn_status st = DN_OK;
+    if (!ff || !fv || !okf || !okv || !y || !sub) { st = dn_fail(DN_ERR_NOMEM, "ood calibrate: out of memory"); goto done; }
+    if ((st = dn_ood_features(m, fit_paths, nfit, batch, threads, ff, okf, &sk, "ood calibrate"))) goto done;
+    *skipped += sk;
+    if ((st = dn_ood_features(m, val_paths, nval, batch, threads, fv, okv, &sk, "ood calibrate"))) goto done;
+    *skipped += sk;
+    int nf = 0, nv = 0; /* readable rows only, labels kept with their rows */
+    for (int i = 0; i < nfit; i++)
+        if (okf[i]) { memmove(ff + (size_t)nf * d, ff + (size_t)i * d, (size_t)d * sizeof(float)); y[nf++] = fit_y[i]; }
+    for (int i = 0; i < nval; i++)
+        if (okv[i]) memmove(fv + (size_t)nv++ * d, fv + (size_t)i * d, (size_t)d * sizeof(float));
+    if ((st = dn_ood_fit(m, ff, y, nf, fv, nv, cfg, &o))) goto done;
+    dn_ood_free(m->ood);
+    m->ood = o; /* the Grad-CAM reference below runs on the model with its detector */
+    int ns = 0;
+    for (int i = 0; i < nval && ns < 64; i += (nval + 63) / 64)
+        if (okv[i]) sub[ns++] = val_paths[i];
+    if (ns && (st = dn_gradcam_reference(m, sub, ns, o->cam_ref))) goto done;
+done:
+    free(ff); free(fv); free(okf); free(okv); free(y); free(sub);
+    return st;
 }

@@ -5,6 +5,7 @@
 #include "core/sha256.h"
 #include "io/modelfile.h"
 #include "nn/engine.h"
+#include "ood/ood.h"
 #include "train/featcache.h"
 #include "train/loader.h"
 #include "train/loss.h"
@@ -363,6 +364,13 @@ static dn_status save_final(run *r, const dn_train_result *res, const char *spli
     free(tj);
     dn_sb_free(&b);
     if (!st && r->src_sha[0]) memcpy(r->best->source_sha256, r->src_sha, sizeof r->best->source_sha256);
+    if (!st && r->nva > 0) { /* unknown-input detector + Grad-CAM colour scale (docs/ood.md); a failure only warns */
+        int sk;
+        if (dn_ood_calibrate_files(r->best, r->tr_paths, r->tr_labels, r->ntr, r->va_paths, r->nva, NULL, 32, c->threads, &sk))
+            tr_log(r, "warning: unknown-input detector not fitted: %s", dn_last_error());
+        else
+            tr_log(r, "unknown-input detector: threshold %.4g on %d val images", (double)r->best->ood->threshold, r->nva);
+    }
     if (!st) st = tr_save_model_atomic(r->best, c->out, r->out_tmp);
     return st;
 }
