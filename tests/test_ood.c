@@ -83,6 +83,10 @@ TEST(fit_separates_and_matches_reference) {
     }
     CHECK(dn_ood_scores(o, xv, lv, NV, sv) == DN_OK);
     CHECK(dn_ood_scores(o, xo, lo, NO, so) == DN_OK);
+    /* a few images take the streaming matrix-vector path, batches the GEMM: same scores */
+    float few[3 * DN_OOD_NKINDS];
+    CHECK(dn_ood_scores(o, xv, lv, 3, few) == DN_OK);
+    for (int i = 0; i < 3 * DN_OOD_NKINDS; i++) CHECK_NEAR(few[i], sv[i], 1e-4 * (fabs(sv[i]) + 1));
     /* threshold accepts 95% of validation */
     int acc = 0;
     for (int i = 0; i < NV; i++) acc += sv[i * DN_OOD_NKINDS + DN_OOD_COMBO] <= o->threshold;

@@ -128,6 +128,32 @@ static double dotf(const float *a, const float *b, int d) {
     return s;
 }
 
+/* out[r] = rows[r] . z for nrows rows of d: a streaming matrix-vector product
+ * (16 independent lanes, vectorised by the compiler). For one or a few images
+ * this beats dn_sgemm, which would pack the whole bank on every call. */
+static void row_dots(const float *rows, int nrows, int d, const float *z, float *out) {
+    for (int r = 0; r < nrows; r++) {
+        const float *b = rows + (size_t)r * d;
+        float acc[16] = {0};
+        int j = 0;
+        for (; j + 16 <= d; j += 16)
+            for (int l = 0; l < 16; l++) acc[l] += b[j + l] * z[j + l];
+        float s = 0;
+        for (; j < d; j++) s += b[j] * z[j];
+        for (int l = 0; l < 16; l++) s += acc[l];
+        out[r] = s;
+    }
+}
+
+/* C (n x nrows) = A (n x d) * rows' : GEMM for batches, row_dots for a few images */
+static void times_rows(const float *A, int n, const float *rows, int nrows, int d, float *C) {
+    if (n > 8) {
+        dn_sgemm(0, 1, n, nrows, d, 1.0f, A, d, rows, d, 0.0f, C, nrows, NULL);
+        return;
+    }
+    for (int i = 0; i < n; i++) row_dots(rows, nrows, d, A + (size_t)i * d, C + (size_t)i * nrows);
+}
+
 dn_status dn_ood_scores(const dn_ood *o, const float *feat, const float *logits, int n, float *scores) {
     if (!o || !feat || !logits || !scores || n < 0) return dn_fail(DN_ERR_ARG, "ood scores: NULL argument");
     if (n == 0) return DN_OK;
@@ -137,9 +163,9 @@ dn_status dn_ood_scores(const dn_ood *o, const float *feat, const float *logits,
     dn_status st = DN_OK;
     if (!zn || !sims || !pz || !pz0) { st = dn_fail(DN_ERR_NOMEM, "ood scores: out of memory"); goto done; }
     for (int i = 0; i < n; i++) unit_row(feat + (size_t)i * d, d, zn + (size_t)i * d);
-    dn_sgemm(0, 1, n, o->nbank, d, 1.0f, zn, d, o->bank, d, 0.0f, sims, o->nbank, NULL);
-    dn_sgemm(0, 0, n, d, d, 1.0f, feat, d, o->prec, d, 0.0f, pz, d, NULL);   /* prec is symmetric */
-    dn_sgemm(0, 0, n, d, d, 1.0f, feat, d, o->prec0, d, 0.0f, pz0, d, NULL);
+    times_rows(zn, n, o->bank, o->nbank, d, sims);
+    times_rows(feat, n, o->prec, d, d, pz); /* the precisions are symmetric: rows = columns */
+    times_rows(feat, n, o->prec0, d, d, pz0);
     for (int i = 0; i < n; i++) {
         const float *z = feat + (size_t)i * d, *l = logits + (size_t)i * o->ncls;
         float *sc = scores + (size_t)i * DN_OOD_NKINDS;
