@@ -61,7 +61,9 @@ typedef enum { DN_RGB8 = 0, DN_GRAY8 = 1, DN_BGR8 = 2 } dn_pixel_format;
 
 /* An 8-bit image, row-major. Decoded images (dn_image_load/decode) are packed
  * RGB8 (h*w*3 bytes, stride 0) and own data. A wrapped camera frame
- * (dn_image_wrap) borrows the caller's buffer in its own layout. */
+ * (dn_image_wrap) borrows the caller's buffer in its own layout. An image filled
+ * by hand must be zero-initialised first (dn_image img = {0};): stride 0, format
+ * DN_RGB8 and borrowed 0 describe a packed RGB8 buffer. */
 typedef struct dn_image {
     int w, h;
     uint8_t *data;

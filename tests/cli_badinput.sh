@@ -174,7 +174,7 @@ else echo "FAIL help_equals_dash_dash_help"; fail=$((fail+1)); fi
 if [ $rc -eq 2 ] && grep -q "defectnet help: unknown command 'nope'" "$tmp/err"; then echo "ok   help_unknown"; pass=$((pass+1))
 else echo "FAIL help_unknown: exit $rc"; fail=$((fail+1)); fi
 # every --help states the one exit-code scheme
-for c in convert download quantize report rules synth version; do
+for c in convert download eval predict quantize report rules serve synth train version; do
     if "$BIN" "$c" --help 2>&1 | grep -q "exit status: 0 ok, 1 partial"; then echo "ok   help_exit_codes_$c"; pass=$((pass+1))
     else echo "FAIL help_exit_codes_$c: --help does not state the exit codes"; fail=$((fail+1)); fi
 done

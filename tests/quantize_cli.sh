@@ -20,32 +20,32 @@ cp $I/rgb16_45x61.png $I/gray_64x48.jpg "$tmp/val/class_1/"
 echo "not an image" > "$tmp/val/class_1/broken.png"
 cp $I/palette_50x37.png "$tmp/odd/class_0/"; cp $I/gray_64x48.jpg "$tmp/odd/scratch/"
 
-# 1. usage errors exit 2
+# 1. usage errors exit 2 (and data errors: the one exit-code scheme)
 "$BIN" quantize --model $M >/dev/null 2>&1; rc=$?
 [ $rc -eq 2 ] && ok usage_missing_args || bad "usage_missing_args (rc $rc)"
-"$BIN" quantize --model $M --val "$tmp/val" --mode fp8 --out "$tmp/o.safetensors" >/dev/null 2>&1; rc=$?
+"$BIN" quantize --model $M --data "$tmp/val" --mode fp8 --out "$tmp/o.safetensors" >/dev/null 2>&1; rc=$?
 [ $rc -eq 2 ] && ok usage_bad_mode || bad "usage_bad_mode (rc $rc)"
 
 # 2. int8 is refused with a one-line reason
-err=$("$BIN" quantize --model $M --val "$tmp/val" --mode int8 --out "$tmp/o.safetensors" 2>&1 >/dev/null); rc=$?
-if [ $rc -eq 1 ] && [ "$(echo "$err" | wc -l)" -eq 1 ] && echo "$err" | grep -q "int8"; then ok int8_refused
+err=$("$BIN" quantize --model $M --data "$tmp/val" --mode int8 --out "$tmp/o.safetensors" 2>&1 >/dev/null); rc=$?
+if [ $rc -eq 2 ] && [ "$(echo "$err" | wc -l)" -eq 1 ] && echo "$err" | grep -q "int8"; then ok int8_refused
 else bad "int8_refused (rc $rc): $err"; fi
 
 # 3. missing model file: one line naming it
-err=$("$BIN" quantize --model "$tmp/none.pth" --val "$tmp/val" --mode bf16 --out "$tmp/o.safetensors" 2>&1 >/dev/null); rc=$?
-if [ $rc -eq 1 ] && [ "$(echo "$err" | wc -l)" -eq 1 ] && echo "$err" | grep -q "none.pth"; then ok missing_model
+err=$("$BIN" quantize --model "$tmp/none.pth" --data "$tmp/val" --mode bf16 --out "$tmp/o.safetensors" 2>&1 >/dev/null); rc=$?
+if [ $rc -eq 2 ] && [ "$(echo "$err" | wc -l)" -eq 1 ] && echo "$err" | grep -q "none.pth"; then ok missing_model
 else bad "missing_model (rc $rc): $err"; fi
 
 # 4. validation class unknown to the model
-err=$("$BIN" quantize --model $M --val "$tmp/odd" --mode bf16 --out "$tmp/o.safetensors" 2>&1 >/dev/null); rc=$?
-if [ $rc -eq 1 ] && echo "$err" | grep -q "class 'scratch' is not one of the model's classes"; then ok unknown_class
+err=$("$BIN" quantize --model $M --data "$tmp/odd" --mode bf16 --out "$tmp/o.safetensors" 2>&1 >/dev/null); rc=$?
+if [ $rc -eq 2 ] && echo "$err" | grep -q "class 'scratch' is not one of the model's classes"; then ok unknown_class
 else bad "unknown_class (rc $rc): $err"; fi
 [ ! -e "$tmp/o.safetensors" ] && ok nothing_written_on_error || bad nothing_written_on_error
 
 # 5. the real thing (needs AVX512_BF16): guard figures in the metadata, shown by info
 if "$BIN" version | grep -q avx512bf16; then
-    out=$("$BIN" quantize --model $M --val "$tmp/val" --mode bf16 --out "$tmp/q.safetensors" --min-agreement 0.5 2>"$tmp/err"); rc=$?
-    if [ $rc -eq 0 ] && echo "$out" | grep -q "top-1 agreement with fp32" && grep -q "4 validation images (1 unreadable skipped)" "$tmp/err"; then
+    out=$("$BIN" quantize --model $M --data "$tmp/val" --mode bf16 --out "$tmp/q.safetensors" --min-agreement 0.5 2>"$tmp/err"); rc=$?
+    if [ $rc -eq 1 ] && echo "$out" | grep -q "top-1 agreement with fp32" && grep -q "4 validation images (1 unreadable skipped)" "$tmp/err"; then
         ok quantize_bf16
     else bad "quantize_bf16 (rc $rc): $out $(cat "$tmp/err")"; fi
     info=$("$BIN" info "$tmp/q.safetensors" 2>&1)
@@ -57,8 +57,8 @@ if "$BIN" version | grep -q avx512bf16; then
     out=$("$BIN" predict --model "$tmp/q.safetensors" --format csv $I/palette_50x37.png 2>&1); rc=$?
     [ $rc -eq 0 ] && echo "$out" | grep -q "palette_50x37.png" && ok predict_quantized || bad "predict_quantized (rc $rc): $out"
 else
-    err=$("$BIN" quantize --model $M --val "$tmp/val" --mode bf16 --out "$tmp/q.safetensors" 2>&1 >/dev/null); rc=$?
-    if [ $rc -eq 1 ] && echo "$err" | grep -q "bf16"; then ok bf16_unsupported_cpu
+    err=$("$BIN" quantize --model $M --data "$tmp/val" --mode bf16 --out "$tmp/q.safetensors" 2>&1 >/dev/null); rc=$?
+    if [ $rc -eq 2 ] && echo "$err" | grep -q "bf16"; then ok bf16_unsupported_cpu
     else bad "bf16_unsupported_cpu (rc $rc): $err"; fi
     echo "SKIP quantize_bf16: CPU has no AVX512_BF16"; skip=$((skip+1))
 fi

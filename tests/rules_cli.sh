@@ -24,7 +24,7 @@ cat > "$tmp/bad.json" <<'EOF'
             "actions": [{"type": "command", "argv": ["true"]}]}]}
 EOF
 err=$("$BIN" rules check "$tmp/bad.json" 2>&1 >/dev/null); rc=$?
-if [ $rc -eq 1 ] && [ "$(echo "$err" | wc -l)" -eq 1 ] &&
+if [ $rc -eq 2 ] && [ "$(echo "$err" | wc -l)" -eq 1 ] &&
    echo "$err" | grep -q "bad.json: rule 'stop-line': unknown condition \"confidence\""; then
     ok check_bad_file
 else bad "check_bad_file (rc $rc): $err"; fi
@@ -59,13 +59,13 @@ else bad "dry_run_document (rc $rc): $out"; fi
 
 # 5. broken predictions and a missing rules file: exit 1 with a one-line message
 err=$(printf '{"id":1,"class":"x","confidence":0.5}\nnot json\n' | "$BIN" rules dry-run examples/rules.json 2>&1 >/dev/null); rc=$?
-if [ $rc -eq 1 ] && echo "$err" | grep -q '^defectnet rules: stdin:2: invalid JSON'; then ok dry_run_bad_json
+if [ $rc -eq 2 ] && echo "$err" | grep -q '^defectnet rules: stdin:2: invalid JSON'; then ok dry_run_bad_json
 else bad "dry_run_bad_json (rc $rc): $err"; fi
 err=$(printf '{"id":1,"confidence":0.5}\n' | "$BIN" rules dry-run examples/rules.json 2>&1 >/dev/null); rc=$?
-if [ $rc -eq 1 ] && echo "$err" | grep -q 'stdin:1: prediction needs "class"'; then ok dry_run_missing_class
+if [ $rc -eq 2 ] && echo "$err" | grep -q 'stdin:1: prediction needs "class"'; then ok dry_run_missing_class
 else bad "dry_run_missing_class (rc $rc): $err"; fi
 err=$("$BIN" rules check "$tmp/none.json" 2>&1 >/dev/null); rc=$?
-if [ $rc -eq 1 ] && echo "$err" | grep -q 'none.json: cannot open'; then ok check_missing_file
+if [ $rc -eq 2 ] && echo "$err" | grep -q 'none.json: cannot open'; then ok check_missing_file
 else bad "check_missing_file (rc $rc): $err"; fi
 "$BIN" rules >/dev/null 2>&1; rc=$?
 if [ $rc -eq 2 ]; then ok usage_exit_2; else bad "usage_exit_2 (rc $rc)"; fi

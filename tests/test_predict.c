@@ -142,13 +142,13 @@ TEST(csv_and_table_formats) {
     snprintf(args, sizeof args, "--model %s --format csv --top-k 9 %s/a_good.pgm %s/sub", MODEL, g_dir, g_dir);
     int rc = run(args, &out, &err);
     CHECK_MSG(rc == 1, "exit %d: %s", rc, err); /* sub/truncated.png fails */
-    CHECK(!strncmp(out, "path,class,confidence,uncertain,top1_class,top1_prob,", 53));
+    CHECK(!strncmp(out, "path,class,confidence,uncertain,decision,ood_score,top1_class,top1_prob,", 72));
     CHECK(strstr(out, "top5_prob\n") != NULL && strstr(out, "top6") == NULL); /* top-k clamped to 5 classes */
     CHECK(count_lines(out) == 4);
     char *row = strchr(out, '\n') + 1;
     int commas = 0;
     for (char *p = row; *p && *p != '\n'; p++) commas += *p == ',';
-    CHECK(commas == 3 + 2 * 5);
+    CHECK(commas == 5 + 2 * 5);
     free(out); free(err);
 
     snprintf(args, sizeof args, "--model %s --format table %s/a_good.pgm %s/b_good.ppm", MODEL, g_dir, g_dir);
@@ -175,7 +175,9 @@ TEST(usage_and_model_errors) {
         {"--model " MODEL, "no image files or folders"},
         {"--model " MODEL " --top-k 0 x.png", "--top-k"},
         {"--model " MODEL " --batch abc x.png", "--batch"},
-        {"--model " MODEL " --format xml x.png", "unknown format 'xml'"},
+        {"--model " MODEL " --format xml x.png", "--format 'xml': expected table, jsonl or csv"},
+        {"-m " MODEL " --batch=0 x.png", "--batch '0'"},
+        {"-m " MODEL " -f", "option '-f' needs a value"},
         {"--model " MODEL " --frobnicate x.png", "unknown option '--frobnicate'"},
         {"--model /nonexistent/model.pth x.png", "/nonexistent/model.pth"},
         {"--model tests/fixtures/resnet/r18n_logits.f32 x.png", "r18n_logits.f32"},

@@ -933,6 +933,7 @@ TEST(imagenet_weights_real_images_end_to_end) {
 /* ------------------------------------------------------------ public API */
 
 static void synth_image(dn_image *img, int w, int h, int seed) {
+    memset(img, 0, sizeof *img); /* packed RGB8, owned (stride/format/borrowed 0) */
     img->w = w; img->h = h;
     img->data = malloc((size_t)w * h * 3);
     for (int i = 0; i < w * h * 3; i++) img->data[i] = (uint8_t)((i * 37 + seed * 101 + (i / (w * 3)) * 13) & 255);

@@ -869,7 +869,7 @@ TEST(end_to_end_rules_broker_webhook_report) {
         dn_json_free(j);
         resp_free(&r);
         CHECK(http(port, "GET", "/v1/report?format=html", NULL, 0, NULL, &r) == 200);
-        CHECK(r.body.s && strstr(r.body.s, "<svg") && strstr(r.body.s, "<b>21</b>"));
+        CHECK(r.body.s && strstr(r.body.s, "<svg") && strstr(r.body.s, "id=\"kpi-total\">21<"));
         resp_free(&r);
         CHECK(http(port, "GET", "/v1/report?format=csv&group_by=line", NULL, 0, NULL, &r) == 200);
         CHECK(r.body.s && strstr(r.body.s, "\nL7,21,"));

@@ -1135,16 +1135,16 @@ TEST(cli_convert_errors) {
     char args[1024];
     const char *dst = tpath("cli_bad.safetensors");
     snprintf(args, sizeof args, "convert " FX "narrow_zip.pth %s --classes a,b", dst);
-    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "2 class names given but " FX "narrow_zip.pth has 5 outputs"));
+    CHECK(run_cli(args, out, sizeof out) == 2 && strstr(out, "2 class names given but " FX "narrow_zip.pth has 5 outputs"));
     snprintf(args, sizeof args, "convert " FX "narrow_zip.pth %s --classes a,b,a,c,d", dst);
-    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "class name 'a' given twice"));
+    CHECK(run_cli(args, out, sizeof out) == 2 && strstr(out, "class name 'a' given twice"));
     snprintf(args, sizeof args, "convert " FX "narrow_zip.pth %s --arch-check", dst);
-    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "architecture is resnet-custom"));
+    CHECK(run_cli(args, out, sizeof out) == 2 && strstr(out, "architecture is resnet-custom"));
     snprintf(args, sizeof args, "convert " FX "narrow_zip.pth %s --meta classes=x", dst);
-    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "reserved key"));
+    CHECK(run_cli(args, out, sizeof out) == 2 && strstr(out, "reserved key"));
     CHECK(access(dst, F_OK) != 0);
     snprintf(args, sizeof args, "convert " FX "narrow.json %s", dst);
-    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "narrow.json: not a model file") && count_lines(out) == 1);
+    CHECK(run_cli(args, out, sizeof out) == 2 && strstr(out, "narrow.json: not a model file") && count_lines(out) == 1);
     /* --classes-file: one name per line, blank lines ignored, must match the fc width */
     const char *cf = tpath("classes.txt");
     CHECK(spit(cf, "alpha\r\nbeta\n\ngamma\ndelta\nepsilon\n", 33) == 0);
@@ -1156,7 +1156,7 @@ TEST(cli_convert_errors) {
     dn_model_free(m);
     unlink(dst);
     CHECK(spit(cf, "alpha\nbeta\n", 11) == 0);
-    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "2 class names given"));
+    CHECK(run_cli(args, out, sizeof out) == 2 && strstr(out, "2 class names given"));
     /* an empty --classes is an error, not a silent fallback to the default names */
     snprintf(args, sizeof args, "convert " FX "narrow_zip.pth %s --classes ''", dst);
     CHECK(run_cli(args, out, sizeof out) == 2 && strstr(out, "--classes: no class names") && count_lines(out) == 1);
@@ -1178,7 +1178,7 @@ TEST(cli_download_file_url) {
     CHECK(access(tpath("narrow_zip.pth"), F_OK) == 0);
     CHECK_MSG(run_cli(args, out, sizeof out) == 0 && strstr(out, "already present"), "%s", out);
     snprintf(args, sizeof args, "download --out %s --url file://%s/" FX "narrow_legacy.pth --sha256 %s", tmpdir, cwd, hex);
-    CHECK(run_cli(args, out, sizeof out) == 1 && strstr(out, "sha256 mismatch"));
+    CHECK(run_cli(args, out, sizeof out) == 2 && strstr(out, "sha256 mismatch"));
     CHECK(access(tpath("narrow_legacy.pth"), F_OK) != 0);
     snprintf(args, sizeof args, "download --url file://%s/x.pth", cwd);
     CHECK(run_cli(args, out, sizeof out) == 2 && strstr(out, "needs --sha256"));

@@ -74,8 +74,15 @@ int dn_args_next(dn_args *a) {
             if (!strcmp(p->name, a->lo[li].name)) o = p;
         if (o && o->deprecated)
             fprintf(stderr, "defectnet %s: warning: --%s is deprecated, use %s\n", a->cmd, o->name, o->deprecated);
+        snprintf(a->canon, sizeof a->canon, "%s", a->name);
     } else {
         snprintf(a->name, sizeof a->name, "-%c", c);
+        snprintf(a->canon, sizeof a->canon, "--help");
+        for (const dn_opt *p = a->opts; p && p->name; p++)
+            if (p->key == c && !p->deprecated) {
+                snprintf(a->canon, sizeof a->canon, "--%s", p->name);
+                break;
+            }
     }
     return c;
 }

@@ -29,7 +29,7 @@ typedef struct dn_opt {
     const char *deprecated;
 } dn_opt;
 
-#define DN_ARGS_MAX 48
+#define DN_ARGS_MAX 80
 typedef struct dn_args {
     const char *cmd;              /* "quantize": messages start "defectnet quantize: " */
     int argc;
@@ -39,6 +39,7 @@ typedef struct dn_args {
     char shorts[3 * DN_ARGS_MAX + 8];
     const char *val;              /* value of the option just returned (NULL if none) */
     char name[64];                /* the option as written: "--model" or "-m" */
+    char canon[64];               /* its canonical long form: "--model" for both */
     int ind;                      /* after dn_args_next returned -1: first positional */
 } dn_args;
 

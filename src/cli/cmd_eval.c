@@ -75,7 +75,7 @@ static void usage(FILE *f) {
             "  --cost escape=50,false_reject=1[,escape:CLASS=100]   ... or the threshold of least cost on val\n"
             "  --ordinal           ordered classes: confusion distance and mean absolute class error (stored)\n"
             "  95%% intervals: Wilson for accuracy and rates, bootstrap over images for macro-F1\n"
-            "exit status: 0 ok, 1 some images unreadable (skipped), 2 usage/model/data error\n");
+            DN_EXIT_HELP);
 }
 
 /* Logits of a list of images. Unreadable images are reported and skipped

@@ -16,7 +16,9 @@
  *
  * Exit status: 0 every image classified; 1 at least one file failed (the others
  * were classified); 2 usage error, unloadable model, or nothing to classify. */
+#include "cli/args.h"
 #include "core/core.h"
+#include "core/progress.h"
 #include "core/json.h"
 #include "io/dataset.h"
 #include "nn/engine.h"
@@ -122,27 +124,16 @@ static void print_row(int fmt, const dn_model *m, const char *path, const dn_pre
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: defectnet predict --model M [--top-k K] [--batch B] [--threads T]\n"
-            "                         [--format table|jsonl|csv] PATH...\n"
+            "usage: defectnet predict -m|--model M [--top-k K] [--batch B] [--threads T]\n"
+            "                         [-f|--format table|jsonl|csv] PATH...\n"
             "  PATH      image files and/or directories (searched recursively)\n"
             "  --top-k   classes listed per image (default 3, at most the number of classes)\n"
             "  --batch   images decoded and forwarded together (default 8)\n"
             "  --threads worker threads (default: all cores)\n"
             "  --format  table (default on a terminal) | jsonl (default otherwise) | csv\n"
             "            ('?' after a table confidence / uncertain=true|1: below the model's threshold)\n"
-            "exit status: 0 all classified, 1 some files failed (rest classified), 2 usage/model error\n");
-}
-
-static int parse_int(const char *opt, const char *v, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = v ? strtol(v, &end, 10) : 0;
-    if (!v || errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "defectnet predict: %s: expected an integer in %d..%d, got '%s'\n", opt, lo, hi, v ? v : "");
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
+            "  a progress line with ETA is shown on a terminal when the results go to a file or pipe\n"
+            DN_EXIT_HELP);
 }
 
 int cmd_predict(int argc, char **argv) {
@@ -155,34 +146,33 @@ int cmd_predict(int argc, char **argv) {
     float *probs = NULL;
     char **names = NULL;
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); rc = 0; goto done; }
-        else if (!strcmp(a, "--model")) { if (!v) goto missing; model_path = v; i++; }
-        else if (!strcmp(a, "--top-k")) { if (parse_int(a, v, 1, DN_MAX_CLASSES, &topk)) goto done; i++; }
-        else if (!strcmp(a, "--batch")) { if (parse_int(a, v, 1, 1024, &batch)) goto done; i++; }
-        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 0, 1024, &threads)) goto done; i++; }
-        else if (!strcmp(a, "--format")) {
-            if (!v) goto missing;
-            if (!strcmp(v, "table")) fmt = FMT_TABLE;
-            else if (!strcmp(v, "jsonl")) fmt = FMT_JSONL;
-            else if (!strcmp(v, "csv")) fmt = FMT_CSV;
-            else { fprintf(stderr, "defectnet predict: --format: unknown format '%s' (table|jsonl|csv)\n", v); goto done; }
-            i++;
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "defectnet predict: unknown option '%s'\n", a);
-            usage(stderr);
-            goto done;
-        } else if (sv_push(&inputs, dn_strdup(a))) {
+    enum { O_TOPK = 256, O_BATCH, O_THREADS };
+    static const dn_opt opts[] = {{"model", 'm', DN_ARG_REQ, NULL}, {"top-k", O_TOPK, DN_ARG_REQ, NULL},
+                                  {"batch", O_BATCH, DN_ARG_REQ, NULL}, {"threads", O_THREADS, DN_ARG_REQ, NULL},
+                                  {"format", 'f', DN_ARG_REQ, NULL}, {0}};
+    dn_args a;
+    dn_args_init(&a, "predict", argc, argv, opts);
+    for (int c; (c = dn_args_next(&a)) != -1;) {
+        int f = 0;
+        switch (c) {
+        case 'h': usage(stdout); rc = 0; goto done;
+        case 'm': model_path = a.val; break;
+        case O_TOPK: if (dn_arg_int(&a, 1, DN_MAX_CLASSES, &topk)) goto done; break;
+        case O_BATCH: if (dn_arg_int(&a, 1, 1024, &batch)) goto done; break;
+        case O_THREADS: if (dn_arg_int(&a, 0, 1024, &threads)) goto done; break;
+        case 'f':
+            if (dn_format_parse("predict", a.val, DN_FMT_TABLE | DN_FMT_JSONL | DN_FMT_CSV, &f)) goto done;
+            fmt = f == DN_FMT_TABLE ? FMT_TABLE : f == DN_FMT_JSONL ? FMT_JSONL : FMT_CSV;
+            break;
+        default: goto done;
+        }
+    }
+    for (int i = 0; i < dn_args_npos(&a); i++)
+        if (sv_push(&inputs, dn_strdup(dn_args_pos(&a, i)))) {
             fprintf(stderr, "defectnet predict: out of memory\n");
+            rc = DN_EXIT_INTERNAL;
             goto done;
         }
-        continue;
-    missing:
-        fprintf(stderr, "defectnet predict: %s needs a value\n", a);
-        goto done;
-    }
     if (!model_path) { fprintf(stderr, "defectnet predict: --model is required\n"); usage(stderr); goto done; }
     if (!inputs.n) { fprintf(stderr, "defectnet predict: no image files or folders given\n"); usage(stderr); goto done; }
     if (fmt < 0) fmt = isatty(STDOUT_FILENO) ? FMT_TABLE : FMT_JSONL;
@@ -236,7 +226,11 @@ int cmd_predict(int argc, char **argv) {
     print_header(fmt, topk, pathw);
 
     float *in = dn_session_input(s);
+    dn_progress pg;
+    dn_progress_start(&pg, "predict", files.n);
+    if (isatty(STDOUT_FILENO)) pg.on = 0; /* the rows themselves show progress on a terminal */
     for (int next = 0; next < files.n;) {
+        dn_progress_update(&pg, next);
         int nb = 0;
         while (nb < batch && next < files.n) {
             const char *path = files.v[next++];
@@ -245,6 +239,7 @@ int cmd_predict(int argc, char **argv) {
             if (!st) st = dn_preprocess(&img, &m->pp, in + (size_t)nb * per);
             dn_image_free(&img);
             if (st) {
+                dn_progress_clear(&pg);
                 const char *err = dn_last_error();
                 /* decoder messages normally name the file already */
                 if (strstr(err, path)) fprintf(stderr, "defectnet predict: %s\n", err);
@@ -269,6 +264,7 @@ int cmd_predict(int argc, char **argv) {
         }
         ok += nb;
     }
+    dn_progress_end(&pg);
     rc = failed ? 1 : 0;
     if (failed) fprintf(stderr, "defectnet predict: %d classified, %d failed\n", ok, failed);
 done:

@@ -1,6 +1,7 @@
 /* `defectnet serve`: runs the HTTP service until SIGTERM/SIGINT; SIGHUP reloads
  * the model and rules. Signals are blocked in every thread and taken synchronously
  * by the main thread with sigtimedwait, so no work happens in a signal handler. */
+#include "cli/args.h"
 #include "core/core.h"
 #include "serve/bus.h"
 #include "serve/http.h"
@@ -16,7 +17,7 @@
 
 static void serve_usage(FILE *f) {
     fprintf(f,
-            "usage: defectnet serve --model M [--db sqlite:FILE | postgres://...] [--rules FILE]\n"
+            "usage: defectnet serve -m|--model M [--db sqlite:FILE | postgres://...] [--rules FILE]\n"
             "         [--watch DIR [--move-processed] [--watch-line L] [--watch-station S] [--watch-camera C]]\n"
             "         [--listen 127.0.0.1:8080] [--workers N] [--queue N]\n"
             "         [--token-file F] [--store-images DIR] [--dry-run] [--max-body BYTES]\n"
@@ -36,19 +37,8 @@ static void serve_usage(FILE *f) {
             "  --node defaults to the host name: recorded with every prediction (column node) and the\n"
             "  MQTT session id of this node (a restarted node gets its unacknowledged messages again).\n"
             "  --good-class NAME: the class meaning \"good part\" (default: the model's, see `defectnet info`);\n"
-            "  decisions follow the model's stored policy (eval --target-escape/--cost) for that class.\n");
-}
-
-static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
-    char *e;
-    errno = 0;
-    long x = strtol(v, &e, 10);
-    if (errno || e == v || *e || x < lo || x > hi) {
-        fprintf(stderr, "defectnet serve: %s '%s': expected an integer in %ld..%ld\n", opt, v, lo, hi);
-        return -1;
-    }
-    *out = x;
-    return 0;
+            "  decisions follow the model's stored policy (eval --target-escape/--cost) for that class.\n"
+            DN_EXIT_HELP);
 }
 
 /* Reads the token file: first line, surrounding whitespace removed. Caller frees. */
@@ -85,19 +75,67 @@ int cmd_serve(int argc, char **argv) {
     dn_mqtt_in_config mc = {0};
     dn_bus_config bc = {0};
     const char *node = NULL, *mqtt_pw_file = NULL, *kafka_brokers = NULL, *kafka_topic = NULL;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        long v = 0;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { serve_usage(stdout); return 0; }
+    static const dn_opt opts[] = {
+        {"dry-run", 256, DN_ARG_NONE, NULL},
+        {"move-processed", 257, DN_ARG_NONE, NULL},
+        {"quiet", 258, DN_ARG_NONE, NULL},
+        {"model", 'm', DN_ARG_REQ, NULL},
+        {"good-class", 259, DN_ARG_REQ, NULL},
+        {"db", 260, DN_ARG_REQ, NULL},
+        {"rules", 261, DN_ARG_REQ, NULL},
+        {"watch", 262, DN_ARG_REQ, NULL},
+        {"watch-line", 263, DN_ARG_REQ, NULL},
+        {"watch-station", 264, DN_ARG_REQ, NULL},
+        {"watch-camera", 265, DN_ARG_REQ, NULL},
+        {"listen", 266, DN_ARG_REQ, NULL},
+        {"token-file", 267, DN_ARG_REQ, NULL},
+        {"store-images", 268, DN_ARG_REQ, NULL},
+        {"ok-classes", 269, DN_ARG_REQ, NULL},
+        {"node", 270, DN_ARG_REQ, NULL},
+        {"mqtt-in", 271, DN_ARG_REQ, NULL},
+        {"mqtt-topic", 272, DN_ARG_REQ, NULL},
+        {"mqtt-group", 273, DN_ARG_REQ, NULL},
+        {"mqtt-fields", 274, DN_ARG_REQ, NULL},
+        {"mqtt-file-root", 275, DN_ARG_REQ, NULL},
+        {"mqtt-dead-letter", 276, DN_ARG_REQ, NULL},
+        {"mqtt-inflight", 277, DN_ARG_REQ, NULL},
+        {"mqtt-max-payload", 278, DN_ARG_REQ, NULL},
+        {"mqtt-session-expiry", 279, DN_ARG_REQ, NULL},
+        {"mqtt-out", 280, DN_ARG_REQ, NULL},
+        {"mqtt-results", 281, DN_ARG_REQ, NULL},
+        {"mqtt-last", 282, DN_ARG_REQ, NULL},
+        {"sparkplug", 283, DN_ARG_REQ, NULL},
+        {"mqtt-user", 284, DN_ARG_REQ, NULL},
+        {"mqtt-password-file", 285, DN_ARG_REQ, NULL},
+        {"kafka", 286, DN_ARG_REQ, NULL},
+        {"plc-topic", 287, DN_ARG_REQ, NULL},
+        {"plc-failsafe", 288, DN_ARG_REQ, NULL},
+        {"plc-ok-classes", 289, DN_ARG_REQ, NULL},
+        {"plc-deadline-ms", 290, DN_ARG_REQ, NULL},
+        {"kafka-topic", 291, DN_ARG_REQ, NULL},
+        {"workers", 292, DN_ARG_REQ, NULL},
+        {"queue", 293, DN_ARG_REQ, NULL},
+        {"batch", 294, DN_ARG_REQ, NULL},
+        {"session-threads", 295, DN_ARG_REQ, NULL},
+        {"max-body", 296, DN_ARG_REQ, NULL},
+        {"body-timeout", 297, DN_ARG_REQ, NULL},
+        {"idle-timeout", 298, DN_ARG_REQ, NULL},
+        {"header-timeout", 299, DN_ARG_REQ, NULL},
+        {"max-connections", 300, DN_ARG_REQ, NULL},
+        {"max-per-client", 301, DN_ARG_REQ, NULL},
+        {"body-budget", 302, DN_ARG_REQ, NULL},
+        {"report-slots", 303, DN_ARG_REQ, NULL},
+        {0}};
+    dn_args ga;
+    dn_args_init(&ga, "serve", argc, argv, opts);
+    for (int key; (key = dn_args_next(&ga)) != -1;) {
+        const char *a = ga.canon, *val = ga.val;
+        long long v = 0;
+        if (key == 'h') { serve_usage(stdout); return 0; }
+        if (key == '?') return DN_EXIT_USAGE;
         if (!strcmp(a, "--dry-run")) { c.dry_run = 1; continue; }
         if (!strcmp(a, "--move-processed")) { c.move_processed = 1; continue; }
         if (!strcmp(a, "--quiet")) { c.quiet = 1; continue; }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "defectnet serve: %s: unknown option or missing value\n", a);
-            serve_usage(stderr);
-            return 2;
-        }
-        const char *val = argv[++i];
         if (!strcmp(a, "--model")) c.model_path = val;
         else if (!strcmp(a, "--good-class")) c.good_class = val;
         else if (!strcmp(a, "--db")) c.db_url = val;
@@ -117,9 +155,9 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--mqtt-fields")) mc.fields = val;
         else if (!strcmp(a, "--mqtt-file-root")) mc.file_root = val;
         else if (!strcmp(a, "--mqtt-dead-letter")) mc.dead_letter = val;
-        else if (!strcmp(a, "--mqtt-inflight")) { if (parse_int(a, val, 1, 256, &v)) return 2; mc.inflight = (int)v; }
-        else if (!strcmp(a, "--mqtt-max-payload")) { if (parse_int(a, val, 1024, 256L << 20, &v)) return 2; mc.max_payload = (size_t)v; }
-        else if (!strcmp(a, "--mqtt-session-expiry")) { if (parse_int(a, val, 1, 0x7fffffffL, &v)) return 2; mc.session_expiry = (int)v; }
+        else if (!strcmp(a, "--mqtt-inflight")) { if (dn_arg_long(&ga, 1, 256, &v)) return DN_EXIT_USAGE; mc.inflight = (int)v; }
+        else if (!strcmp(a, "--mqtt-max-payload")) { if (dn_arg_long(&ga, 1024, 256L << 20, &v)) return DN_EXIT_USAGE; mc.max_payload = (size_t)v; }
+        else if (!strcmp(a, "--mqtt-session-expiry")) { if (dn_arg_long(&ga, 1, 0x7fffffffL, &v)) return DN_EXIT_USAGE; mc.session_expiry = (int)v; }
         else if (!strcmp(a, "--mqtt-out")) bc.url = val;
         else if (!strcmp(a, "--mqtt-results")) bc.results_topic = val;
         else if (!strcmp(a, "--mqtt-last")) bc.last_topic = val;
@@ -130,26 +168,23 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(a, "--plc-topic")) bc.plc_topic = val;
         else if (!strcmp(a, "--plc-failsafe")) bc.plc_failsafe = val;
         else if (!strcmp(a, "--plc-ok-classes")) bc.plc_ok_classes = val;
-        else if (!strcmp(a, "--plc-deadline-ms")) { if (parse_int(a, val, 1, 600000, &v)) return 2; bc.plc_deadline_ms = (int)v; }
+        else if (!strcmp(a, "--plc-deadline-ms")) { if (dn_arg_long(&ga, 1, 600000, &v)) return DN_EXIT_USAGE; bc.plc_deadline_ms = (int)v; }
         else if (!strcmp(a, "--kafka-topic")) kafka_topic = val;
-        else if (!strcmp(a, "--workers")) { if (parse_int(a, val, 1, 256, &v)) return 2; c.workers = (int)v; }
-        else if (!strcmp(a, "--queue")) { if (parse_int(a, val, 1, 1000000, &v)) return 2; c.queue = (int)v; }
-        else if (!strcmp(a, "--batch")) { if (parse_int(a, val, 1, DN_SERVE_MAX_BATCH, &v)) return 2; c.batch = (int)v; }
-        else if (!strcmp(a, "--session-threads")) { if (parse_int(a, val, 1, 256, &v)) return 2; c.session_threads = (int)v; }
-        else if (!strcmp(a, "--max-body")) { if (parse_int(a, val, 1024, 1L << 30, &v)) return 2; c.max_body = (size_t)v; }
-        else if (!strcmp(a, "--body-timeout")) { if (parse_int(a, val, 1, 3600, &v)) return 2; c.body_timeout = (int)v; }
-        else if (!strcmp(a, "--idle-timeout")) { if (parse_int(a, val, 1, 3600, &v)) return 2; c.idle_timeout = (int)v; }
-        else if (!strcmp(a, "--header-timeout")) { if (parse_int(a, val, 1, 3600, &v)) return 2; c.header_timeout = (int)v; }
-        else if (!strcmp(a, "--max-connections")) { if (parse_int(a, val, 1, 100000, &v)) return 2; c.max_connections = (int)v; }
-        else if (!strcmp(a, "--max-per-client")) { if (parse_int(a, val, 1, 100000, &v)) return 2; c.max_per_client = (int)v; }
-        else if (!strcmp(a, "--body-budget")) { if (parse_int(a, val, 1 << 20, 1L << 40, &v)) return 2; c.body_budget = (size_t)v; }
-        else if (!strcmp(a, "--report-slots")) { if (parse_int(a, val, 1, 64, &v)) return 2; c.report_slots = (int)v; }
-        else {
-            fprintf(stderr, "defectnet serve: unknown option %s\n", a);
-            serve_usage(stderr);
-            return 2;
-        }
+        else if (!strcmp(a, "--workers")) { if (dn_arg_long(&ga, 1, 256, &v)) return DN_EXIT_USAGE; c.workers = (int)v; }
+        else if (!strcmp(a, "--queue")) { if (dn_arg_long(&ga, 1, 1000000, &v)) return DN_EXIT_USAGE; c.queue = (int)v; }
+        else if (!strcmp(a, "--batch")) { if (dn_arg_long(&ga, 1, DN_SERVE_MAX_BATCH, &v)) return DN_EXIT_USAGE; c.batch = (int)v; }
+        else if (!strcmp(a, "--session-threads")) { if (dn_arg_long(&ga, 1, 256, &v)) return DN_EXIT_USAGE; c.session_threads = (int)v; }
+        else if (!strcmp(a, "--max-body")) { if (dn_arg_long(&ga, 1024, 1L << 30, &v)) return DN_EXIT_USAGE; c.max_body = (size_t)v; }
+        else if (!strcmp(a, "--body-timeout")) { if (dn_arg_long(&ga, 1, 3600, &v)) return DN_EXIT_USAGE; c.body_timeout = (int)v; }
+        else if (!strcmp(a, "--idle-timeout")) { if (dn_arg_long(&ga, 1, 3600, &v)) return DN_EXIT_USAGE; c.idle_timeout = (int)v; }
+        else if (!strcmp(a, "--header-timeout")) { if (dn_arg_long(&ga, 1, 3600, &v)) return DN_EXIT_USAGE; c.header_timeout = (int)v; }
+        else if (!strcmp(a, "--max-connections")) { if (dn_arg_long(&ga, 1, 100000, &v)) return DN_EXIT_USAGE; c.max_connections = (int)v; }
+        else if (!strcmp(a, "--max-per-client")) { if (dn_arg_long(&ga, 1, 100000, &v)) return DN_EXIT_USAGE; c.max_per_client = (int)v; }
+        else if (!strcmp(a, "--body-budget")) { if (dn_arg_long(&ga, 1 << 20, 1L << 40, &v)) return DN_EXIT_USAGE; c.body_budget = (size_t)v; }
+        else if (!strcmp(a, "--report-slots")) { if (dn_arg_long(&ga, 1, 64, &v)) return DN_EXIT_USAGE; c.report_slots = (int)v; }
+        else return dn_usage_error("serve", "unknown option %s", a);
     }
+    if (dn_args_npos(&ga)) return dn_usage_error("serve", "unexpected argument '%s'", dn_args_pos(&ga, 0));
     if (!c.model_path) {
         fprintf(stderr, "defectnet serve: --model is required\n");
         serve_usage(stderr);

@@ -1,6 +1,7 @@
 /* defectnet train: fine-tune a ResNet on a folder of defect images (see
  * src/train/trainer.h for what happens). */
 #include "commands.h"
+#include "cli/args.h"
 #include "core/core.h"
 #include "eval/policy.h"
 #include "io/dataset.h"
@@ -55,7 +56,8 @@ static void usage(FILE *f) {
             "    --keep-checkpoint       keep the checkpoint after success (default: removed once the model is saved)\n"
             "    --seed N (default 42), --threads N (default all cores), --workers N (loader threads, default 1)\n"
             "    --json                  JSON lines on stdout (one per epoch, and a final summary)\n"
-            "    --quiet                 no progress output\n");
+            "    --quiet                 no progress output\n"
+            "  options take --opt VALUE or --opt=VALUE; -d is --data, -o is --out\n" DN_EXIT_HELP);
 }
 
 /* Output files are written at the end of a possibly long run: refuse paths that
@@ -79,24 +81,11 @@ static int check_writable(const char *opt, const char *path) {
     return 0;
 }
 
-static int parse_float(const char *opt, const char *v, float lo, float hi, float *out) {
-    char *e;
-    double d = strtod(v, &e);
-    if (!*v || *e || !(d >= lo && d <= hi)) {
-        fprintf(stderr, "defectnet train: %s: '%s' is not a number in [%g, %g]\n", opt, v, lo, hi);
-        return -1;
-    }
+/* A float option through the one grammar helper (src/cli/args.c). */
+static int arg_float(const dn_args *ga, double lo, double hi, float *out) {
+    double d;
+    if (dn_arg_real(ga, lo, hi, 0, &d)) return -1;
     *out = (float)d;
-    return 0;
-}
-static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
-    char *e;
-    long d = strtol(v, &e, 10);
-    if (!*v || *e || d < lo || d > hi) {
-        fprintf(stderr, "defectnet train: %s: '%s' is not an integer in [%ld, %ld]\n", opt, v, lo, hi);
-        return -1;
-    }
-    *out = d;
     return 0;
 }
 
@@ -130,11 +119,56 @@ int cmd_train(int argc, char **argv) {
     dn_train_cfg c;
     dn_train_cfg_default(&c);
     const char *freeze = NULL, *stages = NULL, *good = NULL;
-    long epochs = -1;
+    long long epochs = -1;
     int have_weights = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+    static const dn_opt opts[] = {
+        {"balanced-sampler", 256, DN_ARG_NONE, NULL},
+        {"no-aug", 257, DN_ARG_NONE, NULL},
+        {"json", 258, DN_ARG_NONE, NULL},
+        {"strict", 259, DN_ARG_NONE, NULL},
+        {"quiet", 260, DN_ARG_NONE, NULL},
+        {"new-head", 261, DN_ARG_NONE, NULL},
+        {"keep-dups", 262, DN_ARG_NONE, NULL},
+        {"stream", 263, DN_ARG_NONE, NULL},
+        {"keep-checkpoint", 264, DN_ARG_NONE, NULL},
+        {"data", 'd', DN_ARG_REQ, NULL},
+        {"manifest", 265, DN_ARG_REQ, NULL},
+        {"split-manifest", 266, DN_ARG_REQ, NULL},
+        {"weights", 267, DN_ARG_REQ, NULL},
+        {"out", 'o', DN_ARG_REQ, NULL},
+        {"good-class", 268, DN_ARG_REQ, NULL},
+        {"freeze", 269, DN_ARG_REQ, NULL},
+        {"stages", 270, DN_ARG_REQ, NULL},
+        {"epochs", 271, DN_ARG_REQ, NULL},
+        {"lr", 272, DN_ARG_REQ, NULL},
+        {"backbone-lr-mult", 273, DN_ARG_REQ, NULL},
+        {"weight-decay", 274, DN_ARG_REQ, NULL},
+        {"optimizer", 275, DN_ARG_REQ, NULL},
+        {"schedule", 276, DN_ARG_REQ, NULL},
+        {"warmup", 277, DN_ARG_REQ, NULL},
+        {"batch", 278, DN_ARG_REQ, NULL},
+        {"image-size", 279, DN_ARG_REQ, NULL},
+        {"views", 280, DN_ARG_REQ, NULL},
+        {"label-smoothing", 281, DN_ARG_REQ, NULL},
+        {"class-weights", 282, DN_ARG_REQ, NULL},
+        {"aug", 283, DN_ARG_REQ, NULL},
+        {"patience", 284, DN_ARG_REQ, NULL},
+        {"resume", 285, DN_ARG_REQ, NULL},
+        {"checkpoint", 286, DN_ARG_REQ, NULL},
+        {"feature-cache", 287, DN_ARG_REQ, NULL},
+        {"seed", 288, DN_ARG_REQ, NULL},
+        {"split-seed", 289, DN_ARG_REQ, NULL},
+        {"val", 290, DN_ARG_REQ, NULL},
+        {"test", 291, DN_ARG_REQ, NULL},
+        {"threads", 292, DN_ARG_REQ, NULL},
+        {"workers", 293, DN_ARG_REQ, NULL},
+        {0}};
+    dn_args ga;
+    dn_args_init(&ga, "train", argc, argv, opts);
+    for (int key; (key = dn_args_next(&ga)) != -1;) {
+        const char *a = ga.canon;
+        if (key == 'h') { usage(stdout); return 0; }
+        if (key == '?') return DN_EXIT_USAGE;
         /* flags without a value */
         if (!strcmp(a, "--balanced-sampler")) { c.balanced_sampler = 1; continue; }
         if (!strcmp(a, "--no-aug")) { c.aug.flags = 0; continue; }
@@ -145,16 +179,8 @@ int cmd_train(int argc, char **argv) {
         if (!strcmp(a, "--keep-dups")) { c.drop_dups = 0; continue; }
         if (!strcmp(a, "--stream")) { c.no_cache = 1; continue; }
         if (!strcmp(a, "--keep-checkpoint")) { c.keep_checkpoint = 1; continue; }
-        if (strncmp(a, "--", 2) != 0) {
-            fprintf(stderr, "defectnet train: unexpected argument '%s' (see --help)\n", a);
-            return 2;
-        }
-        if (i + 1 >= argc) {
-            fprintf(stderr, "defectnet train: %s needs a value\n", a);
-            return 2;
-        }
-        const char *v = argv[++i];
-        long l;
+        const char *v = ga.val;
+        long long l;
         float f;
         if (!strcmp(a, "--data") || !strcmp(a, "--manifest")) c.data = v;
         else if (!strcmp(a, "--split-manifest")) c.split_manifest = v;
@@ -163,42 +189,43 @@ int cmd_train(int argc, char **argv) {
         else if (!strcmp(a, "--good-class")) good = v;
         else if (!strcmp(a, "--freeze")) freeze = v;
         else if (!strcmp(a, "--stages")) stages = v;
-        else if (!strcmp(a, "--epochs")) { if (parse_int(a, v, 1, 100000, &epochs)) return 2; }
-        else if (!strcmp(a, "--lr")) { if (parse_float(a, v, 1e-9f, 10.0f, &c.lr)) return 2; }
-        else if (!strcmp(a, "--backbone-lr-mult")) { if (parse_float(a, v, 0, 100, &c.backbone_lr_mult)) return 2; }
-        else if (!strcmp(a, "--weight-decay")) { if (parse_float(a, v, 0, 1, &c.weight_decay)) return 2; }
+        else if (!strcmp(a, "--epochs")) { if (dn_arg_long(&ga, 1, 100000, &l)) return 2; epochs = l; }
+        else if (!strcmp(a, "--lr")) { if (arg_float(&ga, 1e-9f, 10.0f, &c.lr)) return 2; }
+        else if (!strcmp(a, "--backbone-lr-mult")) { if (arg_float(&ga, 0, 100, &c.backbone_lr_mult)) return 2; }
+        else if (!strcmp(a, "--weight-decay")) { if (arg_float(&ga, 0, 1, &c.weight_decay)) return 2; }
         else if (!strcmp(a, "--optimizer")) {
             if (!strcmp(v, "sgd")) c.optimizer = DN_OPT_SGD;
             else if (!strcmp(v, "adamw")) c.optimizer = DN_OPT_ADAMW;
             else { fprintf(stderr, "defectnet train: --optimizer: '%s' is not sgd or adamw\n", v); return 2; }
         } else if (!strcmp(a, "--schedule")) {
             if (dn_sched_parse_kind(v, &c.schedule)) { fprintf(stderr, "defectnet train: --schedule: %s\n", dn_last_error()); return 2; }
-        } else if (!strcmp(a, "--warmup")) { if (parse_int(a, v, 0, 10000000, &l)) return 2; c.warmup = (int)l; }
-        else if (!strcmp(a, "--batch")) { if (parse_int(a, v, 1, 4096, &l)) return 2; c.batch = (int)l; }
-        else if (!strcmp(a, "--image-size")) { if (parse_int(a, v, 32, 1024, &l)) return 2; c.image_size = (int)l; }
-        else if (!strcmp(a, "--views")) { if (parse_int(a, v, 0, 64, &l)) return 2; c.views = (int)l; }
-        else if (!strcmp(a, "--label-smoothing")) { if (parse_float(a, v, 0, 0.99f, &c.label_smoothing)) return 2; }
+        } else if (!strcmp(a, "--warmup")) { if (dn_arg_long(&ga, 0, 10000000, &l)) return 2; c.warmup = (int)l; }
+        else if (!strcmp(a, "--batch")) { if (dn_arg_long(&ga, 1, 4096, &l)) return 2; c.batch = (int)l; }
+        else if (!strcmp(a, "--image-size")) { if (dn_arg_long(&ga, 32, 1024, &l)) return 2; c.image_size = (int)l; }
+        else if (!strcmp(a, "--views")) { if (dn_arg_long(&ga, 0, 64, &l)) return 2; c.views = (int)l; }
+        else if (!strcmp(a, "--label-smoothing")) { if (arg_float(&ga, 0, 0.99f, &c.label_smoothing)) return 2; }
         else if (!strcmp(a, "--class-weights")) {
             if (!strcmp(v, "auto")) c.class_weights = 1;
             else if (!strcmp(v, "none")) c.class_weights = 0;
             else { fprintf(stderr, "defectnet train: --class-weights: '%s' is not auto or none\n", v); return 2; }
         } else if (!strcmp(a, "--aug")) {
             if (dn_aug_parse(v, &c.aug.flags)) { fprintf(stderr, "defectnet train: %s\n", dn_last_error()); return 2; }
-        } else if (!strcmp(a, "--patience")) { if (parse_int(a, v, 0, 100000, &l)) return 2; c.patience = (int)l; }
+        } else if (!strcmp(a, "--patience")) { if (dn_arg_long(&ga, 0, 100000, &l)) return 2; c.patience = (int)l; }
         else if (!strcmp(a, "--resume")) c.resume = v;
         else if (!strcmp(a, "--checkpoint")) c.checkpoint = v;
         else if (!strcmp(a, "--feature-cache")) c.cache_dir = v;
-        else if (!strcmp(a, "--seed")) { if (parse_int(a, v, 0, 2147483647L, &l)) return 2; c.seed = (uint64_t)l; }
-        else if (!strcmp(a, "--split-seed")) { if (parse_int(a, v, 0, 2147483647L, &l)) return 2; c.split.seed = (uint64_t)l; }
-        else if (!strcmp(a, "--val")) { if (parse_float(a, v, 0, 0.9f, &f)) return 2; c.split.val = f; }
-        else if (!strcmp(a, "--test")) { if (parse_float(a, v, 0, 0.9f, &f)) return 2; c.split.test = f; }
-        else if (!strcmp(a, "--threads")) { if (parse_int(a, v, 0, 1024, &l)) return 2; c.threads = (int)l; }
-        else if (!strcmp(a, "--workers")) { if (parse_int(a, v, 1, 64, &l)) return 2; c.workers = (int)l; }
+        else if (!strcmp(a, "--seed")) { if (dn_arg_long(&ga, 0, 2147483647L, &l)) return 2; c.seed = (uint64_t)l; }
+        else if (!strcmp(a, "--split-seed")) { if (dn_arg_long(&ga, 0, 2147483647L, &l)) return 2; c.split.seed = (uint64_t)l; }
+        else if (!strcmp(a, "--val")) { if (arg_float(&ga, 0, 0.9f, &f)) return 2; c.split.val = f; }
+        else if (!strcmp(a, "--test")) { if (arg_float(&ga, 0, 0.9f, &f)) return 2; c.split.test = f; }
+        else if (!strcmp(a, "--threads")) { if (dn_arg_long(&ga, 0, 1024, &l)) return 2; c.threads = (int)l; }
+        else if (!strcmp(a, "--workers")) { if (dn_arg_long(&ga, 1, 64, &l)) return 2; c.workers = (int)l; }
         else {
             fprintf(stderr, "defectnet train: unknown option '%s' (see --help)\n", a);
             return 2;
         }
     }
+    if (dn_args_npos(&ga)) return dn_usage_error("train", "unexpected argument '%s' (see --help)", dn_args_pos(&ga, 0));
     if (!c.out) { fprintf(stderr, "defectnet train: --out is required (see --help)\n"); return 2; }
     if (check_writable("--out", c.out) || (c.checkpoint && check_writable("--checkpoint", c.checkpoint))) return 2;
     if (!have_weights) {
