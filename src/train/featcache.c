@@ -114,16 +114,13 @@ static dn_status write_cache(const char *path, int dim, const rec *old, int64_t 
     return DN_OK;
 }
 
-dn_status dn_featcache_build(dn_session *s, const dn_featcache_cfg *cfg, dn_featcache *out,
-                             dn_featcache_stats *stats) {
-    memset(out, 0, sizeof *out);
-    memset(stats, 0, sizeof *stats);
-    double t0 = dn_now();
+/* Validates cfg against the session; the cached stage (5 = pooled features)
+ * and its per-image feature count. */
+static dn_status check_cfg(dn_session *s, const dn_featcache_cfg *cfg, int *stage_out, int *dim_out) {
     int stage = cfg->stage > 0 && cfg->stage < 5 ? cfg->stage : 5;
     if (cfg->stage < 0 || cfg->stage > 5) return dn_fail(DN_ERR_ARG, "feature cache: stage %d out of range", cfg->stage);
-    int dim, ch, hh, ww, ih, iw;
+    int ch, hh, ww, ih, iw;
     dn_session_stage_shape(s, stage, &ch, &hh, &ww);
-    dim = ch * hh * ww;
     dn_session_input_size(s, &ih, &iw);
     if (ih != cfg->pp.crop || iw != cfg->pp.crop)
         return dn_fail(DN_ERR_ARG, "feature cache: session input %dx%d does not match preprocessing crop %d", ih, iw,
@@ -132,6 +129,68 @@ dn_status dn_featcache_build(dn_session *s, const dn_featcache_cfg *cfg, dn_feat
         return dn_fail(DN_ERR_ARG, "feature cache: bad configuration (views %d, batch %d)", cfg->views, cfg->batch);
     if (cfg->dir && (!cfg->model_sha256 || !cfg->model_sha256[0]))
         return dn_fail(DN_ERR_ARG, "feature cache: a disk cache needs the model's sha256");
+    *stage_out = stage;
+    *dim_out = ch * hh * ww;
+    return DN_OK;
+}
+
+/* Hashes the subset's files (fhex; salt seeds each item's augmentation), reads
+ * the disk cache into blob/recs/nrec and copies every cached row into out,
+ * marking it in have. Returns -1 when out of memory. */
+static int reuse_cached(const char **paths, int ns, int64_t rows, int dim, char (*fhex)[65], uint64_t *salt,
+                        const char *cpath, uint8_t **blob, rec **recs, int64_t *nrec, dn_featcache *out, unsigned char *have, dn_featcache_stats *stats) {
+    unsigned char *bad = dn_calloc((size_t)ns + 1, 1);
+    if (!bad) return -1;
+    for (int i = 0; i < ns; i++) {
+        if (dn_sha256_file(paths[i], fhex[i]) != DN_OK) {
+            /* unreadable: leave it to the loader to report/count */
+            snprintf(fhex[i], 65, "unreadable-%d", i);
+            bad[i] = 1;
+        }
+        uint64_t v = 0;
+        for (int k = 0; k < 16 && fhex[i][k]; k++) v = v * 131 + (unsigned char)fhex[i][k];
+        salt[i] = v;
+    }
+    read_cache(cpath, dim, blob, recs, nrec);
+    for (int64_t r = 0; r < rows && *nrec; r++) {
+        if (bad[r % ns]) continue;
+        rec key;
+        record_key(fhex[r % ns], (int)(r / ns), key.key);
+        rec *hit = bsearch(&key, *recs, (size_t)*nrec, sizeof **recs, rec_cmp);
+        if (hit) {
+            memcpy(out->x + (size_t)r * dim, hit->feat, (size_t)dim * sizeof(float));
+            have[r] = 1;
+            stats->reused++;
+        }
+    }
+    free(bad);
+    return 0;
+}
+
+/* Drops the rows not marked in have (images the loader could not read). */
+static void drop_missing_rows(dn_featcache *out, const unsigned char *have, int64_t rows, int dim) {
+    int64_t m = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        if (!have[r]) continue;
+        if (m != r) {
+            memcpy(out->x + (size_t)m * dim, out->x + (size_t)r * dim, (size_t)dim * sizeof(float));
+            out->y[m] = out->y[r];
+            out->item[m] = out->item[r];
+            out->view[m] = out->view[r];
+        }
+        m++;
+    }
+    out->n = m;
+}
+
+dn_status dn_featcache_build(dn_session *s, const dn_featcache_cfg *cfg, dn_featcache *out,
+                             dn_featcache_stats *stats) {
+    memset(out, 0, sizeof *out);
+    memset(stats, 0, sizeof *stats);
+    double t0 = dn_now();
+    int stage = 5, dim = 0;
+    dn_status cst = check_cfg(s, cfg, &stage, &dim);
+    if (cst) return cst;
     int ns = cfg->nsubset, nv = cfg->views + 1;
     int64_t rows = (int64_t)ns * nv;
     dn_status st = DN_ERR_NOMEM;
@@ -172,32 +231,9 @@ dn_status dn_featcache_build(dn_session *s, const dn_featcache_cfg *cfg, dn_feat
         newkeys = dn_calloc((size_t)rows + 1, 32);
         newfeat = dn_alloc_aligned((size_t)(rows ? rows : 1) * dim * sizeof(float));
         if (!salt || !fhex || !newkeys || !newfeat) goto fail;
-        unsigned char *bad = dn_calloc((size_t)ns + 1, 1);
-        if (!bad) goto fail;
-        for (int i = 0; i < ns; i++) {
-            if (dn_sha256_file(paths[i], fhex[i]) != DN_OK) {
-                /* unreadable: leave it to the loader to report/count */
-                snprintf(fhex[i], 65, "unreadable-%d", i);
-                bad[i] = 1;
-            }
-            uint64_t v = 0;
-            for (int k = 0; k < 16 && fhex[i][k]; k++) v = v * 131 + (unsigned char)fhex[i][k];
-            salt[i] = v;
-        }
         cache_path(cfg, dim, cpath, sizeof cpath);
-        read_cache(cpath, dim, &blob, &recs, &nrec);
-        for (int64_t r = 0; r < rows && nrec; r++) {
-            if (bad[r % ns]) continue;
-            rec key;
-            record_key(fhex[r % ns], (int)(r / ns), key.key);
-            rec *hit = bsearch(&key, recs, (size_t)nrec, sizeof *recs, rec_cmp);
-            if (hit) {
-                memcpy(out->x + (size_t)r * dim, hit->feat, (size_t)dim * sizeof(float));
-                have[r] = 1;
-                stats->reused++;
-            }
-        }
-        free(bad);
+        if (reuse_cached(paths, ns, rows, dim, fhex, salt, cpath, &blob, &recs, &nrec, out, have, stats))
+            goto fail;
     }
     dn_loader_cfg lc;
     memset(&lc, 0, sizeof lc);
@@ -242,19 +278,7 @@ dn_status dn_featcache_build(dn_session *s, const dn_featcache_cfg *cfg, dn_feat
         }
     }
     stats->skipped = dn_loader_skipped(L);
-    /* drop rows of unreadable images */
-    int64_t m = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        if (!have[r]) continue;
-        if (m != r) {
-            memcpy(out->x + (size_t)m * dim, out->x + (size_t)r * dim, (size_t)dim * sizeof(float));
-            out->y[m] = out->y[r];
-            out->item[m] = out->item[r];
-            out->view[m] = out->view[r];
-        }
-        m++;
-    }
-    out->n = m;
+    drop_missing_rows(out, have, rows, dim);
     if (cfg->dir && nnew) {
         st = write_cache(cpath, dim, recs, nrec, (const uint8_t(*)[32])newkeys, newfeat, nnew);
         if (st) fprintf(stderr, "warning: %s (features kept in memory only)\n", dn_last_error());
