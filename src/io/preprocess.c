@@ -108,6 +108,60 @@ static int crop_start(int r, int c) {
     return (k % 2 == 0) ? k : k + 1; /* Python round(k + 0.5): half to even */
 }
 
+/* A one-channel copy of a packed 3-channel image whose pixels all have
+ * R == G == B; NULL when some pixel is coloured (or out of memory). */
+static uint8_t *gray_copy(const dn_image *img, size_t in_stride) {
+    const int w = img->w, h = img->h;
+    int y = 0, x = 0;
+    for (y = 0; y < h; y++) {
+        const uint8_t *r = img->data + (size_t)y * in_stride;
+        for (x = 0; x < w && r[3 * x] == r[3 * x + 1] && r[3 * x] == r[3 * x + 2]; x++) {}
+        if (x < w) return NULL;
+    }
+    uint8_t *gray = dn_malloc((size_t)w * h);
+    if (!gray) return NULL;
+    for (y = 0; y < h; y++)
+        for (x = 0; x < w; x++) gray[(size_t)y * w + x] = img->data[(size_t)y * in_stride + 3 * x];
+    return gray;
+}
+
+/* Horizontal resampling of one row of nc (1 or 3) interleaved channels into
+ * ncx output pixels. */
+static void hpass_row(const taps *th, const uint8_t *src, int nc, int ncx, uint8_t *dst) {
+    for (int j = 0; j < ncx; j++) {
+        const int32_t *k = th->k + (size_t)j * th->ksize;
+        const uint8_t *s = src + (size_t)th->lo[j] * nc;
+        int32_t a0 = 1 << (PRECISION_BITS - 1), a1 = a0, a2 = a0;
+        if (nc == 1) {
+            for (int i = 0; i < th->n[j]; i++) a0 += s[i] * k[i];
+            dst[j] = clip8(a0);
+            continue;
+        }
+        for (int i = 0; i < th->n[j]; i++) {
+            a0 += s[3 * i + 0] * k[i];
+            a1 += s[3 * i + 1] * k[i];
+            a2 += s[3 * i + 2] * k[i];
+        }
+        dst[3 * j + 0] = clip8(a0);
+        dst[3 * j + 1] = clip8(a1);
+        dst[3 * j + 2] = clip8(a2);
+    }
+}
+
+/* Vertical resampling of output row y from the rows starting at s (rowlen
+ * bytes each). Row-wise accumulation (vectorisable) in acc; integer sums are
+ * exact, so the order of the taps does not change the result. */
+static void vpass_row(const taps *tv, int y, const uint8_t *s, size_t rowlen, int32_t *acc, uint8_t *dst) {
+    const int32_t *k = tv->k + (size_t)y * tv->ksize;
+    for (size_t x = 0; x < rowlen; x++) acc[x] = 1 << (PRECISION_BITS - 1);
+    for (int i = 0; i < tv->n[y]; i++) {
+        const uint8_t *row = s + (size_t)i * rowlen;
+        const int32_t ki = k[i];
+        for (size_t x = 0; x < rowlen; x++) acc[x] += row[x] * ki;
+    }
+    for (size_t x = 0; x < rowlen; x++) dst[x] = clip8(acc[x]);
+}
+
 dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out) {
     if (!img || !img->data || img->w <= 0 || img->h <= 0)
         return dn_fail(DN_ERR_ARG, "dn_preprocess: empty image");
@@ -156,20 +210,10 @@ dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out) {
     const uint8_t *src0 = img->data;
     int nc = in_ch;
     size_t src_stride = in_stride;
-    if (nc == 3) {
-        int y = 0, x = 0;
-        for (y = 0; y < h; y++) {
-            const uint8_t *r = img->data + (size_t)y * in_stride;
-            for (x = 0; x < w && r[3 * x] == r[3 * x + 1] && r[3 * x] == r[3 * x + 2]; x++) {}
-            if (x < w) break;
-        }
-        if (y == h && (gray = dn_malloc((size_t)w * h))) {
-            for (y = 0; y < h; y++)
-                for (x = 0; x < w; x++) gray[(size_t)y * w + x] = img->data[(size_t)y * in_stride + 3 * x];
-            src0 = gray;
-            nc = 1;
-            src_stride = (size_t)w;
-        }
+    if (nc == 3 && (gray = gray_copy(img, in_stride))) {
+        src0 = gray;
+        nc = 1;
+        src_stride = (size_t)w;
     }
     int yfirst = cy0, ylast = cy1; /* source rows the vertical pass reads */
     if (need_v) {
@@ -189,47 +233,14 @@ dn_status dn_preprocess(const dn_image *img, const dn_preproc *pp, float *out) {
     for (int y = 0; y < nrows; y++) {
         const uint8_t *src = src0 + (size_t)(y + yfirst) * src_stride;
         uint8_t *dst = tmp + (size_t)y * rowlen;
-        if (!need_h) {
-            memcpy(dst, src + (size_t)cx0 * nc, rowlen);
-            continue;
-        }
-        for (int j = 0; j < ncx; j++) {
-            const int32_t *k = th.k + (size_t)j * th.ksize;
-            const uint8_t *s = src + (size_t)th.lo[j] * nc;
-            int32_t a0 = 1 << (PRECISION_BITS - 1), a1 = a0, a2 = a0;
-            if (nc == 1) {
-                for (int i = 0; i < th.n[j]; i++) a0 += s[i] * k[i];
-                dst[j] = clip8(a0);
-                continue;
-            }
-            for (int i = 0; i < th.n[j]; i++) {
-                a0 += s[3 * i + 0] * k[i];
-                a1 += s[3 * i + 1] * k[i];
-                a2 += s[3 * i + 2] * k[i];
-            }
-            dst[3 * j + 0] = clip8(a0);
-            dst[3 * j + 1] = clip8(a1);
-            dst[3 * j + 2] = clip8(a2);
-        }
+        if (need_h) hpass_row(&th, src, nc, ncx, dst);
+        else memcpy(dst, src + (size_t)cx0 * nc, rowlen);
     }
     /* Vertical pass (or row copy). */
     for (int y = 0; y < ncy; y++) {
         uint8_t *dst = res + (size_t)y * rowlen;
-        if (!need_v) {
-            memcpy(dst, tmp + (size_t)y * rowlen, rowlen);
-            continue;
-        }
-        /* Row-wise accumulation (vectorisable); integer sums are exact, so the
-         * order of the taps does not change the result. */
-        const int32_t *k = tv.k + (size_t)y * tv.ksize;
-        const uint8_t *s = tmp + (size_t)(tv.lo[y] - yfirst) * rowlen;
-        for (size_t x = 0; x < rowlen; x++) acc[x] = 1 << (PRECISION_BITS - 1);
-        for (int i = 0; i < tv.n[y]; i++) {
-            const uint8_t *row = s + (size_t)i * rowlen;
-            const int32_t ki = k[i];
-            for (size_t x = 0; x < rowlen; x++) acc[x] += row[x] * ki;
-        }
-        for (size_t x = 0; x < rowlen; x++) dst[x] = clip8(acc[x]);
+        if (need_v) vpass_row(&tv, y, tmp + (size_t)(tv.lo[y] - yfirst) * rowlen, rowlen, acc, dst);
+        else memcpy(dst, tmp + (size_t)y * rowlen, rowlen);
     }
 
     /* ToTensor + Normalize through a per-channel table (same float32 ops). */
