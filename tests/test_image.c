@@ -145,7 +145,9 @@ TEST(parity_real_images) {
 
 TEST(decode_pixels) {
     dn_image im;
+    memset(&im, 0xAB, sizeof im); /* a caller's uninitialised struct: load must set every field */
     CHECK(dn_image_load(FIX "/rgb_1x1.png", &im) == DN_OK);
+    CHECK(im.stride == 0 && im.format == DN_RGB8 && im.borrowed == 0);
     CHECK(im.w == 1 && im.h == 1);
     if (im.data) CHECK(im.data[0] == 200 && im.data[1] == 30 && im.data[2] == 90);
     dn_image_free(&im);

@@ -325,8 +325,7 @@ static dn_status decode_stb(const uint8_t *buf, size_t len, const char *name, dn
 
 dn_status dn_image_decode(const void *bytes, size_t len, const char *name, dn_image *out) {
     if (!out) return dn_fail(DN_ERR_ARG, "dn_image_decode: out is NULL");
-    out->w = out->h = 0;
-    out->data = NULL;
+    *out = (dn_image){0}; /* packed DN_RGB8, owned: a decoded image sets every field */
     if (!name) name = "<memory>";
     const uint8_t *b = bytes;
     if (!b || len == 0) return dn_fail(DN_ERR_FORMAT, "%s: empty file (0 bytes)", name);
@@ -346,8 +345,7 @@ dn_status dn_image_decode(const void *bytes, size_t len, const char *name, dn_im
 
 dn_status dn_image_load(const char *path, dn_image *out) {
     if (!out) return dn_fail(DN_ERR_ARG, "dn_image_load: out is NULL");
-    out->w = out->h = 0;
-    out->data = NULL;
+    *out = (dn_image){0}; /* packed DN_RGB8, owned: a decoded image sets every field */
     if (!path) return dn_fail(DN_ERR_ARG, "dn_image_load: path is NULL");
     uint8_t *buf;
     size_t len;
