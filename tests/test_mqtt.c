@@ -417,6 +417,49 @@ out:
     broker_kill(&br, SIGTERM);
 }
 
+/* HTTP / drop-folder predictions go onto the same results bus once committed
+ * (pipeline hook); a duplicate request id is answered from the store, not republished. */
+TEST(http_results_on_the_bus) {
+    broker br;
+    if (broker_new(&br, "httpbus", 1)) { broker_kill(&br, SIGTERM); SKIP("mosquitto broker not available (/usr/sbin/mosquitto)"); }
+    char db[400];
+    snprintf(db, sizeof db, "sqlite:%s/httpbus.db", g_dir);
+    dn_pipeline *p = pipe_open(db);
+    client sub;
+    CHECK(client_open(&sub, br.port, "#") == 0);
+    char url[64];
+    snprintf(url, sizeof url, "mqtt://127.0.0.1:%d", br.port);
+    dn_bus_config bc = {.url = url, .client_id = "h1-bus", .results_topic = "res/{line}/{camera}", .last_topic = "last/{line}/{camera}", .keepalive = 5};
+    dn_bus *bus = NULL;
+    CHECK(dn_bus_start(&bc, &bus) == DN_OK && WAIT_FOR(dn_bus_connected(bus), 5));
+    if (!p || !bus) goto out;
+    dn_pipeline_set_bus(p, bus);
+    dn_classify_req q = {.data = g_img, .len = g_img_len, .line = "L9", .camera = "C9", .request_id = "h-1", .source = "http"};
+    dn_classify_res res = {0};
+    CHECK(dn_pipeline_classify(p, &q, &res) == DN_OK && res.http_code == 200);
+    free(res.json);
+    CHECK(WAIT_FOR(count_topic(&sub, "res/L9/C9") == 1, 5));
+    CHECK(WAIT_FOR(count_topic(&sub, "last/L9/C9") == 1, 5));
+    memset(&res, 0, sizeof res);
+    CHECK(dn_pipeline_classify(p, &q, &res) == DN_OK && res.http_code == 200); /* same id: duplicate */
+    free(res.json);
+    q.request_id = "h-2";
+    q.source = "watch";
+    memset(&res, 0, sizeof res);
+    CHECK(dn_pipeline_classify(p, &q, &res) == DN_OK && res.http_code == 200);
+    free(res.json);
+    CHECK(WAIT_FOR(count_topic(&sub, "res/L9/C9") == 2, 5));
+    usleep(300000);
+    CHECK(count_topic(&sub, "res/L9/C9") == 2 && rows(p) == 2); /* the duplicate was not republished */
+    CHECK(dn_pipeline_bus_failures(p) == 0);
+    dn_pipeline_set_bus(p, NULL);
+out:
+    client_close(&sub);
+    dn_pipeline_close(p);
+    dn_bus_stop(bus);
+    broker_kill(&br, SIGTERM);
+}
+
 TEST(bad_payloads_acked_counted_dead_lettered) {
     broker br;
     if (broker_new(&br, "bad", 1)) { broker_kill(&br, SIGTERM); SKIP("mosquitto broker not available (/usr/sbin/mosquitto)"); }
@@ -893,6 +936,7 @@ int main(void) {
     RUN(sparkplug_roundtrip);
     RUN(bad_config);
     RUN(ingest_results_sparkplug_and_redelivered_id);
+    RUN(http_results_on_the_bus);
     RUN(bad_payloads_acked_counted_dead_lettered);
     RUN(redelivery_after_restart_recorded_once);
     RUN(dead_broker_reconnects);

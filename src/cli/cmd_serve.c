@@ -7,6 +7,7 @@
 #include "serve/http.h"
 #include "serve/kafka.h"
 #include "serve/mqtt_in.h"
+#include "serve/pipeline.h"
 #include "serve/store.h"
 #include <errno.h>
 #include <signal.h>
@@ -276,6 +277,7 @@ int cmd_serve(int argc, char **argv) {
         return 1;
     }
     mc.bus = bus;
+    dn_pipeline_set_bus(dn_server_pipeline(s), bus); /* HTTP and drop-folder results too */
     dn_kafka *kafka = NULL;
     if (kafka_brokers && dn_kafka_start(kafka_brokers, kafka_topic, &kafka)) {
         fprintf(stderr, "defectnet serve: %s\n", dn_last_error());

@@ -1,5 +1,7 @@
 /* The prediction pipeline: job queue, workers, store, actions (see pipeline.h). */
 #include "serve/pipeline.h"
+#include "serve/bus.h"
+#include <stdatomic.h>
 #include "core/sha256.h"
 #include "nn/engine.h"
 #include "nn/model.h"
@@ -61,6 +63,8 @@ struct dn_pipeline {
     pthread_mutex_t reload_mu;
     worker *workers;
     int nstarted, drained;
+    _Atomic(struct dn_bus *) bus;   /* results bus for HTTP/watch predictions (dn_pipeline_set_bus) */
+    atomic_long bus_failures;
 };
 
 static double wall_now(void) {
@@ -301,6 +305,29 @@ static void answer_new(dn_pipeline *p, dn_job *j, const dn_pred_record *rec, int
     j->code = 200;
 }
 
+/* A committed HTTP/watch prediction onto the results bus (MQTT-ingested ones are
+ * published by mqtt_in before their acknowledgement). Best effort: the prediction is
+ * already durable, so a bus failure is logged and counted, not answered as an error. */
+static void publish_committed(dn_pipeline *p, const dn_pred_record *rec, int64_t id, const char *json) {
+    struct dn_bus *bus = atomic_load(&p->bus);
+    if (!bus || !strcmp(rec->source, "mqtt")) return;
+    dn_bus_result r = {.line = rec->line, .station = rec->station, .camera = rec->camera, .part = rec->part,
+                       .id = id, .cls = rec->cls, .confidence = rec->confidence, .uncertain = rec->uncertain,
+                       .json = json};
+    if (dn_bus_publish_result(bus, &r, 2000)) {
+        atomic_fetch_add(&p->bus_failures, 1);
+        dn_pipeline_log(p, "results bus: prediction %lld not published: %s", (long long)id, dn_last_error());
+    }
+}
+
+void dn_pipeline_set_bus(dn_pipeline *p, struct dn_bus *bus) {
+    if (p) atomic_store(&p->bus, bus);
+}
+
+long dn_pipeline_bus_failures(const dn_pipeline *p) {
+    return p ? atomic_load(&((dn_pipeline *)p)->bus_failures) : 0;
+}
+
 /* After classification: image copy, commit to the store, actions, answer. */
 static void finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction *pr, const float *probs) {
     dn_pipeline *p = w->p;
@@ -348,6 +375,7 @@ static void finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction *pr,
     else answer_new(p, j, &rec, id, &b);
     if (j->code != 200) goto done;
     if (b.oom) { job_fail(j, 500, "out of memory"); goto done; }
+    if (!existed) publish_committed(p, &rec, id, b.s);
     j->id = id;
     j->body = b.s;
     b.s = NULL;

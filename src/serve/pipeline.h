@@ -61,6 +61,17 @@ void dn_pipeline_close(dn_pipeline *p);
  * the error is returned. Serialised internally. */
 dn_status dn_pipeline_reload(dn_pipeline *p);
 
+/* Results bus for predictions that did not come over MQTT (HTTP, drop folder): each
+ * newly committed one is published on bus (serve/bus.h: JSON results topic, retained
+ * last per camera, Sparkplug DDATA) with a 2 s PUBACK wait. Best effort: the
+ * prediction is already durable, so a failure is logged and counted
+ * (dn_pipeline_bus_failures), never answered as an error. MQTT-ingested predictions are
+ * published by mqtt_in before the input is acknowledged. NULL = none. bus must stay
+ * alive until the pipeline is drained (or set back to NULL). Thread-safe. */
+struct dn_bus;
+void dn_pipeline_set_bus(dn_pipeline *p, struct dn_bus *bus);
+long dn_pipeline_bus_failures(const dn_pipeline *p);
+
 /* ---- one image */
 typedef struct dn_classify_req {
     const uint8_t *data;         /* image bytes */
