@@ -425,6 +425,7 @@ TEST(http_results_on_the_bus) {
     char db[400];
     snprintf(db, sizeof db, "sqlite:%s/httpbus.db", g_dir);
     dn_pipeline *p = pipe_open(db);
+    CHECK(p && dn_store_set_node(dn_pipeline_store(p), "h1") == DN_OK);
     client sub;
     CHECK(client_open(&sub, br.port, "#") == 0);
     char url[64];
@@ -453,6 +454,18 @@ TEST(http_results_on_the_bus) {
     CHECK(count_topic(&sub, "res/L9/C9") == 2 && rows(p) == 2); /* the duplicate was not republished */
     CHECK(dn_pipeline_bus_failures(p) == 0);
     dn_pipeline_set_bus(p, NULL);
+    /* the record (and /v1/predictions, which prints rows this way) names the node */
+    dn_pred_row *r = NULL;
+    size_t n = 0;
+    dn_pred_filter f = {0};
+    CHECK(dn_store_list(dn_pipeline_store(p), &f, &r, &n) == DN_OK && n == 2);
+    if (n) {
+        dn_sb js = {0};
+        dn_pred_row_json_open(&js, &r[0]);
+        CHECK(js.s && strstr(js.s, "\"node\":\"h1\""));
+        dn_sb_free(&js);
+    }
+    dn_pred_rows_free(r, n);
 out:
     client_close(&sub);
     dn_pipeline_close(p);

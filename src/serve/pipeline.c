@@ -164,6 +164,7 @@ void dn_pred_row_json_open(dn_sb *b, const dn_pred_row *r) {
     dn_json_opt_str(b, "image_copy", r->image_copy, 1);
     dn_json_opt_str(b, "model_sha256", r->model_sha256, 1);
     dn_json_opt_str(b, "model_version", r->model_version, 1);
+    dn_json_opt_str(b, "node", r->node, 1);
 }
 
 /* ------------------------------------------------------------ one job */
