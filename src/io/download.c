@@ -108,6 +108,10 @@ done:
     if (global) curl_global_cleanup();
     if (s.f) fclose(s.f);
     if (st) unlink(tmp);
+    if (s.sha.md) { /* a failed download never reached the final digest: release its context */
+        uint8_t junk[32];
+        dn_sha256_final(&s.sha, junk);
+    }
     free(tmp);
     return st;
 }
