@@ -775,6 +775,11 @@ out:
  * delivery acknowledged before the MQTT input is, keys line/camera read back by a
  * consumer, a broker that is down fails the export within its timeout. */
 TEST(kafka_export_mock_cluster) {
+#if defined(__SANITIZE_THREAD__)
+    /* librdkafka's threads are not instrumented; its mock cluster dies with a SEGV at
+     * start under TSan (seen in CI). The ASan and plain stages run this test. */
+    SKIP("librdkafka mock cluster under ThreadSanitizer (run by the ASan and plain stages)");
+#endif
     char err[256];
     rd_kafka_conf_t *c0 = rd_kafka_conf_new();
     rd_kafka_t *rk0 = rd_kafka_new(RD_KAFKA_PRODUCER, c0, err, sizeof err);
