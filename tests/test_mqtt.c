@@ -809,8 +809,16 @@ TEST(kafka_export_mock_cluster) {
             CHECK(publish(&pub, "plant/L1/C1/image", g_img, g_img_len, "id", "k1", NULL) == 0);
             CHECK(publish(&pub, "plant/L2/C7/image", g_img, g_img_len, "id", "k2", NULL) == 0);
             CHECK(WAIT_FOR(stat_of(m, S_ACK) == 2, 20));
-            CHECK(dn_kafka_delivered(k) == 3);
+            CHECK(dn_kafka_delivered(k) == 3); /* MQTT records exported once, by mqtt_in */
             dn_mqtt_in_stop(m);
+            /* an HTTP prediction is exported by the pipeline once committed */
+            dn_pipeline_set_kafka(p, k);
+            dn_classify_req q = {.data = g_img, .len = g_img_len, .line = "L3", .camera = "C3", .request_id = "kh", .source = "http"};
+            dn_classify_res res = {0};
+            CHECK(dn_pipeline_classify(p, &q, &res) == DN_OK && res.http_code == 200);
+            free(res.json);
+            CHECK(dn_kafka_delivered(k) == 4 && dn_pipeline_bus_failures(p) == 0);
+            dn_pipeline_set_kafka(p, NULL);
         }
         client_close(&pub);
         dn_pipeline_close(p);
@@ -831,19 +839,19 @@ TEST(kafka_export_mock_cluster) {
         rd_kafka_topic_partition_list_destroy(tl);
         int got = 0, keys_ok = 1, json_ok = 1;
         double until = now_s() + 20;
-        while (got < 3 && now_s() < until) {
+        while (got < 4 && now_s() < until) {
             rd_kafka_message_t *msg = rd_kafka_consumer_poll(cons, 200);
             if (!msg) continue;
             if (!msg->err) {
                 got++;
                 char key[64] = "";
                 snprintf(key, sizeof key, "%.*s", (int)msg->key_len, (const char *)msg->key);
-                keys_ok &= !strcmp(key, "L0/C0") || !strcmp(key, "L1/C1") || !strcmp(key, "L2/C7");
+                keys_ok &= !strcmp(key, "L0/C0") || !strcmp(key, "L1/C1") || !strcmp(key, "L2/C7") || !strcmp(key, "L3/C3");
                 if (strcmp(key, "L0/C0")) json_ok &= msg->len > 10 && memmem(msg->payload, msg->len, "\"class\"", 7) != NULL;
             }
             rd_kafka_message_destroy(msg);
         }
-        CHECK_MSG(got == 3 && keys_ok && json_ok, "got %d records, keys ok %d, json ok %d", got, keys_ok, json_ok);
+        CHECK_MSG(got == 4 && keys_ok && json_ok, "got %d records, keys ok %d, json ok %d", got, keys_ok, json_ok);
         rd_kafka_consumer_close(cons);
         rd_kafka_destroy(cons);
     }

@@ -288,6 +288,7 @@ int cmd_serve(int argc, char **argv) {
         return 1;
     }
     mc.kafka = kafka;
+    dn_pipeline_set_kafka(dn_server_pipeline(s), kafka); /* HTTP and drop-folder records too */
     if (mc.url && dn_mqtt_in_start(dn_server_pipeline(s), &mc, &mi)) {
         fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
         dn_kafka_stop(kafka);

@@ -1,6 +1,7 @@
 /* The prediction pipeline: job queue, workers, store, actions (see pipeline.h). */
 #include "serve/pipeline.h"
 #include "serve/bus.h"
+#include "serve/kafka.h"
 #include <stdatomic.h>
 #include "core/sha256.h"
 #include "nn/engine.h"
@@ -64,6 +65,7 @@ struct dn_pipeline {
     worker *workers;
     int nstarted, drained;
     _Atomic(struct dn_bus *) bus;   /* results bus for HTTP/watch predictions (dn_pipeline_set_bus) */
+    _Atomic(struct dn_kafka *) kafka; /* Kafka export for them (dn_pipeline_set_kafka) */
     atomic_long bus_failures;
 };
 
@@ -310,8 +312,20 @@ static void answer_new(dn_pipeline *p, dn_job *j, const dn_pred_record *rec, int
  * published by mqtt_in before their acknowledgement). Best effort: the prediction is
  * already durable, so a bus failure is logged and counted, not answered as an error. */
 static void publish_committed(dn_pipeline *p, const dn_pred_record *rec, int64_t id, const char *json) {
+    if (!strcmp(rec->source, "mqtt")) return;
+    struct dn_kafka *k = atomic_load(&p->kafka);
+    if (k) { /* key line/camera, as for MQTT-ingested records */
+        char key[300];
+        snprintf(key, sizeof key, "%s/%s", rec->line ? rec->line : "_", rec->camera ? rec->camera : "_");
+        size_t vl = json ? strlen(json) : 0;
+        while (vl && json[vl - 1] == '\n') vl--;
+        if (dn_kafka_export(k, key, json ? json : "{}", json ? vl : 2, 5000)) {
+            atomic_fetch_add(&p->bus_failures, 1);
+            dn_pipeline_log(p, "kafka: prediction %lld not exported: %s", (long long)id, dn_last_error());
+        }
+    }
     struct dn_bus *bus = atomic_load(&p->bus);
-    if (!bus || !strcmp(rec->source, "mqtt")) return;
+    if (!bus) return;
     dn_bus_result r = {.line = rec->line, .station = rec->station, .camera = rec->camera, .part = rec->part,
                        .id = id, .cls = rec->cls, .confidence = rec->confidence, .uncertain = rec->uncertain,
                        .json = json};
@@ -323,6 +337,10 @@ static void publish_committed(dn_pipeline *p, const dn_pred_record *rec, int64_t
 
 void dn_pipeline_set_bus(dn_pipeline *p, struct dn_bus *bus) {
     if (p) atomic_store(&p->bus, bus);
+}
+
+void dn_pipeline_set_kafka(dn_pipeline *p, struct dn_kafka *k) {
+    if (p) atomic_store(&p->kafka, k);
 }
 
 long dn_pipeline_bus_failures(const dn_pipeline *p) {

@@ -70,6 +70,10 @@ dn_status dn_pipeline_reload(dn_pipeline *p);
  * alive until the pipeline is drained (or set back to NULL). Thread-safe. */
 struct dn_bus;
 void dn_pipeline_set_bus(dn_pipeline *p, struct dn_bus *bus);
+/* The same for the Kafka export (serve/kafka.h, key line/camera, 5 s delivery wait, best
+ * effort like the bus). Failures of either are counted by dn_pipeline_bus_failures. */
+struct dn_kafka;
+void dn_pipeline_set_kafka(dn_pipeline *p, struct dn_kafka *k);
 long dn_pipeline_bus_failures(const dn_pipeline *p);
 
 /* ---- one image */
