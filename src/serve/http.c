@@ -669,15 +669,18 @@ void dn_server_stop(dn_server *s) {
     /* 2. no new connections; new requests on open connections get 503; wait for the
      *    in-flight ones (received, queued or running) to be answered, bounded. */
     atomic_store(&s->stopping, 1);
+    MHD_socket ls = MHD_INVALID_SOCKET;
     if (s->mhd) {
-        MHD_socket ls = MHD_quiesce_daemon(s->mhd);
-        if (ls != MHD_INVALID_SOCKET) close(ls);
+        /* the old listen socket is closed after MHD_stop_daemon: until then MHD's worker
+         * threads may still have it in their epoll sets (TSan saw close() race epoll_ctl) */
+        ls = MHD_quiesce_daemon(s->mhd);
         double deadline = dn_now() + s->body_timeout + 30;
         while (atomic_load(&s->inflight) > 0 && dn_now() < deadline) usleep(10000);
     }
     /* 3. workers finish the queue and exit (before the daemon goes: they resume its connections) */
     dn_pipeline_drain(s->pipe);
     if (s->mhd) MHD_stop_daemon(s->mhd);
+    if (ls != MHD_INVALID_SOCKET) close(ls);
     dn_connguard_stop(s->guard);
     /* 4. actions finish or fail (bounded); outcomes still reach the store; store closed */
     dn_pipeline_close(s->pipe);
