@@ -146,3 +146,13 @@ void dn_kafka_stop(dn_kafka *k) {
     pthread_cond_destroy(&k->cv);
     free(k);
 }
+
+dn_status dn_kafka_export_prediction(dn_kafka *k, const char *line, const char *camera, const char *json,
+                                     int timeout_ms) {
+    char key[600];
+    snprintf(key, sizeof key, "%s/%s", line ? line : "_", camera ? camera : "_");
+    const char *v = json ? json : "{}";
+    size_t vl = strlen(v);
+    while (vl && v[vl - 1] == '\n') vl--;
+    return dn_kafka_export(k, key, v, vl, timeout_ms);
+}

@@ -23,6 +23,10 @@ dn_status dn_kafka_start(const char *brokers, const char *topic, dn_kafka **out)
 void dn_kafka_stop(dn_kafka *k);
 /* Produces one record (key may be NULL) and waits up to timeout_ms for its delivery. */
 dn_status dn_kafka_export(dn_kafka *k, const char *key, const char *value, size_t len, int timeout_ms);
+/* One committed prediction: key "line/camera" ("_" for a missing part), value the
+ * prediction JSON without its trailing newlines (NULL json = "{}"). */
+dn_status dn_kafka_export_prediction(dn_kafka *k, const char *line, const char *camera, const char *json,
+                                     int timeout_ms);
 /* Records delivered so far (for tests and /healthz). */
 long dn_kafka_delivered(dn_kafka *k);
 

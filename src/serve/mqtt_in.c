@@ -580,12 +580,7 @@ static void make_result(const msg *x, const dn_classify_res *res, int duplicate,
 /* Kafka export and the result bus, before the input is acknowledged. */
 static dn_status publish_result(dn_mqtt_in *m, msg *x, const dn_classify_res *res, int duplicate) {
     if (m->c.kafka) { /* key line/camera: one camera's records stay in order in one partition */
-        char key[2 * META_MAX + 2];
-        snprintf(key, sizeof key, "%s/%s", x->meta[F_LINE] ? x->meta[F_LINE] : "_", x->meta[F_CAMERA] ? x->meta[F_CAMERA] : "_");
-        const char *v = res->json ? res->json : "{}";
-        size_t vl = strlen(v);
-        while (vl && v[vl - 1] == '\n') vl--;
-        dn_status rc = dn_kafka_export(m->c.kafka, key, v, vl, 10000);
+        dn_status rc = dn_kafka_export_prediction(m->c.kafka, x->meta[F_LINE], x->meta[F_CAMERA], res->json, 10000);
         if (rc) return rc;
     }
     if (!m->c.bus) return DN_OK;

@@ -315,11 +315,7 @@ static void publish_committed(dn_pipeline *p, const dn_pred_record *rec, int64_t
     if (!strcmp(rec->source, "mqtt")) return;
     struct dn_kafka *k = atomic_load(&p->kafka);
     if (k) { /* key line/camera, as for MQTT-ingested records */
-        char key[300];
-        snprintf(key, sizeof key, "%s/%s", rec->line ? rec->line : "_", rec->camera ? rec->camera : "_");
-        size_t vl = json ? strlen(json) : 0;
-        while (vl && json[vl - 1] == '\n') vl--;
-        if (dn_kafka_export(k, key, json ? json : "{}", json ? vl : 2, 5000)) {
+        if (dn_kafka_export_prediction(k, rec->line, rec->camera, json, 5000)) {
             atomic_fetch_add(&p->bus_failures, 1);
             dn_pipeline_log(p, "kafka: prediction %lld not exported: %s", (long long)id, dn_last_error());
         }
