@@ -26,6 +26,12 @@ const char *dn_decision_name(int d) {
     }
 }
 
+int dn_decision_parse(const char *s) {
+    for (int d = DN_DECISION_ACCEPTED; s && d <= DN_DECISION_UNKNOWN; d++)
+        if (!strcmp(s, dn_decision_name(d))) return d;
+    return -1;
+}
+
 void dn_ood_cfg_default(dn_ood_cfg *c) {
     c->bank = 10000;
     c->k = 5;
@@ -37,7 +43,7 @@ void dn_ood_cfg_default(dn_ood_cfg *c) {
 
 void dn_ood_free(dn_ood *o) {
     if (!o) return;
-    free(o->bank); free(o->mu); free(o->mu0); free(o->prec); free(o->prec0);
+    free(o->bank); free(o->bank_y); free(o->mu); free(o->mu0); free(o->prec); free(o->prec0);
     free(o->pmu); free(o->mpm); free(o->pmu0);
     free(o);
 }
@@ -87,6 +93,12 @@ dn_status dn_ood_clone(const dn_ood *o, dn_ood **out) {
     *c = *o;
     c->bank = keep.bank; c->mu = keep.mu; c->mu0 = keep.mu0; c->prec = keep.prec; c->prec0 = keep.prec0;
     c->pmu = c->mpm = c->pmu0 = NULL;
+    c->bank_y = NULL;
+    if (o->bank_y && !(c->bank_y = dn_malloc((size_t)o->nbank * sizeof(int)))) {
+        dn_ood_free(c);
+        return dn_fail(DN_ERR_NOMEM, "ood: out of memory");
+    }
+    if (o->bank_y) memcpy(c->bank_y, o->bank_y, (size_t)o->nbank * sizeof(int));
     size_t d = (size_t)o->dim;
     memcpy(c->bank, o->bank, (size_t)o->nbank * d * sizeof(float));
     memcpy(c->mu, o->mu, (size_t)o->ncls * d * sizeof(float));
@@ -345,6 +357,8 @@ dn_status dn_ood_fit(const dn_model *m, const float *fit_feat, const int *fit_y,
         }
     }
     for (int i = 0; i < nbank; i++) unit_row(fit_feat + (size_t)perm[i] * d, d, o->bank + (size_t)i * d);
+    if (!(o->bank_y = dn_malloc((size_t)nbank * sizeof(int)))) { st = dn_fail(DN_ERR_NOMEM, "ood: out of memory"); goto fail; }
+    for (int i = 0; i < nbank; i++) o->bank_y[i] = fit_y[perm[i]];
     o->k = cfg->k < nbank ? cfg->k : nbank;
     o->kind = cfg->kind;
     o->tpr = cfg->tpr;
@@ -440,6 +454,13 @@ dn_status dn_ood_to_tensors(const dn_ood *o, dn_tensors *ts, dn_meta *meta) {
         (st = add_copy(ts, "ood.mean", 1, d, 0, o->mu0)) || (st = add_copy(ts, "ood.precision", 2, d, d, o->prec)) ||
         (st = add_copy(ts, "ood.bg_precision", 2, d, d, o->prec0)))
         return st;
+    if (o->bank_y) { /* the class of each bank row (as floats, like every tensor here) */
+        float *y = falloc((size_t)o->nbank);
+        if (!y) return dn_fail(DN_ERR_NOMEM, "ood: out of memory");
+        for (int i = 0; i < o->nbank; i++) y[i] = (float)o->bank_y[i];
+        int64_t shape[1] = {o->nbank};
+        if ((st = dn_tensors_add(ts, "ood.bank_labels", 1, shape, y))) return st;
+    }
     dn_sb b = {0};
     dn_sb_printf(&b, "{\"version\":1,\"score\":\"%s\",\"k\":%d,\"threshold\":%.9g,\"tpr\":%.9g,\"fit_rows\":%d,\"val_rows\":%d,"
                      "\"shrink\":%.9g,\"cam_ref\":[%.9g,%.9g,%.9g,%.9g],\"val_mean\":[",
@@ -529,6 +550,16 @@ dn_status dn_ood_take(dn_tensors *ts, const dn_meta *meta, int feat_dim, int ncl
     if (!(o = ood_alloc(feat_dim, ncls, nbank))) { st = dn_fail(DN_ERR_NOMEM, "%s: out of memory", label); goto done; }
     size_t d = (size_t)feat_dim;
     memcpy(o->bank, tb->data, (size_t)nbank * d * sizeof(float));
+    const dn_tensor *ty = dn_tensors_find(&mine, "ood.bank_labels");
+    if (ty) { /* optional: older files lack it */
+        if (ty->ndim != 1 || ty->shape[0] != nbank) { st = dn_fail(DN_ERR_SHAPE, "%s: tensor 'ood.bank_labels' is not [%d]", label, nbank); goto done; }
+        if (!(o->bank_y = dn_malloc((size_t)nbank * sizeof(int)))) { st = dn_fail(DN_ERR_NOMEM, "%s: out of memory", label); goto done; }
+        for (int i = 0; i < nbank; i++) {
+            float v = ty->data[i];
+            if (!(v >= 0 && v < ncls && v == (float)(int)v)) { st = dn_fail(DN_ERR_FORMAT, "%s: tensor 'ood.bank_labels' holds a value that is not a class index", label); goto done; }
+            o->bank_y[i] = (int)v;
+        }
+    }
     memcpy(o->mu, tm->data, (size_t)ncls * d * sizeof(float));
     memcpy(o->mu0, t0->data, d * sizeof(float));
     memcpy(o->prec, tp->data, d * d * sizeof(float));

@@ -33,6 +33,8 @@ typedef struct dn_ood {
     int dim, ncls;
     int nbank, k;
     float *bank;           /* nbank x dim, unit-length rows */
+    int *bank_y;           /* nbank class labels of the bank rows (review neighbours); NULL in
+                              files written before they were stored (tensor ood.bank_labels) */
     float *mu;             /* ncls x dim class means (raw features) */
     float *mu0;            /* dim: mean of all fit features */
     float *prec;           /* dim x dim inverse shared within-class covariance */
