@@ -1,0 +1,100 @@
+/* The prediction store's schema: versioned migrations (table schema_version), applied
+ * by dn_store_open inside one transaction (PostgreSQL: serialised between concurrent
+ * openers with an advisory lock). A database newer than this build is refused. */
+#include "serve/store_int.h"
+#include "core/core.h"
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+/* ---------------------------------------------------------------- migrations */
+
+/* Each version's statements; %ID% is replaced by the backend's auto-increment
+ * primary key. Never edit a released step: add a new one. */
+static const char *const mig_v1[] = {
+    "CREATE TABLE predictions ("
+    " id %ID%,"
+    " time DOUBLE PRECISION NOT NULL,"
+    " line TEXT, station TEXT, camera TEXT, part TEXT,"
+    " source TEXT NOT NULL, source_path TEXT, request_id TEXT UNIQUE,"
+    " image_sha256 TEXT NOT NULL, image_copy TEXT,"
+    " model_sha256 TEXT NOT NULL, model_version TEXT,"
+    " class TEXT NOT NULL, confidence DOUBLE PRECISION NOT NULL, scores TEXT NOT NULL,"
+    " decision TEXT NOT NULL CHECK (decision IN ('accepted','uncertain')))",
+    "CREATE INDEX predictions_time ON predictions(time)",
+    "CREATE TABLE action_outcomes ("
+    " id %ID%,"
+    " prediction_id BIGINT NOT NULL REFERENCES predictions(id),"
+    " rule TEXT NOT NULL, kind TEXT NOT NULL, target TEXT,"
+    " status TEXT NOT NULL, attempts INTEGER NOT NULL, detail TEXT,"
+    " time DOUBLE PRECISION NOT NULL)",
+    NULL};
+static const char *const mig_v2[] = {
+    "CREATE INDEX predictions_source ON predictions(source_path, image_sha256)",
+    "CREATE INDEX predictions_line_time ON predictions(line, time)",
+    "CREATE INDEX action_outcomes_pred ON action_outcomes(prediction_id)",
+    NULL};
+/* v3: which node of a fleet recorded the prediction (docs/fleet.md) */
+static const char *const mig_v3[] = {"ALTER TABLE predictions ADD COLUMN node TEXT", NULL};
+static const char *const *const migrations[DN_STORE_SCHEMA_VERSION] = {mig_v1, mig_v2, mig_v3};
+
+static double wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+dn_status dn_store_migrate(dn_store *s) {
+    dn_status rc;
+    int pg = s->backend == DN_SQ_PG;
+    if ((rc = dn_sq_exec(s, pg ? "BEGIN" : "BEGIN IMMEDIATE"))) return rc;
+    if (pg && (rc = dn_sq_exec(s, "SELECT pg_advisory_xact_lock(7274101)"))) goto fail;
+    if ((rc = dn_sq_exec(s, "CREATE TABLE IF NOT EXISTS schema_version ("
+                        " version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)")))
+        goto fail;
+    int64_t have = 0;
+    if ((rc = dn_sq_run(s, "SELECT max(version) FROM schema_version", NULL, 0, dn_sq_first_int, &have))) goto fail;
+    if (have > DN_STORE_SCHEMA_VERSION) {
+        rc = dn_fail(DN_ERR_DB, "%s: database schema version %lld is newer than this build supports (%d)",
+                     s->url, (long long)have, DN_STORE_SCHEMA_VERSION);
+        goto fail;
+    }
+    for (int v = (int)have + 1; v <= DN_STORE_SCHEMA_VERSION; v++) {
+        for (const char *const *st = migrations[v - 1]; *st; st++) {
+            char sql[2048];
+            const char *id = pg ? "BIGSERIAL PRIMARY KEY" : "INTEGER PRIMARY KEY AUTOINCREMENT";
+            const char *m = strstr(*st, "%ID%");
+            size_t pos = 0;
+            const char *src = *st;
+            while (m) {
+                pos += (size_t)snprintf(sql + pos, sizeof sql - pos, "%.*s%s", (int)(m - src), src, id);
+                src = m + 4;
+                m = strstr(src, "%ID%");
+            }
+            snprintf(sql + pos, sizeof sql - pos, "%s", src);
+            if ((rc = dn_sq_exec(s, sql))) {
+                dn_fail_prefix(rc, "migration to schema version %d", v);
+                goto fail;
+            }
+        }
+        qparam p[2] = {QI(v), QD(wall_now())};
+        if ((rc = dn_sq_run(s, "INSERT INTO schema_version(version, applied_at) VALUES ($1, $2)", p, 2, NULL, NULL)))
+            goto fail;
+    }
+    return dn_sq_exec(s, "COMMIT");
+fail:;
+    char keep[1024];
+    snprintf(keep, sizeof keep, "%s", dn_last_error());
+    dn_sq_exec(s, "ROLLBACK");
+    return dn_fail(rc, "%s", keep);
+}
+
+/* ---------------------------------------------------------------- open/close */
+
+int dn_store_schema_version(dn_store *s) {
+    int64_t v = -1;
+    pthread_mutex_lock(&s->mu);
+    if (dn_sq_run(s, "SELECT max(version) FROM schema_version", NULL, 0, dn_sq_first_int, &v)) v = -1;
+    pthread_mutex_unlock(&s->mu);
+    return (int)v;
+}
