@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DN_STORE_SCHEMA_VERSION 3
+#define DN_STORE_SCHEMA_VERSION 4
 
 typedef struct dn_store dn_store;
 
@@ -79,6 +79,11 @@ typedef struct dn_outcome_row {
 } dn_outcome_row;
 
 dn_status dn_store_open(const char *url, dn_store **out);
+/* For reports: opens an existing store without migrating or writing anything (SQLite
+ * read-only, a missing file is an error and is not created; PostgreSQL sessions in
+ * READ ONLY transactions). Older schemas are read (node = NULL before v3); a newer one
+ * or a database without schema_version is refused. Only scans/lists/counts/gets. */
+dn_status dn_store_open_readonly(const char *url, dn_store **out);
 void dn_store_close(dn_store *s);
 /* "sqlite" or "postgres". */
 const char *dn_store_backend(const dn_store *s);

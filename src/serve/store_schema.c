@@ -36,7 +36,27 @@ static const char *const mig_v2[] = {
     NULL};
 /* v3: which node of a fleet recorded the prediction (docs/fleet.md) */
 static const char *const mig_v3[] = {"ALTER TABLE predictions ADD COLUMN node TEXT", NULL};
-static const char *const *const migrations[DN_STORE_SCHEMA_VERSION] = {mig_v1, mig_v2, mig_v3};
+/* v4: the review queue (labels by reviewers) and the shadow model's answers (docs/review.md) */
+static const char *const mig_v4[] = {
+    "CREATE TABLE review_items ("
+    " prediction_id BIGINT PRIMARY KEY REFERENCES predictions(id),"
+    " reason TEXT NOT NULL, queued_at DOUBLE PRECISION NOT NULL,"
+    " status TEXT NOT NULL CHECK (status IN ('open','final')),"
+    " label TEXT, final_at DOUBLE PRECISION, neighbours TEXT)",
+    "CREATE INDEX review_items_open ON review_items(status, prediction_id)",
+    "CREATE INDEX review_items_queued ON review_items(queued_at)",
+    "CREATE TABLE review_labels ("
+    " id %ID%,"
+    " prediction_id BIGINT NOT NULL REFERENCES review_items(prediction_id),"
+    " label TEXT NOT NULL, reviewer TEXT NOT NULL, time DOUBLE PRECISION NOT NULL,"
+    " UNIQUE (prediction_id, reviewer))",
+    "CREATE TABLE shadow_predictions ("
+    " prediction_id BIGINT PRIMARY KEY REFERENCES predictions(id),"
+    " model_sha256 TEXT NOT NULL, model_version TEXT, class TEXT NOT NULL,"
+    " confidence DOUBLE PRECISION NOT NULL, scores TEXT NOT NULL, decision TEXT NOT NULL,"
+    " time DOUBLE PRECISION NOT NULL)",
+    NULL};
+static const char *const *const migrations[DN_STORE_SCHEMA_VERSION] = {mig_v1, mig_v2, mig_v3, mig_v4};
 
 static double wall_now(void) {
     struct timespec ts;
