@@ -19,6 +19,9 @@ _defectnet() {
         -f|--format) COMPREPLY=($(compgen -W "table json jsonl csv html" -- "$cur")); return ;;
         -g|--group-by) COMPREPLY=($(compgen -W "line station camera shift day model_version decision class" -- "$cur")); return ;;
         --mode) COMPREPLY=($(compgen -W "bf16 winograd bf16+winograd int8" -- "$cur")); return ;;
+        --layer) COMPREPLY=($(compgen -W "layer1 layer2 layer3 layer4" -- "$cur")); return ;;
+        --score) COMPREPLY=($(compgen -W "combo knn energy rmd" -- "$cur")); return ;;
+        --split) COMPREPLY=($(compgen -W "test val train all" -- "$cur")); return ;;
         --tz) COMPREPLY=($(cd /usr/share/zoneinfo 2>/dev/null && compgen -f -- "$cur")); return ;;
     esac
     if [[ "$cur" == -* ]]; then

@@ -1,7 +1,7 @@
 /* defectnet calibrate: fit unknown-input detection into an existing model and
  * measure it against unknown image sets (docs/ood.md).
  *
- *   defectnet calibrate --model M (--data DIR | --manifest CSV) [--out OUT]
+ *   defectnet calibrate -m|--model M (-d|--data DIR|CSV | --manifest CSV) [-o|--out OUT]
  *                       [--bank N] [--k K] [--score knn|energy|rmd|combo] [--tpr F]
  *                       [--ood DIR|FILE ...] [--json FILE] [--batch B] [--threads T]
  *
@@ -12,7 +12,9 @@
  * AUROC and FPR at 95% TPR for every score and for max-softmax, and the share
  * of each set the stored decision flags unknown. --no-write only measures.
  *
- * Exit status: 0 ok, 1 some images unreadable (skipped), 2 usage/model/data error. */
+ * Exit status (args.h): 0 ok, 1 some images unreadable (skipped), 2 usage/model/data
+ * error, 3 internal. */
+#include "cli/args.h"
 #include "commands.h"
 #include "core/core.h"
 #include "core/json.h"
@@ -29,8 +31,8 @@
 #define MAX_OOD 16
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: defectnet calibrate --model M (--data DIR | --manifest CSV) [options]\n"
-               "  --out OUT           write the model with its unknown-input detector here (default: --model, replaced atomically)\n"
+    fprintf(f, "usage: defectnet calibrate -m|--model M (-d|--data DIR|CSV | --manifest CSV) [options]\n"
+               "  -o, --out OUT       write the model with its unknown-input detector here (default: --model, replaced atomically)\n"
                "  --no-write          only measure (with --ood), write nothing\n"
                "  --bank N            KNN bank rows, a seeded random subset of the train features (default 10000)\n"
                "  --k K               neighbour rank of the KNN score, 1..64 (default 5)\n"
@@ -39,19 +41,7 @@ static void usage(FILE *f) {
                "  --ood DIR|FILE      unknown images (repeatable, up to 16): report AUROC / FPR@95%%TPR per score\n"
                "  --json FILE         write the measurement as JSON\n"
                "  --batch B, --threads T  forward batch (default 16) and threads (default: all cores)\n"
-               "exit status: 0 ok, 1 some images unreadable (skipped), 2 usage/model/data error\n");
-}
-
-static int parse_num(const char *opt, const char *v, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double x = v ? strtod(v, &end) : NAN;
-    if (!v || errno || end == v || *end || !(x >= lo && x <= hi)) {
-        fprintf(stderr, PFX "%s: expected a number in %g..%g, got '%s'\n", opt, lo, hi, v ? v : "");
-        return -1;
-    }
-    *out = x;
-    return 0;
+               "  data without a val split is split like `train` does (stratified, seed 42)\n" DN_EXIT_HELP);
 }
 
 typedef struct {
@@ -109,30 +99,44 @@ int cmd_calibrate(int argc, char **argv) {
     int nood = 0, batch = 16, threads = 0, nowrite = 0;
     dn_ood_cfg cfg;
     dn_ood_cfg_default(&cfg);
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+    enum { O_MANIFEST = 256, O_NOWRITE, O_JSON, O_OOD, O_SCORE, O_BANK, O_K, O_TPR, O_BATCH, O_THREADS };
+    static const dn_opt opts[] = {
+        {"model", 'm', DN_ARG_REQ, NULL},   {"data", 'd', DN_ARG_REQ, NULL},      {"manifest", O_MANIFEST, DN_ARG_REQ, NULL},
+        {"out", 'o', DN_ARG_REQ, NULL},     {"no-write", O_NOWRITE, DN_ARG_NONE, NULL}, {"json", O_JSON, DN_ARG_REQ, NULL},
+        {"ood", O_OOD, DN_ARG_REQ, NULL},   {"score", O_SCORE, DN_ARG_REQ, NULL}, {"bank", O_BANK, DN_ARG_REQ, NULL},
+        {"k", O_K, DN_ARG_REQ, NULL},       {"tpr", O_TPR, DN_ARG_REQ, NULL},     {"batch", O_BATCH, DN_ARG_REQ, NULL},
+        {"threads", O_THREADS, DN_ARG_REQ, NULL}, {0}};
+    dn_args a;
+    dn_args_init(&a, "calibrate", argc, argv, opts);
+    for (int c; (c = dn_args_next(&a)) != -1;) {
         double x;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
-        else if (!strcmp(a, "--no-write")) { nowrite = 1; continue; }
-        if (!strncmp(a, "--", 2) && !v) { fprintf(stderr, PFX "%s needs a value\n", a); return 2; }
-        if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--data") || !strcmp(a, "--manifest")) data = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--json")) json = v;
-        else if (!strcmp(a, "--ood")) {
-            if (nood == MAX_OOD) { fprintf(stderr, PFX "--ood: at most %d sets\n", MAX_OOD); return 2; }
-            ood[nood++] = v;
-        } else if (!strcmp(a, "--score")) {
-            if ((cfg.kind = dn_ood_kind_parse(v)) < 0) { fprintf(stderr, PFX "--score: '%s' is not knn, energy, rmd or combo\n", v); return 2; }
-        } else if (!strcmp(a, "--bank")) { if (parse_num(a, v, 1, 10000000, &x) || x != (int)x) return 2; cfg.bank = (int)x; }
-        else if (!strcmp(a, "--k")) { if (parse_num(a, v, 1, 64, &x) || x != (int)x) return 2; cfg.k = (int)x; }
-        else if (!strcmp(a, "--tpr")) { if (parse_num(a, v, 0.5, 0.999, &x)) return 2; cfg.tpr = (float)x; }
-        else if (!strcmp(a, "--batch")) { if (parse_num(a, v, 1, 1024, &x) || x != (int)x) return 2; batch = (int)x; }
-        else if (!strcmp(a, "--threads")) { if (parse_num(a, v, 0, 1024, &x) || x != (int)x) return 2; threads = (int)x; }
-        else { fprintf(stderr, PFX "unknown option '%s' (see --help)\n", a); return 2; }
-        i++;
+        switch (c) {
+        case 'h': usage(stdout); return DN_EXIT_OK;
+        case 'm': model = a.val; break;
+        case 'd':
+        case O_MANIFEST: data = a.val; break;
+        case 'o': out = a.val; break;
+        case O_NOWRITE: nowrite = 1; break;
+        case O_JSON: json = a.val; break;
+        case O_OOD:
+            if (nood == MAX_OOD) return dn_usage_error("calibrate", "--ood: at most %d sets", MAX_OOD);
+            ood[nood++] = a.val;
+            break;
+        case O_SCORE:
+            if ((cfg.kind = dn_ood_kind_parse(a.val)) < 0)
+                return dn_usage_error("calibrate", "--score '%s': expected combo, knn, energy or rmd", a.val);
+            break;
+        case O_BANK: if (dn_arg_int(&a, 1, 10000000, &cfg.bank)) return DN_EXIT_USAGE; break;
+        case O_K: if (dn_arg_int(&a, 1, 64, &cfg.k)) return DN_EXIT_USAGE; break;
+        case O_TPR: if (dn_arg_real(&a, 0.5, 0.999, 0, &x)) return DN_EXIT_USAGE; cfg.tpr = (float)x; break;
+        case O_BATCH: if (dn_arg_int(&a, 1, 1024, &batch)) return DN_EXIT_USAGE; break;
+        case O_THREADS: if (dn_arg_int(&a, 0, 1024, &threads)) return DN_EXIT_USAGE; break;
+        default: return DN_EXIT_USAGE;
+        }
     }
-    if (!model || !data) { fprintf(stderr, PFX "--model and --data (or --manifest) are required\n"); usage(stderr); return 2; }
+    if (dn_args_npos(&a)) return dn_usage_error("calibrate", "unexpected argument '%s'", dn_args_pos(&a, 0));
+    if (!model || !data)
+        return dn_usage_error("calibrate", "--model and --data (or --manifest) are required (see defectnet calibrate --help)");
     if (!out) out = model;
     int rc = 2, skipped_total = 0;
     dn_model *m = NULL;

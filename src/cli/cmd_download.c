@@ -36,7 +36,7 @@ int cmd_download(int argc, char **argv) {
         case 'o': dir = a.val; break;
         case O_URL: url = a.val; break;
         case O_SHA: sha = a.val; break;
-        default: usage(stderr); return DN_EXIT_USAGE;
+        default: return DN_EXIT_USAGE; /* already reported in one line */
         }
     }
     if (dn_args_npos(&a)) return dn_usage_error("download", "unexpected argument '%s'", dn_args_pos(&a, 0));

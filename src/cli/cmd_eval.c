@@ -35,6 +35,7 @@
 #include "cli/args.h"
 #include "core/core.h"
 #include "core/json.h"
+#include "core/progress.h"
 #include "eval/evaluate.h"
 #include "eval/policy.h"
 #include "io/dataset.h"
@@ -87,7 +88,8 @@ typedef struct {
     int batch, strict;
 } runner;
 
-static dn_status run_logits(runner *rn, const char **paths, int n, float **logits, int **keep, int *nok, int *skipped) {
+static dn_status run_logits(runner *rn, const char *label, const char **paths, int n, float **logits, int **keep,
+                            int *nok, int *skipped) {
     int c = rn->m->num_classes, crop = rn->m->pp.crop;
     size_t per = (size_t)3 * crop * crop;
     *logits = dn_malloc(((size_t)n + 1) * c * sizeof(float));
@@ -96,7 +98,10 @@ static dn_status run_logits(runner *rn, const char **paths, int n, float **logit
     if (!*logits || !*keep) return DN_ERR_NOMEM;
     float *in = dn_session_input(rn->s);
     int pending[1024];
+    dn_progress pg;
+    dn_progress_start(&pg, label, n);
     for (int next = 0; next < n;) {
+        dn_progress_update(&pg, next);
         int nb = 0;
         while (nb < rn->batch && next < n) {
             const char *path = paths[next++];
@@ -105,6 +110,7 @@ static dn_status run_logits(runner *rn, const char **paths, int n, float **logit
             if (!st) st = dn_preprocess(&img, &rn->m->pp, in + (size_t)nb * per);
             dn_image_free(&img);
             if (st) {
+                dn_progress_clear(&pg);
                 char err[512]; /* a copy: dn_fail below rewrites the thread's message buffer */
                 snprintf(err, sizeof err, "%s", dn_last_error());
                 if (rn->strict) {
@@ -120,9 +126,10 @@ static dn_status run_logits(runner *rn, const char **paths, int n, float **logit
         }
         if (!nb) continue;
         dn_status st = dn_session_forward(rn->s, in, nb, *logits + (size_t)*nok * c);
-        if (st) return st;
+        if (st) { dn_progress_end(&pg); return st; }
         for (int i = 0; i < nb; i++) (*keep)[(*nok)++] = pending[i];
     }
+    dn_progress_end(&pg);
     return DN_OK;
 }
 
@@ -245,7 +252,7 @@ static int parse_args(int argc, char **argv, eval_opts *o) {
         case O_STRICT: o->strict = 1; break;
         case O_DUPS: o->keep_dups = 1; break;
         case O_ORD: o->ordinal = 1; break;
-        default: usage(stderr); return -1;
+        default: return -1; /* already reported in one line */
         }
         if (bad) return -1;
     }
@@ -253,7 +260,7 @@ static int parse_args(int argc, char **argv, eval_opts *o) {
         dn_usage_error("eval", "unexpected argument '%s'", dn_args_pos(&a, 0));
         return -1;
     }
-    if (!o->model_path) { fprintf(stderr, PFX "--model is required\n"); usage(stderr); return -1; }
+    if (!o->model_path) { fprintf(stderr, PFX "--model is required (see defectnet eval --help)\n"); return -1; }
     if (!o->data == !o->manifest) { fprintf(stderr, PFX "give exactly one of --data DIR and --manifest CSV\n"); return -1; }
     if (o->target > 0 && o->given_thr >= 0) {
         fprintf(stderr, PFX "--threshold and --threshold-target-accuracy exclude each other\n");
@@ -380,8 +387,9 @@ static int compute_logits(const eval_opts *o, eval_job *j, dn_eval_report *rep) 
     if (dn_session_new(j->m, batch, o->threads, &j->s)) { fprintf(stderr, PFX "%s\n", dn_last_error()); return -1; }
     runner rn = {j->s, j->m, batch, o->strict};
     double t0 = dn_now();
-    if (run_logits(&rn, j->paths, j->n, &j->logits, &j->keep, &j->nok, &rep->skipped) ||
-        (j->need_val && run_logits(&rn, j->vpaths, j->nv, &j->vlogits, &j->vkeep, &j->vok_n, &rep->skipped))) {
+    if (run_logits(&rn, "eval", j->paths, j->n, &j->logits, &j->keep, &j->nok, &rep->skipped) ||
+        (j->need_val && run_logits(&rn, "eval: calibration images", j->vpaths, j->nv, &j->vlogits, &j->vkeep, &j->vok_n,
+                                   &rep->skipped))) {
         fprintf(stderr, PFX "%s\n", dn_last_error());
         return -1;
     }

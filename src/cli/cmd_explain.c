@@ -1,6 +1,6 @@
 /* defectnet explain: Grad-CAM heatmap overlays (docs/ood.md).
  *
- *   defectnet explain --model M [--class NAME] [--layer layer1..layer4] --out DIR IMG...
+ *   defectnet explain -m|--model M -o|--out DIR [--class NAME] [--layer layer1..layer4] IMG...
  *
  * For each image: the model's preprocessing, the eval-mode forward and the
  * backward of the predicted class's logit (or --class) to the stage output
@@ -10,10 +10,12 @@
  * to each map's own maximum, with a warning.
  * One line per image on stdout: path, class explained, predicted class, overlay.
  *
- * Exit status: 0 all written; 1 some images failed (the others were written);
- * 2 usage or model error. */
+ * Exit status (args.h): 0 all written; 1 some images failed (the others were
+ * written); 2 usage, model or data error; 3 internal. */
+#include "cli/args.h"
 #include "commands.h"
 #include "core/core.h"
+#include "core/progress.h"
 #include "eval/report.h"
 #include "nn/engine.h"
 #include "nn/model.h"
@@ -23,16 +25,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define PFX "defectnet explain: "
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: defectnet explain --model M --out DIR [--class NAME] [--layer layer4] IMG...\n"
-               "  --model M      defectnet model (with a Grad-CAM reference scale after `defectnet calibrate`)\n"
-               "  --out DIR      overlays are written to DIR/<image name>.cam.png (DIR is created)\n"
-               "  --class NAME   explain this class instead of the predicted one\n"
-               "  --layer L      layer1 | layer2 | layer3 | layer4 (default): the stage whose output is weighted\n"
-               "exit status: 0 ok, 1 some images failed, 2 usage or model error\n");
+    fprintf(f, "usage: defectnet explain -m|--model M -o|--out DIR [--class NAME] [--layer layer4] IMG...\n"
+               "  -m, --model M    defectnet model (with a Grad-CAM reference scale after `defectnet calibrate`)\n"
+               "  -o, --out DIR    overlays are written to DIR/<image name>.cam.png (DIR is created)\n"
+               "  --class NAME     explain this class instead of the predicted one\n"
+               "  --layer L        layer1 | layer2 | layer3 | layer4 (default): the stage whose output is weighted\n"
+               "  one line per image on stdout: path, class explained, predicted class, overlay file\n" DN_EXIT_HELP);
 }
 
 static dn_status write_file(const char *path, const uint8_t *d, size_t n) {
@@ -75,27 +78,31 @@ static dn_status explain_one(const dn_model *m, dn_session *s, const char *path,
 
 int cmd_explain(int argc, char **argv) {
     const char *model = NULL, *out = NULL, *cname = NULL;
-    int layer = 4, rc = 2, failed = 0, done_n = 0;
-    char **imgs = dn_calloc((size_t)(argc > 0 ? argc : 1), sizeof(char *));
-    int nimg = 0;
+    int layer = 4, rc = DN_EXIT_USAGE, failed = 0, done_n = 0;
     dn_model *m = NULL;
     dn_session *s = NULL;
-    if (!imgs) { fprintf(stderr, PFX "out of memory\n"); return 3; }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); rc = 0; goto done; }
-        if (a[0] != '-' || !a[1]) { imgs[nimg++] = argv[i]; continue; }
-        if (!v) { fprintf(stderr, PFX "%s needs a value\n", a); goto done; }
-        if (!strcmp(a, "--model")) model = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, "--class")) cname = v;
-        else if (!strcmp(a, "--layer")) {
-            if ((layer = dn_gradcam_layer_parse(v)) < 0) { fprintf(stderr, PFX "--layer: '%s' is not layer1..layer4\n", v); goto done; }
-        } else { fprintf(stderr, PFX "unknown option '%s' (see --help)\n", a); goto done; }
-        i++;
+    enum { O_CLASS = 256, O_LAYER };
+    static const dn_opt opts[] = {{"model", 'm', DN_ARG_REQ, NULL}, {"out", 'o', DN_ARG_REQ, NULL},
+                                  {"class", O_CLASS, DN_ARG_REQ, NULL}, {"layer", O_LAYER, DN_ARG_REQ, NULL}, {0}};
+    dn_args a;
+    dn_args_init(&a, "explain", argc, argv, opts);
+    for (int c; (c = dn_args_next(&a)) != -1;) {
+        switch (c) {
+        case 'h': usage(stdout); return DN_EXIT_OK;
+        case 'm': model = a.val; break;
+        case 'o': out = a.val; break;
+        case O_CLASS: cname = a.val; break;
+        case O_LAYER:
+            if ((layer = dn_gradcam_layer_parse(a.val)) < 0)
+                return dn_usage_error("explain", "--layer '%s': expected layer1, layer2, layer3 or layer4", a.val);
+            break;
+        default: return DN_EXIT_USAGE;
+        }
     }
-    if (!model || !out) { fprintf(stderr, PFX "--model and --out are required\n"); usage(stderr); goto done; }
-    if (!nimg) { fprintf(stderr, PFX "no images given\n"); goto done; }
+    char **imgs = a.argv + a.ind;
+    int nimg = dn_args_npos(&a);
+    if (!model || !out) return dn_usage_error("explain", "--model and --out are required (see defectnet explain --help)");
+    if (!nimg) return dn_usage_error("explain", "no images given");
     if (dn_model_load(model, &m)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
     if (m->num_classes < 1) { fprintf(stderr, PFX "%s: the model has no classification head\n", model); goto done; }
     int cls = -1;
@@ -104,16 +111,25 @@ int cmd_explain(int argc, char **argv) {
             if (!strcmp(cname, m->class_names[k])) cls = k;
         if (cls < 0) { fprintf(stderr, PFX "--class: '%s' is not one of the model's classes\n", cname); goto done; }
     }
-    if (mkdir(out, 0777) != 0 && errno != EEXIST) { fprintf(stderr, PFX "%s: cannot create: %s\n", out, strerror(errno)); goto done; }
+    struct stat sb;
+    if (mkdir(out, 0777) != 0 && (errno != EEXIST || stat(out, &sb) != 0 || !S_ISDIR(sb.st_mode))) {
+        fprintf(stderr, PFX "%s: cannot create the output folder: %s\n", out, strerror(errno == EEXIST ? ENOTDIR : errno));
+        goto done;
+    }
     float ref = m->ood ? m->ood->cam_ref[layer - 1] : 0;
     if (!(ref > 0))
         fprintf(stderr, PFX "warning: %s has no Grad-CAM reference scale (run `defectnet calibrate`): colours are relative to "
                         "each image's own maximum\n", model);
     if (dn_session_new(m, 1, 0, &s)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+    dn_progress pg;
+    dn_progress_start(&pg, "explain", nimg);
+    if (isatty(STDOUT_FILENO)) pg.on = 0; /* the result lines themselves show progress on a terminal */
     for (int i = 0; i < nimg; i++) {
         char op[4200];
         int used = -1, pred = -1;
+        dn_progress_update(&pg, i);
         if (explain_one(m, s, imgs[i], out, layer, cls, ref, op, sizeof op, &used, &pred)) {
+            dn_progress_clear(&pg);
             const char *e = dn_last_error();
             if (strstr(e, imgs[i])) fprintf(stderr, PFX "%s\n", e);
             else fprintf(stderr, PFX "%s: %s\n", imgs[i], e);
@@ -121,12 +137,13 @@ int cmd_explain(int argc, char **argv) {
             continue;
         }
         printf("%s\t%s\t(predicted %s)\t%s\n", imgs[i], m->class_names[used], m->class_names[pred], op);
+        fflush(stdout);
         done_n++;
     }
+    dn_progress_end(&pg);
     rc = failed ? (done_n ? 1 : 2) : 0;
 done:
     dn_session_free(s);
     dn_model_free(m);
-    free(imgs);
     return rc;
 }

@@ -1,18 +1,20 @@
 /* defectnet info: describe a model file.
  *
- *   defectnet info MODEL [--json]
+ *   defectnet info [-m|--model] MODEL [-f|--format table|json] [-o|--out FILE]
  *
  * Prints file format, sha256 of the file and of the source weights, architecture
  * (layers and widths per stage), parameter count, classes in output order, the
  * preprocessing contract, calibration (temperature, threshold) and every other
- * metadata key (e.g. the quantization accuracy guard) verbatim. --json prints one
- * JSON object instead. Exit: 0, 1 unloadable model (one-line message), 2 usage. */
+ * metadata key (e.g. the quantization accuracy guard) verbatim. --format json
+ * (old spelling --json) prints one JSON object instead. Exit codes: args.h. */
+#include "cli/args.h"
 #include "core/core.h"
 #include "core/json.h"
 #include "eval/policy.h"
 #include "io/modelfile.h"
 #include "nn/model.h"
 #include "ood/ood.h"
+#include "trust/drift.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,26 +36,26 @@ static const char *good_source(const dn_good_class *g) {
 }
 
 /* Which class means "good part" and how decisions are made (eval/policy.h). */
-static void print_good_class(const dn_model *m) {
+static void print_good_class(FILE *o, const dn_model *m) {
     dn_good_class g;
     dn_policy pol;
     if (dn_model_good_class(m, &g) || dn_model_policy(m, &pol)) {
-        printf("good class:    invalid metadata: %s\n", dn_last_error());
+        fprintf(o, "good class:    invalid metadata: %s\n", dn_last_error());
         return;
     }
     if (g.index < 0) {
-        printf("good class:    none (no class name means a good part; set one with --good-class NAME)\n");
+        fprintf(o, "good class:    none (no class name means a good part; set one with --good-class NAME)\n");
         return;
     }
-    printf("good class:    %s (%s)\n", m->class_names[g.index], good_source(&g));
+    fprintf(o, "good class:    %s (%s)\n", m->class_names[g.index], good_source(&g));
     if (pol.good_threshold > 0)
-        printf("decision:      reject unless confidently good: accepted only if p(%s) >= %.4g\n",
+        fprintf(o, "decision:      reject unless confidently good: accepted only if p(%s) >= %.4g\n",
                m->class_names[g.index], (double)pol.good_threshold);
     else
-        printf("decision:      predicted class, uncertain below the confidence threshold\n");
+        fprintf(o, "decision:      predicted class, uncertain below the confidence threshold\n");
 }
 
-static void print_json(const char *path, const dn_model *m, dn_weight_format fmt) {
+static void print_json(FILE *o, const char *path, const dn_model *m, dn_weight_format fmt) {
     dn_sb b = {0};
     dn_sb_puts(&b, "{\"file\":");
     dn_sb_json_str(&b, path);
@@ -90,72 +92,106 @@ static void print_json(const char *path, const dn_model *m, dn_weight_format fmt
         dn_sb_json_str(&b, m->meta.vals[i]);
     }
     dn_sb_puts(&b, "}}\n");
-    if (!b.oom) fputs(b.s, stdout);
+    if (!b.oom) fputs(b.s, o);
     dn_sb_free(&b);
 }
 
-/* 0 if everything printed reached standard output, else 1 with one line naming
+/* 0 if everything printed reached standard output, else 2 with one line naming
  * the problem (a full disk or closed pipe must not look like success). */
 static int stdout_written(void) {
     if (fflush(stdout) == 0 && !ferror(stdout)) return 0;
     fprintf(stderr, "defectnet info: cannot write to standard output: %s\n", strerror(errno ? errno : EIO));
-    return 1;
+    return DN_EXIT_DATA;
+}
+
+
+static void print_table(FILE *o, const char *path, const dn_model *m, dn_weight_format fmt) {
+    fprintf(o, "file:          %s\n", path);
+    fprintf(o, "format:        %s\n", dn_weight_format_name(fmt));
+    fprintf(o, "sha256:        %s\n", m->sha256);
+    fprintf(o, "source sha256: %s%s\n", m->source_sha256[0] ? m->source_sha256 : "(unknown)",
+            strcmp(m->sha256, m->source_sha256) ? "" : " (this file)");
+    fprintf(o, "architecture:  %s: stem %d, blocks %d/%d/%d/%d, widths %d/%d/%d/%d, features %d\n", m->arch,
+            m->conv1.cout, m->layers[0], m->layers[1], m->layers[2], m->layers[3], m->widths[0], m->widths[1],
+            m->widths[2], m->widths[3], m->feat_dim);
+    fprintf(o, "parameters:    %lld (incl. BatchNorm buffers)\n", (long long)dn_model_param_count(m));
+    if (m->num_classes == 0) fprintf(o, "classes:       none (backbone only)\n");
+    else {
+        fprintf(o, "classes:       %d:", m->num_classes);
+        int shown = m->num_classes > 20 ? 10 : m->num_classes;
+        for (int i = 0; i < shown; i++) fprintf(o, " %d=%s", i, dn_model_class_name(m, i));
+        if (shown < m->num_classes)
+            fprintf(o, " ... %d=%s", m->num_classes - 1, dn_model_class_name(m, m->num_classes - 1));
+        fprintf(o, "\n");
+    }
+    const dn_preproc *pp = &m->pp;
+    fprintf(o, "preprocessing: resize shorter side to %d (bilinear, antialiased), center crop %dx%d, %s, "
+               "mean %.4g,%.4g,%.4g std %.4g,%.4g,%.4g\n",
+            pp->resize, pp->crop, pp->crop, pp->bgr ? "BGR" : "RGB", (double)pp->mean[0], (double)pp->mean[1],
+            (double)pp->mean[2], (double)pp->std[0], (double)pp->std[1], (double)pp->std[2]);
+    fprintf(o, "calibration:   temperature %.4g%s, threshold %.4g%s\n", (double)m->temperature,
+            m->temperature == 1.0f ? " (uncalibrated)" : "", (double)m->threshold,
+            m->threshold == 0.0f ? " (never uncertain)" : "");
+    char ood_desc[400];
+    dn_ood_describe(m->ood, ood_desc, sizeof ood_desc);
+    fprintf(o, "unknown inputs: %s\n", ood_desc);
+    char drift_desc[600]; /* the "drift" record itself is large: summarised here, whole in --format json */
+    dn_drift_ref_describe(m, drift_desc, sizeof drift_desc);
+    fprintf(o, "drift reference: %s\n", drift_desc);
+    if (m->num_classes > 0) print_good_class(o, m);
+    for (int i = 0; i < m->meta.n; i++)
+        if (strcmp(m->meta.keys[i], "drift")) fprintf(o, "meta %s: %s\n", m->meta.keys[i], m->meta.vals[i]);
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: defectnet info [-m|--model] MODEL [-f|--format table|json] [-o|--out FILE]\n"
+               "  describes a model file: format, sha256 (file and source weights), architecture, parameters,\n"
+               "  classes, preprocessing, calibration, unknown-input detection, good class, metadata.\n"
+               "  -f, --format F   table (default) | json (one JSON object); --json is the old spelling of -f json\n"
+               "  -o, --out FILE   write the description to FILE instead of standard output\n" DN_EXIT_HELP);
 }
 
 int cmd_info(int argc, char **argv) {
-    const char *path = NULL;
-    int json = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: defectnet info MODEL [--json]\n");
-            return 0;
-        } else if (!strcmp(argv[i], "--json")) json = 1;
-        else if (argv[i][0] == '-' && argv[i][1]) { fprintf(stderr, "defectnet info: unknown option '%s'\n", argv[i]); return 2; }
-        else if (!path) path = argv[i];
-        else { fprintf(stderr, "defectnet info: unexpected argument '%s'\n", argv[i]); return 2; }
+    const char *path = NULL, *out = NULL;
+    int fmt = 0;
+    enum { O_JSON = 256 };
+    static const dn_opt opts[] = {{"model", 'm', DN_ARG_REQ, NULL}, {"format", 'f', DN_ARG_REQ, NULL},
+                                  {"out", 'o', DN_ARG_REQ, NULL}, {"json", O_JSON, DN_ARG_NONE, "--format json"}, {0}};
+    dn_args a;
+    dn_args_init(&a, "info", argc, argv, opts);
+    for (int c; (c = dn_args_next(&a)) != -1;) {
+        switch (c) {
+        case 'h': usage(stdout); return DN_EXIT_OK;
+        case 'm': path = a.val; break;
+        case 'o': out = a.val; break;
+        case 'f': if (dn_format_parse("info", a.val, DN_FMT_TABLE | DN_FMT_JSON, &fmt)) return DN_EXIT_USAGE; break;
+        case O_JSON: fmt = DN_FMT_JSON; break;
+        default: return DN_EXIT_USAGE;
+        }
     }
-    if (!path) { fprintf(stderr, "usage: defectnet info MODEL [--json]\n"); return 2; }
+    for (int i = 0; i < dn_args_npos(&a); i++) {
+        if (path) return dn_usage_error("info", "unexpected argument '%s'", dn_args_pos(&a, i));
+        path = dn_args_pos(&a, i);
+    }
+    if (!path) return dn_usage_error("info", "no model given (usage: defectnet info MODEL; see --help)");
+    if (!fmt) fmt = dn_format_from_path(out) == DN_FMT_JSON ? DN_FMT_JSON : DN_FMT_TABLE;
     dn_model *m;
-    if (dn_model_load(path, &m)) {
-        fprintf(stderr, "defectnet info: %s\n", dn_last_error());
-        return 1;
-    }
-    dn_weight_format fmt = sniff(path);
-    if (json) {
-        print_json(path, m, fmt);
+    dn_status st = dn_model_load(path, &m);
+    if (st) return dn_cli_fail("info", st);
+    FILE *o = stdout;
+    if (out && !(o = fopen(out, "w"))) {
+        fprintf(stderr, "defectnet info: %s: cannot write: %s\n", out, strerror(errno));
         dn_model_free(m);
-        return stdout_written();
+        return DN_EXIT_DATA;
     }
-    printf("file:          %s\n", path);
-    printf("format:        %s\n", dn_weight_format_name(fmt));
-    printf("sha256:        %s\n", m->sha256);
-    printf("source sha256: %s%s\n", m->source_sha256[0] ? m->source_sha256 : "(unknown)",
-           strcmp(m->sha256, m->source_sha256) ? "" : " (this file)");
-    printf("architecture:  %s: stem %d, blocks %d/%d/%d/%d, widths %d/%d/%d/%d, features %d\n", m->arch, m->conv1.cout,
-           m->layers[0], m->layers[1], m->layers[2], m->layers[3], m->widths[0], m->widths[1], m->widths[2], m->widths[3],
-           m->feat_dim);
-    printf("parameters:    %lld (incl. BatchNorm buffers)\n", (long long)dn_model_param_count(m));
-    if (m->num_classes == 0) printf("classes:       none (backbone only)\n");
-    else {
-        printf("classes:       %d:", m->num_classes);
-        int shown = m->num_classes > 20 ? 10 : m->num_classes;
-        for (int i = 0; i < shown; i++) printf(" %d=%s", i, dn_model_class_name(m, i));
-        if (shown < m->num_classes) printf(" ... %d=%s", m->num_classes - 1, dn_model_class_name(m, m->num_classes - 1));
-        printf("\n");
-    }
-    const dn_preproc *pp = &m->pp;
-    printf("preprocessing: resize shorter side to %d (bilinear, antialiased), center crop %dx%d, %s, "
-           "mean %.4g,%.4g,%.4g std %.4g,%.4g,%.4g\n",
-           pp->resize, pp->crop, pp->crop, pp->bgr ? "BGR" : "RGB", (double)pp->mean[0], (double)pp->mean[1],
-           (double)pp->mean[2], (double)pp->std[0], (double)pp->std[1], (double)pp->std[2]);
-    printf("calibration:   temperature %.4g%s, threshold %.4g%s\n", (double)m->temperature,
-           m->temperature == 1.0f ? " (uncalibrated)" : "", (double)m->threshold,
-           m->threshold == 0.0f ? " (never uncertain)" : "");
-    char ood_desc[400];
-    dn_ood_describe(m->ood, ood_desc, sizeof ood_desc);
-    printf("unknown inputs: %s\n", ood_desc);
-    if (m->num_classes > 0) print_good_class(m);
-    for (int i = 0; i < m->meta.n; i++) printf("meta %s: %s\n", m->meta.keys[i], m->meta.vals[i]);
+    dn_weight_format wf = sniff(path);
+    if (fmt == DN_FMT_JSON) print_json(o, path, m, wf);
+    else print_table(o, path, m, wf);
     dn_model_free(m);
-    return stdout_written();
+    if (o == stdout) return stdout_written();
+    if (ferror(o) | fclose(o)) {
+        fprintf(stderr, "defectnet info: %s: write failed: %s\n", out, strerror(errno ? errno : EIO));
+        return DN_EXIT_DATA;
+    }
+    return DN_EXIT_OK;
 }

@@ -69,17 +69,14 @@ int cmd_quantize(int argc, char **argv) {
         case O_MAX_VAL: if (dn_arg_int(&a, 1, 1 << 30, &max_val)) return DN_EXIT_USAGE; break;
         case O_BATCH: if (dn_arg_int(&a, 1, 1024, &batch)) return DN_EXIT_USAGE; break;
         case O_THREADS: if (dn_arg_int(&a, 0, 1024, &threads)) return DN_EXIT_USAGE; break;
-        default: usage(stderr); return DN_EXIT_USAGE;
+        default: return DN_EXIT_USAGE; /* already reported in one line */
         }
     }
     if (dn_args_npos(&a)) return dn_usage_error("quantize", "unexpected argument '%s'", dn_args_pos(&a, 0));
     if (val && manifest) return dn_usage_error("quantize", "give --data or --manifest, not both");
     if (manifest) val = manifest;
-    if (!model || !val || !mode_s || !out) {
-        dn_usage_error("quantize", "--model, --data (or --manifest), --mode and --out are required");
-        usage(stderr);
-        return DN_EXIT_USAGE;
-    }
+    if (!model || !val || !mode_s || !out)
+        return dn_usage_error("quantize", "--model, --data (or --manifest), --mode and --out are required (see defectnet quantize --help)");
     if (strcmp(mode_s, "int8") && (!dn_quant_mode_valid(mode_s) || !strcmp(mode_s, "fp32")))
         return dn_usage_error("quantize", "--mode '%s': expected bf16, winograd, bf16+winograd or int8", mode_s);
     if (!strcmp(mode_s, "int8"))

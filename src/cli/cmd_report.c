@@ -17,17 +17,8 @@ static void report_usage(FILE *f) {
                "  --tz: IANA zone (Europe/Berlin), UTC or a fixed offset (+02:00) for days and shifts;\n"
                "  --shifts: local start hours. --format defaults to the --out extension, else csv.\n"
                "  Classes listed in --ok-classes (default ok,good,pass,normal,clean,no_defect) are not defects.\n"
-               "  A report never creates a database: a missing SQLite file is refused.\n" DN_EXIT_HELP);
-}
-
-/* A report never creates a database: a SQLite file that does not exist is an error. */
-static int sqlite_missing(const char *db) {
-    if (!strncmp(db, "postgres://", 11) || !strncmp(db, "postgresql://", 13)) return 0;
-    const char *path = !strncmp(db, "sqlite:", 7) ? db + 7 : db;
-    struct stat st;
-    if (stat(path, &st) == 0) return 0;
-    fprintf(stderr, "defectnet report: %s: no such database (%s)\n", path, strerror(errno));
-    return 1;
+               "  The database is opened read-only (SQLite mode=ro, PostgreSQL READ ONLY transactions): a report\n"
+               "  never creates, migrates or writes it; a missing SQLite file is refused.\n" DN_EXIT_HELP);
 }
 
 int cmd_report(int argc, char **argv) {
@@ -76,13 +67,13 @@ int cmd_report(int argc, char **argv) {
     }
     dn_status st;
     if ((st = dn_mreport_check(&o))) return dn_cli_fail("report", st);
-    if (sqlite_missing(db)) return DN_EXIT_DATA;
     int rc = DN_EXIT_DATA;
     dn_store *s = NULL;
     dn_mreport *r = NULL;
     dn_sb b = {0};
     FILE *f = NULL;
-    if ((st = dn_store_open(db, &s)) || (st = dn_mreport_build(s, &o, &r)) ||
+    /* read-only: a report never creates, migrates or writes a database; a missing one is refused */
+    if ((st = dn_store_open_readonly(db, &s)) || (st = dn_mreport_build(s, &o, &r)) ||
         (st = dn_mreport_render(r, dn_format_name(fmt), &b))) {
         rc = dn_cli_fail("report", st);
         goto done;

@@ -35,15 +35,11 @@ int cmd_synth(int argc, char **argv) {
             if (dn_arg_long(&a, 0, (long long)1 << 62, &x)) return DN_EXIT_USAGE;
             cfg.seed = (uint64_t)x;
             break;
-        default: synth_usage(stderr); return DN_EXIT_USAGE;
+        default: return DN_EXIT_USAGE; /* already reported in one line */
         }
     }
     if (dn_args_npos(&a)) return dn_usage_error("synth", "unexpected argument '%s'", dn_args_pos(&a, 0));
-    if (!out) {
-        dn_usage_error("synth", "--out is required");
-        synth_usage(stderr);
-        return DN_EXIT_USAGE;
-    }
+    if (!out) return dn_usage_error("synth", "--out is required (see defectnet synth --help)");
     int n = 0;
     double t0 = dn_now();
     dn_status st = dn_synth_write(out, &cfg, &n);

@@ -2,6 +2,7 @@
  * src/train/trainer.h for what happens). */
 #include "commands.h"
 #include "cli/args.h"
+#include "core/progress.h"
 #include "core/core.h"
 #include "eval/policy.h"
 #include "io/dataset.h"
@@ -261,7 +262,7 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (!c.weights || !strcmp(c.weights, "none")) c.backbone_lr_mult = 1.0f; /* nothing is pretrained */
-    c.progress = !c.quiet && isatty(2);
+    c.progress = !c.quiet && dn_progress_enabled(); /* terminal only, DN_PROGRESS=0|1 overrides */
 
     if (good && check_good_class(&c, good)) return 2;
     dn_train_result res;
@@ -269,9 +270,9 @@ int cmd_train(int argc, char **argv) {
     if (st) {
         if (c.progress) fputs("\r\033[K", stderr);
         fprintf(stderr, "defectnet train: %s\n", dn_last_error());
-        return 1;
+        return dn_exit_code(st);
     }
-    if (store_good_class(c.out, good)) { dn_train_result_free(&res); return 1; }
+    if (store_good_class(c.out, good)) { dn_train_result_free(&res); return DN_EXIT_DATA; }
     if (c.json) {
         printf("{\"event\":\"done\",\"out\":\"%s\",\"classes\":%d,\"train\":%d,\"val\":%d,\"test\":%d,\"skipped\":%d,"
                "\"best_epoch\":%d,\"epochs\":%d,\"seconds\":%.2f,\"feature_seconds\":%.2f,\"split_manifest\":\"%s\",\"val_metrics\":",
@@ -292,6 +293,7 @@ int cmd_train(int argc, char **argv) {
             dn_eval_metrics_print(&res.test, (const char *const *)res.classes, stdout);
         }
     }
+    int skipped = res.skipped;
     dn_train_result_free(&res);
-    return 0;
+    return skipped ? DN_EXIT_PARTIAL : DN_EXIT_OK; /* unreadable images were skipped (named above) */
 }

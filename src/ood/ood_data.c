@@ -1,8 +1,10 @@
 /* Features of image files for fitting and evaluating unknown-input detection. */
 #include "ood/ood.h"
+#include "core/progress.h"
 #include "kernels/kernels.h"
 #include "nn/engine.h"
 #include "ood/gradcam.h"
+#include "trust/drift.h"
 #include "train/loader.h"
 #include <stdlib.h>
 #include <string.h>
@@ -31,22 +33,27 @@ dn_status dn_ood_features(const dn_model *m, const char *const *paths, int n, in
     lc.workers = 2;
     lc.seed = 1;
     if ((st = dn_loader_new(&lc, &L)) || (st = dn_loader_start(L, order, n, 0, 0))) goto done;
+    dn_progress pg; /* on a terminal only (core/progress.h) */
+    dn_progress_start(&pg, who ? who : "features", n);
+    long seen = 0;
     for (;;) {
         const float *x;
         const int *lab, *items;
         int nb;
-        if ((st = dn_loader_next(L, &x, &lab, &items, &nb))) goto done;
+        if ((st = dn_loader_next(L, &x, &lab, &items, &nb))) { dn_progress_end(&pg); goto done; }
         if (nb == 0) break;
         float *tmp = dn_malloc((size_t)nb * m->feat_dim * sizeof(float));
-        if (!tmp) { st = dn_fail(DN_ERR_NOMEM, "ood features: out of memory"); goto done; }
+        if (!tmp) { dn_progress_end(&pg); st = dn_fail(DN_ERR_NOMEM, "ood features: out of memory"); goto done; }
         st = dn_session_features(s, x, nb, tmp);
         for (int i = 0; !st && i < nb; i++) {
             memcpy(feat + (size_t)items[i] * m->feat_dim, tmp + (size_t)i * m->feat_dim, (size_t)m->feat_dim * sizeof(float));
             ok[items[i]] = 1;
         }
         free(tmp);
-        if (st) goto done;
+        if (st) { dn_progress_end(&pg); goto done; }
+        dn_progress_update(&pg, seen += nb);
     }
+    dn_progress_end(&pg);
     *skipped = dn_loader_skipped(L);
     if (*skipped && who) fprintf(stderr, "%s: %d unreadable image(s) skipped, first: %s\n", who, *skipped, dn_loader_first_error(L));
 done:
@@ -89,6 +96,8 @@ dn_status dn_ood_calibrate_files(dn_model *m, const char *const *fit_paths, cons
     if ((st = dn_ood_fit(m, ff, y, nf, fv, nv, cfg, &o))) goto done;
     dn_ood_free(m->ood);
     m->ood = o; /* the Grad-CAM reference below runs on the model with its detector */
+    int drift_ok; /* drift reference from the same val features (trust/drift.h; < 20 rows: none) */
+    if ((st = dn_drift_ref_store(m, fv, nv, &drift_ok))) goto done;
     int ns = 0;
     for (int i = 0; i < nval && ns < 64; i += (nval + 63) / 64)
         if (okv[i]) sub[ns++] = val_paths[i];

@@ -9,17 +9,37 @@
 
 /* ---------------------------------------------------------------- open/close */
 
-dn_status dn_store_open(const char *url, dn_store **out) {
+/* Read-only open: the schema is checked, not migrated. No schema_version table:
+ * not a prediction store; newer than this build: refused; before v3 (no node
+ * column): readable, node reads as NULL. */
+static dn_status check_schema_readonly(dn_store *s) {
+    int64_t has = 0, have = 0;
+    dn_status rc = dn_sq_run(s, s->backend == DN_SQ_PG
+                                    ? "SELECT count(*) FROM pg_catalog.pg_tables WHERE tablename = 'schema_version'"
+                                    : "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'",
+                             NULL, 0, dn_sq_first_int, &has);
+    if (rc) return rc;
+    if (!has) return dn_fail(DN_ERR_DB, "%s: not a defectnet prediction database (no schema_version table)", s->url);
+    if ((rc = dn_sq_run(s, "SELECT max(version) FROM schema_version", NULL, 0, dn_sq_first_int, &have))) return rc;
+    if (have < 1) return dn_fail(DN_ERR_DB, "%s: not a defectnet prediction database (empty schema_version)", s->url);
+    if (have > DN_STORE_SCHEMA_VERSION)
+        return dn_fail(DN_ERR_DB, "%s: database schema version %lld is newer than this build supports (%d)", s->url,
+                       (long long)have, DN_STORE_SCHEMA_VERSION);
+    s->no_node = have < 3;
+    return DN_OK;
+}
+
+static dn_status store_open(const char *url, int readonly, dn_store **out) {
     *out = NULL;
     if (!url || !*url) return dn_fail(DN_ERR_ARG, "store: empty database URL");
     dn_store *s = dn_calloc(1, sizeof *s);
     if (!s) return DN_ERR_NOMEM;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->rmu, NULL);
-    dn_status rc = dn_sq_connect(s, url);
+    dn_status rc = readonly ? dn_sq_connect_readonly(s, url) : dn_sq_connect(s, url);
     if (rc) goto fail;
     pthread_mutex_lock(&s->mu);
-    rc = dn_store_migrate(s);
+    rc = readonly ? check_schema_readonly(s) : dn_store_migrate(s);
     pthread_mutex_unlock(&s->mu);
     if (rc) goto fail;
     *out = s;
@@ -28,6 +48,9 @@ fail:
     dn_store_close(s);
     return rc;
 }
+
+dn_status dn_store_open(const char *url, dn_store **out) { return store_open(url, 0, out); }
+dn_status dn_store_open_readonly(const char *url, dn_store **out) { return store_open(url, 1, out); }
 
 void dn_store_close(dn_store *s) {
     if (!s) return;
@@ -110,13 +133,14 @@ dn_status dn_store_add_outcome(dn_store *s, const dn_outcome_row *o) {
 
 /* ---------------------------------------------------------------- reads */
 
-#define PRED_COLS "id, time, line, station, camera, part, source, source_path, request_id," \
-                  " image_sha256, image_copy, model_sha256, model_version, class, confidence," \
-                  " scores, decision, node"
+#define PRED_COLS_V1 "id, time, line, station, camera, part, source, source_path, request_id," \
+                     " image_sha256, image_copy, model_sha256, model_version, class, confidence," \
+                     " scores, decision"
+#define PRED_COLS PRED_COLS_V1 ", node"
 /* Same columns without the score vector (the bulk of a row), for aggregations. */
-#define PRED_COLS_LIGHT "id, time, line, station, camera, part, source, source_path, request_id," \
-                        " image_sha256, image_copy, model_sha256, model_version, class, confidence," \
-                        " NULL, decision, node"
+#define PRED_COLS_LIGHT_V1 "id, time, line, station, camera, part, source, source_path, request_id," \
+                           " image_sha256, image_copy, model_sha256, model_version, class, confidence," \
+                           " NULL, decision"
 
 static char *dup_or_null(const char *s, int *oom) {
     if (!s) return NULL;
@@ -201,7 +225,8 @@ static int scan_row(void *c, const qrow *q) {
 
 dn_status dn_store_scan(dn_store *s, const dn_pred_filter *f, dn_pred_row_fn fn, void *ctx) {
     char sql[1024];
-    snprintf(sql, sizeof sql, "SELECT %s FROM predictions", f && f->no_scores ? PRED_COLS_LIGHT : PRED_COLS);
+    snprintf(sql, sizeof sql, "SELECT %s, %s FROM predictions", f && f->no_scores ? PRED_COLS_LIGHT_V1 : PRED_COLS_V1,
+             s->no_node ? "NULL" : "node"); /* a read-only store of schema < 3 has no node column */
     qparam p[8];
     int np = build_where(f, sql, sizeof sql, p);
     size_t len = strlen(sql);

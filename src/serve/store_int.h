@@ -29,6 +29,8 @@ struct dn_store {
                             long report never holds up the inserts of predictions */
     int r_failed;
     char *node;          /* recorded with every insert (dn_store_set_node), NULL = none */
+    int readonly;        /* dn_store_open_readonly: read-only connections, no migration */
+    int no_node;         /* read-only store of a schema before v3: scans read node as NULL */
     pthread_mutex_t mu, rmu;
 };
 
@@ -66,6 +68,10 @@ dn_status dn_sq_exec(dn_store *s, const char *sql);
 /* Connects s->w for url (sets backend, url, conninfo; SQLite: WAL, synchronous=FULL,
  * foreign keys). On failure the caller still releases s with dn_sq_disconnect. */
 dn_status dn_sq_connect(dn_store *s, const char *url);
+/* Same, read-only (s->readonly): a missing SQLite file is an error (nothing is created;
+ * opened with mode=ro, immutable when its WAL index cannot be created, i.e. nobody can
+ * be writing it), PostgreSQL sessions default to READ ONLY transactions. */
+dn_status dn_sq_connect_readonly(dn_store *s, const char *url);
 /* Opens the scan connection s->r on first use (call with s->rmu held). Returns 0 when
  * it is usable, -1 when scans must share the main connection. */
 int dn_sq_open_reader(dn_store *s);

@@ -13,8 +13,11 @@
  * configuration (synchronous_commit=on by default). */
 #include "serve/store_int.h"
 #include "core/core.h"
+#include "core/json.h"
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* --------------------------------------------------------------- rows */
 
@@ -215,6 +218,12 @@ static dn_status pg_connect(dn_store *s, const char *url) {
     char curl[2048];
     if (strstr(url, "connect_timeout=")) snprintf(curl, sizeof curl, "%s", url);
     else snprintf(curl, sizeof curl, "%s%sconnect_timeout=5", url, strchr(url, '?') ? "&" : "?");
+    if (s->readonly) { /* every transaction of both connections is READ ONLY */
+        size_t l = strlen(curl);
+        if (strstr(url, "options="))
+            return dn_fail(DN_ERR_ARG, "%s: a read-only connection sets 'options' itself; remove it from the URL", s->url);
+        snprintf(curl + l, sizeof curl - l, "&options=-c%%20default_transaction_read_only%%3Don");
+    }
     s->conninfo = dn_strdup(curl);
     if (!s->conninfo) return DN_ERR_NOMEM;
     s->w.pg = PQconnectdb(curl);
@@ -269,6 +278,67 @@ static dn_status sqlite_connect(dn_store *s, const char *url) {
 dn_status dn_sq_connect(dn_store *s, const char *url) {
     if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13)) return pg_connect(s, url);
     return sqlite_connect(s, url);
+}
+
+/* "file:PATH?QUERY" with PATH percent-encoded where a URI needs it. */
+static char *sqlite_uri(const char *path, const char *query) {
+    dn_sb b = {0};
+    dn_sb_puts(&b, "file:");
+    for (const unsigned char *c = (const unsigned char *)path; *c; c++) {
+        if (*c == '%' || *c == '?' || *c == '#' || *c <= ' ' || *c >= 127) dn_sb_printf(&b, "%%%02X", *c);
+        else dn_sb_printf(&b, "%c", *c);
+    }
+    dn_sb_printf(&b, "?%s", query);
+    if (b.oom) { dn_sb_free(&b); return NULL; }
+    return b.s;
+}
+
+static dn_status sqlite_connect_readonly(dn_store *s, const char *url) {
+    const char *colon = strstr(url, "://");
+    if (colon && strncmp(url, "sqlite:", 7))
+        return dn_fail(DN_ERR_ARG, "%s: unsupported database URL scheme (use sqlite:FILE or postgres://...)", url);
+    const char *path = !strncmp(url, "sqlite:", 7) ? url + 7 : url;
+    if (!strncmp(path, "//", 2)) path += 2; /* sqlite://FILE */
+    if (!*path) return dn_fail(DN_ERR_ARG, "%s: empty SQLite file name", url);
+    s->backend = DN_SQ_SQLITE;
+    s->url = dn_strdup(path);
+    s->conninfo = dn_strdup(path);
+    if (!s->url || !s->conninfo) return DN_ERR_NOMEM;
+    struct stat sb;
+    if (stat(path, &sb) != 0) return dn_fail(DN_ERR_IO, "%s: no such database (%s)", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode)) return dn_fail(DN_ERR_IO, "%s: is a directory, not a database", path);
+    /* A WAL database needs its -shm index; when that cannot be created (read-only
+     * folder) nobody can be writing the file, so it is read as immutable. */
+    static const char *const modes[2] = {"mode=ro", "mode=ro&immutable=1"};
+    dn_status rc = DN_OK;
+    for (int i = 0; i < 2; i++) {
+        char *uri = sqlite_uri(path, modes[i]);
+        if (!uri) return DN_ERR_NOMEM;
+        int e = sqlite3_open_v2(uri, &s->w.db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_FULLMUTEX, NULL);
+        free(uri);
+        if (e == SQLITE_OK) {
+            sqlite3_busy_timeout(s->w.db, 10000);
+            e = sqlite3_exec(s->w.db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+            if (e == SQLITE_OK) {
+                if (i) s->r_failed = 1; /* scans share this connection */
+                return DN_OK;
+            }
+        }
+        rc = dn_fail(DN_ERR_DB, "%s: cannot read SQLite database: %s", path,
+                     s->w.db ? sqlite3_errmsg(s->w.db) : sqlite3_errstr(e));
+        /* no WAL index (CANTOPEN) or no way to create it (READONLY): try immutable */
+        int retry = (e & 0xff) == SQLITE_CANTOPEN || (e & 0xff) == SQLITE_READONLY;
+        sqlite3_close(s->w.db);
+        s->w.db = NULL;
+        if (!retry) break;
+    }
+    return rc;
+}
+
+dn_status dn_sq_connect_readonly(dn_store *s, const char *url) {
+    s->readonly = 1;
+    if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13)) return pg_connect(s, url);
+    return sqlite_connect_readonly(s, url);
 }
 
 int dn_sq_open_reader(dn_store *s) {

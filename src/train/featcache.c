@@ -1,5 +1,6 @@
 /* Feature cache (see featcache.h). */
 #include "train/featcache.h"
+#include "core/progress.h"
 #include "core/sha256.h"
 #include "train/loader.h"
 #include <errno.h>
@@ -249,21 +250,30 @@ dn_status dn_featcache_build(dn_session *s, const dn_featcache_cfg *cfg, dn_feat
     lc.cache_decoded = cfg->views > 0; /* every view decodes the same files */
     lc.item_salt = salt;
     if ((st = dn_loader_new(&lc, &L))) goto fail;
+    long todo = 0; /* one progress line with ETA over all views (terminal only, core/progress.h) */
+    for (int64_t r = 0; r < rows; r++) todo += !have[r];
+    dn_progress pg;
+    dn_progress_start(&pg, stage == 5 ? "features" : "stage outputs", todo);
+    pg.on = pg.on && cfg->verbose;
     for (int v = 0; v < nv; v++) {
         int cnt = 0;
         for (int i = 0; i < ns; i++)
             if (!have[(int64_t)v * ns + i] && !dn_loader_item_failed(L, i)) order[cnt++] = i;
         if (!cnt) continue;
+        dn_progress_clear(&pg);
         if (cfg->verbose) fprintf(stderr, "features: view %d/%d, %d images\n", v, nv - 1, cnt);
         if ((st = dn_loader_start(L, order, cnt, v > 0, (uint64_t)v))) goto fail;
         for (;;) {
             const float *x;
             const int *lab, *it;
             int n;
-            if ((st = dn_loader_next(L, &x, &lab, &it, &n))) goto fail;
+            dn_progress_update(&pg, (long)stats->computed);
+            if ((st = dn_loader_next(L, &x, &lab, &it, &n))) { dn_progress_end(&pg); goto fail; }
             if (!n) break;
-            if ((st = stage == 5 ? dn_session_features(s, x, n, fbuf) : dn_session_forward_to(s, x, n, stage, fbuf)))
+            if ((st = stage == 5 ? dn_session_features(s, x, n, fbuf) : dn_session_forward_to(s, x, n, stage, fbuf))) {
+                dn_progress_end(&pg);
                 goto fail;
+            }
             for (int j = 0; j < n; j++) {
                 int64_t r = (int64_t)v * ns + it[j];
                 memcpy(out->x + (size_t)r * dim, fbuf + (size_t)j * dim, (size_t)dim * sizeof(float));
@@ -277,6 +287,7 @@ dn_status dn_featcache_build(dn_session *s, const dn_featcache_cfg *cfg, dn_feat
             }
         }
     }
+    dn_progress_end(&pg);
     stats->skipped = dn_loader_skipped(L);
     drop_missing_rows(out, have, rows, dim);
     if (cfg->dir && nnew) {

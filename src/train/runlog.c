@@ -2,6 +2,7 @@
  * the naming of unreadable images (see train_run.h). */
 #include "train/train_run.h"
 #include "train/net.h"
+#include "core/progress.h"
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -61,14 +62,6 @@ void tr_clock_skip(run *r, double units) {
     if (r->clock.total < r->clock.done) r->clock.total = r->clock.done;
 }
 
-static void fmt_eta(double s, char *buf, size_t n) {
-    if (!(s >= 0) || s > 1e7) { snprintf(buf, n, "?"); return; }
-    int t = (int)(s + 0.5);
-    if (t >= 3600) snprintf(buf, n, "%dh%02dm", t / 3600, t / 60 % 60);
-    else if (t >= 60) snprintf(buf, n, "%dm%02ds", t / 60, t % 60);
-    else snprintf(buf, n, "%ds", t);
-}
-
 void tr_progress(const run *r, int si, int ep, int eps, double frac, double loss, double ips, double units_in_epoch,
                  double secs_in_epoch) {
     if (!r->cfg->progress || r->cfg->quiet) return;
@@ -78,7 +71,7 @@ void tr_progress(const run *r, int si, int ep, int eps, double frac, double loss
     bar[30] = 0;
     double done = r->clock.done + units_in_epoch, busy = r->clock.busy_s + secs_in_epoch;
     double eta = done > 0 && busy > 0 ? (r->clock.total - done) * busy / done : -1;
-    fmt_eta(eta, e, sizeof e);
+    dn_format_eta(eta, e, sizeof e);
     fprintf(stderr, "\r\033[Kstage %d/%d epoch %d/%d [%s] loss %.4f  %.1f img/s  ETA %s (all stages)", si + 1,
             r->cfg->nstages, ep + 1, eps, bar, loss, ips, e);
     fflush(stderr);
