@@ -87,6 +87,7 @@ unsigned dn_cpu_features(void);
 
 /* ------------------------------------------------------------ misc */
 double dn_now(void); /* monotonic seconds */
+double dn_wall_now(void); /* wall clock: unix seconds (CLOCK_REALTIME), for timestamps */
 /* Deterministic RNG (splitmix64 seeding xoshiro256**). */
 typedef struct { uint64_t s[4]; } dn_rng;
 void dn_rng_seed(dn_rng *r, uint64_t seed);

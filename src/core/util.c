@@ -112,6 +112,12 @@ double dn_now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+double dn_wall_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 int dn_num_cpus(void) {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
