@@ -237,7 +237,8 @@ static dn_status pg_connect(dn_store *s, const char *url) {
     return DN_OK;
 }
 
-static dn_status sqlite_connect(dn_store *s, const char *url) {
+/* "sqlite:FILE", "sqlite://FILE" or a plain path: sets backend, url and conninfo to FILE. */
+static dn_status sqlite_target(dn_store *s, const char *url) {
     const char *colon = strstr(url, "://");
     if (colon && strncmp(url, "sqlite:", 7))
         return dn_fail(DN_ERR_ARG, "%s: unsupported database URL scheme (use sqlite:FILE or postgres://...)", url);
@@ -247,7 +248,13 @@ static dn_status sqlite_connect(dn_store *s, const char *url) {
     s->backend = DN_SQ_SQLITE;
     s->url = dn_strdup(path);
     s->conninfo = dn_strdup(path);
-    if (!s->url || !s->conninfo) return DN_ERR_NOMEM;
+    return s->url && s->conninfo ? DN_OK : DN_ERR_NOMEM;
+}
+
+static dn_status sqlite_connect(dn_store *s, const char *url) {
+    dn_status rc0 = sqlite_target(s, url);
+    if (rc0) return rc0;
+    const char *path = s->conninfo;
     int e = sqlite3_open_v2(path, &s->w.db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL);
     if (e != SQLITE_OK)
         return dn_fail(DN_ERR_DB, "%s: cannot open SQLite database: %s", path,
@@ -294,16 +301,9 @@ static char *sqlite_uri(const char *path, const char *query) {
 }
 
 static dn_status sqlite_connect_readonly(dn_store *s, const char *url) {
-    const char *colon = strstr(url, "://");
-    if (colon && strncmp(url, "sqlite:", 7))
-        return dn_fail(DN_ERR_ARG, "%s: unsupported database URL scheme (use sqlite:FILE or postgres://...)", url);
-    const char *path = !strncmp(url, "sqlite:", 7) ? url + 7 : url;
-    if (!strncmp(path, "//", 2)) path += 2; /* sqlite://FILE */
-    if (!*path) return dn_fail(DN_ERR_ARG, "%s: empty SQLite file name", url);
-    s->backend = DN_SQ_SQLITE;
-    s->url = dn_strdup(path);
-    s->conninfo = dn_strdup(path);
-    if (!s->url || !s->conninfo) return DN_ERR_NOMEM;
+    dn_status rc0 = sqlite_target(s, url);
+    if (rc0) return rc0;
+    const char *path = s->conninfo;
     struct stat sb;
     if (stat(path, &sb) != 0) return dn_fail(DN_ERR_IO, "%s: no such database (%s)", path, strerror(errno));
     if (S_ISDIR(sb.st_mode)) return dn_fail(DN_ERR_IO, "%s: is a directory, not a database", path);
