@@ -70,7 +70,19 @@ static char *read_token(const char *path) {
     return t;
 }
 
-int cmd_serve(int argc, char **argv) {
+/* Everything the command line says, parsed (checked by serve_check). */
+typedef struct serve_opts {
+    dn_server_config c;
+    dn_mqtt_in_config mc;
+    dn_bus_config bc;
+    const char *token_file, *node, *mqtt_pw_file, *kafka_brokers, *kafka_topic;
+    int want_bus;                   /* results bus needed (set by serve_check) */
+    char *token, *mqtt_pw;          /* read from their files by serve_check; owned */
+    char host[256], bus_id[300];    /* default node id and the bus client id */
+} serve_opts;
+
+/* Parses the command line into *o. Returns -1 to go on, else the exit code (--help: 0). */
+static int serve_parse(int argc, char **argv, serve_opts *o) {
     dn_server_config c = {0};
     const char *token_file = NULL;
     dn_mqtt_in_config mc = {0};
@@ -186,125 +198,84 @@ int cmd_serve(int argc, char **argv) {
         else return dn_usage_error("serve", "unknown option %s", a);
     }
     if (dn_args_npos(&ga)) return dn_usage_error("serve", "unexpected argument '%s'", dn_args_pos(&ga, 0));
-    if (!c.model_path) {
+    memset(o, 0, sizeof *o);
+    o->c = c;
+    o->mc = mc;
+    o->bc = bc;
+    o->token_file = token_file;
+    o->node = node;
+    o->mqtt_pw_file = mqtt_pw_file;
+    o->kafka_brokers = kafka_brokers;
+    o->kafka_topic = kafka_topic;
+    return -1;
+}
+
+/* Refuses option combinations that cannot work and bad MQTT/bus settings before anything
+ * starts; reads the token and password files; fills in the node id. 0 or the exit code. */
+static int serve_check(serve_opts *o) {
+    dn_server_config *c = &o->c;
+    dn_mqtt_in_config *mc = &o->mc;
+    dn_bus_config *bc = &o->bc;
+    if (!c->model_path) {
         fprintf(stderr, "defectnet serve: --model is required\n");
         serve_usage(stderr);
         return 2;
     }
-    if (c.move_processed && !c.watch_dir) {
+    if (c->move_processed && !c->watch_dir) {
         fprintf(stderr, "defectnet serve: --move-processed needs --watch DIR\n");
         return 2;
     }
-    if (!mc.url != !mc.topic) {
+    if (!mc->url != !mc->topic) {
         fprintf(stderr, "defectnet serve: --mqtt-in and --mqtt-topic go together\n");
         return 2;
     }
-    if (!mc.url && (mc.group || mc.fields || mc.file_root || mc.dead_letter || mc.inflight || mc.max_payload || mc.session_expiry)) {
+    if (!mc->url && (mc->group || mc->fields || mc->file_root || mc->dead_letter || mc->inflight || mc->max_payload || mc->session_expiry)) {
         fprintf(stderr, "defectnet serve: the --mqtt-group/-fields/-file-root/-dead-letter/-inflight/-max-payload/-session-expiry options need --mqtt-in\n");
         return 2;
     }
-    int want_bus = bc.results_topic || bc.last_topic || bc.sparkplug || mc.dead_letter || bc.plc_topic;
-    if ((bc.plc_failsafe || bc.plc_ok_classes || bc.plc_deadline_ms) && !bc.plc_topic) {
+    o->want_bus = bc->results_topic || bc->last_topic || bc->sparkplug || mc->dead_letter || bc->plc_topic;
+    if ((bc->plc_failsafe || bc->plc_ok_classes || bc->plc_deadline_ms) && !bc->plc_topic) {
         fprintf(stderr, "defectnet serve: --plc-deadline-ms/--plc-failsafe/--plc-ok-classes need --plc-topic\n");
         return 2;
     }
-    if (!bc.url) bc.url = mc.url;
-    if (want_bus && !bc.url) {
+    if (!bc->url) bc->url = mc->url;
+    if (o->want_bus && !bc->url) {
         fprintf(stderr, "defectnet serve: --mqtt-results/--mqtt-last/--sparkplug/--mqtt-dead-letter need --mqtt-out or --mqtt-in\n");
         return 2;
     }
-    char host[256] = "", bus_id[300];
-    if (!node) {
-        if (gethostname(host, sizeof host - 1) || !host[0]) snprintf(host, sizeof host, "defectnet");
-        node = host;
+    if (!o->node) {
+        if (gethostname(o->host, sizeof o->host - 1) || !o->host[0]) snprintf(o->host, sizeof o->host, "defectnet");
+        o->node = o->host;
     }
-    snprintf(bus_id, sizeof bus_id, "%s-bus", node);
-    mc.client_id = node;
-    bc.client_id = bus_id;
-    if (!kafka_brokers != !kafka_topic || (kafka_brokers && !mc.url)) {
+    snprintf(o->bus_id, sizeof o->bus_id, "%s-bus", o->node);
+    mc->client_id = o->node;
+    bc->client_id = o->bus_id;
+    if (!o->kafka_brokers != !o->kafka_topic || (o->kafka_brokers && !mc->url)) {
         fprintf(stderr, "defectnet serve: --kafka and --kafka-topic go together and need --mqtt-in (MQTT-ingested predictions are exported)\n");
         return 2;
     }
-    char *mqtt_pw = NULL;
-    if (mqtt_pw_file) {
-        if (!mc.username && !bc.username) {
+    if (o->mqtt_pw_file) {
+        if (!mc->username && !bc->username) {
             fprintf(stderr, "defectnet serve: --mqtt-password-file needs --mqtt-user\n");
             return 2;
         }
-        if (!(mqtt_pw = read_token(mqtt_pw_file))) return 2;
-        mc.password = bc.password = mqtt_pw;
+        if (!(o->mqtt_pw = read_token(o->mqtt_pw_file))) return 2;
+        mc->password = bc->password = o->mqtt_pw;
     }
     /* bad MQTT/bus options are refused before anything starts */
-    if ((mc.url && dn_mqtt_in_check(&mc)) || (want_bus && dn_bus_check(&bc))) {
+    if ((mc->url && dn_mqtt_in_check(mc)) || (o->want_bus && dn_bus_check(bc))) {
         fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
-        free(mqtt_pw);
         return 2;
     }
-    char *token = NULL;
-    if (token_file && !(token = read_token(token_file))) { free(mqtt_pw); return 2; }
-    c.token = token;
+    if (o->token_file && !(o->token = read_token(o->token_file))) return 2;
+    c->token = o->token;
+    return 0;
+}
 
-    /* Block the signals before any thread exists so all threads inherit the mask. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
-    dn_server *s = NULL;
-    if (dn_server_start(&c, &s)) {
-        fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
-        free(token);
-        free(mqtt_pw);
-        return 1;
-    }
-    dn_bus *bus = NULL;
-    dn_mqtt_in *mi = NULL;
-    if (dn_store_set_node(dn_server_store(s), node)) {
-        fprintf(stderr, "defectnet serve: out of memory\n");
-        dn_server_stop(s);
-        free(token);
-        free(mqtt_pw);
-        return 1;
-    }
-    if (want_bus && dn_bus_start(&bc, &bus)) {
-        fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
-        dn_server_stop(s);
-        free(token);
-        free(mqtt_pw);
-        return 1;
-    }
-    mc.bus = bus;
-    dn_pipeline_set_bus(dn_server_pipeline(s), bus); /* HTTP and drop-folder results too */
-    dn_kafka *kafka = NULL;
-    if (kafka_brokers && dn_kafka_start(kafka_brokers, kafka_topic, &kafka)) {
-        fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
-        dn_bus_stop(bus);
-        dn_server_stop(s);
-        free(token);
-        free(mqtt_pw);
-        return 1;
-    }
-    mc.kafka = kafka;
-    dn_pipeline_set_kafka(dn_server_pipeline(s), kafka); /* HTTP and drop-folder records too */
-    if (mc.url && dn_mqtt_in_start(dn_server_pipeline(s), &mc, &mi)) {
-        fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
-        dn_kafka_stop(kafka);
-        dn_bus_stop(bus);
-        dn_server_stop(s);
-        free(token);
-        free(mqtt_pw);
-        return 1;
-    }
-    int h_in = mi ? dn_server_add_health(s, dn_mqtt_in_health, mi) : -1;
-    int h_bus = bus ? dn_server_add_health(s, dn_bus_health, bus) : -1;
-    /* one line on stdout with the bound port, for scripts that use --listen HOST:0 */
-    printf("listening %d\n", dn_server_port(s));
-    fflush(stdout);
+/* Waits for signals: SIGHUP reloads model and rules, SIGTERM/SIGINT return. */
+static void serve_wait(dn_server *s, const sigset_t *set) {
     for (;;) {
-        int sig = sigwaitinfo(&set, NULL);
+        int sig = sigwaitinfo(set, NULL);
         if (sig < 0) {
             if (errno == EINTR) continue;
             break;
@@ -316,14 +287,69 @@ int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "defectnet serve: %s received, finishing in-flight requests\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
         break;
     }
+}
+
+/* Starts the HTTP service (with its pipeline), the results bus, the Kafka export and MQTT
+ * ingestion, serves until SIGTERM/SIGINT, then stops them (the server first: its last
+ * predictions still reach the bus and Kafka). Returns the exit code. */
+static int serve_run(serve_opts *o) {
+    /* Block the signals before any thread exists so all threads inherit the mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    dn_server *s = NULL;
+    if (dn_server_start(&o->c, &s)) {
+        fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
+        return 1;
+    }
+    dn_bus *bus = NULL;
+    dn_kafka *kafka = NULL;
+    dn_mqtt_in *mi = NULL;
+    int rc = 1;
+    if (dn_store_set_node(dn_server_store(s), o->node)) {
+        fprintf(stderr, "defectnet serve: out of memory\n");
+        goto stop;
+    }
+    if (o->want_bus && dn_bus_start(&o->bc, &bus)) goto fail;
+    o->mc.bus = bus;
+    dn_pipeline_set_bus(dn_server_pipeline(s), bus); /* HTTP and drop-folder results too */
+    if (o->kafka_brokers && dn_kafka_start(o->kafka_brokers, o->kafka_topic, &kafka)) goto fail;
+    o->mc.kafka = kafka;
+    dn_pipeline_set_kafka(dn_server_pipeline(s), kafka); /* HTTP and drop-folder records too */
+    if (o->mc.url && dn_mqtt_in_start(dn_server_pipeline(s), &o->mc, &mi)) goto fail;
+    int h_in = mi ? dn_server_add_health(s, dn_mqtt_in_health, mi) : -1;
+    int h_bus = bus ? dn_server_add_health(s, dn_bus_health, bus) : -1;
+    /* one line on stdout with the bound port, for scripts that use --listen HOST:0 */
+    printf("listening %d\n", dn_server_port(s));
+    fflush(stdout);
+    serve_wait(s, &set);
     dn_server_remove_health(s, h_in);
     dn_server_remove_health(s, h_bus);
+    rc = 0;
+    goto stop;
+fail:
+    fprintf(stderr, "defectnet serve: %s\n", dn_last_error());
+stop:
     dn_mqtt_in_stop(mi); /* unacknowledged messages stay with the broker */
     dn_server_stop(s);
     dn_kafka_stop(kafka);
     dn_bus_stop(bus);
-    free(token);
-    free(mqtt_pw);
-    fprintf(stderr, "defectnet serve: stopped\n");
-    return 0;
+    if (!rc) fprintf(stderr, "defectnet serve: stopped\n");
+    return rc;
+}
+
+int cmd_serve(int argc, char **argv) {
+    serve_opts o;
+    int rc = serve_parse(argc, argv, &o);
+    if (rc >= 0) return rc;
+    rc = serve_check(&o);
+    if (!rc) rc = serve_run(&o);
+    free(o.token);
+    free(o.mqtt_pw);
+    return rc;
 }

@@ -116,7 +116,16 @@ static int store_good_class(const char *out, const char *name) {
     return st ? -1 : 0;
 }
 
-int cmd_train(int argc, char **argv) {
+/* The command line, parsed (checked and turned into stages by train_check). */
+typedef struct train_args {
+    dn_train_cfg c;
+    const char *freeze, *stages, *good;
+    long long epochs;               /* -1 = not given */
+    int have_weights;
+} train_args;
+
+/* Parses the command line into *o. Returns -1 to go on, else the exit code (--help: 0). */
+static int train_parse(int argc, char **argv, train_args *o) {
     dn_train_cfg c;
     dn_train_cfg_default(&c);
     const char *freeze = NULL, *stages = NULL, *good = NULL;
@@ -227,40 +236,59 @@ int cmd_train(int argc, char **argv) {
         }
     }
     if (dn_args_npos(&ga)) return dn_usage_error("train", "unexpected argument '%s' (see --help)", dn_args_pos(&ga, 0));
-    if (!c.out) { fprintf(stderr, "defectnet train: --out is required (see --help)\n"); return 2; }
-    if (check_writable("--out", c.out) || (c.checkpoint && check_writable("--checkpoint", c.checkpoint))) return 2;
-    if (!have_weights) {
+    *o = (train_args){c, freeze, stages, good, epochs, have_weights};
+    return -1;
+}
+
+/* Every input checked before anything is trained or written (required options, output
+ * folders writable, --stages vs --freeze/--epochs), and the stage list resolved into
+ * o->c. 0 or -1 (message printed). */
+static int train_check(train_args *o) {
+    dn_train_cfg *c = &o->c;
+    if (!c->out) { fprintf(stderr, "defectnet train: --out is required (see --help)\n"); return -1; }
+    if (check_writable("--out", c->out) || (c->checkpoint && check_writable("--checkpoint", c->checkpoint))) return -1;
+    if (!o->have_weights) {
         fprintf(stderr, "defectnet train: --weights is required (a torchvision .pth, a defectnet model, or none)\n");
-        return 2;
+        return -1;
     }
-    if (!c.data && (!c.split_manifest || access(c.split_manifest, R_OK) != 0)) {
+    if (!c->data && (!c->split_manifest || access(c->split_manifest, R_OK) != 0)) {
         fprintf(stderr, "defectnet train: --data is required (or an existing --split-manifest)\n");
-        return 2;
+        return -1;
     }
-    if (stages && (freeze || epochs > 0)) {
+    if (o->stages && (o->freeze || o->epochs > 0)) {
         fprintf(stderr, "defectnet train: --stages replaces --freeze/--epochs; give one or the other\n");
-        return 2;
+        return -1;
     }
-    if (stages) {
-        if (dn_train_parse_stages(stages, c.stages, &c.nstages)) {
+    if (o->stages) {
+        if (dn_train_parse_stages(o->stages, c->stages, &c->nstages)) {
             fprintf(stderr, "defectnet train: %s\n", dn_last_error());
-            return 2;
+            return -1;
         }
     } else {
-        int scratch = !c.weights || !strcmp(c.weights, "none");
-        if (freeze || scratch) {
+        int scratch = !c->weights || !strcmp(c->weights, "none");
+        if (o->freeze || scratch) {
             /* one stage: the frozen prefix given (from scratch: everything trains) */
-            c.nstages = 1;
-            c.stages[0].first_trainable = 0;
-            if (freeze && dn_freeze_parse(freeze, &c.stages[0].first_trainable)) {
+            c->nstages = 1;
+            c->stages[0].first_trainable = 0;
+            if (o->freeze && dn_freeze_parse(o->freeze, &c->stages[0].first_trainable)) {
                 fprintf(stderr, "defectnet train: --freeze: %s\n", dn_last_error());
-                return 2;
+                return -1;
             }
-            c.stages[0].epochs = epochs > 0 ? (int)epochs : c.stages[0].first_trainable == DN_STAGE_HEAD ? 30 : 10;
-        } else if (epochs > 0) {
-            c.stages[0].epochs = (int)epochs; /* head stage of the default recipe */
+            c->stages[0].epochs = o->epochs > 0 ? (int)o->epochs : c->stages[0].first_trainable == DN_STAGE_HEAD ? 30 : 10;
+        } else if (o->epochs > 0) {
+            c->stages[0].epochs = (int)o->epochs; /* head stage of the default recipe */
         }
     }
+    return 0;
+}
+
+int cmd_train(int argc, char **argv) {
+    train_args o;
+    int rc = train_parse(argc, argv, &o);
+    if (rc >= 0) return rc;
+    if (train_check(&o)) return 2;
+    dn_train_cfg c = o.c;
+    const char *good = o.good;
     if (!c.weights || !strcmp(c.weights, "none")) c.backbone_lr_mult = 1.0f; /* nothing is pretrained */
     c.progress = !c.quiet && dn_progress_enabled(); /* terminal only, DN_PROGRESS=0|1 overrides */
 
