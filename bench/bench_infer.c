@@ -2,7 +2,8 @@
  * shared input file, same weights as the other systems.
  * Usage: bench_infer --weights W.pth --input out/input.f32 --batch N
  *            [--threads 2] [--impl auto|direct|winograd|bf16|int8|ref] [--quant MODE] [--iters 10] [--warmup 2]
- * --quant sets the model's quant.mode metadata (bf16, winograd, bf16+winograd; see
+ * int8 (--impl or --quant) first calibrates activation scales on all images of --input.
+ * --quant sets the model's quant.mode metadata (bf16, winograd, bf16+winograd, int8; see
  * nn/quant.h) and lets the engine pick per conv, as a quantized model file would.
  * Prints one JSON line (img/s, latency percentiles per batch in ms, peak RSS in MB,
  * top-1 of each image) like bench_ort.js and tools/bench_torch.py. */
@@ -11,6 +12,7 @@
 #include "nn/engine.h"
 #include "nn/model.h"
 #include "nn/quant.h"
+#include "nn/quant_int8.h"
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -69,6 +71,13 @@ int main(int argc, char **argv) {
     if (len < (size_t)batch * per * sizeof(float)) {
         dn_fail(DN_ERR_ARG, "%s: holds %zu images, batch %d asked", input, len / (per * 4), batch);
         goto fail;
+    }
+    if (impl == DN_CONV_INT8 || (quant && !strcmp(quant, "int8"))) {
+        /* int8 needs activation scales: calibrated on every image of the input file (the
+         * PyTorch int8 peer in tools/bench_torch.py calibrates on the same images) */
+        int nc = (int)(len / (per * sizeof(float)));
+        if (dn_int8_calibrate(m, (const float *)raw, nc, DN_CALIB_DEFAULT, DN_CALIB_DEFAULT_PCT, 8, threads, NULL))
+            goto fail;
     }
     dn_session_opts o = {batch, threads, 224, 224, (int)impl};
     if (dn_session_new_ex(m, &o, &s)) goto fail;

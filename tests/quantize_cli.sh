@@ -26,10 +26,20 @@ cp $I/palette_50x37.png "$tmp/odd/class_0/"; cp $I/gray_64x48.jpg "$tmp/odd/scra
 "$BIN" quantize --model $M --data "$tmp/val" --mode fp8 --out "$tmp/o.safetensors" >/dev/null 2>&1; rc=$?
 [ $rc -eq 2 ] && ok usage_bad_mode || bad "usage_bad_mode (rc $rc)"
 
-# 2. int8 is refused with a one-line reason
-err=$("$BIN" quantize --model $M --data "$tmp/val" --mode int8 --out "$tmp/o.safetensors" 2>&1 >/dev/null); rc=$?
-if [ $rc -eq 2 ] && [ "$(echo "$err" | wc -l)" -eq 1 ] && echo "$err" | grep -q "int8"; then ok int8_refused
-else bad "int8_refused (rc $rc): $err"; fi
+# 2. int8: calibration (on --calib, here the validation folder), guard, record in the model, predicts;
+#    a bad --calib-method is a usage error naming it
+err=$("$BIN" quantize --model $M --data "$tmp/val" --mode int8 --calib-method mean --out "$tmp/o.safetensors" 2>&1 >/dev/null); rc=$?
+if [ $rc -eq 2 ] && [ "$(echo "$err" | wc -l)" -eq 1 ] && echo "$err" | grep -q "'mean'"; then ok int8_bad_calib_method
+else bad "int8_bad_calib_method (rc $rc): $err"; fi
+out=$("$BIN" quantize --model $M --data "$tmp/val" --calib "$tmp/val" --mode int8 --out "$tmp/q8.safetensors" --min-agreement 0.5 2>"$tmp/err8"); rc=$?
+if [ $rc -eq 1 ] && echo "$out" | grep -q "top-1 agreement with fp32" && grep -q "calibrating int8 activations (percentile) on 4 calibration images" "$tmp/err8"; then
+    ok quantize_int8
+else bad "quantize_int8 (rc $rc): $out $(cat "$tmp/err8")"; fi
+info=$("$BIN" info "$tmp/q8.safetensors" 2>&1)
+if echo "$info" | grep -q "quant.mode: int8" && echo "$info" | grep -q '"scales":{"layer1.0.conv1":'; then ok info_shows_int8
+else bad "info_shows_int8: $info"; fi
+out=$("$BIN" predict --model "$tmp/q8.safetensors" --format csv $I/palette_50x37.png 2>&1); rc=$?
+[ $rc -eq 0 ] && echo "$out" | grep -q "palette_50x37.png" && ok predict_int8 || bad "predict_int8 (rc $rc): $out"
 
 # 3. missing model file: one line naming it
 err=$("$BIN" quantize --model "$tmp/none.pth" --data "$tmp/val" --mode bf16 --out "$tmp/o.safetensors" 2>&1 >/dev/null); rc=$?

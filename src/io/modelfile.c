@@ -7,6 +7,7 @@
 #include "io/pth.h"
 #include "io/safetensors.h"
 #include "ood/ood.h"
+#include "nn/quant_int8.h"
 #include <float.h>
 #include <math.h>
 #include <stdlib.h>
@@ -291,6 +292,7 @@ static dn_status model_load(const uint8_t *buf, size_t len, const char *path, in
     snprintf(m->sha256, sizeof m->sha256, "%s", sha);
     if (f == DN_WFMT_SAFETENSORS && dn_meta_get(&meta, DN_META_FORMAT)) {
         if ((st = dn_model_meta_apply(m, &meta, path))) goto done;
+        if ((st = dn_int8_check(&m->meta, path))) goto done; /* int8 activation scales (nn/quant_int8.h) */
         if (skip_fc) m->temperature = 1.0f, m->threshold = 0.0f; /* calibration belongs to the dropped head */
     } else {
         /* torchvision weights (.pth, or a plain safetensors state_dict without defectnet

@@ -2,6 +2,7 @@
  * implementations, packed forms of them) and dispatches to an implementation.
  * See kernels.h for the contract. */
 #include "kernels/kern_int.h"
+#include "kernels/int8.h"
 #include <stdlib.h>
 #include <math.h>
 #include <string.h>
@@ -30,6 +31,7 @@ struct dn_conv_op {
     void (*wino_in)(const dn_wino_geom *, const float *, long, int, int, int, float *, int);
     void (*wino_out)(const dn_wino_geom *, const float *, long, int, int, int, const float *, const float *, int,
                      float *);
+    dn_i8op *i8;              /* DN_CONV_INT8 (dn_conv_op_new_int8, kernels/int8.h): everything of that path */
 };
 
 int dn_wino_min_tiles = 0;
@@ -219,8 +221,29 @@ fail:
     return NULL;
 }
 
+dn_conv_op *dn_conv_op_new_int8(const dn_conv_desc *d, const float *w, const float *bias, float act_scale) {
+    if (check_desc(d) != DN_OK) return NULL;
+    if (!w) { dn_fail(DN_ERR_ARG, "conv: NULL weights"); return NULL; }
+    dn_conv_op *op = dn_calloc(1, sizeof *op);
+    if (!op) return NULL;
+    op->d = *d;
+    op->impl = DN_CONV_INT8;
+    op->isa = dn_kernels_isa();
+    if (bias) {
+        if (!(op->bias = dn_malloc((size_t)d->cout * sizeof(float)))) goto fail;
+        memcpy(op->bias, bias, (size_t)d->cout * sizeof(float));
+    }
+    if (!(op->i8 = dn_i8op_new(d, w, bias, act_scale, op->isa))) goto fail;
+    snprintf(op->name, sizeof op->name, "%s", dn_i8op_name(op->i8));
+    return op;
+fail:
+    dn_conv_op_free(op);
+    return NULL;
+}
+
 void dn_conv_op_free(dn_conv_op *op) {
     if (!op) return;
+    dn_i8op_free(op->i8);
     free(op->w);
     free(op->bias);
     dn_free_aligned(op->Ap);
@@ -237,6 +260,7 @@ dn_status dn_conv_op_set_weights(dn_conv_op *op, const float *w, const float *bi
         return dn_fail(DN_ERR_ARG, "conv op: new weights %s a bias but the op was built %s one", bias ? "with" : "without",
                        op->bias ? "with" : "without");
     if (bias) memcpy(op->bias, bias, (size_t)op->d.cout * sizeof(float));
+    if (op->i8) { dn_i8op_set_weights(op->i8, w, bias); return DN_OK; }
     if (op->w) memcpy(op->w, w, (size_t)op->d.cout * op->d.cin * op->d.kh * op->d.kw * sizeof(float));
     pack_weights(op, w);
     return DN_OK;
@@ -244,6 +268,7 @@ dn_status dn_conv_op_set_weights(dn_conv_op *op, const float *w, const float *bi
 
 size_t dn_conv_op_scratch(const dn_conv_op *op, int n, int h, int w) {
     if (!op || op->impl == DN_CONV_REF) return 0;
+    if (op->i8) return dn_i8op_scratch(op->i8, n, h, w);
     size_t direct = op->Wd16 || op->Wd16b ? d16_scratch(op, n, h, w) : dn_gemm_slab_bytes(op->u) * (size_t)dn_gemm_slabs();
     if (op->impl != DN_CONV_WINOGRAD && op->impl != DN_CONV_WINOGRAD_BF16) return direct;
     size_t wino = (size_t)36 * (op->d.cin + op->d.cout) * wino_chunk(op) * sizeof(float) + 64;
@@ -443,6 +468,10 @@ void dn_conv_op_run(const dn_conv_op *op, const float *x, int n, int h, int w, c
         dn_conv2d_ref(&op->d, x, n, h, w, op->w, op->bias, res, relu, y);
         return;
     }
+    if (op->i8) {
+        dn_i8op_run(op->i8, x, n, h, w, res, relu, y, pool, scratch);
+        return;
+    }
     const dn_conv_desc *d = &op->d;
     int oh = dn_conv_out(h, d->kh, d->stride, d->pad), ow = dn_conv_out(w, d->kw, d->stride, d->pad);
     if (n <= 0 || oh <= 0 || ow <= 0) return;
@@ -484,11 +513,12 @@ const char *dn_conv_op_impl_name(const dn_conv_op *op) { return op ? op->name : 
 /* ------------------------------------------------------------ blocked activations */
 
 int dn_conv_op_blocked(const dn_conv_op *op) {
-    return op && op->impl == DN_CONV_DIRECT && (op->Wd16 || op->Wb);
+    return op && ((op->impl == DN_CONV_DIRECT && (op->Wd16 || op->Wb)) || (op->i8 && dn_i8op_blocked(op->i8)));
 }
 int dn_conv_op_blocked_nchw_in(const dn_conv_op *op) { return dn_conv_op_blocked(op) && op->d.cin % 16 != 0; }
 
 size_t dn_conv_op_blocked_scratch(const dn_conv_op *op, int n, int h, int w) {
+    if (op && op->i8) return dn_i8op_blocked_scratch(op->i8, n, h, w, 1);
     if (!dn_conv_op_blocked_nchw_in(op)) return 0;
     return (size_t)n * op->d.cin * (h + 2 * op->d.pad) * (w + 2 * op->d.pad) * sizeof(float) + 64;
 }
@@ -547,6 +577,10 @@ dn_status dn_conv_op_run_blocked(const dn_conv_op *op, const float *x, int n, in
     if (yb < 0) return dn_fail(DN_ERR_ARG, "conv op %s: negative output border %d", op->name, yb);
     int oh = dn_conv_out(h, d->kh, d->stride, d->pad), ow = dn_conv_out(w, d->kw, d->stride, d->pad);
     if (n <= 0 || oh <= 0 || ow <= 0) return DN_OK;
+    if (op->i8) {
+        dn_i8op_run_blocked(op->i8, x, n, h, w, xb_, res, relu, y, yb, pool, scratch);
+        return DN_OK;
+    }
     dn_d16_geom g = {d->cin, d->cout, d->kh, d->kw, d->stride, d->pad, h, w, oh, ow, 0, 0, yb};
     blk_conv_job j = {op, &g, x, NULL, res, y, NULL, n, relu, 1, 0};
     if (nchw_in) {

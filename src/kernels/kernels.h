@@ -33,7 +33,8 @@ typedef enum {
     DN_CONV_DIRECT,     /* vectorised fp32 direct / GEMM */
     DN_CONV_WINOGRAD,   /* fp32 Winograd for 3x3 stride 1 (falls back otherwise) */
     DN_CONV_BF16,       /* bf16 weights+activations, fp32 accumulate (AVX512_BF16) */
-    DN_CONV_INT8,       /* int8 per-channel weights, calibrated activation scale (VNNI): not implemented */
+    DN_CONV_INT8,       /* int8 per-channel weights, calibrated u8 activations (VNNI): needs a scale,
+                         * so created by dn_conv_op_new_int8 (kernels/int8.h), not dn_conv_op_new */
     DN_CONV_WINOGRAD_BF16 /* fp32 Winograd for 3x3 stride 1 where it pays, bf16 direct otherwise */
 } dn_conv_impl;
 
@@ -88,7 +89,9 @@ void dn_blk_avgpool(const float *x, int n, int c, int h, int w, int b, float *fe
 
 /* 1 if the op runs on blocked activations (dn_conv_op_run_blocked): fp32 direct
  * on AVX-512 with cout % 16 == 0, and either cin % 16 == 0 (blocked input) or
- * cin < 16 (a first layer: plain NCHW input, e.g. the 3-channel stem). */
+ * cin < 16 (a first layer: plain NCHW input, e.g. the 3-channel stem); or int8
+ * on AVX-512 VNNI with cin, cout % 16 == 0 (fp32 blocked in and out, quantized
+ * to u8 inside the op). */
 int dn_conv_op_blocked(const dn_conv_op *op);
 /* 1 if the op reads plain NCHW input in blocked mode (cin < 16). */
 int dn_conv_op_blocked_nchw_in(const dn_conv_op *op);

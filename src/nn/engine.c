@@ -15,6 +15,8 @@
  * after a session's constructor returns. */
 #include "nn/engine.h"
 #include "nn/quant.h"
+#include "nn/quant_int8.h"
+#include "kernels/int8.h"
 #include "ood/ood.h"
 #include "core/core.h"
 #include <float.h>
@@ -27,6 +29,7 @@ typedef struct pconv {
     dn_conv_op *op;
     dn_conv_desc d;
     int ih, iw, oh, ow;
+    int idx;              /* engine order (nn/quant.h dn_quant_conv_name) */
 } pconv;
 
 typedef struct pblock {
@@ -66,6 +69,8 @@ struct dn_session {
     float *input;                 /* max_batch x 3 x in_h x in_w */
     void *scratch;                /* conv scratch: the largest any op needs for max_batch */
     size_t scratch_bytes;
+    dn_conv_observer observe;     /* NULL, or called with every conv's input (calibration) */
+    void *observe_ctx;
 };
 
 /* ------------------------------------------------------------ options */
@@ -82,10 +87,17 @@ dn_status dn_conv_impl_parse(const char *s, dn_conv_impl *out) {
 
 /* ------------------------------------------------------------ plan */
 
-/* Folds bn into conv c and creates the op for an input of ih x iw. */
-static dn_status make_conv(const dn_conv_p *c, const dn_bn_p *bn, dn_conv_impl impl, int ih, int iw,
-                           pconv *out) {
+/* Folds bn into conv c (named `name`, engine order idx) and creates the op for
+ * an input of ih x iw, in the implementation m's quant metadata asks for. int8
+ * needs the conv's calibrated input scale (nn/quant_int8.h); convs without one
+ * (the stem) run fp32. */
+static dn_status make_conv(const dn_model *m, const char *name, int idx, const dn_conv_p *c, const dn_bn_p *bn,
+                           dn_conv_impl impl, int ih, int iw, pconv *out) {
     dn_status st = DN_OK;
+    float scale = 0.0f;
+    impl = dn_quant_conv_impl(m, name, impl);
+    out->idx = idx;
+    if (impl == DN_CONV_INT8 && (st = dn_int8_scale(m, name, &scale))) return st;
     size_t per = (size_t)c->cin * c->k * c->k;
     float *w = dn_malloc((size_t)c->cout * per * sizeof(float));
     float *b = dn_malloc((size_t)c->cout * sizeof(float));
@@ -103,7 +115,8 @@ static dn_status make_conv(const dn_conv_p *c, const dn_bn_p *bn, dn_conv_impl i
         st = dn_fail(DN_ERR_ARG, "input %dx%d too small for a %dx%d/s%d conv", ih, iw, c->k, c->k, c->stride);
         goto done;
     }
-    out->op = dn_conv_op_new(&out->d, w, b, impl);
+    if (impl == DN_CONV_INT8 && scale > 0) out->op = dn_conv_op_new_int8(&out->d, w, b, scale);
+    else out->op = dn_conv_op_new(&out->d, w, b, impl == DN_CONV_INT8 ? DN_CONV_AUTO : impl);
     if (!out->op) st = DN_ERR_UNSUPPORTED;
 done:
     free(w);
@@ -153,7 +166,13 @@ static dn_status plan_new(const dn_model *m, int ih, int iw, dn_conv_impl impl, 
     atomic_init(&p->refs, 1);
     p->m = m;
     p->in_h = ih; p->in_w = iw;
-    if ((st = make_conv(&m->conv1, &m->bn1, dn_quant_conv_impl(m, "conv1", impl), ih, iw, &p->stem))) goto fail;
+    if (impl == DN_CONV_INT8 && !dn_meta_get(&m->meta, DN_META_QUANT_INT8)) {
+        st = dn_fail(DN_ERR_ARG, "session: int8 requested but the model has no int8 calibration "
+                                 "(defectnet quantize --mode int8)");
+        goto fail;
+    }
+    if ((st = make_conv(m, "conv1", 0, &m->conv1, &m->bn1, impl, ih, iw, &p->stem))) goto fail;
+    int ci = 1;
     p->pool_h = dn_conv_out(p->stem.oh, 3, 2, 1);
     p->pool_w = dn_conv_out(p->stem.ow, 3, 2, 1);
     p->stage_c[0] = m->conv1.cout; p->stage_h[0] = p->pool_h; p->stage_w[0] = p->pool_w;
@@ -171,13 +190,10 @@ static dn_status plan_new(const dn_model *m, int ih, int iw, dn_conv_impl impl, 
             snprintf(nm[0], sizeof nm[0], "layer%d.%d.conv1", stg + 1, i);
             snprintf(nm[1], sizeof nm[1], "layer%d.%d.conv2", stg + 1, i);
             snprintf(nm[2], sizeof nm[2], "layer%d.%d.downsample.0", stg + 1, i);
-            if ((st = make_conv(&bp->conv1, &bp->bn1, dn_quant_conv_impl(m, nm[0], impl), h, w, &pb->c1))) goto fail;
-            if ((st = make_conv(&bp->conv2, &bp->bn2, dn_quant_conv_impl(m, nm[1], impl), pb->c1.oh, pb->c1.ow,
-                                &pb->c2)))
-                goto fail;
+            if ((st = make_conv(m, nm[0], ci++, &bp->conv1, &bp->bn1, impl, h, w, &pb->c1))) goto fail;
+            if ((st = make_conv(m, nm[1], ci++, &bp->conv2, &bp->bn2, impl, pb->c1.oh, pb->c1.ow, &pb->c2))) goto fail;
             if (pb->has_down) {
-                if ((st = make_conv(&bp->down, &bp->down_bn, dn_quant_conv_impl(m, nm[2], impl), h, w, &pb->down)))
-                    goto fail;
+                if ((st = make_conv(m, nm[2], ci++, &bp->down, &bp->down_bn, impl, h, w, &pb->down))) goto fail;
                 if (pb->down.oh != pb->c2.oh || pb->down.ow != pb->c2.ow) {
                     st = dn_fail(DN_ERR_SHAPE, "layer%d.%d: shortcut and main path sizes differ", stg + 1, i);
                     goto fail;
@@ -217,7 +233,10 @@ static dn_status plan_new(const dn_model *m, int ih, int iw, dn_conv_impl impl, 
         }
         p->blk_max = blk_max;
     }
-    snprintf(p->impl_name, sizeof p->impl_name, "%s%s", dn_conv_op_impl_name(p->stem.op),
+    const char *i8 = ""; /* an int8 plan names its int8 kernel after the (fp32) stem's */
+    for (int i = 0; i < p->nblocks && !*i8; i++)
+        if (!strncmp(dn_conv_op_impl_name(p->blocks[i].c2.op), "int8", 4)) i8 = dn_conv_op_impl_name(p->blocks[i].c2.op);
+    snprintf(p->impl_name, sizeof p->impl_name, "%s%s%s%s", dn_conv_op_impl_name(p->stem.op), *i8 ? "+" : "", i8,
              p->blocked ? "+blocked" : "");
     *out = p;
     return DN_OK;
@@ -229,8 +248,16 @@ fail:
 /* Scratch bytes for a batch of nb: the most any op of the plan needs. */
 static size_t plan_scratch(const dn_plan *p, int nb) {
     size_t scratch = conv_scratch(&p->stem, nb);
-    if (p->blocked) /* only the stem needs scratch (a padded copy of the input) */
-        return dn_conv_op_blocked_scratch(p->stem.op, nb, p->stem.ih, p->stem.iw);
+    if (p->blocked) { /* the stem (a padded copy of the input) and int8 convs (their u8 input) */
+        scratch = dn_conv_op_blocked_scratch(p->stem.op, nb, p->stem.ih, p->stem.iw);
+        for (int b = 0; b < p->nblocks; b++) {
+            const pblock *pb = &p->blocks[b];
+            scratch = max_sz(scratch, dn_conv_op_blocked_scratch(pb->c1.op, nb, pb->c1.ih, pb->c1.iw));
+            scratch = max_sz(scratch, dn_conv_op_blocked_scratch(pb->c2.op, nb, pb->c2.ih, pb->c2.iw));
+            if (pb->has_down) scratch = max_sz(scratch, dn_conv_op_blocked_scratch(pb->down.op, nb, pb->down.ih, pb->down.iw));
+        }
+        return scratch;
+    }
     for (int b = 0; b < p->nblocks; b++) {
         const pblock *pb = &p->blocks[b];
         scratch = max_sz(scratch, max_sz(conv_scratch(&pb->c1, nb), conv_scratch(&pb->c2, nb)));
@@ -340,6 +367,10 @@ int dn_session_max_batch(const dn_session *s) { return s->max_batch; }
 const dn_model *dn_session_model(const dn_session *s) { return s->m; }
 void dn_session_input_size(const dn_session *s, int *h, int *w) { *h = s->in_h; *w = s->in_w; }
 float *dn_session_input(dn_session *s) { return s->input; }
+void dn_session_observe(dn_session *s, dn_conv_observer fn, void *ctx) {
+    s->observe = fn;
+    s->observe_ctx = ctx;
+}
 void dn_session_stage_shape(const dn_session *s, int stage, int *c, int *h, int *w) {
     if (stage < 0) stage = 0;
     if (stage > 5) stage = 5;
@@ -412,6 +443,9 @@ static void fc_run(void *arg, int ith, int nth) {
  * plan keeps borders of 1 (the stem: none, the max pool clips its windows); its
  * ops were checked by plan_new, so dn_conv_op_run_blocked cannot fail here. */
 static void run_conv(dn_session *s, const pconv *p, const float *x, int n, const float *res, int relu, float *y) {
+    if (s->observe)
+        s->observe(s->observe_ctx, p->idx, x, n, p->d.cin, p->ih, p->iw,
+                   s->p->blocked && !dn_conv_op_blocked_nchw_in(p->op) ? 1 : -1);
     if (s->p->blocked)
         dn_conv_op_run_blocked(p->op, x, n, p->ih, p->iw, dn_conv_op_blocked_nchw_in(p->op) ? 0 : 1, res, relu, y,
                                p == &s->p->stem ? 0 : 1, s->pool, s->scratch);

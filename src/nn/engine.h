@@ -68,6 +68,13 @@ dn_status dn_session_new_on_plan(dn_plan *p, int max_batch, int threads, dn_sess
 /* References currently held on s's plan (tests, diagnostics); 0 for NULL. */
 int dn_session_plan_refs(const dn_session *s);
 
+/* Calibration hook: fn(ctx, conv, x, n, c, h, w, border) is called on the
+ * forward's thread before every conv runs, with its input x (n images of c x h
+ * x w; border >= 0: blocked NCHW16c with that zero border, -1: NCHW) and its
+ * index in engine order (nn/quant.h dn_quant_conv_name). NULL fn: none. */
+typedef void (*dn_conv_observer)(void *ctx, int conv, const float *x, int n, int c, int h, int w, int border);
+void dn_session_observe(dn_session *s, dn_conv_observer fn, void *ctx);
+
 /* Parses "auto|ref|direct|winograd|bf16|int8". Returns DN_OK or DN_ERR_ARG. */
 dn_status dn_conv_impl_parse(const char *s, dn_conv_impl *out);
 /* Name of the conv implementation the session's ops resolved to (e.g. "ref");

@@ -2,6 +2,7 @@
 #include "nn/quant.h"
 #include "core/json.h"
 #include "nn/engine.h"
+#include "nn/quant_int8.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +63,7 @@ static const dn_conv_p *find_conv(const dn_model *m, const char *name) {
 
 int dn_quant_mode_valid(const char *mode) {
     return mode && (!strcmp(mode, "fp32") || !strcmp(mode, "bf16") || !strcmp(mode, "winograd") ||
-                    !strcmp(mode, "bf16+winograd"));
+                    !strcmp(mode, "bf16+winograd") || !strcmp(mode, "int8"));
 }
 
 dn_conv_impl dn_quant_conv_impl(const dn_model *m, const char *conv_name, dn_conv_impl requested) {
@@ -73,6 +74,7 @@ dn_conv_impl dn_quant_conv_impl(const dn_model *m, const char *conv_name, dn_con
     const dn_conv_p *c = find_conv(m, conv_name);
     int w3 = c && c->k == 3 && c->stride == 1;
     if (!strcmp(mode, "bf16")) return DN_CONV_BF16;
+    if (!strcmp(mode, "int8")) return DN_CONV_INT8; /* convs without a calibrated scale (the stem) run fp32 */
     if (!strcmp(mode, "winograd")) return w3 ? DN_CONV_WINOGRAD : requested;
     return w3 ? DN_CONV_WINOGRAD_BF16 : DN_CONV_BF16; /* bf16+winograd */
 }
@@ -134,10 +136,8 @@ dn_status dn_quantize(dn_model *m, const float *x, const int *labels, int nval, 
     memset(r, 0, sizeof *r);
     if (!m || !x || !o || nval < 1 || o->batch < 1) return dn_fail(DN_ERR_ARG, "quantize: no validation images");
     if (m->num_classes < 1) return dn_fail(DN_ERR_ARG, "quantize: model has no classification head");
-    if (o->mode && !strcmp(o->mode, "int8"))
-        return dn_fail(DN_ERR_UNSUPPORTED, "quantize: int8 is not implemented in this build (use --mode bf16)");
     if (!dn_quant_mode_valid(o->mode) || !strcmp(o->mode, "fp32"))
-        return dn_fail(DN_ERR_ARG, "quantize: mode '%s' unknown (bf16, winograd, bf16+winograd)", o->mode ? o->mode : "");
+        return dn_fail(DN_ERR_ARG, "quantize: mode '%s' unknown (bf16, winograd, bf16+winograd, int8)", o->mode ? o->mode : "");
     const int C = m->num_classes, nconv = dn_quant_conv_count(m);
     size_t nl = (size_t)nval * C;
     if (!(l32 = dn_malloc(nl * sizeof(float))) || !(lq = dn_malloc(nl * sizeof(float))) ||
@@ -149,6 +149,11 @@ dn_status dn_quantize(dn_model *m, const float *x, const int *labels, int nval, 
     r->nconv = nconv;
     /* fp32 reference */
     if ((st = dn_meta_set(&m->meta, DN_META_QUANT_MODE, "fp32")) || (st = run_all(m, x, nval, o, l32))) goto done;
+    if (!strcmp(o->mode, "int8") && !dn_meta_get(&m->meta, DN_META_QUANT_INT8)) {
+        if (o->log) fprintf(o->log, "quantize: no int8 calibration in the model: calibrating on the validation images\n");
+        if ((st = dn_int8_calibrate(m, x, nval, DN_CALIB_DEFAULT, DN_CALIB_DEFAULT_PCT, o->batch, o->threads, NULL)))
+            goto done;
+    }
     /* everything reduced */
     if ((st = dn_meta_set(&m->meta, DN_META_QUANT_MODE, o->mode)) || (st = set_fp32_layers(m, keep, nconv))) goto done;
     if (strstr(o->mode, "bf16")) {

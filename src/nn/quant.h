@@ -6,6 +6,8 @@
  *   quant.mode              "bf16": every conv in bf16 (AVX512_BF16, fp32 accumulation);
  *                           "winograd": fp32 Winograd F(4x4,3x3) for 3x3 stride-1 convs;
  *                           "bf16+winograd": Winograd for 3x3 stride-1, bf16 for the rest;
+ *                           "int8": every conv with a calibrated input scale in int8 (VNNI;
+ *                           record quant.int8, nn/quant_int8.h), the stem fp32;
  *                           absent or "fp32" = exact fp32 (direct)
  *   quant.fp32_layers       comma-separated conv names kept in fp32 by the guard
  *                           ("conv1", "layer2.0.conv1", "layer2.0.downsample.0", ...)
@@ -19,8 +21,9 @@
  * except the fp32 layers (exact direct); an explicitly requested implementation
  * always wins.
  *
- * int8 (VNNI, calibrated activation scales) is not implemented: dn_quantize
- * refuses it with DN_ERR_UNSUPPORTED. */
+ * int8 uses the model's activation scales (dn_int8_calibrate, nn/quant_int8.h,
+ * called first on calibration images); a model without them is calibrated here
+ * on the validation images with the default method. Then the same guard. */
 #ifndef DN_QUANT_H
 #define DN_QUANT_H
 #include "kernels/kernels.h"
@@ -39,13 +42,13 @@
 int dn_quant_conv_count(const dn_model *m);
 /* Name of conv i (torchvision module name, e.g. "layer3.1.conv2"); buf >= 32 bytes. */
 void dn_quant_conv_name(const dn_model *m, int i, char *buf, size_t n);
-/* 1 for "fp32", "bf16", "winograd", "bf16+winograd". */
+/* 1 for "fp32", "bf16", "winograd", "bf16+winograd", "int8". */
 int dn_quant_mode_valid(const char *mode);
 /* Implementation for the named conv given the caller's request (see above). */
 dn_conv_impl dn_quant_conv_impl(const dn_model *m, const char *conv_name, dn_conv_impl requested);
 
 typedef struct dn_quant_opts {
-    const char *mode;       /* "bf16", "winograd", "bf16+winograd" ("int8": refused, not implemented) */
+    const char *mode;       /* "bf16", "winograd", "bf16+winograd", "int8" */
     double min_agreement;   /* e.g. 0.995 */
     int fallback;           /* 1: keep fp32 for the layers that cause disagreement (greedy); 0: refuse */
     int threads;            /* <= 0: all cores */
