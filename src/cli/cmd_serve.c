@@ -9,6 +9,7 @@
 #include "serve/mqtt_in.h"
 #include "serve/pipeline.h"
 #include "serve/store.h"
+#include "trust/drift.h"
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,7 +25,7 @@ static void serve_usage(FILE *f) {
             "         [--token-file F] [--store-images DIR] [--dry-run] [--max-body BYTES]\n"
             "         [--body-timeout S] [--idle-timeout S] [--session-threads N] [--batch N] [--ok-classes a,b]\n"
             "         [--header-timeout S] [--max-connections N] [--max-per-client N] [--body-budget BYTES]\n"
-            "         [--report-slots N] [--quiet] [--node ID] [--good-class NAME]\n"
+            "         [--report-slots N] [--quiet] [--node ID] [--good-class NAME] [--drift-window 500|1h]\n"
             "         [--mqtt-in mqtt://HOST:PORT --mqtt-topic FILTER [--mqtt-group NAME] [--mqtt-fields line,camera]\n"
             "          [--mqtt-file-root DIR] [--mqtt-dead-letter TOPIC] [--mqtt-inflight N] [--mqtt-max-payload BYTES]\n"
             "          [--mqtt-session-expiry S]]\n"
@@ -39,6 +40,9 @@ static void serve_usage(FILE *f) {
             "  MQTT session id of this node (a restarted node gets its unacknowledged messages again).\n"
             "  --good-class NAME: the class meaning \"good part\" (default: the model's, see `defectnet info`);\n"
             "  decisions follow the model's stored policy (eval --target-escape/--cost) for that class.\n"
+            "  --drift-window N|DURATION: drift is measured per line/camera over the last N predictions\n"
+            "  (default 500) or the last 90s/30m/1h/2d against the model's reference (GET /v1/drift, /metrics,\n"
+            "  rule condition \"drift\"; docs/drift.md).\n"
             DN_EXIT_HELP);
 }
 
@@ -138,6 +142,7 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         {"max-per-client", 301, DN_ARG_REQ, NULL},
         {"body-budget", 302, DN_ARG_REQ, NULL},
         {"report-slots", 303, DN_ARG_REQ, NULL},
+        {"drift-window", 304, DN_ARG_REQ, NULL},
         {0}};
     dn_args ga;
     dn_args_init(&ga, "serve", argc, argv, opts);
@@ -195,6 +200,11 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "--max-per-client")) { if (dn_arg_long(&ga, 1, 100000, &v)) return DN_EXIT_USAGE; c.max_per_client = (int)v; }
         else if (!strcmp(a, "--body-budget")) { if (dn_arg_long(&ga, 1 << 20, 1L << 40, &v)) return DN_EXIT_USAGE; c.body_budget = (size_t)v; }
         else if (!strcmp(a, "--report-slots")) { if (dn_arg_long(&ga, 1, 64, &v)) return DN_EXIT_USAGE; c.report_slots = (int)v; }
+        else if (!strcmp(a, "--drift-window")) {
+            dn_drift_cfg dc;
+            if (dn_drift_window_parse(val, &dc)) return dn_usage_error("serve", "%s", dn_last_error());
+            c.drift_window = val;
+        }
         else return dn_usage_error("serve", "unknown option %s", a);
     }
     if (dn_args_npos(&ga)) return dn_usage_error("serve", "unexpected argument '%s'", dn_args_pos(&ga, 0));

@@ -556,6 +556,8 @@ void dn_softmax_t(const float *logits, int n, int c, float T, float *probs) {
     }
 }
 
+const float *dn_session_last_features(const dn_session *s) { return s->feat; }
+
 dn_status dn_session_classify_batch(dn_session *s, const float *x, int n, dn_prediction *preds, float *probs) {
     dn_status st;
     if (!preds) return dn_fail(DN_ERR_ARG, "classify: NULL predictions");

@@ -94,6 +94,10 @@ float *dn_session_input(dn_session *s);
 
 /* x: n x 3 x in_h x in_w. feat: n x feat_dim pooled features (the fc input). */
 dn_status dn_session_features(dn_session *s, const float *x, int n, float *feat);
+/* The pooled features (n x feat_dim) of the images of the session's last forward or
+ * classify_batch, owned by the session and valid until its next call (serve's drift
+ * monitor reads them without a second forward). */
+const float *dn_session_last_features(const dn_session *s);
 /* Activation after `stage` (0..5), NCHW, n x dn_session_stage_shape(stage). */
 dn_status dn_session_forward_to(dn_session *s, const float *x, int n, int stage, float *out);
 

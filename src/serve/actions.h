@@ -29,6 +29,9 @@ typedef struct dn_pred_event {
     float confidence;
     int uncertain;          /* 1 if below the model's threshold */
     const char *json;       /* the full prediction as a JSON object (sent to commands/webhooks/MQTT) */
+    /* drift signals (PSI per trust/drift.h signal) of this line/camera's window right before
+     * and right after this prediction joined it; NAN = not ready; NULL = no drift monitor */
+    const float *drift_prev, *drift_now;
 } dn_pred_event;
 
 typedef struct dn_rules dn_rules;          /* parsed rules file (immutable) */

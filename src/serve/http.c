@@ -5,6 +5,7 @@
 #include "core/core.h"
 #include "serve/connguard.h"
 #include "serve/metrics.h"
+#include "trust/drift.h"
 #include "serve/mreport.h"
 #include "serve/multipart.h"
 #include "serve/store.h"
@@ -64,8 +65,9 @@ struct dn_metrics *dn_server_metrics(dn_server *s) { return s->metrics; }
 int dn_server_port(const dn_server *s) { return s->port; }
 dn_status dn_server_reload(dn_server *s) { return dn_pipeline_reload(s->pipe); }
 
-enum { E_PREDICT, E_LIST, E_GET, E_REPORT, E_HEALTH, E_METRICS, E_RELOAD, E_NONE };
-static const char *const ENAME[] = {"predict", "predictions", "prediction", "report", "healthz", "metrics", "reload", "other"};
+enum { E_PREDICT, E_LIST, E_GET, E_REPORT, E_HEALTH, E_METRICS, E_RELOAD, E_DRIFT, E_NONE };
+static const char *const ENAME[] = {"predict", "predictions", "prediction", "report", "healthz", "metrics", "reload", "drift",
+                                    "other"};
 
 typedef struct req {
     int started;                  /* the access handler has seen this request */
@@ -336,8 +338,16 @@ static enum MHD_Result handle_metrics(dn_server *s, struct MHD_Connection *c, re
     dn_pipeline_queue(s->pipe, &ql, &qcap);
     dn_sb b = {0};
     dn_metrics_render(s->metrics, ql, qcap, &b);
+    dn_drift_metrics(dn_pipeline_drift(s->pipe), 0, &b, dn_metrics_label);
     if (b.oom) { dn_sb_free(&b); return send_err(s, c, r, 500, "out of memory"); }
     return send_resp(s, c, r, 200, "text/plain; version=0.0.4; charset=utf-8", b.s, b.len);
+}
+
+/* GET /v1/drift: the drift windows per line/camera (docs/drift.md). */
+static enum MHD_Result handle_drift(dn_server *s, struct MHD_Connection *c, req *r) {
+    dn_sb b = {0};
+    dn_drift_json(dn_pipeline_drift(s->pipe), 0, &b);
+    return send_json(s, c, r, 200, &b);
 }
 
 static enum MHD_Result handle_reload(dn_server *s, struct MHD_Connection *c, req *r) {
@@ -411,6 +421,7 @@ static int route(const char *url, int64_t *get_id) {
     if (!strcmp(url, "/healthz")) return E_HEALTH;
     if (!strcmp(url, "/metrics")) return E_METRICS;
     if (!strcmp(url, "/v1/admin/reload")) return E_RELOAD;
+    if (!strcmp(url, "/v1/drift")) return E_DRIFT;
     return E_NONE;
 }
 
@@ -543,6 +554,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     case E_HEALTH: return handle_health(s, c, r);
     case E_METRICS: return handle_metrics(s, c, r);
     case E_RELOAD: return handle_reload(s, c, r);
+    case E_DRIFT: return handle_drift(s, c, r);
     default: return send_err(s, c, r, 404, "no such endpoint");
     }
 }
@@ -639,7 +651,7 @@ dn_status dn_server_start(const dn_server_config *c, dn_server **out) {
     struct sockaddr_in addr;
     if ((rc = parse_listen(listen, &addr, s->listen_host, sizeof s->listen_host))) goto fail;
     dn_pipeline_config pc = {c->model_path, c->db_url, c->rules_path, c->store_images, c->workers, c->queue,
-                             c->session_threads, c->batch, c->dry_run, c->quiet, c->good_class};
+                             c->session_threads, c->batch, c->dry_run, c->quiet, c->good_class, c->drift_window};
     if ((rc = dn_pipeline_open(&pc, &s->pipe))) goto fail;
     s->metrics = dn_pipeline_metrics(s->pipe);
     if ((rc = start_daemon(s, &addr, listen))) goto fail;

@@ -72,6 +72,7 @@ typedef struct dn_server_config {
     const char *watch_line, *watch_station, *watch_camera; /* metadata of watched files (NULL = none) */
     const char *ok_classes;      /* non-defect classes for /v1/report (NULL = default) */
     const char *good_class;      /* class meaning "good part" for decisions and /metrics (NULL = the model's) */
+    const char *drift_window;    /* drift windows per line/camera: "500" or "1h" (docs/drift.md); NULL = "500" */
     int quiet;                   /* no per-event log lines on stderr */
 } dn_server_config;
 

@@ -151,6 +151,8 @@ static void label(dn_sb *b, const char *v) {
     }
 }
 
+void dn_metrics_label(dn_sb *b, const char *v) { label(b, v); }
+
 static void family_out(dn_sb *b, const family *f, const char *name, const char *help, const char *la, const char *lb) {
     dn_sb_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
     for (int i = 0; i < f->n; i++) {

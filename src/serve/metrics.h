@@ -40,6 +40,9 @@ void dn_metrics_reload(dn_metrics *m, int ok);
 void dn_metrics_watch(dn_metrics *m, const char *result);
 void dn_metrics_mqtt(dn_metrics *m, const char *result);
 void dn_metrics_inflight(dn_metrics *m, int delta);
+/* Appends a label value escaped per the text format (for series rendered elsewhere,
+ * e.g. the drift gauges of trust/drift.h). */
+void dn_metrics_label(dn_sb *b, const char *v);
 /* Appends the whole exposition; queue depth/capacity are sampled by the caller. */
 void dn_metrics_render(dn_metrics *m, long queue_depth, long queue_capacity, dn_sb *out);
 

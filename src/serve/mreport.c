@@ -507,9 +507,10 @@ static void json_pcharts(const dn_mreport *r, dn_sb *b) {
             dn_pchart_limits(pbar, pts[k]->total, &lcl, &ucl);
             dn_sb_puts(b, k ? ",{\"bucket\":" : "{\"bucket\":");
             dn_sb_json_str(b, strchr(pts[k]->key, '\x1f') + 1);
-            dn_sb_printf(b, ",\"n\":%lld,\"defects\":%lld,\"p\":%.6f,\"lcl\":%.6f,\"ucl\":%.6f,\"out_of_control\":%s}",
+            dn_sb_printf(b, ",\"n\":%lld,\"defects\":%lld,\"p\":%.6f,\"lcl\":%.6f,\"ucl\":%.6f,\"out_of_control\":%s,"
+                            "\"estimated_accuracy\":%.6f}",
                          (long long)pts[k]->total, (long long)pts[k]->defects, p, lcl, ucl,
-                         p > ucl + 1e-12 || p < lcl - 1e-12 ? "true" : "false");
+                         p > ucl + 1e-12 || p < lcl - 1e-12 ? "true" : "false", pts[k]->conf_sum / (double)pts[k]->total);
         }
         free(pts);
         dn_sb_puts(b, "]}");

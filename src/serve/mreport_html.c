@@ -157,6 +157,58 @@ static int svg_pchart(const dn_mreport *r, const rgroup *line, int idx, dn_sb *b
     return nout;
 }
 
+/* Drift over time (docs/drift.md): each line's estimated accuracy per bucket, i.e. the
+ * mean calibrated top probability of its stored predictions (no labels, no reference
+ * needed), one polyline per line for the busiest lines (order[0..n)). */
+static void svg_drift(const dn_mreport *r, const int *order, int nl, dn_sb *b) {
+    const int H = 220, L = 58, R = 16, T = 12, B = 40;
+    double pw = W - L - R, ph = H - T - B, lo = 1;
+    const rtable *S = r->series;
+    double bw = S->n ? pw / S->n : pw;
+    for (int i = 0; i < nl; i++) {
+        const rgroup *l = &r->lines.g[order[i]];
+        if (l->total && l->conf_sum / l->total < lo) lo = l->conf_sum / l->total;
+    }
+    double ymin = floor((lo - 0.05) * 10) / 10; /* the axis starts a little below the lowest line mean */
+    if (ymin < 0) ymin = 0;
+    if (ymin > 0.9) ymin = 0.9;
+    dn_sb_printf(b, "<svg class=\"chart\" id=\"chart-drift\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+                    "viewBox=\"0 0 %d %d\" role=\"img\" aria-label=\"estimated accuracy per line over time\">\n", W, H, W, H);
+    for (int k = 0; k <= 4; k++) {
+        double y = T + ph - ph * k / 4.0, v = ymin + (1 - ymin) * k / 4.0;
+        dn_sb_printf(b, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e7ebf0\"/><text x=\"%d\" y=\"%.1f\" "
+                        "font-size=\"11\" fill=\"%s\" text-anchor=\"end\">%.1f%%</text>\n", L, y, L + pw, y, L - 5, y + 4,
+                     DN_COL_MUTED, 100 * v);
+    }
+    dn_sb_printf(b, "<text transform=\"translate(13,%.1f) rotate(-90)\" font-size=\"11\" fill=\"%s\" "
+                    "text-anchor=\"middle\">estimated accuracy</text>\n", T + ph / 2, DN_COL_MUTED);
+    for (int i = 0; i < nl; i++) {
+        const rgroup *l = &r->lines.g[order[i]];
+        int n = 0;
+        const rgroup **pts = dn_mreport_line_points(r, l->key, &n);
+        if (!pts) { b->oom = 1; break; }
+        const char *col = dn_palette(i);
+        dn_sb_puts(b, "<g class=\"drift-line\"><title>line ");
+        dn_sb_html(b, l->key);
+        dn_sb_printf(b, "</title><polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", col);
+        for (int k = 0; k < n; k++) {
+            int x = bucket_index(S, strchr(pts[k]->key, '\x1f') + 1);
+            double v = pts[k]->conf_sum / (double)pts[k]->total;
+            if (x >= 0) dn_sb_printf(b, "%s%.1f,%.1f", k ? " " : "", L + (x + 0.5) * bw, T + ph - ph * (v - ymin) / (1 - ymin));
+        }
+        dn_sb_puts(b, "\"/></g>\n");
+        free(pts);
+    }
+    dn_sb_printf(b, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#9aa5b1\"/>\n", L, T + ph, L + pw, T + ph);
+    x_labels(b, S, r->series_unit, L, bw, T + ph);
+    dn_sb_puts(b, "</svg>\n<div class=\"legend\">");
+    for (int i = 0; i < nl; i++) {
+        dn_sb_printf(b, "<b style=\"background:%s\"></b>", dn_palette(i));
+        dn_sb_html(b, r->lines.g[order[i]].key);
+    }
+    dn_sb_puts(b, "</div>\n");
+}
+
 /* Stacked bars of per-class counts for each time bucket, legend on the right. */
 static void svg_series(const dn_mreport *r, dn_sb *b) {
     const rtable *t = r->series;
@@ -356,6 +408,14 @@ void dn_mreport_render_html(const dn_mreport *r, dn_sb *b) {
                      100 * mr_rate(l->defects, l->total));
         nout += svg_pchart(r, l, i, &charts);
     }
+    dn_sb drift = {0};
+    if (shown) {
+        dn_sb_printf(&drift, "<h2>Drift over time: estimated accuracy per line</h2>\n<p class=\"note\">Mean calibrated "
+                             "confidence of the stored predictions per %s (what the accuracy would be on images like the "
+                             "model's calibration data; a falling line is an early warning; live PSI per camera: GET "
+                             "/v1/drift, docs/drift.md).</p>\n", r->series_unit);
+        svg_drift(r, order, shown, &drift);
+    }
     free(order);
     if (charts.oom) b->oom = 1;
     snprintf(v, sizeof v, "%lld", (long long)r->total);
@@ -382,6 +442,9 @@ void dn_mreport_render_html(const dn_mreport *r, dn_sb *b) {
     if (r->lines.n > shown)
         dn_sb_printf(b, "<p class=\"note\">%d more lines in the table below (p-charts for the %d busiest).</p>\n",
                      r->lines.n - shown, shown);
+    if (drift.s) dn_sb_puts(b, drift.s);
+    if (drift.oom) b->oom = 1;
+    dn_sb_free(&drift);
     dn_sb_printf(b, "<h2>Predictions per class per %s</h2>\n", r->series_unit);
     svg_series(r, b);
     dn_sb_puts(b, "<h2>Pareto of defect classes</h2>\n");

@@ -47,6 +47,7 @@ int dn_pipeline_log_enabled(const dn_pipeline *p) { return !p->quiet; }
 dn_store *dn_pipeline_store(dn_pipeline *p) { return p->store; }
 
 struct dn_metrics *dn_pipeline_metrics(dn_pipeline *p) { return p->metrics; }
+struct dn_drift *dn_pipeline_drift(dn_pipeline *p) { return p->drift; }
 
 dn_gen *dn_pipeline_gen_acquire(dn_pipeline *p) { return dn_gen_acquire(&p->gens); }
 
@@ -126,6 +127,9 @@ static dn_status configure(dn_pipeline *p, const dn_pipeline_config *c) {
     p->good_class = dup_opt(c->good_class, &oom);
     p->metrics = dn_metrics_new();
     if (oom || !p->metrics) return dn_fail(DN_ERR_NOMEM, "serve: out of memory");
+    dn_drift_cfg dc;
+    dn_status st = dn_drift_window_parse(c->drift_window ? c->drift_window : "500", &dc);
+    if (st || (st = dn_drift_new(&dc, &p->drift))) return st;
     p->nworkers = c->workers > 0 ? c->workers : dn_num_cpus();
     if (p->nworkers > 256) p->nworkers = 256;
     p->qcap = c->queue > 0 ? c->queue : 4 * p->nworkers;
@@ -211,6 +215,7 @@ void dn_pipeline_close(dn_pipeline *p) {
     dn_store_close(p->store);
     if (p->gens_init) dn_gen_slot_destroy(&p->gens);
     dn_metrics_free(p->metrics);
+    dn_drift_free(p->drift);
     free(p->workers);
     free(p->model_path);
     free(p->db_url);

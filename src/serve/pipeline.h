@@ -44,6 +44,8 @@ typedef struct dn_pipeline_config {
     int dry_run;                 /* actions report "dry-run" instead of running */
     int quiet;                   /* no per-event log lines on stderr */
     const char *good_class;      /* overrides the model's good class (eval/policy.h); NULL = the model's */
+    const char *drift_window;    /* drift windows per line/camera: "500" (predictions) or "1h" (trust/drift.h);
+                                    NULL = "500" */
 } dn_pipeline_config;
 
 typedef struct dn_pipeline dn_pipeline;
@@ -112,6 +114,7 @@ void dn_job_free(dn_job *j);
 /* ---- state for health and metrics endpoints */
 dn_store *dn_pipeline_store(dn_pipeline *p);      /* owned by the pipeline */
 struct dn_metrics *dn_pipeline_metrics(dn_pipeline *p);
+struct dn_drift *dn_pipeline_drift(dn_pipeline *p); /* owned by the pipeline (GET /v1/drift, /metrics) */
 dn_gen *dn_pipeline_gen_acquire(dn_pipeline *p);  /* current generation, +1 reference */
 void dn_pipeline_gen_release(dn_pipeline *p, dn_gen *g);
 void dn_pipeline_queue(dn_pipeline *p, int *depth, int *capacity);

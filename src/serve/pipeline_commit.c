@@ -116,7 +116,8 @@ static void answer_duplicate(dn_pipeline *p, dn_job *j, int64_t id, const char *
 }
 
 /* The answer to a new prediction (just committed as id): fires its actions. */
-static void answer_new(dn_pipeline *p, dn_job *j, const dn_pred_record *rec, int64_t id, dn_sb *b) {
+static void answer_new(dn_pipeline *p, dn_job *j, const dn_pred_record *rec, int64_t id, const dn_drift_obs *drift,
+                       dn_sb *b) {
     dn_pred_row row = {0};
     row.id = id;
     row.time = rec->time;
@@ -140,7 +141,8 @@ static void answer_new(dn_pipeline *p, dn_job *j, const dn_pred_record *rec, int
     int fired = 0;
     if (p->actions && !b->oom) {
         dn_pred_event ev = {id, rec->time, rec->line, rec->station, rec->camera, rec->part, rec->cls,
-                            rec->confidence, rec->uncertain, b->s};
+                            rec->confidence, rec->uncertain, b->s,
+                            drift->prev, drift->now}; /* drift rule conditions: this camera's window before/after it */
         fired = dn_actions_submit(p->actions, &ev);
     }
     if (!b->oom) { /* reopen the object to add the action count */
@@ -178,7 +180,8 @@ static void publish_committed(dn_pipeline *p, const dn_pred_record *rec, int64_t
 }
 
 /* After classification: image copy, commit to the store, actions, answer. */
-void dn_pipeline_finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction *pr, const float *probs) {
+/* feat: the image's pooled features (drift monitor). */
+void dn_pipeline_finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction *pr, const float *probs, const float *feat) {
     dn_pipeline *p = w->p;
     dn_sb sc = {0}, b = {0};
     char msg[1400];
@@ -221,7 +224,11 @@ void dn_pipeline_finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction
         goto done;
     }
     if (existed) answer_duplicate(p, j, id, sha, &b);
-    else answer_new(p, j, &rec, id, &b);
+    else {
+        dn_drift_obs dob;
+        dn_drift_observe(p->drift, g->model, rec.line, rec.camera, rec.time, pr, feat, &dob);
+        answer_new(p, j, &rec, id, &dob, &b);
+    }
     if (j->code != 200) goto done;
     if (b.oom) { dn_job_fail(j, 500, "out of memory"); goto done; }
     if (!existed) publish_committed(p, &rec, id, b.s);

@@ -16,6 +16,7 @@
 #include "serve/actions.h"
 #include "serve/metrics.h"
 #include "serve/multipart.h"
+#include "trust/drift.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -58,6 +59,7 @@ struct dn_pipeline {
     dn_store *store;
     dn_metrics *metrics;
     dn_actions *actions;
+    dn_drift *drift;                /* drift windows per line/camera (trust/drift.h) */
     dn_gen_slot gens;
     int gens_init;
 
@@ -79,7 +81,7 @@ struct dn_pipeline {
 /* Sets the job's answer to a JSON error (pipeline_commit.c). */
 void dn_job_fail(dn_job *j, int code, const char *msg);
 /* After classification of one image: copy, commit, actions, answer (pipeline_commit.c). */
-void dn_pipeline_finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction *pr, const float *probs);
+void dn_pipeline_finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction *pr, const float *probs, const float *feat);
 /* A worker thread: takes batches off the queue until drained (pipeline_queue.c). */
 void *dn_pipeline_worker_main(void *arg);
 

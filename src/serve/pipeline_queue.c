@@ -74,7 +74,8 @@ static void run_batch(worker *w, dn_job **jobs, int n) {
         else if (g->policy.good >= 0)
             good = w->preds[k].cls == g->policy.good && !w->preds[k].uncertain && w->preds[k].decision != DN_DECISION_UNKNOWN;
         jobs[idx[k]]->accepted_good = g->policy.good >= 0 ? good : -1;
-        dn_pipeline_finish_job(w, g, jobs[idx[k]], &w->preds[k], w->probs + (size_t)k * nc);
+        dn_pipeline_finish_job(w, g, jobs[idx[k]], &w->preds[k], w->probs + (size_t)k * nc,
+                               dn_session_last_features(w->sess) + (size_t)k * g->model->feat_dim);
     }
 done:
     dn_gen_release(&p->gens, g);

@@ -3,6 +3,7 @@
 #include "serve/rules.h"
 #include "core/core.h"
 #include "core/json.h"
+#include "trust/drift.h"
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -321,6 +322,20 @@ static dn_status parse_action(pctx *pc, const dn_json *j, dn_action_def *a) {
     return DN_OK;
 }
 
+/* "drift": {"signal": "ood_score", "psi_above": 0.2} */
+static dn_status get_drift(const pctx *pc, const dn_json *v, dn_rule *r) {
+    if (dn_json_type_of(v) != DN_JSON_OBJ)
+        return PFAIL(pc, "\"drift\" must be an object {\"signal\": S, \"psi_above\": X}, not %s", type_name(dn_json_type_of(v)));
+    const dn_json *sv = dn_json_get(v, "signal"), *av = dn_json_get(v, "psi_above");
+    if (!sv || !av || dn_json_len(v) != 2) return PFAIL(pc, "\"drift\" needs exactly \"signal\" and \"psi_above\"");
+    const char *s = dn_json_str(sv, NULL);
+    if (!s || (r->drift_signal = dn_drift_signal_parse(s)) < 0)
+        return PFAIL(pc, "\"drift.signal\": unknown signal \"%s\" (known: %s)", s ? s : "(not a string)", dn_drift_signal_list());
+    dn_status st = get_num(pc, av, "drift.psi_above", 0, 100, &r->drift_psi_above);
+    if (!st && !(r->drift_psi_above > 0)) st = PFAIL(pc, "\"drift.psi_above\" must be above 0");
+    return st;
+}
+
 static dn_status parse_when(pctx *pc, const dn_json *w, dn_rule *r) {
     if (dn_json_type_of(w) != DN_JSON_OBJ)
         return PFAIL(pc, "\"when\" must be an object, not %s", type_name(dn_json_type_of(w)));
@@ -335,6 +350,7 @@ static dn_status parse_when(pctx *pc, const dn_json *w, dn_rule *r) {
         else if (!strcmp(k, "min_confidence")) { r->has_min = 1; st = get_num(pc, v, k, 0, 1, &r->min_conf); }
         else if (!strcmp(k, "max_confidence")) { r->has_max = 1; st = get_num(pc, v, k, 0, 1, &r->max_conf); }
         else if (!strcmp(k, "uncertain")) st = get_bool(pc, v, k, &r->uncertain);
+        else if (!strcmp(k, "drift")) st = get_drift(pc, v, r);
         else if (!strcmp(k, "n_of_last")) {
             if (dn_json_type_of(v) != DN_JSON_OBJ)
                 return PFAIL(pc, "\"n_of_last\" must be an object {\"n\": N, \"m\": M}, not %s",
@@ -367,7 +383,7 @@ static dn_status parse_when(pctx *pc, const dn_json *w, dn_rule *r) {
             r->rate_keep = (int)keep;
         } else
             st = PFAIL(pc, "unknown condition \"%s\" (known: class, min_confidence, max_confidence, "
-                           "uncertain, line, station, camera, n_of_last, rate)", k);
+                           "uncertain, line, station, camera, n_of_last, rate, drift)", k);
     }
     if (!st && r->has_min && r->has_max && r->min_conf > r->max_conf)
         st = PFAIL(pc, "min_confidence %g > max_confidence %g (never matches)", r->min_conf, r->max_conf);
@@ -378,6 +394,7 @@ static dn_status parse_rule(pctx *pc, const dn_json *j, int idx, dn_rule *r) {
     dn_status st = DN_OK;
     r->uncertain = -1;
     r->rate_above = -1;
+    r->drift_signal = -1;
     r->enabled = 1;
     snprintf(pc->rule, sizeof pc->rule, "rule %d", idx + 1);
     pc->where[0] = 0;
@@ -528,6 +545,11 @@ int dn_rule_match_event(const dn_rule *r, const dn_pred_event *ev) {
     if (!in_set(r->lines, ev->line)) return 0;
     if (!in_set(r->stations, ev->station)) return 0;
     if (!in_set(r->cameras, ev->camera)) return 0;
+    if (r->drift_signal >= 0) { /* once per crossing: below (or not ready) before, above now */
+        if (!ev->drift_now || !ev->drift_prev) return 0;
+        float now = ev->drift_now[r->drift_signal], prev = ev->drift_prev[r->drift_signal], thr = (float)r->drift_psi_above;
+        if (!(now > thr) || prev > thr) return 0; /* compared as float: the PSI values are */
+    }
     return 1;
 }
 
