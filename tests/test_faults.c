@@ -8,13 +8,18 @@
  * (`make SAN=1 BUILD=build-san test`), where this binary exits non-zero on a leak.
  *
  * Walked: model load (.pth and .safetensors), session creation + one forward, pickle
- * parsing, rules parsing, image decode (PNG, JPEG, BMP) and one serve request through
- * the prediction pipeline (decode, classify, commit to SQLite, JSON answer). */
+ * parsing, rules parsing, image decode (PNG, JPEG, BMP), one serve request through
+ * the prediction pipeline (decode, classify, commit to SQLite, JSON answer), and one
+ * MQTT message (PUBLISH decode with user properties and content type, topic-level
+ * metadata, JSON envelope: an allocation failure must come back as
+ * dn_mqtt_out_of_memory, which mqtt_in answers by not acknowledging, never as a reason
+ * to reject the message). */
 #include "harness.h"
 #include "serve_util.h"
 #include "core/core.h"
 #include "io/pickle.h"
 #include "serve/actions.h"
+#include "serve/mqtt_payload.h"
 #include "serve/rules.h"
 #include "serve/pipeline.h"
 #include <unistd.h>
@@ -151,6 +156,36 @@ static dn_status op_serve(void *ctx) {
     return st;
 }
 
+typedef struct { dn_mqtt_wbuf pk; long wrong; } mqtt_ctx;
+static dn_status op_mqtt(void *ctx) {
+    mqtt_ctx *c = ctx;
+    size_t rem = 0, used = 0;
+    if (dn_mqtt_remaining_len(c->pk.p + 1, c->pk.n - 1, &rem, &used) != 1) return dn_fail(DN_ERR_FORMAT, "test packet");
+    const uint8_t *h = c->pk.p + 1 + used;
+    dn_mqtt_publish p;
+    dn_status st = dn_mqtt_decode_publish(c->pk.p[0], h, rem, &p);
+    if (st) {
+        if (st != DN_ERR_NOMEM) c->wrong++;
+        return st;
+    }
+    static char *const names[2] = {"line", "camera"};
+    dn_mqtt_route r = {"plant/+/+/image", names, 2};
+    char problem[512], *file = NULL;
+    const char *bad = dn_mqtt_interpret(&r, &p, h + p.head, rem - p.head, &file, problem, sizeof problem);
+    if (bad == dn_mqtt_out_of_memory) {
+        st = dn_fail(DN_ERR_NOMEM, "mqtt message plant/L1/C1/image: metadata: out of memory");
+    } else if (bad || !file || strcmp(file, "cam1/p.png") || strcmp(p.topic, "plant/L1/C1/image") ||
+               !p.meta.v[DN_MQTT_ID] || strcmp(p.meta.v[DN_MQTT_ID], "m-1") || !p.meta.v[DN_MQTT_LINE] ||
+               strcmp(p.meta.v[DN_MQTT_LINE], "L1") || !p.meta.v[DN_MQTT_CAMERA] || strcmp(p.meta.v[DN_MQTT_CAMERA], "C1") ||
+               !p.meta.v[DN_MQTT_PART] || strcmp(p.meta.v[DN_MQTT_PART], "S-1") || !p.meta.ctype) {
+        c->wrong++; /* an allocation failure turned into a wrong answer or a rejection */
+        st = dn_fail(DN_ERR_FORMAT, "mqtt message interpreted wrong: %s", bad ? bad : "wrong metadata");
+    }
+    free(file);
+    dn_mqtt_publish_free(&p);
+    return st;
+}
+
 /* ------------------------------------------------------------ tests */
 
 static int slurp(const char *path, buf_ctx *c) {
@@ -253,6 +288,29 @@ TEST(serve_request) {
     h_rmrf(dir);
 }
 
+TEST(mqtt_message) {
+    mqtt_ctx c;
+    memset(&c, 0, sizeof c);
+    dn_mqtt_wbuf b = {0}, pr = {0};
+    dn_mqtt_put_str(&b, "plant/L1/C1/image");
+    dn_mqtt_put_u16(&b, 9);
+    dn_mqtt_put_u8(&pr, 0x03); /* content type */
+    dn_mqtt_put_str(&pr, "application/json");
+    dn_mqtt_put_u8(&pr, 0x26); /* user property id */
+    dn_mqtt_put_str(&pr, "id");
+    dn_mqtt_put_str(&pr, "m-1");
+    dn_mqtt_put_varint(&b, pr.n);
+    dn_mqtt_put(&b, pr.p, pr.n);
+    const char *env = "{\"file\":\"cam1/p.png\",\"part\":\"S-1\",\"line\":\"ignored: the topic wins\"}";
+    dn_mqtt_put(&b, env, strlen(env));
+    CHECK(!b.oom && !pr.oom && dn_mqtt_frame(&c.pk, DN_MQTT_PUBLISH, 2, &b) == 0);
+    free(b.p);
+    free(pr.p);
+    if (c.pk.p) walk("mqtt message", op_mqtt, &c);
+    CHECK_MSG(c.wrong == 0, "%ld allocation failures gave a wrong answer or a rejection", c.wrong);
+    free(c.pk.p);
+}
+
 int main(void) {
     alarm(1800); /* a hang on a failure path fails the test instead of the CI run */
     RUN(injection_counts_and_fails_once);
@@ -263,5 +321,6 @@ int main(void) {
     RUN(rules_parse);
     RUN(image_decode);
     RUN(serve_request);
+    RUN(mqtt_message);
     return REPORT();
 }

@@ -58,6 +58,8 @@ TEST(fuzz_regress_manifest) { replay("manifest", fz_manifest); }
 TEST(fuzz_regress_names) { replay("names", fz_names); }
 TEST(fuzz_regress_multipart) { replay("multipart", fz_multipart); }
 TEST(fuzz_regress_http) { replay("http", fz_http); }
+TEST(fuzz_regress_mqtt) { replay("mqtt", fz_mqtt); }
+TEST(fuzz_regress_mqtt_packet) { replay("mqtt_packet", fz_mqtt_packet); }
 
 /* The contract checker itself must reject what it is meant to reject, or the
  * replays above could not fail on a broken message. */
@@ -87,6 +89,8 @@ int main(void) {
     RUN(fuzz_regress_names);
     RUN(fuzz_regress_multipart);
     RUN(fuzz_regress_http);
+    RUN(fuzz_regress_mqtt);
+    RUN(fuzz_regress_mqtt_packet);
     fz_cleanup();
     fz_model_release();
     return REPORT();

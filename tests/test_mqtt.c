@@ -14,6 +14,7 @@
 #include "serve_util.h"
 #include "core/core.h"
 #include "core/json.h"
+#include "core/utf8.h"
 #include "serve/bus.h"
 #include "serve/kafka.h"
 #include "serve/metrics.h"
@@ -251,12 +252,12 @@ TEST(url_and_text) {
     CHECK(dn_mqtt_parse_url("mqtt://x:0", h, sizeof h, &port) != DN_OK);
     CHECK(dn_mqtt_parse_url("mqtt://x:1/path", h, sizeof h, &port) != DN_OK);
     CHECK(dn_mqtt_parse_url("mqtt://:1", h, sizeof h, &port) != DN_OK);
-    CHECK(dn_mqtt_valid_text("line-1 \xc3\xa4\xe2\x82\xac", 12));
-    CHECK(!dn_mqtt_valid_text("a\x01", 2));
-    CHECK(!dn_mqtt_valid_text("\xc0\xaf", 2));          /* overlong */
-    CHECK(!dn_mqtt_valid_text("\xed\xa0\x80", 3));      /* surrogate */
-    CHECK(!dn_mqtt_valid_text("\xe2\x82", 2));          /* truncated */
-    CHECK(!dn_mqtt_valid_text("\xc2\x85", 2));          /* C1 control */
+    CHECK(dn_utf8_text("line-1 \xc3\xa4\xe2\x82\xac", 12));
+    CHECK(!dn_utf8_text("a\x01", 2));
+    CHECK(!dn_utf8_text("\xc0\xaf", 2));          /* overlong */
+    CHECK(!dn_utf8_text("\xed\xa0\x80", 3));      /* surrogate */
+    CHECK(!dn_utf8_text("\xe2\x82", 2));          /* truncated */
+    CHECK(!dn_utf8_text("\xc2\x85", 2));          /* C1 control */
 }
 
 TEST(topic_templates) {
@@ -952,6 +953,156 @@ TEST(concurrent_migrations_by_many_nodes) {
     PQfinish(c);
 }
 
+/* ------------------------------------------------------------ hostile broker */
+
+/* A broker that does not check what it forwards (mosquitto refuses topics with
+ * control characters or invalid UTF-8 from publishers, so this is the only way such a
+ * topic reaches us): a scripted peer on a loopback port that answers CONNECT and
+ * SUBSCRIBE, sends one PUBLISH (QoS 1, id property) with the given topic and records
+ * the PUBACK. */
+typedef struct { int lfd; const char *topic; size_t tlen; int puback_pid; pthread_mutex_t mu; } hostile;
+
+static int hb_read(int fd, uint8_t *t, uint8_t *body, size_t cap, size_t *n) {
+    uint8_t b[5];
+    size_t used = 0, rem = 0;
+    if (recv(fd, b, 1, MSG_WAITALL) != 1) return -1;
+    *t = b[0] >> 4;
+    for (size_t i = 1; i < 5; i++) {
+        if (recv(fd, b + i, 1, MSG_WAITALL) != 1) return -1;
+        int k = dn_mqtt_remaining_len(b + 1, i, &rem, &used);
+        if (k < 0) return -1;
+        if (k) break;
+    }
+    if (rem > cap || (rem && recv(fd, body, rem, MSG_WAITALL) != (ssize_t)rem)) return -1;
+    *n = rem;
+    return 0;
+}
+
+static void hb_send(int fd, unsigned type, unsigned flags, dn_mqtt_wbuf *body) {
+    dn_mqtt_wbuf pk = {0};
+    if (!dn_mqtt_frame(&pk, type, flags, body)) (void)!send(fd, pk.p, pk.n, MSG_NOSIGNAL);
+    free(pk.p);
+    free(body->p);
+}
+
+static void *hostile_main(void *arg) {
+    hostile *h = arg;
+    int fd = accept(h->lfd, NULL, NULL);
+    if (fd < 0) return NULL;
+    struct timeval tv = {10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    uint8_t t, body[4096];
+    size_t n;
+    while (!hb_read(fd, &t, body, sizeof body, &n)) {
+        dn_mqtt_wbuf b = {0};
+        if (t == DN_MQTT_CONNECT) {
+            dn_mqtt_put_u8(&b, 0); /* no session present */
+            dn_mqtt_put_u8(&b, 0); /* success */
+            dn_mqtt_put_u8(&b, 0); /* no properties */
+            hb_send(fd, DN_MQTT_CONNACK, 0, &b);
+        } else if (t == DN_MQTT_SUBSCRIBE && n >= 2) {
+            dn_mqtt_put(&b, body, 2);
+            dn_mqtt_put_u8(&b, 0);
+            dn_mqtt_put_u8(&b, 1); /* granted QoS 1 */
+            hb_send(fd, DN_MQTT_SUBACK, 0, &b);
+            dn_mqtt_wbuf pb = {0}, pr = {0};
+            dn_mqtt_put_u16(&pb, (unsigned)h->tlen);
+            dn_mqtt_put(&pb, h->topic, h->tlen);
+            dn_mqtt_put_u16(&pb, 7);
+            dn_mqtt_put_u8(&pr, 0x26);
+            dn_mqtt_put_str(&pr, "id");
+            dn_mqtt_put_str(&pr, "hostile-1");
+            dn_mqtt_put_varint(&pb, pr.n);
+            dn_mqtt_put(&pb, pr.p, pr.n);
+            free(pr.p);
+            dn_mqtt_put(&pb, g_img, g_img_len);
+            hb_send(fd, DN_MQTT_PUBLISH, 2, &pb);
+        } else if (t == DN_MQTT_PUBACK && n >= 2) {
+            pthread_mutex_lock(&h->mu);
+            h->puback_pid = body[0] << 8 | body[1];
+            pthread_mutex_unlock(&h->mu);
+        } else if (t == DN_MQTT_DISCONNECT) {
+            break;
+        }
+    }
+    close(fd);
+    return NULL;
+}
+
+static int hostile_pid(hostile *h) {
+    pthread_mutex_lock(&h->mu);
+    int v = h->puback_pid;
+    pthread_mutex_unlock(&h->mu);
+    return v;
+}
+
+/* A topic with a newline (a forged log line after it) and invalid UTF-8, from a broker
+ * that forwards it: the message is rejected and acknowledged, and the log gets exactly
+ * one line for it, escaped by the serve log (\x0A, \xFF), valid UTF-8 throughout. */
+TEST(hostile_topic_logged_as_one_escaped_line) {
+    static const char topic[] = "plant/L1\n2026-01-01T00:00:00Z serve: forged line/\xff\xfe/image";
+    hostile h = {.topic = topic, .tlen = sizeof topic - 1};
+    pthread_mutex_init(&h.mu, NULL);
+    int port = h_free_port();
+    h.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int one = 1;
+    setsockopt(h.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    CHECK(h.lfd >= 0 && bind(h.lfd, (struct sockaddr *)&a, sizeof a) == 0 && listen(h.lfd, 4) == 0);
+    pthread_t th;
+    pthread_create(&th, NULL, hostile_main, &h);
+    char db[400], logp[400];
+    snprintf(db, sizeof db, "sqlite:%s/hostile.db", g_dir);
+    snprintf(logp, sizeof logp, "%s/hostile.log", g_dir);
+    dn_pipeline_config pc = {0};
+    pc.model_path = MODEL;
+    pc.db_url = db;
+    pc.workers = 1;
+    pc.quiet = 0; /* logging on: the point of the test */
+    dn_pipeline *p = NULL;
+    CHECK(dn_pipeline_open(&pc, &p) == DN_OK);
+    fflush(stderr);
+    int saved = dup(2), lf = open(logp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(lf, 2);
+    dn_mqtt_in_config c = in_cfg(port, "hostile");
+    c.group = NULL;
+    dn_mqtt_in *m = NULL;
+    if (p && dn_mqtt_in_start(p, &c, &m) == DN_OK) {
+        WAIT_FOR(hostile_pid(&h) == 7, 10);
+        dn_mqtt_in_stop(m);
+    }
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(lf);
+    shutdown(h.lfd, SHUT_RDWR);
+    pthread_join(th, NULL);
+    close(h.lfd);
+    CHECK(hostile_pid(&h) == 7); /* rejected and acknowledged */
+    CHECK(p && rows(p) == 0);
+    uint8_t *log = NULL;
+    size_t n = 0;
+    CHECK(dn_read_file(logp, 1 << 20, &log, &n) == DN_OK);
+    int lines = 0, rejected = 0, escaped = 0, forged = 0, bad = 0;
+    for (char *l = (char *)log, *e; log && l < (char *)log + n; l = e + 1) {
+        e = memchr(l, '\n', (size_t)((char *)log + n - l));
+        if (!e) e = (char *)log + n;
+        lines++;
+        bad |= !dn_utf8_text(l, (size_t)(e - l)) || !(l[0] >= '0' && l[0] <= '9') || !memmem(l, (size_t)(e - l), " serve: ", 8);
+        forged |= !strncmp(l, "2026-01-01T00:00:00Z", 20);
+        if (memmem(l, (size_t)(e - l), "rejected", 8)) {
+            rejected++;
+            static const char want[] = "plant/L1\\x0A2026-01-01T00:00:00Z serve: forged line/\\xFF\\xFE/image";
+            escaped = memmem(l, (size_t)(e - l), want, sizeof want - 1) != NULL;
+        }
+    }
+    CHECK_MSG(rejected == 1 && escaped && !forged && !bad, "%d lines, %d rejected, escaped %d, forged %d, bad %d:\n%.*s",
+              lines, rejected, escaped, forged, bad, (int)n, log ? (char *)log : "");
+    free(log);
+    dn_pipeline_close(p);
+    pthread_mutex_destroy(&h.mu);
+}
+
 int main(void) {
     signal(SIGPIPE, SIG_IGN);
     if (h_tmpdir(g_dir, sizeof g_dir, "mqtt")) { printf("cannot make a temp dir\n"); return 1; }
@@ -964,6 +1115,7 @@ int main(void) {
     RUN(ingest_results_sparkplug_and_redelivered_id);
     RUN(http_results_on_the_bus);
     RUN(bad_payloads_acked_counted_dead_lettered);
+    RUN(hostile_topic_logged_as_one_escaped_line);
     RUN(redelivery_after_restart_recorded_once);
     RUN(dead_broker_reconnects);
     RUN(shared_group_splits_the_stream);

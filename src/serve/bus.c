@@ -8,6 +8,7 @@
 #include "serve/bus.h"
 #include "core/core.h"
 #include "core/json.h"
+#include "core/utf8.h"
 #include "serve/mqtt_in.h"
 #include "serve/sparkplug.h"
 #include <errno.h>
@@ -362,7 +363,7 @@ dn_status dn_bus_dead_letter(dn_bus *b, const char *topic, const void *payload, 
 
 static int valid_sparkplug(const char *sp) {
     const char *sl = strchr(sp, '/');
-    return sl && sl != sp && sl[1] && !strchr(sl + 1, '/') && !strpbrk(sp, "+#") && dn_mqtt_valid_text(sp, strlen(sp));
+    return sl && sl != sp && sl[1] && !strchr(sl + 1, '/') && !strpbrk(sp, "+#") && dn_utf8_printable(sp);
 }
 
 dn_status dn_bus_check(const dn_bus_config *c) {
@@ -375,7 +376,7 @@ dn_status dn_bus_check(const dn_bus_config *c) {
         return dn_fail(DN_ERR_ARG, "sparkplug '%s': expected GROUP/NODE (no '+', '#')", c->sparkplug);
     const char *t[3] = {c->results_topic, c->last_topic, c->plc_topic};
     for (int i = 0; i < 3; i++)
-        if (t[i] && (!*t[i] || strpbrk(t[i], "+#") || !dn_mqtt_valid_text(t[i], strlen(t[i]))))
+        if (t[i] && (!*t[i] || strpbrk(t[i], "+#") || !dn_utf8_printable(t[i])))
             return dn_fail(DN_ERR_ARG, "bus topic template '%s': must be a topic name without wildcards", t[i]);
     return DN_OK;
 }

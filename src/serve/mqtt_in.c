@@ -10,6 +10,8 @@
 #include "serve/mqtt_in.h"
 #include "core/core.h"
 #include "core/json.h"
+#include "core/utf8.h"
+#include "serve/mqtt_payload.h"
 #include "serve/bus.h"
 #include "serve/kafka.h"
 #include "serve/metrics.h"
@@ -32,23 +34,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#define META_MAX 128          /* bytes per metadata value */
-#define HEAD_MAX (64u << 10)  /* topic + properties of one PUBLISH */
-
-enum { P_CONNECT = 1, P_CONNACK = 2, P_PUBLISH = 3, P_PUBACK = 4, P_SUBSCRIBE = 8, P_SUBACK = 9,
-       P_PINGREQ = 12, P_PINGRESP = 13, P_DISCONNECT = 14, P_AUTH = 15 };
-enum { F_LINE, F_STATION, F_CAMERA, F_PART, F_ID, NF };
-static const char *const FIELD_NAMES[NF] = {"line", "station", "camera", "part", "id"};
-
 typedef struct msg {
     struct msg *next;
     uint64_t gen;             /* connection generation it arrived on */
-    uint16_t pid;             /* packet id (QoS 1), 0 for QoS 0 */
-    int qos, dup, oversized;
-    char *topic;
-    char *meta[NF];           /* from user properties (owned) */
-    int bad_meta;             /* a user property was not valid text / too long */
-    char *ctype;              /* content type property */
+    dn_mqtt_publish p;        /* topic, packet id, QoS, metadata (owned) */
+    int oversized;
     uint8_t *payload;
     size_t len;
 } msg;
@@ -59,7 +49,7 @@ struct dn_mqtt_in {
     char host[256];
     int port;
     char *sub;                /* the filter actually subscribed ("$share/G/F" or F) */
-    char *fields[16];         /* names of the '+' levels (NULL = unnamed) */
+    char *fields[DN_MQTT_MAX_FIELDS]; /* names of the '+' levels (NULL = unnamed) */
     int nfields;
     char root[PATH_MAX];      /* resolved file_root ("" = none) */
 
@@ -89,6 +79,8 @@ static double mono(void) {
     return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
+/* One log line through the serve log (dn_pipeline_log: timestamped, and escaped, so a
+ * topic or a file name from a message cannot forge a line or emit invalid UTF-8). */
 DN_PRINTF(2, 3) static void mlog(const dn_mqtt_in *m, const char *fmt, ...) {
     if (!dn_pipeline_log_enabled(m->s)) return;
     char buf[1024];
@@ -96,118 +88,23 @@ DN_PRINTF(2, 3) static void mlog(const dn_mqtt_in *m, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "serve: mqtt: %s\n", buf);
-}
-
-int dn_mqtt_valid_text(const char *s, size_t n) {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = p[i];
-        if (c < 0x80) {
-            if (c < 0x20 || c == 0x7f) return 0;
-            i++;
-            continue;
-        }
-        int k;
-        uint32_t cp;
-        if ((c & 0xe0) == 0xc0) { k = 1; cp = c & 0x1f; }
-        else if ((c & 0xf0) == 0xe0) { k = 2; cp = c & 0x0f; }
-        else if ((c & 0xf8) == 0xf0) { k = 3; cp = c & 0x07; }
-        else return 0;
-        for (int j = 1; j <= k; j++) {
-            if (i + j >= n || (p[i + j] & 0xc0) != 0x80) return 0;
-            cp = cp << 6 | (p[i + j] & 0x3f);
-        }
-        /* overlong forms, surrogates, beyond U+10FFFF, C1 controls */
-        if ((k == 1 && cp < 0x80) || (k == 2 && cp < 0x800) || (k == 3 && cp < 0x10000)) return 0;
-        if ((cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff || (cp >= 0x80 && cp < 0xa0)) return 0;
-        i += (size_t)k + 1;
-    }
-    return 1;
-}
-
-dn_status dn_mqtt_parse_url(const char *url, char *host, size_t hn, int *port) {
-    const char *p = NULL;
-    if (!url) return dn_fail(DN_ERR_ARG, "mqtt: missing broker URL");
-    if (!strncmp(url, "mqtt://", 7)) p = url + 7;
-    else if (!strncmp(url, "tcp://", 6)) p = url + 6;
-    else return dn_fail(DN_ERR_ARG, "%s: broker URL must be mqtt://HOST[:PORT]", url);
-    const char *end = p + strcspn(p, "/?");
-    if (*end) return dn_fail(DN_ERR_ARG, "%s: broker URL must be mqtt://HOST[:PORT] (no path)", url);
-    const char *colon = NULL;
-    if (*p == '[') { /* [v6]:port */
-        const char *rb = strchr(p, ']');
-        if (!rb) return dn_fail(DN_ERR_ARG, "%s: unterminated IPv6 address", url);
-        if ((size_t)(rb - p - 1) >= hn) return dn_fail(DN_ERR_ARG, "%s: host too long", url);
-        snprintf(host, hn, "%.*s", (int)(rb - p - 1), p + 1);
-        colon = rb[1] == ':' ? rb + 1 : NULL;
-        if (rb[1] && !colon) return dn_fail(DN_ERR_ARG, "%s: bad broker URL", url);
-    } else {
-        colon = strchr(p, ':');
-        size_t l = colon ? (size_t)(colon - p) : (size_t)(end - p);
-        if (l >= hn) return dn_fail(DN_ERR_ARG, "%s: host too long", url);
-        snprintf(host, hn, "%.*s", (int)l, p);
-    }
-    if (!host[0]) return dn_fail(DN_ERR_ARG, "%s: broker URL has no host", url);
-    *port = 1883;
-    if (colon) {
-        char *e;
-        long v = strtol(colon + 1, &e, 10);
-        if (e == colon + 1 || *e || v < 1 || v > 65535) return dn_fail(DN_ERR_ARG, "%s: bad port", url);
-        *port = (int)v;
-    }
-    return DN_OK;
+    dn_pipeline_log(m->s, "mqtt: %s", buf);
 }
 
 static void msg_free(msg *x) {
     if (!x) return;
-    free(x->topic);
-    for (int i = 0; i < NF; i++) free(x->meta[i]);
-    free(x->ctype);
+    dn_mqtt_publish_free(&x->p);
     free(x->payload);
     free(x);
 }
 
 /* ------------------------------------------------------------------ wire */
 
-typedef struct { uint8_t *p; size_t n, cap; int oom; } wbuf;
-static void wb_put(wbuf *b, const void *d, size_t n) {
-    if (b->oom) return;
-    if (b->n + n > b->cap) {
-        size_t c = b->cap ? b->cap * 2 : 256;
-        while (c < b->n + n) c *= 2;
-        uint8_t *q = dn_realloc(b->p, c);
-        if (!q) { b->oom = 1; return; }
-        b->p = q;
-        b->cap = c;
-    }
-    memcpy(b->p + b->n, d, n);
-    b->n += n;
-}
-static void wb_u8(wbuf *b, unsigned v) { uint8_t x = (uint8_t)v; wb_put(b, &x, 1); }
-static void wb_u16(wbuf *b, unsigned v) { uint8_t x[2] = {(uint8_t)(v >> 8), (uint8_t)v}; wb_put(b, x, 2); }
-static void wb_u32(wbuf *b, uint32_t v) {
-    uint8_t x[4] = {(uint8_t)(v >> 24), (uint8_t)(v >> 16), (uint8_t)(v >> 8), (uint8_t)v};
-    wb_put(b, x, 4);
-}
-static void wb_str(wbuf *b, const char *s) { size_t l = strlen(s); wb_u16(b, (unsigned)l); wb_put(b, s, l); }
-static void wb_varint(wbuf *b, size_t v) {
-    do {
-        unsigned d = v % 128;
-        v /= 128;
-        wb_u8(b, v ? d | 128 : d);
-    } while (v);
-}
-
 /* Sends fixed header (type, flags) + body as one packet. Caller holds wmu. */
-static int send_packet(dn_mqtt_in *m, unsigned type, unsigned flags, const wbuf *body) {
+static int send_packet(dn_mqtt_in *m, unsigned type, unsigned flags, const dn_mqtt_wbuf *body) {
     if (m->fd < 0) return -1;
-    wbuf h = {0};
-    wb_u8(&h, type << 4 | flags);
-    wb_varint(&h, body ? body->n : 0);
-    if (body) wb_put(&h, body->p, body->n);
-    if (h.oom || (body && body->oom)) { free(h.p); return -1; }
+    dn_mqtt_wbuf h = {0};
+    if (dn_mqtt_frame(&h, type, flags, body)) { free(h.p); return -1; }
     size_t off = 0;
     int rc = 0;
     while (off < h.n) {
@@ -246,86 +143,14 @@ static int read_exact(dn_mqtt_in *m, int fd, uint8_t *buf, size_t n, int timeout
 /* Reads the fixed header: type/flags byte and remaining length. */
 static int read_header(dn_mqtt_in *m, int fd, uint8_t *b0, size_t *rem, int timeout_s) {
     if (read_exact(m, fd, b0, 1, timeout_s)) return -1;
-    size_t v = 0, mul = 1;
-    for (int i = 0; i < 4; i++) {
-        uint8_t d;
-        if (read_exact(m, fd, &d, 1, timeout_s)) return -1;
-        v += (size_t)(d & 127) * mul;
-        if (!(d & 128)) { *rem = v; return 0; }
-        mul *= 128;
+    uint8_t d[4];
+    for (size_t i = 0; i < 4; i++) {
+        size_t used;
+        if (read_exact(m, fd, &d[i], 1, timeout_s)) return -1;
+        int k = dn_mqtt_remaining_len(d, i + 1, rem, &used);
+        if (k) return k > 0 ? 0 : -1; /* -1: malformed */
     }
-    return -1; /* malformed */
-}
-
-/* Cursor over a received buffer. */
-typedef struct { const uint8_t *p; size_t n, i; int bad; } rd;
-static unsigned rd_u8(rd *r) { if (r->i + 1 > r->n) { r->bad = 1; return 0; } return r->p[r->i++]; }
-static unsigned rd_u16(rd *r) {
-    if (r->i + 2 > r->n) { r->bad = 1; return 0; }
-    unsigned v = (unsigned)r->p[r->i] << 8 | r->p[r->i + 1];
-    r->i += 2;
-    return v;
-}
-static size_t rd_varint(rd *r) {
-    size_t v = 0, mul = 1;
-    for (int i = 0; i < 4; i++) {
-        unsigned d = rd_u8(r);
-        v += (size_t)(d & 127) * mul;
-        if (!(d & 128)) return v;
-        mul *= 128;
-    }
-    r->bad = 1;
-    return 0;
-}
-/* A length-prefixed string/binary: pointer into the buffer + length. */
-static const char *rd_str(rd *r, size_t *len) {
-    size_t l = rd_u16(r);
-    if (r->bad || r->i + l > r->n) { r->bad = 1; return NULL; }
-    const char *s = (const char *)r->p + r->i;
-    r->i += l;
-    *len = l;
-    return s;
-}
-static void rd_skip(rd *r, size_t n) { if (r->i + n > r->n) r->bad = 1; else r->i += n; }
-
-/* Skips or interprets one property block; PUBLISH user properties and content type
- * go into x (when not NULL). */
-static void rd_props(rd *r, msg *x) {
-    size_t len = rd_varint(r);
-    if (r->bad || r->i + len > r->n) { r->bad = 1; return; }
-    rd sub = {r->p + r->i, len, 0, 0};
-    r->i += len;
-    while (sub.i < sub.n && !sub.bad) {
-        unsigned id = (unsigned)rd_varint(&sub);
-        size_t l1, l2;
-        const char *a, *b;
-        switch (id) {
-        case 0x01: case 0x17: case 0x19: case 0x24: case 0x25: case 0x28: case 0x29: case 0x2a:
-            rd_skip(&sub, 1); break;
-        case 0x13: case 0x21: case 0x22: case 0x23: rd_skip(&sub, 2); break;
-        case 0x02: case 0x11: case 0x18: case 0x27: rd_skip(&sub, 4); break;
-        case 0x0b: rd_varint(&sub); break;
-        case 0x03: /* content type */
-            a = rd_str(&sub, &l1);
-            if (x && a && !x->ctype) x->ctype = dn_strndup(a, l1);
-            break;
-        case 0x08: case 0x09: case 0x12: case 0x15: case 0x16: case 0x1a: case 0x1c: case 0x1f:
-            rd_str(&sub, &l1); break;
-        case 0x26: /* user property */
-            a = rd_str(&sub, &l1);
-            b = rd_str(&sub, &l2);
-            if (!x || sub.bad) break;
-            for (int f = 0; f < NF; f++) {
-                if (strlen(FIELD_NAMES[f]) != l1 || memcmp(a, FIELD_NAMES[f], l1)) continue;
-                if (l2 == 0 || l2 > META_MAX || !dn_mqtt_valid_text(b, l2)) { x->bad_meta = 1; break; }
-                free(x->meta[f]);
-                x->meta[f] = dn_strndup(b, l2);
-            }
-            break;
-        default: sub.bad = 1;
-        }
-    }
-    if (sub.bad) r->bad = 1;
+    return -1;
 }
 
 /* ------------------------------------------------------------------ connection */
@@ -358,68 +183,47 @@ static int tcp_connect(dn_mqtt_in *m) {
     return fd;
 }
 
-/* CONNECT + CONNACK + SUBSCRIBE + SUBACK on a fresh socket. 0 on success. */
-static int handshake(dn_mqtt_in *m, int fd, char *why, size_t whyn) {
-    wbuf b = {0};
-    wb_str(&b, "MQTT");
-    wb_u8(&b, 5);
-    /* flags: clean start = 0 (resume the session); user name / password when set */
-    wb_u8(&b, (m->c.username ? 0x80u : 0u) | (m->c.password ? 0x40u : 0u));
-    wb_u16(&b, (unsigned)m->c.keepalive);
-    wbuf pr = {0};
-    wb_u8(&pr, 0x11);                   /* session expiry interval */
-    wb_u32(&pr, (uint32_t)m->c.session_expiry);
-    wb_u8(&pr, 0x21);                   /* receive maximum = handlers */
-    wb_u16(&pr, (unsigned)m->c.inflight);
-    wb_varint(&b, pr.n);
-    wb_put(&b, pr.p, pr.n);
-    free(pr.p);
-    wb_str(&b, m->c.client_id);
-    if (m->c.username) wb_str(&b, m->c.username);
-    if (m->c.password) wb_str(&b, m->c.password);
+/* Sends one packet on fd before the connection is published to the handlers. */
+static int send_on(dn_mqtt_in *m, int fd, unsigned type, unsigned flags, dn_mqtt_wbuf *body) {
     pthread_mutex_lock(&m->wmu);
     m->fd = fd;
-    int rc = send_packet(m, P_CONNECT, 0, &b);
+    int rc = send_packet(m, type, flags, body);
     m->fd = -1;
     pthread_mutex_unlock(&m->wmu);
-    free(b.p);
-    if (rc) { snprintf(why, whyn, "cannot send CONNECT"); return -1; }
+    free(body->p);
+    return rc;
+}
+
+/* CONNECT + CONNACK + SUBSCRIBE on a fresh socket. 0 on success. The broker may send
+ * (redelivered) PUBLISHes before the SUBACK: the caller's read loop handles both. */
+static int handshake(dn_mqtt_in *m, int fd, char *why, size_t whyn) {
+    dn_mqtt_wbuf b = {0};
+    dn_mqtt_connect_body(&b, m->c.client_id, m->c.username, m->c.password, m->c.keepalive,
+                         (uint32_t)m->c.session_expiry, (unsigned)m->c.inflight);
+    if (send_on(m, fd, DN_MQTT_CONNECT, 0, &b)) { snprintf(why, whyn, "cannot send CONNECT"); return -1; }
     uint8_t b0;
     size_t rem;
     uint8_t buf[512];
-    if (read_header(m, fd, &b0, &rem, 10) || (b0 >> 4) != P_CONNACK || rem < 2 || rem > sizeof buf ||
-        read_exact(m, fd, buf, rem, 10)) {
+    unsigned code = 0;
+    if (read_header(m, fd, &b0, &rem, 10) || (b0 >> 4) != DN_MQTT_CONNACK || rem > sizeof buf ||
+        read_exact(m, fd, buf, rem, 10) || dn_mqtt_decode_connack(buf, rem, &code)) {
         snprintf(why, whyn, "no CONNACK");
         return -1;
     }
-    if (buf[1]) {
-        snprintf(why, whyn, "broker refused the connection (reason code 0x%02x)", buf[1]);
+    if (code) {
+        snprintf(why, whyn, "broker refused the connection (reason code 0x%02x)", code);
         return -1;
     }
-    int present = buf[0] & 1;
-    /* SUBSCRIBE (QoS 1, no-local 0 as shared subscriptions require) */
-    wbuf s = {0};
-    wb_u16(&s, 1);
-    wb_u8(&s, 0);                       /* no properties */
-    wb_str(&s, m->sub);
-    wb_u8(&s, 1);
-    pthread_mutex_lock(&m->wmu);
-    m->fd = fd;
-    rc = send_packet(m, P_SUBSCRIBE, 2, &s);
-    m->fd = -1;
-    pthread_mutex_unlock(&m->wmu);
-    free(s.p);
-    if (rc) { snprintf(why, whyn, "cannot send SUBSCRIBE"); return -1; }
-    /* the broker may already send (redelivered) PUBLISHes before the SUBACK: the
-     * caller's read loop handles them; here only wait for SUBACK when it comes first */
-    (void)present;
+    dn_mqtt_wbuf s = {0};
+    dn_mqtt_subscribe_body(&s, 1, m->sub, 1);
+    if (send_on(m, fd, DN_MQTT_SUBSCRIBE, 2, &s)) { snprintf(why, whyn, "cannot send SUBSCRIBE"); return -1; }
     return 0;
 }
 
 /* ------------------------------------------------------------------ handlers */
 
 static void enqueue(dn_mqtt_in *m, msg *x) {
-    int dup = x->dup; /* x belongs to the handlers once it is on the queue */
+    int dup = x->p.dup; /* x belongs to the handlers once it is on the queue */
     pthread_mutex_lock(&m->mu);
     x->gen = m->gen;
     if (m->tail) m->tail->next = x;
@@ -435,15 +239,15 @@ static void enqueue(dn_mqtt_in *m, msg *x) {
 
 /* Sends the PUBACK for x if its connection is still the current one. */
 static void ack(dn_mqtt_in *m, const msg *x) {
-    if (x->qos < 1) return;
+    if (x->p.qos < 1) return;
     pthread_mutex_lock(&m->mu);
     uint64_t gen = m->gen;
     pthread_mutex_unlock(&m->mu);
     if (gen != x->gen) return; /* the broker redelivers it on the new connection */
-    wbuf b = {0};
-    wb_u16(&b, x->pid);
+    dn_mqtt_wbuf b = {0};
+    dn_mqtt_put_u16(&b, x->p.pid);
     pthread_mutex_lock(&m->wmu);
-    int rc = send_packet(m, P_PUBACK, 0, &b);
+    int rc = send_packet(m, DN_MQTT_PUBACK, 0, &b);
     pthread_mutex_unlock(&m->wmu);
     free(b.p);
     if (!rc) {
@@ -463,110 +267,51 @@ static void count(dn_mqtt_in *m, long *field, const char *metric) {
 
 /* Logs, counts, dead-letters and acknowledges a message that cannot be classified. */
 static void reject(dn_mqtt_in *m, msg *x, const char *problem) {
-    mlog(m, "%s: rejected: %s", x->topic, problem);
+    mlog(m, "%s: rejected: %s", x->p.topic, problem);
     count(m, &m->st.rejected, "rejected");
     if (m->c.dead_letter && m->c.bus) {
         /* the original payload (when it was read: not for oversized ones) */
-        const char *from = dn_mqtt_valid_text(x->topic, strlen(x->topic)) ? x->topic : "?";
+        const char *from = x->p.topic_text ? x->p.topic : "?";
         if (dn_bus_dead_letter(m->c.bus, m->c.dead_letter, x->payload, x->payload ? x->len : 0, from, problem, 5000))
-            mlog(m, "%s: dead letter not published: %s", x->topic, dn_last_error());
+            mlog(m, "%s: dead letter not published: %s", x->p.topic, dn_last_error());
     }
     ack(m, x);
 }
 
-/* Topic levels matched by '+' in the filter, named by fields. */
-static void topic_fields(dn_mqtt_in *m, msg *x, char *problem, size_t pn) {
-    const char *f = m->c.topic, *t = x->topic;
-    int k = 0;
-    while (*f && *t) {
-        size_t fl = strcspn(f, "/"), tl = strcspn(t, "/");
-        if (fl == 1 && *f == '+') {
-            const char *name = k < m->nfields ? m->fields[k] : NULL;
-            k++;
-            if (name) {
-                for (int i = 0; i < NF; i++) {
-                    if (strcmp(name, FIELD_NAMES[i]) || x->meta[i]) continue; /* user property wins */
-                    if (!tl || tl > META_MAX || !dn_mqtt_valid_text(t, tl)) {
-                        snprintf(problem, pn, "topic level %d is not a valid %s", k, name);
-                        return;
-                    }
-                    x->meta[i] = dn_strndup(t, tl);
-                }
-            }
-        } else if (fl == 1 && *f == '#') {
-            return;
-        }
-        f += fl;
-        t += tl;
-        if (*f == '/') f++;
-        if (*t == '/') t++;
-    }
-}
-
-/* Reads the envelope's file into x->payload. Returns NULL or the problem. */
-static const char *envelope(dn_mqtt_in *m, msg *x, char *problem, size_t pn) {
-    char err[160];
-    dn_json *j = dn_json_parse((const char *)x->payload, x->len, err, sizeof err);
-    if (!j) { snprintf(problem, pn, "JSON envelope: %s", err); return problem; }
-    const char *out = NULL;
-    if (dn_json_type_of(j) != DN_JSON_OBJ) { out = "JSON envelope is not an object"; goto done; }
-    for (int i = 0; i < NF; i++) {
-        const dn_json *v = dn_json_get(j, FIELD_NAMES[i]);
-        if (!v) continue;
-        const char *s = dn_json_str(v, NULL);
-        if (!s || !*s || strlen(s) > META_MAX || !dn_mqtt_valid_text(s, strlen(s))) {
-            snprintf(problem, pn, "JSON envelope: \"%s\" must be a non-empty string of at most %d bytes without control characters",
-                     FIELD_NAMES[i], META_MAX);
-            out = problem;
-            goto done;
-        }
-        if (!x->meta[i]) x->meta[i] = dn_strdup(s);
-    }
-    const char *file = dn_json_str(dn_json_get(j, "file"), NULL);
-    if (!file || !*file) { out = "JSON envelope: \"file\" (a path relative to the file root) is required"; goto done; }
-    if (!m->root[0]) { out = "JSON envelope refused: no file root configured (--mqtt-file-root)"; goto done; }
-    if (file[0] == '/' || strlen(file) > 1024) { out = "JSON envelope: \"file\" must be a relative path"; goto done; }
-    for (const char *p = file; *p;) { /* no ".." component */
-        size_t l = strcspn(p, "/");
-        if (l == 2 && p[0] == '.' && p[1] == '.') { out = "JSON envelope: \"file\" must not contain '..'"; goto done; }
-        p += l;
-        if (*p == '/') p++;
-    }
+/* Reads the envelope's file (checked by dn_mqtt_interpret: relative, no "..") from
+ * under the file root into x->payload. Returns NULL or the problem. */
+static const char *envelope_file(dn_mqtt_in *m, msg *x, const char *file, char *problem, size_t pn) {
+    if (!m->root[0]) return "JSON envelope refused: no file root configured (--mqtt-file-root)";
     char joined[PATH_MAX + 1100], real[PATH_MAX];
     snprintf(joined, sizeof joined, "%s/%s", m->root, file);
-    if (!realpath(joined, real)) { snprintf(problem, pn, "file %s: %s", file, strerror(errno)); out = problem; goto done; }
     size_t rl = strlen(m->root);
-    if (strncmp(real, m->root, rl) || (real[rl] != '/' && real[rl] != 0)) {
-        snprintf(problem, pn, "file %s resolves outside the file root", file);
-        out = problem;
-        goto done;
-    }
     struct stat stt;
-    if (stat(real, &stt) || !S_ISREG(stt.st_mode)) { snprintf(problem, pn, "file %s is not a regular file", file); out = problem; goto done; }
-    if ((size_t)stt.st_size > m->c.max_payload) {
-        snprintf(problem, pn, "file %s: %lld bytes, limit %zu", file, (long long)stt.st_size, m->c.max_payload);
-        out = problem;
-        goto done;
-    }
     uint8_t *d = NULL;
     size_t n = 0;
-    if (dn_read_file(real, m->c.max_payload, &d, &n)) { snprintf(problem, pn, "%s", dn_last_error()); out = problem; goto done; }
-    free(x->payload);
-    x->payload = d;
-    x->len = n;
-done:
-    dn_json_free(j);
-    return out;
+    if (!realpath(joined, real)) snprintf(problem, pn, "file %s: %s", file, strerror(errno));
+    else if (strncmp(real, m->root, rl) || (real[rl] != '/' && real[rl] != 0))
+        snprintf(problem, pn, "file %s resolves outside the file root", file);
+    else if (stat(real, &stt) || !S_ISREG(stt.st_mode)) snprintf(problem, pn, "file %s is not a regular file", file);
+    else if ((size_t)stt.st_size > m->c.max_payload)
+        snprintf(problem, pn, "file %s: %lld bytes, limit %zu", file, (long long)stt.st_size, m->c.max_payload);
+    else if (dn_read_file(real, m->c.max_payload, &d, &n)) snprintf(problem, pn, "%s", dn_last_error());
+    else {
+        free(x->payload);
+        x->payload = d;
+        x->len = n;
+        return n ? NULL : "empty payload";
+    }
+    return problem;
 }
 
 /* The bus's view of a committed prediction: metadata of x, id/class of res, and
  * confidence/decision pulled out of the prediction JSON. */
 static void make_result(const msg *x, const dn_classify_res *res, int duplicate, dn_bus_result *r) {
     memset(r, 0, sizeof *r);
-    r->line = x->meta[F_LINE];
-    r->station = x->meta[F_STATION];
-    r->camera = x->meta[F_CAMERA];
-    r->part = x->meta[F_PART];
+    r->line = x->p.meta.v[DN_MQTT_LINE];
+    r->station = x->p.meta.v[DN_MQTT_STATION];
+    r->camera = x->p.meta.v[DN_MQTT_CAMERA];
+    r->part = x->p.meta.v[DN_MQTT_PART];
     r->id = res->id;
     r->cls = res->cls;
     r->duplicate = duplicate;
@@ -580,7 +325,7 @@ static void make_result(const msg *x, const dn_classify_res *res, int duplicate,
 /* Kafka export and the result bus, before the input is acknowledged. */
 static dn_status publish_result(dn_mqtt_in *m, msg *x, const dn_classify_res *res, int duplicate) {
     if (m->c.kafka) { /* key line/camera: one camera's records stay in order in one partition */
-        dn_status rc = dn_kafka_export_prediction(m->c.kafka, x->meta[F_LINE], x->meta[F_CAMERA], res->json, 10000);
+        dn_status rc = dn_kafka_export_prediction(m->c.kafka, x->p.meta.v[DN_MQTT_LINE], x->p.meta.v[DN_MQTT_CAMERA], res->json, 10000);
         if (rc) return rc;
     }
     if (!m->c.bus) return DN_OK;
@@ -596,12 +341,12 @@ static void plc_handshake(dn_mqtt_in *m, msg *x, const dn_classify_res *res) {
     make_result(x, res, 0, &r);
     char verdict[64], why[700];
     if (!dn_bus_plc_handshake(m->c.bus, &r, verdict, sizeof verdict, why, sizeof why)) return;
-    mlog(m, "%s: prediction %lld: PLC handshake failed (%s): fail-safe verdict %s", x->topic, (long long)res->id, why, verdict);
+    mlog(m, "%s: prediction %lld: PLC handshake failed (%s): fail-safe verdict %s", x->p.topic, (long long)res->id, why, verdict);
     char detail[800];
     snprintf(detail, sizeof detail, "%s; fail-safe verdict %s", why, verdict);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    dn_outcome_row o = {res->id, "plc-handshake", "plc", x->topic, "failsafe", detail, 1, ts.tv_sec + ts.tv_nsec * 1e-9};
+    dn_outcome_row o = {res->id, "plc-handshake", "plc", x->p.topic, "failsafe", detail, 1, ts.tv_sec + ts.tv_nsec * 1e-9};
     if (dn_store_add_outcome(dn_pipeline_store(m->s), &o)) mlog(m, "fail-safe outcome not recorded: %s", dn_last_error());
     dn_metrics *mt = dn_pipeline_metrics(m->s);
     if (mt) dn_metrics_action(mt, "plc", "failsafe");
@@ -628,32 +373,27 @@ static void handle(dn_mqtt_in *m, msg *x) {
         reject(m, x, problem);
         return;
     }
-    if (x->bad_meta) {
-        reject(m, x, "a user property (id/line/station/camera/part) is empty, longer than 128 bytes or not printable UTF-8");
+    dn_mqtt_route route = {m->c.topic, m->fields, m->nfields};
+    char *file = NULL;
+    const char *bad = dn_mqtt_interpret(&route, &x->p, x->payload, x->len, &file, problem, sizeof problem);
+    if (!bad && file) bad = envelope_file(m, x, file, problem, sizeof problem);
+    free(file);
+    if (bad == dn_mqtt_out_of_memory) { /* not the message's fault: not acknowledged, redelivered after a reconnect */
+        count(m, &m->st.commit_failures, "failed");
+        mlog(m, "%s: out of memory reading its metadata, not acknowledged", x->p.topic);
         return;
     }
-    topic_fields(m, x, problem, sizeof problem);
-    if (problem[0]) { reject(m, x, problem); return; }
-    size_t k = 0;
-    while (k < x->len && (x->payload[k] == ' ' || x->payload[k] == '\n' || x->payload[k] == '\r' || x->payload[k] == '\t')) k++;
-    int is_env = (x->ctype && !strncmp(x->ctype, "application/json", 16)) || (k < x->len && x->payload[k] == '{');
-    const char *bad = is_env ? envelope(m, x, problem, sizeof problem) : NULL;
     if (bad) { reject(m, x, bad); return; }
-    if (!x->meta[F_ID]) {
-        reject(m, x, "no message id (user property \"id\" or the envelope's \"id\"): needed to record it exactly once");
-        return;
-    }
-    if (!x->len) { reject(m, x, "empty payload"); return; }
     dn_classify_req rq = {0};
     rq.data = x->payload;
     rq.len = x->len;
-    rq.line = x->meta[F_LINE];
-    rq.station = x->meta[F_STATION];
-    rq.camera = x->meta[F_CAMERA];
-    rq.part = x->meta[F_PART];
-    rq.request_id = x->meta[F_ID];
+    rq.line = x->p.meta.v[DN_MQTT_LINE];
+    rq.station = x->p.meta.v[DN_MQTT_STATION];
+    rq.camera = x->p.meta.v[DN_MQTT_CAMERA];
+    rq.part = x->p.meta.v[DN_MQTT_PART];
+    rq.request_id = x->p.meta.v[DN_MQTT_ID];
     rq.source = "mqtt";
-    rq.source_path = x->topic;
+    rq.source_path = x->p.topic;
     double backoff = 0.2;
     for (;;) {
         dn_classify_res res = {0};
@@ -673,7 +413,7 @@ static void handle(dn_mqtt_in *m, msg *x) {
             free(res.json);
             res.json = NULL;
             count(m, &m->st.commit_failures, "failed");
-            mlog(m, "%s: id %s %s; not acknowledged, retrying in %.1f s", x->topic, x->meta[F_ID], problem, backoff);
+            mlog(m, "%s: id %s %s; not acknowledged, retrying in %.1f s", x->p.topic, x->p.meta.v[DN_MQTT_ID], problem, backoff);
         } else if (res.http_code >= 400 && res.http_code < 500) {
             dn_json *j = res.json ? dn_json_parse(res.json, strlen(res.json), NULL, 0) : NULL;
             snprintf(problem, sizeof problem, "%s", dn_json_str(dn_json_get(j, "error"), "rejected by the pipeline"));
@@ -685,7 +425,7 @@ static void handle(dn_mqtt_in *m, msg *x) {
             /* not committed (database down, ...): never acknowledged; retry while this
              * connection lasts, else the broker redelivers it after the reconnect */
             count(m, &m->st.commit_failures, "failed");
-            mlog(m, "%s: id %s not committed, retrying in %.1f s: %s", x->topic, x->meta[F_ID], backoff,
+            mlog(m, "%s: id %s not committed, retrying in %.1f s: %s", x->p.topic, x->p.meta.v[DN_MQTT_ID], backoff,
                  res.json ? res.json : "");
             free(res.json);
         }
@@ -721,35 +461,27 @@ static void *handler_main(void *arg) {
 static msg *read_publish(dn_mqtt_in *m, int fd, uint8_t b0, size_t rem) {
     msg *x = dn_calloc(1, sizeof *x);
     if (!x) return NULL;
-    x->qos = (b0 >> 1) & 3;
-    x->dup = (b0 >> 3) & 1;
     /* the variable header (topic, packet id, properties) is small; read up to HEAD_MAX */
-    size_t hn = rem < HEAD_MAX ? rem : HEAD_MAX;
+    size_t hn = rem < DN_MQTT_HEAD_MAX ? rem : DN_MQTT_HEAD_MAX;
     uint8_t *h = dn_malloc(hn ? hn : 1);
-    if (!h || read_exact(m, fd, h, hn, 30)) { free(h); msg_free(x); return NULL; }
-    rd r = {h, hn, 0, 0};
-    size_t tl = 0;
-    const char *t = rd_str(&r, &tl);
-    if (x->qos) x->pid = (uint16_t)rd_u16(&r);
-    rd_props(&r, x);
-    if (r.bad || !t || x->qos > 2) { free(h); msg_free(x); return NULL; } /* malformed: drop the connection */
-    x->topic = dn_strndup(t, tl);
-    size_t body = rem - r.i; /* payload bytes, partly in h */
+    if (!h || read_exact(m, fd, h, hn, 30) || dn_mqtt_decode_publish(b0, h, hn, &x->p)) goto fail;
+    size_t body = rem - x->p.head, inh = hn - x->p.head; /* payload bytes, inh of them in h */
     x->len = body;
     if (body > m->c.max_payload) {
         x->oversized = 1;
-        size_t inh = hn - r.i;
-        if (read_exact(m, fd, NULL, body - inh, 60)) { free(h); msg_free(x); return NULL; }
+        if (read_exact(m, fd, NULL, body - inh, 60)) goto fail;
     } else {
         x->payload = dn_malloc(body ? body : 1);
-        if (!x->payload || !x->topic) { free(h); msg_free(x); return NULL; }
-        size_t inh = hn - r.i;
-        memcpy(x->payload, h + r.i, inh);
-        if (read_exact(m, fd, x->payload + inh, body - inh, 60)) { free(h); msg_free(x); return NULL; }
+        if (!x->payload) goto fail;
+        memcpy(x->payload, h + x->p.head, inh);
+        if (read_exact(m, fd, x->payload + inh, body - inh, 60)) goto fail;
     }
     free(h);
-    if (!x->topic) { msg_free(x); return NULL; }
     return x;
+fail: /* malformed, out of memory or connection lost: drop the connection */
+    free(h);
+    msg_free(x);
+    return NULL;
 }
 
 static void set_connected(dn_mqtt_in *m, int fd, int up) {
@@ -787,32 +519,29 @@ static int session(dn_mqtt_in *m, int fd) {
             if (read_header(m, fd, &b0, &rem, 30)) break;
             last_rx = now;
             unsigned type = b0 >> 4;
-            if (type == P_PUBLISH) {
+            if (type == DN_MQTT_PUBLISH) {
                 msg *x = read_publish(m, fd, b0, rem);
                 if (!x) { mlog(m, "malformed PUBLISH or connection lost, reconnecting"); break; }
-                if (x->qos == 2) { mlog(m, "%s: QoS 2 message on a QoS 1 subscription, reconnecting", x->topic); msg_free(x); break; }
+                if (x->p.qos == 2) { mlog(m, "%s: QoS 2 message on a QoS 1 subscription, reconnecting", x->p.topic); msg_free(x); break; }
                 enqueue(m, x);
-            } else if (type == P_SUBACK) {
+            } else if (type == DN_MQTT_SUBACK) {
                 uint8_t buf[64];
                 if (rem > sizeof buf || read_exact(m, fd, buf, rem, 10)) break;
-                rd rr = {buf, rem, 0, 0};
-                rd_u16(&rr);
-                rd_props(&rr, NULL);
-                unsigned code = rd_u8(&rr);
-                if (rr.bad || code > 2) {
+                unsigned code = 0;
+                if (dn_mqtt_decode_suback(buf, rem, &code) || code > 2) {
                     mlog(m, "subscription to %s refused (reason code 0x%02x)", m->sub, code);
                     break;
                 }
                 if (!subscribed) mlog(m, "subscribed to %s on %s:%d as %s", m->sub, m->host, m->port, m->c.client_id);
                 subscribed = 1;
-            } else if (type == P_DISCONNECT) {
+            } else if (type == DN_MQTT_DISCONNECT) {
                 uint8_t code = 0;
                 if (rem && read_exact(m, fd, &code, 1, 5) == 0 && rem > 1) read_exact(m, fd, NULL, rem - 1, 5);
                 mlog(m, "broker disconnected us (reason code 0x%02x)", code);
                 break;
             } else {
                 if (read_exact(m, fd, NULL, rem, 10)) break; /* PINGRESP, AUTH, ... */
-                if (type == P_PINGRESP) ping_out = 0;
+                if (type == DN_MQTT_PINGRESP) ping_out = 0;
             }
         }
         /* keepalive: a PINGREQ when we have been quiet for half the interval; the
@@ -820,15 +549,15 @@ static int session(dn_mqtt_in *m, int fd) {
         if (now - last_rx > 1.5 * m->c.keepalive) { mlog(m, "broker silent, reconnecting"); break; }
         pthread_mutex_lock(&m->wmu);
         if (!ping_out && mono() - m->last_send > m->c.keepalive / 2.0) {
-            if (send_packet(m, P_PINGREQ, 0, NULL) == 0) ping_out = 1;
+            if (send_packet(m, DN_MQTT_PINGREQ, 0, NULL) == 0) ping_out = 1;
         }
         pthread_mutex_unlock(&m->wmu);
     }
     if (stopping(m)) { /* normal DISCONNECT: the session (and unacked messages) stays on the broker */
-        wbuf b = {0};
-        wb_u8(&b, 0);
+        dn_mqtt_wbuf b = {0};
+        dn_mqtt_put_u8(&b, 0);
         pthread_mutex_lock(&m->wmu);
-        send_packet(m, P_DISCONNECT, 0, &b);
+        send_packet(m, DN_MQTT_DISCONNECT, 0, &b);
         pthread_mutex_unlock(&m->wmu);
         free(b.p);
     }
@@ -876,65 +605,25 @@ void dn_mqtt_in_stats_get(dn_mqtt_in *m, dn_mqtt_in_stats *st) {
     pthread_mutex_unlock(&m->mu);
 }
 
-static int valid_filter(const char *f) {
-    if (!*f || strlen(f) > 1024 || !dn_mqtt_valid_text(f, strlen(f)) || !strncmp(f, "$share/", 7)) return 0;
-    for (const char *p = f; *p;) {
-        size_t l = strcspn(p, "/");
-        if (memchr(p, '+', l) && l != 1) return 0;
-        if (memchr(p, '#', l) && (l != 1 || p[l])) return 0;
-        p += l;
-        if (*p == '/') p++;
-    }
-    return 1;
-}
-
-/* Names of the '+' levels ("line,camera"; "_" = unnamed). names (16 slots, may be
- * NULL when only checking) receive copies, NULL for "_". */
-static dn_status parse_fields(const char *topic, const char *fields, char **names, int *n) {
-    *n = 0;
-    if (!fields || !*fields) return DN_OK;
-    int plus = 0;
-    for (const char *p = topic; *p; p++) plus += *p == '+';
-    for (const char *p = fields; *p;) {
-        size_t l = strcspn(p, ",");
-        if (*n >= 16) return dn_fail(DN_ERR_ARG, "mqtt fields '%s': too many", fields);
-        char name[32];
-        snprintf(name, sizeof name, "%.*s", (int)(l < 31 ? l : 31), p);
-        int known = !strcmp(name, "_");
-        for (int i = 0; i < NF; i++) known |= !strcmp(name, FIELD_NAMES[i]);
-        if (!known || l > 31)
-            return dn_fail(DN_ERR_ARG, "mqtt fields '%s': '%s' is not one of line, station, camera, part, id, _", fields, name);
-        if (names) {
-            names[*n] = NULL;
-            if (strcmp(name, "_") && !(names[*n] = dn_strdup(name))) return DN_ERR_NOMEM;
-        }
-        (*n)++;
-        p += l;
-        if (*p == ',') p++;
-    }
-    if (*n > plus) return dn_fail(DN_ERR_ARG, "mqtt fields '%s': %d names for %d '+' levels in '%s'", fields, *n, plus, topic);
-    return DN_OK;
-}
-
 dn_status dn_mqtt_in_check(const dn_mqtt_in_config *c) {
     char host[256];
     int port, nf;
     dn_status rc;
     if (!c) return dn_fail(DN_ERR_ARG, "mqtt: missing config");
     if ((rc = dn_mqtt_parse_url(c->url, host, sizeof host, &port))) return rc;
-    if (!c->topic || !valid_filter(c->topic))
+    if (!c->topic || !dn_mqtt_filter_valid(c->topic))
         return dn_fail(DN_ERR_ARG, "mqtt topic '%s': not a valid topic filter", c->topic ? c->topic : "");
-    if (c->group && (!*c->group || strpbrk(c->group, "/+#") || !dn_mqtt_valid_text(c->group, strlen(c->group))))
+    if (c->group && (!*c->group || strpbrk(c->group, "/+#") || !dn_utf8_printable(c->group)))
         return dn_fail(DN_ERR_ARG, "mqtt group '%s': must be non-empty without '/', '+', '#'", c->group);
     if (!c->client_id || !*c->client_id || strlen(c->client_id) > 128 ||
-        !dn_mqtt_valid_text(c->client_id, strlen(c->client_id)))
+        !dn_utf8_printable(c->client_id))
         return dn_fail(DN_ERR_ARG, "mqtt client id '%s': must be 1..128 printable characters", c->client_id ? c->client_id : "");
-    if ((c->username && (strlen(c->username) > 65535 || !dn_mqtt_valid_text(c->username, strlen(c->username)))) ||
+    if ((c->username && (strlen(c->username) > 65535 || !dn_utf8_printable(c->username))) ||
         (c->password && strlen(c->password) > 65535))
         return dn_fail(DN_ERR_ARG, "mqtt credentials: user name must be printable UTF-8, both at most 65535 bytes");
     if (c->dead_letter && (!*c->dead_letter || strpbrk(c->dead_letter, "+#")))
         return dn_fail(DN_ERR_ARG, "mqtt dead-letter topic '%s': must be a topic name without wildcards", c->dead_letter);
-    if ((rc = parse_fields(c->topic, c->fields, NULL, &nf))) return rc;
+    if ((rc = dn_mqtt_parse_fields(c->topic, c->fields, NULL, &nf))) return rc;
     if (c->file_root) {
         struct stat stt;
         if (stat(c->file_root, &stt) || !S_ISDIR(stt.st_mode))
@@ -980,7 +669,7 @@ dn_status dn_mqtt_in_start(dn_pipeline *s, const dn_mqtt_in_config *c, dn_mqtt_i
         (c->dead_letter && !m->c.dead_letter)) { rc = DN_ERR_NOMEM; goto fail; }
     if (c->group) snprintf(m->sub, sl, "$share/%s/%s", c->group, c->topic);
     else snprintf(m->sub, sl, "%s", c->topic);
-    if ((rc = parse_fields(c->topic, c->fields, m->fields, &m->nfields))) goto fail;
+    if ((rc = dn_mqtt_parse_fields(c->topic, c->fields, m->fields, &m->nfields))) goto fail;
     if (c->file_root && !realpath(c->file_root, m->root)) {
         rc = dn_fail(DN_ERR_IO, "mqtt file root %s: %s", c->file_root, strerror(errno));
         goto fail;

@@ -36,12 +36,17 @@
  * acknowledged: its handler retries with backoff while the connection lasts; after
  * a reconnect the broker redelivers it.
  *
+ * The packet encoding/decoding and the message interpretation (topic levels, user
+ * properties, JSON envelope) are the pure functions of mqtt_payload.h; this file owns
+ * the connection, the queue and the handler threads.
+ *
  * Ownership: dn_mqtt_in_start returns an object owned by the caller; dn_mqtt_in_stop
  * must be called before the pipeline is drained. Config strings are copied. */
 #ifndef DN_SERVE_MQTT_IN_H
 #define DN_SERVE_MQTT_IN_H
 #include "core/json.h"
 #include "defectnet.h"
+#include "serve/mqtt_payload.h" /* wire format, message interpretation, dn_mqtt_parse_url */
 #include <stddef.h>
 
 struct dn_pipeline;
@@ -89,10 +94,5 @@ void dn_mqtt_in_stats_get(dn_mqtt_in *m, dn_mqtt_in_stats *st);
 /* /healthz reporter (dn_health_fn, ctx = the dn_mqtt_in): appends
  * ,"mqtt_in":{"broker":"connected"|"disconnected",...}; non-zero when disconnected. */
 int dn_mqtt_in_health(void *m, dn_sb *b);
-
-/* Parses "mqtt://HOST[:PORT]" (also "tcp://"); host is copied into host[hn]. */
-dn_status dn_mqtt_parse_url(const char *url, char *host, size_t hn, int *port);
-/* 1 if s[0..n) is valid UTF-8 without NUL or other C0/C1 control characters. */
-int dn_mqtt_valid_text(const char *s, size_t n);
 
 #endif

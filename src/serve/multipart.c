@@ -7,46 +7,11 @@
 static const char *const META_Q[DN_META_N] = {"line", "station", "camera", "part", "request_id"};
 static const char *const META_H[DN_META_N] = {"X-Line", "X-Station", "X-Camera", "X-Part", "X-Request-Id"};
 
-size_t dn_utf8_seq_len(const unsigned char *p) {
-    unsigned c = p[0];
-    if (c == 0) return 0;
-    if (c < 0x80) return 1;
-    /* second-byte range per lead byte (RFC 3629 table): excludes overlong forms,
-     * surrogates (ED A0..BF) and code points above U+10FFFF (F4 90.., F5..) */
-    unsigned lo = 0x80, hi = 0xBF;
-    size_t n;
-    if (c >= 0xC2 && c <= 0xDF) n = 2;
-    else if (c >= 0xE0 && c <= 0xEF) { n = 3; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
-    else if (c >= 0xF0 && c <= 0xF4) { n = 4; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
-    else return 0;
-    if (p[1] < lo || p[1] > hi) return 0;
-    for (size_t i = 2; i < n; i++)
-        if ((p[i] & 0xC0) != 0x80) return 0;
-    return n;
-}
-
-int dn_utf8_printable(const char *s) {
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        if (*p < 0x20 || *p == 0x7f) return 0;
-        size_t n = dn_utf8_seq_len(p);
-        if (!n) return 0;
-        p += n;
-    }
-    return 1;
-}
-
 const char *dn_meta_problem(const char *v) {
     size_t n = strlen(v);
     if (n == 0) return "is empty";
     if (n > DN_META_MAX) return "is longer than 128 bytes";
-    for (const unsigned char *p = (const unsigned char *)v; *p;) {
-        if (*p < 0x20 || *p == 0x7f) return "contains control characters";
-        size_t k = dn_utf8_seq_len(p);
-        if (!k) return "is not valid UTF-8";
-        p += k;
-    }
-    return NULL;
+    return dn_utf8_problem(v, n);
 }
 
 const char *dn_meta_get_value(const dn_req_meta *m, int i) { return m->has[i] ? m->v[i] : NULL; }

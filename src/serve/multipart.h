@@ -8,6 +8,7 @@
  * arguments. Errors are returned as a one-line message for a 400 answer. */
 #ifndef DN_SERVE_MULTIPART_H
 #define DN_SERVE_MULTIPART_H
+#include "core/utf8.h" /* dn_utf8_*: the UTF-8 check used here */
 #include <microhttpd.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -20,15 +21,8 @@ typedef struct dn_req_meta {
     int has[DN_META_N];
 } dn_req_meta;
 
-/* Length (1..4) of the valid UTF-8 sequence starting at p, or 0 when the bytes there are
- * not valid UTF-8 (stray continuation byte, overlong form, UTF-16 surrogate, beyond
- * U+10FFFF, truncated). *p == 0 counts as invalid. */
-size_t dn_utf8_seq_len(const unsigned char *p);
-/* 1 if the NUL-terminated s is valid UTF-8 without control characters (< 0x20, DEL). */
-int dn_utf8_printable(const char *s);
-
-/* NULL if v is an acceptable metadata value (1..DN_META_MAX bytes, valid UTF-8, no
- * control characters), else what is wrong with it ("is empty", ...). */
+/* NULL if v is an acceptable metadata value (1..DN_META_MAX bytes, text as
+ * dn_utf8_problem defines it: valid UTF-8, no C0/DEL/C1 control characters), else what is wrong with it ("is empty", ...). */
 const char *dn_meta_problem(const char *v);
 /* Value i of m, or NULL when it was not given. */
 const char *dn_meta_get_value(const dn_req_meta *m, int i);

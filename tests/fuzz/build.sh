@@ -9,6 +9,13 @@
 #                                           $FUZZ_BUILD/corpus/TARGET seeded from fixtures and
 #                                           tests/fuzz/corpus/TARGET; crashes are written to
 #                                           $FUZZ_BUILD/crash/TARGET/
+#   tests/fuzz/build.sh campaign RUNS [JOBS] build, then run every target (or those in
+#                                           $FUZZ_TARGETS) to -runs=RUNS, JOBS at a time
+#                                           (default 1), each under nice -n ${FUZZ_NICE:-19};
+#                                           writes the table target | executions | cov | ft |
+#                                           crashes | seconds | exec/s to $FUZZ_TABLE
+#                                           (default $FUZZ_BUILD/campaign-RUNS.md), logs to
+#                                           $FUZZ_BUILD/campaign/TARGET.log
 #
 # Crash inputs worth keeping go into tests/fuzz/corpus/TARGET/ (small files);
 # tests/test_fuzz_regress.c replays that folder through the same entry points in the
@@ -16,7 +23,8 @@
 set -e
 CC=${FUZZ_CC:-clang}
 B=${FUZZ_BUILD:-build-fuzz}
-TARGETS="image zip pickle pth safetensors model_meta json manifest rules names multipart http"
+ALL_TARGETS="image zip pickle pth safetensors model_meta json manifest rules names multipart http mqtt mqtt_packet"
+TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 FLAGS="-std=c11 -D_GNU_SOURCE -O1 -g -fno-omit-frame-pointer -Wall -Wextra -Wno-unused-parameter -pthread -Iinclude -Isrc"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 AVX512="-mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx512bf16 -mfma -mavx2 -mf16c"
@@ -24,6 +32,34 @@ AVX2="-mavx2 -mfma -mf16c"
 LIBS="-ljpeg -lpng -lstb -lz -lsqlite3 -lmicrohttpd -lcurl -lmosquitto -lpq -lcrypto -lprotobuf-c -lrdkafka -lm" # as the Makefile
 
 [ -f include/defectnet.h ] || { echo "build.sh: run from the repository root" >&2; exit 2; }
+
+# One campaign run (called by "campaign" through xargs): fuzz $2 to -runs=$3 and
+# append its row to the table $4. Columns from libFuzzer's -print_final_stats=1
+# (stat::number_of_executed_units) and its last status line (cov:, ft:); crashes =
+# files libFuzzer wrote into the crash folder during this run (crash-, leak-,
+# timeout-, oom- inputs) plus 1 if it exited non-zero without writing one.
+if [ "$1" = campaign-one ]; then
+    t=$2; runs=$3; table=$4
+    log="$B/campaign/$t.log"
+    mkdir -p "$B/crash/$t" "$B/campaign"
+    before=$(ls "$B/crash/$t" | wc -l)
+    t0=$(date +%s)
+    rc=0
+    nice -n "${FUZZ_NICE:-19}" "$B/fuzz_$t" -runs="$runs" -rss_limit_mb=2048 -timeout=10 \
+        -max_len="${FUZZ_MAX_LEN:-65536}" -artifact_prefix="$B/crash/$t/" -print_final_stats=1 \
+        "$B/corpus/$t" >"$log" 2>&1 || rc=$?
+    secs=$(($(date +%s) - t0))
+    crashes=$(($(ls "$B/crash/$t" | wc -l) - before))
+    [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ] && crashes=1
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    last=$(grep -E '^#[0-9]+' "$log" | tail -1)
+    cov=$(echo "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
+    ft=$(echo "$last" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
+    rate=$(awk -v e="${execs:-0}" -v s="$secs" 'BEGIN { printf "%d", s > 0 ? e / s : e }')
+    printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$crashes" "$secs" "$rate" >>"$table"
+    echo "campaign: $t: ${execs:-?} executions, cov ${cov:-?}, ft ${ft:-?}, crashes $crashes, ${secs} s (exit $rc, log $log)"
+    exit 0
+fi
 command -v "$CC" >/dev/null || { echo "build.sh: $CC not found (apt-get install clang-14 libclang-rt-14-dev)" >&2; exit 2; }
 
 mkdir -p "$B/obj"
@@ -74,6 +110,8 @@ seed manifest
 seed names
 seed multipart
 seed http
+seed mqtt
+seed mqtt_packet
 # A real (narrow) defectnet model, so the safetensors target reaches model binding
 # and the metadata contract; made by the CLI when one is built ($DN_BIN or build/).
 conv=${DN_BIN:-build/defectnet}
@@ -88,6 +126,21 @@ fi
 for t in $TARGETS; do
     [ -d "tests/fuzz/corpus/$t" ] && cp tests/fuzz/corpus/$t/* "$B/corpus/$t/" 2>/dev/null || true
 done
+
+if [ "$1" = campaign ]; then
+    runs=${2:?usage: build.sh campaign RUNS [JOBS]}
+    jobs=${3:-1}
+    table=${FUZZ_TABLE:-$B/campaign-$runs.md}
+    {
+        echo "Fuzz campaign: -runs=$runs, $jobs at a time, nice -n ${FUZZ_NICE:-19}, started $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null)"
+        echo
+        echo "| target | executions | cov | ft | crashes | seconds | exec/s |"
+        echo "|---|---|---|---|---|---|---|"
+    } >"$table"
+    for t in $TARGETS; do echo "$t"; done | xargs -P "$jobs" -I{} sh "$0" campaign-one {} "$runs" "$table"
+    echo "campaign: table in $table"
+    cat "$table"
+fi
 
 if [ "$1" = run ]; then
     t=$2; secs=${3:-60}

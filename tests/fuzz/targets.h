@@ -34,7 +34,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "core/utf8.h"
+#include "serve/mqtt_payload.h"
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdatomic.h>
@@ -336,9 +339,18 @@ static inline size_t fz_utf8_ref(const unsigned char *p) {
     return n;
 }
 
-/* The watcher takes a dropped file only when dn_utf8_printable(name) (else it is
- * skipped and logged escaped); metadata values go through dn_meta_problem. Both are
- * checked against the reference above on the input as a NUL-terminated name. */
+/* 1 if the valid sequence of length k at p is a control character (C0, DEL, C1). */
+static inline int fz_utf8_ref_control(const unsigned char *p, size_t k) {
+    if (k == 1) return p[0] < 0x20 || p[0] == 0x7f;
+    return k == 2 && (((unsigned)(p[0] & 0x1F) << 6) | (p[1] & 0x3Fu)) < 0xA0; /* U+0080..U+009F */
+}
+
+/* The one UTF-8 check (core/utf8.h): the watcher takes a dropped file only when
+ * dn_utf8_printable(name) (else it is skipped and logged escaped); metadata values go
+ * through dn_meta_problem; MQTT topics, user properties and envelopes through
+ * dn_utf8_text on length-delimited bytes. All are checked against the reference above:
+ * on the input as a NUL-terminated name, and as length-delimited bytes (a NUL in them,
+ * or a sequence cut by the end, is not text). */
 static inline int fz_names(const uint8_t *data, size_t size) {
     if (size > 4096) return 0;
     char name[4097];
@@ -349,10 +361,28 @@ static inline int fz_names(const uint8_t *data, size_t size) {
         size_t k = fz_utf8_ref(p);
         size_t got = dn_utf8_seq_len(p);
         if (k != got) return -3;
-        if (!k || *p < 0x20 || *p == 0x7f) ref_ok = 0;
+        if (!k || fz_utf8_ref_control(p, k)) ref_ok = 0;
         else p += k;
     }
     if (dn_utf8_printable(name) != ref_ok) return -3;
+    /* length-delimited: the bytes in their own allocation so ASan sees a read past the end */
+    unsigned char *b = malloc(size ? size : 1);
+    if (!b) return 0;
+    memcpy(b, data, size);
+    int ref_text = 1;
+    for (size_t i = 0; i < size && ref_text;) {
+        unsigned char q[4] = {0, 0, 0, 0}; /* the reference reads a padded copy */
+        memcpy(q, b + i, size - i < 4 ? size - i : 4);
+        size_t k = fz_utf8_ref(q);
+        if (k > size - i) k = 0;
+        if (dn_utf8_seq_len_n(b + i, size - i) != k) { free(b); return -3; }
+        if (!k || fz_utf8_ref_control(q, k)) ref_text = 0;
+        else i += k;
+    }
+    int got_text = dn_utf8_text((const char *)b, size);
+    const char *why = dn_utf8_problem((const char *)b, size);
+    free(b);
+    if (got_text != ref_text || (why == NULL) != ref_text) return -3;
     const char *pb = dn_meta_problem(name);
     size_t l = strlen(name);
     int meta_ok = ref_ok && l > 0 && l <= DN_META_MAX;
@@ -394,13 +424,16 @@ static inline int fz_multipart(const uint8_t *data, size_t size) {
 }
 
 /* ------------------------------------------------- HTTP request through libmicrohttpd */
-/* A real libmicrohttpd daemon on 127.0.0.1 whose handler does what serve's does with
- * a request before classification: dn_meta_collect (query string + headers) and, for
- * a multipart POST, dn_multipart_image on the buffered body. Each input is sent as
- * raw bytes on a fresh connection (then half-closed) and the answer read to EOF. */
+/* A real libmicrohttpd daemon whose handler does what serve's does with a request
+ * before classification: dn_meta_collect (query string + headers) and, for a
+ * multipart POST, dn_multipart_image on the buffered body. In process and without
+ * TCP: the daemon has no listen socket (MHD_USE_NO_LISTEN_SOCKET) and no thread of
+ * its own; each input is written as raw bytes into one end of a socketpair(AF_UNIX),
+ * the other end handed to the daemon with MHD_add_connection, the writing end
+ * half-closed, and MHD_run driven from this thread until the daemon closes the
+ * connection (the answer is read and dropped as it comes). */
 typedef struct { size_t n; int over; uint8_t b[1 << 16]; } fz_hbody;
 static struct MHD_Daemon *fz_httpd;
-static uint16_t fz_http_port;
 static atomic_int fz_http_broken;
 
 static inline void fz_http_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode t) {
@@ -463,40 +496,213 @@ static inline void fz_http_stop(void) {
 
 static inline int fz_http(const uint8_t *data, size_t size) {
     if (!fz_httpd) {
-        struct sockaddr_in lo;
-        memset(&lo, 0, sizeof lo);
-        lo.sin_family = AF_INET;
-        lo.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* port 0: any free one */
-        fz_httpd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, fz_http_handler, NULL,
+        fz_httpd = MHD_start_daemon(MHD_USE_NO_LISTEN_SOCKET, 0, NULL, NULL, fz_http_handler, NULL,
                                     MHD_OPTION_NOTIFY_COMPLETED, fz_http_done, NULL, MHD_OPTION_CONNECTION_TIMEOUT,
-                                    (unsigned)2, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&lo, MHD_OPTION_END);
+                                    (unsigned)2, MHD_OPTION_END);
         if (!fz_httpd) return 0;
-        const union MHD_DaemonInfo *di = MHD_get_daemon_info(fz_httpd, MHD_DAEMON_INFO_BIND_PORT);
-        fz_http_port = di ? di->port : 0;
-        if (!fz_http_port) { fz_http_stop(); return 0; }
     }
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) return 0;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(fz_http_port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv)) return 0;
+    /* room for the whole input and the answer, so writing never waits for the daemon */
+    int bufsz = 1 << 18;
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &bufsz, sizeof bufsz);
     atomic_store(&fz_http_broken, 0);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) == 0) {
-        size_t off = 0;
-        while (off < size) {
-            ssize_t w = send(fd, data + off, size - off, MSG_NOSIGNAL);
-            if (w <= 0) break;
-            off += (size_t)w;
-        }
-        shutdown(fd, SHUT_WR);
-        char buf[4096];
-        struct pollfd pfd = {fd, POLLIN, 0};
-        while (poll(&pfd, 1, 3000) > 0 && recv(fd, buf, sizeof buf, 0) > 0) {}
+    size_t off = 0;
+    while (off < size) {
+        ssize_t w = send(sv[0], data + off, size - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w <= 0) break;
+        off += (size_t)w;
     }
-    close(fd);
+    shutdown(sv[0], SHUT_WR);
+    struct sockaddr_in peer; /* what the daemon records as the client's address */
+    memset(&peer, 0, sizeof peer);
+    peer.sin_family = AF_INET;
+    peer.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (MHD_add_connection(fz_httpd, sv[1], (struct sockaddr *)&peer, sizeof peer) != MHD_YES) {
+        close(sv[0]);
+        close(sv[1]);
+        return 0;
+    }
+    /* the daemon owns sv[1] now; drive it until it closes the connection (EOF here) */
+    char buf[4096];
+    for (int spins = 0; spins < 5000; spins++) { /* ~5 s at most: the daemon's own timeout is 2 s */
+        MHD_run(fz_httpd);
+        ssize_t r = recv(sv[0], buf, sizeof buf, MSG_DONTWAIT);
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
+        if (r < 0) {
+            struct pollfd pfd = {sv[0], POLLIN, 0};
+            poll(&pfd, 1, spins < 8 ? 0 : 1); /* nothing yet: the daemon waits for a timeout or more input */
+        }
+    }
+    close(sv[0]);
+    MHD_run(fz_httpd); /* lets it notice a connection it has not closed yet */
     return atomic_load(&fz_http_broken);
+}
+
+/* ------------------------------------------------- MQTT packets (serve --mqtt-in) */
+/* 1 if v is a metadata value as promised: text of 1..DN_MQTT_META_MAX bytes. */
+static inline int fz_meta_ok(const char *v) {
+    return v && *v && strlen(v) <= DN_MQTT_META_MAX && dn_utf8_printable(v);
+}
+
+/* Input: one packet as the broker sends it (first byte, remaining length, body; the
+ * body may be shorter than announced: the reader then holds what arrived). PUBLISH,
+ * CONNACK and SUBACK are decoded as mqtt_in.c does. A decoded PUBLISH must be
+ * consistent (payload offset inside the bytes read, metadata values text of
+ * 1..128 bytes, topic_text = the UTF-8 check of the wire topic) and must survive
+ * re-encoding: the same topic, packet id and metadata written back as a PUBLISH
+ * decode to the same values. */
+static inline int fz_mqtt_packet(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    size_t rem = 0, used = 0;
+    if (dn_mqtt_remaining_len(data + 1, size - 1, &rem, &used) != 1) return 0;
+    if (rem > 268435455u) return -3; /* four length bytes cannot say more */
+    size_t avail = size - 1 - used, n = rem < avail ? rem : avail;
+    if (n > DN_MQTT_HEAD_MAX) n = DN_MQTT_HEAD_MAX;
+    uint8_t *h = malloc(n ? n : 1); /* own allocation: ASan sees a read past the end */
+    if (!h) return 0;
+    memcpy(h, data + 1 + used, n);
+    unsigned type = data[0] >> 4, code = 0;
+    int rc = 0;
+    if (type == DN_MQTT_CONNACK) {
+        (void)dn_mqtt_decode_connack(h, n, &code); /* bounds: ASan */
+    } else if (type == DN_MQTT_SUBACK) {
+        (void)dn_mqtt_decode_suback(h, n, &code);
+    } else if (type == DN_MQTT_PUBLISH) {
+        dn_mqtt_publish p;
+        dn_status st = dn_mqtt_decode_publish(data[0], h, n, &p);
+        if (st) {
+            rc = st == DN_ERR_NOMEM ? 0 : fz_check_error(0, NULL);
+        } else {
+            if (p.head > n || !p.topic || strlen(p.topic) > p.topic_len || p.qos > 2 ||
+                p.topic_text != dn_utf8_text((const char *)h + 2, p.topic_len))
+                rc = -3;
+            for (int i = 0; i < DN_MQTT_NF && !rc; i++)
+                if (p.meta.v[i] && !fz_meta_ok(p.meta.v[i])) rc = -3;
+            if (!rc && p.topic_text) { /* re-encode and decode again */
+                dn_mqtt_wbuf b = {0}, pr = {0};
+                dn_mqtt_put_str(&b, p.topic);
+                if (p.qos) dn_mqtt_put_u16(&b, p.pid);
+                for (int i = 0; i < DN_MQTT_NF; i++) {
+                    if (!p.meta.v[i]) continue;
+                    dn_mqtt_put_u8(&pr, 0x26);
+                    dn_mqtt_put_str(&pr, dn_mqtt_field_name(i));
+                    dn_mqtt_put_str(&pr, p.meta.v[i]);
+                }
+                dn_mqtt_put_varint(&b, pr.n);
+                dn_mqtt_put(&b, pr.p, pr.n);
+                dn_mqtt_wbuf pk = {0};
+                dn_mqtt_publish q;
+                if (!dn_mqtt_frame(&pk, DN_MQTT_PUBLISH, (unsigned)p.qos << 1, &b)) {
+                    size_t r2 = 0, u2 = 0;
+                    if (dn_mqtt_remaining_len(pk.p + 1, pk.n - 1, &r2, &u2) != 1 || r2 != b.n || 1 + u2 + r2 != pk.n) {
+                        rc = -3;
+                    } else if ((st = dn_mqtt_decode_publish(pk.p[0], pk.p + 1 + u2, r2, &q)) == DN_OK) {
+                        if (strcmp(q.topic, p.topic) || q.pid != p.pid || q.qos != p.qos || q.head != r2) rc = -3;
+                        for (int i = 0; i < DN_MQTT_NF && !rc; i++)
+                            if ((p.meta.v[i] == NULL) != (q.meta.v[i] == NULL) ||
+                                (p.meta.v[i] && strcmp(p.meta.v[i], q.meta.v[i])))
+                                rc = -3;
+                        dn_mqtt_publish_free(&q);
+                    } else if (st != DN_ERR_NOMEM) {
+                        rc = -3; /* what we wrote must decode */
+                    }
+                }
+                free(b.p);
+                free(pr.p);
+                free(pk.p);
+            }
+            dn_mqtt_publish_free(&p);
+        }
+    }
+    free(h);
+    return rc;
+}
+
+/* ------------------------------------------------- MQTT message interpretation */
+/* Input: the topic up to the first newline, then the payload; a payload starting
+ * with byte 0x01 is sent with content type application/json (the byte dropped), one
+ * starting with 0x02 carries user properties first: lines "name=value" up to an
+ * empty line. Interpreted on the route "plant/+/+/+/#" with the '+' levels named
+ * line, camera, id (as `serve --mqtt-topic plant/+/+/+/# --mqtt-fields line,camera,id`).
+ * Accepted: every metadata value is text of 1..128 bytes, an id is present, an
+ * envelope's file is relative text without "..", a plain payload is not empty.
+ * Rejected: a one-line problem and no file. */
+static inline int fz_mqtt(const uint8_t *data, size_t size) {
+    const uint8_t *nl = memchr(data, '\n', size);
+    if (!nl) return 0;
+    dn_mqtt_publish p;
+    memset(&p, 0, sizeof p);
+    p.topic_len = (size_t)(nl - data);
+    p.topic = dn_strndup((const char *)data, p.topic_len);
+    if (!p.topic) return 0;
+    p.topic_text = dn_utf8_text((const char *)data, p.topic_len);
+    const uint8_t *pl = nl + 1;
+    size_t len = size - p.topic_len - 1;
+    if (len && pl[0] == 1) {
+        p.meta.ctype = dn_strdup("application/json");
+        pl++, len--;
+    } else if (len && pl[0] == 2) { /* user properties, checked as the decoder does */
+        pl++, len--;
+        for (;;) {
+            const uint8_t *e = memchr(pl, '\n', len);
+            if (!e || e == pl) { if (e) { len -= 1; pl += 1; } break; }
+            const uint8_t *eq = memchr(pl, '=', (size_t)(e - pl));
+            if (eq) {
+                dn_mqtt_wbuf b = {0};
+                dn_mqtt_put_u8(&b, 0); /* topic "" */
+                dn_mqtt_put_u8(&b, 0);
+                size_t kl = (size_t)(eq - pl), vl = (size_t)(e - eq - 1);
+                dn_mqtt_put_varint(&b, 5 + kl + vl);
+                dn_mqtt_put_u8(&b, 0x26);
+                dn_mqtt_put_u16(&b, (unsigned)kl);
+                dn_mqtt_put(&b, pl, kl);
+                dn_mqtt_put_u16(&b, (unsigned)vl);
+                dn_mqtt_put(&b, eq + 1, vl);
+                dn_mqtt_publish u;
+                if (!b.oom && kl < 65536 && vl < 65536 && dn_mqtt_decode_publish(0x30, b.p, b.n, &u) == DN_OK) {
+                    for (int i = 0; i < DN_MQTT_NF; i++)
+                        if (u.meta.v[i]) { free(p.meta.v[i]); p.meta.v[i] = u.meta.v[i]; u.meta.v[i] = NULL; }
+                    p.meta.bad |= u.meta.bad;
+                    dn_mqtt_publish_free(&u);
+                }
+                free(b.p);
+            }
+            len -= (size_t)(e - pl) + 1;
+            pl = e + 1;
+        }
+    }
+    uint8_t *payload = malloc(len ? len : 1); /* own allocation for ASan */
+    if (!payload) { dn_mqtt_publish_free(&p); return 0; }
+    memcpy(payload, pl, len);
+    static char *const names[3] = {"line", "camera", "id"};
+    dn_mqtt_route r = {"plant/+/+/+/#", names, 3};
+    char problem[512] = "", *file = NULL;
+    int rc = 0;
+    const char *bad = dn_mqtt_interpret(&r, &p, payload, len, &file, problem, sizeof problem);
+    if (bad) {
+        if (!*bad || strchr(bad, '\n') || file) rc = -1;
+    } else {
+        if (!p.meta.v[DN_MQTT_ID]) rc = -3;
+        for (int i = 0; i < DN_MQTT_NF && !rc; i++)
+            if (p.meta.v[i] && !fz_meta_ok(p.meta.v[i])) rc = -3;
+        if (file) {
+            if (!*file || file[0] == '/' || strlen(file) > 1024 || !dn_utf8_printable(file)) rc = -3;
+            for (const char *q = file; *q && !rc;) {
+                size_t l = strcspn(q, "/");
+                if (l == 2 && q[0] == '.' && q[1] == '.') rc = -3;
+                q += l;
+                if (*q == '/') q++;
+            }
+        } else if (!len || dn_mqtt_is_envelope(p.meta.ctype, payload, len)) {
+            rc = -3;
+        }
+    }
+    free(file);
+    free(payload);
+    dn_mqtt_publish_free(&p);
+    return rc;
 }
 
 typedef int (*fz_fn)(const uint8_t *, size_t);

@@ -1,0 +1,3 @@
+/* libFuzzer driver: mqtt (see targets.h; built by tests/fuzz/build.sh). */
+#include "targets.h"
+FZ_DRIVER(fz_mqtt)
