@@ -5,6 +5,7 @@
  * stdout/stderr go into the outcome detail. Stateless between sends. */
 #include "serve/transport.h"
 #include "core/core.h"
+#include "core/json.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -48,12 +49,18 @@ static int command_send(dn_transport *t, const dn_action_call *c, char *detail, 
         if (strncmp(environ[i], "DN_RULE=", 8) && strncmp(environ[i], "DN_PREDICTION_ID=", 17) &&
             strncmp(environ[i], "DN_CLASS=", 9) && strncmp(environ[i], "DN_LINE=", 8))
             envp[e++] = environ[i];
-    if (asprintf(&extra[0], "DN_RULE=%s", c->rule) < 0) extra[0] = NULL;
-    if (asprintf(&extra[1], "DN_PREDICTION_ID=%lld", (long long)c->ev->id) < 0) extra[1] = NULL;
-    if (asprintf(&extra[2], "DN_CLASS=%s", c->ev->cls ? c->ev->cls : "") < 0) extra[2] = NULL;
-    if (asprintf(&extra[3], "DN_LINE=%s", c->ev->line ? c->ev->line : "") < 0) extra[3] = NULL;
-    for (int i = 0; i < 4; i++)
+    dn_sb v[4] = {{0}}; /* through the core allocation helpers (fault injection reaches them) */
+    dn_sb_printf(&v[0], "DN_RULE=%s", c->rule);
+    dn_sb_printf(&v[1], "DN_PREDICTION_ID=%lld", (long long)c->ev->id);
+    dn_sb_printf(&v[2], "DN_CLASS=%s", c->ev->cls ? c->ev->cls : "");
+    dn_sb_printf(&v[3], "DN_LINE=%s", c->ev->line ? c->ev->line : "");
+    int oom = 0;
+    for (int i = 0; i < 4; i++) {
+        oom |= v[i].oom || !v[i].s;
+        extra[i] = v[i].s; /* freed at done */
         if (extra[i]) envp[e++] = extra[i];
+    }
+    if (oom) { snprintf(detail, cap, "out of memory"); goto done; }
 
     posix_spawn_file_actions_init(&fa);
     have_fa = 1;

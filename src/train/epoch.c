@@ -44,9 +44,9 @@ void tr_epoch_order(const int *y, int n, int k, int balanced, dn_rng *rng, int *
         shuffle(order, n, rng);
         return;
     }
-    int *cnt = calloc((size_t)k, sizeof(int)), present = 0;
-    double *cum = malloc((size_t)n * sizeof(double));
-    if (!cnt || !cum) { /* fall back to a permutation */
+    int *cnt = dn_calloc((size_t)k, sizeof(int)), present = 0;
+    double *cum = dn_malloc((size_t)n * sizeof(double));
+    if (!cnt || !cum) { /* out of memory: fall back to a permutation */
         free(cnt); free(cum);
         for (int i = 0; i < n; i++) order[i] = i;
         shuffle(order, n, rng);
