@@ -111,6 +111,19 @@ else no_ explain_out_is_file "exit $rc: $(head -n 1 "$tmp/e")"; fi
 if [ $rc -eq 0 ] && [ -f "$tmp/mc.safetensors" ] && grep -q "^wrote $tmp/mc.safetensors" "$tmp/o"; then ok_ calibrate_short_and_eq_forms
 else no_ calibrate_short_and_eq_forms "exit $rc: $(head -n 1 "$tmp/e")"; fi
 
+# predict -o FILE: format from the extension, nothing written for a bad model, unwritable named
+"$BIN" predict -m "$M" -o "$tmp/p.csv" "$tmp/ds" >"$tmp/o" 2>"$tmp/e"; r1=$?
+"$BIN" predict -m "$M" --out="$tmp/p.jsonl" "$tmp/ds" >>"$tmp/o" 2>>"$tmp/e"; r2=$?
+if [ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ ! -s "$tmp/o" ] && head -n 1 "$tmp/p.csv" | grep -q '^path,class,confidence' &&
+    [ "$(wc -l <"$tmp/p.csv")" -eq 21 ] && head -c 9 "$tmp/p.jsonl" | grep -q '^{"path":'; then ok_ predict_out_by_extension
+else no_ predict_out_by_extension "exit $r1/$r2: $(head -n 1 "$tmp/e")"; fi
+"$BIN" predict -m /nonexistent/m.safetensors -o "$tmp/never.csv" "$tmp/ds" >/dev/null 2>"$tmp/e"; rc=$?
+if [ $rc -eq 2 ] && [ ! -e "$tmp/never.csv" ]; then ok_ predict_out_untouched_on_error
+else no_ predict_out_untouched_on_error "exit $rc, file exists: $(ls "$tmp/never.csv" 2>&1)"; fi
+"$BIN" predict -m "$M" -o /nonexistent/dir/p.csv "$tmp/ds" >/dev/null 2>"$tmp/e"; rc=$?
+if [ $rc -eq 2 ] && grep -q "^defectnet predict: /nonexistent/dir/p.csv: cannot write" "$tmp/e"; then ok_ predict_out_unwritable
+else no_ predict_out_unwritable "exit $rc: $(head -n 1 "$tmp/e")"; fi
+
 # progress: never in piped stderr; DN_PROGRESS=1 forces it (a '\r' line with an ETA)
 prog_() { # NAME -- ARGS...
     name=$1; shift 2

@@ -125,11 +125,12 @@ static void print_row(int fmt, const dn_model *m, const char *path, const dn_pre
 static void usage(FILE *f) {
     fprintf(f,
             "usage: defectnet predict -m|--model M [--top-k K] [--batch B] [--threads T]\n"
-            "                         [-f|--format table|jsonl|csv] PATH...\n"
+            "                         [-f|--format table|jsonl|csv] [-o|--out FILE] PATH...\n"
             "  PATH      image files and/or directories (searched recursively)\n"
             "  --top-k   classes listed per image (default 3, at most the number of classes)\n"
             "  --batch   images decoded and forwarded together (default 8)\n"
             "  --threads worker threads (default: all cores)\n"
+            "  -o, --out FILE  write the results to FILE (format from its extension: .csv, .jsonl, .txt = table)\n"
             "  --format  table (default on a terminal) | jsonl (default otherwise) | csv\n"
             "            ('?' after a table confidence / uncertain=true|1: below the model's threshold)\n"
             "  a progress line with ETA is shown on a terminal when the results go to a file or pipe\n"
@@ -137,6 +138,7 @@ static void usage(FILE *f) {
 }
 
 int cmd_predict(int argc, char **argv) {
+    const char *out = NULL;
     const char *model_path = NULL;
     int topk = 3, batch = 8, threads = 0, fmt = -1, failed = 0, ok = 0, rc = 2;
     strvec inputs = {0}, files = {0};
@@ -149,7 +151,7 @@ int cmd_predict(int argc, char **argv) {
     enum { O_TOPK = 256, O_BATCH, O_THREADS };
     static const dn_opt opts[] = {{"model", 'm', DN_ARG_REQ, NULL}, {"top-k", O_TOPK, DN_ARG_REQ, NULL},
                                   {"batch", O_BATCH, DN_ARG_REQ, NULL}, {"threads", O_THREADS, DN_ARG_REQ, NULL},
-                                  {"format", 'f', DN_ARG_REQ, NULL}, {0}};
+                                  {"format", 'f', DN_ARG_REQ, NULL}, {"out", 'o', DN_ARG_REQ, NULL}, {0}};
     dn_args a;
     dn_args_init(&a, "predict", argc, argv, opts);
     for (int c; (c = dn_args_next(&a)) != -1;) {
@@ -157,6 +159,7 @@ int cmd_predict(int argc, char **argv) {
         switch (c) {
         case 'h': usage(stdout); rc = 0; goto done;
         case 'm': model_path = a.val; break;
+        case 'o': out = a.val; break;
         case O_TOPK: if (dn_arg_int(&a, 1, DN_MAX_CLASSES, &topk)) goto done; break;
         case O_BATCH: if (dn_arg_int(&a, 1, 1024, &batch)) goto done; break;
         case O_THREADS: if (dn_arg_int(&a, 0, 1024, &threads)) goto done; break;
@@ -173,8 +176,12 @@ int cmd_predict(int argc, char **argv) {
             rc = DN_EXIT_INTERNAL;
             goto done;
         }
-    if (!model_path) { fprintf(stderr, "defectnet predict: --model is required\n"); usage(stderr); goto done; }
-    if (!inputs.n) { fprintf(stderr, "defectnet predict: no image files or folders given\n"); usage(stderr); goto done; }
+    if (!model_path) { dn_usage_error("predict", "--model is required (see defectnet predict --help)"); goto done; }
+    if (!inputs.n) { dn_usage_error("predict", "no image files or folders given"); goto done; }
+    if (fmt < 0 && out) { /* the extension of --out: .csv, .txt (table), else JSON lines */
+        int f = dn_format_from_path(out);
+        fmt = f == DN_FMT_CSV ? FMT_CSV : f == DN_FMT_TABLE ? FMT_TABLE : FMT_JSONL;
+    }
     if (fmt < 0) fmt = isatty(STDOUT_FILENO) ? FMT_TABLE : FMT_JSONL;
 
     if (dn_model_load(model_path, &m)) {
@@ -223,6 +230,15 @@ int cmd_predict(int argc, char **argv) {
     int pathw = 4;
     if (fmt == FMT_TABLE)
         for (int i = 0; i < files.n; i++) { int l = (int)strlen(files.v[i]); if (l > pathw) pathw = l < 60 ? l : 60; }
+    /* --out: the results go to FILE (opened only now: nothing is truncated by a bad model or path) */
+    if (out) { /* checked with fopen first: a failed freopen would leave stdout closed */
+        FILE *t = fopen(out, "w");
+        if (!t || fclose(t) != 0 || !freopen(out, "w", stdout)) {
+            fprintf(stderr, "defectnet predict: %s: cannot write: %s\n", out, strerror(errno));
+            rc = DN_EXIT_DATA;
+            goto done;
+        }
+    }
     print_header(fmt, topk, pathw);
 
     float *in = dn_session_input(s);
@@ -257,7 +273,7 @@ int cmd_predict(int argc, char **argv) {
         }
         for (int i = 0; i < nb; i++) print_row(fmt, m, names[i], &preds[i], probs + (size_t)i * c, topk, pathw);
         if (fflush(stdout) != 0 || ferror(stdout)) { /* full disk, closed pipe: results lost, so stop */
-            fprintf(stderr, "defectnet predict: cannot write results to standard output: %s\n",
+            fprintf(stderr, "defectnet predict: cannot write results to %s: %s\n", out ? out : "standard output",
                     strerror(errno ? errno : EIO));
             rc = 1;
             goto done;
