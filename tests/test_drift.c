@@ -290,6 +290,11 @@ TEST(reference_from_calibration) {
                                    "\"confidence\":{\"edges\":[],\"p\":[1]},\"ood_score\":null,\"class_mix\":[1],"
                                    "\"feature\":{\"mean\":[],\"var\":[],\"pc\":[],\"bins\":[]}}");
     CHECK(dn_drift_ref_from_model(m, &r) == DN_ERR_FORMAT && strstr(dn_last_error(), "class_mix needs 6"));
+    /* refitted on too few images: no reference, and the old one is dropped */
+    int stored = 1;
+    float *few = calloc((size_t)5 * m->feat_dim, sizeof(float));
+    CHECK(dn_drift_ref_store(m, few, 5, &stored) == DN_OK && !stored && !dn_meta_get(&m->meta, "drift"));
+    free(few);
     dn_model_free(m);
     /* a model without a reference loads and says so */
     CHECK(dn_model_load(g_model, &m) == DN_OK && m);

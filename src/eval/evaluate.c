@@ -271,18 +271,6 @@ static dn_status policy_record(dn_model *m, const dn_eval_report *r, const char 
     return st;
 }
 
-static void meta_remove(dn_meta *meta, const char *key) {
-    for (int i = 0; i < meta->n; i++)
-        if (!strcmp(meta->keys[i], key)) {
-            free(meta->keys[i]);
-            free(meta->vals[i]);
-            meta->n--;
-            meta->keys[i] = meta->keys[meta->n];
-            meta->vals[i] = meta->vals[meta->n];
-            return;
-        }
-}
-
 dn_status dn_eval_save_model(dn_model *m, dn_eval_report *r, const char *cal_data, int cal_all, const char *path) {
     float old_t = m->temperature, old_thr = m->threshold;
     m->temperature = (float)r->temperature;
@@ -304,7 +292,7 @@ dn_status dn_eval_save_model(dn_model *m, dn_eval_report *r, const char *cal_dat
         st = dn_model_set_good_class(m, NULL); /* keep "auto-detected" as its source */
     dn_policy stored;
     if (!st && r->has_policy_fit) st = policy_record(m, r, cal_data);
-    else if (!st && dn_model_policy(m, &stored)) meta_remove(&m->meta, "decision_policy"); /* for another good class */
+    else if (!st && dn_model_policy(m, &stored)) dn_meta_remove(&m->meta, "decision_policy"); /* for another good class */
     if (!st && r->ordinal) st = dn_meta_set(&m->meta, "ordinal", "true"); /* later evals report ordinal figures */
     if (!st) st = dn_model_save(m, path);
     /* the report describes the model as it was evaluated */

@@ -98,6 +98,18 @@ const char *dn_meta_get(const dn_meta *m, const char *key) {
     return NULL;
 }
 
+void dn_meta_remove(dn_meta *m, const char *key) {
+    for (int i = 0; i < m->n; i++)
+        if (!strcmp(m->keys[i], key)) {
+            free(m->keys[i]);
+            free(m->vals[i]);
+            m->n--;
+            m->keys[i] = m->keys[m->n];
+            m->vals[i] = m->vals[m->n];
+            return;
+        }
+}
+
 void dn_meta_free(dn_meta *m) {
     if (!m) return;
     for (int i = 0; i < m->n; i++) { free(m->keys[i]); free(m->vals[i]); }

@@ -33,5 +33,6 @@ void dn_tensors_free(dn_tensors *ts);
 
 dn_status dn_meta_set(dn_meta *m, const char *key, const char *val); /* copies both */
 const char *dn_meta_get(const dn_meta *m, const char *key);           /* NULL if absent */
+void dn_meta_remove(dn_meta *m, const char *key);                     /* no-op if absent */
 void dn_meta_free(dn_meta *m);
 #endif

@@ -457,22 +457,10 @@ dn_status dn_drift_ref_from_model(const dn_model *m, dn_drift_ref **out) {
     return DN_OK;
 }
 
-static void meta_drop(dn_meta *meta, const char *key) {
-    for (int i = 0; i < meta->n; i++)
-        if (!strcmp(meta->keys[i], key)) {
-            free(meta->keys[i]);
-            free(meta->vals[i]);
-            meta->n--;
-            meta->keys[i] = meta->keys[meta->n];
-            meta->vals[i] = meta->vals[meta->n];
-            return;
-        }
-}
-
 dn_status dn_drift_ref_store(dn_model *m, const float *feat, int n, int *stored) {
     *stored = 0;
     if (n < DN_DRIFT_MIN_REF || m->num_classes < 1) {
-        meta_drop(&m->meta, "drift"); /* an old one would describe another fit */
+        dn_meta_remove(&m->meta, "drift"); /* an old one would describe another fit */
         return DN_OK;
     }
     dn_drift_ref *r = NULL;
