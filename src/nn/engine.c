@@ -14,6 +14,7 @@
  * forwards; everything a forward writes is in the session. Nothing is allocated
  * after a session's constructor returns. */
 #include "nn/engine.h"
+#include "nn/arch.h"
 #include "nn/quant.h"
 #include "nn/quant_int8.h"
 #include "kernels/int8.h"
@@ -171,7 +172,9 @@ static dn_status plan_new(const dn_model *m, int ih, int iw, dn_conv_impl impl, 
                                  "(defectnet quantize --mode int8)");
         goto fail;
     }
-    if ((st = make_conv(m, "conv1", 0, &m->conv1, &m->bn1, impl, ih, iw, &p->stem))) goto fail;
+    char stem[DN_ARCH_NAME_MAX];
+    dn_arch_names(-1, -1, DN_ARCH_STEM, stem, NULL, sizeof stem);
+    if ((st = make_conv(m, stem, 0, &m->conv1, &m->bn1, impl, ih, iw, &p->stem))) goto fail;
     int ci = 1;
     p->pool_h = dn_conv_out(p->stem.oh, 3, 2, 1);
     p->pool_w = dn_conv_out(p->stem.ow, 3, 2, 1);
@@ -186,20 +189,21 @@ static dn_status plan_new(const dn_model *m, int ih, int iw, dn_conv_impl impl, 
             pb->stage = stg + 1;
             pb->has_down = bp->has_down;
             /* per-conv implementation: a quantized model's metadata (nn/quant.h) */
-            char nm[3][48];
-            snprintf(nm[0], sizeof nm[0], "layer%d.%d.conv1", stg + 1, i);
-            snprintf(nm[1], sizeof nm[1], "layer%d.%d.conv2", stg + 1, i);
-            snprintf(nm[2], sizeof nm[2], "layer%d.%d.downsample.0", stg + 1, i);
+            char nm[4][DN_ARCH_NAME_MAX];
+            dn_arch_names(stg, i, DN_ARCH_CONV1, nm[0], NULL, sizeof nm[0]);
+            dn_arch_names(stg, i, DN_ARCH_CONV2, nm[1], NULL, sizeof nm[1]);
+            dn_arch_names(stg, i, DN_ARCH_DOWN, nm[2], NULL, sizeof nm[2]);
+            dn_arch_names(stg, i, DN_ARCH_BLOCK, nm[3], NULL, sizeof nm[3]);
             if ((st = make_conv(m, nm[0], ci++, &bp->conv1, &bp->bn1, impl, h, w, &pb->c1))) goto fail;
             if ((st = make_conv(m, nm[1], ci++, &bp->conv2, &bp->bn2, impl, pb->c1.oh, pb->c1.ow, &pb->c2))) goto fail;
             if (pb->has_down) {
                 if ((st = make_conv(m, nm[2], ci++, &bp->down, &bp->down_bn, impl, h, w, &pb->down))) goto fail;
                 if (pb->down.oh != pb->c2.oh || pb->down.ow != pb->c2.ow) {
-                    st = dn_fail(DN_ERR_SHAPE, "layer%d.%d: shortcut and main path sizes differ", stg + 1, i);
+                    st = dn_fail(DN_ERR_SHAPE, "%s: shortcut and main path sizes differ", nm[3]);
                     goto fail;
                 }
             } else if (bp->conv1.stride != 1 || bp->conv1.cin != bp->conv2.cout) {
-                st = dn_fail(DN_ERR_SHAPE, "layer%d.%d: identity shortcut needs stride 1 and equal widths", stg + 1, i);
+                st = dn_fail(DN_ERR_SHAPE, "%s: identity shortcut needs stride 1 and equal widths", nm[3]);
                 goto fail;
             }
             h = pb->c2.oh; w = pb->c2.ow;

@@ -2,31 +2,17 @@
 #include "nn/quant.h"
 #include "core/json.h"
 #include "nn/engine.h"
+#include "nn/arch.h"
 #include "nn/quant_int8.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-int dn_quant_conv_count(const dn_model *m) {
-    int n = 1;
-    for (int b = 0; b < m->nblocks; b++) n += 2 + (m->blocks[b].has_down ? 1 : 0);
-    return n;
-}
+int dn_quant_conv_count(const dn_model *m) { return dn_arch_count(m); }
 
 void dn_quant_conv_name(const dn_model *m, int i, char *buf, size_t n) {
-    if (i == 0) { snprintf(buf, n, "conv1"); return; }
-    int k = 1, b = 0;
-    for (int stg = 0; stg < 4; stg++)
-        for (int j = 0; j < m->layers[stg]; j++, b++) {
-            int cnt = 2 + (m->blocks[b].has_down ? 1 : 0);
-            if (i < k + cnt) {
-                int w = i - k;
-                snprintf(buf, n, "layer%d.%d.%s", stg + 1, j, w == 0 ? "conv1" : w == 1 ? "conv2" : "downsample.0");
-                return;
-            }
-            k += cnt;
-        }
-    snprintf(buf, n, "?");
+    dn_arch_conv l;
+    snprintf(buf, n, "%s", dn_arch_at(m, i, &l) ? "?" : l.conv);
 }
 
 static int in_list(const char *list, const char *name) {
@@ -42,23 +28,8 @@ static int in_list(const char *list, const char *name) {
 
 /* The conv parameters behind a name (NULL if none). */
 static const dn_conv_p *find_conv(const dn_model *m, const char *name) {
-    char buf[64];
-    int n = dn_quant_conv_count(m);
-    for (int i = 0; i < n; i++) {
-        dn_quant_conv_name(m, i, buf, sizeof buf);
-        if (strcmp(buf, name)) continue;
-        if (i == 0) return &m->conv1;
-        int k = 1;
-        for (int b = 0; b < m->nblocks; b++) {
-            int cnt = 2 + (m->blocks[b].has_down ? 1 : 0);
-            if (i < k + cnt) {
-                int w = i - k;
-                return w == 0 ? &m->blocks[b].conv1 : w == 1 ? &m->blocks[b].conv2 : &m->blocks[b].down;
-            }
-            k += cnt;
-        }
-    }
-    return NULL;
+    dn_arch_conv l;
+    return dn_arch_find(m, name, &l) ? NULL : l.conv_p;
 }
 
 int dn_quant_mode_valid(const char *mode) {

@@ -16,6 +16,7 @@
  * Ownership: every array in a dn_model is a separate malloc'ed block owned by the
  * model and released by dn_model_free. */
 #include "nn/model.h"
+#include "nn/arch.h"
 #include "core/core.h"
 #include "ood/ood.h"
 #include <math.h>
@@ -63,30 +64,11 @@ static int visit_bn(const char *name, dn_bn_p *b, slot_fn fn, void *ctx) {
     return fn(ctx, &s);
 }
 
-/* Walks every tensor in torchvision state_dict order. */
+/* Walks every tensor in torchvision state_dict order (the layer list, then the head). */
 static int visit_model(dn_model *m, slot_fn fn, void *ctx) {
-    if (visit_conv("conv1", &m->conv1, fn, ctx) || visit_bn("bn1", &m->bn1, fn, ctx)) return 1;
-    int b = 0;
-    for (int st = 0; st < 4; st++) {
-        for (int i = 0; i < m->layers[st]; i++, b++) {
-            dn_block_p *blk = &m->blocks[b];
-            char p[64];
-            snprintf(p, sizeof p, "layer%d.%d.conv1", st + 1, i);
-            if (visit_conv(p, &blk->conv1, fn, ctx)) return 1;
-            snprintf(p, sizeof p, "layer%d.%d.bn1", st + 1, i);
-            if (visit_bn(p, &blk->bn1, fn, ctx)) return 1;
-            snprintf(p, sizeof p, "layer%d.%d.conv2", st + 1, i);
-            if (visit_conv(p, &blk->conv2, fn, ctx)) return 1;
-            snprintf(p, sizeof p, "layer%d.%d.bn2", st + 1, i);
-            if (visit_bn(p, &blk->bn2, fn, ctx)) return 1;
-            if (blk->has_down) {
-                snprintf(p, sizeof p, "layer%d.%d.downsample.0", st + 1, i);
-                if (visit_conv(p, &blk->down, fn, ctx)) return 1;
-                snprintf(p, sizeof p, "layer%d.%d.downsample.1", st + 1, i);
-                if (visit_bn(p, &blk->down_bn, fn, ctx)) return 1;
-            }
-        }
-    }
+    dn_arch_conv l;
+    for (int i = 0; !dn_arch_at(m, i, &l); i++)
+        if (visit_conv(l.conv, l.conv_p, fn, ctx) || visit_bn(l.bn, l.bn_p, fn, ctx)) return 1;
     if (m->num_classes > 0) {
         slot w = {"fc.weight", m->fc_w, 2, {m->num_classes, m->feat_dim}, 0, 0};
         slot bb = {"fc.bias", m->fc_b, 1, {m->num_classes}, 0, 0};
@@ -296,7 +278,8 @@ dn_status dn_model_from_tensors(const dn_tensors *ts, int skip_fc, dn_model **ou
     for (int s = 0; s < 4; s++) {
         for (int i = 0;; i++) {
             int w;
-            snprintf(key, sizeof key, "layer%d.%d.conv1.weight", s + 1, i);
+            dn_arch_names(s, i, DN_ARCH_CONV1, key, NULL, sizeof key);
+            strcat(key, ".weight");
             if ((st = conv_width(ts, key, &w))) return st;
             if (!w) break;
             if (i == 0) widths[s] = w;
@@ -304,12 +287,16 @@ dn_status dn_model_from_tensors(const dn_tensors *ts, int skip_fc, dn_model **ou
                 return dn_fail(DN_ERR_SHAPE, "%s: more than %d residual blocks", key, DN_MAX_BLOCKS);
             int stride = (s > 0 && i == 0) ? 2 : 1;
             int bin = i == 0 ? cin : widths[s];
-            snprintf(key, sizeof key, "layer%d.%d.downsample.0.weight", s + 1, i);
+            dn_arch_names(s, i, DN_ARCH_DOWN, key, NULL, sizeof key);
+            strcat(key, ".weight");
             has_down[nb] = stride != 1 || bin != widths[s] || dn_tensors_find(ts, key) != NULL;
             nb++;
             layers[s]++;
         }
-        if (!layers[s]) return dn_fail(DN_ERR_SHAPE, "missing key 'layer%d.0.conv1.weight'", s + 1);
+        if (!layers[s]) {
+            dn_arch_names(s, 0, DN_ARCH_CONV1, key, NULL, sizeof key);
+            return dn_fail(DN_ERR_SHAPE, "missing key '%s.weight'", key);
+        }
         cin = widths[s];
     }
 

@@ -3,6 +3,7 @@
  * random init; and parameter copies between models / tensor lists. */
 #include "train/train_run.h"
 #include "io/modelfile.h"
+#include "nn/arch.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,14 +29,8 @@ static dn_status random_resnet18(uint64_t seed, dn_model **out) {
                 int k = s < 0 ? 7 : c == 2 ? 1 : 3;
                 int ci = s < 0 ? 3 : (c == 1 ? w : (b == 0 ? cin : w));
                 char cn[64], bn[64];
-                if (s < 0) { snprintf(cn, sizeof cn, "conv1"); snprintf(bn, sizeof bn, "bn1"); }
-                else if (c < 2) {
-                    snprintf(cn, sizeof cn, "layer%d.%d.conv%d", s + 1, b, c + 1);
-                    snprintf(bn, sizeof bn, "layer%d.%d.bn%d", s + 1, b, c + 1);
-                } else {
-                    snprintf(cn, sizeof cn, "layer%d.%d.downsample.0", s + 1, b);
-                    snprintf(bn, sizeof bn, "layer%d.%d.downsample.1", s + 1, b);
-                }
+                dn_arch_names(s, b, s < 0 ? DN_ARCH_STEM : c == 0 ? DN_ARCH_CONV1 : c == 1 ? DN_ARCH_CONV2 : DN_ARCH_DOWN,
+                               cn, bn, sizeof cn);
                 int64_t shp[4] = {w, ci, k, k};
                 size_t nel = (size_t)w * ci * k * k;
                 float *wd = dn_malloc(nel * sizeof(float));

@@ -10,6 +10,7 @@
  * ping-pong. Saved buffers exist only for trainable stages; temporaries and conv
  * scratch grow on first use and are then reused (no allocation per step). */
 #include "train/net.h"
+#include "nn/arch.h"
 #include "nn/layers.h"
 #include <math.h>
 #include <stdlib.h>
@@ -175,18 +176,19 @@ static void cbn_params(plist *pl, cbn *u, const char *conv_name, const char *bn_
 /* Walks the trainable parameters in torchvision order (count pass, then fill). */
 static void walk_params(dn_net *net, plist *pl) {
     dn_model *m = net->m;
-    if (net->first <= 0) cbn_params(pl, &net->stem, "conv1", "bn1");
+    if (net->first <= 0) {
+        char c0[48], b0[48];
+        dn_arch_names(-1, -1, DN_ARCH_STEM, c0, b0, sizeof c0);
+        cbn_params(pl, &net->stem, c0, b0);
+    }
     for (int i = 0; i < net->nb; i++) {
         blk *b = &net->b[i];
         if (b->stage < net->first) continue;
         int s = b->stage, idx = i - net->stage_b0[s];
         char c1[48], b1[48], c2[48], b2[48], cd[48], bd[48];
-        snprintf(c1, sizeof c1, "layer%d.%d.conv1", s, idx);
-        snprintf(b1, sizeof b1, "layer%d.%d.bn1", s, idx);
-        snprintf(c2, sizeof c2, "layer%d.%d.conv2", s, idx);
-        snprintf(b2, sizeof b2, "layer%d.%d.bn2", s, idx);
-        snprintf(cd, sizeof cd, "layer%d.%d.downsample.0", s, idx);
-        snprintf(bd, sizeof bd, "layer%d.%d.downsample.1", s, idx);
+        dn_arch_names(s - 1, idx, DN_ARCH_CONV1, c1, b1, sizeof c1); /* b->stage counts layer1 as 1 */
+        dn_arch_names(s - 1, idx, DN_ARCH_CONV2, c2, b2, sizeof c2);
+        dn_arch_names(s - 1, idx, DN_ARCH_DOWN, cd, bd, sizeof cd);
         cbn_params(pl, &b->u1, c1, b1);
         cbn_params(pl, &b->u2, c2, b2);
         if (b->has_down) cbn_params(pl, &b->ud, cd, bd);
