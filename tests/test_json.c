@@ -3,7 +3,7 @@
 #include "core/core.h"
 #include "core/json.h"
 #include "core/sha256.h"
-#include "nn/tensor.h"
+#include "core/tensor.h"
 #include <stdint.h>
 #include <unistd.h>
 

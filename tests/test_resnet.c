@@ -17,7 +17,7 @@
 #include "kernels/kern_int.h"
 #include "nn/engine.h"
 #include "nn/model.h"
-#include "nn/tensor.h"
+#include "core/tensor.h"
 #include "core/json.h"
 #include "io/pth.h"
 #include "io/safetensors.h"

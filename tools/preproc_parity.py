@@ -98,7 +98,7 @@ def make_fixtures(outdir):
     g16 = (texture(33, 26, rng, 1)[..., 0] * 257).astype(np.uint16)
     Image.fromarray(g16).save(os.path.join(outdir, 'gray16_26x33.png'))
     # PIL clips 16-bit grayscale to 255 on convert('RGB'); defectnet keeps the
-    # high byte (documented in src/io/image.c), so the reference is the 8-bit image.
+    # high byte (documented in src/image/image.c), so the reference is the 8-bit image.
     cases.append(('gray16_26x33.png', '16-bit gray PNG (ref: high byte, PIL clips)',
                   Image.fromarray(u8(g16 >> 8))))
     rgba = np.concatenate([texture(29, 33, rng), rng.integers(0, 256, (29, 33, 1))], -1)
@@ -167,7 +167,7 @@ def make_expect(args):
         im = Image.open(p)
         if im.mode in ('I', 'I;16', 'I;16B', 'I;16L'):
             # 16-bit grayscale: PIL's convert('RGB') clips to 255; defectnet keeps
-            # the high byte (see src/io/image.c), so compare against that.
+            # the high byte (see src/image/image.c), so compare against that.
             im = Image.fromarray((np.array(im).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8))
         t = expected(im, args.resize, args.crop)
         tf = '%05d.f32' % i

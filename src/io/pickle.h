@@ -21,7 +21,7 @@
 #ifndef DN_PICKLE_H
 #define DN_PICKLE_H
 #include "defectnet.h"
-#include "nn/tensor.h"
+#include "core/tensor.h"
 #include <stddef.h>
 #include <stdint.h>
 

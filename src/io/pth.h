@@ -16,7 +16,7 @@
 #ifndef DN_PTH_H
 #define DN_PTH_H
 #include "defectnet.h"
-#include "nn/tensor.h"
+#include "core/tensor.h"
 #include <stddef.h>
 #include <stdint.h>
 

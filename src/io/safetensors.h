@@ -18,7 +18,7 @@
 #ifndef DN_SAFETENSORS_H
 #define DN_SAFETENSORS_H
 #include "defectnet.h"
-#include "nn/tensor.h"
+#include "core/tensor.h"
 #include <stddef.h>
 #include <stdint.h>
 

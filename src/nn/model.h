@@ -10,7 +10,7 @@
 #ifndef DN_MODEL_H
 #define DN_MODEL_H
 #include "defectnet.h"
-#include "nn/tensor.h"
+#include "core/tensor.h"
 
 typedef struct dn_conv_p {
     int cin, cout, k, stride, pad;

@@ -21,7 +21,7 @@
 #define DN_OOD_H
 #include "core/core.h"
 #include "nn/model.h"
-#include "nn/tensor.h"
+#include "core/tensor.h"
 
 typedef enum { DN_OOD_KNN = 0, DN_OOD_ENERGY = 1, DN_OOD_RMD = 2, DN_OOD_COMBO = 3, DN_OOD_NKINDS = 4 } dn_ood_kind;
 

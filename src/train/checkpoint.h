@@ -19,7 +19,7 @@
  * dn_meta_free (also after a failure). */
 #ifndef DN_CHECKPOINT_H
 #define DN_CHECKPOINT_H
-#include "nn/tensor.h"
+#include "core/tensor.h"
 #include <stdio.h>
 
 #define DN_CKPT_MAX_BYTES ((size_t)8 << 30)

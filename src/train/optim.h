@@ -22,7 +22,7 @@
 #ifndef DN_TRAIN_OPTIM_H
 #define DN_TRAIN_OPTIM_H
 #include "train/net.h"
-#include "nn/tensor.h"
+#include "core/tensor.h"
 
 typedef enum { DN_OPT_SGD = 0, DN_OPT_ADAMW = 1 } dn_optim_kind;
 

@@ -13,7 +13,7 @@
 #define DN_TRAIN_RUN_H
 #include "core/json.h"
 #include "nn/model.h"
-#include "nn/tensor.h"
+#include "core/tensor.h"
 #include "train/optim.h"
 #include "train/sched.h"
 #include "train/trainer.h"

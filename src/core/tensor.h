@@ -1,8 +1,8 @@
 /* Named float32 tensors and string metadata: the neutral form every weight
  * format (torchvision .pth, safetensors) is read into and written from.
  * A dn_tensors owns its names and data; dn_tensors_free releases everything. */
-#ifndef DN_TENSOR_H
-#define DN_TENSOR_H
+#ifndef DN_CORE_TENSOR_H
+#define DN_CORE_TENSOR_H
 #include "defectnet.h"
 #include <stdint.h>
 

@@ -1,5 +1,5 @@
 /* Named float tensor list and string metadata map (see tensor.h). */
-#include "nn/tensor.h"
+#include "core/tensor.h"
 #include "core/core.h"
 #include <stdlib.h>
 #include <string.h>
