@@ -22,6 +22,7 @@ _defectnet() {
         --layer) COMPREPLY=($(compgen -W "layer1 layer2 layer3 layer4" -- "$cur")); return ;;
         --score) COMPREPLY=($(compgen -W "combo knn energy rmd" -- "$cur")); return ;;
         --split) COMPREPLY=($(compgen -W "test val train all" -- "$cur")); return ;;
+        --review) COMPREPLY=($(compgen -W "unknown uncertain accepted class: sample: cap: agree:" -- "$cur")); return ;;
         --tz) COMPREPLY=($(cd /usr/share/zoneinfo 2>/dev/null && compgen -f -- "$cur")); return ;;
     esac
     if [[ "$cur" == -* ]]; then

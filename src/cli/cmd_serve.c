@@ -9,6 +9,7 @@
 #include "serve/mqtt_in.h"
 #include "serve/pipeline.h"
 #include "serve/store.h"
+#include "trust/review.h"
 #include "trust/drift.h"
 #include <errno.h>
 #include <signal.h>
@@ -32,6 +33,7 @@ static void serve_usage(FILE *f) {
             "         [--mqtt-out mqtt://HOST:PORT] [--mqtt-results TEMPLATE] [--mqtt-last TEMPLATE] [--sparkplug GROUP/NODE]\n"
             "         [--mqtt-user NAME [--mqtt-password-file F]] [--kafka HOST:PORT,... --kafka-topic T]\n"
             "         [--plc-topic TEMPLATE [--plc-deadline-ms 1000] [--plc-failsafe reject] [--plc-ok-classes a,b]]\n"
+            "         [--review POLICY [--review-agree N]] [--shadow M2]\n"
             "  --db defaults to sqlite:defectnet.db. --listen binds 127.0.0.1 unless told otherwise.\n"
             "  SIGHUP or POST /v1/admin/reload reloads model + rules; SIGTERM/SIGINT shut down gracefully.\n"
             "  See docs/serve.md for the endpoints, docs/fleet.md for MQTT ingestion, results on the bus\n"
@@ -43,6 +45,13 @@ static void serve_usage(FILE *f) {
             "  --drift-window N|DURATION: drift is measured per line/camera over the last N predictions\n"
             "  (default 500) or the last 90s/30m/1h/2d against the model's reference (GET /v1/drift, /metrics,\n"
             "  rule condition \"drift\"; docs/drift.md).\n"
+            "  --review POLICY: queue predictions for human review (GET /review, /v1/review; docs/review.md),\n"
+            "  comma separated: unknown, uncertain, accepted, class:NAME, sample:RATE (of accepted ones),\n"
+            "  cap:N/h (items per rolling hour), agree:N, e.g. \"uncertain,unknown,class:scratch,sample:0.01,cap:100/h\".\n"
+            "  --review-agree N: a label is final when N reviewers gave it (default 1); disagreements are listed\n"
+            "  by GET /v1/review/disagreements. Images are shown only with --store-images.\n"
+            "  --shadow M2: a candidate model also classifies every image; its answers are only logged\n"
+            "  (table shadow_predictions; `defectnet compare --db`), never answered or acted on.\n"
             DN_EXIT_HELP);
 }
 
@@ -143,6 +152,9 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         {"body-budget", 302, DN_ARG_REQ, NULL},
         {"report-slots", 303, DN_ARG_REQ, NULL},
         {"drift-window", 304, DN_ARG_REQ, NULL},
+        {"review", 305, DN_ARG_REQ, NULL},
+        {"review-agree", 306, DN_ARG_REQ, NULL},
+        {"shadow", 307, DN_ARG_REQ, NULL},
         {0}};
     dn_args ga;
     dn_args_init(&ga, "serve", argc, argv, opts);
@@ -205,6 +217,14 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
             if (dn_drift_window_parse(val, &dc)) return dn_usage_error("serve", "%s", dn_last_error());
             c.drift_window = val;
         }
+        else if (!strcmp(a, "--review")) {
+            dn_review_policy rp;
+            if (dn_review_policy_parse(val, "--review", &rp)) return dn_usage_error("serve", "%s", dn_last_error());
+            dn_review_policy_free(&rp);
+            c.review = val;
+        }
+        else if (!strcmp(a, "--review-agree")) { if (dn_arg_long(&ga, 1, 9, &v)) return DN_EXIT_USAGE; c.review_agree = (int)v; }
+        else if (!strcmp(a, "--shadow")) c.shadow_model = val;
         else return dn_usage_error("serve", "unknown option %s", a);
     }
     if (dn_args_npos(&ga)) return dn_usage_error("serve", "unexpected argument '%s'", dn_args_pos(&ga, 0));

@@ -26,6 +26,8 @@ static void usage(FILE *f) {
             "                            (default: <out>.split.csv)\n"
             "    --val F --test F        split fractions (default 0.15 / 0.15), --split-seed N (default 42)\n"
             "    --keep-dups             keep cross-split duplicate copies (default: dropped, with a warning)\n"
+            "    --add-data DIR|CSV      more labelled images (e.g. `defectnet export --reviewed`) added to the training\n"
+            "                            split only, labels matched to the data's classes by name\n"
             "    --strict                an unreadable image is fatal (default: skipped and counted)\n"
             "  model\n"
             "    --weights PTH|MODEL|none  torchvision .pth (ImageNet fc dropped), a defectnet model (head kept when its\n"
@@ -172,6 +174,7 @@ static int train_parse(int argc, char **argv, train_args *o) {
         {"test", 291, DN_ARG_REQ, NULL},
         {"threads", 292, DN_ARG_REQ, NULL},
         {"workers", 293, DN_ARG_REQ, NULL},
+        {"add-data", 294, DN_ARG_REQ, NULL},
         {0}};
     dn_args ga;
     dn_args_init(&ga, "train", argc, argv, opts);
@@ -194,6 +197,7 @@ static int train_parse(int argc, char **argv, train_args *o) {
         float f;
         if (!strcmp(a, "--data") || !strcmp(a, "--manifest")) c.data = v;
         else if (!strcmp(a, "--split-manifest")) c.split_manifest = v;
+        else if (!strcmp(a, "--add-data")) c.add_data = v;
         else if (!strcmp(a, "--weights")) { c.weights = v; have_weights = 1; }
         else if (!strcmp(a, "--out")) c.out = v;
         else if (!strcmp(a, "--good-class")) good = v;

@@ -229,7 +229,7 @@ void dn_dataset_free(dn_dataset *ds) {
 }
 
 /* Turns the builder into a dataset (the builder is consumed). */
-static dn_status b_finish(builder *b, const char *source, int has_split, dn_dataset **out) {
+static dn_status b_finish(builder *b, const char *source, int has_split, int min_classes, dn_dataset **out) {
     *out = NULL;
     if (b->n == 0) { b_free(b); return dn_fail(DN_ERR_ARG, "%s: no images found", source); }
     dn_dataset *ds = dn_calloc(1, sizeof *ds);
@@ -240,7 +240,7 @@ static dn_status b_finish(builder *b, const char *source, int has_split, dn_data
     int k = 0;
     for (int i = 0; i < b->n; i++)
         if (k == 0 || strcmp(names[k - 1], names[i])) names[k++] = names[i];
-    if (k < 2) {
+    if (k < min_classes) {
         dn_status st = dn_fail(DN_ERR_ARG, "%s: only one class ('%s'); classification needs at least two", source,
                                names[0]);
         free(names);
@@ -316,7 +316,7 @@ static dn_status scan_classes(const char *dir, int split, builder *b) {
     return st;
 }
 
-dn_status dn_dataset_scan(const char *dir, dn_dataset **out) {
+static dn_status scan_dir(const char *dir, int min_classes, dn_dataset **out) {
     *out = NULL;
     struct stat sb;
     if (stat(dir, &sb) != 0) return dn_fail(DN_ERR_IO, "%s: cannot access: %s", dir, strerror(errno));
@@ -343,8 +343,10 @@ dn_status dn_dataset_scan(const char *dir, dn_dataset **out) {
     free(tr);
     free(te);
     if (st) { b_free(&b); return st; }
-    return b_finish(&b, dir, official, out);
+    return b_finish(&b, dir, official, min_classes, out);
 }
+
+dn_status dn_dataset_scan(const char *dir, dn_dataset **out) { return scan_dir(dir, 2, out); }
 
 /* --------------------------------------------------------------- manifest */
 
@@ -405,7 +407,7 @@ char *dn_ds_dir_of(const char *path) {
 
 #define CSV_MAXF 16
 
-dn_status dn_dataset_load_manifest(const char *csv, dn_dataset **out) {
+static dn_status load_manifest(const char *csv, int min_classes, dn_dataset **out) {
     *out = NULL;
     uint8_t *data;
     size_t len;
@@ -490,7 +492,7 @@ dn_status dn_dataset_load_manifest(const char *csv, dn_dataset **out) {
     free(buf);
     free(dir);
     free(data);
-    return b_finish(&b, csv, has_split, out);
+    return b_finish(&b, csv, has_split, min_classes, out);
 done:
     b_free(&b);
     free(buf);
@@ -499,10 +501,45 @@ done:
     return st;
 }
 
-dn_status dn_dataset_open(const char *path, dn_dataset **out) {
+dn_status dn_dataset_load_manifest(const char *csv, dn_dataset **out) { return load_manifest(csv, 2, out); }
+
+static dn_status open_any(const char *path, int min_classes, dn_dataset **out) {
     *out = NULL;
     struct stat sb;
     if (stat(path, &sb) != 0) return dn_fail(DN_ERR_IO, "%s: cannot access: %s", path, strerror(errno));
-    if (S_ISDIR(sb.st_mode)) return dn_dataset_scan(path, out);
-    return dn_dataset_load_manifest(path, out);
+    if (S_ISDIR(sb.st_mode)) return scan_dir(path, min_classes, out);
+    return load_manifest(path, min_classes, out);
+}
+
+dn_status dn_dataset_open(const char *path, dn_dataset **out) { return open_any(path, 2, out); }
+
+dn_status dn_dataset_add(dn_dataset *ds, const char *path, int split, int *added) {
+    *added = 0;
+    dn_dataset *x = NULL;
+    dn_status st = open_any(path, 1, &x);
+    if (st) return st;
+    int *map = dn_malloc(sizeof(int) * (size_t)x->nclasses);
+    if (!map) { dn_dataset_free(x); return DN_ERR_NOMEM; }
+    for (int c = 0; c < x->nclasses; c++)
+        if ((map[c] = dn_dataset_class_index(ds, x->classes[c])) < 0) {
+            st = dn_fail(DN_ERR_ARG, "%s: class '%s' is not a class of %s (added images must use its classes)", path,
+                         x->classes[c], ds->source ? ds->source : "the training data");
+            goto done;
+        }
+    if (ds->n + x->n > ds->cap) {
+        int nc = ds->n + x->n;
+        dn_item *ni = dn_realloc(ds->items, sizeof(dn_item) * (size_t)nc);
+        if (!ni) { st = DN_ERR_NOMEM; goto done; }
+        ds->items = ni;
+        ds->cap = nc;
+    }
+    for (int i = 0; i < x->n; i++) { /* the paths move over */
+        ds->items[ds->n++] = (dn_item){x->items[i].path, map[x->items[i].label], split};
+        x->items[i].path = NULL;
+    }
+    *added = x->n;
+done:
+    free(map);
+    dn_dataset_free(x);
+    return st;
 }

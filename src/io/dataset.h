@@ -76,6 +76,10 @@ dn_status dn_dataset_load_manifest(const char *csv, dn_dataset **out);
 
 /* A directory -> dn_dataset_scan, a file -> dn_dataset_load_manifest. */
 dn_status dn_dataset_open(const char *path, dn_dataset **out);
+/* Appends the images of path (an ImageFolder or a manifest, as dn_dataset_open, but one
+ * class is enough) to ds with the given split, mapping labels by class name: a class ds
+ * lacks is an error naming it (ds unchanged). *added = images appended. */
+dn_status dn_dataset_add(dn_dataset *ds, const char *path, int split, int *added);
 
 typedef struct dn_split_cfg {
     double train, val, test; /* fractions (normalised by their sum) */

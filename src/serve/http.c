@@ -10,6 +10,7 @@
 #include "serve/multipart.h"
 #include "serve/store.h"
 #include "serve/watch.h"
+#include "trust/review_serve.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <microhttpd.h>
@@ -65,15 +66,16 @@ struct dn_metrics *dn_server_metrics(dn_server *s) { return s->metrics; }
 int dn_server_port(const dn_server *s) { return s->port; }
 dn_status dn_server_reload(dn_server *s) { return dn_pipeline_reload(s->pipe); }
 
-enum { E_PREDICT, E_LIST, E_GET, E_REPORT, E_HEALTH, E_METRICS, E_RELOAD, E_DRIFT, E_NONE };
+enum { E_PREDICT, E_LIST, E_GET, E_REPORT, E_HEALTH, E_METRICS, E_RELOAD, E_DRIFT, E_REVIEW, E_NONE };
 static const char *const ENAME[] = {"predict", "predictions", "prediction", "report", "healthz", "metrics", "reload", "drift",
-                                    "other"};
+                                    "review", "other"};
 
 typedef struct req {
     int started;                  /* the access handler has seen this request */
     size_t reserved;              /* body bytes taken from the server's body_budget */
     int ep;
     int64_t get_id;
+    int review_post;              /* E_REVIEW: the URL takes POST (a label) */
     double t0;
     dn_sb body;
     int early_code;
@@ -407,6 +409,23 @@ static enum MHD_Result answer_predict(dn_server *s, struct MHD_Connection *c, re
     return send_resp(s, c, r, res.http_code, "application/json", res.json, res.json ? strlen(res.json) : 0);
 }
 
+/* /review and /v1/review/... (trust/review_serve.h answers them). */
+static enum MHD_Result handle_review(dn_server *s, struct MHD_Connection *c, req *r, const char *url, const char *method) {
+    dn_review_http h = {0};
+    h.url = url;
+    h.post = !strcmp(method, "POST");
+    h.q_n = query(c, "n");
+    h.q_reviewer = query(c, "reviewer");
+    h.body = r->body.s;
+    h.len = r->body.len;
+    dn_review_handle(s->pipe, &h);
+    if (h.out.oom) {
+        dn_sb_free(&h.out);
+        return send_err(s, c, r, 500, "out of memory");
+    }
+    return send_resp(s, c, r, h.code, h.ctype, h.out.s, h.out.len);
+}
+
 /* ------------------------------------------------------------ request callbacks */
 
 static int route(const char *url, int64_t *get_id) {
@@ -421,6 +440,8 @@ static int route(const char *url, int64_t *get_id) {
     if (!strcmp(url, "/healthz")) return E_HEALTH;
     if (!strcmp(url, "/metrics")) return E_METRICS;
     if (!strcmp(url, "/v1/admin/reload")) return E_RELOAD;
+    int post_ok;
+    if (dn_review_route(url, &post_ok)) return E_REVIEW;
     if (!strcmp(url, "/v1/drift")) return E_DRIFT;
     return E_NONE;
 }
@@ -430,6 +451,10 @@ static enum MHD_Result on_headers(dn_server *s, struct MHD_Connection *c, req *r
     int post = !strcmp(method, "POST"), get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     r->ep = route(url, &r->get_id);
     int want_post = r->ep == E_PREDICT || r->ep == E_RELOAD, want_token = want_post || r->ep == E_REPORT;
+    if (r->ep == E_REVIEW) { /* the page is public; the API needs the token; labels are POSTs */
+        want_token = dn_review_route(url, &r->review_post) == 2;
+        if (post && r->review_post) want_post = 1;
+    }
     const char *nul_arg = NULL;
     MHD_get_connection_values_n(c, MHD_GET_ARGUMENT_KIND, find_nul, &nul_arg);
     char err[200];
@@ -443,6 +468,8 @@ static enum MHD_Result on_headers(dn_server *s, struct MHD_Connection *c, req *r
     }
     const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
     unsigned long long clen = cl ? strtoull(cl, NULL, 10) : 0;
+    if (!r->early_code && r->ep == E_REVIEW && post && cl && clen > DN_REVIEW_MAX_POST)
+        set_early(r, 413, "review post larger than 4096 bytes");
     if (!r->early_code && r->ep == E_PREDICT) {
         if (cl && clen > s->max_body) {
             snprintf(err, sizeof err, "request body larger than the limit of %zu bytes", s->max_body);
@@ -482,6 +509,9 @@ static enum MHD_Result on_body(dn_server *s, struct MHD_Connection *c, req *r, c
         char m[120];
         snprintf(m, sizeof m, "request body larger than the limit of %zu bytes", s->max_body);
         set_early(r, 413, m);
+    } else if (r->ep == E_REVIEW) {
+        if (r->body.len + n > DN_REVIEW_MAX_POST) set_early(r, 413, "review post larger than 4096 bytes");
+        else dn_sb_putn(&r->body, upload, n);
     } else if (r->ep == E_PREDICT) {
         size_t need = r->body.len + n > r->reserved ? r->body.len + n - r->reserved : 0; /* chunked: no length */
         if (need && !budget_take(s, need)) {
@@ -554,6 +584,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     case E_HEALTH: return handle_health(s, c, r);
     case E_METRICS: return handle_metrics(s, c, r);
     case E_RELOAD: return handle_reload(s, c, r);
+    case E_REVIEW: return handle_review(s, c, r, url, method);
     case E_DRIFT: return handle_drift(s, c, r);
     default: return send_err(s, c, r, 404, "no such endpoint");
     }
@@ -651,7 +682,8 @@ dn_status dn_server_start(const dn_server_config *c, dn_server **out) {
     struct sockaddr_in addr;
     if ((rc = parse_listen(listen, &addr, s->listen_host, sizeof s->listen_host))) goto fail;
     dn_pipeline_config pc = {c->model_path, c->db_url, c->rules_path, c->store_images, c->workers, c->queue,
-                             c->session_threads, c->batch, c->dry_run, c->quiet, c->good_class, c->drift_window};
+                             c->session_threads, c->batch, c->dry_run, c->quiet, c->good_class, c->drift_window,
+                             c->review, c->review_agree, c->shadow_model};
     if ((rc = dn_pipeline_open(&pc, &s->pipe))) goto fail;
     s->metrics = dn_pipeline_metrics(s->pipe);
     if ((rc = start_daemon(s, &addr, listen))) goto fail;

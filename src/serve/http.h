@@ -74,6 +74,9 @@ typedef struct dn_server_config {
     const char *good_class;      /* class meaning "good part" for decisions and /metrics (NULL = the model's) */
     const char *drift_window;    /* drift windows per line/camera: "500" or "1h" (docs/drift.md); NULL = "500" */
     int quiet;                   /* no per-event log lines on stderr */
+    const char *review;          /* review queue policy (docs/review.md), NULL = none */
+    int review_agree;            /* reviewers who must agree, 0 = the policy's (default 1) */
+    const char *shadow_model;    /* candidate model run in shadow, NULL = none */
 } dn_server_config;
 
 typedef struct dn_server dn_server;

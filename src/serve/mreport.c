@@ -255,6 +255,7 @@ void dn_mreport_free(dn_mreport *r) {
     free(r->ok_classes);
     free(r->title);
     free(r->line);
+    free(r->shadow);
     free(r);
 }
 
@@ -314,6 +315,10 @@ dn_status dn_mreport_build(dn_store *s, const dn_mreport_opts *o, dn_mreport **o
     f.to = o->to;
     f.line = o->line;
     if ((rc = dn_store_scan(s, &f, add_row, r))) goto fail;
+    if (dn_store_schema_version(s) >= 4) { /* the shadow section (docs/review.md) */
+        if (!(r->shadow = dn_calloc(1, sizeof *r->shadow))) { rc = DN_ERR_NOMEM; goto fail; }
+        if ((rc = dn_compare_store(s, o->from, o->to, r->shadow))) goto fail;
+    }
     if (r->oom) { rc = dn_fail(DN_ERR_NOMEM, "report: out of memory aggregating predictions"); goto fail; }
     /* over time: per hour when the data spans at most 48 hours, else per day (or shift) */
     int hourly = strcmp(r->group_by, "shift") && r->total && r->tmax - r->tmin <= 48 * 3600.0;
@@ -559,6 +564,10 @@ static void render_json(const dn_mreport *r, dn_sb *b) {
     dn_sb_printf(b, ",\"series_unit\":\"%s\",\"series\":", r->series_unit);
     json_table(r, r->series, b);
     json_pcharts(r, b);
+    if (r->shadow && r->shadow->n) {
+        dn_sb_puts(b, ",\"shadow\":");
+        dn_compare_json(r->shadow, b);
+    }
     dn_sb_puts(b, ",\"recent_defects\":[");
     for (int i = 0; i < r->nrecent; i++) {
         const recent_defect *d = &r->recent[i];

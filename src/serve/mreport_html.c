@@ -451,6 +451,7 @@ void dn_mreport_render_html(const dn_mreport *r, dn_sb *b) {
     svg_pareto(r, b);
     dn_sb_printf(b, "<h2>Defect and uncertain rate per %s</h2>\n", r->group_by);
     table_groups(r, b);
+    if (r->shadow && r->shadow->n) dn_compare_html(r->shadow, b);
     if (r->nrecent) {
         dn_sb_puts(b, "<h2>Most recent defects</h2>\n");
         gallery(r, b);

@@ -4,6 +4,7 @@
 #define DN_SERVE_MREPORT_INT_H
 #include "core/tz.h"
 #include "serve/mreport.h"
+#include "trust/compare.h"
 
 typedef struct {
     char *key;
@@ -44,6 +45,7 @@ struct dn_mreport {
     char series_unit[8];                 /* "hour" (data within 48 h), "day" or "shift" */
     int64_t total, defects, uncertain;
     int64_t *class_counts;               /* [capcls] */
+    struct dn_compare *shadow;          /* live vs shadow model (trust/compare.h); NULL before schema v4 */
     recent_defect recent[DN_MREPORT_RECENT];
     int nrecent;
     int oom;

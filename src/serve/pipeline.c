@@ -2,6 +2,7 @@
  * accessors; action outcomes into the store. The queue and workers are in
  * pipeline_queue.c, what happens to one classified image in pipeline_commit.c. */
 #include "serve/pipeline_int.h"
+#include "serve/rules.h"
 
 /* Copies in to out as one line of valid UTF-8: control characters, DEL and bytes that
  * are not part of a valid UTF-8 sequence become \xNN (and '\' itself \\), so a file
@@ -47,6 +48,7 @@ int dn_pipeline_log_enabled(const dn_pipeline *p) { return !p->quiet; }
 dn_store *dn_pipeline_store(dn_pipeline *p) { return p->store; }
 
 struct dn_metrics *dn_pipeline_metrics(dn_pipeline *p) { return p->metrics; }
+const dn_review_policy *dn_pipeline_review(dn_pipeline *p) { return &p->review; }
 struct dn_drift *dn_pipeline_drift(dn_pipeline *p) { return p->drift; }
 
 dn_gen *dn_pipeline_gen_acquire(dn_pipeline *p) { return dn_gen_acquire(&p->gens); }
@@ -130,6 +132,11 @@ static dn_status configure(dn_pipeline *p, const dn_pipeline_config *c) {
     dn_drift_cfg dc;
     dn_status st = dn_drift_window_parse(c->drift_window ? c->drift_window : "500", &dc);
     if (st || (st = dn_drift_new(&dc, &p->drift))) return st;
+    if ((st = dn_review_policy_parse(c->review, "--review", &p->review))) return st;
+    if (c->review_agree) {
+        if (c->review_agree < 1 || c->review_agree > 9) return dn_fail(DN_ERR_ARG, "--review-agree: expected 1..9");
+        p->review.agree = c->review_agree;
+    }
     p->nworkers = c->workers > 0 ? c->workers : dn_num_cpus();
     if (p->nworkers > 256) p->nworkers = 256;
     p->qcap = c->queue > 0 ? c->queue : 4 * p->nworkers;
@@ -169,14 +176,20 @@ dn_status dn_pipeline_open(const dn_pipeline_config *c, dn_pipeline **out) {
     dn_gen_slot_init(&p->gens, g);
     p->gens_init = 1;
     if (p->metrics) dn_metrics_expected(p->metrics, g->expected_escape, g->expected_false_reject);
+    if (c->shadow_model && (rc = dn_shadow_open(c->shadow_model, &p->shadow))) goto fail;
     if ((rc = dn_store_open(p->db_url, &p->store))) goto fail;
     if (p->rules_path) {
         dn_rules *rules = NULL;
         if ((rc = dn_rules_load(p->rules_path, &rules))) goto fail;
-        rc = dn_actions_new(rules, p->dry_run, outcome_cb, p, &p->actions);
+        /* the rules file's "review" policy, read at start (--review wins) */
+        if (!c->review && rules->review) rc = dn_review_policy_parse(rules->review, p->rules_path, &p->review);
+        if (!rc && c->review_agree) p->review.agree = c->review_agree;
+        if (!rc) rc = dn_actions_new(rules, p->dry_run, outcome_cb, p, &p->actions);
         dn_rules_free(rules);
         if (rc) goto fail;
     }
+    if ((rc = dn_review_policy_check(&p->review, g->model, c->review || !p->rules_path ? "--review" : p->rules_path)))
+        goto fail;
     p->workers = dn_calloc((size_t)p->nworkers, sizeof *p->workers);
     if (!p->workers) { rc = DN_ERR_NOMEM; goto fail; }
     for (int i = 0; i < p->nworkers; i++) {
@@ -215,6 +228,8 @@ void dn_pipeline_close(dn_pipeline *p) {
     dn_store_close(p->store);
     if (p->gens_init) dn_gen_slot_destroy(&p->gens);
     dn_metrics_free(p->metrics);
+    dn_shadow_free(p->shadow);
+    dn_review_policy_free(&p->review);
     dn_drift_free(p->drift);
     free(p->workers);
     free(p->model_path);

@@ -46,6 +46,9 @@ typedef struct dn_pipeline_config {
     const char *good_class;      /* overrides the model's good class (eval/policy.h); NULL = the model's */
     const char *drift_window;    /* drift windows per line/camera: "500" (predictions) or "1h" (trust/drift.h);
                                     NULL = "500" */
+    const char *review;          /* review queue policy (trust/review.h), NULL = none */
+    int review_agree;            /* reviewers who must agree (1..9), 0 = the policy's (agree:N, default 1) */
+    const char *shadow_model;    /* candidate model run in shadow (trust/shadow.h), NULL = none */
 } dn_pipeline_config;
 
 typedef struct dn_pipeline dn_pipeline;
@@ -114,6 +117,8 @@ void dn_job_free(dn_job *j);
 /* ---- state for health and metrics endpoints */
 dn_store *dn_pipeline_store(dn_pipeline *p);      /* owned by the pipeline */
 struct dn_metrics *dn_pipeline_metrics(dn_pipeline *p);
+struct dn_review_policy;
+const struct dn_review_policy *dn_pipeline_review(dn_pipeline *p); /* the review queue policy (never NULL) */
 struct dn_drift *dn_pipeline_drift(dn_pipeline *p); /* owned by the pipeline (GET /v1/drift, /metrics) */
 dn_gen *dn_pipeline_gen_acquire(dn_pipeline *p);  /* current generation, +1 reference */
 void dn_pipeline_gen_release(dn_pipeline *p, dn_gen *g);
@@ -130,6 +135,8 @@ int dn_pipeline_log_enabled(const dn_pipeline *p);
 void dn_json_error(dn_sb *b, int code, const char *msg);
 /* [,]"key":"v" or null */
 void dn_json_opt_str(dn_sb *b, const char *key, const char *v, int comma);
+/* {"class":prob,...} of one image under generation g. */
+void dn_pipeline_scores_json(dn_sb *sc, const dn_gen *g, const float *probs);
 /* A stored prediction as a JSON object without its closing brace. */
 void dn_pred_row_json_open(dn_sb *b, const dn_pred_row *r);
 

@@ -79,7 +79,7 @@ void dn_job_fail(dn_job *j, int code, const char *msg) {
 }
 
 /* {"class":prob,...} of one image. */
-static void scores_json(dn_sb *sc, const dn_gen *g, const float *probs) {
+void dn_pipeline_scores_json(dn_sb *sc, const dn_gen *g, const float *probs) {
     int nc = dn_model_num_classes(g->model);
     dn_sb_puts(sc, "{");
     for (int i = 0; i < nc; i++) {
@@ -179,6 +179,18 @@ static void publish_committed(dn_pipeline *p, const dn_pred_record *rec, int64_t
     }
 }
 
+/* A new prediction into the review queue (when the policy picks it) and through the
+ * shadow model (--shadow). Best effort: the prediction is durable already, so failures
+ * are logged, never answered. feat: the image's pooled features (neighbours), may be NULL. */
+static void review_and_shadow(worker *w, dn_gen *g, const dn_job *j, const dn_prediction *pr, double time, int64_t id,
+                              const float *feat) {
+    dn_pipeline *p = w->p;
+    if (dn_review_after_commit(&p->review, p->store, g->model, id, pr, time, feat))
+        dn_pipeline_log(p, "review queue: prediction %lld not queued: %s", (long long)id, dn_last_error());
+    if (p->shadow && dn_shadow_run(p->shadow, &w->shw, j->req.data, j->req.len, id, p->store))
+        dn_pipeline_log(p, "shadow: prediction %lld: %s", (long long)id, dn_last_error());
+}
+
 /* After classification: image copy, commit to the store, actions, answer. */
 /* feat: the image's pooled features (drift monitor). */
 void dn_pipeline_finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction *pr, const float *probs, const float *feat) {
@@ -195,7 +207,7 @@ void dn_pipeline_finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction
         dn_job_fail(j, 503, msg);
         goto done;
     }
-    scores_json(&sc, g, probs);
+    dn_pipeline_scores_json(&sc, g, probs);
     if (sc.oom) { dn_job_fail(j, 500, "out of memory"); goto done; }
     dn_pred_record rec = {0};
     rec.time = dn_wall_now();
@@ -232,6 +244,7 @@ void dn_pipeline_finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction
     if (j->code != 200) goto done;
     if (b.oom) { dn_job_fail(j, 500, "out of memory"); goto done; }
     if (!existed) publish_committed(p, &rec, id, b.s);
+    if (!existed) review_and_shadow(w, g, j, pr, rec.time, id, feat);
     j->id = id;
     j->body = b.s;
     b.s = NULL;

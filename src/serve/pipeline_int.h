@@ -16,6 +16,8 @@
 #include "serve/actions.h"
 #include "serve/metrics.h"
 #include "serve/multipart.h"
+#include "trust/review_serve.h"
+#include "trust/shadow.h"
 #include "trust/drift.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +52,7 @@ typedef struct worker {
     int sess_serial;
     float *probs;                   /* batch x num_classes */
     dn_prediction *preds;           /* batch */
+    dn_shadow_worker shw;           /* session of the shadow model (--shadow) */
 } worker;
 
 struct dn_pipeline {
@@ -59,6 +62,8 @@ struct dn_pipeline {
     dn_store *store;
     dn_metrics *metrics;
     dn_actions *actions;
+    dn_review_policy review;        /* what goes into the review queue (trust/review.h) */
+    dn_shadow *shadow;              /* candidate model in shadow, NULL = none */
     dn_drift *drift;                /* drift windows per line/camera (trust/drift.h) */
     dn_gen_slot gens;
     int gens_init;

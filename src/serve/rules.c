@@ -3,6 +3,7 @@
 #include "serve/rules.h"
 #include "core/core.h"
 #include "core/json.h"
+#include "trust/review.h"
 #include "trust/drift.h"
 #include <math.h>
 #include <stdarg.h>
@@ -41,6 +42,7 @@ void dn_rules_free(dn_rules *r) {
     for (int i = 0; i < r->n; i++) free_rule(&r->rules[i]);
     free(r->rules);
     free(r->name);
+    free(r->review);
     free(r);
 }
 
@@ -480,8 +482,19 @@ dn_status dn_rules_parse(const char *text, size_t len, const char *name, dn_rule
                 goto fail;
             }
             rs->drain_s = d;
+        } else if (!strcmp(k, "review")) { /* serve's review queue policy (docs/review.md) */
+            char who[300];
+            snprintf(who, sizeof who, "%s: \"review\"", name);
+            dn_review_policy rp;
+            if (dn_json_type_of(v) != DN_JSON_STR) {
+                st = dn_fail(DN_ERR_FORMAT, "%s must be a string like \"uncertain,unknown,cap:100/h\"", who);
+                goto fail;
+            }
+            if ((st = dn_review_policy_parse(dn_json_str(v, ""), who, &rp))) goto fail;
+            dn_review_policy_free(&rp);
+            if (!(rs->review = dn_strdup(dn_json_str(v, "")))) { st = DN_ERR_NOMEM; goto fail; }
         } else {
-            st = dn_fail(DN_ERR_FORMAT, "%s: unknown top-level field \"%s\" (known: version, queue_capacity, drain_s, rules)",
+            st = dn_fail(DN_ERR_FORMAT, "%s: unknown top-level field \"%s\" (known: version, queue_capacity, drain_s, review, rules)",
                          name, k);
             goto fail;
         }

@@ -71,6 +71,7 @@ struct dn_rules {
     int n;
     int queue_capacity;  /* per action queue */
     double drain_s;      /* dn_actions_free: time allowed to finish queued actions */
+    char *review;        /* "review" queue policy for serve (trust/review.h), NULL = none */
     atomic_int refs;
 };
 

@@ -306,6 +306,13 @@ static dn_status prepare_data(run *r, const char *split_path, dn_train_result *r
     const dn_train_cfg *c = r->cfg;
     dn_status st;
     if ((st = dn_dataset_prepare(c->data, split_path, &c->split, c->drop_dups, c->quiet ? NULL : stderr, &r->ds))) return st;
+    if (c->add_data) { /* training split only: val/test stay what the previous model was measured on */
+        int added = 0, cross = 0, within = 0, dropped = 0;
+        if ((st = dn_dataset_add(r->ds, c->add_data, DN_SPLIT_TRAIN, &added)) ||
+            (st = dn_dataset_dedup(r->ds, c->drop_dups, c->quiet ? NULL : stderr, &cross, &within, &dropped)))
+            return dn_fail_prefix(st, "--add-data");
+        if (!c->quiet) fprintf(stderr, "--add-data %s: %d images added to the training split\n", c->add_data, added);
+    }
     r->k = r->ds->nclasses;
     if ((st = dn_dataset_select(r->ds, DN_SPLIT_TRAIN, &r->tr_paths, &r->tr_labels, &r->ntr))) return st;
     if ((st = dn_dataset_select(r->ds, DN_SPLIT_VAL, &r->va_paths, &r->va_labels, &r->nva))) return st;

@@ -59,6 +59,8 @@ typedef struct dn_train_cfg {
     const char *split_manifest; /* reused if it exists, else written (default <out>.split.csv) */
     dn_split_cfg split;
     int drop_dups;              /* drop cross-split duplicate copies */
+    const char *add_data;       /* more images (ImageFolder or manifest, e.g. `defectnet export --reviewed`)
+                                   added to the training split only; NULL = none */
     const char *weights;        /* torchvision .pth, defectnet model, or "none" */
     const char *out;            /* best model (defectnet safetensors) */
     const char *checkpoint;     /* default <out>.ckpt */
