@@ -1,7 +1,8 @@
 #!/bin/sh
 # One command, one run: ResNet-18 (224x224, same weights, same input tensor) on
-# defectnet (every conv implementation available), ONNX Runtime (npm
-# onnxruntime-node, CPU) and PyTorch (Debian python3-torch), alternating the
+# defectnet (every conv implementation available; int8 calibrated on the input
+# images), ONNX Runtime (npm onnxruntime-node, CPU) and PyTorch (Debian
+# python3-torch; fp32 and its own int8 ResNet-18), alternating the
 # systems round by round. Prints a ratio table and the per-layer conv GFLOP/s
 # and % of the measured FMA peak (bench_conv), and appends both to BENCHMARKS.md.
 #
@@ -63,6 +64,9 @@ while [ $r -le $ROUNDS ]; do
         done
         run pytorch /usr/bin/python3 tools/bench_torch.py --weights "$W" --input $OUT/input.f32 --batch $b \
             --threads $THREADS --iters $it --warmup $wu
+        # PyTorch's own int8 ResNet-18 (fused, static, calibrated on the same images as defectnet's int8)
+        run "pytorch int8" /usr/bin/python3 tools/bench_torch.py --weights "$W" --input $OUT/input.f32 --batch $b \
+            --threads $THREADS --iters $it --warmup $wu --int8
     done
     for t in all head; do
         run "pytorch train-$t" /usr/bin/python3 tools/bench_torch.py --weights "$W" --input $OUT/input.f32 \

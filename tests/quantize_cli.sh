@@ -32,7 +32,7 @@ err=$("$BIN" quantize --model $M --data "$tmp/val" --mode int8 --calib-method me
 if [ $rc -eq 2 ] && [ "$(echo "$err" | wc -l)" -eq 1 ] && echo "$err" | grep -q "'mean'"; then ok int8_bad_calib_method
 else bad "int8_bad_calib_method (rc $rc): $err"; fi
 out=$("$BIN" quantize --model $M --data "$tmp/val" --calib "$tmp/val" --mode int8 --out "$tmp/q8.safetensors" --min-agreement 0.5 2>"$tmp/err8"); rc=$?
-if [ $rc -eq 1 ] && echo "$out" | grep -q "top-1 agreement with fp32" && grep -q "calibrating int8 activations (percentile) on 4 calibration images" "$tmp/err8"; then
+if [ $rc -eq 1 ] && echo "$out" | grep -q "top-1 agreement with fp32" && grep -q "calibrating int8 activations (minmax) on 4 calibration images" "$tmp/err8"; then
     ok quantize_int8
 else bad "quantize_int8 (rc $rc): $out $(cat "$tmp/err8")"; fi
 info=$("$BIN" info "$tmp/q8.safetensors" 2>&1)

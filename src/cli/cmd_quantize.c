@@ -1,7 +1,7 @@
 /* defectnet quantize: opt a model into reduced-precision inference, guarded.
  *
  *   defectnet quantize --model M --val DIR_OR_MANIFEST --mode bf16|winograd|bf16+winograd --out M2
- *                      [--calib DIR_OR_MANIFEST] [--calib-method percentile|minmax] [--max-calib N]
+ *                      [--calib DIR_OR_MANIFEST] [--calib-method minmax|percentile] [--max-calib N]
  *                      [--min-agreement 0.995] [--no-fallback]
  *                      [--max-val N] [--batch B] [--threads T]
  *
@@ -12,7 +12,7 @@
  * agreement it warns and keeps fp32 for the convs that cause the disagreement
  * (greedy, most sensitive first); with --no-fallback, or if no layer choice
  * reaches the minimum, it refuses and writes nothing. int8 first calibrates the
- * activation scales (--calib-method percentile|minmax) on --calib images (of a
+ * activation scales (--calib-method minmax (default) | percentile 99.99) on --calib images (of a
  * split manifest its train rows), or, without --calib, on the train rows of the
  * --manifest/--data split manifest, else on the validation images; bf16 and
  * Winograd need no calibration (--calib is then unused).
@@ -35,7 +35,7 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: defectnet quantize -m|--model M (-d|--data DIR|CSV | --manifest SPLIT.csv)\n"
                "                          --mode bf16|winograd|bf16+winograd|int8 -o|--out M2\n"
-               "                          [--calib DIR|CSV] [--calib-method percentile|minmax] [--max-calib N]\n"
+               "                          [--calib DIR|CSV] [--calib-method minmax|percentile] [--max-calib N]\n"
                "                          [--min-agreement 0.995] [--no-fallback]\n"
                "                          [--max-val N] [--batch B] [--threads T]\n"
                "  Validation images: a folder of class folders or a CSV manifest (of a split manifest\n"
