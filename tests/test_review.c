@@ -370,6 +370,25 @@ TEST(serve_review_queue_labels_and_errors) {
     snprintf(path, sizeof path, "/v1/review/%lld/heatmap", (long long)id1);
     CHECK(http(port, "GET", path, NULL, 0, g_auth, &r) == 404 && is_json_error(&r, 404, "heatmap"));
     resp_free(&r);
+    /* a heatmap where serve --heatmaps writes it (<copy stem>.<model sha[0:12]>.cam.png) is linked and served */
+    {
+        dn_pred_row row;
+        int found = 0;
+        char hp[1400];
+        CHECK(dn_store_get(dn_server_store(s), id1, &row, &found) == DN_OK && found && row.image_copy);
+        if (found && row.image_copy) {
+            snprintf(hp, sizeof hp, "%.*s.%.12s.cam.png", (int)(strrchr(row.image_copy, '.') - row.image_copy),
+                     row.image_copy, row.model_sha256);
+            CHECK(write_file(hp, "PNGDATA", 7) == 0);
+        }
+        dn_pred_row_clear(&row);
+        CHECK(http(port, "GET", path, NULL, 0, g_auth, &r) == 200 && r.body.len == 7 && !memcmp(r.body.s, "PNGDATA", 7));
+        resp_free(&r);
+        char ip[64];
+        snprintf(ip, sizeof ip, "/v1/review/%lld", (long long)id1);
+        CHECK(http(port, "GET", ip, NULL, 0, g_auth, &r) == 200 && r.body.s && strstr(r.body.s, "\"heatmap_url\":\"/v1/review/"));
+        resp_free(&r);
+    }
     /* corrupt posts: 4xx with a one-line JSON error, nothing recorded */
     snprintf(body, sizeof body, "{\"label\":\"%s\",\"reviewer\":\"ana\"}", g_names[1]);
     CHECK(post_label(port, id1, "{\"label\":", &r) == 400 && is_json_error(&r, 400, "bad JSON"));

@@ -95,12 +95,13 @@ static void top_scores(dn_sb *b, const char *scores) {
     dn_sb_puts(b, "]");
 }
 
-/* <copy without extension>.cam.png, when that file exists. */
-static int heatmap_path(const char *copy, char *out, size_t n) {
-    if (!copy) return 0;
+/* The Grad-CAM overlay serve --heatmaps writes beside the image copy,
+ * <copy without extension>.<model sha256[0:12]>.cam.png, when that file exists. */
+static int heatmap_path(const char *copy, const char *model_sha, char *out, size_t n) {
+    if (!copy || !model_sha) return 0;
     const char *dot = strrchr(copy, '.'), *slash = strrchr(copy, '/');
     size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - copy) : strlen(copy);
-    if ((size_t)snprintf(out, n, "%.*s.cam.png", (int)stem, copy) >= n) return 0;
+    if ((size_t)snprintf(out, n, "%.*s.%.12s.cam.png", (int)stem, copy, model_sha) >= n) return 0;
     struct stat sb;
     return stat(out, &sb) == 0 && S_ISREG(sb.st_mode);
 }
@@ -119,7 +120,7 @@ static dn_status item_json(dn_store *st, const dn_review_item *it, dn_sb *b) {
     dn_json_opt_str(b, "label", it->final ? it->label : NULL, 1);
     if (row.image_copy) dn_sb_printf(b, ",\"image_url\":\"/v1/review/%lld/image\"", (long long)it->id);
     else dn_sb_puts(b, ",\"image_url\":null");
-    if (heatmap_path(row.image_copy, hm, sizeof hm)) dn_sb_printf(b, ",\"heatmap_url\":\"/v1/review/%lld/heatmap\"", (long long)it->id);
+    if (heatmap_path(row.image_copy, row.model_sha256, hm, sizeof hm)) dn_sb_printf(b, ",\"heatmap_url\":\"/v1/review/%lld/heatmap\"", (long long)it->id);
     else dn_sb_puts(b, ",\"heatmap_url\":null");
     dn_sb_puts(b, ",\"top\":");
     top_scores(b, row.scores_json);
@@ -221,7 +222,7 @@ static void handle_file(dn_pipeline *p, dn_review_http *h, int64_t id, int heatm
     char path[1300];
     int have = found && row.image_copy;
     if (have) snprintf(path, sizeof path, "%s", row.image_copy);
-    if (have && heatmap) have = heatmap_path(row.image_copy, path, sizeof path);
+    if (have && heatmap) have = heatmap_path(row.image_copy, row.model_sha256, path, sizeof path);
     dn_pred_row_clear(&row);
     if (!have) {
         snprintf(msg, sizeof msg, heatmap ? "review item %lld has no heatmap"

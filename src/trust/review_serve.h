@@ -6,7 +6,7 @@
  *   GET  /v1/review/disagreements     open items whose reviewers disagree
  *   GET  /v1/review/{id}              one item (open or final) with its labels
  *   GET  /v1/review/{id}/image        the stored image copy (needs --store-images)
- *   GET  /v1/review/{id}/heatmap      <copy>.cam.png beside the image copy, when present
+ *   GET  /v1/review/{id}/heatmap      the Grad-CAM overlay of serve --heatmaps beside the copy, if any
  *   POST /v1/review/{id}              {"label":"scratch","reviewer":"ana"}
  * Every /v1/review endpoint needs the bearer token when serve has one; /review does not
  * (it is a static page that asks for the token).
