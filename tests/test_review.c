@@ -159,6 +159,42 @@ TEST(neighbours_from_bank_with_labels) {
         CHECK(n == 3 && nb[0].cls == -1);
     }
     dn_model_free(m2);
+    /* through serve: a queued item lists its nearest bank rows with their classes */
+    {
+        char mp[600], db[600];
+        snprintf(mp, sizeof mp, "%s/ood_model2.safetensors", g_dir);
+        snprintf(db, sizeof db, "sqlite:%s/neighbours.db", g_dir);
+        CHECK(dn_model_save(m, mp) == DN_OK);
+        dn_server_config c = {0};
+        c.model_path = mp;
+        c.db_url = db;
+        c.listen = "127.0.0.1:0";
+        c.quiet = 1;
+        c.workers = 1;
+        c.review = "accepted,uncertain,unknown";
+        dn_server *s = NULL;
+        if (dn_server_start(&c, &s)) printf("  start: %s\n", dn_last_error());
+        CHECK(s != NULL);
+        if (s) {
+            resp r;
+            CHECK(post_image(dn_server_port(s), 2, NULL, &r) == 200);
+            resp_free(&r);
+            CHECK(http(dn_server_port(s), "GET", "/v1/review", NULL, 0, NULL, &r) == 200);
+            dn_json *j = resp_json(&r);
+            const dn_json *nbs = dn_json_get(dn_json_at(dn_json_get(j, "items"), 0), "neighbours");
+            CHECK_MSG(dn_json_len(nbs) == 5, "%s", r.body.s ? r.body.s : "");
+            for (size_t i = 0; i < dn_json_len(nbs); i++) {
+                const dn_json *e = dn_json_at(nbs, i);
+                int row = (int)dn_json_num(dn_json_get(e, "row"), -1);
+                CHECK(row >= 0 && row < o->nbank && dn_json_num(dn_json_get(e, "distance"), -9) >= -1e-6);
+                if (row >= 0 && row < o->nbank)
+                    CHECK(!strcmp(dn_json_str(dn_json_get(e, "class"), ""), m->class_names[o->bank_y[row]]));
+            }
+            dn_json_free(j);
+            resp_free(&r);
+            dn_server_stop(s);
+        }
+    }
     /* no bank: no neighbours */
     m->ood = NULL;
     dn_review_neighbours(m, q, 5, nb, &n);
