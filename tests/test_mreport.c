@@ -282,7 +282,8 @@ TEST(html_in_chromium) {
     if (d) {
         char *t = realloc(d, dl + 1);
         t[dl] = 0;
-        CHECK_MSG(count_substr(t, "<svg") == 3 + 2, "svg count %d", count_substr(t, "<svg"));
+        CHECK_MSG(count_substr(t, "<svg") == 3 + 2 + 1, "svg count %d", count_substr(t, "<svg")); /* p-charts, series, pareto, drift */
+        CHECK(count_substr(t, "id=\"chart-drift\"") == 1 && count_substr(t, "class=\"drift-line\"") == 3);
         CHECK(count_substr(t, "class=\"pchart") == 3 || count_substr(t, "class=\"chart pchart\"") == 3);
         CHECK_MSG(count_substr(t, "class=\"point out\"") == 1, "%d red points", count_substr(t, "class=\"point out\""));
         CHECK(strstr(t, "id=\"kpi-out\">1<") && strstr(t, "id=\"kpi-total\">1200<"));

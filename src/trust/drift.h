@@ -93,7 +93,7 @@ dn_status dn_drift_ref_from_model(const dn_model *m, dn_drift_ref **out);
 /* Fingerprint of what the reference depends on (16 hex digits + NUL). */
 void dn_drift_fingerprint(const dn_model *m, char out[17]);
 void dn_drift_ref_free(dn_drift_ref *r);
-/* One line for `info`: "no drift reference" or "300 val images: ...". */
+/* One line for `info`: "none (no drift reference: ...)", "unusable: ..." or "300 val images: ...". */
 void dn_drift_ref_describe(const dn_model *m, char *buf, size_t n);
 
 /* ---- the monitor of `serve` */

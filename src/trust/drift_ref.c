@@ -477,7 +477,7 @@ dn_status dn_drift_ref_store(dn_model *m, const float *feat, int n, int *stored)
 
 void dn_drift_ref_describe(const dn_model *m, char *buf, size_t n) {
     dn_drift_ref *r = NULL;
-    if (!dn_meta_get(&m->meta, "drift")) { snprintf(buf, n, "no drift reference"); return; }
+    if (!dn_meta_get(&m->meta, "drift")) { snprintf(buf, n, "none (no drift reference: run `defectnet calibrate`)"); return; }
     if (dn_drift_ref_from_model(m, &r)) { snprintf(buf, n, "unusable: %s", dn_last_error()); return; }
     snprintf(buf, n, "%d val images: confidence %d bins, ood_score %s, %d classes, %d feature components; "
              "mean confidence %.4f", r->rows, r->conf.nb, r->ood.nb ? "binned" : "none (no detector)", r->ncls, r->npc,
