@@ -196,7 +196,17 @@ static void svg_drift(const dn_mreport *r, const int *order, int nl, dn_sb *b) {
             double v = pts[k]->conf_sum / (double)pts[k]->total;
             if (x >= 0) dn_sb_printf(b, "%s%.1f,%.1f", k ? " " : "", L + (x + 0.5) * bw, T + ph - ph * (v - ymin) / (1 - ymin));
         }
-        dn_sb_puts(b, "\"/></g>\n");
+        dn_sb_puts(b, "\"/>");
+        for (int k = 0; k < n; k++) { /* points too: a single bucket draws no line */
+            int x = bucket_index(S, strchr(pts[k]->key, '\x1f') + 1);
+            double v = pts[k]->conf_sum / (double)pts[k]->total;
+            if (x < 0) continue;
+            dn_sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.5\" fill=\"%s\"><title>", L + (x + 0.5) * bw,
+                         T + ph - ph * (v - ymin) / (1 - ymin), col);
+            dn_sb_html(b, strchr(pts[k]->key, '\x1f') + 1);
+            dn_sb_printf(b, ": %.1f%% over %lld predictions</title></circle>", 100 * v, (long long)pts[k]->total);
+        }
+        dn_sb_puts(b, "</g>\n");
         free(pts);
     }
     dn_sb_printf(b, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#9aa5b1\"/>\n", L, T + ph, L + pw, T + ph);
