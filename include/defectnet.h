@@ -137,10 +137,16 @@ typedef enum {
 /* "accepted" | "uncertain" | "unknown" ("?" for anything else). */
 DN_API const char *dn_decision_name(int decision);
 
+/* The classify functions apply the model's decision policy: a model whose
+ * metadata stores a good class and a good_threshold (`defectnet eval
+ * --target-escape/--cost`) accepts a part as good only if p(good) >=
+ * good_threshold ("reject unless confidently good"); without one, the plain
+ * rule (argmax, uncertain below the model threshold) holds. */
 typedef struct dn_prediction {
-    int cls;              /* argmax class */
+    int cls;              /* argmax class; the good class when the policy accepts it */
     float confidence;     /* calibrated softmax probability of cls */
-    int uncertain;        /* 1 if confidence < model threshold */
+    int uncertain;        /* 1 if confidence < model threshold, or cls is the good class below the policy's
+                             good_threshold */
     int decision;         /* dn_decision */
     float ood_score;      /* novelty, higher = more unusual; NAN if the model has no OOD data */
 } dn_prediction;
@@ -178,6 +184,10 @@ DN_API dn_status dn_session_classify(dn_session *s, const dn_image *img, dn_pred
  * max_batch. preds: n entries; probs NULL or n x num_classes. */
 DN_API dn_status dn_session_classify_images(dn_session *s, const dn_image *imgs, int n, dn_prediction *preds,
                                             float *probs);
+/* Classify with another good class than the model's (as `serve --good-class`): name must be a
+ * class of the model (else DN_ERR_ARG listing them); a stored good_threshold chosen for another
+ * class no longer applies. NULL: back to the model's own policy. Affects this session only. */
+DN_API dn_status dn_session_set_good_class(dn_session *s, const char *name);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 #include "harness.h"
 #include "nn/model.h"
 #include "io/safetensors.h"
+#include <math.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -442,6 +443,111 @@ done:
     dn_model_free(m);
 }
 
+/* The model's stored decision policy (eval --target-escape/--cost: "reject
+ * unless p(good) >= T") applies in predict and the C API, not only in serve:
+ * a head with constant probabilities (zero weights) gives p(ok) = 0.8 for
+ * every image; with good_threshold 0.93 that is uncertain, without a policy
+ * (or with another good class) accepted. */
+static char *policy_model(const char *file, const char *policy) {
+    dn_model *m = NULL;
+    if (dn_model_load(MODEL, &m) != DN_OK) return NULL;
+    static const char *names[5] = {"crack", "ok", "patch", "scratch", "spot"};
+    const float p[5] = {0.05f, 0.8f, 0.05f, 0.05f, 0.05f};
+    for (int i = 0; i < 5; i++) {
+        free(m->class_names[i]);
+        m->class_names[i] = dn_strdup(names[i]);
+        m->fc_b[i] = logf(p[i]);
+    }
+    memset(m->fc_w, 0, (size_t)m->num_classes * m->feat_dim * sizeof(float));
+    m->pp.resize = 0;
+    m->pp.crop = 32;
+    m->threshold = 0.5f;
+    if (policy) dn_meta_set(&m->meta, "decision_policy", policy);
+    char *path = malloc(400);
+    snprintf(path, 400, "%s/%s", g_dir, file);
+    dn_status st = dn_model_save(m, path);
+    dn_model_free(m);
+    if (st) { free(path); return NULL; }
+    return path;
+}
+
+TEST(stored_decision_policy_applied) {
+    if (!g_dir[0]) SKIP("DN_BIN not set (run through tests/run.sh)");
+    char *plain = policy_model("plain.safetensors", NULL);
+    char *strict = policy_model("strict.safetensors", "{\"good_class\":\"ok\",\"good_threshold\":0.93}");
+    char *broken = policy_model("broken.safetensors", "{\"good_class\":\"crack\",\"good_threshold\":0.93}");
+    CHECK(plain && strict && broken);
+    if (!plain || !strict || !broken) goto done;
+    /* the C API */
+    dn_model *mp = NULL, *ms = NULL, *mb = NULL;
+    dn_session *sp = NULL, *ss = NULL, *sb = NULL, *sh = NULL;
+    CHECK(dn_model_load(plain, &mp) == DN_OK && dn_model_load(strict, &ms) == DN_OK && dn_model_load(broken, &mb) == DN_OK);
+    if (!mp || !ms || !mb) goto capi_done;
+    CHECK(dn_session_new(mp, 2, 1, &sp) == DN_OK && dn_session_new(ms, 2, 1, &ss) == DN_OK);
+    CHECK(dn_session_new_shared(ss, 1, 1, &sh) == DN_OK);
+    CHECK(dn_session_new(mb, 1, 1, &sb) == DN_OK); /* forward still possible; classify refuses */
+    if (!sp || !ss || !sh || !sb) goto capi_done;
+    char img_path[400];
+    snprintf(img_path, sizeof img_path, "%s/a_good.pgm", g_dir);
+    dn_image img = {0};
+    CHECK(dn_image_load(img_path, &img) == DN_OK);
+    dn_prediction a, b[2];
+    CHECK(dn_session_classify(sp, &img, &a, NULL) == DN_OK);
+    CHECK(a.cls == 1 && fabsf(a.confidence - 0.8f) < 1e-4f && !a.uncertain && a.decision == DN_DECISION_ACCEPTED);
+    memset(&a, 0x5a, sizeof a); /* garbage in: every field set */
+    CHECK(dn_session_classify(ss, &img, &a, NULL) == DN_OK);
+    CHECK_MSG(a.cls == 1 && a.uncertain && a.decision == DN_DECISION_UNCERTAIN, "cls %d unc %d dec %d", a.cls,
+              a.uncertain, a.decision);
+    dn_image two[2] = {img, img};
+    CHECK(dn_session_classify_images(ss, two, 2, b, NULL) == DN_OK);
+    CHECK(b[0].uncertain && b[1].decision == DN_DECISION_UNCERTAIN);
+    CHECK(dn_session_classify(sh, &img, &a, NULL) == DN_OK && a.decision == DN_DECISION_UNCERTAIN); /* shared plan */
+    /* another good class: the threshold chosen for "ok" no longer applies */
+    CHECK(dn_session_set_good_class(ss, "crack") == DN_OK);
+    CHECK(dn_session_classify(ss, &img, &a, NULL) == DN_OK && a.cls == 1 && a.decision == DN_DECISION_ACCEPTED);
+    CHECK(dn_session_set_good_class(ss, "nosuch") == DN_ERR_ARG && strstr(dn_last_error(), "'nosuch'") &&
+          strstr(dn_last_error(), "crack, ok, patch"));
+    CHECK(dn_session_set_good_class(ss, NULL) == DN_OK);
+    CHECK(dn_session_classify(ss, &img, &a, NULL) == DN_OK && a.decision == DN_DECISION_UNCERTAIN);
+    CHECK(dn_session_classify(sh, &img, &a, NULL) == DN_OK && a.decision == DN_DECISION_UNCERTAIN);
+    CHECK(dn_session_classify(sb, &img, &a, NULL) == DN_ERR_FORMAT && strstr(dn_last_error(), "decision_policy"));
+    dn_image_free(&img);
+capi_done:
+    dn_session_free(sh); dn_session_free(sb); dn_session_free(ss); dn_session_free(sp);
+    dn_model_free(mb); dn_model_free(ms); dn_model_free(mp);
+
+    /* predict */
+    char args[1200], *out, *err;
+    snprintf(args, sizeof args, "--model %s --format jsonl %s/a_good.pgm", strict, g_dir);
+    CHECK_MSG(run(args, &out, &err) == 0, "%s", err);
+    CHECK_MSG(strstr(out, "\"class\": \"ok\"") && strstr(out, "\"uncertain\": true") &&
+              strstr(out, "\"decision\": \"uncertain\"") && strstr(out, "\"policy\": \"good_threshold 0.93\"") &&
+              strstr(out, "\"good_class\": \"ok\""), "%s", out);
+    free(out); free(err);
+    snprintf(args, sizeof args, "--model %s --format jsonl %s/a_good.pgm", plain, g_dir);
+    CHECK(run(args, &out, &err) == 0);
+    CHECK_MSG(strstr(out, "\"decision\": \"accepted\"") && !strstr(out, "\"policy\""), "%s", out);
+    free(out); free(err);
+    snprintf(args, sizeof args, "--model %s --format jsonl --good-class crack %s/a_good.pgm", strict, g_dir);
+    CHECK(run(args, &out, &err) == 0);
+    CHECK_MSG(strstr(out, "\"decision\": \"accepted\"") && !strstr(out, "\"policy\""), "%s", out);
+    free(out); free(err);
+    snprintf(args, sizeof args, "--model %s --format table %s/a_good.pgm", strict, g_dir);
+    CHECK(run(args, &out, &err) == 0);
+    CHECK_MSG(strstr(out, "uncertain") && strstr(err, "p(ok) >= 0.93") && count_lines(err) == 1, "%s", err);
+    free(out); free(err);
+    snprintf(args, sizeof args, "--model %s --good-class nosuch %s/a_good.pgm", strict, g_dir);
+    CHECK(run(args, &out, &err) == 2);
+    CHECK_MSG(strstr(err, "--good-class") && strstr(err, "'nosuch'") && count_lines(err) == 1 && !out[0], "%s", err);
+    free(out); free(err);
+    snprintf(args, sizeof args, "--model %s %s/a_good.pgm", broken, g_dir);
+    CHECK(run(args, &out, &err) == 2);
+    CHECK_MSG(strstr(err, broken) && strstr(err, "decision_policy") && count_lines(err) == 1 && !out[0], "%s", err);
+    free(out); free(err);
+done:
+    free(plain); free(strict); free(broken);
+}
+
 int main(void) {
     if (!setup()) g_dir[0] = 0;
     RUN(jsonl_good_and_bad_files);
@@ -456,6 +562,7 @@ int main(void) {
     RUN(capi_wrap_bad_arguments);
     RUN(capi_load_memory_and_metadata);
     RUN(capi_batch_classify_and_options);
+    RUN(stored_decision_policy_applied);
     if (g_dir[0]) {
         char cmd[400];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);

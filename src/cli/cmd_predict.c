@@ -1,7 +1,7 @@
 /* defectnet predict: classify image files and folders with a model.
  *
  *   defectnet predict --model M [--top-k K] [--batch B] [--threads T]
- *                     [--format table|jsonl|csv] PATH...
+ *                     [--good-class NAME] [--format table|jsonl|csv] PATH...
  *
  * PATHs are image files and/or directories (searched recursively for image
  * files by extension, natural order; dn_collect_images). Images are decoded and preprocessed with
@@ -9,7 +9,11 @@
  * One output line per image: path, class, confidence (temperature-calibrated
  * softmax), uncertain flag (confidence < model threshold), decision
  * (accepted | uncertain | unknown) and ood_score (docs/ood.md), and the top-K classes
- * with probabilities. Default format: table when stdout is a terminal, JSON lines
+ * with probabilities. The model's decision policy applies (nn/policy.h: with a
+ * stored good_threshold a good-class prediction below it is uncertain; JSON lines
+ * then carry "policy" and "good_class", the table notes it on stderr);
+ * --good-class NAME overrides the good class as serve's does (a threshold stored
+ * for another class no longer applies). Default format: table when stdout is a terminal, JSON lines
  * otherwise. A file that cannot be read or decoded is reported on stderr as one
  * line "defectnet predict: <file>: <problem>" and skipped; the rest are still
  * classified.
@@ -23,6 +27,7 @@
 #include "io/dataset.h"
 #include "nn/engine.h"
 #include "nn/model.h"
+#include "nn/policy.h"
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -74,8 +79,8 @@ static void print_header(int fmt, int k, int pathw) {
     }
 }
 
-static void print_row(int fmt, const dn_model *m, const char *path, const dn_prediction *pr, const float *probs,
-                      int k, int pathw) {
+static void print_row(int fmt, const dn_model *m, const dn_policy *pol, const char *path, const dn_prediction *pr,
+                      const float *probs, int k, int pathw) {
     int c = m->num_classes;
     ranked r[DN_MAX_CLASSES];
     for (int i = 0; i < c; i++) { r[i].idx = i; r[i].p = probs[i]; }
@@ -91,6 +96,10 @@ static void print_row(int fmt, const dn_model *m, const char *path, const dn_pre
                      pr->cls, pr->confidence, pr->uncertain ? "true" : "false", dn_decision_name(pr->decision));
         if (isnan(pr->ood_score)) dn_sb_puts(&b, "null"); /* the model has no unknown-input detector */
         else dn_sb_printf(&b, "%.6g", pr->ood_score);
+        if (pol->good >= 0 && pol->good_threshold > 0) { /* omitted: the plain argmax/threshold rule */
+            dn_sb_printf(&b, ", \"policy\": \"good_threshold %.6g\", \"good_class\": ", pol->good_threshold);
+            dn_sb_json_str(&b, dn_model_class_name(m, pol->good));
+        }
         dn_sb_puts(&b, ", \"top_k\": [");
         for (int i = 0; i < k; i++) {
             dn_sb_puts(&b, i ? ", {\"class\": " : "{\"class\": ");
@@ -125,21 +134,27 @@ static void print_row(int fmt, const dn_model *m, const char *path, const dn_pre
 static void usage(FILE *f) {
     fprintf(f,
             "usage: defectnet predict -m|--model M [--top-k K] [--batch B] [--threads T]\n"
-            "                         [-f|--format table|jsonl|csv] [-o|--out FILE] PATH...\n"
+            "                         [--good-class NAME] [-f|--format table|jsonl|csv] [-o|--out FILE] PATH...\n"
             "  PATH      image files and/or directories (searched recursively)\n"
             "  --top-k   classes listed per image (default 3, at most the number of classes)\n"
             "  --batch   images decoded and forwarded together (default 8)\n"
             "  --threads worker threads (default: all cores)\n"
+            "  --good-class NAME  the class meaning \"good part\" instead of the model's (as serve's);\n"
+            "            a good_threshold the model stores for another class then no longer applies\n"
             "  -o, --out FILE  write the results to FILE (format from its extension: .csv, .jsonl, .txt = table)\n"
             "  --format  table (default on a terminal) | jsonl (default otherwise) | csv\n"
-            "            ('?' after a table confidence / uncertain=true|1: below the model's threshold)\n"
+            "            ('?' after a table confidence / uncertain=true|1: below the model's threshold,\n"
+            "            or a good-class prediction below the stored decision policy's good_threshold,\n"
+            "            which `eval --target-escape|--cost --write-model` stores; jsonl rows then\n"
+            "            carry \"policy\": \"good_threshold T\" and \"good_class\")\n"
             "  a progress line with ETA is shown on a terminal when the results go to a file or pipe\n"
             DN_EXIT_HELP);
 }
 
 int cmd_predict(int argc, char **argv) {
     const char *out = NULL;
-    const char *model_path = NULL;
+    const char *model_path = NULL, *good_class = NULL;
+    dn_policy pol = {-1, 0};
     int topk = 3, batch = 8, threads = 0, fmt = -1, failed = 0, ok = 0, rc = 2;
     strvec inputs = {0}, files = {0};
     dn_model *m = NULL;
@@ -148,10 +163,11 @@ int cmd_predict(int argc, char **argv) {
     float *probs = NULL;
     char **names = NULL;
 
-    enum { O_TOPK = 256, O_BATCH, O_THREADS };
+    enum { O_TOPK = 256, O_BATCH, O_THREADS, O_GOOD };
     static const dn_opt opts[] = {{"model", 'm', DN_ARG_REQ, NULL}, {"top-k", O_TOPK, DN_ARG_REQ, NULL},
                                   {"batch", O_BATCH, DN_ARG_REQ, NULL}, {"threads", O_THREADS, DN_ARG_REQ, NULL},
-                                  {"format", 'f', DN_ARG_REQ, NULL}, {"out", 'o', DN_ARG_REQ, NULL}, {0}};
+                                  {"format", 'f', DN_ARG_REQ, NULL}, {"out", 'o', DN_ARG_REQ, NULL},
+                                  {"good-class", O_GOOD, DN_ARG_REQ, NULL}, {0}};
     dn_args a;
     dn_args_init(&a, "predict", argc, argv, opts);
     for (int c; (c = dn_args_next(&a)) != -1;) {
@@ -163,6 +179,7 @@ int cmd_predict(int argc, char **argv) {
         case O_TOPK: if (dn_arg_int(&a, 1, DN_MAX_CLASSES, &topk)) goto done; break;
         case O_BATCH: if (dn_arg_int(&a, 1, 1024, &batch)) goto done; break;
         case O_THREADS: if (dn_arg_int(&a, 0, 1024, &threads)) goto done; break;
+        case O_GOOD: good_class = a.val; break;
         case 'f':
             if (dn_format_parse("predict", a.val, DN_FMT_TABLE | DN_FMT_JSONL | DN_FMT_CSV, &f)) goto done;
             fmt = f == DN_FMT_TABLE ? FMT_TABLE : f == DN_FMT_JSONL ? FMT_JSONL : FMT_CSV;
@@ -193,6 +210,14 @@ int cmd_predict(int argc, char **argv) {
         goto done;
     }
     if (topk > m->num_classes) topk = m->num_classes;
+    if (dn_model_policy(m, &pol)) {
+        fprintf(stderr, "defectnet predict: %s: %s\n", model_path, dn_last_error());
+        goto done;
+    }
+    if (good_class && dn_policy_override_good(m, good_class, &pol)) {
+        fprintf(stderr, "defectnet predict: --good-class: %s\n", dn_last_error());
+        goto done;
+    }
 
     for (int i = 0; i < inputs.n; i++) {
         char **paths = NULL;
@@ -221,6 +246,10 @@ int cmd_predict(int argc, char **argv) {
         fprintf(stderr, "defectnet predict: %s\n", dn_last_error());
         goto done;
     }
+    dn_session_set_policy(s, &pol);
+    if (fmt == FMT_TABLE && pol.good >= 0 && pol.good_threshold > 0)
+        fprintf(stderr, "defectnet predict: decision policy: '%s' accepted only if p(%s) >= %.4g\n",
+                m->class_names[pol.good], m->class_names[pol.good], pol.good_threshold);
     int c = m->num_classes, crop = m->pp.crop;
     size_t per = (size_t)3 * crop * crop;
     preds = dn_calloc((size_t)batch, sizeof *preds);
@@ -271,7 +300,7 @@ int cmd_predict(int argc, char **argv) {
             failed += nb;
             continue;
         }
-        for (int i = 0; i < nb; i++) print_row(fmt, m, names[i], &preds[i], probs + (size_t)i * c, topk, pathw);
+        for (int i = 0; i < nb; i++) print_row(fmt, m, &pol, names[i], &preds[i], probs + (size_t)i * c, topk, pathw);
         if (fflush(stdout) != 0 || ferror(stdout)) { /* full disk, closed pipe: results lost, so stop */
             fprintf(stderr, "defectnet predict: cannot write results to %s: %s\n", out ? out : "standard output",
                     strerror(errno ? errno : EIO));

@@ -4,6 +4,7 @@
 #include "core/core.h"
 #include "nn/engine.h"
 #include "nn/model.h"
+#include "nn/policy.h"
 #include <string.h>
 
 const char *dn_version(void) { return DN_VERSION; }
@@ -81,6 +82,16 @@ dn_status dn_session_classify_images(dn_session *s, const dn_image *imgs, int n,
         if (st) return st;
     }
     return DN_OK;
+}
+
+dn_status dn_session_set_good_class(dn_session *s, const char *name) {
+    if (!s) return dn_fail(DN_ERR_ARG, "dn_session_set_good_class: NULL session");
+    const dn_model *m = dn_session_model(s);
+    dn_policy pol;
+    dn_status st = dn_model_policy(m, &pol);
+    if (!st && name) st = dn_policy_override_good(m, name, &pol);
+    if (!st) dn_session_set_policy(s, &pol);
+    return st;
 }
 
 const char *dn_model_arch(const dn_model *m) { return m ? m->arch : ""; }

@@ -70,6 +70,8 @@ struct dn_session {
     float *input;                 /* max_batch x 3 x in_h x in_w */
     void *scratch;                /* conv scratch: the largest any op needs for max_batch */
     size_t scratch_bytes;
+    dn_policy policy;             /* decision policy classify applies (nn/policy.h) */
+    int policy_bad;               /* the model's decision_policy record is unreadable: classify refuses */
     dn_conv_observer observe;     /* NULL, or called with every conv's input (calibration) */
     void *observe_ctx;
 };
@@ -282,6 +284,10 @@ static dn_status session_on_plan(dn_plan *p, int max_batch, int threads, dn_sess
     s->m = m;
     s->max_batch = max_batch;
     s->in_h = p->in_h; s->in_w = p->in_w;
+    if (dn_model_policy(m, &s->policy)) { /* forward/features still work; classify names the problem */
+        s->policy = (dn_policy){-1, 0};
+        s->policy_bad = 1;
+    }
     if (!(s->pool = dn_pool_new(threads))) { st = dn_fail(DN_ERR_NOMEM, "session: cannot start thread pool"); goto fail; }
     if (!(s->a_stem = alloc_floats((size_t)nb * p->stem_floats))) goto fail;
     for (int i = 0; i < 4; i++)
@@ -367,6 +373,11 @@ void dn_session_free(dn_session *s) {
 }
 
 const char *dn_session_conv_impl(const dn_session *s) { return s->p->impl_name; }
+const dn_policy *dn_session_policy(const dn_session *s) { return &s->policy; }
+void dn_session_set_policy(dn_session *s, const dn_policy *pol) {
+    s->policy = *pol;
+    s->policy_bad = 0;
+}
 int dn_session_max_batch(const dn_session *s) { return s->max_batch; }
 const dn_model *dn_session_model(const dn_session *s) { return s->m; }
 void dn_session_input_size(const dn_session *s, int *h, int *w) { *h = s->in_h; *w = s->in_w; }
@@ -565,18 +576,15 @@ const float *dn_session_last_features(const dn_session *s) { return s->feat; }
 dn_status dn_session_classify_batch(dn_session *s, const float *x, int n, dn_prediction *preds, float *probs) {
     dn_status st;
     if (!preds) return dn_fail(DN_ERR_ARG, "classify: NULL predictions");
+    if (s && s->policy_bad) { dn_policy pol; return dn_model_policy(s->m, &pol); } /* its one-line message */
     if ((st = dn_session_forward(s, x, n, s->logits))) return st;
     const dn_model *m = s->m;
     int c = m->num_classes;
     if ((st = dn_ood_score_preds(m, s->feat, s->logits, n, preds))) return st; /* raw logits + features */
     dn_softmax_t(s->logits, n, c, m->temperature, s->logits);
     for (int i = 0; i < n; i++) {
-        const float *p = s->logits + (size_t)i * c;
-        int best = 0;
-        for (int k = 1; k < c; k++) if (p[k] > p[best]) best = k;
-        preds[i].cls = best;
-        preds[i].confidence = p[best];
-        preds[i].uncertain = p[best] < m->threshold;
+        preds[i].decision = DN_DECISION_ACCEPTED;
+        dn_policy_decide(&s->policy, m->threshold, s->logits + (size_t)i * c, c, &preds[i]);
         preds[i].decision = dn_ood_decide(m, &preds[i]);
     }
     if (probs) memcpy(probs, s->logits, (size_t)n * c * sizeof(float));

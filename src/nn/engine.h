@@ -38,6 +38,7 @@
 #include "defectnet.h"
 #include "kernels/kernels.h"
 #include "nn/model.h"
+#include "nn/policy.h"
 
 typedef struct dn_session_opts {
     int max_batch;      /* >= 1 */
@@ -82,6 +83,12 @@ dn_status dn_conv_impl_parse(const char *s, dn_conv_impl *out);
 const char *dn_session_conv_impl(const dn_session *s);
 
 int dn_session_max_batch(const dn_session *s);
+/* The decision policy dn_session_classify* applies (good class + good
+ * threshold, nn/policy.h): the model's own from session creation (a shared
+ * session too), until replaced by dn_session_set_policy (predict
+ * --good-class, dn_session_set_good_class). Borrowed from the session. */
+const dn_policy *dn_session_policy(const dn_session *s);
+void dn_session_set_policy(dn_session *s, const dn_policy *pol);
 /* The model the session runs (borrowed). */
 const dn_model *dn_session_model(const dn_session *s);
 void dn_session_input_size(const dn_session *s, int *h, int *w);

@@ -64,6 +64,8 @@ dn_status dn_gen_session(dn_gen *g, int max_batch, int threads, dn_session **out
     if (rc) {
         dn_session_free(*out);
         *out = NULL;
+    } else {
+        dn_session_set_policy(*out, &g->policy); /* the served policy (--good-class), not only the model's */
     }
     return rc;
 }

@@ -7,8 +7,13 @@
  *
  * Definitions (documented in docs/serve.md):
  *  - a prediction is a "defect" when its class is not one of ok_classes
- *    (comma-separated, default "ok,good,pass,normal,clean,no_defect");
- *  - "uncertain" = decision uncertain (confidence below the model's threshold);
+ *    (comma-separated; default: every class whose name means a good part by
+ *    the good-class rule of nn/policy.h: ok, good, pass, normal, clean,
+ *    no_defect, ...);
+ *  - "uncertain" = decision uncertain (confidence below the model's threshold,
+ *    or a good-class prediction below the stored decision policy's
+ *    good_threshold); a defect or an uncertain good-class part is what
+ *    /metrics counts as "rejected" (escape / false reject: eval/policy.h words);
  *  - time buckets are local days (tz: an IANA zone read from the system's zoneinfo,
  *    UTC, or a fixed offset like +02:00; default UTC); shifts are given by their
  *    local start hours (default 6,14,22); a shift that starts before midnight keeps
