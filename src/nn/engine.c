@@ -70,10 +70,10 @@ struct dn_session {
     float *input;                 /* max_batch x 3 x in_h x in_w */
     void *scratch;                /* conv scratch: the largest any op needs for max_batch */
     size_t scratch_bytes;
-    dn_policy policy;             /* decision policy classify applies (nn/policy.h) */
-    int policy_bad;               /* the model's decision_policy record is unreadable: classify refuses */
     dn_conv_observer observe;     /* NULL, or called with every conv's input (calibration) */
     void *observe_ctx;
+    dn_policy policy;             /* decision policy classify applies (nn/policy.h) */
+    int policy_bad;               /* the model's decision_policy record is unreadable: classify refuses */
 };
 
 /* ------------------------------------------------------------ options */
@@ -373,6 +373,10 @@ void dn_session_free(dn_session *s) {
 }
 
 const char *dn_session_conv_impl(const dn_session *s) { return s->p->impl_name; }
+void dn_session_observe(dn_session *s, dn_conv_observer fn, void *ctx) {
+    s->observe = fn;
+    s->observe_ctx = ctx;
+}
 const dn_policy *dn_session_policy(const dn_session *s) { return &s->policy; }
 void dn_session_set_policy(dn_session *s, const dn_policy *pol) {
     s->policy = *pol;
@@ -382,10 +386,6 @@ int dn_session_max_batch(const dn_session *s) { return s->max_batch; }
 const dn_model *dn_session_model(const dn_session *s) { return s->m; }
 void dn_session_input_size(const dn_session *s, int *h, int *w) { *h = s->in_h; *w = s->in_w; }
 float *dn_session_input(dn_session *s) { return s->input; }
-void dn_session_observe(dn_session *s, dn_conv_observer fn, void *ctx) {
-    s->observe = fn;
-    s->observe_ctx = ctx;
-}
 void dn_session_stage_shape(const dn_session *s, int stage, int *c, int *h, int *w) {
     if (stage < 0) stage = 0;
     if (stage > 5) stage = 5;
@@ -576,7 +576,11 @@ const float *dn_session_last_features(const dn_session *s) { return s->feat; }
 dn_status dn_session_classify_batch(dn_session *s, const float *x, int n, dn_prediction *preds, float *probs) {
     dn_status st;
     if (!preds) return dn_fail(DN_ERR_ARG, "classify: NULL predictions");
-    if (s && s->policy_bad) { dn_policy pol; return dn_model_policy(s->m, &pol); } /* its one-line message */
+    if (s && s->policy_bad) { /* unreadable at session creation: its one-line message, or readable after all */
+        dn_policy pol;
+        if ((st = dn_model_policy(s->m, &pol))) return st;
+        dn_session_set_policy(s, &pol);
+    }
     if ((st = dn_session_forward(s, x, n, s->logits))) return st;
     const dn_model *m = s->m;
     int c = m->num_classes;
