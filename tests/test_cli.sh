@@ -90,7 +90,7 @@ EOF
 "$BIN" info -f json -m "$M" >"$tmp/j2" 2>>"$tmp/e"; r2=$?
 "$BIN" info --json "$M" >"$tmp/j3" 2>"$tmp/e3"; r3=$?
 if [ $r1 -eq 0 ] && [ $r2 -eq 0 ] && [ $r3 -eq 0 ] && head -c 9 "$tmp/j1" | grep -q '^{"file":' && cmp -s "$tmp/j1" "$tmp/j2" &&
-    cmp -s "$tmp/j1" "$tmp/j3" && grep -q "deprecated, use --format json" "$tmp/e3"; then ok_ info_format_forms
+    cmp -s "$tmp/j1" "$tmp/j3" && [ ! -s "$tmp/e3" ]; then ok_ info_format_forms
 else no_ info_format_forms "exit $r1/$r2/$r3: $(head -n 1 "$tmp/e")"; fi
 "$BIN" info "$M" --out="$tmp/info.json" >"$tmp/o" 2>"$tmp/e"; rc=$?
 if [ $rc -eq 0 ] && [ ! -s "$tmp/o" ] && head -c 9 "$tmp/info.json" | grep -q '^{"file":'; then ok_ info_out_json_by_extension

@@ -6,7 +6,7 @@
  * (layers and widths per stage), parameter count, classes in output order, the
  * preprocessing contract, calibration (temperature, threshold) and every other
  * metadata key (e.g. the quantization accuracy guard) verbatim. --format json
- * (old spelling --json) prints one JSON object instead. Exit codes: args.h. */
+ * (or --json) prints one JSON object instead. Exit codes: args.h. */
 #include "cli/args.h"
 #include "core/core.h"
 #include "core/json.h"
@@ -147,7 +147,7 @@ static void usage(FILE *f) {
     fprintf(f, "usage: defectnet info [-m|--model] MODEL [-f|--format table|json] [-o|--out FILE]\n"
                "  describes a model file: format, sha256 (file and source weights), architecture, parameters,\n"
                "  classes, preprocessing, calibration, unknown-input detection, good class, metadata.\n"
-               "  -f, --format F   table (default) | json (one JSON object); --json is the old spelling of -f json\n"
+               "  -f, --format F   table (default) | json (one JSON object); --json is short for -f json\n"
                "  -o, --out FILE   write the description to FILE instead of standard output\n" DN_EXIT_HELP);
 }
 
@@ -156,7 +156,7 @@ int cmd_info(int argc, char **argv) {
     int fmt = 0;
     enum { O_JSON = 256 };
     static const dn_opt opts[] = {{"model", 'm', DN_ARG_REQ, NULL}, {"format", 'f', DN_ARG_REQ, NULL},
-                                  {"out", 'o', DN_ARG_REQ, NULL}, {"json", O_JSON, DN_ARG_NONE, "--format json"}, {0}};
+                                  {"out", 'o', DN_ARG_REQ, NULL}, {"json", O_JSON, DN_ARG_NONE, NULL}, {0}};
     dn_args a;
     dn_args_init(&a, "info", argc, argv, opts);
     for (int c; (c = dn_args_next(&a)) != -1;) {
