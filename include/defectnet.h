@@ -136,6 +136,8 @@ typedef enum {
 } dn_decision;
 /* "accepted" | "uncertain" | "unknown" ("?" for anything else). */
 DN_API const char *dn_decision_name(int decision);
+/* The inverse of dn_decision_name: a dn_decision, or -1 for any other string (or NULL). */
+DN_API int dn_decision_parse(const char *name);
 
 /* The classify functions apply the model's decision policy: a model whose
  * metadata stores a good class and a good_threshold (`defectnet eval

@@ -1248,6 +1248,62 @@ TEST(dry_run_reports_without_doing) {
     col_destroy(&c);
 }
 
+/* "decision" condition: a set of accepted | uncertain | unknown; unknown comes from the
+ * event's decision (the OOD detector), uncertain from either field. Real commands run. */
+TEST(decision_condition_unknown_and_uncertain) {
+    char out[300], m[1100];
+    snprintf(out, sizeof out, "%s/decision.txt", g_dir);
+    unlink(out);
+    dn_rules *r = rules_from("decision.json",
+                             "{\"rules\": [{\"name\": \"not-sure\", \"when\": {\"decision\": [\"unknown\", \"uncertain\"]},"
+                             " \"actions\": [{\"type\": \"command\", \"shell\": \"echo $DN_CLASS >> '%s'\"}]},"
+                             "{\"name\": \"unknown-only\", \"when\": {\"decision\": \"unknown\"},"
+                             " \"actions\": [{\"type\": \"command\", \"argv\": [\"true\"]}]}]}", out);
+    CHECK(r);
+    if (!r) return;
+    collector c;
+    col_init(&c);
+    dn_actions *a = NULL;
+    CHECK(dn_actions_new(r, 0, on_outcome, &c, &a) == DN_OK);
+    dn_rules_free(r);
+    if (!a) { col_destroy(&c); return; }
+    dn_pred_event ev = make_event(61, 1000, "L5", "accepted-part", 0.95f);
+    ev.ood_score = 0.1f;
+    CHECK(dn_actions_submit(a, &ev) == 0);                 /* accepted: neither rule */
+    ev = make_event(62, 1001, "L5", "odd-part", 0.97f);    /* confident but unlike the training data */
+    ev.decision = DN_DECISION_UNKNOWN;
+    ev.ood_score = 9.5f;
+    CHECK(dn_pred_event_decision(&ev) == DN_DECISION_UNKNOWN);
+    CHECK(dn_actions_submit(a, &ev) == 2);
+    ev = make_event(63, 1002, "L5", "unsure-part", 0.3f); /* uncertain through the old field only */
+    CHECK(dn_pred_event_decision(&ev) == DN_DECISION_UNCERTAIN);
+    CHECK(dn_actions_submit(a, &ev) == 1);
+    CHECK(col_wait(&c, 3, 20) == 3);
+    CHECK(col_count(&c, "not-sure", "ok") == 2);
+    CHECK(col_count(&c, "unknown-only", "ok") == 1);
+    dn_actions_free(a);
+    char *got = slurp(out);
+    CHECK_MSG(got && strstr(got, "odd-part") && strstr(got, "unsure-part") && !strstr(got, "accepted-part"), "%s",
+              got ? got : "(no output)");
+    free(got);
+    col_destroy(&c);
+    /* bad words are refused at load with one line naming file, rule and value */
+    CHECK(load_err("decision_bad.json",
+                   "{\"rules\": [{\"name\": \"typo\", \"when\": {\"decision\": [\"unknwon\"]},"
+                   " \"actions\": [{\"type\": \"command\", \"argv\": [\"true\"]}]}]}", m, sizeof m) == DN_ERR_FORMAT);
+    CHECK_MSG(strstr(m, "decision_bad.json") && strstr(m, "rule 'typo'") && strstr(m, "\"unknwon\"") && !strchr(m, '\n'),
+              "%s", m);
+    printf("  message: %s\n", m);
+    CHECK(load_err("decision_bad2.json",
+                   "{\"rules\": [{\"name\": \"num\", \"when\": {\"decision\": 2},"
+                   " \"actions\": [{\"type\": \"command\", \"argv\": [\"true\"]}]}]}", m, sizeof m) == DN_ERR_FORMAT);
+    CHECK_MSG(strstr(m, "rule 'num'") && strstr(m, "\"decision\" must be a string or an array"), "%s", m);
+    CHECK(load_err("decision_bad3.json",
+                   "{\"rules\": [{\"name\": \"empty\", \"when\": {\"decision\": []},"
+                   " \"actions\": [{\"type\": \"command\", \"argv\": [\"true\"]}]}]}", m, sizeof m) == DN_ERR_FORMAT);
+    CHECK_MSG(strstr(m, "rule 'empty'") && strstr(m, "empty array"), "%s", m);
+}
+
 /* ------------------------------------------------------------ hot swap, queue, shutdown */
 
 TEST(hot_swap_rules) {
@@ -1508,6 +1564,7 @@ int main(void) {
     RUN(n_of_m_per_line);
     RUN(rate_window_and_cooldown);
     RUN(dry_run_reports_without_doing);
+    RUN(decision_condition_unknown_and_uncertain);
     RUN(hot_swap_rules);
     RUN(queue_full_never_blocks);
     RUN(shutdown_bounded_no_leaked_threads);

@@ -13,6 +13,7 @@
 #include "io/synth.h"
 #include "nn/engine.h"
 #include "nn/model.h"
+#include "ood/ood.h"
 #include "serve/http.h"
 #include "serve/store.h"
 #include <curl/curl.h>
@@ -1054,6 +1055,191 @@ TEST(stored_decision_policy_applied) {
     if (s) dn_server_stop(s);
 }
 
+/* ------------------------------------------------------------ unknown inputs, heatmaps */
+
+/* The prototype model with an unknown-input detector fitted on synthetic renders of its
+ * classes (dn_ood_calibrate_files, the code of `defectnet calibrate`). */
+static int build_ood_model(const char *out, float *threshold) {
+    enum { PER_FIT = 8, PER_VAL = 6 };
+    char *fit[NCLS * PER_FIT], *val[NCLS * PER_VAL];
+    int y[NCLS * PER_FIT], nf = 0, nv = 0, ok = 0;
+    uint8_t px[96 * 96];
+    for (int c = 0; c < NCLS; c++)
+        for (int i = 0; i < PER_FIT + PER_VAL; i++) {
+            char p[400];
+            snprintf(p, sizeof p, "%s/ood_%d_%d.png", g_dir, c, i);
+            if (dn_synth_render(c, 96, 11, 1 + i, px) || dn_png_write_gray(p, px, 96, 96)) goto done;
+            if (i < PER_FIT) { y[nf] = c; fit[nf++] = strdup(p); }
+            else val[nv++] = strdup(p);
+        }
+    dn_model *m = NULL;
+    if (dn_model_load(g_model, &m)) goto done;
+    dn_ood_cfg cfg;
+    dn_ood_cfg_default(&cfg);
+    int skipped = 0;
+    ok = dn_ood_calibrate_files(m, (const char *const *)fit, y, nf, (const char *const *)val, nv, &cfg, 8, 1, &skipped) ==
+             DN_OK && m->ood && dn_model_save(m, out) == DN_OK;
+    if (ok) *threshold = m->ood->threshold;
+    if (!ok) printf("  ood model: %s\n", dn_last_error());
+    dn_model_free(m);
+done:
+    for (int i = 0; i < nf; i++) free(fit[i]);
+    for (int i = 0; i < nv; i++) free(val[i]);
+    return ok;
+}
+
+/* A 2-pixel black/white checkerboard: nothing like the model's training parts (with the
+ * narrow fixture backbone, uniform noise or a flat grey still look like its textures). */
+static int checker_png(const char *path) {
+    uint8_t px[96 * 96];
+    for (int i = 0; i < 96 * 96; i++) px[i] = ((i / 96 / 2 + i % 96 / 2) & 1) ? 255 : 0;
+    return dn_png_write_gray(path, px, 96, 96) ? -1 : 0;
+}
+
+static long post_file(int port, const char *file, const char *query, resp *r) {
+    size_t n = 0;
+    uint8_t *d = slurp(file, &n);
+    char path[512];
+    snprintf(path, sizeof path, "/v1/predict%s", query ? query : "");
+    long code = d ? http(port, "POST", path, d, n, NULL, r) : 0;
+    free(d);
+    return code;
+}
+
+/* Issue 11: an image unlike the training data is "unknown" in the answer, the store,
+ * /v1/predictions?decision=unknown, /metrics, the report and rules; its Grad-CAM overlay
+ * is stored beside the image copy (--heatmaps unknown). A model without a detector
+ * answers ood_score null and never unknown. Bad --heatmaps values are refused. */
+TEST(unknown_inputs_rules_metrics_heatmaps) {
+    if (!g_ready) SKIP("model fixture could not be built");
+    char model[400], rules[400], out[400], db[400], imgs[400], noise[400];
+    float thr = 0;
+    snprintf(model, sizeof model, "%s/model_ood.safetensors", g_dir);
+    snprintf(noise, sizeof noise, "%s/checker.png", g_dir);
+    CHECK(checker_png(noise) == 0);
+    if (!build_ood_model(model, &thr)) { CHECK_MSG(0, "could not fit the detector"); return; }
+    snprintf(out, sizeof out, "%s/unknown_rule.jsonl", g_dir);
+    snprintf(rules, sizeof rules, "%s/rules_unknown.json", g_dir);
+    snprintf(imgs, sizeof imgs, "%s/images_ood", g_dir);
+    CHECK(mkdir(imgs, 0755) == 0);
+    char text[1200];
+    snprintf(text, sizeof text, "{\"rules\":[{\"name\":\"not-ours\",\"when\":{\"decision\":[\"unknown\"]},"
+             "\"actions\":[{\"type\":\"command\",\"shell\":\"cat >> '%s'; echo >> '%s'\"}]}]}", out, out);
+    CHECK(write_file(rules, text, strlen(text)) == 0);
+    snprintf(db, sizeof db, "sqlite:%s/ood.db", g_dir);
+    dn_server_config c = {0};
+    c.model_path = model;
+    c.db_url = db;
+    c.rules_path = rules;
+    c.store_images = imgs;
+    c.heatmaps = "unknown";
+    c.listen = "127.0.0.1:0";
+    c.quiet = 1;
+    c.workers = 1;
+    dn_server *s = NULL;
+    CHECK_MSG(dn_server_start(&c, &s) == DN_OK, "%s", dn_last_error());
+    if (!s) return;
+    int port = dn_server_port(s);
+    resp r;
+    /* a part like the training data */
+    CHECK(post_file(port, g_img[1], "?line=L1", &r) == 200);
+    dn_json *j = resp_json(&r);
+    const dn_json *sc = dn_json_get(j, "ood_score");
+    printf("  known part: decision %s, ood_score %g (threshold %g)\n", dn_json_str(dn_json_get(j, "decision"), "?"),
+           dn_json_num(sc, NAN), thr);
+    CHECK_MSG(j && dn_json_type_of(sc) == DN_JSON_NUM && strcmp(dn_json_str(dn_json_get(j, "decision"), ""), "unknown"),
+              "%s", r.body.s);
+    CHECK(j && dn_json_type_of(dn_json_get(j, "heatmap")) == DN_JSON_NULL); /* only unknown ones get heatmaps */
+    dn_json_free(j);
+    resp_free(&r);
+    /* the checkerboard: unknown, with a heatmap beside the image copy, and the rule fires */
+    CHECK(post_file(port, noise, "?line=L1&camera=c7", &r) == 200);
+    j = resp_json(&r);
+    double score = dn_json_num(dn_json_get(j, "ood_score"), NAN);
+    printf("  checkerboard: decision %s, ood_score %g\n", dn_json_str(dn_json_get(j, "decision"), "?"), score);
+    CHECK_MSG(j && !strcmp(dn_json_str(dn_json_get(j, "decision"), ""), "unknown") && score > thr, "%s", r.body.s);
+    CHECK(j && dn_json_num(dn_json_get(j, "actions_fired"), 0) == 1);
+    const char *heat = dn_json_str(dn_json_get(j, "heatmap"), NULL), *copy = dn_json_str(dn_json_get(j, "image_copy"), NULL);
+    CHECK_MSG(heat && copy && strstr(heat, ".cam.png"), "%s", r.body.s);
+    if (heat && copy) {
+        size_t hn = 0;
+        uint8_t *hp = slurp(heat, &hn);
+        CHECK(hp && hn > 8 && !memcmp(hp, "\x89PNG", 4));
+        free(hp);
+        CHECK(!strncmp(heat, copy, strrchr(copy, '/') - copy + 1)); /* same directory */
+        dn_image hm = {0};
+        CHECK(dn_image_load(heat, &hm) == DN_OK && hm.w > 0 && hm.h > 0);
+        dn_image_free(&hm);
+    }
+    dn_json_free(j);
+    resp_free(&r);
+    /* the listing by decision, with the heatmap link */
+    CHECK(http(port, "GET", "/v1/predictions?decision=unknown", NULL, 0, NULL, &r) == 200);
+    j = resp_json(&r);
+    const dn_json *list = dn_json_get(j, "predictions");
+    CHECK_MSG(dn_json_len(list) == 1, "%s", r.body.s);
+    if (dn_json_len(list) == 1) {
+        CHECK(dn_json_str(dn_json_get(dn_json_at(list, 0), "heatmap"), NULL));
+        CHECK(dn_json_num(dn_json_get(dn_json_at(list, 0), "ood_score"), NAN) > thr);
+    }
+    dn_json_free(j);
+    resp_free(&r);
+    CHECK(http(port, "GET", "/v1/predictions?decision=maybe", NULL, 0, NULL, &r) == 400);
+    CHECK(is_json_error(&r, 400, "accepted, uncertain or unknown"));
+    resp_free(&r);
+    /* /metrics: counted by decision, the score histogram and the threshold */
+    CHECK(http(port, "GET", "/metrics", NULL, 0, NULL, &r) == 200);
+    const char *txt = r.body.s ? r.body.s : "";
+    CHECK_MSG(strstr(txt, "decision=\"unknown\"} 1\n") && strstr(txt, "defectnet_ood_score_count 2\n") &&
+              strstr(txt, "defectnet_ood_score_bucket{le=\"+Inf\"} 2\n") && strstr(txt, "defectnet_ood_threshold "),
+              "%s", txt);
+    resp_free(&r);
+    /* the manufacturing report counts them */
+    CHECK(http(port, "GET", "/v1/report?format=json&group_by=decision", NULL, 0, NULL, &r) == 200);
+    j = resp_json(&r);
+    CHECK_MSG(j && dn_json_num(dn_json_get(j, "unknown"), 0) == 1, "%s", r.body.s);
+    dn_json_free(j);
+    resp_free(&r);
+    oc_arg oa = {s, "ok"};
+    CHECK(wait_for(outcomes_fn, &oa, 1, 20) && outcomes_fn(&oa) == 1);
+    dn_server_stop(s);
+    size_t on = 0;
+    char *got = (char *)slurp(out, &on);
+    CHECK_MSG(got && strstr(got, "\"decision\":\"unknown\"") && strstr(got, "\"ood_score\":"), "%s", got ? got : "(none)");
+    free(got);
+    /* a model without a detector: ood_score null, never unknown, no histogram */
+    c.model_path = g_model;
+    c.rules_path = NULL;
+    c.heatmaps = NULL;
+    snprintf(db, sizeof db, "sqlite:%s/no_ood.db", g_dir);
+    s = NULL;
+    CHECK(dn_server_start(&c, &s) == DN_OK);
+    if (s) {
+        CHECK(post_file(dn_server_port(s), noise, NULL, &r) == 200);
+        j = resp_json(&r);
+        CHECK_MSG(j && dn_json_type_of(dn_json_get(j, "ood_score")) == DN_JSON_NULL &&
+                  strcmp(dn_json_str(dn_json_get(j, "decision"), ""), "unknown"), "%s", r.body.s);
+        dn_json_free(j);
+        resp_free(&r);
+        CHECK(http(dn_server_port(s), "GET", "/metrics", NULL, 0, NULL, &r) == 200);
+        CHECK(r.body.s && !strstr(r.body.s, "defectnet_ood_score") && !strstr(r.body.s, "defectnet_ood_threshold"));
+        resp_free(&r);
+        dn_server_stop(s);
+    }
+    /* bad --heatmaps: one line naming the option */
+    c.heatmaps = "unknown,sometimes";
+    s = NULL;
+    CHECK(dn_server_start(&c, &s) != DN_OK && !s);
+    CHECK_MSG(strstr(dn_last_error(), "--heatmaps") && strstr(dn_last_error(), "'sometimes'") && !strchr(dn_last_error(), '\n'),
+              "%s", dn_last_error());
+    if (s) dn_server_stop(s);
+    c.heatmaps = "unknown";
+    c.store_images = NULL;
+    s = NULL;
+    CHECK(dn_server_start(&c, &s) != DN_OK && !s && strstr(dn_last_error(), "--store-images"));
+    if (s) dn_server_stop(s);
+}
+
 static h_pg g_pg;
 static int g_pg_ok;
 static char g_pg_why[256];
@@ -1139,6 +1325,7 @@ int main(void) {
     RUNX(unreachable_targets_do_not_block_predictions);
     RUNX(uncertain_decision_and_dry_run_actions);
     RUNX(stored_decision_policy_applied);
+    RUNX(unknown_inputs_rules_metrics_heatmaps);
     g_pg_ok = h_pg_start(&g_pg, g_pg_why, sizeof g_pg_why);
     RUNX(postgres_backend);
     if (g_pg_ok) h_pg_stop(&g_pg);

@@ -74,6 +74,43 @@ static int insert_during_scan(void *c, const dn_pred_row *r) {
     return 0;
 }
 
+/* Schema v5 (docs/ood.md): decision 'unknown', ood_score (NULL = none, read as NAN) and
+ * the heatmap path round trip through insert, get, list and the decision filter. */
+static void check_unknown_rows(dn_store *s, const char *line) {
+    dn_pred_record r = rec(7.0, line, "scratch", 0.95f, 0);
+    float score = 4.25f;
+    r.decision = DN_DECISION_UNKNOWN;
+    r.ood_score = &score;
+    r.heatmap = "/img/aa/x.cam.png";
+    int64_t id = 0, n = 0;
+    CHECK_MSG(dn_store_insert(s, &r, &id, NULL) == DN_OK && id > 0, "%s", dn_last_error());
+    dn_pred_row row;
+    int found = 0;
+    CHECK(dn_store_get(s, id, &row, &found) == DN_OK && found);
+    if (found) {
+        CHECK(row.decision && !strcmp(row.decision, "unknown"));
+        CHECK_NEAR(row.ood_score, 4.25, 1e-6);
+        CHECK(row.heatmap && !strcmp(row.heatmap, "/img/aa/x.cam.png"));
+        dn_pred_row_clear(&row);
+    }
+    dn_pred_filter f = {0};
+    f.decision = "unknown";
+    f.line = line;
+    CHECK(dn_store_count(s, &f, &n) == DN_OK && n == 1);
+    dn_pred_row *rows = NULL;
+    size_t nr = 0;
+    CHECK(dn_store_list(s, &f, &rows, &nr) == DN_OK && nr == 1);
+    if (nr == 1) CHECK(rows[0].heatmap && !strcmp(rows[0].heatmap, "/img/aa/x.cam.png") && rows[0].ood_score == 4.25f);
+    dn_pred_rows_free(rows, nr);
+    r = rec(8.0, line, "ok", 0.3f, 1); /* no detector: NULL score, uncertain */
+    CHECK(dn_store_insert(s, &r, &id, NULL) == DN_OK);
+    CHECK(dn_store_get(s, id, &row, &found) == DN_OK && found);
+    if (found) {
+        CHECK(row.decision && !strcmp(row.decision, "uncertain") && isnan(row.ood_score) && !row.heatmap);
+        dn_pred_row_clear(&row);
+    }
+}
+
 /* The same behaviour checks for every backend. */
 static void exercise(const char *url) {
     dn_store *s = NULL;
@@ -196,6 +233,7 @@ static void exercise(const char *url) {
     if (s) {
         CHECK(dn_store_count(s, NULL, &n) == DN_OK && n == 8);
         CHECK(dn_store_schema_version(s) == DN_STORE_SCHEMA_VERSION);
+        check_unknown_rows(s, "L-unknown");
         dn_store_close(s);
     }
 }
@@ -246,7 +284,9 @@ TEST(sqlite_migrates_v1) {
                 " REFERENCES predictions(id), rule TEXT NOT NULL, kind TEXT NOT NULL, target TEXT, status TEXT NOT NULL,"
                 " attempts INTEGER NOT NULL, detail TEXT, time DOUBLE PRECISION NOT NULL);"
                 "INSERT INTO predictions(time, line, source, image_sha256, model_sha256, class, confidence, scores,"
-                " decision) VALUES (5.0, 'L9', 'http', 'x', 'y', 'crazing', 0.7, '{}', 'accepted');");
+                " decision) VALUES (5.0, 'L9', 'http', 'x', 'y', 'crazing', 0.7, '{}', 'accepted');"
+                "INSERT INTO action_outcomes(prediction_id, rule, kind, status, attempts, time)"
+                " VALUES (1, 'r', 'command', 'ok', 1, 5.5);");
     dn_store *s = NULL;
     CHECK_MSG(dn_store_open(path, &s) == DN_OK, "%s", dn_last_error());
     if (s) {
@@ -255,7 +295,31 @@ TEST(sqlite_migrates_v1) {
         dn_pred_filter f = {0};
         f.line = "L9";
         CHECK(dn_store_count(s, &f, &n) == DN_OK && n == 1);
+        /* v5 rebuilt the table: the old row, its outcome and the foreign key survive */
+        dn_pred_row row;
+        int found = 0, outcomes = 0;
+        CHECK(dn_store_get(s, 1, &row, &found) == DN_OK && found);
+        if (found) {
+            CHECK(!strcmp(row.cls, "crazing") && !strcmp(row.decision, "accepted") && isnan(row.ood_score) && !row.heatmap);
+            dn_pred_row_clear(&row);
+        }
+        CHECK(dn_store_outcomes(s, 1, outcome_cb, &outcomes) == DN_OK && outcomes == 1);
+        dn_outcome_row o = {999, "r", "command", NULL, "ok", NULL, 1, 6.0};
+        CHECK(dn_store_add_outcome(s, &o) != DN_OK); /* no prediction 999: refused */
+        check_unknown_rows(s, "L9");
+        int64_t id = 0;
+        dn_pred_record r = rec(9.0, "L9", "ok", 0.9f, 0);
+        CHECK(dn_store_insert(s, &r, &id, NULL) == DN_OK && id == 4); /* ids continue after the copied ones */
         dn_store_close(s);
+    }
+    /* the widened CHECK still refuses other words */
+    {
+        sqlite3 *db = NULL;
+        CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+        CHECK(sqlite3_exec(db, "INSERT INTO predictions(time, source, image_sha256, model_sha256, class, confidence,"
+                               " scores, decision) VALUES (1, 'http', 'x', 'y', 'c', 0.5, '{}', 'maybe')",
+                           NULL, NULL, NULL) == SQLITE_CONSTRAINT);
+        sqlite3_close(db);
     }
     /* the v2 indexes exist */
     sqlite3 *db = NULL;
@@ -614,8 +678,11 @@ TEST(postgres_migrates_v1) {
         dn_pred_record r = rec(6.0, "L9", "ok", 0.9f, 0);
         int64_t id = 0;
         CHECK(dn_store_insert(s, &r, &id, NULL) == DN_OK && id == 2);
+        check_unknown_rows(s, "L9"); /* v5: the constraint was replaced, the columns added */
         dn_store_close(s);
     }
+    CHECK(!pg_exec(c, "INSERT INTO predictions(time, source, image_sha256, model_sha256, class, confidence, scores,"
+                      " decision) VALUES (1, 'http', 'x', 'y', 'c', 0.5, '{}', 'maybe')"));
     PGresult *q = PQexec(c, "SELECT count(*) FROM pg_indexes WHERE indexname IN ('predictions_source','action_outcomes_pred')");
     CHECK(PQresultStatus(q) == PGRES_TUPLES_OK && !strcmp(PQgetvalue(q, 0, 0), "2"));
     PQclear(q);

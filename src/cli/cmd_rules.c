@@ -6,6 +6,7 @@
 #include "core/json.h"
 #include "serve/actions.h"
 #include "serve/rules.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -145,6 +146,8 @@ static int to_event(const dn_json *v, long lineno, dn_pred_event *ev, const char
     ev->confidence = (float)dn_json_num(conf, 0);
     const char *dec = dn_json_str(dn_json_get(v, "decision"), NULL);
     ev->uncertain = dn_json_bool(dn_json_get(v, "uncertain"), dec && !strcmp(dec, "uncertain"));
+    ev->decision = dec && !strcmp(dec, "unknown") ? DN_DECISION_UNKNOWN : ev->uncertain ? DN_DECISION_UNCERTAIN : DN_DECISION_ACCEPTED;
+    ev->ood_score = (float)dn_json_num(dn_json_get(v, "ood_score"), NAN);
     ev->line = dn_json_str(dn_json_get(v, "line"), NULL);
     ev->station = dn_json_str(dn_json_get(v, "station"), NULL);
     ev->camera = dn_json_str(dn_json_get(v, "camera"), NULL);

@@ -23,7 +23,7 @@ static void serve_usage(FILE *f) {
             "usage: defectnet serve -m|--model M [--db sqlite:FILE | postgres://...] [--rules FILE]\n"
             "         [--watch DIR [--move-processed] [--watch-line L] [--watch-station S] [--watch-camera C]]\n"
             "         [--listen 127.0.0.1:8080] [--workers N] [--queue N]\n"
-            "         [--token-file F] [--store-images DIR] [--dry-run] [--max-body BYTES]\n"
+            "         [--token-file F] [--store-images DIR [--heatmaps unknown,uncertain,defect]] [--dry-run] [--max-body BYTES]\n"
             "         [--body-timeout S] [--idle-timeout S] [--session-threads N] [--batch N] [--ok-classes a,b]\n"
             "         [--header-timeout S] [--max-connections N] [--max-per-client N] [--body-budget BYTES]\n"
             "         [--report-slots N] [--quiet] [--node ID] [--good-class NAME] [--drift-window 500|1h]\n"
@@ -42,6 +42,9 @@ static void serve_usage(FILE *f) {
             "  MQTT session id of this node (a restarted node gets its unacknowledged messages again).\n"
             "  --good-class NAME: the class meaning \"good part\" (default: the model's, see `defectnet info`);\n"
             "  decisions follow the model's stored policy (eval --target-escape/--cost) for that class.\n"
+            "  --heatmaps KINDS: Grad-CAM overlays (PNG) beside the image copies for these predictions,\n"
+            "  comma separated: unknown, uncertain, defect (accepted, not the good class), good, or all;\n"
+            "  the path is recorded with the prediction (\"heatmap\") and linked from reports (docs/ood.md).\n"
             "  --drift-window N|DURATION: drift is measured per line/camera over the last N predictions\n"
             "  (default 500) or the last 90s/30m/1h/2d against the model's reference (GET /v1/drift, /metrics,\n"
             "  rule condition \"drift\"; docs/drift.md).\n"
@@ -116,6 +119,7 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         {"listen", 266, DN_ARG_REQ, NULL},
         {"token-file", 267, DN_ARG_REQ, NULL},
         {"store-images", 268, DN_ARG_REQ, NULL},
+        {"heatmaps", 330, DN_ARG_REQ, NULL},
         {"ok-classes", 269, DN_ARG_REQ, NULL},
         {"node", 270, DN_ARG_REQ, NULL},
         {"mqtt-in", 271, DN_ARG_REQ, NULL},
@@ -177,6 +181,7 @@ static int serve_parse(int argc, char **argv, serve_opts *o) {
         else if (!strcmp(a, "--listen")) c.listen = val;
         else if (!strcmp(a, "--token-file")) token_file = val;
         else if (!strcmp(a, "--store-images")) c.store_images = val;
+        else if (!strcmp(a, "--heatmaps")) c.heatmaps = val;
         else if (!strcmp(a, "--ok-classes")) c.ok_classes = val;
         else if (!strcmp(a, "--node")) node = val;
         else if (!strcmp(a, "--mqtt-in")) mc.url = val;

@@ -1,6 +1,8 @@
 /* Grad-CAM from the eval-mode backward pass (see gradcam.h). */
 #include "ood/gradcam.h"
+#include "eval/report.h"
 #include "nn/layers.h"
+#include "ood/ood.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +210,25 @@ dn_status dn_gradcam_overlay(const float *x, int H, int W, const dn_preproc *pp,
     out->h = H;
     out->data = d;
     return DN_OK;
+}
+
+dn_status dn_gradcam_png(const dn_model *m, dn_session *s, const float *x, int layer, int cls, uint8_t **png, size_t *len,
+                         int *used) {
+    *png = NULL;
+    *len = 0;
+    if (layer < 1 || layer > 4) return dn_fail(DN_ERR_ARG, "gradcam: layer %d is not 1..4", layer);
+    int C, ch, cw;
+    dn_session_stage_shape(s, layer, &C, &ch, &cw);
+    float *map = dn_malloc((size_t)ch * cw * sizeof(float));
+    if (!map) return dn_fail(DN_ERR_NOMEM, "gradcam: out of memory");
+    dn_image ov = {0};
+    float ref = m->ood ? m->ood->cam_ref[layer - 1] : 0;
+    dn_status st = dn_gradcam(m, s, x, layer, cls, map, &ch, &cw, used, NULL);
+    if (!st) st = dn_gradcam_overlay(x, m->pp.crop, m->pp.crop, &m->pp, map, ch, cw, ref, &ov);
+    free(map);
+    if (!st) st = dn_png_encode(&ov, png, len);
+    free(ov.data);
+    return st;
 }
 
 static int cmp_f(const void *a, const void *b) {

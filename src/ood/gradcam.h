@@ -40,4 +40,11 @@ int dn_gradcam_layer_parse(const char *s);
  * scale blended at 50% where the value is above 0.05. out->data malloc'ed. */
 dn_status dn_gradcam_overlay(const float *x, int H, int W, const dn_preproc *pp, const float *cam, int ch, int cw, float ref,
                              dn_image *out);
+
+/* The whole heatmap of one preprocessed image x (as dn_gradcam, s a session on m):
+ * the map for class cls (< 0: predicted) at `layer`, overlaid with the model's absolute
+ * colour reference (dn_ood.cam_ref; none: each map's own maximum) and PNG-encoded into
+ * *png (malloc'ed, *len bytes). *used (may be NULL) = the class drawn. x is only read. */
+dn_status dn_gradcam_png(const dn_model *m, dn_session *s, const float *x, int layer, int cls, uint8_t **png, size_t *len,
+                         int *used);
 #endif

@@ -1,7 +1,7 @@
 /* Action rules and the action executor (issue 5 item 5).
  *
  * A rules file (JSON, see docs/rules.md) lists rules; each rule has AND-combined
- * conditions on a prediction (class set, confidence bounds, uncertain, line/station,
+ * conditions on a prediction (class set, confidence bounds, uncertain, decision, line/station,
  * "N of the last M on the same line", "rate above X per hour") and one or more actions
  * (run a command, HTTP webhook POST, MQTT publish). The executor evaluates every
  * submitted prediction against the rules and runs the fired actions on its own threads,
@@ -29,10 +29,16 @@ typedef struct dn_pred_event {
     float confidence;
     int uncertain;          /* 1 if below the model's threshold */
     const char *json;       /* the full prediction as a JSON object (sent to commands/webhooks/MQTT) */
+    int decision;           /* dn_decision; DN_DECISION_UNKNOWN wins, else uncertain above decides */
+    float ood_score;        /* NAN when the model has no unknown-input detector */
     /* drift signals (PSI per trust/drift.h signal) of this line/camera's window right before
      * and right after this prediction joined it; NAN = not ready; NULL = no drift monitor */
     const float *drift_prev, *drift_now;
 } dn_pred_event;
+
+/* The event's decision: unknown if ev->decision says so, else uncertain if either
+ * ev->decision or ev->uncertain says so, else accepted (dn_decision). */
+int dn_pred_event_decision(const dn_pred_event *ev);
 
 typedef struct dn_rules dn_rules;          /* parsed rules file (immutable) */
 dn_status dn_rules_load(const char *path, dn_rules **out);   /* one-line error naming file, rule and problem */

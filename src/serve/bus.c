@@ -12,6 +12,7 @@
 #include "serve/mqtt_in.h"
 #include "serve/sparkplug.h"
 #include <errno.h>
+#include <math.h>
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 #include <pthread.h>
@@ -160,8 +161,13 @@ static int class_in(const char *list, const char *cls) {
     return 0;
 }
 
+/* accepted | uncertain | unknown of a result */
+static const char *decision_of(const dn_bus_result *r) {
+    return r->decision == DN_DECISION_UNKNOWN ? "unknown" : r->uncertain || r->decision == DN_DECISION_UNCERTAIN ? "uncertain" : "accepted";
+}
+
 int dn_bus_plc_handshake(dn_bus *b, const dn_bus_result *r, char *verdict, size_t n, char *why, size_t wn) {
-    const char *v = r->uncertain ? "unknown" : class_in(b->plc_ok, r->cls) ? "OK" : "NG";
+    const char *v = strcmp(decision_of(r), "accepted") ? "unknown" : class_in(b->plc_ok, r->cls) ? "OK" : "NG";
     snprintf(verdict, n, "%s", v);
     why[0] = 0;
     struct plc_wait w = {{0}, 0, 0, NULL};
@@ -232,7 +238,7 @@ int dn_bus_connected(dn_bus *b) {
 
 dn_status dn_bus_topic(const char *tmpl, const dn_bus_result *r, char *out, size_t n) {
     static const char *const keys[] = {"line", "station", "camera", "part", "class", "decision"};
-    const char *vals[6] = {r->line, r->station, r->camera, r->part, r->cls, r->uncertain ? "uncertain" : "accepted"};
+    const char *vals[6] = {r->line, r->station, r->camera, r->part, r->cls, decision_of(r)};
     size_t o = 0;
     for (const char *p = tmpl; *p;) {
         const char *v = NULL;
@@ -264,12 +270,13 @@ static dn_status publish_spb(dn_bus *b, const dn_bus_result *r, int timeout_ms) 
     dn_bus_result only = {0};
     only.camera = r->camera;
     if (dn_bus_topic("{camera}", &only, dev, sizeof dev)) return DN_ERR_ARG;
-    dn_spb_metric m[5] = {{"class", DN_SPB_STRING, 0, 0, r->cls},
+    dn_spb_metric m[6] = {{"class", DN_SPB_STRING, 0, 0, r->cls},
                           {"confidence", DN_SPB_FLOAT, 0, r->confidence, NULL},
-                          {"decision", DN_SPB_STRING, 0, 0, r->uncertain ? "uncertain" : "accepted"},
-                          {"prediction_id", DN_SPB_INT64, r->id, 0, NULL},
-                          {"part", DN_SPB_STRING, 0, 0, r->part}};
-    int nm = r->part ? 5 : 4;
+                          {"decision", DN_SPB_STRING, 0, 0, decision_of(r)},
+                          {"prediction_id", DN_SPB_INT64, r->id, 0, NULL}};
+    int nm = 4;
+    if (isfinite(r->ood_score)) m[nm++] = (dn_spb_metric){"ood_score", DN_SPB_FLOAT, 0, r->ood_score, NULL};
+    if (r->part) m[nm++] = (dn_spb_metric){"part", DN_SPB_STRING, 0, 0, r->part};
     dn_status rc = DN_OK;
     uint8_t *p = NULL;
     size_t n;

@@ -53,6 +53,8 @@ typedef struct dn_bus_result {
     const char *cls;
     float confidence;
     int uncertain;
+    int decision;               /* dn_decision (DN_DECISION_UNKNOWN wins over uncertain) */
+    float ood_score;            /* NAN: the model has no unknown-input detector */
     int duplicate;              /* redelivery answered from the store */
     const char *json;           /* full prediction JSON (results topic payload) */
 } dn_bus_result;

@@ -217,8 +217,8 @@ static enum MHD_Result handle_list(dn_server *s, struct MHD_Connection *c, req *
     f.line = query(c, "line");
     f.cls = query(c, "class");
     f.decision = query(c, "decision");
-    if (f.decision && strcmp(f.decision, "accepted") && strcmp(f.decision, "uncertain"))
-        return send_err(s, c, r, 400, "decision: expected accepted or uncertain");
+    if (f.decision && dn_decision_parse(f.decision) < 0)
+        return send_err(s, c, r, 400, "decision: expected accepted, uncertain or unknown");
     dn_pred_row *rows = NULL;
     size_t n = 0;
     if (dn_store_list(dn_pipeline_store(s->pipe), &f, &rows, &n)) return send_err(s, c, r, 503, dn_last_error());
@@ -685,6 +685,7 @@ dn_status dn_server_start(const dn_server_config *c, dn_server **out) {
                              c->session_threads, c->batch, c->dry_run, c->quiet, c->good_class, c->drift_window,
                              c->review, c->review_agree, c->shadow_model};
     if ((rc = dn_pipeline_open(&pc, &s->pipe))) goto fail;
+    if (c->heatmaps && (rc = dn_pipeline_set_heatmaps(s->pipe, c->heatmaps))) goto fail;
     s->metrics = dn_pipeline_metrics(s->pipe);
     if ((rc = start_daemon(s, &addr, listen))) goto fail;
     if (c->watch_dir && (rc = start_watch(s, c))) goto fail;

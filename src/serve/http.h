@@ -56,6 +56,8 @@ typedef struct dn_server_config {
                                     (1..DN_SERVE_MAX_BATCH, <= 0: 4); never waits to fill it */
     const char *token;           /* bearer token for write/admin endpoints; NULL = none */
     const char *store_images;    /* directory for image copies (by sha256); NULL = none */
+    const char *heatmaps;        /* Grad-CAM overlays beside the image copies for these predictions:
+                                    "unknown,uncertain,defect,good" or "all" (needs store_images); NULL = none */
     int dry_run;                 /* actions report "dry-run" instead of running */
     size_t max_body;             /* bytes, 0 = 16 MiB */
     int body_timeout;            /* seconds to receive a whole request, 0 = 30 */

@@ -2,6 +2,7 @@
  * few per request, far cheaper than the inference they describe. */
 #include "serve/metrics.h"
 #include "core/core.h"
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,10 @@ typedef struct {
 
 static const double BUCKETS[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 #define NB ((int)(sizeof BUCKETS / sizeof BUCKETS[0]))
+/* ood_score buckets: suited to the default combo score (standardised on in-distribution
+ * validation images: about -2..2 for known inputs, threshold near 1.5-2, unknowns far above) */
+static const double OOD_BUCKETS[] = {-2, -1, 0, 0.5, 1, 1.5, 2, 3, 5, 10, 20, 50, 100};
+#define NOB ((int)(sizeof OOD_BUCKETS / sizeof OOD_BUCKETS[0]))
 
 struct dn_metrics {
     pthread_mutex_t mu;
@@ -28,12 +33,16 @@ struct dn_metrics {
     long inflight;
     unsigned long long parts[2];    /* rejected, accepted as good */
     double exp_escape, exp_false_reject; /* < 0: unknown */
+    unsigned long long ood_hist[NOB + 1], ood_count;
+    double ood_sum;
+    float ood_threshold;            /* NAN: the model has no detector */
 };
 
 dn_metrics *dn_metrics_new(void) {
     dn_metrics *m = dn_calloc(1, sizeof *m);
     if (m) pthread_mutex_init(&m->mu, NULL);
     if (m) m->exp_escape = m->exp_false_reject = -1;
+    if (m) m->ood_threshold = NAN;
     return m;
 }
 
@@ -92,9 +101,22 @@ void dn_metrics_latency(dn_metrics *m, double s) {
     pthread_mutex_unlock(&m->mu);
 }
 
-void dn_metrics_prediction(dn_metrics *m, const char *cls, int uncertain) {
+void dn_metrics_prediction(dn_metrics *m, const char *cls, const char *decision, float ood_score) {
     pthread_mutex_lock(&m->mu);
-    add(&m->predictions, cls, uncertain ? "uncertain" : "accepted", 1);
+    add(&m->predictions, cls, decision, 1);
+    if (isfinite(ood_score)) {
+        int i = 0;
+        while (i < NOB && ood_score > OOD_BUCKETS[i]) i++;
+        m->ood_hist[i]++;
+        m->ood_sum += ood_score;
+        m->ood_count++;
+    }
+    pthread_mutex_unlock(&m->mu);
+}
+
+void dn_metrics_ood_threshold(dn_metrics *m, float threshold) {
+    pthread_mutex_lock(&m->mu);
+    m->ood_threshold = threshold;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -194,6 +216,21 @@ void dn_metrics_render(dn_metrics *m, long qd, long qc, dn_sb *b) {
     dn_sb_printf(b, "defectnet_predict_latency_seconds_sum %.9g\ndefectnet_predict_latency_seconds_count %llu\n",
                  m->lat_sum, m->lat_count);
     family_out(b, &m->predictions, "defectnet_predictions_total", "Predictions by class and decision.", "class", "decision");
+    if (m->ood_count) {
+        dn_sb_puts(b, "# HELP defectnet_ood_score Novelty score of predictions (higher = more unusual; above the "
+                      "threshold: decision unknown).\n# TYPE defectnet_ood_score histogram\n");
+        unsigned long long oc = 0;
+        for (int i = 0; i < NOB; i++) {
+            oc += m->ood_hist[i];
+            dn_sb_printf(b, "defectnet_ood_score_bucket{le=\"%g\"} %llu\n", OOD_BUCKETS[i], oc);
+        }
+        oc += m->ood_hist[NOB];
+        dn_sb_printf(b, "defectnet_ood_score_bucket{le=\"+Inf\"} %llu\ndefectnet_ood_score_sum %.9g\n"
+                        "defectnet_ood_score_count %llu\n", oc, m->ood_sum, m->ood_count);
+    }
+    if (isfinite(m->ood_threshold))
+        dn_sb_printf(b, "# HELP defectnet_ood_threshold The current model's ood_score threshold (decision unknown above it).\n"
+                        "# TYPE defectnet_ood_threshold gauge\ndefectnet_ood_threshold %.9g\n", (double)m->ood_threshold);
     dn_sb_printf(b, "# HELP defectnet_queue_depth Requests waiting for a worker.\n# TYPE defectnet_queue_depth gauge\n"
                     "defectnet_queue_depth %ld\n"
                     "# HELP defectnet_queue_capacity Bounded queue size (503 when full).\n# TYPE defectnet_queue_capacity gauge\n"

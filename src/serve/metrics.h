@@ -3,7 +3,10 @@
  * Exposed series:
  *   defectnet_http_requests_total{endpoint,code}      counter
  *   defectnet_predict_latency_seconds{le}             histogram (POST /v1/predict, receive->response)
- *   defectnet_predictions_total{class,decision}       counter
+ *   defectnet_predictions_total{class,decision}       counter (decision: accepted | uncertain | unknown)
+ *   defectnet_ood_score{le}                           histogram of the ood_score of predictions whose model
+ *                                                     has an unknown-input detector (docs/ood.md)
+ *   defectnet_ood_threshold                           gauge: the current model's ood_score threshold
  *   defectnet_parts_total{outcome}                    counter: accepted_good | rejected (defect or uncertain;
  *                                                     models with a good class, eval/policy.h words)
  *   defectnet_expected_escape_rate / defectnet_expected_false_reject_rate
@@ -31,7 +34,10 @@ dn_metrics *dn_metrics_new(void);
 void dn_metrics_free(dn_metrics *m);
 void dn_metrics_request(dn_metrics *m, const char *endpoint, int code);
 void dn_metrics_latency(dn_metrics *m, double seconds);
-void dn_metrics_prediction(dn_metrics *m, const char *cls, int uncertain);
+/* decision: "accepted" | "uncertain" | "unknown"; ood_score NAN = none (not in the histogram) */
+void dn_metrics_prediction(dn_metrics *m, const char *cls, const char *decision, float ood_score);
+/* the current model's ood_score threshold; NAN: the model has no detector (not exposed) */
+void dn_metrics_ood_threshold(dn_metrics *m, float threshold);
 void dn_metrics_part(dn_metrics *m, int accepted_good);
 /* the current model's expected escape / false-reject rates; < 0: unknown (not exposed) */
 void dn_metrics_expected(dn_metrics *m, double escape, double false_reject);

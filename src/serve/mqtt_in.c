@@ -19,6 +19,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -318,7 +319,10 @@ static void make_result(const msg *x, const dn_classify_res *res, int duplicate,
     r->json = res->json;
     dn_json *j = res->json ? dn_json_parse(res->json, strlen(res->json), NULL, 0) : NULL;
     r->confidence = (float)dn_json_num(dn_json_get(j, "confidence"), 0);
-    r->uncertain = !strcmp(dn_json_str(dn_json_get(j, "decision"), "accepted"), "uncertain");
+    int d = dn_decision_parse(dn_json_str(dn_json_get(j, "decision"), "accepted"));
+    r->decision = d < 0 ? DN_DECISION_ACCEPTED : d;
+    r->uncertain = d == DN_DECISION_UNCERTAIN;
+    r->ood_score = (float)dn_json_num(dn_json_get(j, "ood_score"), NAN); /* null -> NAN */
     dn_json_free(j);
 }
 

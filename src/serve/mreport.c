@@ -181,7 +181,7 @@ static void keep_recent(dn_mreport *r, const dn_pred_row *row, const char *cls, 
         for (int i = 1; i < r->nrecent; i++)
             if (r->recent[i].time < r->recent[slot].time) slot = i;
         if (r->recent[slot].time > row->time) return;
-        free(r->recent[slot].cls); free(r->recent[slot].line); free(r->recent[slot].path);
+        free(r->recent[slot].cls); free(r->recent[slot].line); free(r->recent[slot].path); free(r->recent[slot].heat);
     } else {
         r->nrecent++;
     }
@@ -191,7 +191,8 @@ static void keep_recent(dn_mreport *r, const dn_pred_row *row, const char *cls, 
     d->cls = dn_strdup(cls);
     d->line = dn_strdup(line);
     d->path = dn_strdup(row->image_copy);
-    if (!d->cls || !d->line || !d->path) r->oom = 1;
+    d->heat = row->heatmap ? dn_strdup(row->heatmap) : NULL;
+    if (!d->cls || !d->line || !d->path || (row->heatmap && !d->heat)) r->oom = 1;
 }
 
 static const char *or_none(const char *s) { return s && *s ? s : "(none)"; }
@@ -201,6 +202,7 @@ static int add_row(void *ctx, const dn_pred_row *row) {
     int ci = class_index(r, row->cls ? row->cls : "?");
     if (ci < 0) { r->oom = 1; return 1; }
     int unc = row->decision && !strcmp(row->decision, "uncertain");
+    int unk = row->decision && !strcmp(row->decision, "unknown");
     int def = !dn_mreport_is_ok_class(r, r->classes[ci]);
     const char *line = or_none(row->line);
     struct tm tm;
@@ -229,6 +231,7 @@ static int add_row(void *ctx, const dn_pred_row *row) {
         gs[i]->total++;
         gs[i]->defects += def;
         gs[i]->uncertain += unc;
+        gs[i]->unknown += unk;
         gs[i]->conf_sum += row->confidence;
         gs[i]->counts[ci]++;
     }
@@ -236,6 +239,7 @@ static int add_row(void *ctx, const dn_pred_row *row) {
     r->total++;
     r->defects += def;
     r->uncertain += unc;
+    r->unknown += unk;
     r->class_counts[ci]++;
     if (r->total == 1 || row->time < r->tmin) r->tmin = row->time;
     if (r->total == 1 || row->time > r->tmax) r->tmax = row->time;
@@ -250,7 +254,9 @@ void dn_mreport_free(dn_mreport *r) {
     free(r->classes);
     free(r->class_counts);
     for (int k = 0; k < 6; k++) table_free(all_tables(r, k));
-    for (int i = 0; i < r->nrecent; i++) { free(r->recent[i].cls); free(r->recent[i].line); free(r->recent[i].path); }
+    for (int i = 0; i < r->nrecent; i++) {
+        free(r->recent[i].cls); free(r->recent[i].line); free(r->recent[i].path); free(r->recent[i].heat);
+    }
     dn_tz_free(&r->tz);
     free(r->ok_classes);
     free(r->title);
@@ -446,7 +452,7 @@ static void csv_field(dn_sb *b, const char *s) {
 
 static void render_csv(const dn_mreport *r, dn_sb *b) {
     dn_sb_puts(b, r->group_by);
-    dn_sb_puts(b, ",total,defects,defect_rate,uncertain,uncertain_rate,mean_confidence");
+    dn_sb_puts(b, ",total,defects,defect_rate,uncertain,uncertain_rate,mean_confidence,unknown,unknown_rate");
     for (int c = 0; c < r->ncls; c++) {
         dn_sb_puts(b, ",");
         csv_field(b, r->classes[c]);
@@ -458,6 +464,7 @@ static void render_csv(const dn_mreport *r, dn_sb *b) {
         dn_sb_printf(b, ",%lld,%lld,%.6f,%lld,%.6f,%.6f", (long long)g->total, (long long)g->defects,
                      mr_rate(g->defects, g->total), (long long)g->uncertain, mr_rate(g->uncertain, g->total),
                      g->total ? g->conf_sum / (double)g->total : 0.0);
+        dn_sb_printf(b, ",%lld,%.6f", (long long)g->unknown, mr_rate(g->unknown, g->total));
         for (int c = 0; c < r->ncls; c++) dn_sb_printf(b, ",%lld", (long long)g->counts[c]);
         dn_sb_puts(b, "\n");
     }
@@ -472,9 +479,10 @@ static void json_table(const dn_mreport *r, const rtable *t, dn_sb *b) {
         dn_sb_puts(b, i ? ",{\"key\":" : "{\"key\":");
         dn_sb_json_str(b, g->key);
         dn_sb_printf(b, ",\"total\":%lld,\"defects\":%lld,\"defect_rate\":%.6f,\"uncertain\":%lld,"
-                        "\"uncertain_rate\":%.6f,\"counts\":{",
+                        "\"uncertain_rate\":%.6f,\"unknown\":%lld,\"unknown_rate\":%.6f,\"counts\":{",
                      (long long)g->total, (long long)g->defects, mr_rate(g->defects, g->total),
-                     (long long)g->uncertain, mr_rate(g->uncertain, g->total));
+                     (long long)g->uncertain, mr_rate(g->uncertain, g->total), (long long)g->unknown,
+                     mr_rate(g->unknown, g->total));
         int first = 1;
         for (int c = 0; c < r->ncls; c++) {
             if (!g->counts[c]) continue;
@@ -539,6 +547,7 @@ static void render_json(const dn_mreport *r, dn_sb *b) {
     dn_sb_printf(b, ",\"total\":%lld,\"defects\":%lld,\"defect_rate\":%.6f,\"uncertain\":%lld,\"uncertain_rate\":%.6f",
                  (long long)r->total, (long long)r->defects, mr_rate(r->defects, r->total), (long long)r->uncertain,
                  mr_rate(r->uncertain, r->total));
+    dn_sb_printf(b, ",\"unknown\":%lld,\"unknown_rate\":%.6f", (long long)r->unknown, mr_rate(r->unknown, r->total));
     dn_sb_puts(b, ",\"classes\":{");
     for (int c = 0; c < r->ncls; c++) {
         if (c) dn_sb_puts(b, ",");
@@ -577,6 +586,9 @@ static void render_json(const dn_mreport *r, dn_sb *b) {
         dn_sb_json_str(b, d->line);
         dn_sb_puts(b, ",\"image\":");
         dn_sb_json_str(b, d->path);
+        dn_sb_puts(b, ",\"heatmap\":");
+        if (d->heat) dn_sb_json_str(b, d->heat);
+        else dn_sb_puts(b, "null");
         json_time(r, b, "time", d->time);
         dn_sb_printf(b, ",\"confidence\":%.4f}", d->confidence);
     }

@@ -308,7 +308,8 @@ static void meter(dn_sb *b, double v, const char *col) {
 
 static void table_groups(const dn_mreport *r, dn_sb *b) {
     dn_sb_printf(b, "<table id=\"groups\"><tr><th class=\"l\">%s</th><th>predictions</th><th>defects</th>"
-                    "<th class=\"l\">defect rate</th><th class=\"l\">uncertain rate</th>", r->group_by);
+                    "<th class=\"l\">defect rate</th><th class=\"l\">uncertain rate</th><th class=\"l\">unknown rate</th>",
+                 r->group_by);
     for (int c = 0; c < r->ncls; c++) {
         dn_sb_puts(b, "<th>");
         dn_sb_html(b, r->classes[c]);
@@ -323,6 +324,8 @@ static void table_groups(const dn_mreport *r, dn_sb *b) {
         meter(b, mr_rate(g->defects, g->total), DN_COL_BAD);
         dn_sb_puts(b, "</td><td class=\"l\">");
         meter(b, mr_rate(g->uncertain, g->total), DN_COL_WARN);
+        dn_sb_puts(b, "</td><td class=\"l\">");
+        meter(b, mr_rate(g->unknown, g->total), DN_COL_WARN);
         dn_sb_puts(b, "</td>");
         for (int c = 0; c < r->ncls; c++) dn_sb_printf(b, "<td>%lld</td>", (long long)g->counts[c]);
         dn_sb_puts(b, "</tr>\n");
@@ -363,6 +366,15 @@ static void gallery(const dn_mreport *r, dn_sb *b) {
         if (b64) dn_sb_printf(b, "<img alt=\"defect\" src=\"data:image/png;base64,%s\">", b64);
         else dn_sb_puts(b, "<div class=\"note\">image not readable</div>");
         free(b64);
+        b64 = NULL;
+        if (v[i].heat) { /* the Grad-CAM overlay the service stored beside the copy (serve --heatmaps) */
+            dn_image hm = {0};
+            if (dn_image_load(v[i].heat, &hm) == DN_OK) dn_thumb_png_base64(&hm, DN_THUMB_SIDE, &b64);
+            dn_image_free(&hm);
+            if (b64) dn_sb_printf(b, "<img class=\"heatmap\" alt=\"heatmap\" src=\"data:image/png;base64,%s\">", b64);
+            else dn_sb_puts(b, "<div class=\"note\">heatmap not readable</div>");
+            free(b64);
+        }
         dn_sb_puts(b, "<div class=\"p\">");
         dn_sb_html(b, v[i].cls);
         dn_sb_printf(b, " %.0f%%</div><div class=\"n\">line ", 100.0 * v[i].confidence);
@@ -436,6 +448,8 @@ void dn_mreport_render_html(const dn_mreport *r, dn_sb *b) {
     card(b, "kpi-defects", v, "defects", 0);
     snprintf(v, sizeof v, "%.1f%%", 100 * mr_rate(r->uncertain, r->total));
     card(b, "kpi-uncertain", v, "uncertain (sent to review)", 0);
+    snprintf(v, sizeof v, "%.1f%%", 100 * mr_rate(r->unknown, r->total));
+    card(b, "kpi-unknown", v, "unknown inputs (unlike the training data)", r->unknown > 0);
     snprintf(v, sizeof v, "%d", r->lines.n);
     card(b, "kpi-lines", v, "lines", 0);
     snprintf(v, sizeof v, "%d", nout);

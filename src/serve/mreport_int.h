@@ -8,7 +8,7 @@
 
 typedef struct {
     char *key;
-    int64_t total, defects, uncertain;
+    int64_t total, defects, uncertain, unknown;
     double conf_sum;
     int64_t *counts; /* [capcls] */
 } rgroup;
@@ -27,6 +27,7 @@ typedef struct {
 typedef struct {
     double time;
     char *cls, *line, *path;
+    char *heat;                     /* Grad-CAM overlay of the prediction, NULL = none */
     float confidence;
 } recent_defect;
 
@@ -43,7 +44,7 @@ struct dn_mreport {
     rtable s_day, s_hour, p_day, p_hour; /* counts over time; per line x time ("line\x1f" bucket) */
     rtable *series, *pchart;             /* the chosen bucket size (after build) */
     char series_unit[8];                 /* "hour" (data within 48 h), "day" or "shift" */
-    int64_t total, defects, uncertain;
+    int64_t total, defects, uncertain, unknown;
     int64_t *class_counts;               /* [capcls] */
     struct dn_compare *shadow;          /* live vs shadow model (trust/compare.h); NULL before schema v4 */
     recent_defect recent[DN_MREPORT_RECENT];

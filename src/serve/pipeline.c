@@ -61,6 +61,29 @@ int dn_pipeline_has_rules(const dn_pipeline *p) { return p->actions != NULL; }
 
 int dn_pipeline_dry_run(const dn_pipeline *p) { return p->dry_run; }
 
+dn_status dn_pipeline_set_heatmaps(dn_pipeline *p, const char *list) {
+    static const char *const words[] = {"unknown", "uncertain", "defect", "good"};
+    unsigned mask = 0;
+    const char *s = list ? list : "";
+    while (*s) {
+        size_t l = strcspn(s, ",");
+        unsigned bit = 0;
+        if (l == 3 && !strncmp(s, "all", 3)) bit = HEAT_UNKNOWN | HEAT_UNCERTAIN | HEAT_DEFECT | HEAT_GOOD;
+        for (int i = 0; i < 4 && !bit; i++)
+            if (strlen(words[i]) == l && !strncmp(s, words[i], l)) bit = 1u << i;
+        if (!bit)
+            return dn_fail(DN_ERR_ARG, "--heatmaps: unknown kind '%.*s' (known: unknown, uncertain, defect, good, all)",
+                           (int)(l < 64 ? l : 64), s);
+        mask |= bit;
+        s += l;
+        if (*s == ',') s++;
+    }
+    if (mask && !p->store_images)
+        return dn_fail(DN_ERR_ARG, "--heatmaps needs --store-images (heatmaps are written beside the image copies)");
+    atomic_store(&p->heat_mask, mask);
+    return DN_OK;
+}
+
 void dn_pipeline_set_bus(dn_pipeline *p, struct dn_bus *bus) {
     if (p) atomic_store(&p->bus, bus);
 }
@@ -107,6 +130,7 @@ dn_status dn_pipeline_reload(dn_pipeline *p) {
     dn_gen_slot_swap(&p->gens, g);
     dn_metrics_reload(p->metrics, 1);
     dn_metrics_expected(p->metrics, g->expected_escape, g->expected_false_reject);
+    dn_metrics_ood_threshold(p->metrics, g->model->ood ? g->model->ood->threshold : NAN);
     dn_pipeline_log(p, "reloaded model %s sha256=%s%s", g->version, g->sha, p->rules_path ? " and rules" : "");
     pthread_mutex_unlock(&p->reload_mu);
     return DN_OK;
@@ -176,6 +200,7 @@ dn_status dn_pipeline_open(const dn_pipeline_config *c, dn_pipeline **out) {
     dn_gen_slot_init(&p->gens, g);
     p->gens_init = 1;
     if (p->metrics) dn_metrics_expected(p->metrics, g->expected_escape, g->expected_false_reject);
+    if (p->metrics) dn_metrics_ood_threshold(p->metrics, g->model->ood ? g->model->ood->threshold : NAN);
     if (c->shadow_model && (rc = dn_shadow_open(c->shadow_model, &p->shadow))) goto fail;
     if ((rc = dn_store_open(p->db_url, &p->store))) goto fail;
     if (p->rules_path) {

@@ -81,6 +81,17 @@ struct dn_kafka;
 void dn_pipeline_set_kafka(dn_pipeline *p, struct dn_kafka *k);
 long dn_pipeline_bus_failures(const dn_pipeline *p);
 
+/* Grad-CAM heatmaps (ood/gradcam.h, layer4, the predicted class, the model's absolute
+ * colour scale) for the predictions of the listed kinds: a comma list of "unknown",
+ * "uncertain", "defect" (accepted, not the model's good class; every accepted prediction
+ * when the model has no good class), "good" (accepted good class), or "all". Each is
+ * written as PNG beside the image copy (<sha>.<model sha[0:12]>.cam.png, needs
+ * store_images) and its path recorded with the prediction ("heatmap"). Best effort: a
+ * heatmap that fails is logged, the prediction is recorded without one. Call before
+ * submitting jobs; NULL or "" = none. Errors (unknown word, no store_images) name the
+ * option --heatmaps. */
+dn_status dn_pipeline_set_heatmaps(dn_pipeline *p, const char *list);
+
 /* ---- one image */
 typedef struct dn_classify_req {
     const uint8_t *data;         /* image bytes */

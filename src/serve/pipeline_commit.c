@@ -26,6 +26,8 @@ void dn_pred_row_json_open(dn_sb *b, const dn_pred_row *r) {
     dn_json_opt_str(b, "class", r->cls, 1);
     dn_sb_printf(b, ",\"confidence\":%.6g,\"scores\":%s", r->confidence, r->scores_json ? r->scores_json : "{}");
     dn_json_opt_str(b, "decision", r->decision, 1);
+    if (isfinite(r->ood_score)) dn_sb_printf(b, ",\"ood_score\":%.6g", (double)r->ood_score);
+    else dn_sb_puts(b, ",\"ood_score\":null");
     dn_json_opt_str(b, "line", r->line, 1);
     dn_json_opt_str(b, "station", r->station, 1);
     dn_json_opt_str(b, "camera", r->camera, 1);
@@ -35,6 +37,7 @@ void dn_pred_row_json_open(dn_sb *b, const dn_pred_row *r) {
     dn_json_opt_str(b, "request_id", r->request_id, 1);
     dn_json_opt_str(b, "image_sha256", r->image_sha256, 1);
     dn_json_opt_str(b, "image_copy", r->image_copy, 1);
+    dn_json_opt_str(b, "heatmap", r->heatmap, 1);
     dn_json_opt_str(b, "model_sha256", r->model_sha256, 1);
     dn_json_opt_str(b, "model_version", r->model_version, 1);
     dn_json_opt_str(b, "node", r->node, 1);
@@ -48,12 +51,10 @@ static const char *image_ext(const uint8_t *d, size_t n) {
     return "img";
 }
 
-/* Writes the image copy <dir>/<sha[0:2]>/<sha>.<ext> (fsync'ed, atomic rename);
- * an existing copy (same content by construction) is kept. */
-static dn_status store_copy(dn_pipeline *p, const char *sha, const uint8_t *d, size_t n, char *path, size_t pn) {
-    char sub[1024], tmp[1300];
-    snprintf(sub, sizeof sub, "%s/%.2s", p->store_images, sha);
-    snprintf(path, pn, "%s/%s.%s", sub, sha, image_ext(d, n));
+/* Writes d to path in directory sub (created) through a temporary file (fsync'ed,
+ * atomic rename); an existing file (same content by construction) is kept. */
+static dn_status write_once(const char *sub, const char *path, const uint8_t *d, size_t n) {
+    char tmp[1300];
     if (access(path, F_OK) == 0) return DN_OK;
     if (mkdir(sub, 0755) && errno != EEXIST) return dn_fail(DN_ERR_IO, "%s: cannot create: %s", sub, strerror(errno));
     snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)pthread_self() % 100000);
@@ -69,6 +70,23 @@ static dn_status store_copy(dn_pipeline *p, const char *sha, const uint8_t *d, s
     if (fsync(fd) || close(fd)) { unlink(tmp); return dn_fail(DN_ERR_IO, "%s: fsync failed", tmp); }
     if (rename(tmp, path)) { unlink(tmp); return dn_fail(DN_ERR_IO, "%s: rename failed: %s", path, strerror(errno)); }
     return DN_OK;
+}
+
+/* The image copy <dir>/<sha[0:2]>/<sha>.<ext>. */
+static dn_status store_copy(dn_pipeline *p, const char *sha, const uint8_t *d, size_t n, char *path, size_t pn) {
+    char sub[1024];
+    snprintf(sub, sizeof sub, "%s/%.2s", p->store_images, sha);
+    snprintf(path, pn, "%s/%s.%s", sub, sha, image_ext(d, n));
+    return write_once(sub, path, d, n);
+}
+
+/* The heatmap of job j beside its image copy: <dir>/<sha[0:2]>/<sha>.<model sha[0:12]>.cam.png. */
+static dn_status store_heatmap(dn_pipeline *p, const dn_job *j, const char *sha, const char *model_sha, char *path,
+                               size_t pn) {
+    char sub[1024];
+    snprintf(sub, sizeof sub, "%s/%.2s", p->store_images, sha);
+    snprintf(path, pn, "%s/%s.%.12s.cam.png", sub, sha, model_sha);
+    return write_once(sub, path, j->heat_png, j->heat_len);
 }
 
 void dn_job_fail(dn_job *j, int code, const char *msg) {
@@ -135,14 +153,20 @@ static void answer_new(dn_pipeline *p, dn_job *j, const dn_pred_record *rec, int
     row.cls = (char *)rec->cls;
     row.confidence = rec->confidence;
     row.scores_json = (char *)rec->scores_json;
-    row.decision = rec->uncertain ? "uncertain" : "accepted";
+    row.decision = (char *)dn_pred_record_decision(rec);
+    row.ood_score = rec->ood_score ? *rec->ood_score : NAN;
+    row.heatmap = (char *)rec->heatmap;
     dn_pred_row_json_open(b, &row);
     dn_sb_puts(b, "}");
     int fired = 0;
     if (p->actions && !b->oom) {
-        dn_pred_event ev = {id, rec->time, rec->line, rec->station, rec->camera, rec->part, rec->cls,
-                            rec->confidence, rec->uncertain, b->s,
-                            drift->prev, drift->now}; /* drift rule conditions: this camera's window before/after it */
+        dn_pred_event ev = {.id = id, .time = rec->time, .line = rec->line, .station = rec->station,
+                            .camera = rec->camera, .part = rec->part, .cls = rec->cls,
+                            .confidence = rec->confidence, .uncertain = rec->uncertain, .json = b->s,
+                            .decision = dn_decision_parse(dn_pred_record_decision(rec)),
+                            .ood_score = rec->ood_score ? *rec->ood_score : NAN,
+                            /* drift rule conditions: this camera's window before/after it */
+                            .drift_prev = drift->prev, .drift_now = drift->now};
         fired = dn_actions_submit(p->actions, &ev);
     }
     if (!b->oom) { /* reopen the object to add the action count */
@@ -150,7 +174,7 @@ static void answer_new(dn_pipeline *p, dn_job *j, const dn_pred_record *rec, int
         b->s[b->len] = 0;
     }
     dn_sb_printf(b, ",\"duplicate\":false,\"actions_fired\":%d}\n", fired);
-    dn_metrics_prediction(p->metrics, rec->cls, rec->uncertain);
+    dn_metrics_prediction(p->metrics, rec->cls, dn_pred_record_decision(rec), rec->ood_score ? *rec->ood_score : NAN);
     if (j->accepted_good >= 0) dn_metrics_part(p->metrics, j->accepted_good);
     snprintf(j->cls, sizeof j->cls, "%s", rec->cls);
     j->code = 200;
@@ -172,7 +196,8 @@ static void publish_committed(dn_pipeline *p, const dn_pred_record *rec, int64_t
     if (!bus) return;
     dn_bus_result r = {.line = rec->line, .station = rec->station, .camera = rec->camera, .part = rec->part,
                        .id = id, .cls = rec->cls, .confidence = rec->confidence, .uncertain = rec->uncertain,
-                       .json = json};
+                       .decision = dn_decision_parse(dn_pred_record_decision(rec)),
+                       .ood_score = rec->ood_score ? *rec->ood_score : NAN, .json = json};
     if (dn_bus_publish_result(bus, &r, 2000)) {
         atomic_fetch_add(&p->bus_failures, 1);
         dn_pipeline_log(p, "results bus: prediction %lld not published: %s", (long long)id, dn_last_error());
@@ -220,12 +245,20 @@ void dn_pipeline_finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction
     rec.request_id = j->req.request_id;
     rec.image_sha256 = sha;
     rec.image_copy = copy[0] ? copy : NULL;
+    char heat[1300] = "";
+    if (j->heat_png && copy[0] && store_heatmap(p, j, sha, g->sha, heat, sizeof heat)) {
+        dn_pipeline_log(p, "heatmap not stored: %s", dn_last_error());
+        heat[0] = 0;
+    }
+    rec.heatmap = heat[0] ? heat : NULL;
     rec.model_sha256 = g->sha;
     rec.model_version = g->version;
     rec.cls = dn_model_class_name(g->model, pr->cls);
     rec.confidence = pr->confidence;
     rec.scores_json = sc.s;
     rec.uncertain = pr->uncertain;
+    rec.decision = pr->decision;
+    rec.ood_score = isfinite(pr->ood_score) ? &pr->ood_score : NULL;
     int64_t id = 0;
     int existed = 0;
     if (dn_store_insert(p->store, &rec, &id, &existed)) {
@@ -249,6 +282,8 @@ void dn_pipeline_finish_job(worker *w, dn_gen *g, dn_job *j, const dn_prediction
     j->body = b.s;
     b.s = NULL;
 done:
+    free(j->heat_png); /* written (or not) by now */
+    j->heat_png = NULL;
     dn_sb_free(&sc);
     dn_sb_free(&b);
 }

@@ -13,6 +13,8 @@
 #include "core/sha256.h"
 #include "nn/engine.h"
 #include "nn/model.h"
+#include "ood/gradcam.h"
+#include "ood/ood.h"
 #include "serve/actions.h"
 #include "serve/metrics.h"
 #include "serve/multipart.h"
@@ -21,6 +23,7 @@
 #include "trust/drift.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,6 +42,8 @@ struct dn_job {
     int64_t id;
     char cls[128];
     int accepted_good;              /* 1 accepted as good, 0 rejected, -1 the model has no good class */
+    uint8_t *heat_png;              /* Grad-CAM overlay (PNG) to write beside the image copy, or NULL */
+    size_t heat_len;
     /* completion: a callback (HTTP resumes its connection) or a waiting thread */
     dn_job_done_fn done_fn;
     void *done_ctx;
@@ -81,7 +86,10 @@ struct dn_pipeline {
     _Atomic(struct dn_bus *) bus;   /* results bus for HTTP/watch predictions (dn_pipeline_set_bus) */
     _Atomic(struct dn_kafka *) kafka; /* Kafka export for them (dn_pipeline_set_kafka) */
     atomic_long bus_failures;
+    atomic_uint heat_mask;          /* heatmaps for these kinds of prediction (HEAT_*), 0 = none */
 };
+
+enum { HEAT_UNKNOWN = 1, HEAT_UNCERTAIN = 2, HEAT_DEFECT = 4, HEAT_GOOD = 8 };
 
 /* Sets the job's answer to a JSON error (pipeline_commit.c). */
 void dn_job_fail(dn_job *j, int code, const char *msg);

@@ -10,6 +10,20 @@ void dn_pipeline_queue(dn_pipeline *p, int *depth, int *capacity) {
     *capacity = p->qcap;
 }
 
+/* Grad-CAM for prediction pr of the image at x (preprocessed, in the worker's session
+ * input) when the pipeline wants one for its kind; best effort (logged). */
+static void make_heatmap(worker *w, dn_gen *g, dn_job *j, const dn_prediction *pr, const float *x) {
+    dn_pipeline *p = w->p;
+    unsigned mask = atomic_load(&p->heat_mask), kind;
+    if (!mask) return;
+    if (pr->decision == DN_DECISION_UNKNOWN) kind = HEAT_UNKNOWN;
+    else if (pr->uncertain || pr->decision == DN_DECISION_UNCERTAIN) kind = HEAT_UNCERTAIN;
+    else kind = g->policy.good >= 0 && pr->cls == g->policy.good ? HEAT_GOOD : HEAT_DEFECT;
+    if (!(mask & kind)) return;
+    if (dn_gradcam_png(g->model, w->sess, x, 4, pr->cls, &j->heat_png, &j->heat_len, NULL))
+        dn_pipeline_log(p, "heatmap not made: %s", dn_last_error());
+}
+
 /* (Re)creates the worker's session when the model generation changed. */
 static int ensure_session(worker *w, dn_gen *g, char *msg, size_t mn) {
     if (w->sess && w->sess_serial == g->serial) return 0;
@@ -74,6 +88,7 @@ static void run_batch(worker *w, dn_job **jobs, int n) {
         else if (g->policy.good >= 0)
             good = w->preds[k].cls == g->policy.good && !w->preds[k].uncertain && w->preds[k].decision != DN_DECISION_UNKNOWN;
         jobs[idx[k]]->accepted_good = g->policy.good >= 0 ? good : -1;
+        make_heatmap(w, g, jobs[idx[k]], &w->preds[k], x + (size_t)k * per);
         dn_pipeline_finish_job(w, g, jobs[idx[k]], &w->preds[k], w->probs + (size_t)k * nc,
                                dn_session_last_features(w->sess) + (size_t)k * g->model->feat_dim);
     }
@@ -132,6 +147,7 @@ dn_job *dn_job_new(const dn_classify_req *req, dn_job_done_fn done, void *ctx) {
 
 void dn_job_free(dn_job *j) {
     if (!j) return;
+    free(j->heat_png);
     free(j->body);
     free(j);
 }

@@ -338,6 +338,21 @@ static dn_status get_drift(const pctx *pc, const dn_json *v, dn_rule *r) {
     return st;
 }
 
+/* "decision": "unknown" or ["unknown", "uncertain"] -> bit set over dn_decision. */
+static dn_status get_decisions(const pctx *pc, const dn_json *v, unsigned *out) {
+    char **set = NULL;
+    dn_status st = get_strset(pc, v, "decision", &set);
+    if (st) return st;
+    *out = 0;
+    for (char **p = set; *p && !st; p++) {
+        int d = dn_decision_parse(*p);
+        if (d < 0) st = PFAIL(pc, "\"decision\": unknown value \"%s\" (known: accepted, uncertain, unknown)", *p);
+        else *out |= 1u << d;
+    }
+    free_strv(set);
+    return st;
+}
+
 static dn_status parse_when(pctx *pc, const dn_json *w, dn_rule *r) {
     if (dn_json_type_of(w) != DN_JSON_OBJ)
         return PFAIL(pc, "\"when\" must be an object, not %s", type_name(dn_json_type_of(w)));
@@ -352,6 +367,7 @@ static dn_status parse_when(pctx *pc, const dn_json *w, dn_rule *r) {
         else if (!strcmp(k, "min_confidence")) { r->has_min = 1; st = get_num(pc, v, k, 0, 1, &r->min_conf); }
         else if (!strcmp(k, "max_confidence")) { r->has_max = 1; st = get_num(pc, v, k, 0, 1, &r->max_conf); }
         else if (!strcmp(k, "uncertain")) st = get_bool(pc, v, k, &r->uncertain);
+        else if (!strcmp(k, "decision")) st = get_decisions(pc, v, &r->decisions);
         else if (!strcmp(k, "drift")) st = get_drift(pc, v, r);
         else if (!strcmp(k, "n_of_last")) {
             if (dn_json_type_of(v) != DN_JSON_OBJ)
@@ -385,7 +401,7 @@ static dn_status parse_when(pctx *pc, const dn_json *w, dn_rule *r) {
             r->rate_keep = (int)keep;
         } else
             st = PFAIL(pc, "unknown condition \"%s\" (known: class, min_confidence, max_confidence, "
-                           "uncertain, line, station, camera, n_of_last, rate, drift)", k);
+                           "uncertain, decision, line, station, camera, n_of_last, rate, drift)", k);
     }
     if (!st && r->has_min && r->has_max && r->min_conf > r->max_conf)
         st = PFAIL(pc, "min_confidence %g > max_confidence %g (never matches)", r->min_conf, r->max_conf);
@@ -549,12 +565,18 @@ static int in_set(char *const *set, const char *v) {
     return 0;
 }
 
+int dn_pred_event_decision(const dn_pred_event *ev) {
+    if (ev->decision == DN_DECISION_UNKNOWN) return DN_DECISION_UNKNOWN;
+    return ev->uncertain || ev->decision == DN_DECISION_UNCERTAIN ? DN_DECISION_UNCERTAIN : DN_DECISION_ACCEPTED;
+}
+
 int dn_rule_match_event(const dn_rule *r, const dn_pred_event *ev) {
     if (!r->enabled) return 0;
     if (!in_set(r->classes, ev->cls)) return 0;
     if (r->has_min && !(ev->confidence >= r->min_conf)) return 0;
     if (r->has_max && !(ev->confidence <= r->max_conf)) return 0;
     if (r->uncertain >= 0 && (ev->uncertain != 0) != r->uncertain) return 0;
+    if (r->decisions && !(r->decisions & (1u << dn_pred_event_decision(ev)))) return 0;
     if (!in_set(r->lines, ev->line)) return 0;
     if (!in_set(r->stations, ev->station)) return 0;
     if (!in_set(r->cameras, ev->camera)) return 0;

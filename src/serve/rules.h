@@ -51,6 +51,7 @@ typedef struct dn_rule {
     int has_min, has_max;
     double min_conf, max_conf;
     int uncertain;    /* -1 = don't care, 0 = must be accepted, 1 = must be uncertain */
+    unsigned decisions; /* "decision" set: bit (1 << dn_decision); 0 = don't care */
     int drift_signal;   /* "drift": trust/drift.h signal whose PSI must cross drift_psi_above; -1 = none */
     double drift_psi_above;
     int n, m;         /* "n of the last m on the same line"; m == 0: no such condition */
@@ -76,7 +77,7 @@ struct dn_rules {
 };
 
 dn_rules *dn_rules_retain(const dn_rules *r);
-/* The conditions that look at this prediction alone (class, confidence, uncertain,
+/* The conditions that look at this prediction alone (class, confidence, uncertain, decision,
  * line, station, camera, drift: its window's PSI went from at most psi_above to above it
  * with this prediction); history conditions are evaluated by the executor. */
 int dn_rule_match_event(const dn_rule *r, const dn_pred_event *ev);

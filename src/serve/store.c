@@ -4,6 +4,7 @@
  * the schema migrations in store_schema.c (store_int.h). */
 #include "serve/store_int.h"
 #include "core/core.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,7 @@ static dn_status check_schema_readonly(dn_store *s) {
         return dn_fail(DN_ERR_DB, "%s: database schema version %lld is newer than this build supports (%d)", s->url,
                        (long long)have, DN_STORE_SCHEMA_VERSION);
     s->no_node = have < 3;
+    s->no_ood = have < 5;
     return DN_OK;
 }
 
@@ -84,6 +86,10 @@ static int valid_hex64(const char *h) {
     return 1;
 }
 
+const char *dn_pred_record_decision(const dn_pred_record *r) {
+    return r->decision == DN_DECISION_UNKNOWN ? "unknown" : r->uncertain ? "uncertain" : "accepted";
+}
+
 dn_status dn_store_insert(dn_store *s, const dn_pred_record *r, int64_t *id, int *existed) {
     *id = 0;
     if (existed) *existed = 0;
@@ -91,19 +97,19 @@ dn_status dn_store_insert(dn_store *s, const dn_pred_record *r, int64_t *id, int
         return dn_fail(DN_ERR_ARG, "%s: prediction record lacks class/source/model/scores", s->url);
     if (!valid_hex64(r->image_sha256))
         return dn_fail(DN_ERR_ARG, "%s: prediction record has no valid image sha256", s->url);
-    qparam p[17] = {QD(r->time), QT(r->line), QT(r->station), QT(r->camera), QT(r->part),
+    qparam p[19] = {QD(r->time), QT(r->line), QT(r->station), QT(r->camera), QT(r->part),
                     QT(r->source), QT(r->source_path), QT(r->request_id), QT(r->image_sha256),
                     QT(r->image_copy), QT(r->model_sha256), QT(r->model_version), QT(r->cls),
-                    QD(r->confidence), QT(r->scores_json), QT(r->uncertain ? "uncertain" : "accepted"),
-                    QT(s->node)};
+                    QD(r->confidence), QT(r->scores_json), QT(dn_pred_record_decision(r)),
+                    QT(s->node), r->ood_score && isfinite(*r->ood_score) ? QD(*r->ood_score) : QT(NULL), QT(r->heatmap)};
     pthread_mutex_lock(&s->mu);
     dn_status rc = dn_sq_run(s,
                          "INSERT INTO predictions(time, line, station, camera, part, source, source_path,"
                          " request_id, image_sha256, image_copy, model_sha256, model_version, class,"
-                         " confidence, scores, decision, node) VALUES"
-                         " ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)"
+                         " confidence, scores, decision, node, ood_score, heatmap) VALUES"
+                         " ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)"
                          " ON CONFLICT (request_id) DO NOTHING RETURNING id",
-                         p, 17, dn_sq_first_int, id);
+                         p, 19, dn_sq_first_int, id);
     if (!rc && *id == 0 && r->request_id) {
         qparam q[1] = {QT(r->request_id)};
         rc = dn_sq_run(s, "SELECT id FROM predictions WHERE request_id = $1", q, 1, dn_sq_first_int, id);
@@ -136,7 +142,7 @@ dn_status dn_store_add_outcome(dn_store *s, const dn_outcome_row *o) {
 #define PRED_COLS_V1 "id, time, line, station, camera, part, source, source_path, request_id," \
                      " image_sha256, image_copy, model_sha256, model_version, class, confidence," \
                      " scores, decision"
-#define PRED_COLS PRED_COLS_V1 ", node"
+#define PRED_COLS PRED_COLS_V1 ", node, ood_score, heatmap"
 /* Same columns without the score vector (the bulk of a row), for aggregations. */
 #define PRED_COLS_LIGHT_V1 "id, time, line, station, camera, part, source, source_path, request_id," \
                            " image_sha256, image_copy, model_sha256, model_version, class, confidence," \
@@ -153,7 +159,7 @@ void dn_pred_row_clear(dn_pred_row *r) {
     if (!r) return;
     char **f[] = {&r->line, &r->station, &r->camera, &r->part, &r->source, &r->source_path,
                   &r->request_id, &r->image_sha256, &r->image_copy, &r->model_sha256,
-                  &r->model_version, &r->cls, &r->scores_json, &r->decision, &r->node};
+                  &r->model_version, &r->cls, &r->scores_json, &r->decision, &r->node, &r->heatmap};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) { free(*f[i]); *f[i] = NULL; }
 }
 
@@ -185,6 +191,8 @@ static int decode_row(const qrow *q, dn_pred_row *r) {
     r->scores_json = dup_or_null(dn_sq_text(q, 15), &oom);
     r->decision = dup_or_null(dn_sq_text(q, 16), &oom);
     r->node = dup_or_null(dn_sq_text(q, 17), &oom);
+    r->ood_score = dn_sq_text(q, 18) ? (float)dn_sq_double(q, 18) : NAN;
+    r->heatmap = dup_or_null(dn_sq_text(q, 19), &oom);
     if (oom) { dn_pred_row_clear(r); return -1; }
     return 0;
 }
@@ -226,7 +234,8 @@ static int scan_row(void *c, const qrow *q) {
 dn_status dn_store_scan(dn_store *s, const dn_pred_filter *f, dn_pred_row_fn fn, void *ctx) {
     char sql[1024];
     snprintf(sql, sizeof sql, "SELECT %s, %s FROM predictions", f && f->no_scores ? PRED_COLS_LIGHT_V1 : PRED_COLS_V1,
-             s->no_node ? "NULL" : "node"); /* a read-only store of schema < 3 has no node column */
+             s->no_node ? "NULL, NULL, NULL" : s->no_ood ? "node, NULL, NULL" : "node, ood_score, heatmap");
+    /* a read-only store of schema < 3 has no node column, < 5 no ood_score/heatmap */
     qparam p[8];
     int np = build_where(f, sql, sizeof sql, p);
     size_t len = strlen(sql);
@@ -277,6 +286,7 @@ static int list_row(void *c, const dn_pred_row *r) {
     d->scores_json = dup_or_null(r->scores_json, &oom);
     d->decision = dup_or_null(r->decision, &oom);
     d->node = dup_or_null(r->node, &oom);
+    d->heatmap = dup_or_null(r->heatmap, &oom);
     l->n++;
     if (oom) { l->oom = 1; return 1; }
     return 0;

@@ -28,7 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DN_STORE_SCHEMA_VERSION 4
+#define DN_STORE_SCHEMA_VERSION 5
 
 typedef struct dn_store dn_store;
 
@@ -46,8 +46,14 @@ typedef struct dn_pred_record {
     const char *cls;                               /* predicted class name */
     float confidence;
     const char *scores_json;                       /* {"class": prob, ...} */
-    int uncertain;                                 /* decision: 1 = "uncertain", 0 = "accepted" */
+    int uncertain;                                 /* decision: 1 = "uncertain", 0 = "accepted" ... */
+    int decision;                                  /* ... unless this is DN_DECISION_UNKNOWN (schema v5) */
+    const float *ood_score;                        /* NULL (stored as NULL): the model has no detector */
+    const char *heatmap;                           /* path of the Grad-CAM overlay PNG, may be NULL */
 } dn_pred_record;
+
+/* "accepted" | "uncertain" | "unknown" of a record (unknown wins over uncertain). */
+const char *dn_pred_record_decision(const dn_pred_record *r);
 
 /* A stored prediction (all strings owned by the row; NULL where the column is NULL). */
 typedef struct dn_pred_row {
@@ -55,9 +61,11 @@ typedef struct dn_pred_row {
     double time;
     char *line, *station, *camera, *part, *source, *source_path, *request_id;
     char *image_sha256, *image_copy, *model_sha256, *model_version, *cls, *scores_json;
-    char *decision;                                /* "accepted" | "uncertain" */
+    char *decision;                                /* "accepted" | "uncertain" | "unknown" */
     char *node;                                    /* node that recorded it (fleet), may be NULL */
+    char *heatmap;                                 /* Grad-CAM overlay path (schema v5), may be NULL */
     float confidence;
+    float ood_score;                               /* NAN where the column is NULL (no detector, before v5) */
 } dn_pred_row;
 
 /* Filter for listing/scanning. Zero-initialised = everything. Ranges are

@@ -31,6 +31,7 @@ struct dn_store {
     char *node;          /* recorded with every insert (dn_store_set_node), NULL = none */
     int readonly;        /* dn_store_open_readonly: read-only connections, no migration */
     int no_node;         /* read-only store of a schema before v3: scans read node as NULL */
+    int no_ood;          /* ... before v5: scans read ood_score and heatmap as NULL */
     pthread_mutex_t mu, rmu;
 };
 
