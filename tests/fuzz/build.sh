@@ -43,19 +43,19 @@ if [ "$1" = campaign-one ]; then
     log="$B/campaign/$t.log"
     mkdir -p "$B/crash/$t" "$B/campaign"
     before=$(ls "$B/crash/$t" | wc -l)
-    t0=$(date +%s)
+    t0=$(date +%s.%N)
     rc=0
     nice -n "${FUZZ_NICE:-19}" "$B/fuzz_$t" -runs="$runs" -rss_limit_mb=2048 -timeout=10 \
         -max_len="${FUZZ_MAX_LEN:-65536}" -artifact_prefix="$B/crash/$t/" -print_final_stats=1 \
         "$B/corpus/$t" >"$log" 2>&1 || rc=$?
-    secs=$(($(date +%s) - t0))
+    secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
     crashes=$(($(ls "$B/crash/$t" | wc -l) - before))
     [ "$rc" -ne 0 ] && [ "$crashes" -eq 0 ] && crashes=1
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     last=$(grep -E '^#[0-9]+' "$log" | tail -1)
     cov=$(echo "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
     ft=$(echo "$last" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
-    rate=$(awk -v e="${execs:-0}" -v s="$secs" 'BEGIN { printf "%d", s > 0 ? e / s : e }')
+    rate=$(awk -v e="${execs:-0}" -v s="$secs" 'BEGIN { printf "%d", (s > 0 ? e / s : e) }')
     printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$t" "${execs:-?}" "${cov:-?}" "${ft:-?}" "$crashes" "$secs" "$rate" >>"$table"
     echo "campaign: $t: ${execs:-?} executions, cov ${cov:-?}, ft ${ft:-?}, crashes $crashes, ${secs} s (exit $rc, log $log)"
     exit 0
