@@ -188,6 +188,19 @@ static void family_out(dn_sb *b, const family *f, const char *name, const char *
     }
 }
 
+/* A histogram: cumulative buckets (counts has nb + 1 entries, the last above every bound), sum, count. */
+static void histogram_out(dn_sb *b, const char *name, const char *help, const double *bounds, int nb,
+                          const unsigned long long *counts, double sum, unsigned long long count) {
+    dn_sb_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    unsigned long long cum = 0;
+    for (int i = 0; i < nb; i++) {
+        cum += counts[i];
+        dn_sb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i], cum);
+    }
+    cum += counts[nb];
+    dn_sb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n", name, cum, name, sum, name, count);
+}
+
 void dn_metrics_render(dn_metrics *m, long qd, long qc, dn_sb *b) {
     pthread_mutex_lock(&m->mu);
     if (m->parts[0] + m->parts[1])
@@ -204,30 +217,14 @@ void dn_metrics_render(dn_metrics *m, long qd, long qc, dn_sb *b) {
                         "defectnet_expected_false_reject_rate %.6g\n", m->exp_false_reject);
     family_out(b, &m->requests, "defectnet_http_requests_total", "HTTP requests by endpoint and status code.",
                "endpoint", "code");
-    dn_sb_puts(b, "# HELP defectnet_predict_latency_seconds Time from request received to response ready for POST /v1/predict.\n"
-                  "# TYPE defectnet_predict_latency_seconds histogram\n");
-    unsigned long long cum = 0;
-    for (int i = 0; i < NB; i++) {
-        cum += m->hist[i];
-        dn_sb_printf(b, "defectnet_predict_latency_seconds_bucket{le=\"%g\"} %llu\n", BUCKETS[i], cum);
-    }
-    cum += m->hist[NB];
-    dn_sb_printf(b, "defectnet_predict_latency_seconds_bucket{le=\"+Inf\"} %llu\n", cum);
-    dn_sb_printf(b, "defectnet_predict_latency_seconds_sum %.9g\ndefectnet_predict_latency_seconds_count %llu\n",
-                 m->lat_sum, m->lat_count);
+    histogram_out(b, "defectnet_predict_latency_seconds",
+                  "Time from request received to response ready for POST /v1/predict.", BUCKETS, NB, m->hist, m->lat_sum,
+                  m->lat_count);
     family_out(b, &m->predictions, "defectnet_predictions_total", "Predictions by class and decision.", "class", "decision");
-    if (m->ood_count) {
-        dn_sb_puts(b, "# HELP defectnet_ood_score Novelty score of predictions (higher = more unusual; above the "
-                      "threshold: decision unknown).\n# TYPE defectnet_ood_score histogram\n");
-        unsigned long long oc = 0;
-        for (int i = 0; i < NOB; i++) {
-            oc += m->ood_hist[i];
-            dn_sb_printf(b, "defectnet_ood_score_bucket{le=\"%g\"} %llu\n", OOD_BUCKETS[i], oc);
-        }
-        oc += m->ood_hist[NOB];
-        dn_sb_printf(b, "defectnet_ood_score_bucket{le=\"+Inf\"} %llu\ndefectnet_ood_score_sum %.9g\n"
-                        "defectnet_ood_score_count %llu\n", oc, m->ood_sum, m->ood_count);
-    }
+    if (m->ood_count)
+        histogram_out(b, "defectnet_ood_score",
+                      "Novelty score of predictions (higher = more unusual; above the threshold: decision unknown).",
+                      OOD_BUCKETS, NOB, m->ood_hist, m->ood_sum, m->ood_count);
     if (isfinite(m->ood_threshold))
         dn_sb_printf(b, "# HELP defectnet_ood_threshold The current model's ood_score threshold (decision unknown above it).\n"
                         "# TYPE defectnet_ood_threshold gauge\ndefectnet_ood_threshold %.9g\n", (double)m->ood_threshold);
