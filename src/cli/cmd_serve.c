@@ -251,11 +251,7 @@ static int serve_check(serve_opts *o) {
     dn_server_config *c = &o->c;
     dn_mqtt_in_config *mc = &o->mc;
     dn_bus_config *bc = &o->bc;
-    if (!c->model_path) {
-        fprintf(stderr, "defectnet serve: --model is required\n");
-        serve_usage(stderr);
-        return 2;
-    }
+    if (!c->model_path) return dn_usage_error("serve", "--model is required (see defectnet serve --help)");
     if (c->move_processed && !c->watch_dir) {
         fprintf(stderr, "defectnet serve: --move-processed needs --watch DIR\n");
         return 2;
