@@ -110,13 +110,13 @@ static void on_outcome(void *ctx, const dn_action_outcome *o) {
     }
     int ri = 0;
     while (ri < c->rules->n && strcmp(c->rules->rules[ri].name, o->rule)) ri++;
-    char *t = NULL;
-    if (asprintf(&t, "prediction %lld: rule '%s' %s: %s%s%s", (long long)o->prediction_id, o->rule, o->status,
-                 strcmp(o->status, "dry-run") ? o->target : "", strcmp(o->status, "dry-run") ? ": " : "",
-                 o->detail) < 0) { c->oom = 1; return; }
+    dn_sb t = {0}; /* through the core allocation helpers (fault injection reaches it) */
+    dn_sb_printf(&t, "prediction %lld: rule '%s' %s: %s%s%s", (long long)o->prediction_id, o->rule, o->status,
+                 strcmp(o->status, "dry-run") ? o->target : "", strcmp(o->status, "dry-run") ? ": " : "", o->detail);
+    if (t.oom || !t.s) { dn_sb_free(&t); c->oom = 1; return; }
     c->v[c->n].id = (long long)o->prediction_id;
     c->v[c->n].ri = ri;
-    c->v[c->n].text = t;
+    c->v[c->n].text = t.s;
     c->n++;
 }
 

@@ -66,7 +66,7 @@ static char *read_token(const char *path) {
         fprintf(stderr, "defectnet serve: --token-file: %s\n", dn_last_error());
         return NULL;
     }
-    char *t = malloc(n + 1);
+    char *t = dn_malloc(n + 1);
     if (!t) { free(d); return NULL; }
     memcpy(t, d, n);
     t[n] = 0;
