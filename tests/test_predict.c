@@ -211,7 +211,7 @@ TEST(safetensors_model_metadata_applied) {
     m->pp.resize = 0;  /* no resize: centre crop of 32 straight from the image */
     m->pp.crop = 32;
     m->threshold = 1.0f; /* every prediction uncertain */
-    char path[400], args[900], *out, *err;
+    char path[400], args[1400], *out, *err;
     snprintf(path, sizeof path, "%s/model.safetensors", g_dir);
     CHECK(dn_model_save(m, path) == DN_OK);
     dn_model_free(m);

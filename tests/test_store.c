@@ -615,9 +615,10 @@ TEST(report_html_renders_in_chromium) {
         char *t = malloc(dl + 1);
         memcpy(t, d, dl);
         t[dl] = 0;
-        /* the browser parsed 4 charts (p-charts of L1 and L2, series, pareto); bars: series 7
-         * non-empty (day,class) cells, pareto 3 (rates per group are table meters) */
-        CHECK_MSG(count_substr(t, "<svg") == 4, "svg count %d", count_substr(t, "<svg"));
+        /* the browser parsed 5 charts (p-charts of L1 and L2, series, pareto, estimated accuracy
+         * over time = drift); bars: series 7 non-empty (day,class) cells, pareto 3 (rates per
+         * group are table meters) */
+        CHECK_MSG(count_substr(t, "<svg") == 5, "svg count %d", count_substr(t, "<svg"));
         CHECK_MSG(count_substr(t, "class=\"bar\"") == 7 + 3, "bar count %d", count_substr(t, "class=\"bar\""));
         CHECK(strstr(t, "id=\"kpi-total\">10<"));
         CHECK(strstr(t, "class=\"cumulative\""));
