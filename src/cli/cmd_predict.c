@@ -151,6 +151,51 @@ static void usage(FILE *f) {
             DN_EXIT_HELP);
 }
 
+/* The model with a head, and its decision policy (--good-class overrides the good
+ * class). 0 ok; else the one-line error is printed. */
+static int load_model(const char *path, const char *good_class, dn_model **m, dn_policy *pol) {
+    if (dn_model_load(path, m)) {
+        fprintf(stderr, "defectnet predict: %s\n", dn_last_error());
+        return -1;
+    }
+    if ((*m)->num_classes < 1) {
+        fprintf(stderr, "defectnet predict: %s: model has no classification head (backbone only)\n", path);
+        return -1;
+    }
+    if (dn_model_policy(*m, pol)) {
+        fprintf(stderr, "defectnet predict: %s: %s\n", path, dn_last_error());
+        return -1;
+    }
+    if (good_class && dn_policy_override_good(*m, good_class, pol)) {
+        fprintf(stderr, "defectnet predict: --good-class: %s\n", dn_last_error());
+        return -1;
+    }
+    return 0;
+}
+
+/* The image files of every input (files and folders) into files; an input that
+ * cannot be listed is named and counted in *failed. -1 only when out of memory. */
+static int collect_files(const strvec *inputs, strvec *files, int *failed) {
+    for (int i = 0; i < inputs->n; i++) {
+        char **paths = NULL;
+        int np = 0;
+        if (dn_collect_images((const char *const *)&inputs->v[i], 1, &paths, &np)) {
+            fprintf(stderr, "defectnet predict: %s\n", dn_last_error());
+            (*failed)++;
+            continue;
+        }
+        int oom = 0;
+        for (int k = 0; k < np; k++) {
+            if (!oom && sv_push(files, paths[k])) oom = 1;
+            else if (oom) free(paths[k]);
+            paths[k] = NULL;
+        }
+        dn_paths_free(paths, np);
+        if (oom) { fprintf(stderr, "defectnet predict: out of memory\n"); return -1; }
+    }
+    return 0;
+}
+
 int cmd_predict(int argc, char **argv) {
     const char *out = NULL;
     const char *model_path = NULL, *good_class = NULL;
@@ -201,41 +246,9 @@ int cmd_predict(int argc, char **argv) {
     }
     if (fmt < 0) fmt = isatty(STDOUT_FILENO) ? FMT_TABLE : FMT_JSONL;
 
-    if (dn_model_load(model_path, &m)) {
-        fprintf(stderr, "defectnet predict: %s\n", dn_last_error());
-        goto done;
-    }
-    if (m->num_classes < 1) {
-        fprintf(stderr, "defectnet predict: %s: model has no classification head (backbone only)\n", model_path);
-        goto done;
-    }
+    if (load_model(model_path, good_class, &m, &pol)) goto done;
     if (topk > m->num_classes) topk = m->num_classes;
-    if (dn_model_policy(m, &pol)) {
-        fprintf(stderr, "defectnet predict: %s: %s\n", model_path, dn_last_error());
-        goto done;
-    }
-    if (good_class && dn_policy_override_good(m, good_class, &pol)) {
-        fprintf(stderr, "defectnet predict: --good-class: %s\n", dn_last_error());
-        goto done;
-    }
-
-    for (int i = 0; i < inputs.n; i++) {
-        char **paths = NULL;
-        int np = 0;
-        if (dn_collect_images((const char *const *)&inputs.v[i], 1, &paths, &np)) {
-            fprintf(stderr, "defectnet predict: %s\n", dn_last_error());
-            failed++;
-            continue;
-        }
-        int oom = 0;
-        for (int k = 0; k < np; k++) {
-            if (!oom && sv_push(&files, paths[k])) oom = 1;
-            else if (oom) free(paths[k]);
-            paths[k] = NULL;
-        }
-        dn_paths_free(paths, np);
-        if (oom) { fprintf(stderr, "defectnet predict: out of memory\n"); goto done; }
-    }
+    if (collect_files(&inputs, &files, &failed)) goto done;
     if (!files.n) {
         fprintf(stderr, "defectnet predict: no image files found\n");
         goto done;
