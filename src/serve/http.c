@@ -1,7 +1,8 @@
-/* defectnet serve: HTTP routing and request handling (see http.h for the contract).
- * Classification, storage and actions are the pipeline's (pipeline.h); metadata and
- * multipart parsing are multipart.h's. */
-#include "serve/http.h"
+/* defectnet serve: HTTP routing, the request lifecycle (headers, bodies, early errors,
+ * budgets), predict and review requests, start/stop (see http.h for the contract). The
+ * read-only endpoints are http_read.c's; classification, storage and actions are the
+ * pipeline's (pipeline.h); metadata and multipart parsing are multipart.h's. */
+#include "serve/http_int.h"
 #include "core/core.h"
 #include "serve/connguard.h"
 #include "serve/metrics.h"
@@ -22,73 +23,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-struct dn_server {
-    char *token, *ok_classes;
-    char listen_host[64];
-    int port, quiet;
-    size_t max_body, body_budget;
-    int body_timeout, idle_timeout, header_timeout, max_connections, max_per_client, report_slots;
-    atomic_size_t buffered;         /* request body bytes reserved by all connections */
-    atomic_int reports;             /* reports being built */
-
-    dn_connguard *guard;            /* header deadline (connguard.h) */
-
-    dn_pipeline *pipe;
-    dn_metrics *metrics;            /* the pipeline's */
-    struct MHD_Daemon *mhd;
-    dn_watch *watch;
-    atomic_int stopping;            /* new HTTP requests get 503 */
-    atomic_long inflight;           /* HTTP requests between first callback and completion */
-
-    pthread_mutex_t health_mu;      /* extra /healthz reporters (dn_server_add_health) */
-    struct { dn_health_fn fn; void *ctx; } health[DN_SERVER_MAX_HEALTH];
-};
-
-int dn_server_add_health(dn_server *s, dn_health_fn fn, void *ctx) {
-    int slot = -1;
-    pthread_mutex_lock(&s->health_mu);
-    for (int i = 0; i < DN_SERVER_MAX_HEALTH && slot < 0; i++)
-        if (!s->health[i].fn) { s->health[i].fn = fn; s->health[i].ctx = ctx; slot = i; }
-    pthread_mutex_unlock(&s->health_mu);
-    return slot;
-}
-
-void dn_server_remove_health(dn_server *s, int slot) {
-    if (slot < 0 || slot >= DN_SERVER_MAX_HEALTH) return;
-    pthread_mutex_lock(&s->health_mu);
-    s->health[slot].fn = NULL;
-    pthread_mutex_unlock(&s->health_mu);
-}
-
-struct dn_pipeline *dn_server_pipeline(dn_server *s) { return s->pipe; }
-struct dn_store *dn_server_store(dn_server *s) { return dn_pipeline_store(s->pipe); }
-struct dn_metrics *dn_server_metrics(dn_server *s) { return s->metrics; }
-int dn_server_port(const dn_server *s) { return s->port; }
-dn_status dn_server_reload(dn_server *s) { return dn_pipeline_reload(s->pipe); }
-
-enum { E_PREDICT, E_LIST, E_GET, E_REPORT, E_HEALTH, E_METRICS, E_RELOAD, E_DRIFT, E_REVIEW, E_NONE };
-static const char *const ENAME[] = {"predict", "predictions", "prediction", "report", "healthz", "metrics", "reload", "drift",
+const char *const dn_http_endpoint_names[] = {"predict", "predictions", "prediction", "report", "healthz", "metrics", "reload", "drift",
                                     "review", "other"};
-
-typedef struct req {
-    int started;                  /* the access handler has seen this request */
-    size_t reserved;              /* body bytes taken from the server's body_budget */
-    int ep;
-    int64_t get_id;
-    int review_post;              /* E_REVIEW: the URL takes POST (a label) */
-    double t0;
-    dn_sb body;
-    int early_code;
-    char *early_msg;
-    dn_job *job;
-    int answered;                 /* an error was written while the body was arriving */
-    size_t discarded;             /* body bytes dropped while waiting to send an early error */
-    dn_req_meta meta;
-} req;
+#define ENAME dn_http_endpoint_names
 
 /* ------------------------------------------------------------ responses */
 
-static enum MHD_Result send_resp(dn_server *s, struct MHD_Connection *c, req *r, int code, const char *ctype,
+enum MHD_Result send_resp(dn_server *s, struct MHD_Connection *c, req *r, int code, const char *ctype,
                                  char *body, size_t len) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, body ? body : (char *)"", body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
     if (!resp) { free(body); return MHD_NO; }
@@ -104,7 +45,7 @@ static enum MHD_Result send_resp(dn_server *s, struct MHD_Connection *c, req *r,
     return ret;
 }
 
-static enum MHD_Result send_json(dn_server *s, struct MHD_Connection *c, req *r, int code, dn_sb *b) {
+enum MHD_Result send_json(dn_server *s, struct MHD_Connection *c, req *r, int code, dn_sb *b) {
     if (b->oom) {
         dn_sb_free(b);
         dn_sb e = {0};
@@ -117,7 +58,7 @@ static enum MHD_Result send_json(dn_server *s, struct MHD_Connection *c, req *r,
     return send_resp(s, c, r, code, "application/json", body, len);
 }
 
-static enum MHD_Result send_err(dn_server *s, struct MHD_Connection *c, req *r, int code, const char *msg) {
+enum MHD_Result send_err(dn_server *s, struct MHD_Connection *c, req *r, int code, const char *msg) {
     dn_sb b = {0};
     dn_json_error(&b, code, msg);
     return send_json(s, c, r, code, &b);
@@ -157,7 +98,7 @@ static enum MHD_Result abort_with_error(dn_server *s, struct MHD_Connection *c, 
 }
 
 /* Constant-time comparison of the presented bearer token. */
-static int auth_ok(dn_server *s, struct MHD_Connection *c) {
+int auth_ok(dn_server *s, struct MHD_Connection *c) {
     if (!s->token) return 1;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7)) return 0;
@@ -168,7 +109,7 @@ static int auth_ok(dn_server *s, struct MHD_Connection *c) {
     return diff == 0;
 }
 
-static int64_t parse_i64(const char *v, int64_t lo, int64_t hi, int *ok) {
+int64_t parse_i64(const char *v, int64_t lo, int64_t hi, int *ok) {
     char *e;
     errno = 0;
     long long x = strtoll(v, &e, 10);
@@ -176,7 +117,7 @@ static int64_t parse_i64(const char *v, int64_t lo, int64_t hi, int *ok) {
     return x;
 }
 
-static const char *query(struct MHD_Connection *c, const char *key) {
+const char *query(struct MHD_Connection *c, const char *key) {
     return MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, key);
 }
 
@@ -199,169 +140,6 @@ static enum MHD_Result find_nul(void *ctx, enum MHD_ValueKind kind, const char *
         return MHD_NO;
     }
     return MHD_YES;
-}
-
-/* ------------------------------------------------------------ endpoints */
-
-static enum MHD_Result handle_list(dn_server *s, struct MHD_Connection *c, req *r) {
-    dn_pred_filter f = {0};
-    f.limit = 100;
-    const char *v;
-    int ok = 1;
-    if ((v = query(c, "from")) && dn_parse_time(v, "from", &f.from)) return send_err(s, c, r, 400, dn_last_error());
-    if ((v = query(c, "to")) && dn_parse_time(v, "to", &f.to)) return send_err(s, c, r, 400, dn_last_error());
-    if ((v = query(c, "limit")) && (f.limit = parse_i64(v, 1, 1000, &ok), !ok))
-        return send_err(s, c, r, 400, "limit: expected an integer 1..1000");
-    if ((v = query(c, "cursor")) && (f.after_id = parse_i64(v, 0, INT64_MAX, &ok), !ok))
-        return send_err(s, c, r, 400, "cursor: expected the next_cursor of a previous page");
-    f.line = query(c, "line");
-    f.cls = query(c, "class");
-    f.decision = query(c, "decision");
-    if (f.decision && dn_decision_parse(f.decision) < 0)
-        return send_err(s, c, r, 400, "decision: expected accepted, uncertain or unknown");
-    dn_pred_row *rows = NULL;
-    size_t n = 0;
-    if (dn_store_list(dn_pipeline_store(s->pipe), &f, &rows, &n)) return send_err(s, c, r, 503, dn_last_error());
-    dn_sb b = {0};
-    dn_sb_puts(&b, "{\"predictions\":[");
-    for (size_t i = 0; i < n; i++) {
-        if (i) dn_sb_puts(&b, ",");
-        dn_pred_row_json_open(&b, &rows[i]);
-        dn_sb_puts(&b, "}");
-    }
-    dn_sb_puts(&b, "],\"next_cursor\":");
-    if (n && (int64_t)n == f.limit) dn_sb_printf(&b, "\"%lld\"", (long long)rows[n - 1].id);
-    else dn_sb_puts(&b, "null");
-    dn_sb_puts(&b, "}\n");
-    dn_pred_rows_free(rows, n);
-    return send_json(s, c, r, 200, &b);
-}
-
-typedef struct { dn_sb *b; int n; } oc_acc;
-static int oc_json(void *ctx, const dn_outcome_row *o) {
-    oc_acc *a = ctx;
-    dn_sb *b = a->b;
-    dn_sb_puts(b, a->n++ ? ",{" : "{");
-    dn_json_opt_str(b, "rule", o->rule, 0);
-    dn_json_opt_str(b, "kind", o->kind, 1);
-    dn_json_opt_str(b, "target", o->target, 1);
-    dn_json_opt_str(b, "status", o->status, 1);
-    dn_sb_printf(b, ",\"attempts\":%d,\"time\":%.6f", o->attempts, o->time);
-    dn_json_opt_str(b, "detail", o->detail, 1);
-    dn_sb_puts(b, "}");
-    return 0;
-}
-
-static enum MHD_Result handle_get(dn_server *s, struct MHD_Connection *c, req *r) {
-    dn_store *st = dn_pipeline_store(s->pipe);
-    dn_pred_row row;
-    int found = 0;
-    if (dn_store_get(st, r->get_id, &row, &found)) return send_err(s, c, r, 503, dn_last_error());
-    if (!found) return send_err(s, c, r, 404, "no such prediction");
-    dn_sb b = {0};
-    dn_pred_row_json_open(&b, &row);
-    dn_pred_row_clear(&row);
-    dn_sb_puts(&b, ",\"actions\":[");
-    oc_acc a = {&b, 0};
-    if (dn_store_outcomes(st, r->get_id, oc_json, &a)) {
-        dn_sb_free(&b);
-        return send_err(s, c, r, 503, dn_last_error());
-    }
-    dn_sb_puts(&b, "]}\n");
-    return send_json(s, c, r, 200, &b);
-}
-
-static enum MHD_Result handle_report(dn_server *s, struct MHD_Connection *c, req *r) {
-    dn_mreport_opts o = {0};
-    const char *v;
-    const char *fmt = query(c, "format");
-    if (!fmt) fmt = "json";
-    if (!dn_mreport_mime(fmt)) return send_err(s, c, r, 400, "format: expected csv, json or html");
-    if ((v = query(c, "from")) && dn_parse_time(v, "from", &o.from)) return send_err(s, c, r, 400, dn_last_error());
-    if ((v = query(c, "to")) && dn_parse_time(v, "to", &o.to)) return send_err(s, c, r, 400, dn_last_error());
-    o.line = query(c, "line");
-    o.group_by = query(c, "group_by");
-    if (!o.group_by) o.group_by = query(c, "group-by");
-    o.shifts = query(c, "shifts");
-    o.ok_classes = s->ok_classes;
-    /* a report scans the store and keeps an I/O thread busy: a few at a time, so the
-     * other threads stay free for predictions and health checks */
-    if (atomic_fetch_add(&s->reports, 1) >= s->report_slots) {
-        atomic_fetch_sub(&s->reports, 1);
-        return send_err(s, c, r, 503, "report busy: another report is being built, retry later");
-    }
-    dn_mreport *rep = NULL;
-    dn_status rc = dn_mreport_build(dn_pipeline_store(s->pipe), &o, &rep);
-    int code = rc == DN_ERR_ARG ? 400 : 503;
-    dn_sb b = {0};
-    if (!rc && (rc = dn_mreport_render(rep, fmt, &b))) code = 500;
-    dn_mreport_free(rep);
-    atomic_fetch_sub(&s->reports, 1);
-    if (rc) {
-        dn_sb_free(&b);
-        return send_err(s, c, r, code, dn_last_error());
-    }
-    return send_resp(s, c, r, 200, dn_mreport_mime(fmt), b.s, b.len);
-}
-
-static enum MHD_Result handle_health(dn_server *s, struct MHD_Connection *c, req *r) {
-    dn_gen *g = dn_pipeline_gen_acquire(s->pipe);
-    int ql, qcap;
-    dn_pipeline_queue(s->pipe, &ql, &qcap);
-    /* the database and the registered reporters (MQTT ingestion, result bus) */
-    dn_sb extra = {0};
-    int bad = dn_store_ping(dn_pipeline_store(s->pipe)) != DN_OK;
-    dn_sb_puts(&extra, ",\"database\":");
-    dn_sb_json_str(&extra, bad ? dn_last_error() : "ok");
-    pthread_mutex_lock(&s->health_mu);
-    for (int i = 0; i < DN_SERVER_MAX_HEALTH; i++)
-        if (s->health[i].fn && s->health[i].fn(s->health[i].ctx, &extra)) bad = 1;
-    pthread_mutex_unlock(&s->health_mu);
-    dn_sb b = {0};
-    dn_sb_puts(&b, bad ? "{\"status\":\"degraded\"" : "{\"status\":\"ok\"");
-    if (extra.s) dn_sb_puts(&b, extra.s);
-    dn_sb_free(&extra);
-    dn_json_opt_str(&b, "model_sha256", g->sha, 1);
-    dn_json_opt_str(&b, "model_version", g->version, 1);
-    dn_sb_puts(&b, ",\"classes\":[");
-    for (int i = 0; i < dn_model_num_classes(g->model); i++) {
-        if (i) dn_sb_puts(&b, ",");
-        dn_sb_json_str(&b, dn_model_class_name(g->model, i));
-    }
-    dn_sb_printf(&b, "],\"store\":\"%s\",\"workers\":%d,\"queue_depth\":%d,\"queue_capacity\":%d,\"rules\":%s}\n",
-                 dn_store_backend(dn_pipeline_store(s->pipe)), dn_pipeline_workers(s->pipe), ql, qcap,
-                 dn_pipeline_has_rules(s->pipe) ? "true" : "false");
-    dn_pipeline_gen_release(s->pipe, g);
-    return send_json(s, c, r, bad ? 503 : 200, &b);
-}
-
-static enum MHD_Result handle_metrics(dn_server *s, struct MHD_Connection *c, req *r) {
-    int ql, qcap;
-    dn_pipeline_queue(s->pipe, &ql, &qcap);
-    dn_sb b = {0};
-    dn_metrics_render(s->metrics, ql, qcap, &b);
-    dn_drift_metrics(dn_pipeline_drift(s->pipe), 0, &b, dn_metrics_label);
-    if (b.oom) { dn_sb_free(&b); return send_err(s, c, r, 500, "out of memory"); }
-    return send_resp(s, c, r, 200, "text/plain; version=0.0.4; charset=utf-8", b.s, b.len);
-}
-
-/* GET /v1/drift: the drift windows per line/camera (docs/drift.md). */
-static enum MHD_Result handle_drift(dn_server *s, struct MHD_Connection *c, req *r) {
-    dn_sb b = {0};
-    dn_drift_json(dn_pipeline_drift(s->pipe), 0, &b);
-    return send_json(s, c, r, 200, &b);
-}
-
-static enum MHD_Result handle_reload(dn_server *s, struct MHD_Connection *c, req *r) {
-    if (dn_pipeline_reload(s->pipe)) return send_err(s, c, r, 500, dn_last_error());
-    dn_gen *g = dn_pipeline_gen_acquire(s->pipe);
-    dn_sb b = {0};
-    dn_sb_puts(&b, "{\"status\":\"reloaded\"");
-    dn_json_opt_str(&b, "model_sha256", g->sha, 1);
-    dn_json_opt_str(&b, "model_version", g->version, 1);
-    dn_sb_puts(&b, "}\n");
-    dn_pipeline_gen_release(s->pipe, g);
-    return send_json(s, c, r, 200, &b);
 }
 
 static void resume_conn(void *ctx) { MHD_resume_connection(ctx); }
