@@ -7,7 +7,7 @@
  * carries the generation of the connection it came on: a PUBACK is only sent on that
  * same connection (after a reconnect the broker redelivers what was not
  * acknowledged, and the redelivery is answered from the store). */
-#include "serve/mqtt_in.h"
+#include "serve/mqtt_in_int.h"
 #include "core/core.h"
 #include "core/json.h"
 #include "core/utf8.h"
@@ -35,50 +35,7 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct msg {
-    struct msg *next;
-    uint64_t gen;             /* connection generation it arrived on */
-    dn_mqtt_publish p;        /* topic, packet id, QoS, metadata (owned) */
-    int oversized;
-    uint8_t *payload;
-    size_t len;
-} msg;
-
-struct dn_mqtt_in {
-    dn_pipeline *s;
-    dn_mqtt_in_config c;
-    char host[256];
-    int port;
-    char *sub;                /* the filter actually subscribed ("$share/G/F" or F) */
-    char *fields[DN_MQTT_MAX_FIELDS]; /* names of the '+' levels (NULL = unnamed) */
-    int nfields;
-    char root[PATH_MAX];      /* resolved file_root ("" = none) */
-
-    pthread_mutex_t mu;       /* queue, stats, gen */
-    pthread_cond_t cv;
-    msg *head, *tail;
-    int stop;
-    uint64_t gen;
-
-    pthread_mutex_t wmu;      /* socket writes */
-    int fd;                   /* -1 when disconnected (guarded by wmu for writers) */
-    double last_send;
-
-    int stop_pipe[2];
-    pthread_t reader;
-    int reader_started;
-    pthread_t *handlers;
-    int nhandlers;
-    dn_mqtt_in_stats st;
-};
-
 /* ------------------------------------------------------------------ helpers */
-
-static double mono(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 /* One log line through the serve log (dn_pipeline_log: timestamped, and escaped, so a
  * topic or a file name from a message cannot forge a line or emit invalid UTF-8). */
@@ -97,128 +54,6 @@ static void msg_free(msg *x) {
     dn_mqtt_publish_free(&x->p);
     free(x->payload);
     free(x);
-}
-
-/* ------------------------------------------------------------------ wire */
-
-/* Sends fixed header (type, flags) + body as one packet. Caller holds wmu. */
-static int send_packet(dn_mqtt_in *m, unsigned type, unsigned flags, const dn_mqtt_wbuf *body) {
-    if (m->fd < 0) return -1;
-    dn_mqtt_wbuf h = {0};
-    if (dn_mqtt_frame(&h, type, flags, body)) { free(h.p); return -1; }
-    size_t off = 0;
-    int rc = 0;
-    while (off < h.n) {
-        ssize_t w = send(m->fd, h.p + off, h.n - off, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) { rc = -1; break; }
-        off += (size_t)w;
-    }
-    free(h.p);
-    if (!rc) m->last_send = mono();
-    else shutdown(m->fd, SHUT_RDWR); /* the reader notices and reconnects */
-    return rc;
-}
-
-/* Reads exactly n bytes (buf may be NULL: discard). 0 ok, -1 error/closed/stop. */
-static int read_exact(dn_mqtt_in *m, int fd, uint8_t *buf, size_t n, int timeout_s) {
-    uint8_t scratch[4096];
-    double deadline = mono() + timeout_s;
-    while (n) {
-        struct pollfd pf[2] = {{fd, POLLIN, 0}, {m->stop_pipe[0], POLLIN, 0}};
-        int left = (int)((deadline - mono()) * 1000);
-        if (left <= 0) return -1;
-        int r = poll(pf, 2, left);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0 || pf[1].revents) return -1;
-        size_t want = buf ? n : (n < sizeof scratch ? n : sizeof scratch);
-        ssize_t got = recv(fd, buf ? buf : scratch, want, 0);
-        if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
-        if (got <= 0) return -1;
-        if (buf) buf += got;
-        n -= (size_t)got;
-    }
-    return 0;
-}
-
-/* Reads the fixed header: type/flags byte and remaining length. */
-static int read_header(dn_mqtt_in *m, int fd, uint8_t *b0, size_t *rem, int timeout_s) {
-    if (read_exact(m, fd, b0, 1, timeout_s)) return -1;
-    uint8_t d[4];
-    for (size_t i = 0; i < 4; i++) {
-        size_t used;
-        if (read_exact(m, fd, &d[i], 1, timeout_s)) return -1;
-        int k = dn_mqtt_remaining_len(d, i + 1, rem, &used);
-        if (k) return k > 0 ? 0 : -1; /* -1: malformed */
-    }
-    return -1;
-}
-
-/* ------------------------------------------------------------------ connection */
-
-static int tcp_connect(dn_mqtt_in *m) {
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", m->port);
-    struct addrinfo hints = {0}, *ai = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(m->host, ps, &hints, &ai)) return -1;
-    int fd = -1;
-    for (struct addrinfo *a = ai; a && fd < 0; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
-        if (fd < 0) continue;
-        if (connect(fd, a->ai_addr, a->ai_addrlen) && errno != EINPROGRESS) { close(fd); fd = -1; continue; }
-        struct pollfd pf = {fd, POLLOUT, 0};
-        int err = 0;
-        socklen_t el = sizeof err;
-        if (poll(&pf, 1, 5000) != 1 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) || err) {
-            close(fd);
-            fd = -1;
-        }
-    }
-    freeaddrinfo(ai);
-    if (fd >= 0) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    }
-    return fd;
-}
-
-/* Sends one packet on fd before the connection is published to the handlers. */
-static int send_on(dn_mqtt_in *m, int fd, unsigned type, unsigned flags, dn_mqtt_wbuf *body) {
-    pthread_mutex_lock(&m->wmu);
-    m->fd = fd;
-    int rc = send_packet(m, type, flags, body);
-    m->fd = -1;
-    pthread_mutex_unlock(&m->wmu);
-    free(body->p);
-    return rc;
-}
-
-/* CONNECT + CONNACK + SUBSCRIBE on a fresh socket. 0 on success. The broker may send
- * (redelivered) PUBLISHes before the SUBACK: the caller's read loop handles both. */
-static int handshake(dn_mqtt_in *m, int fd, char *why, size_t whyn) {
-    dn_mqtt_wbuf b = {0};
-    dn_mqtt_connect_body(&b, m->c.client_id, m->c.username, m->c.password, m->c.keepalive,
-                         (uint32_t)m->c.session_expiry, (unsigned)m->c.inflight);
-    if (send_on(m, fd, DN_MQTT_CONNECT, 0, &b)) { snprintf(why, whyn, "cannot send CONNECT"); return -1; }
-    uint8_t b0;
-    size_t rem;
-    uint8_t buf[512];
-    unsigned code = 0;
-    if (read_header(m, fd, &b0, &rem, 10) || (b0 >> 4) != DN_MQTT_CONNACK || rem > sizeof buf ||
-        read_exact(m, fd, buf, rem, 10) || dn_mqtt_decode_connack(buf, rem, &code)) {
-        snprintf(why, whyn, "no CONNACK");
-        return -1;
-    }
-    if (code) {
-        snprintf(why, whyn, "broker refused the connection (reason code 0x%02x)", code);
-        return -1;
-    }
-    dn_mqtt_wbuf s = {0};
-    dn_mqtt_subscribe_body(&s, 1, m->sub, 1);
-    if (send_on(m, fd, DN_MQTT_SUBSCRIBE, 2, &s)) { snprintf(why, whyn, "cannot send SUBSCRIBE"); return -1; }
-    return 0;
 }
 
 /* ------------------------------------------------------------------ handlers */
@@ -248,7 +83,7 @@ static void ack(dn_mqtt_in *m, const msg *x) {
     dn_mqtt_wbuf b = {0};
     dn_mqtt_put_u16(&b, x->p.pid);
     pthread_mutex_lock(&m->wmu);
-    int rc = send_packet(m, DN_MQTT_PUBACK, 0, &b);
+    int rc = mq_send_packet(m, DN_MQTT_PUBACK, 0, &b);
     pthread_mutex_unlock(&m->wmu);
     free(b.p);
     if (!rc) {
@@ -433,8 +268,8 @@ static void handle(dn_mqtt_in *m, msg *x) {
                  res.json ? res.json : "");
             free(res.json);
         }
-        double until = mono() + backoff;
-        while (mono() < until) {
+        double until = dn_now() + backoff;
+        while (dn_now() < until) {
             if (!current(m, x)) return;
             usleep(50000);
         }
@@ -468,17 +303,17 @@ static msg *read_publish(dn_mqtt_in *m, int fd, uint8_t b0, size_t rem) {
     /* the variable header (topic, packet id, properties) is small; read up to HEAD_MAX */
     size_t hn = rem < DN_MQTT_HEAD_MAX ? rem : DN_MQTT_HEAD_MAX;
     uint8_t *h = dn_malloc(hn ? hn : 1);
-    if (!h || read_exact(m, fd, h, hn, 30) || dn_mqtt_decode_publish(b0, h, hn, &x->p)) goto fail;
+    if (!h || mq_read_exact(m, fd, h, hn, 30) || dn_mqtt_decode_publish(b0, h, hn, &x->p)) goto fail;
     size_t body = rem - x->p.head, inh = hn - x->p.head; /* payload bytes, inh of them in h */
     x->len = body;
     if (body > m->c.max_payload) {
         x->oversized = 1;
-        if (read_exact(m, fd, NULL, body - inh, 60)) goto fail;
+        if (mq_read_exact(m, fd, NULL, body - inh, 60)) goto fail;
     } else {
         x->payload = dn_malloc(body ? body : 1);
         if (!x->payload) goto fail;
         memcpy(x->payload, h + x->p.head, inh);
-        if (read_exact(m, fd, x->payload + inh, body - inh, 60)) goto fail;
+        if (mq_read_exact(m, fd, x->payload + inh, body - inh, 60)) goto fail;
     }
     free(h);
     return x;
@@ -491,7 +326,7 @@ fail: /* malformed, out of memory or connection lost: drop the connection */
 static void set_connected(dn_mqtt_in *m, int fd, int up) {
     pthread_mutex_lock(&m->wmu);
     m->fd = up ? fd : -1;
-    m->last_send = mono();
+    m->last_send = dn_now();
     pthread_mutex_unlock(&m->wmu);
     pthread_mutex_lock(&m->mu);
     if (up) m->st.connects++;
@@ -503,24 +338,24 @@ static void set_connected(dn_mqtt_in *m, int fd, int up) {
 /* Serves one connection until it fails or stop. Returns 1 if it got as far as a SUBACK. */
 static int session(dn_mqtt_in *m, int fd) {
     char why[200];
-    if (handshake(m, fd, why, sizeof why)) {
+    if (mq_handshake(m, fd, why, sizeof why)) {
         mlog(m, "%s:%d: %s", m->host, m->port, why);
         return 0;
     }
     set_connected(m, fd, 1);
     int subscribed = 0;
-    double last_rx = mono();
+    double last_rx = dn_now();
     int ping_out = 0;
     for (;;) {
         struct pollfd pf[2] = {{fd, POLLIN, 0}, {m->stop_pipe[0], POLLIN, 0}};
         int r = poll(pf, 2, 1000);
         if (r < 0 && errno != EINTR) break;
         if (pf[1].revents) break;
-        double now = mono();
+        double now = dn_now();
         if (r > 0 && pf[0].revents) {
             uint8_t b0;
             size_t rem;
-            if (read_header(m, fd, &b0, &rem, 30)) break;
+            if (mq_read_header(m, fd, &b0, &rem, 30)) break;
             last_rx = now;
             unsigned type = b0 >> 4;
             if (type == DN_MQTT_PUBLISH) {
@@ -530,7 +365,7 @@ static int session(dn_mqtt_in *m, int fd) {
                 enqueue(m, x);
             } else if (type == DN_MQTT_SUBACK) {
                 uint8_t buf[64];
-                if (rem > sizeof buf || read_exact(m, fd, buf, rem, 10)) break;
+                if (rem > sizeof buf || mq_read_exact(m, fd, buf, rem, 10)) break;
                 unsigned code = 0;
                 if (dn_mqtt_decode_suback(buf, rem, &code) || code > 2) {
                     mlog(m, "subscription to %s refused (reason code 0x%02x)", m->sub, code);
@@ -540,11 +375,11 @@ static int session(dn_mqtt_in *m, int fd) {
                 subscribed = 1;
             } else if (type == DN_MQTT_DISCONNECT) {
                 uint8_t code = 0;
-                if (rem && read_exact(m, fd, &code, 1, 5) == 0 && rem > 1) read_exact(m, fd, NULL, rem - 1, 5);
+                if (rem && mq_read_exact(m, fd, &code, 1, 5) == 0 && rem > 1) mq_read_exact(m, fd, NULL, rem - 1, 5);
                 mlog(m, "broker disconnected us (reason code 0x%02x)", code);
                 break;
             } else {
-                if (read_exact(m, fd, NULL, rem, 10)) break; /* PINGRESP, AUTH, ... */
+                if (mq_read_exact(m, fd, NULL, rem, 10)) break; /* PINGRESP, AUTH, ... */
                 if (type == DN_MQTT_PINGRESP) ping_out = 0;
             }
         }
@@ -552,8 +387,8 @@ static int session(dn_mqtt_in *m, int fd) {
          * connection is dead when the broker is silent for 1.5 intervals */
         if (now - last_rx > 1.5 * m->c.keepalive) { mlog(m, "broker silent, reconnecting"); break; }
         pthread_mutex_lock(&m->wmu);
-        if (!ping_out && mono() - m->last_send > m->c.keepalive / 2.0) {
-            if (send_packet(m, DN_MQTT_PINGREQ, 0, NULL) == 0) ping_out = 1;
+        if (!ping_out && dn_now() - m->last_send > m->c.keepalive / 2.0) {
+            if (mq_send_packet(m, DN_MQTT_PINGREQ, 0, NULL) == 0) ping_out = 1;
         }
         pthread_mutex_unlock(&m->wmu);
     }
@@ -561,7 +396,7 @@ static int session(dn_mqtt_in *m, int fd) {
         dn_mqtt_wbuf b = {0};
         dn_mqtt_put_u8(&b, 0);
         pthread_mutex_lock(&m->wmu);
-        send_packet(m, DN_MQTT_DISCONNECT, 0, &b);
+        mq_send_packet(m, DN_MQTT_DISCONNECT, 0, &b);
         pthread_mutex_unlock(&m->wmu);
         free(b.p);
     }
@@ -573,7 +408,7 @@ static void *reader_main(void *arg) {
     dn_mqtt_in *m = arg;
     double backoff = 0.2;
     while (!stopping(m)) {
-        int fd = tcp_connect(m);
+        int fd = mq_tcp_connect(m);
         if (fd >= 0) {
             if (session(m, fd)) backoff = 0.2;
             close(fd);
