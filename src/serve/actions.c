@@ -155,18 +155,12 @@ struct dn_actions {
     _Atomic double stop_deadline;
 };
 
-static double wall_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static void report(dn_actions *a, const job *j, const char *target, const char *status, int attempts,
                    const char *detail) {
     dn_action_outcome o = {
         .prediction_id = j->ev->ev.id, .rule = j->rule->name, .kind = j->act->kind_name,
         .target = target ? target : j->act->target, .status = status, .attempts = attempts,
-        .detail = detail, .time = wall_now(),
+        .detail = detail, .time = dn_wall_now(),
     };
     if (!a->cb) return;
     pthread_mutex_lock(&a->cb_mu);
@@ -537,7 +531,7 @@ typedef struct { worker *w; const dn_rule *rule; const dn_action_def *act; } fir
 
 int dn_actions_submit(dn_actions *a, const dn_pred_event *ev) {
     if (!a || !ev || atomic_load(&a->stopping)) return 0;
-    double t = ev->time > 0 ? ev->time : wall_now();
+    double t = ev->time > 0 ? ev->time : dn_wall_now();
     fired stackbuf[32], *f = stackbuf;
     int nf = 0, capf = 32;
     dn_rules *rules;

@@ -91,12 +91,6 @@ static const char *const mig_v5[] = {
     NULL};
 static const char *const *const migrations[DN_STORE_SCHEMA_VERSION] = {mig_v1, mig_v2, mig_v3, mig_v4, mig_v5};
 
-static double wall_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 dn_status dn_store_migrate(dn_store *s) {
     dn_status rc;
     int pg = s->backend == DN_SQ_PG;
@@ -140,7 +134,7 @@ dn_status dn_store_migrate(dn_store *s) {
                 goto fail;
             }
         }
-        qparam p[2] = {QI(v), QD(wall_now())};
+        qparam p[2] = {QI(v), QD(dn_wall_now())};
         if ((rc = dn_sq_run(s, "INSERT INTO schema_version(version, applied_at) VALUES ($1, $2)", p, 2, NULL, NULL)))
             goto fail;
     }
