@@ -10,6 +10,7 @@
  * transposes the R x 16 tile into the NCHW output with bias, residual, ReLU. */
 #include "kernels/kern_int.h"
 #include <immintrin.h>
+#include "kernels/x86/border16.inc"
 
 /* Shared epilogue of the fp32 and bf16 blocks: transposes the R x 16 tile of
  * accumulators into the NCHW output (rc valid pixels) with bias, residual, ReLU. */
@@ -303,22 +304,8 @@ static inline __attribute__((always_inline)) void epilogue_b(const dn_d16_geom *
 
 /* Zeroes the border pixels of output row oy (and the top/bottom border rows
  * with the first/last row) for blocks cob .. cob+nb-1. */
-static void zero_border_row(const dn_d16_geom *g, int img, int cob, int nb, int oy, float *y) {
-    const int ob = g->ob, COB = g->cout / 16, ohp = g->oh + 2 * ob, owp = g->ow + 2 * ob;
-    if (!ob) return;
-    const __m512 z = _mm512_setzero_ps();
-    for (int b = cob; b < cob + nb; b++) {
-        float *pl = y + ((size_t)img * COB + b) * ohp * owp * 16;
-        float *row = pl + (size_t)(oy + ob) * owp * 16;
-        for (int q = 0; q < ob; q++) {
-            _mm512_store_ps(row + q * 16, z);
-            _mm512_store_ps(row + (size_t)(owp - 1 - q) * 16, z);
-        }
-        if (oy == 0)
-            for (size_t i = 0; i < (size_t)ob * owp; i++) _mm512_store_ps(pl + i * 16, z);
-        if (oy == g->oh - 1)
-            for (size_t i = 0; i < (size_t)ob * owp; i++) _mm512_store_ps(pl + ((size_t)(ohp - ob) * owp + i) * 16, z);
-    }
+static inline void zero_border_row(const dn_d16_geom *g, int img, int cob, int nb, int oy, float *y) {
+    zero_border16_row(y, img, cob, nb, g->cout / 16, g->oh, g->ow, g->ob, oy);
 }
 
 /* Blocked input: xp [n][cin/16][hp][wp][16], W [cout/16][cin/16][kh][kw][16 ci][16 co]. */

@@ -10,6 +10,7 @@
  * ReLU, stored as whole 16-channel vectors (blocked) or transposed (NCHW). */
 #include "kernels/int8.h"
 #include <immintrin.h>
+#include "kernels/x86/border16.inc"
 #include <string.h>
 
 static inline __attribute__((always_inline)) void accum(const dn_i8_geom *g, const int8_t *W, const uint8_t *xq,
@@ -100,22 +101,8 @@ static inline __attribute__((always_inline)) void block(const dn_i8_geom *g, con
         if (g->ow - ox0 >= 1) CALL(ox0, 1, NB, S);                                                           \
     } while (0)
 
-static void zero_border_row(const dn_i8_geom *g, int img, int cob, int nb, int oy, float *y) {
-    const int ob = g->yb, COB = g->coutp / 16, ohp = g->oh + 2 * ob, owp = g->ow + 2 * ob;
-    if (ob <= 0) return;
-    const __m512 z = _mm512_setzero_ps();
-    for (int b = cob; b < cob + nb; b++) {
-        float *pl = y + ((size_t)img * COB + b) * ohp * owp * 16;
-        float *row = pl + (size_t)(oy + ob) * owp * 16;
-        for (int q = 0; q < ob; q++) {
-            _mm512_storeu_ps(row + q * 16, z);
-            _mm512_storeu_ps(row + (size_t)(owp - 1 - q) * 16, z);
-        }
-        if (oy == 0)
-            for (size_t i = 0; i < (size_t)ob * owp; i++) _mm512_storeu_ps(pl + i * 16, z);
-        if (oy == g->oh - 1)
-            for (size_t i = 0; i < (size_t)ob * owp; i++) _mm512_storeu_ps(pl + ((size_t)(ohp - ob) * owp + i) * 16, z);
-    }
+static inline void zero_border_row(const dn_i8_geom *g, int img, int cob, int nb, int oy, float *y) {
+    zero_border16_row(y, img, cob, nb, g->coutp / 16, g->oh, g->ow, g->yb, oy);
 }
 
 void dn_i8_row_avx512(const dn_i8_geom *g, const int8_t *W, const uint8_t *xq, int img, int cob, int nb, int oy,
