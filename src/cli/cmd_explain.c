@@ -47,31 +47,22 @@ static dn_status write_file(const char *path, const uint8_t *d, size_t n) {
 }
 
 static dn_status explain_one(const dn_model *m, dn_session *s, const char *path, const char *dir, int layer, int cls,
-                             float ref, char *outp, size_t outn, int *used, int *pred) {
-    dn_image img, ov;
+                             char *outp, size_t outn, int *used, int *pred) {
+    dn_image img;
     memset(&img, 0, sizeof img); /* dn_image_load leaves stride/format unset */
     dn_status st = dn_image_load(path, &img);
     if (st) return st;
     st = dn_preprocess(&img, &m->pp, dn_session_input(s));
     dn_image_free(&img);
     if (st) return st;
-    float cam[64 * 64];
-    int ch, cw, C;
-    dn_session_stage_shape(s, layer, &C, &ch, &cw);
-    float *map = (size_t)ch * cw <= sizeof cam / sizeof cam[0] ? cam : dn_malloc((size_t)ch * cw * sizeof(float));
-    if (!map) return dn_fail(DN_ERR_NOMEM, "explain: out of memory");
-    if (!(st = dn_gradcam(m, s, dn_session_input(s), layer, cls, map, &ch, &cw, used, pred)))
-        st = dn_gradcam_overlay(dn_session_input(s), m->pp.crop, m->pp.crop, &m->pp, map, ch, cw, ref, &ov);
-    if (map != cam) free(map);
+    uint8_t *png = NULL;
+    size_t len = 0;
+    st = dn_gradcam_png(m, s, dn_session_input(s), layer, cls, &png, &len, used, pred);
     if (st) return st;
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     snprintf(outp, outn, "%s/%s.cam.png", dir, base);
-    uint8_t *png = NULL;
-    size_t len = 0;
-    st = dn_png_encode(&ov, &png, &len);
-    free(ov.data);
-    if (!st) st = write_file(outp, png, len);
+    st = write_file(outp, png, len);
     free(png);
     return st;
 }
@@ -128,7 +119,7 @@ int cmd_explain(int argc, char **argv) {
         char op[4200];
         int used = -1, pred = -1;
         dn_progress_update(&pg, i);
-        if (explain_one(m, s, imgs[i], out, layer, cls, ref, op, sizeof op, &used, &pred)) {
+        if (explain_one(m, s, imgs[i], out, layer, cls, op, sizeof op, &used, &pred)) {
             dn_progress_clear(&pg);
             const char *e = dn_last_error();
             if (strstr(e, imgs[i])) fprintf(stderr, PFX "%s\n", e);

@@ -213,7 +213,7 @@ dn_status dn_gradcam_overlay(const float *x, int H, int W, const dn_preproc *pp,
 }
 
 dn_status dn_gradcam_png(const dn_model *m, dn_session *s, const float *x, int layer, int cls, uint8_t **png, size_t *len,
-                         int *used) {
+                         int *used, int *pred) {
     *png = NULL;
     *len = 0;
     if (layer < 1 || layer > 4) return dn_fail(DN_ERR_ARG, "gradcam: layer %d is not 1..4", layer);
@@ -223,7 +223,7 @@ dn_status dn_gradcam_png(const dn_model *m, dn_session *s, const float *x, int l
     if (!map) return dn_fail(DN_ERR_NOMEM, "gradcam: out of memory");
     dn_image ov = {0};
     float ref = m->ood ? m->ood->cam_ref[layer - 1] : 0;
-    dn_status st = dn_gradcam(m, s, x, layer, cls, map, &ch, &cw, used, NULL);
+    dn_status st = dn_gradcam(m, s, x, layer, cls, map, &ch, &cw, used, pred);
     if (!st) st = dn_gradcam_overlay(x, m->pp.crop, m->pp.crop, &m->pp, map, ch, cw, ref, &ov);
     free(map);
     if (!st) st = dn_png_encode(&ov, png, len);

@@ -44,7 +44,8 @@ dn_status dn_gradcam_overlay(const float *x, int H, int W, const dn_preproc *pp,
 /* The whole heatmap of one preprocessed image x (as dn_gradcam, s a session on m):
  * the map for class cls (< 0: predicted) at `layer`, overlaid with the model's absolute
  * colour reference (dn_ood.cam_ref; none: each map's own maximum) and PNG-encoded into
- * *png (malloc'ed, *len bytes). *used (may be NULL) = the class drawn. x is only read. */
+ * *png (malloc'ed, *len bytes). *used / *pred (each may be NULL) = the class drawn / the
+ * predicted class. x is only read. */
 dn_status dn_gradcam_png(const dn_model *m, dn_session *s, const float *x, int layer, int cls, uint8_t **png, size_t *len,
-                         int *used);
+                         int *used, int *pred);
 #endif

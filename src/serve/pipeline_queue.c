@@ -20,7 +20,7 @@ static void make_heatmap(worker *w, dn_gen *g, dn_job *j, const dn_prediction *p
     else if (pr->uncertain || pr->decision == DN_DECISION_UNCERTAIN) kind = HEAT_UNCERTAIN;
     else kind = g->policy.good >= 0 && pr->cls == g->policy.good ? HEAT_GOOD : HEAT_DEFECT;
     if (!(mask & kind)) return;
-    if (dn_gradcam_png(g->model, w->sess, x, 4, pr->cls, &j->heat_png, &j->heat_len, NULL))
+    if (dn_gradcam_png(g->model, w->sess, x, 4, pr->cls, &j->heat_png, &j->heat_len, NULL, NULL))
         dn_pipeline_log(p, "heatmap not made: %s", dn_last_error());
 }
 
