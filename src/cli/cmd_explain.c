@@ -38,14 +38,6 @@ static void usage(FILE *f) {
                "  one line per image on stdout: path, class explained, predicted class, overlay file\n" DN_EXIT_HELP);
 }
 
-static dn_status write_file(const char *path, const uint8_t *d, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return dn_fail(DN_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
-    size_t w = fwrite(d, 1, n, f);
-    if (fclose(f) != 0 || w != n) return dn_fail(DN_ERR_IO, "%s: write failed", path);
-    return DN_OK;
-}
-
 static dn_status explain_one(const dn_model *m, dn_session *s, const char *path, const char *dir, int layer, int cls,
                              char *outp, size_t outn, int *used, int *pred) {
     dn_image img;
@@ -62,7 +54,7 @@ static dn_status explain_one(const dn_model *m, dn_session *s, const char *path,
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     snprintf(outp, outn, "%s/%s.cam.png", dir, base);
-    st = write_file(outp, png, len);
+    st = dn_write_file(outp, png, len);
     free(png);
     return st;
 }

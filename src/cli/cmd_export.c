@@ -50,21 +50,15 @@ static void csv_field(FILE *f, const char *s) {
     fputc('"', f);
 }
 
-/* Copies src to dst through dst.tmp + rename (a rerun replaces files atomically). */
+/* Copies src to dst (through dst.tmp + rename: a rerun replaces files atomically). */
 static dn_status copy_file(const char *src, const char *dst) {
     uint8_t *d = NULL;
     size_t n = 0;
     dn_status st = dn_read_file(src, (size_t)1 << 30, &d, &n);
     if (st) return st;
-    char tmp[2800];
-    snprintf(tmp, sizeof tmp, "%s.tmp", dst);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) { free(d); return dn_fail(DN_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno)); }
-    size_t w = fwrite(d, 1, n, f);
+    st = dn_write_file(dst, d, n);
     free(d);
-    if (fclose(f) || w != n) { unlink(tmp); return dn_fail(DN_ERR_IO, "%s: write failed", tmp); }
-    if (rename(tmp, dst)) { unlink(tmp); return dn_fail(DN_ERR_IO, "%s: rename failed: %s", dst, strerror(errno)); }
-    return DN_OK;
+    return st;
 }
 
 static int export_item(void *ctx, int64_t id, const char *label, const char *copy, const char *sha,

@@ -57,6 +57,8 @@ uint64_t dn_keyidx_work(void);
 dn_status dn_open_regular(const char *path, FILE **out, size_t *size);
 /* Read a whole file (up to max_bytes; larger -> DN_ERR_NOMEM). Caller frees *data. */
 dn_status dn_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len);
+/* Writes n bytes to path through path.tmp + rename (readers never see a half file). */
+dn_status dn_write_file(const char *path, const uint8_t *data, size_t n);
 
 /* ------------------------------------------------------------ thread pool
  * ggml-style: a job is fn(arg, ith, nth); each of nth workers gets its index.

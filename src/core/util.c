@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -77,6 +78,25 @@ dn_status dn_open_regular(const char *path, FILE **out, size_t *size) {
     if (size) *size = (size_t)st.st_size;
     *out = f;
     return DN_OK;
+}
+
+dn_status dn_write_file(const char *path, const uint8_t *data, size_t n) {
+    size_t pl = strlen(path);
+    char *tmp = dn_malloc(pl + 5);
+    if (!tmp) return dn_fail(DN_ERR_NOMEM, "%s: out of memory", path);
+    memcpy(tmp, path, pl);
+    memcpy(tmp + pl, ".tmp", 5);
+    dn_status st = DN_OK;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) st = dn_fail(DN_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+    else {
+        size_t w = n ? fwrite(data, 1, n, f) : 0;
+        if (fclose(f) != 0 || w != n) st = dn_fail(DN_ERR_IO, "%s: write failed", tmp);
+        else if (rename(tmp, path)) st = dn_fail(DN_ERR_IO, "%s: rename failed: %s", path, strerror(errno));
+        if (st) unlink(tmp);
+    }
+    free(tmp);
+    return st;
 }
 
 dn_status dn_read_file(const char *path, size_t max_bytes, uint8_t **data, size_t *len) {
