@@ -22,13 +22,13 @@
 #include "nn/engine.h"
 #include "nn/model.h"
 #include "ood/ood.h"
+#include "ood/ood_eval.h"
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define PFX "defectnet calibrate: "
-#define MAX_OOD 16
 
 static void usage(FILE *f) {
     fprintf(f, "usage: defectnet calibrate -m|--model M (-d|--data DIR|CSV | --manifest CSV) [options]\n"
@@ -44,58 +44,8 @@ static void usage(FILE *f) {
                "  data without a val split is split like `train` does (stratified, seed 42)\n" DN_EXIT_HELP);
 }
 
-typedef struct {
-    float *feat, *scores, *msp; /* n x dim, n x NKINDS, n */
-    int n;
-} scored;
-
-static void scored_free(scored *s) { free(s->feat); free(s->scores); free(s->msp); memset(s, 0, sizeof *s); }
-
-/* features + all scores (the detector's and -max softmax) of paths; unreadable ones dropped */
-static dn_status score_paths(const dn_model *m, const char *const *paths, int n, int batch, int threads, scored *out,
-                             int *skipped) {
-    memset(out, 0, sizeof *out);
-    int d = m->feat_dim, C = m->num_classes;
-    float *feat = dn_malloc((size_t)(n ? n : 1) * d * sizeof(float));
-    unsigned char *ok = dn_malloc((size_t)(n ? n : 1));
-    float *lg = NULL;
-    dn_status st = DN_OK;
-    if (!feat || !ok) { st = dn_fail(DN_ERR_NOMEM, "calibrate: out of memory"); goto done; }
-    if ((st = dn_ood_features(m, paths, n, batch, threads, feat, ok, skipped, "defectnet calibrate"))) goto done;
-    int k = 0;
-    for (int i = 0; i < n; i++)
-        if (ok[i]) memmove(feat + (size_t)k++ * d, feat + (size_t)i * d, (size_t)d * sizeof(float));
-    out->feat = feat;
-    feat = NULL;
-    out->n = k;
-    if (m->ood) {
-        lg = dn_malloc((size_t)(k ? k : 1) * C * sizeof(float));
-        out->scores = dn_malloc((size_t)(k ? k : 1) * DN_OOD_NKINDS * sizeof(float));
-        out->msp = dn_malloc((size_t)(k ? k : 1) * sizeof(float));
-        if (!lg || !out->scores || !out->msp) { st = dn_fail(DN_ERR_NOMEM, "calibrate: out of memory"); goto done; }
-        dn_ood_logits(m, out->feat, k, lg);
-        if ((st = dn_ood_scores(m->ood, out->feat, lg, k, out->scores))) goto done;
-        dn_softmax_t(lg, k, C, m->temperature, lg);
-        for (int i = 0; i < k; i++) {
-            float best = 0;
-            for (int c = 0; c < C; c++) if (lg[(size_t)i * C + c] > best) best = lg[(size_t)i * C + c];
-            out->msp[i] = -best; /* higher = more unusual */
-        }
-    }
-done:
-    free(feat);
-    free(ok);
-    free(lg);
-    if (st) scored_free(out);
-    return st;
-}
-
-static void column(const scored *s, int kind, float *out) {
-    for (int i = 0; i < s->n; i++) out[i] = kind < DN_OOD_NKINDS ? s->scores[(size_t)i * DN_OOD_NKINDS + kind] : s->msp[i];
-}
-
 int cmd_calibrate(int argc, char **argv) {
-    const char *model = NULL, *data = NULL, *out = NULL, *json = NULL, *ood[MAX_OOD];
+    const char *model = NULL, *data = NULL, *out = NULL, *json = NULL, *ood[DN_OOD_MAX_SETS];
     int nood = 0, batch = 16, threads = 0, nowrite = 0;
     dn_ood_cfg cfg;
     dn_ood_cfg_default(&cfg);
@@ -119,7 +69,7 @@ int cmd_calibrate(int argc, char **argv) {
         case O_NOWRITE: nowrite = 1; break;
         case O_JSON: json = a.val; break;
         case O_OOD:
-            if (nood == MAX_OOD) return dn_usage_error("calibrate", "--ood: at most %d sets", MAX_OOD);
+            if (nood == DN_OOD_MAX_SETS) return dn_usage_error("calibrate", "--ood: at most %d sets", DN_OOD_MAX_SETS);
             ood[nood++] = a.val;
             break;
         case O_SCORE:
@@ -143,11 +93,12 @@ int cmd_calibrate(int argc, char **argv) {
     dn_dataset *ds = NULL;
     const char **tp = NULL, **vp = NULL, **ep = NULL;
     int *tl = NULL, *vl = NULL, *el = NULL, ntr = 0, nva = 0, nte = 0;
-    scored te = {0}, os[MAX_OOD];
-    memset(os, 0, sizeof os);
+    dn_ood_eval oe;
+    memset(&oe, 0, sizeof oe);
+    dn_ood_rows in = {0};
     int *fy = NULL;
-    dn_sb js = {0};
     dn_status st;
+    if (dn_ood_eval_list(&oe, ood, nood)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
     if (dn_model_load(model, &m)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
     if (m->num_classes < 1) { fprintf(stderr, PFX "%s: the model has no classification head\n", model); goto done; }
     if ((st = dn_dataset_open(data, &ds))) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
@@ -186,60 +137,34 @@ int cmd_calibrate(int argc, char **argv) {
     }
     if (nood) {
         const char *const *ip = nte ? ep : vp;
-        int nin = nte ? nte : nva;
-        if ((st = score_paths(m, ip, nin, batch, threads, &te, &sk))) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
-        skipped_total += sk;
-        int flagged_in = 0;
-        for (int i = 0; i < te.n; i++) flagged_in += te.scores[(size_t)i * DN_OOD_NKINDS + o->kind] > o->threshold;
-        printf("in-distribution %s: %d images, %.1f%% flagged unknown\n", nte ? "test" : "val", te.n, te.n ? 100.0 * flagged_in / te.n : 0.0);
-        dn_sb_printf(&js, "{\"model\":");
-        dn_sb_json_str(&js, model);
-        dn_sb_printf(&js, ",\"score\":\"%s\",\"threshold\":%.9g,\"k\":%d,\"bank\":%d,\"in\":{\"split\":\"%s\",\"n\":%d,\"flagged\":%.6f},\"sets\":[",
-                     dn_ood_kind_name(o->kind), (double)o->threshold, o->k, o->nbank, nte ? "test" : "val", te.n,
-                     te.n ? (double)flagged_in / te.n : 0.0);
-        float *a = dn_malloc((size_t)(te.n ? te.n : 1) * sizeof(float));
-        for (int s = 0; s < nood; s++) {
-            char **paths = NULL;
-            int np = 0;
-            const char *one[1] = {ood[s]};
-            if ((st = dn_collect_images(one, 1, &paths, &np))) { fprintf(stderr, PFX "--ood %s\n", dn_last_error()); free(a); goto done; }
-            st = score_paths(m, (const char *const *)paths, np, batch, threads, &os[s], &sk);
-            dn_paths_free(paths, np);
-            if (st) { fprintf(stderr, PFX "%s\n", dn_last_error()); free(a); goto done; }
-            skipped_total += sk;
-            if (os[s].n == 0) { fprintf(stderr, PFX "--ood %s: no readable images\n", ood[s]); free(a); goto done; }
-            float *b = dn_malloc((size_t)os[s].n * sizeof(float));
-            int flagged = 0;
-            for (int i = 0; i < os[s].n; i++) flagged += os[s].scores[(size_t)i * DN_OOD_NKINDS + o->kind] > o->threshold;
-            printf("\nunknown set %s: %d images, %.1f%% flagged unknown\n  %-8s %8s %12s\n", ood[s], os[s].n,
-                   100.0 * flagged / os[s].n, "score", "AUROC", "FPR@95%TPR");
-            dn_sb_printf(&js, "%s{\"set\":", s ? "," : "");
-            dn_sb_json_str(&js, ood[s]);
-            dn_sb_printf(&js, ",\"n\":%d,\"flagged\":%.6f,\"scores\":{", os[s].n, (double)flagged / os[s].n);
-            for (int k = 0; k <= DN_OOD_NKINDS; k++) {
-                column(&te, k, a);
-                column(&os[s], k, b);
-                double au = dn_ood_auroc(a, te.n, b, os[s].n), fpr = dn_ood_fpr_at_tpr(a, te.n, b, os[s].n, 0.95);
-                const char *name = k < DN_OOD_NKINDS ? dn_ood_kind_name(k) : "msp";
-                printf("  %-8s %8.4f %12.4f%s\n", name, au, fpr, k == o->kind ? "  (model's score)" : "");
-                dn_sb_printf(&js, "%s\"%s\":{\"auroc\":%.6f,\"fpr95\":%.6f}", k ? "," : "", name, au, fpr);
-            }
-            dn_sb_puts(&js, "}}");
-            free(b);
+        if ((st = dn_ood_rows_files(m, ip, nte ? nte : nva, m->temperature, batch, threads, "defectnet calibrate", &in, &sk))) {
+            fprintf(stderr, PFX "%s\n", dn_last_error());
+            goto done;
         }
-        free(a);
-        dn_sb_puts(&js, "]}\n");
+        skipped_total += sk;
+        dn_ood_eval_set_in(&oe, m, &in, nte ? "test" : "val");
+        st = dn_ood_eval_sets(&oe, m, m->temperature, batch, threads, "defectnet calibrate", &skipped_total);
+        if (st) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
+        dn_ood_eval_table(&oe, stdout);
         if (json) {
             FILE *f = fopen(json, "w");
-            if (!f || fputs(js.s, f) < 0 || fclose(f)) { fprintf(stderr, PFX "%s: cannot write: %s\n", json, strerror(errno)); goto done; }
+            if (f) {
+                fputs("{\"model\":", f);
+                dn_json_fput_str(f, model);
+                fputc(',', f);
+                dn_ood_eval_json_members(&oe, f);
+                fputs("}\n", f);
+            }
+            int bad = !f || ferror(f);
+            if (f && fclose(f)) bad = 1;
+            if (bad) { fprintf(stderr, PFX "%s: cannot write: %s\n", json, strerror(errno)); goto done; }
         }
     }
     rc = skipped_total ? 1 : 0;
 done:
-    scored_free(&te);
-    for (int s = 0; s < MAX_OOD; s++) scored_free(&os[s]);
+    dn_ood_rows_free(&in);
+    dn_ood_eval_free(&oe);
     free(tp); free(tl); free(vp); free(vl); free(ep); free(el); free(fy);
-    dn_sb_free(&js);
     dn_dataset_free(ds);
     dn_model_free(m);
     return rc;
