@@ -15,6 +15,7 @@
 #include "io/synth.h"
 #include "nn/engine.h"
 #include "nn/model.h"
+#include "ood/ood_eval.h"
 #include <stdint.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -272,6 +273,25 @@ TEST(report_writers_escape_and_align) {
     r.miss[0].ntop = 1;
     r.miss[0].top[0] = 1;
     r.miss[0].thumb_b64 = dn_strdup("iVBORw0KGgo=");
+    r.miss[0].cam_b64 = dn_strdup("iVBORw0KGgp=");
+    r.heatmaps = 1;
+    /* an unknown-input measurement with a hostile set name: 4 in-distribution rows, 3 of the set */
+    dn_ood_eval oe;
+    memset(&oe, 0, sizeof oe);
+    oe.kind = DN_OOD_COMBO;
+    oe.threshold = 0.5f;
+    snprintf(oe.in_split, sizeof oe.in_split, "test");
+    oe.in.n = 4;
+    oe.in.s = calloc(4 * DN_OOD_NMEASURES, sizeof(float));
+    oe.nsets = 1;
+    oe.sets[0].name = dn_strdup("<b>odd & \"set\"");
+    oe.sets[0].rows.n = 3;
+    oe.sets[0].rows.s = calloc(3 * DN_OOD_NMEASURES, sizeof(float));
+    for (int i = 0; i < 4 * DN_OOD_NMEASURES; i++) oe.in.s[i] = 0.1f * (float)(i % 5);
+    for (int i = 0; i < 3 * DN_OOD_NMEASURES; i++) oe.sets[0].rows.s[i] = 0.45f + 0.2f * (float)(i % 4);
+    oe.sets[0].flagged = 2;
+    for (int k = 0; k < DN_OOD_NMEASURES; k++) { oe.sets[0].auroc[k] = 0.75 + 0.01 * k; oe.sets[0].fpr95[k] = 0.25; }
+    r.ood = &oe;
 
     char *buf = NULL;
     size_t len = 0;
@@ -283,6 +303,11 @@ TEST(report_writers_escape_and_align) {
     const dn_json *cls = dn_json_get(dn_json_get(j, "model"), "classes");
     for (int c = 0; j && c < 5; c++) CHECK(!strcmp(dn_json_str(dn_json_at(cls, c), ""), names[c]));
     CHECK(j && !strcmp(dn_json_str(dn_json_get(dn_json_get(j, "data"), "source"), ""), "data & \"things\""));
+    const dn_json *jo = dn_json_get(j, "ood"), *js = dn_json_at(dn_json_get(jo, "sets"), 0);
+    CHECK(js && !strcmp(dn_json_str(dn_json_get(js, "set"), ""), "<b>odd & \"set\""));
+    CHECK(fabs(dn_json_num(dn_json_get(dn_json_get(dn_json_get(js, "scores"), "msp"), "auroc"), 0) - 0.79) < 1e-9);
+    CHECK(fabs(dn_json_num(dn_json_get(js, "flagged"), 0) - 2.0 / 3) < 1e-6);
+    CHECK(!strcmp(dn_json_str(dn_json_get(jo, "score"), ""), "combo"));
     dn_json_free(j);
     free(buf);
 
@@ -292,6 +317,16 @@ TEST(report_writers_escape_and_align) {
     CHECK(!strstr(buf, "<script"));
     CHECK(strstr(buf, "&lt;script&gt;alert(1)&lt;/script&gt;") && strstr(buf, "quote&quot;d") && strstr(buf, "a,b &amp; c"));
     CHECK(strstr(buf, "title=\"imgs/&lt;bad&gt;.png\"") && strstr(buf, "alt=\"&lt;bad&gt;.png\""));
+    CHECK(strstr(buf, "class=\"cam\" alt=\"Grad-CAM of &lt;bad&gt;.png\"") && strstr(buf, "base64,iVBORw0KGgp=\""));
+    CHECK(strstr(buf, "id=\"cam-note\"") && strstr(buf, "no Grad-CAM reference"));
+    CHECK(!strstr(buf, "<b>odd") && strstr(buf, "&lt;b&gt;odd &amp; &quot;set&quot;"));
+    /* the table (in-distribution row + the set) and one histogram: bars of both series, the threshold line */
+    const char *tb = strstr(buf, "id=\"ood-table\""), *sv = strstr(buf, "id=\"svg-ood-dist-0\"");
+    CHECK(tb && sv && !strstr(buf, "svg-ood-dist-1") && strstr(tb, "<b>0.7800</b>") && strstr(tb, "66.7%"));
+    int bars = 0;
+    for (const char *q = sv, *end = sv ? strstr(sv, "</svg>") : NULL; q && (q = strstr(q, "<rect")) && q < end; q++) bars++;
+    CHECK_MSG(bars >= 4, "%d rects in the distribution chart", bars);
+    CHECK(sv && strstr(sv, "stroke-dasharray=\"5 3\""));
     CHECK(strstr(buf, "</html>"));
     free(buf);
 
@@ -304,8 +339,35 @@ TEST(report_writers_escape_and_align) {
         if (line[0] == '[' && line[1] == ' ' && strstr(line, "0.") && found < 5 && !strstr(line, "  0  ")) lens[found++] = (int)strlen(line);
     CHECK(found == 5 && lens[0] == lens[1] && lens[1] == lens[2] && lens[2] == lens[3]);
     free(buf);
+    f = open_memstream(&buf, &len);
+    dn_eval_report_table(&r, f);
+    fclose(f);
+    CHECK(strstr(buf, "unknown set <b>odd & \"set\": 3 images, 66.7% flagged unknown") &&
+          strstr(buf, "combo      0.7800       0.2500  (model's score)") && strstr(buf, "msp        0.7900"));
+    free(buf);
+    dn_ood_eval_free(&oe);
     dn_eval_report_free(&r);
     dn_model_free(m);
+}
+
+/* dn_ood_eval_list refuses a missing path, a folder without images and a 17th set, naming it */
+TEST(ood_sets_listing_errors) {
+    dn_ood_eval e;
+    memset(&e, 0, sizeof e);
+    const char *missing[1] = {"/nonexistent/dn_ood_set"};
+    CHECK(dn_ood_eval_list(&e, missing, 1) == DN_ERR_ARG);
+    CHECK_MSG(strstr(dn_last_error(), "--ood /nonexistent/dn_ood_set: cannot access"), "%s", dn_last_error());
+    dn_ood_eval_free(&e);
+    char dir[] = "/tmp/dn_ood_empty_XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    const char *empty[1] = {dir};
+    CHECK(dn_ood_eval_list(&e, empty, 1) == DN_ERR_ARG && strstr(dn_last_error(), "no image files"));
+    dn_ood_eval_free(&e);
+    const char *many[DN_OOD_MAX_SETS + 1];
+    for (int i = 0; i <= DN_OOD_MAX_SETS; i++) many[i] = dir;
+    CHECK(dn_ood_eval_list(&e, many, DN_OOD_MAX_SETS + 1) == DN_ERR_ARG && strstr(dn_last_error(), "at most 16"));
+    dn_ood_eval_free(&e);
+    rmdir(dir);
 }
 
 /* ------------------------------------------------------------ end to end
@@ -1100,15 +1162,19 @@ TEST(report_html_renders_in_chromium) {
         CHECK_MSG(strstr(d, want), "DOM lacks %s", want);
         snprintf(want, sizeof want, "%.4f", jnum(dn_json_get(r, "metrics"), "macro_f1", NULL));
         CHECK_MSG(strstr(d, want), "DOM lacks macro F1 %s", want);
-        int nmiss = (int)dn_json_len(dn_json_get(r, "misclassified")), imgs = 0, rects = 0;
+        int nmiss = (int)dn_json_len(dn_json_get(r, "misclassified")), imgs = 0, cams = 0, rects = 0;
         for (const char *p = d; (p = strstr(p, "data:image/png;base64,")); p++) imgs++;
-        CHECK_MSG(imgs == (nmiss < DN_GALLERY_MAX ? nmiss : DN_GALLERY_MAX), "%d thumbnails for %d mistakes", imgs, nmiss);
+        for (const char *p = d; (p = strstr(p, "class=\"cam\"")); p++) cams++;
+        /* a thumbnail and a Grad-CAM overlay per shown mistake (the model has no colour reference: the caption says so) */
+        int shown = nmiss < DN_GALLERY_MAX ? nmiss : DN_GALLERY_MAX;
+        CHECK_MSG(imgs - cams == shown && cams == shown, "%d images, %d overlays for %d mistakes", imgs, cams, nmiss);
+        CHECK(!shown || (strstr(d, "id=\"cam-note\"") && strstr(d, "no Grad-CAM reference")));
         /* one heatmap cell per confusion entry */
         const char *cm = strstr(d, "svg-confusion"), *end = cm ? strstr(cm, "</svg>") : NULL;
         for (const char *p = cm; p && p < end && (p = strstr(p, "<rect")) && p < end; p++) rects++;
         int k = (int)dn_json_len(dn_json_get(dn_json_get(r, "model"), "classes"));
         CHECK_MSG(rects >= k * k, "%d rects in the heatmap for %d classes", rects, k);
-        printf("  DOM: %zu bytes, %d thumbnails, %d heatmap rects\n", strlen(d), imgs, rects);
+        printf("  DOM: %zu bytes, %d thumbnails + %d overlays, %d heatmap rects\n", strlen(d), imgs - cams, cams, rects);
     }
     dn_json_free(r);
     free(d);
@@ -1139,6 +1205,7 @@ int main(void) {
     RUN(threshold_and_coverage);
     RUN(base64_png_thumbnail);
     RUN(report_writers_escape_and_align);
+    RUN(ood_sets_listing_errors);
     setup();
     RUN(eval_end_to_end);
     RUN(eval_class_order_mapped_by_name);

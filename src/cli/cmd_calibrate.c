@@ -137,7 +137,8 @@ int cmd_calibrate(int argc, char **argv) {
     }
     if (nood) {
         const char *const *ip = nte ? ep : vp;
-        if ((st = dn_ood_rows_files(m, ip, nte ? nte : nva, m->temperature, batch, threads, "defectnet calibrate", &in, &sk))) {
+        if ((st = dn_ood_rows_files(m, ip, nte ? nte : nva, m->temperature, batch, threads, "defectnet calibrate", &in,
+                                    &sk))) {
             fprintf(stderr, PFX "%s\n", dn_last_error());
             goto done;
         }

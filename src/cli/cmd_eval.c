@@ -5,6 +5,7 @@
  *                  [--threshold-target-accuracy A | --threshold T] [--write-model OUT]
  *                  [--format table|json] [--json FILE] [--html FILE] [--strict]
  *                  [--good-class NAME] [--target-escape R | --cost SPEC] [--ordinal]
+ *                  [--ood DIR|FILE ...] [--no-heatmaps]
  *
  * Images are decoded and preprocessed with the model's own contract and
  * forwarded B at a time (the batched path of predict), keeping the raw logits.
@@ -29,6 +30,13 @@
  * Images whose content also occurs in an earlier split are dropped (as the
  * trainer does) unless --keep-dups.
  *
+ * Unknown inputs (--ood, up to 16 sets; the model needs OOD data from
+ * `defectnet calibrate`): the evaluated images are the in-distribution side
+ * (their features come from the same forward as their logits), each set is
+ * scored with the model's detector; ood/ood_eval.h measures (the code
+ * calibrate --ood uses), the reports print it. The HTML gallery carries a
+ * Grad-CAM overlay per mistake unless --no-heatmaps.
+ *
  * Exit status: 0 success; 1 some images were unreadable (skipped, counted;
  * fatal with --strict); 2 usage, model or data error. */
 #include "commands.h"
@@ -41,6 +49,7 @@
 #include "io/dataset.h"
 #include "nn/engine.h"
 #include "nn/model.h"
+#include "ood/ood_eval.h"
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -75,6 +84,10 @@ static void usage(FILE *f) {
             "                      fewest false rejects whose val escape rate is <= R (stored by --write-model)\n"
             "  --cost escape=50,false_reject=1[,escape:CLASS=100]   ... or the threshold of least cost on val\n"
             "  --ordinal           ordered classes: confusion distance and mean absolute class error (stored)\n"
+            "  --ood DIR|FILE      unknown images (repeatable, up to 16 sets; the model needs OOD data from `defectnet\n"
+            "                      calibrate`): per set the share flagged unknown and AUROC / FPR@95%%TPR of every score\n"
+            "                      and of max-softmax against the evaluated images; score histograms in the HTML\n"
+            "  --no-heatmaps       no Grad-CAM overlays in the HTML gallery of mistakes (default: layer4, predicted class)\n"
             "  95%% intervals: Wilson for accuracy and rates, bootstrap over images for macro-F1\n"
             DN_EXIT_HELP);
 }
@@ -88,14 +101,16 @@ typedef struct {
     int batch, strict;
 } runner;
 
-static dn_status run_logits(runner *rn, const char *label, const char **paths, int n, float **logits, int **keep,
-                            int *nok, int *skipped) {
-    int c = rn->m->num_classes, crop = rn->m->pp.crop;
+/* feat (may be NULL): also the pooled features of the rows (the same forward) */
+static dn_status run_logits(runner *rn, const char *label, const char **paths, int n, float **logits, float **feat,
+                            int **keep, int *nok, int *skipped) {
+    int c = rn->m->num_classes, crop = rn->m->pp.crop, d = rn->m->feat_dim;
     size_t per = (size_t)3 * crop * crop;
     *logits = dn_malloc(((size_t)n + 1) * c * sizeof(float));
     *keep = dn_malloc(((size_t)n + 1) * sizeof(int));
     *nok = 0;
     if (!*logits || !*keep) return DN_ERR_NOMEM;
+    if (feat && !(*feat = dn_malloc(((size_t)n + 1) * d * sizeof(float)))) return DN_ERR_NOMEM;
     float *in = dn_session_input(rn->s);
     int pending[1024];
     dn_progress pg;
@@ -127,6 +142,8 @@ static dn_status run_logits(runner *rn, const char *label, const char **paths, i
         if (!nb) continue;
         dn_status st = dn_session_forward(rn->s, in, nb, *logits + (size_t)*nok * c);
         if (st) { dn_progress_end(&pg); return st; }
+        if (feat)
+            memcpy(*feat + (size_t)*nok * d, dn_session_last_features(rn->s), (size_t)nb * d * sizeof(float));
         for (int i = 0; i < nb; i++) (*keep)[(*nok)++] = pending[i];
     }
     dn_progress_end(&pg);
@@ -197,6 +214,8 @@ static int map_classes(const dn_dataset *d, const dn_model *m, const char *src, 
 typedef struct eval_opts {
     const char *model_path, *data, *manifest, *split_s, *cal_on, *write_model, *json_path, *html_path;
     const char *good_class, *cost;
+    const char *ood[DN_OOD_MAX_SETS + 1];
+    int nood, no_heatmaps;
     int batch, threads, topk, json_out, strict, keep_dups, ordinal;
     double target, given_thr, target_escape;
 } eval_opts;
@@ -205,7 +224,7 @@ typedef struct eval_opts {
  * --opt value, --opt=value, -m/-d/-f/-h. */
 static int parse_args(int argc, char **argv, eval_opts *o) {
     enum { O_MANIFEST = 256, O_SPLIT, O_CAL, O_WRITE, O_JSON, O_HTML, O_GOOD, O_COST, O_BATCH, O_THREADS, O_TOPK,
-           O_TARGET, O_THR, O_TESC, O_STRICT, O_DUPS, O_ORD };
+           O_TARGET, O_THR, O_TESC, O_STRICT, O_DUPS, O_ORD, O_OOD, O_NOHEAT };
     static const dn_opt opts[] = {
         {"model", 'm', DN_ARG_REQ, NULL},        {"data", 'd', DN_ARG_REQ, NULL},
         {"manifest", O_MANIFEST, DN_ARG_REQ, NULL}, {"split", O_SPLIT, DN_ARG_REQ, NULL},
@@ -216,7 +235,8 @@ static int parse_args(int argc, char **argv, eval_opts *o) {
         {"top-k", O_TOPK, DN_ARG_REQ, NULL},     {"threshold-target-accuracy", O_TARGET, DN_ARG_REQ, NULL},
         {"threshold", O_THR, DN_ARG_REQ, NULL},  {"target-escape", O_TESC, DN_ARG_REQ, NULL},
         {"format", 'f', DN_ARG_REQ, NULL},       {"strict", O_STRICT, DN_ARG_NONE, NULL},
-        {"keep-dups", O_DUPS, DN_ARG_NONE, NULL}, {"ordinal", O_ORD, DN_ARG_NONE, NULL}, {0}};
+        {"keep-dups", O_DUPS, DN_ARG_NONE, NULL}, {"ordinal", O_ORD, DN_ARG_NONE, NULL},
+        {"ood", O_OOD, DN_ARG_REQ, NULL},        {"no-heatmaps", O_NOHEAT, DN_ARG_NONE, NULL}, {0}};
     dn_args a;
     dn_args_init(&a, "eval", argc, argv, opts);
     int fmt = 0;
@@ -252,6 +272,14 @@ static int parse_args(int argc, char **argv, eval_opts *o) {
         case O_STRICT: o->strict = 1; break;
         case O_DUPS: o->keep_dups = 1; break;
         case O_ORD: o->ordinal = 1; break;
+        case O_OOD:
+            if (o->nood == DN_OOD_MAX_SETS) {
+                fprintf(stderr, PFX "--ood: at most %d sets\n", DN_OOD_MAX_SETS);
+                return -1;
+            }
+            o->ood[o->nood++] = a.val;
+            break;
+        case O_NOHEAT: o->no_heatmaps = 1; break;
         default: return -1; /* already reported in one line */
         }
         if (bad) return -1;
@@ -286,6 +314,7 @@ typedef struct eval_job {
     const char **paths, **vpaths; /* listed images of the split / for calibration */
     int *labels, *vlabels, n, nv;
     float *logits, *vlogits;  /* rows of the readable images */
+    float *feat;              /* features of the evaluated rows (only with --ood) */
     int *keep, *vkeep, nok, vok_n; /* which listed image each row is */
     int *y, *vy;              /* model class of each row */
     const char **kpaths;      /* path of each row */
@@ -293,7 +322,7 @@ typedef struct eval_job {
 
 static void job_free(eval_job *j) {
     free(j->y); free(j->vy); free(j->kpaths);
-    free(j->logits); free(j->vlogits); free(j->keep); free(j->vkeep);
+    free(j->logits); free(j->vlogits); free(j->feat); free(j->keep); free(j->vkeep);
     free(j->paths); free(j->labels); free(j->vpaths); free(j->vlabels); free(j->map); free(j->cmap); free(j->seen);
     dn_session_free(j->s);
     dn_model_free(j->m);
@@ -358,6 +387,11 @@ static int load_model(const eval_opts *o, eval_job *j, dn_eval_report *rep) {
         return -1;
     }
     j->seen = seen;
+    if (o->nood && !m->ood) {
+        fprintf(stderr, PFX "%s: model has no OOD data for --ood: run defectnet calibrate --model %s first\n",
+                o->model_path, o->model_path);
+        return -1;
+    }
     return 0;
 }
 
@@ -387,9 +421,10 @@ static int compute_logits(const eval_opts *o, eval_job *j, dn_eval_report *rep) 
     if (dn_session_new(j->m, batch, o->threads, &j->s)) { fprintf(stderr, PFX "%s\n", dn_last_error()); return -1; }
     runner rn = {j->s, j->m, batch, o->strict};
     double t0 = dn_now();
-    if (run_logits(&rn, "eval", j->paths, j->n, &j->logits, &j->keep, &j->nok, &rep->skipped) ||
-        (j->need_val && run_logits(&rn, "eval: calibration images", j->vpaths, j->nv, &j->vlogits, &j->vkeep, &j->vok_n,
-                                   &rep->skipped))) {
+    if (run_logits(&rn, "eval", j->paths, j->n, &j->logits, o->nood ? &j->feat : NULL, &j->keep, &j->nok,
+                   &rep->skipped) ||
+        (j->need_val && run_logits(&rn, "eval: calibration images", j->vpaths, j->nv, &j->vlogits, NULL, &j->vkeep,
+                                   &j->vok_n, &rep->skipped))) {
         fprintf(stderr, PFX "%s\n", dn_last_error());
         return -1;
     }
@@ -473,6 +508,23 @@ static int decision_setup(const eval_opts *o, eval_job *j, dn_eval_input *in, dn
     return 0;
 }
 
+/* --ood: the evaluated rows are the in-distribution side (msp at the report's
+ * temperature), then every set is scored and measured (ood/ood_eval.h). */
+static int measure_ood(const eval_opts *o, eval_job *j, dn_ood_eval *oe, dn_eval_report *rep) {
+    dn_ood_rows in;
+    if (dn_ood_rows_make(j->m, j->feat, j->logits, j->nok, (float)rep->temperature, &in)) {
+        fprintf(stderr, PFX "%s\n", dn_last_error());
+        return -1;
+    }
+    dn_ood_eval_set_in(oe, j->m, &in, rep->split_name);
+    if (dn_ood_eval_sets(oe, j->m, (float)rep->temperature, o->batch, o->threads, PFX "--ood", &rep->skipped)) {
+        fprintf(stderr, PFX "%s\n", dn_last_error());
+        return -1;
+    }
+    rep->ood = oe;
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv) {
     eval_opts o = {.batch = 16, .topk = 3, .given_thr = -1, .target_escape = -1};
     eval_job j;
@@ -481,8 +533,11 @@ int cmd_eval(int argc, char **argv) {
     memset(&rep, 0, sizeof rep);
     dn_eval_input in = {.good = -1, .target_escape = -1};
     dn_cost cost = {0};
+    dn_ood_eval oe;
+    memset(&oe, 0, sizeof oe);
     int rc = 2, pa = parse_args(argc, argv, &o);
     if (pa) { rc = pa > 0 ? 0 : 2; goto done; }
+    if (dn_ood_eval_list(&oe, o.ood, o.nood)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
     if (load_data(&o, &j, &rep) || load_model(&o, &j, &rep) || decision_setup(&o, &j, &in, &rep, &cost))
         goto done;
     note_absent(&j, &rep);
@@ -508,7 +563,9 @@ int cmd_eval(int argc, char **argv) {
     in.threshold = o.given_thr;
     if (dn_eval_analyse(&in, &rep)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
     calibration_warnings(&rep);
+    if (o.nood && measure_ood(&o, &j, &oe, &rep)) goto done;
     if (o.html_path) dn_eval_thumbnails(&rep, stderr, PFX);
+    if (o.html_path && !o.no_heatmaps) dn_eval_heatmaps(&rep, j.m, j.s, stderr, PFX);
     if (o.write_model && dn_eval_save_model(j.m, &rep, j.cal_ext ? o.cal_on : j.src, j.cal_ext, o.write_model)) {
         fprintf(stderr, PFX "%s\n", dn_last_error());
         goto done;
@@ -523,6 +580,7 @@ int cmd_eval(int argc, char **argv) {
     rc = rep.skipped ? 1 : 0;
 done:
     dn_eval_report_free(&rep);
+    dn_ood_eval_free(&oe);
     dn_cost_free(&cost);
     job_free(&j);
     return rc;

@@ -48,6 +48,12 @@ dn_status dn_eval_analyse(const dn_eval_input *in, dn_eval_report *r);
  * image that cannot be read is named on log (prefixed) and left without one. */
 void dn_eval_thumbnails(dn_eval_report *r, FILE *log, const char *prefix);
 
+/* Grad-CAM overlays (layer4, the predicted class, dn_gradcam_png: the model's
+ * absolute colour reference, else each map's own maximum) of the mistakes that
+ * have a thumbnail, computed with s (a session on m). An image that fails is
+ * named on log and left without one. Sets r->heatmaps and r->cam_anchored. */
+void dn_eval_heatmaps(dn_eval_report *r, const dn_model *m, dn_session *s, FILE *log, const char *prefix);
+
 /* Saves m to path with the report's temperature and threshold, a
  * "calibration" metadata record, the good class and (when chosen) the
  * "decision_policy" record with its validation and test figures (a stored

@@ -5,6 +5,7 @@
 #include "eval/report_int.h"
 #include "core/json.h"
 #include "eval/style.h"
+#include "ood/ood_eval.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,7 @@ void dn_eval_report_free(dn_eval_report *r) {
     for (int64_t i = 0; i < r->nmiss; i++) {
         free(r->miss[i].path);
         free(r->miss[i].thumb_b64);
+        free(r->miss[i].cam_b64);
     }
     free(r->miss);
     r->curve = NULL;
@@ -180,6 +182,12 @@ void dn_eval_report_table(const dn_eval_report *r, FILE *f) {
             fprintf(f, "  %s: true %s, predicted %s (%.3f; true class %.3f)\n", x->path, dn_rep_cname(r, x->truth),
                     dn_rep_cname(r, x->pred), x->conf, x->p_true);
         }
+    }
+    if (r->ood) {
+        const dn_ood_eval *o = r->ood;
+        fprintf(f, "\nunknown inputs (--ood; model's score %s, threshold %.4g: above it = unknown):\n",
+                dn_ood_kind_name(o->kind), (double)o->threshold);
+        dn_ood_eval_table(o, f);
     }
     if (r->seconds > 0)
         fprintf(f, "\n%lld images decoded and classified in %.2f s (%.1f images/s)\n",
@@ -377,7 +385,13 @@ void dn_eval_report_json(const dn_eval_report *r, FILE *f) {
         }
         fputs("]}", f);
     }
-    fprintf(f, "],\"seconds\":%.3f", r->seconds);
+    fputc(']', f);
+    if (r->ood) {
+        fputs(",\"ood\":{", f);
+        dn_ood_eval_json_members(r->ood, f);
+        fputc('}', f);
+    }
+    fprintf(f, ",\"seconds\":%.3f", r->seconds);
     if (r->written_model) {
         fputs(",\"written_model\":", f);
         dn_rep_json_str(f, r->written_model);

@@ -7,7 +7,8 @@
  * precision/recall/F1 bars, reliability diagrams before and after temperature
  * scaling, the coverage-vs-accuracy curve with the chosen threshold, the
  * per-class table, a gallery of misclassified images (most confident mistakes
- * first) with true/predicted class and top scores, model info (file sha256,
+ * first) with true/predicted class, top scores and their Grad-CAM overlays, with
+ * --ood the unknown-input table and score histograms (report_ood.c), model info (file sha256,
  * architecture, classes, preprocessing, stored calibration, metadata) and
  * dataset info. Elements carrying figures have stable ids (e.g. id="accuracy",
  * id="svg-confusion") so tests can find them in the rendered DOM.
@@ -15,7 +16,7 @@
  * Ownership: a dn_eval_report borrows model, model_path, data_source,
  * split_name, fit_split, temp_source, thr_source and written_model (they must
  * outlive the writers); it owns raw, cal, curve, uncertain_by_class and miss
- * (with their paths and thumbnails), released by dn_eval_report_free. Strings returned through
+ * (with their paths, thumbnails and overlays), released by dn_eval_report_free; ood is borrowed. Strings returned through
  * char ** (thumbnails, base64) are malloc'ed and owned by the caller. */
 #ifndef DN_EVAL_REPORT_H
 #define DN_EVAL_REPORT_H
@@ -39,7 +40,10 @@ typedef struct dn_eval_miss {
     int top[DN_REPORT_TOP];
     float top_p[DN_REPORT_TOP];
     char *thumb_b64;          /* base64 PNG, or NULL (not in the gallery / unreadable); owned */
+    char *cam_b64;            /* base64 PNG Grad-CAM overlay (layer4, predicted class), or NULL; owned */
 } dn_eval_miss;
+
+struct dn_ood_eval;           /* ood/ood_eval.h */
 
 typedef struct dn_eval_report {
     const dn_model *model;    /* classes, preprocessing, stored calibration, metadata */
@@ -102,6 +106,10 @@ typedef struct dn_eval_report {
 
     int ordinal;              /* classes are ordered: ord valid */
     dn_ordinal ord;
+
+    int heatmaps;             /* 1: Grad-CAM overlays were made for the gallery (dn_eval_heatmaps) */
+    int cam_anchored;         /* ... on the model's absolute colour reference (0: each map's own maximum) */
+    const struct dn_ood_eval *ood; /* unknown-input measurement (eval --ood), or NULL; borrowed */
 } dn_eval_report;
 
 void dn_eval_report_free(dn_eval_report *r);

@@ -273,13 +273,31 @@ static void html_gallery(const dn_eval_report *r, FILE *f) {
     int64_t shown = 0;
     for (int64_t i = 0; i < r->nmiss; i++) shown += r->miss[i].thumb_b64 != NULL;
     if (r->nmiss) fprintf(f, "; the %lld most confident mistakes are shown first", (long long)shown);
-    fputs(".</p>\n<div class=\"gallery\">\n", f);
+    fputs(".</p>\n", f);
+    int64_t cams = 0;
+    for (int64_t i = 0; i < r->nmiss; i++) cams += r->miss[i].cam_b64 != NULL;
+    if (cams)
+        fprintf(f, "<p class=\"note\" id=\"cam-note\">Beside each thumbnail: Grad-CAM heatmap of the predicted class "
+                   "at layer4 over the model's input view (after its resize and crop), blue &rarr; red, uncoloured below "
+                   "5%%. %s</p>\n",
+                r->cam_anchored ? "The colour scale is anchored to the model's own reference (the 99th percentile of "
+                                  "its maps on calibration images), so colours compare between images."
+                                : "This model has no Grad-CAM reference (run <code>defectnet calibrate</code>): each "
+                                  "map is scaled to its own maximum, so compare colours within an image, not between "
+                                  "images.");
+    fprintf(f, "<div class=\"gallery%s\">\n", cams ? " cams" : "");
     for (int64_t i = 0; i < r->nmiss; i++) {
         const dn_eval_miss *x = &r->miss[i];
         if (!x->thumb_b64) continue;
-        fputs("<figure><img alt=\"", f);
+        fputs(x->cam_b64 ? "<figure><div class=\"pair\"><img alt=\"" : "<figure><img alt=\"", f);
         dn_rep_html_str(f, dn_rep_base_name(x->path));
-        fprintf(f, "\" src=\"data:image/png;base64,%s\"><div class=\"t\">true: ", x->thumb_b64);
+        fprintf(f, "\" src=\"data:image/png;base64,%s\">", x->thumb_b64);
+        if (x->cam_b64) {
+            fputs("<img class=\"cam\" alt=\"Grad-CAM of ", f);
+            dn_rep_html_str(f, dn_rep_base_name(x->path));
+            fprintf(f, "\" width=\"%d\" src=\"data:image/png;base64,%s\"></div>", DN_THUMB_SIDE, x->cam_b64);
+        }
+        fputs("<div class=\"t\">true: ", f);
         dn_rep_html_str(f, dn_rep_cname(r, x->truth));
         fprintf(f, " (%.3f)</div><div class=\"p\">predicted: ", x->p_true);
         dn_rep_html_str(f, dn_rep_cname(r, x->pred));
@@ -442,6 +460,7 @@ void dn_eval_report_html(const dn_eval_report *r, FILE *f) {
             (long long)m->n, (long long)(m->n - r->thr_eval.covered));
 
     dn_rep_html_decisions(r, f);
+    dn_rep_html_ood(r, f);
 
     html_gallery(r, f);
     html_model_data(r, f);

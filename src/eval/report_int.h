@@ -20,5 +20,7 @@ void dn_rep_card(FILE *f, const char *id, const char *value, const char *label, 
 /* report_decisions.c: the escape / false-reject / ordinal cards and section */
 void dn_rep_html_quality_cards(const dn_eval_report *r, FILE *f);
 void dn_rep_html_decisions(const dn_eval_report *r, FILE *f);
+/* report_ood.c: the unknown-input section (table + score histograms); nothing without r->ood */
+void dn_rep_html_ood(const dn_eval_report *r, FILE *f);
 
 #endif

@@ -127,7 +127,10 @@ dn_status dn_ood_eval_sets(dn_ood_eval *e, const dn_model *m, float T, int batch
         }
         o->flagged = count_flagged(&o->rows, e->kind, e->threshold);
         free(b);
-        if (!(b = dn_malloc((size_t)o->rows.n * sizeof(float)))) { st = dn_fail(DN_ERR_NOMEM, "--ood: out of memory"); break; }
+        if (!(b = dn_malloc((size_t)o->rows.n * sizeof(float)))) {
+            st = dn_fail(DN_ERR_NOMEM, "--ood: out of memory");
+            break;
+        }
         for (int j = 0; j < DN_OOD_NMEASURES; j++) {
             column(&e->in, j, a);
             column(&o->rows, j, b);
