@@ -133,7 +133,7 @@ TEST(neighbours_from_bank_with_labels) {
     int closer = 0; /* bank rows strictly closer than the 5th: at most 4 */
     for (int r = 0; r < o->nbank; r++) {
         double dot = 0;
-        for (int j = 0; j < D; j++) dot += (double)q[j] * o->bank[(size_t)r * D + j];
+        for (int j = 0; j < D; j++) dot += (double)q[j] * dn_f16_to_f32(o->bank[(size_t)r * D + j]); /* fp16 rows */
         double d = 1.0 - dot / sqrt(qn);
         if (d < nb[4].distance - 1e-5) closer++;
         if (r == nb[0].row) CHECK_NEAR(d, nb[0].distance, 1e-5);

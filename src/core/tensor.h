@@ -12,6 +12,8 @@ typedef struct dn_tensor {
     int ndim;
     int64_t shape[DN_MAX_DIMS];
     float *data;            /* numel floats (integer tensors are converted to float) */
+    int f16;                /* writers store it as IEEE fp16 (safetensors F16, rounded to nearest even);
+                               0 (float32) for every tensor a reader returns or dn_tensors_add appends */
 } dn_tensor;
 
 typedef struct dn_tensors {

@@ -2,6 +2,7 @@
  * Lib/pickletools.py documentation; nothing is ever called or imported. */
 #include "io/pickle.h"
 #include "core/core.h"
+#include "core/half.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,22 +54,6 @@ const char *dn_dtype_name(dn_dtype t) {
     return (unsigned)t < sizeof n / sizeof n[0] ? n[t] : "?";
 }
 
-static float half_to_f32(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023;
-    uint32_t bits;
-    if (exp == 0) {
-        if (man == 0) bits = sign;
-        else { /* subnormal: value = man * 2^-24 */
-            float v = (float)man * (1.0f / 16777216.0f);
-            return sign ? -v : v;
-        }
-    } else if (exp == 31) bits = sign | 0x7F800000u | (man << 13);
-    else bits = sign | ((exp + 112) << 23) | (man << 13);
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
 void dn_dtype_to_f32(dn_dtype t, const uint8_t *s, size_t n, float *d) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     if (t == DN_DT_F32) { /* the common case: the bytes already are the floats */
@@ -82,7 +67,7 @@ void dn_dtype_to_f32(dn_dtype t, const uint8_t *s, size_t n, float *d) {
                           memcpy(&d[i], &u, 4); break; }
         case DN_DT_F64: { uint64_t u = 0; for (int k = 7; k >= 0; k--) u = u << 8 | s[8*i+k];
                           double v; memcpy(&v, &u, 8); d[i] = (float)v; break; }
-        case DN_DT_F16: d[i] = half_to_f32((uint16_t)(s[2*i] | s[2*i+1] << 8)); break;
+        case DN_DT_F16: d[i] = dn_f16_to_f32((uint16_t)(s[2*i] | s[2*i+1] << 8)); break;
         case DN_DT_BF16: { uint32_t u = (uint32_t)(s[2*i] | s[2*i+1] << 8) << 16; memcpy(&d[i], &u, 4); break; }
         case DN_DT_I64: { uint64_t u = 0; for (int k = 7; k >= 0; k--) u = u << 8 | s[8*i+k];
                           d[i] = (float)(int64_t)u; break; }

@@ -2,6 +2,7 @@
  * specification (huggingface/safetensors README, "Format"). */
 #include "io/safetensors.h"
 #include "core/core.h"
+#include "core/half.h"
 #include "core/json.h"
 #include "io/pickle.h"
 #include <errno.h>
@@ -240,11 +241,11 @@ dn_status dn_safetensors_save(const char *path, const dn_tensors *ts, const dn_m
     for (int i = 0; i < ts->n; i++) {
         const dn_tensor *t = &ts->t[i];
         if (!strcmp(t->name, "__metadata__")) { dn_sb_free(&h); return dn_fail(DN_ERR_ARG, "%s: tensor name '__metadata__' is reserved", path); }
-        uint64_t nb = (uint64_t)dn_tensor_numel(t) * 4;
+        uint64_t nb = (uint64_t)dn_tensor_numel(t) * (t->f16 ? 2 : 4);
         if (!first) dn_sb_puts(&h, ",");
         first = 0;
         dn_sb_json_str(&h, t->name);
-        dn_sb_puts(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+        dn_sb_puts(&h, t->f16 ? ":{\"dtype\":\"F16\",\"shape\":[" : ":{\"dtype\":\"F32\",\"shape\":[");
         for (int d = 0; d < t->ndim; d++) dn_sb_printf(&h, d ? ",%lld" : "%lld", (long long)t->shape[d]);
         dn_sb_printf(&h, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + nb));
         off += nb;
@@ -261,7 +262,12 @@ dn_status dn_safetensors_save(const char *path, const dn_tensors *ts, const dn_m
     for (int i = 0; i < ts->n; i++) {
         const dn_tensor *t = &ts->t[i];
         int64_t n = dn_tensor_numel(t);
-        for (int64_t k = 0; k < n; k++) { /* explicit little-endian */
+        for (int64_t k = 0; t->f16 && k < n; k++) { /* explicit little-endian */
+            uint16_t u = dn_f32_to_f16(t->data[k]);
+            p[0] = (uint8_t)u; p[1] = (uint8_t)(u >> 8);
+            p += 2;
+        }
+        for (int64_t k = 0; !t->f16 && k < n; k++) { /* explicit little-endian */
             uint32_t u;
             memcpy(&u, &t->data[k], 4);
             p[0] = (uint8_t)u; p[1] = (uint8_t)(u >> 8); p[2] = (uint8_t)(u >> 16); p[3] = (uint8_t)(u >> 24);

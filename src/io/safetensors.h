@@ -9,7 +9,7 @@
  * known dtype, shape non-negative and rank <= DN_MAX_DIMS, end - begin ==
  * numel * element size, every range within the data buffer, no two ranges
  * overlapping, duplicate names refused, metadata values are strings.
- * Writing emits F32 tensors in the given order, contiguous, header padded with
+ * Writing emits F32 tensors (F16 for those with dn_tensor.f16 set) in the given order, contiguous, header padded with
  * spaces to a multiple of 8 bytes, via a temp file renamed into place (atomic).
  *
  * Ownership: the loaders fill caller-provided zero-initialised dn_tensors /

@@ -584,7 +584,7 @@ dn_status dn_session_classify_batch(dn_session *s, const float *x, int n, dn_pre
     if ((st = dn_session_forward(s, x, n, s->logits))) return st;
     const dn_model *m = s->m;
     int c = m->num_classes;
-    if ((st = dn_ood_score_preds(m, s->feat, s->logits, n, preds))) return st; /* raw logits + features */
+    if ((st = dn_ood_score_preds(m, s->feat, s->logits, n, s->pool, preds))) return st; /* raw logits + features */
     dn_softmax_t(s->logits, n, c, m->temperature, s->logits);
     for (int i = 0; i < n; i++) {
         preds[i].decision = DN_DECISION_ACCEPTED;

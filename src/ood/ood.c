@@ -1,6 +1,7 @@
 /* Unknown-input detection: fit, score, model-file form (see ood.h, docs/ood.md). */
 #include "ood/ood.h"
 #include "core/json.h"
+#include "ood/knn.h"
 #include "kernels/kernels.h"
 #include <float.h>
 #include <math.h>
@@ -77,7 +78,7 @@ static dn_ood *ood_alloc(int dim, int ncls, int nbank) {
     if (!o) return NULL;
     o->dim = dim; o->ncls = ncls; o->nbank = nbank;
     size_t d = (size_t)dim;
-    if (!(o->bank = falloc((size_t)nbank * d)) || !(o->mu = falloc((size_t)ncls * d)) || !(o->mu0 = falloc(d)) ||
+    if (!(o->bank = dn_malloc((size_t)nbank * d * sizeof(uint16_t))) || !(o->mu = falloc((size_t)ncls * d)) || !(o->mu0 = falloc(d)) ||
         !(o->prec = falloc(d * d)) || !(o->prec0 = falloc(d * d))) {
         dn_ood_free(o);
         return NULL;
@@ -100,7 +101,7 @@ dn_status dn_ood_clone(const dn_ood *o, dn_ood **out) {
     }
     if (o->bank_y) memcpy(c->bank_y, o->bank_y, (size_t)o->nbank * sizeof(int));
     size_t d = (size_t)o->dim;
-    memcpy(c->bank, o->bank, (size_t)o->nbank * d * sizeof(float));
+    memcpy(c->bank, o->bank, (size_t)o->nbank * d * sizeof(uint16_t));
     memcpy(c->mu, o->mu, (size_t)o->ncls * d * sizeof(float));
     memcpy(c->mu0, o->mu0, d * sizeof(float));
     memcpy(c->prec, o->prec, d * d * sizeof(float));
@@ -118,20 +119,6 @@ static void unit_row(const float *z, int d, float *out) {
     for (int i = 0; i < d; i++) s += (double)z[i] * z[i];
     float inv = s > 0 ? (float)(1.0 / sqrt(s)) : 0.0f;
     for (int i = 0; i < d; i++) out[i] = z[i] * inv;
-}
-
-/* k-th largest of v[0..n) (k <= n, k <= 64) */
-static float kth_largest(const float *v, int n, int k) {
-    float top[64];
-    int cnt = 0;
-    for (int i = 0; i < n; i++) {
-        float x = v[i];
-        if (cnt == k && !(x > top[k - 1])) continue;
-        int j = cnt < k ? cnt++ : k - 1;
-        while (j > 0 && top[j - 1] < x) { top[j] = top[j - 1]; j--; }
-        top[j] = x;
-    }
-    return top[k - 1];
 }
 
 static double dotf(const float *a, const float *b, int d) {
@@ -157,7 +144,8 @@ static void row_dots(const float *rows, int nrows, int d, const float *z, float 
     }
 }
 
-/* C (n x nrows) = A (n x d) * rows' : GEMM for batches, row_dots for a few images */
+/* C (n x nrows) = A (n x d) * rows' : GEMM for batches, row_dots for a few images (the
+ * precision matrices; the fp16 bank has its own kernel, ood/knn.h) */
 static void times_rows(const float *A, int n, const float *rows, int nrows, int d, float *C) {
     if (n > 8) {
         dn_sgemm(0, 1, n, nrows, d, 1.0f, A, d, rows, d, 0.0f, C, nrows, NULL);
@@ -167,21 +155,25 @@ static void times_rows(const float *A, int n, const float *rows, int nrows, int 
 }
 
 dn_status dn_ood_scores(const dn_ood *o, const float *feat, const float *logits, int n, float *scores) {
+    return dn_ood_scores_pool(o, feat, logits, n, NULL, scores);
+}
+
+dn_status dn_ood_scores_pool(const dn_ood *o, const float *feat, const float *logits, int n, dn_pool *pool, float *scores) {
     if (!o || !feat || !logits || !scores || n < 0) return dn_fail(DN_ERR_ARG, "ood scores: NULL argument");
     if (n == 0) return DN_OK;
-    int d = o->dim, kk = o->k < o->nbank ? o->k : o->nbank;
+    int d = o->dim;
     size_t nd = (size_t)n * d;
-    float *zn = falloc(nd), *sims = falloc((size_t)n * o->nbank), *pz = falloc(nd), *pz0 = falloc(nd);
+    float *zn = falloc(nd), *kth = falloc((size_t)n), *pz = falloc(nd), *pz0 = falloc(nd);
     dn_status st = DN_OK;
-    if (!zn || !sims || !pz || !pz0) { st = dn_fail(DN_ERR_NOMEM, "ood scores: out of memory"); goto done; }
+    if (!zn || !kth || !pz || !pz0) { st = dn_fail(DN_ERR_NOMEM, "ood scores: out of memory"); goto done; }
     for (int i = 0; i < n; i++) unit_row(feat + (size_t)i * d, d, zn + (size_t)i * d);
-    times_rows(zn, n, o->bank, o->nbank, d, sims);
+    if ((st = dn_ood_knn(o->bank, o->nbank, d, zn, n, o->k, pool, kth))) goto done;
     times_rows(feat, n, o->prec, d, d, pz); /* the precisions are symmetric: rows = columns */
     times_rows(feat, n, o->prec0, d, d, pz0);
     for (int i = 0; i < n; i++) {
         const float *z = feat + (size_t)i * d, *l = logits + (size_t)i * o->ncls;
         float *sc = scores + (size_t)i * DN_OOD_NKINDS;
-        sc[DN_OOD_KNN] = 1.0f - kth_largest(sims + (size_t)i * o->nbank, o->nbank, kk);
+        sc[DN_OOD_KNN] = 1.0f - kth[i];
         double mx = -INFINITY, se = 0;
         for (int c = 0; c < o->ncls; c++) if (l[c] > mx) mx = l[c];
         for (int c = 0; c < o->ncls; c++) se += exp(l[c] - mx);
@@ -199,22 +191,22 @@ dn_status dn_ood_scores(const dn_ood *o, const float *feat, const float *logits,
             if (!isfinite(sc[k])) { st = dn_fail(DN_ERR_NUMERIC, "ood scores: %s score is not finite", kind_names[k]); goto done; }
     }
 done:
-    free(zn); free(sims); free(pz); free(pz0);
+    free(zn); free(kth); free(pz); free(pz0);
     return st;
 }
 
-dn_status dn_ood_score_preds(const dn_model *m, const float *feat, const float *logits, int n, dn_prediction *preds) {
+dn_status dn_ood_score_preds(const dn_model *m, const float *feat, const float *logits, int n, dn_pool *pool,
+                             dn_prediction *preds) {
     if (!m->ood) {
         for (int i = 0; i < n; i++) preds[i].ood_score = NAN;
         return DN_OK;
     }
-    float one[DN_OOD_NKINDS];
-    for (int i = 0; i < n; i++) { /* one row at a time: no n-sized allocation */
-        dn_status st = dn_ood_scores(m->ood, feat + (size_t)i * m->feat_dim, logits + (size_t)i * m->num_classes, 1, one);
-        if (st) return st;
-        preds[i].ood_score = one[m->ood->kind];
-    }
-    return DN_OK;
+    float one[DN_OOD_NKINDS], *sc = n > 1 ? falloc((size_t)n * DN_OOD_NKINDS) : one;
+    if (!sc) return dn_fail(DN_ERR_NOMEM, "ood scores: out of memory");
+    dn_status st = dn_ood_scores_pool(m->ood, feat, logits, n, pool, sc); /* the batch together: one pass over the bank */
+    for (int i = 0; !st && i < n; i++) preds[i].ood_score = sc[(size_t)i * DN_OOD_NKINDS + m->ood->kind];
+    if (sc != one) free(sc);
+    return st;
 }
 
 int dn_ood_decide(const dn_model *m, const dn_prediction *p) {
@@ -316,7 +308,7 @@ dn_status dn_ood_fit(const dn_model *m, const float *fit_feat, const int *fit_y,
     if (nval < 1) return dn_fail(DN_ERR_ARG, "ood fit: need in-distribution validation images to choose the threshold");
     int *cnt = dn_calloc((size_t)C, sizeof(int));
     int *perm = dn_malloc((size_t)nfit * sizeof(int));
-    float *logits = falloc((size_t)nval * C), *sc = falloc((size_t)nval * DN_OOD_NKINDS), *col = falloc((size_t)nval);
+    float *logits = falloc((size_t)nval * C), *sc = falloc((size_t)nval * DN_OOD_NKINDS), *col = falloc((size_t)nval), *row = NULL;
     int nbank = nfit < cfg->bank ? nfit : cfg->bank;
     dn_ood *o = ood_alloc(d, C, nbank);
     dn_status st = DN_OK;
@@ -356,7 +348,11 @@ dn_status dn_ood_fit(const dn_model *m, const float *fit_feat, const int *fit_y,
             int t = perm[i]; perm[i] = perm[j]; perm[j] = t;
         }
     }
-    for (int i = 0; i < nbank; i++) unit_row(fit_feat + (size_t)perm[i] * d, d, o->bank + (size_t)i * d);
+    if (!(row = falloc((size_t)d))) { st = dn_fail(DN_ERR_NOMEM, "ood fit: out of memory"); goto fail; }
+    for (int i = 0; i < nbank; i++) { /* unit rows, stored as fp16 */
+        unit_row(fit_feat + (size_t)perm[i] * d, d, row);
+        for (int j = 0; j < d; j++) o->bank[(size_t)i * d + j] = dn_f32_to_f16(row[j]);
+    }
     if (!(o->bank_y = dn_malloc((size_t)nbank * sizeof(int)))) { st = dn_fail(DN_ERR_NOMEM, "ood: out of memory"); goto fail; }
     for (int i = 0; i < nbank; i++) o->bank_y[i] = fit_y[perm[i]];
     o->k = cfg->k < nbank ? cfg->k : nbank;
@@ -396,7 +392,7 @@ dn_status dn_ood_fit(const dn_model *m, const float *fit_feat, const int *fit_y,
     *out = o;
     o = NULL;
 fail:
-    free(cnt); free(perm); free(logits); free(sc); free(col);
+    free(cnt); free(perm); free(logits); free(sc); free(col); free(row);
     dn_ood_free(o);
     return st;
 }
@@ -450,7 +446,16 @@ dn_status dn_ood_to_tensors(const dn_ood *o, dn_tensors *ts, dn_meta *meta) {
     if (!o) return DN_OK;
     dn_status st;
     int d = o->dim;
-    if ((st = add_copy(ts, "ood.bank", 2, o->nbank, d, o->bank)) || (st = add_copy(ts, "ood.class_means", 2, o->ncls, d, o->mu)) ||
+    { /* the bank as F16: its fp16 values widened exactly, written back exactly */
+        size_t nb = (size_t)o->nbank * d;
+        float *b = falloc(nb);
+        if (!b) return dn_fail(DN_ERR_NOMEM, "ood: out of memory");
+        for (size_t i = 0; i < nb; i++) b[i] = dn_f16_to_f32(o->bank[i]);
+        int64_t shape[2] = {o->nbank, d};
+        if ((st = dn_tensors_add(ts, "ood.bank", 2, shape, b))) return st;
+        ts->t[ts->n - 1].f16 = 1;
+    }
+    if ((st = add_copy(ts, "ood.class_means", 2, o->ncls, d, o->mu)) ||
         (st = add_copy(ts, "ood.mean", 1, d, 0, o->mu0)) || (st = add_copy(ts, "ood.precision", 2, d, d, o->prec)) ||
         (st = add_copy(ts, "ood.bg_precision", 2, d, d, o->prec0)))
         return st;
@@ -549,7 +554,10 @@ dn_status dn_ood_take(dn_tensors *ts, const dn_meta *meta, int feat_dim, int ncl
     if (st) goto done;
     if (!(o = ood_alloc(feat_dim, ncls, nbank))) { st = dn_fail(DN_ERR_NOMEM, "%s: out of memory", label); goto done; }
     size_t d = (size_t)feat_dim;
-    memcpy(o->bank, tb->data, (size_t)nbank * d * sizeof(float));
+    for (size_t i = 0; i < (size_t)nbank * d; i++) { /* exact for an F16 bank; an F32 one (older files) is rounded */
+        if (!(fabsf(tb->data[i]) <= 65504.0f)) { st = dn_fail(DN_ERR_FORMAT, "%s: tensor 'ood.bank' holds a value outside the fp16 range", label); goto done; }
+        o->bank[i] = dn_f32_to_f16(tb->data[i]);
+    }
     const dn_tensor *ty = dn_tensors_find(&mine, "ood.bank_labels");
     if (ty) { /* optional: older files lack it */
         if (ty->ndim != 1 || ty->shape[0] != nbank) { st = dn_fail(DN_ERR_SHAPE, "%s: tensor 'ood.bank_labels' is not [%d]", label, nbank); goto done; }

@@ -22,6 +22,8 @@
 #include "core/core.h"
 #include "nn/model.h"
 #include "core/tensor.h"
+#include "core/half.h"
+#include <stdint.h>
 
 typedef enum { DN_OOD_KNN = 0, DN_OOD_ENERGY = 1, DN_OOD_RMD = 2, DN_OOD_COMBO = 3, DN_OOD_NKINDS = 4 } dn_ood_kind;
 
@@ -32,7 +34,8 @@ int dn_ood_kind_parse(const char *s);
 typedef struct dn_ood {
     int dim, ncls;
     int nbank, k;
-    float *bank;           /* nbank x dim, unit-length rows */
+    uint16_t *bank;        /* nbank x dim, unit-length rows stored as IEEE fp16 (core/half.h: dn_f16_to_f32);
+                              scored by ood/knn.h */
     int *bank_y;           /* nbank class labels of the bank rows (review neighbours); NULL in
                               files written before they were stored (tensor ood.bank_labels) */
     float *mu;             /* ncls x dim class means (raw features) */
@@ -72,17 +75,25 @@ dn_status dn_ood_fit(const dn_model *m, const float *fit_feat, const int *fit_y,
  * stored statistics). feat n x dim, logits n x ncls (raw, before temperature). */
 dn_status dn_ood_scores(const dn_ood *o, const float *feat, const float *logits, int n, float *scores);
 
+/* The same with the KNN part split across pool's threads (pool may be NULL). */
+dn_status dn_ood_scores_pool(const dn_ood *o, const float *feat, const float *logits, int n, dn_pool *pool, float *scores);
+
 /* For the engine: sets preds[i].ood_score (NAN if m has no OOD data) from the
- * features and raw logits of n images. Decisions come from dn_ood_decide. */
-dn_status dn_ood_score_preds(const dn_model *m, const float *feat, const float *logits, int n, dn_prediction *preds);
+ * features and raw logits of n images, the whole batch at once (each bank row
+ * is read once per batch); pool (may be NULL) splits the bank. Decisions come
+ * from dn_ood_decide. */
+dn_status dn_ood_score_preds(const dn_model *m, const float *feat, const float *logits, int n, dn_pool *pool,
+                             dn_prediction *preds);
 /* accepted | uncertain | unknown for a prediction whose uncertain and
  * ood_score fields are set. */
 int dn_ood_decide(const dn_model *m, const dn_prediction *p);
 
-/* Model file: appends tensors "ood.*" and metadata key "ood" (JSON). */
+/* Model file: appends tensors "ood.*" and metadata key "ood" (JSON); ood.bank is
+ * written as F16 (the in-memory values, exactly). */
 dn_status dn_ood_to_tensors(const dn_ood *o, dn_tensors *ts, dn_meta *meta);
 /* Removes every "ood.*" tensor from ts and, if the metadata has "ood", builds
- * *out from them (checked against feat_dim / ncls; errors name label).
+ * *out from them (checked against feat_dim / ncls; errors name label). A bank
+ * read as F32 (files written before the fp16 bank) is rounded to fp16.
  * No OOD data -> *out = NULL and DN_OK. */
 dn_status dn_ood_take(dn_tensors *ts, const dn_meta *meta, int feat_dim, int ncls, const char *label, dn_ood **out);
 dn_status dn_ood_clone(const dn_ood *o, dn_ood **out);

@@ -177,9 +177,9 @@ void dn_review_neighbours(const dn_model *m, const float *feat, int k, dn_review
     double inv = nn > 0 ? 1.0 / sqrt(nn) : 0;
     int have = 0;
     for (int r = 0; r < o->nbank; r++) {
-        const float *b = o->bank + (size_t)r * o->dim;
+        const uint16_t *b = o->bank + (size_t)r * o->dim; /* fp16 rows */
         double dot = 0;
-        for (int i = 0; i < o->dim; i++) dot += (double)feat[i] * b[i];
+        for (int i = 0; i < o->dim; i++) dot += (double)feat[i] * dn_f16_to_f32(b[i]);
         float d = (float)(1.0 - dot * inv);
         if (have == k && d >= nb[k - 1].distance) continue;
         int at = have < k ? have++ : k - 1;
