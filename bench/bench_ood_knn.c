@@ -2,7 +2,7 @@
  * forward pass it follows, for a bank of --bank fp16 rows (default 10000, the
  * calibrate default) of 512-d features.
  *
- * Usage: bench_ood_knn [--weights W] [--bank 10000] [--batches 1,32] [--threads 1] [--iters 7]
+ * Usage: bench_ood_knn [--weights W] [--bank 10000] [--batches 1,32] [--threads 1] [--iters 7] [--save DIR]
  *   W: a torchvision ResNet .pth or a defectnet model (default $DN_SHARED or ../shared
  *   /weights/resnet18-imagenet.pth); its head is replaced by a 6-class one, the detector is
  *   fitted on --bank random non-negative (ReLU-like) feature rows, the bank is all of them.
@@ -14,8 +14,12 @@
  *   fast <isa> xT  the same with the bank split over a pool of --threads (what classify does)
  *   all scores     dn_ood_scores_pool: knn + energy + rmd + combo (what classify adds)
  * and prints ms per image and the % of the forward pass of the same batch.
- * The figures are only meaningful on a quiet machine. */
+ * The figures are only meaningful on a quiet machine.
+ * --save DIR also writes the model with its detector twice and prints both sizes:
+ * DIR/knn_f16.safetensors (as defectnet writes it, bank F16) and DIR/knn_f32.safetensors
+ * (the same tensors all F32, the form written before the fp16 bank). */
 #include "core/core.h"
+#include "io/safetensors.h"
 #include "kernels/kernels.h"
 #include "nn/model.h"
 #include "ood/knn.h"
@@ -72,7 +76,7 @@ static dn_status median_ms(const ctx *c, const variant *v, int iters, double *ms
 }
 
 int main(int argc, char **argv) {
-    const char *weights = NULL, *batches = "1,32";
+    const char *weights = NULL, *batches = "1,32", *save = NULL;
     int nbank = 10000, threads = 1, iters = 7, rc = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
@@ -81,6 +85,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--batches")) batches = v;
         else if (!strcmp(k, "--threads")) threads = atoi(v);
         else if (!strcmp(k, "--iters")) iters = atoi(v);
+        else if (!strcmp(k, "--save")) save = v;
         else { fprintf(stderr, "bench_ood_knn: unknown option %s\n", k); return 2; }
     }
     if (argc % 2 == 0 || nbank < 16 || threads < 1 || iters < 1) {
@@ -143,6 +148,27 @@ int main(int argc, char **argv) {
         double ss = 0;
         for (int j = 0; j < D; j++) ss += (double)feat[(size_t)i * D + j] * feat[(size_t)i * D + j];
         for (int j = 0; j < D; j++) zn[(size_t)i * D + j] = (float)(feat[(size_t)i * D + j] / sqrt(ss));
+    }
+    if (save) { /* file sizes: the F16 bank as written, and every tensor F32 as before */
+        char p16[1100], p32[1100];
+        snprintf(p16, sizeof p16, "%s/knn_f16.safetensors", save);
+        snprintf(p32, sizeof p32, "%s/knn_f32.safetensors", save);
+        dn_tensors ts = {0};
+        dn_meta meta = {0};
+        uint8_t *buf = NULL;
+        size_t n16 = 0, n32 = 0;
+        m->ood = o;
+        dn_status st = dn_model_save(m, p16);
+        m->ood = NULL;
+        if (!st) st = dn_safetensors_load(p16, &ts, &meta);
+        if (!st) st = dn_safetensors_save(p32, &ts, &meta);
+        dn_tensors_free(&ts);
+        dn_meta_free(&meta);
+        if (!st && !(st = dn_read_file(p16, (size_t)1 << 31, &buf, &n16))) free(buf);
+        if (!st && !(st = dn_read_file(p32, (size_t)1 << 31, &buf, &n32))) free(buf);
+        if (st) { fprintf(stderr, "bench_ood_knn: --save: %s\n", dn_last_error()); goto done; }
+        printf("model file with a %d-row bank: F16 bank %zu bytes (%s), F32 bank %zu bytes (%s), saved %zu bytes (%.1f%%)\n",
+               o->nbank, n16, p16, n32, p32, n32 - n16, 100.0 * (double)(n32 - n16) / (double)n32);
     }
     char fast[32], pooled[40];
     snprintf(fast, sizeof fast, "fast %s", dn_ood_knn_isa());
