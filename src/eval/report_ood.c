@@ -109,7 +109,7 @@ void dn_rep_html_ood(const dn_eval_report *r, FILE *f) {
                "accepted by the score's threshold that accepts 95%% of the in-distribution images (lower is better). "
                "msp is the max-softmax baseline (temperature %.4g).</p>\n",
             dn_ood_kind_name(e->kind), (double)e->threshold, r->temperature);
-    fputs("<table id=\"ood-table\"><tr><th class=\"l\" rowspan=\"2\">images</th><th rowspan=\"2\">n</th>"
+    fputs("<div class=\"scroll\"><table id=\"ood-table\" class=\"compact\"><tr><th class=\"l\" rowspan=\"2\">images</th><th rowspan=\"2\">n</th>"
           "<th rowspan=\"2\">flagged unknown</th>", f);
     for (int j = 0; j < DN_OOD_NMEASURES; j++)
         fprintf(f, "<th colspan=\"2\">%s%s</th>", dn_ood_measure_name(j), j == e->kind ? " (model)" : "");
@@ -129,7 +129,7 @@ void dn_rep_html_ood(const dn_eval_report *r, FILE *f) {
                     j == e->kind ? "</b>" : "", o->fpr95[j]);
         fputs("</tr>\n", f);
     }
-    fprintf(f, "</table>\n<h3>Distribution of ood_score (%s)</h3>\n<p class=\"note\">Share of each set's images per "
+    fprintf(f, "</table></div>\n<h3>Distribution of ood_score (%s)</h3>\n<p class=\"note\">Share of each set's images per "
                "score bin: in-distribution (blue) against the unknown set (red); the dashed line is the threshold, "
                "images to its right are flagged unknown.</p>\n<div class=\"row\">\n", dn_ood_kind_name(e->kind));
     for (int s = 0; s < e->nsets; s++) svg_dist(r, s, f);

@@ -23,6 +23,8 @@ static const char *CSS =
     ".gallery.cams{grid-template-columns:repeat(auto-fill,minmax(250px,1fr))}"
     ".gallery .pair{display:flex;gap:4px;justify-content:center;align-items:flex-start}"
     ".gallery .pair img{margin:0 0 4px;max-width:calc(50% - 2px);height:auto}"
+    "table.compact td,table.compact th{padding:3px 6px;font-size:12px}table.compact th[colspan]{text-align:center}"
+    ".scroll{overflow-x:auto}"
     ".gallery .n{color:#5b6778;word-break:break-all}.note{color:#5b6778;font-size:12px}"
     "svg text{font-family:system-ui,'DejaVu Sans',sans-serif}"
     ".meter{display:inline-block;vertical-align:middle;width:90px;height:9px;background:#eef1f5;"
