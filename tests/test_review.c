@@ -14,6 +14,7 @@
 #include "trust/compare.h"
 #include "trust/review.h"
 #include "trust/review_serve.h"
+#include "trust/shadow.h"
 #include <signal.h>
 
 /* ------------------------------------------------------------ policy */
@@ -529,8 +530,18 @@ TEST(serve_review_cap_and_shadow) {
     resp_free(&r);
     CHECK(http(port, "GET", "/v1/review/1/image", NULL, 0, g_auth, &r) == 404 && is_json_error(&r, 404, "--store-images"));
     resp_free(&r);
+    /* the shadow runs off the request path: its rows arrive after the answers */
     dn_compare cmp;
+    for (int i = 0; i < 1200; i++) {
+        if (dn_compare_store(dn_server_store(s), 0, 0, &cmp) != DN_OK || cmp.n >= NCLS) break;
+        usleep(50000);
+    }
     CHECK(dn_compare_store(dn_server_store(s), 0, 0, &cmp) == DN_OK);
+    CHECK(http(port, "GET", "/metrics", NULL, 0, g_auth, &r) == 200 && r.body.s &&
+          strstr(r.body.s, "defectnet_shadow_images_total{result=\"done\"} 6\n") &&
+          strstr(r.body.s, "defectnet_shadow_images_total{result=\"dropped\"} 0\n") &&
+          strstr(r.body.s, "defectnet_shadow_queue_depth 0\n"));
+    resp_free(&r);
     /* classes are matched by name: the renamed ones never agree, the decisions all do */
     CHECK_MSG(cmp.n == NCLS && cmp.agree == 0 && cmp.decision_agree == NCLS && cmp.ncls == 2 * NCLS, "n %ld agree %ld ncls %d",
               cmp.n, cmp.agree, cmp.ncls);
@@ -557,6 +568,48 @@ TEST(serve_review_cap_and_shadow) {
     s = start(&c, db);
     CHECK(s == NULL && strstr(dn_last_error(), "--shadow") && strstr(dn_last_error(), "/nonexistent/cand.safetensors"));
     dn_server_stop(s);
+}
+
+/* The shadow queue is bounded and never blocks the submitter: 40 images handed over at
+ * once to a queue of 2 are partly dropped (each takes a forward pass, a hand-over only a
+ * copy), every one is accounted for, and stopping classifies what was queued. */
+TEST(shadow_queue_bounded_and_drained) {
+    if (!g_ready) SKIP("model fixture could not be built");
+    char url[600];
+    snprintf(url, sizeof url, "sqlite:%s/shadowq.db", g_dir);
+    dn_store *st = NULL;
+    CHECK(dn_store_open(url, &st) == DN_OK);
+    dn_shadow *sh = NULL;
+    CHECK(dn_shadow_open(g_model2, &sh) == DN_OK);
+    if (!st || !sh) { dn_shadow_free(sh); dn_store_close(st); return; }
+    size_t n = 0;
+    uint8_t *img = slurp(g_img[0], &n);
+    CHECK(img && dn_shadow_submit(sh, img, n, 1) == 1); /* not started: dropped */
+    CHECK(dn_shadow_start(sh, st, 2, NULL, NULL) == DN_OK);
+    enum { N = 40 };
+    int64_t ids[N];
+    for (int i = 0; i < N; i++) ids[i] = add_pred(st, "scratch", 1000.0 + i);
+    int dropped = 0;
+    for (int i = 0; i < N && img; i++) dropped += dn_shadow_submit(sh, img, n, ids[i]);
+    CHECK(dn_shadow_submit(sh, img, (size_t)DN_SHADOW_BYTES + 1, ids[0]) == 1); /* over the byte budget */
+    dn_shadow_stop(sh);
+    dn_shadow_stats ss;
+    dn_shadow_get_stats(sh, &ss);
+    CHECK_MSG(ss.done + ss.failed == N - dropped && ss.dropped == dropped + 2 && ss.queued == 0 && ss.failed == 0 &&
+                  dropped > 0 && ss.done >= 1,
+              "done %ld failed %ld dropped %ld (%d of %d) queued %ld", ss.done, ss.failed, ss.dropped, dropped, N, ss.queued);
+    dn_compare cmp;
+    CHECK(dn_compare_store(st, 0, 0, &cmp) == DN_OK && cmp.n == ss.done);
+    CHECK(dn_shadow_submit(sh, img, n, ids[0]) == 1); /* stopped: dropped */
+    dn_sb m = {0};
+    dn_shadow_metrics(sh, &m);
+    char want[80];
+    snprintf(want, sizeof want, "defectnet_shadow_images_total{result=\"done\"} %ld\n", ss.done);
+    CHECK(m.s && strstr(m.s, want));
+    dn_sb_free(&m);
+    free(img);
+    dn_shadow_free(sh);
+    dn_store_close(st);
 }
 
 TEST(rules_file_review_field) {
@@ -606,6 +659,7 @@ int main(void) {
     RUN(serve_review_queue_labels_and_errors);
     RUN(serve_review_needs_known_classes);
     RUN(serve_review_cap_and_shadow);
+    RUN(shadow_queue_bounded_and_drained);
     RUN(rules_file_review_field);
     if (g_dir[0]) h_rmrf(g_dir);
     curl_global_cleanup();

@@ -5,6 +5,7 @@
 #include "serve/mreport.h"
 #include "serve/store.h"
 #include "trust/drift.h"
+#include "trust/shadow.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -170,6 +171,7 @@ enum MHD_Result handle_metrics(dn_server *s, struct MHD_Connection *c, req *r) {
     dn_sb b = {0};
     dn_metrics_render(s->metrics, ql, qcap, &b);
     dn_drift_metrics(dn_pipeline_drift(s->pipe), 0, &b, dn_metrics_label);
+    dn_shadow_metrics(dn_pipeline_shadow(s->pipe), &b);
     if (b.oom) { dn_sb_free(&b); return send_err(s, c, r, 500, "out of memory"); }
     return send_resp(s, c, r, 200, "text/plain; version=0.0.4; charset=utf-8", b.s, b.len);
 }

@@ -50,6 +50,10 @@ dn_store *dn_pipeline_store(dn_pipeline *p) { return p->store; }
 struct dn_metrics *dn_pipeline_metrics(dn_pipeline *p) { return p->metrics; }
 const dn_review_policy *dn_pipeline_review(dn_pipeline *p) { return &p->review; }
 struct dn_drift *dn_pipeline_drift(dn_pipeline *p) { return p->drift; }
+struct dn_shadow *dn_pipeline_shadow(dn_pipeline *p) { return p->shadow; }
+
+/* The shadow thread's failures go to the serve log. */
+static void shadow_log(void *ctx, const char *line) { dn_pipeline_log(ctx, "%s", line); }
 
 dn_gen *dn_pipeline_gen_acquire(dn_pipeline *p) { return dn_gen_acquire(&p->gens); }
 
@@ -203,6 +207,7 @@ dn_status dn_pipeline_open(const dn_pipeline_config *c, dn_pipeline **out) {
     if (p->metrics) dn_metrics_ood_threshold(p->metrics, g->model->ood ? g->model->ood->threshold : NAN);
     if (c->shadow_model && (rc = dn_shadow_open(c->shadow_model, &p->shadow))) goto fail;
     if ((rc = dn_store_open(p->db_url, &p->store))) goto fail;
+    if (p->shadow && (rc = dn_shadow_start(p->shadow, p->store, 0, shadow_log, p))) goto fail;
     if (p->rules_path) {
         dn_rules *rules = NULL;
         if ((rc = dn_rules_load(p->rules_path, &rules))) goto fail;
@@ -248,6 +253,7 @@ void dn_pipeline_drain(dn_pipeline *p) {
 void dn_pipeline_close(dn_pipeline *p) {
     if (!p) return;
     dn_pipeline_drain(p);
+    dn_shadow_stop(p->shadow); /* classifies what is queued while the store is open */
     /* actions finish or fail (bounded, inside dn_actions_free); outcomes still reach the store */
     dn_actions_free(p->actions);
     dn_store_close(p->store);

@@ -131,6 +131,7 @@ struct dn_metrics *dn_pipeline_metrics(dn_pipeline *p);
 struct dn_review_policy;
 const struct dn_review_policy *dn_pipeline_review(dn_pipeline *p); /* the review queue policy (never NULL) */
 struct dn_drift *dn_pipeline_drift(dn_pipeline *p); /* owned by the pipeline (GET /v1/drift, /metrics) */
+struct dn_shadow *dn_pipeline_shadow(dn_pipeline *p); /* NULL without --shadow; owned by the pipeline */
 dn_gen *dn_pipeline_gen_acquire(dn_pipeline *p);  /* current generation, +1 reference */
 void dn_pipeline_gen_release(dn_pipeline *p, dn_gen *g);
 void dn_pipeline_queue(dn_pipeline *p, int *depth, int *capacity);

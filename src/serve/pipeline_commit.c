@@ -212,8 +212,7 @@ static void review_and_shadow(worker *w, dn_gen *g, const dn_job *j, const dn_pr
     dn_pipeline *p = w->p;
     if (dn_review_after_commit(&p->review, p->store, g->model, id, pr, time, feat))
         dn_pipeline_log(p, "review queue: prediction %lld not queued: %s", (long long)id, dn_last_error());
-    if (p->shadow && dn_shadow_run(p->shadow, &w->shw, j->req.data, j->req.len, id, p->store))
-        dn_pipeline_log(p, "shadow: prediction %lld: %s", (long long)id, dn_last_error());
+    if (p->shadow) dn_shadow_submit(p->shadow, j->req.data, j->req.len, id); /* queued or counted as dropped */
 }
 
 /* After classification: image copy, commit to the store, actions, answer. */

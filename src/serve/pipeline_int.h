@@ -57,7 +57,6 @@ typedef struct worker {
     int sess_serial;
     float *probs;                   /* batch x num_classes */
     dn_prediction *preds;           /* batch */
-    dn_shadow_worker shw;           /* session of the shadow model (--shadow) */
 } worker;
 
 struct dn_pipeline {

@@ -127,7 +127,6 @@ void *dn_pipeline_worker_main(void *arg) {
         pthread_mutex_unlock(&p->mu);
     }
     dn_session_free(w->sess);
-    dn_shadow_worker_free(&w->shw);
     free(w->probs);
     free(w->preds);
     w->sess = NULL;
