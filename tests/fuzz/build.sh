@@ -9,7 +9,7 @@
 #                                           $FUZZ_BUILD/corpus/TARGET seeded from fixtures and
 #                                           tests/fuzz/corpus/TARGET; crashes are written to
 #                                           $FUZZ_BUILD/crash/TARGET/
-#   tests/fuzz/build.sh campaign RUNS [JOBS] build, then run every target (or those in
+#   tests/fuzz/build.sh campaign RUNS [JOBS [ROUNDS]] build, then run every target (or those in
 #                                           $FUZZ_TARGETS) to -runs=RUNS, JOBS at a time
 #                                           (default 1), each under nice -n ${FUZZ_NICE:-19};
 #                                           writes the table target | executions | cov | ft |
@@ -134,16 +134,45 @@ for t in $TARGETS; do
 done
 
 if [ "$1" = campaign ]; then
-    runs=${2:?usage: build.sh campaign RUNS [JOBS]}
+    runs=${2:?usage: build.sh campaign RUNS [JOBS [ROUNDS]]}
     jobs=${3:-1}
+    rounds=${4:-1}
     table=${FUZZ_TABLE:-$B/campaign-$runs.md}
-    {
-        echo "Fuzz campaign: -runs=$runs, $jobs at a time, nice -n ${FUZZ_NICE:-19}, started $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null)"
-        echo
-        echo "| target | executions | cov | ft | crashes | seconds | exec/s |"
-        echo "|---|---|---|---|---|---|---|"
-    } >"$table"
-    for t in $TARGETS; do echo "$t"; done | xargs -P "$jobs" -I{} sh "$0" campaign-one {} "$runs" "$table"
+    # ROUNDS > 1: every target runs ROUNDS times to -runs=RUNS on its growing corpus, one
+    # table per round ($table.roundK), then $table sums them per target. A round that was
+    # cut short (the machine stopped) loses only that round; rerunning with the same
+    # FUZZ_TABLE continues after the last complete round (FUZZ_RESUME=1).
+    k=1
+    if [ "$rounds" -gt 1 ] && [ "${FUZZ_RESUME:-0}" = 1 ]; then
+        while [ -f "$table.round$k" ] && [ "$(grep -c '^| [a-z_]* | [0-9]' "$table.round$k")" -eq "$(echo $TARGETS | wc -w)" ]; do
+            k=$((k + 1))
+        done
+    fi
+    while [ "$k" -le "$rounds" ]; do
+        t_round=$table
+        [ "$rounds" -gt 1 ] && t_round="$table.round$k"
+        {
+            echo "Fuzz campaign: -runs=$runs, $jobs at a time, nice -n ${FUZZ_NICE:-19}, round $k of $rounds, started $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null)"
+            echo
+            echo "| target | executions | cov | ft | crashes | seconds | exec/s |"
+            echo "|---|---|---|---|---|---|---|"
+        } >"$t_round"
+        for t in $TARGETS; do echo "$t"; done | xargs -P "$jobs" -I{} sh "$0" campaign-one {} "$runs" "$t_round"
+        k=$((k + 1))
+    done
+    if [ "$rounds" -gt 1 ]; then
+        {
+            echo "Fuzz campaign: $rounds rounds of -runs=$runs per target, $jobs at a time (tables $table.round1..$rounds)"
+            echo
+            echo "| target | executions | cov (last round) | ft (last round) | crashes | seconds | exec/s |"
+            echo "|---|---|---|---|---|---|---|"
+            for t in $TARGETS; do
+                cat "$table".round* | awk -F' *[|] *' -v t="$t" '$2 == t && $3 ~ /^[0-9]+$/ {
+                    e += $3; cov = $4; ft = $5; c += $6; s += $7; n++ }
+                    END { if (n) printf "| %s | %d | %s | %s | %d | %.1f | %d |\n", t, e, cov, ft, c, s, (s > 0 ? e / s : e) }'
+            done
+        } >"$table"
+    fi
     echo "campaign: table in $table"
     cat "$table"
 fi
