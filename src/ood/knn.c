@@ -4,6 +4,9 @@
 #include "core/half.h"
 #include "kernels/kernels.h"
 #include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 static dn_status check_args(const uint16_t *bank, int nbank, int dim, const float *q, int nq, int k, const float *out,
                             const char *who) {
@@ -71,7 +74,8 @@ static dots_fn pick(const char **name) {
     dn_isa isa = dn_kernels_isa();
 #if defined(__x86_64__) || defined(__i386__)
     if (isa >= DN_ISA_AVX512) { *name = "avx512"; return dn_knn_dots_avx512; }
-    if (isa >= DN_ISA_AVX2 && __builtin_cpu_supports("f16c")) { *name = "avx2"; return dn_knn_dots_avx2; }
+    unsigned a, b, c, d; /* F16C: CPUID.1:ECX bit 29 (clang 14 has no __builtin_cpu_supports("f16c")) */
+    if (isa >= DN_ISA_AVX2 && __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C)) { *name = "avx2"; return dn_knn_dots_avx2; }
 #else
     (void)isa;
 #endif
