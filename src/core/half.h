@@ -10,16 +10,17 @@
 #include <string.h>
 
 static inline float dn_f16_to_f32(uint16_t h) {
-    uint32_t s = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, u;
-    if (e == 0x1f) u = s | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0); /* NaN: quiet, as vcvtph2ps */
-    else if (e) u = s | ((e + 112) << 23) | (m << 13);
-    else if (!m) u = s;
-    else { /* subnormal m * 2^-24: normalise */
-        e = 113;
-        while (!(m & 0x400u)) { m <<= 1; e--; }
-        u = s | (e << 23) | ((m & 0x3ffu) << 13);
-    }
+    uint32_t s = (uint32_t)(h & 0x8000u) << 16, em = h & 0x7fffu, u;
     float f;
+    if (em < 0x400u) { /* zero, subnormal em * 2^-24: exact in float */
+        f = (float)em * 0x1p-24f;
+        memcpy(&u, &f, 4);
+    } else if (em < 0x7c00u) {
+        u = (em << 13) + 0x38000000u; /* normal: rebias the exponent 15 -> 127 */
+    } else {
+        u = ((em << 13) + 0x70000000u) | (em > 0x7c00u ? 0x400000u : 0); /* inf; NaN keeps its payload, quiet */
+    }
+    u |= s;
     memcpy(&f, &u, 4);
     return f;
 }
