@@ -108,7 +108,8 @@ set -- eval --model "$tmp/m2.safetensors" --data "$tmp/data"
 for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17; do set -- "$@" --ood "$tmp/syn/clean"; done
 case2 eval_ood_too_many "--ood: at most 16 sets" "$@"
 "$BIN" eval --model "$tmp/m2.safetensors" --data "$tmp/data" --ood "$tmp/junk" >/dev/null 2>"$tmp/err"; rc=$?
-if [ $rc -eq 2 ] && tail -n 1 "$tmp/err" | grep -q "^defectnet eval: --ood $tmp/junk: no readable images (1 file(s))"; then ok eval_ood_unreadable
+if [ $rc -eq 2 ] && head -n 1 "$tmp/err" | grep -q "^defectnet eval: --ood $tmp/junk: 1 unreadable image(s) skipped, first: .*a.png" &&
+    tail -n 1 "$tmp/err" | grep -q "^defectnet eval: --ood $tmp/junk: no readable images (1 file(s))"; then ok eval_ood_unreadable
 else bad eval_ood_unreadable "rc $rc: $(cat "$tmp/err")"; fi
 
 # bad input: exit 1 or 2, first stderr line "defectnet CMD: ..." naming the problem

@@ -517,7 +517,7 @@ static int measure_ood(const eval_opts *o, eval_job *j, dn_ood_eval *oe, dn_eval
         return -1;
     }
     dn_ood_eval_set_in(oe, j->m, &in, rep->split_name);
-    if (dn_ood_eval_sets(oe, j->m, (float)rep->temperature, o->batch, o->threads, PFX "--ood", &rep->skipped)) {
+    if (dn_ood_eval_sets(oe, j->m, (float)rep->temperature, o->batch, o->threads, "defectnet eval", &rep->skipped)) {
         fprintf(stderr, PFX "%s\n", dn_last_error());
         return -1;
     }

@@ -116,7 +116,9 @@ dn_status dn_ood_eval_sets(dn_ood_eval *e, const dn_model *m, float T, int batch
     for (int s = 0; s < e->nsets && !st; s++) {
         dn_ood_set *o = &e->sets[s];
         int sk = 0;
-        st = dn_ood_rows_files(m, (const char *const *)o->paths, o->npaths, T, batch, threads, who, &o->rows, &sk);
+        char w[600]; /* "defectnet eval: --ood SET: 2 unreadable image(s) skipped, first: ..." */
+        snprintf(w, sizeof w, "%s: --ood %s", who ? who : "ood", o->name);
+        st = dn_ood_rows_files(m, (const char *const *)o->paths, o->npaths, T, batch, threads, w, &o->rows, &sk);
         *skipped += sk;
         dn_paths_free(o->paths, o->npaths);
         o->paths = NULL;

@@ -70,7 +70,8 @@ void dn_ood_rows_free(dn_ood_rows *r);
 void dn_ood_eval_set_in(dn_ood_eval *e, const dn_model *m, dn_ood_rows *in, const char *split);
 /* Scores every listed set with m (as dn_ood_rows_files) and measures it
  * against e->in. A set none of whose images can be read fails naming it
- * (DN_ERR_ARG); unreadable images of a set are added to *skipped. */
+ * (DN_ERR_ARG); unreadable images of a set are added to *skipped and named in
+ * one stderr line "WHO: --ood SET: ..." (who: e.g. "defectnet eval"). */
 dn_status dn_ood_eval_sets(dn_ood_eval *e, const dn_model *m, float T, int batch, int threads, const char *who,
                            int *skipped);
 
