@@ -190,12 +190,15 @@ static dn_status apply_preprocess(dn_preproc *pp, const char *txt, const char *l
     p.crop = (int)cr;
     for (int c = 0; c < 3; c++) {
         double mv = dn_json_num(dn_json_at(mean, (size_t)c), NAN), sv = dn_json_num(dn_json_at(sd, (size_t)c), NAN);
-        if (!isfinite(mv) || !isfinite(sv) || sv <= 0) {
-            st = dn_fail(DN_ERR_FORMAT, "%s: metadata 'preprocess': mean/std must be numbers, std > 0", label);
+        /* checked as the floats they become: 1e300 is a finite double but an infinite
+         * float, which the model would then write back as "inf" (not JSON) when saved */
+        float mf = (float)mv, sf = (float)sv;
+        if (!isfinite(mv) || !isfinite(sv) || !isfinite(mf) || !isfinite(sf) || !(sf > 0)) {
+            st = dn_fail(DN_ERR_FORMAT, "%s: metadata 'preprocess': mean/std must be numbers in float range, std > 0", label);
             goto done;
         }
-        p.mean[c] = (float)mv;
-        p.std[c] = (float)sv;
+        p.mean[c] = mf;
+        p.std[c] = sf;
     }
     if (!strcmp(order, "RGB")) p.bgr = 0;
     else if (!strcmp(order, "BGR")) p.bgr = 1;
