@@ -314,7 +314,16 @@ TEST(roundtrip_foreach_order_clone) {
     CHECK(w.total == dn_model_param_count(m));
     CHECK(dn_model_from_tensors(&out, 0, &m2) == DN_OK);
     CHECK(dn_model_clone(m, &c) == DN_OK);
-    if (c) {
+    if (c) { /* every tensor (buffers and num_batches_tracked too), eps, in order */
+        dn_tensors ct = {0};
+        CHECK(dn_model_to_tensors(c, &ct) == DN_OK && ct.n == out.n);
+        int eq = ct.n == out.n;
+        for (int i = 0; eq && i < ct.n; i++)
+            eq = !strcmp(ct.t[i].name, out.t[i].name) && dn_tensor_numel(&ct.t[i]) == dn_tensor_numel(&out.t[i]) &&
+                 !memcmp(ct.t[i].data, out.t[i].data, (size_t)dn_tensor_numel(&ct.t[i]) * sizeof(float));
+        CHECK(eq);
+        dn_tensors_free(&ct);
+        CHECK(c->blocks[7].down_bn.eps == m->blocks[7].down_bn.eps && c->bn1.eps == m->bn1.eps);
         CHECK(c->blocks[15].conv2.w != m->blocks[15].conv2.w);
         CHECK(!memcmp(c->blocks[15].conv2.w, m->blocks[15].conv2.w, 16 * 16 * 9 * sizeof(float)));
         CHECK(!strcmp(c->class_names[2], "class_2") && c->class_names[2] != m->class_names[2]);

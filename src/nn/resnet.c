@@ -413,41 +413,40 @@ fail:
     return DN_ERR_NOMEM;
 }
 
-typedef struct { slot *slots; int n, cap; } slot_list;
-
-static int collect_slot(void *vctx, const slot *s) {
-    slot_list *l = vctx;
-    if (l->n == l->cap) {
-        int nc = l->cap ? l->cap * 2 : 256;
-        slot *ns = dn_realloc(l->slots, (size_t)nc * sizeof(slot));
-        if (!ns) return 1;
-        l->slots = ns; l->cap = nc;
-    }
-    l->slots[l->n++] = *s;
-    return 0;
+/* Tensor copies for dn_model_clone: the same walk as dn_model_free (shapes are equal by
+ * construction: the clone is allocated from the source's architecture). No slot names:
+ * a clone needs only the data, and naming ~130 slots twice per clone was most of its cost. */
+static void copy_conv(dn_conv_p *d, const dn_conv_p *s) {
+    if (s->w) memcpy(d->w, s->w, (size_t)s->cout * s->cin * s->k * s->k * sizeof(float));
+}
+static void copy_bn(dn_bn_p *d, const dn_bn_p *s) {
+    size_t n = (size_t)s->c * sizeof(float);
+    if (s->weight) { memcpy(d->weight, s->weight, n); memcpy(d->bias, s->bias, n); }
+    if (s->mean) { memcpy(d->mean, s->mean, n); memcpy(d->var, s->var, n); }
+    d->num_batches_tracked = s->num_batches_tracked;
+    d->eps = s->eps; /* not a tensor */
 }
 
 dn_status dn_model_clone(const dn_model *m, dn_model **out) {
-    dn_status st = DN_ERR_NOMEM;
+    dn_status st;
     dn_model *c = NULL;
-    slot_list src = {0}, dst = {0};
     int has_down[DN_MAX_BLOCKS];
     *out = NULL;
     for (int b = 0; b < m->nblocks; b++) has_down[b] = m->blocks[b].has_down;
     if ((st = alloc_model(m->conv1.cout, m->layers, m->widths, has_down, m->num_classes, &c))) goto fail;
     st = DN_ERR_NOMEM;
-    if (visit_model((dn_model *)m, collect_slot, &src) || visit_model(c, collect_slot, &dst)) {
-        dn_fail(DN_ERR_NOMEM, "model clone: out of memory");
-        goto fail;
-    }
-    for (int i = 0; i < src.n; i++)
-        memcpy(dst.slots[i].data, src.slots[i].data, (size_t)slot_numel(&src.slots[i]) * sizeof(float));
-    /* eps is not a tensor: copy it per BN explicitly. */
-    c->bn1.eps = m->bn1.eps;
+    copy_conv(&c->conv1, &m->conv1);
+    copy_bn(&c->bn1, &m->bn1);
     for (int b = 0; b < m->nblocks; b++) {
-        c->blocks[b].bn1.eps = m->blocks[b].bn1.eps;
-        c->blocks[b].bn2.eps = m->blocks[b].bn2.eps;
-        c->blocks[b].down_bn.eps = m->blocks[b].down_bn.eps;
+        const dn_block_p *s = &m->blocks[b];
+        dn_block_p *d = &c->blocks[b];
+        copy_conv(&d->conv1, &s->conv1); copy_bn(&d->bn1, &s->bn1);
+        copy_conv(&d->conv2, &s->conv2); copy_bn(&d->bn2, &s->bn2);
+        if (s->has_down) { copy_conv(&d->down, &s->down); copy_bn(&d->down_bn, &s->down_bn); }
+    }
+    if (m->num_classes > 0) {
+        memcpy(c->fc_w, m->fc_w, (size_t)m->num_classes * m->feat_dim * sizeof(float));
+        memcpy(c->fc_b, m->fc_b, (size_t)m->num_classes * sizeof(float));
     }
     for (int i = 0; i < m->num_classes; i++) {
         free(c->class_names[i]);
@@ -462,13 +461,9 @@ dn_status dn_model_clone(const dn_model *m, dn_model **out) {
     for (int i = 0; i < m->meta.n; i++)
         if ((st = dn_meta_set(&c->meta, m->meta.keys[i], m->meta.vals[i]))) goto fail;
     if (m->ood && (st = dn_ood_clone(m->ood, &c->ood))) goto fail;
-    free(src.slots);
-    free(dst.slots);
     *out = c;
     return DN_OK;
 fail:
-    free(src.slots);
-    free(dst.slots);
     dn_model_free(c);
     return st ? st : DN_ERR_NOMEM;
 }
