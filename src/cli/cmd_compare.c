@@ -148,12 +148,8 @@ static const char *good_class(const cmp_opts *o, const dn_dataset *ds, const cha
     return NULL;
 }
 
-static int write_report(const cmp_opts *o, const dn_cmp_models *c) {
-    FILE *f = stdout;
-    if (o->out && !(f = fopen(o->out, "w"))) {
-        fprintf(stderr, PFX "%s: cannot write: %s\n", o->out, strerror(errno));
-        return -1;
-    }
+/* f: stdout or the --out file (closed here). */
+static int write_report(const cmp_opts *o, const dn_cmp_models *c, FILE *f) {
     if (o->fmt == DN_FMT_TABLE) {
         dn_cmp_print(c, f);
     } else {
@@ -185,6 +181,7 @@ static int compare_models(const cmp_opts *o) {
     int *labels = NULL, n = 0, rc = DN_EXIT_DATA;
     dn_cmp_models c;
     memset(&c, 0, sizeof c);
+    FILE *out = stdout;
     const char *src = o->data ? o->data : o->manifest;
     int split = DN_SPLIT_NONE;
     if (o->split_s && strcmp(o->split_s, "all") && (split = dn_split_parse(o->split_s)) < 0) {
@@ -204,19 +201,27 @@ static int compare_models(const cmp_opts *o) {
     if (bad) goto done;
     if (dn_dataset_select(ds, split, &paths, &labels, &n)) { fprintf(stderr, PFX "%s\n", dn_last_error()); goto done; }
     if (n == 0) { fprintf(stderr, PFX "%s: no images in split %s\n", src, split_name); goto done; }
+    /* --out is opened before the images are classified: an unwritable path costs no run */
+    if (o->out && !(out = fopen(o->out, "w"))) {
+        fprintf(stderr, PFX "%s: cannot write: %s\n", o->out, strerror(errno));
+        goto done;
+    }
     const dn_model *const mm[2] = {m[0], m[1]};
     dn_status st = dn_cmp_run(mm, o->models, good, (const char *const *)ds->classes, ds->nclasses, paths, labels, n,
                               o->batch, o->threads, stderr, PFX, &c);
     if (st) { rc = dn_cli_fail("compare", st); goto done; }
     c.data_source = src;
     c.split = split_name;
-    if (write_report(o, &c)) goto done;
+    FILE *f = out;
+    out = NULL;
+    if (write_report(o, &c, f)) goto done;
     if (o->out || o->fmt != DN_FMT_TABLE) /* the verdict line also on a terminal when the report went elsewhere */
         fprintf(stderr, "verdict: %s (McNemar p=%.4g)%s%s\n", dn_cmp_verdict_word(&c), c.p, o->out ? "; report: " : "",
                 o->out ? o->out : "");
     if (c.skipped) fprintf(stderr, PFX "%d of %d images unreadable, skipped\n", c.skipped, n);
     rc = c.skipped ? DN_EXIT_PARTIAL : DN_EXIT_OK;
 done:
+    if (out && out != stdout) fclose(out);
     dn_cmp_models_free(&c);
     free(paths);
     free(labels);
