@@ -12,7 +12,7 @@
     X(info, "describe a model: architecture, classes, preprocessing, sha256, metadata") \
     X(download, "download torchvision ResNet-18 weights, sha256-verified") \
     X(export, "export the reviewed images of serve's review queue as an ImageFolder + manifest for training") \
-    X(compare, "agreement of a shadow model (serve --shadow) with the live model, per class") \
+    X(compare, "a candidate model against the live one on labelled images (McNemar, per class), or serve --shadow's log") \
     X(eval, "evaluate a model on labelled images: metrics, calibration (temperature, threshold), JSON/HTML report") \
     X(version, "print version and CPU features") \
     X(quantize, "opt a model into bf16 inference with an accuracy guard (agreement, per-class change)") \

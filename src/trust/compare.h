@@ -1,5 +1,8 @@
-/* Live vs shadow model agreement from the store's shadow_predictions
- * (`defectnet compare --db`, the manufacturing report's shadow section; docs/review.md).
+/* A candidate model against the live one (docs/review.md, "Shadow model and compare"):
+ *  - live vs shadow agreement from the store's shadow_predictions (`defectnet compare --db`,
+ *    the manufacturing report's shadow section; compare.c), no labels;
+ *  - both models on the same labelled images before promotion (`defectnet compare LIVE
+ *    CANDIDATE --data|--manifest`; compare_models.c, "Offline comparison" below).
  * Classes are matched by name, so a candidate with renamed or extra classes shows them
  * as differences. Ownership: a dn_compare owns nothing outside itself. */
 #ifndef DN_TRUST_COMPARE_H
