@@ -282,7 +282,7 @@ static void print_rate(FILE *f, const char *what, const dn_cmp_models *c, int es
         char t[96];
         snprintf(t, sizeof t, "%.2f%% (%lld/%lld, %.1f-%.1f%%)", 100 * r->p, (long long)r->k, (long long)r->n,
                  100 * r->lo, 100 * r->hi);
-        fprintf(f, "  %-30s", t);
+        fprintf(f, s ? "  %s" : "  %-30s", t);
     }
     fputc('\n', f);
 }
@@ -294,19 +294,19 @@ void dn_cmp_print(const dn_cmp_models *c, FILE *f) {
             c->split ? c->split : "all", (long long)c->n);
     if (c->skipped) fprintf(f, ", %d unreadable skipped", c->skipped);
     fputc('\n', f);
-    fprintf(f, "\n%-22s  %-30s  %-30s\n", "", "live", "candidate");
+    fprintf(f, "\n%-22s  %-30s  %s\n", "", "live", "candidate");
     fprintf(f, "%-22s", "accuracy (95% Wilson)");
     for (int s = 0; s < 2; s++) {
         const dn_rate *a = &c->m[s].accuracy;
         char t[64];
         snprintf(t, sizeof t, "%.2f%% (%.1f-%.1f%%)", 100 * a->p, 100 * a->lo, 100 * a->hi);
-        fprintf(f, "  %-30s", t);
+        fprintf(f, s ? "  %s" : "  %-30s", t);
     }
     fprintf(f, "\n%-22s", "macro-F1 (bootstrap)");
     for (int s = 0; s < 2; s++) {
         char t[64];
         snprintf(t, sizeof t, "%.4f (%.3f-%.3f)", c->m[s].met.macro_f1, c->m[s].f1_lo, c->m[s].f1_hi);
-        fprintf(f, "  %-30s", t);
+        fprintf(f, s ? "  %s" : "  %-30s", t);
     }
     fputc('\n', f);
     if (c->good >= 0 && c->m[0].has_quality && c->m[1].has_quality) {
@@ -318,7 +318,7 @@ void dn_cmp_print(const dn_cmp_models *c, FILE *f) {
         char t[64];
         const int64_t *d = c->m[s].decisions;
         snprintf(t, sizeof t, "%lld / %lld / %lld", (long long)d[0], (long long)d[1], (long long)d[2]);
-        fprintf(f, "  %-30s", t);
+        fprintf(f, s ? "  %s" : "  %-30s", t);
     }
     fputc('\n', f);
     for (int s = 0; s < 2; s++)
