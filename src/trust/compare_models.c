@@ -203,7 +203,7 @@ dn_status dn_cmp_run(const dn_model *const models[2], const char *const model_pa
     r.m[0] = models[0];
     r.m[1] = models[1];
     dn_status st = run_setup(&r, model_paths, good_name, data_classes, ndata, n, batch, threads);
-    int good = good_name ? name_index(r.names, ndata, good_name) : -1;
+    int good = !st && good_name ? name_index(r.names, ndata, good_name) : -1;
     int nok = 0, skipped = 0, b = batch < n ? batch : n;
     int pending[1024];
     dn_progress pg;
