@@ -11,6 +11,8 @@
 #include "serve/metrics.h"
 #include "serve/rules.h"
 #include "trust/drift.h"
+#include "io/dataset.h"
+#include "train/trainer.h"
 #include <unistd.h>
 
 #define SZ 64          /* synthetic image side; the drift model crops SZ too (fast forwards) */
@@ -384,6 +386,166 @@ done:
     dn_model_free(m);
 }
 
+/* ------------------------------------------------------------ real data */
+/* Real images (../shared, SKIP without): a head trained by the default trainer on
+ * NEU-CLS (30 train / 30 val per class, 64 px, head only) carries the detector and the
+ * drift reference fitted at train time; five streams of 240 images each go through the
+ * monitor as cameras: unseen NEU-CLS images, the same brightened x1.6 and box-blurred,
+ * DeepPCB-crops test crops and elpv cells. Prints the PSI table (RESULTS.md, issue 11). */
+typedef enum { R_IN, R_BRIGHT, R_BLUR, R_PCB, R_ELPV, R_N } rkind;
+static const char *const r_names[R_N] = {"neu", "neu_bright", "neu_blur", "deeppcb", "elpv"};
+
+
+static void shift_image(dn_image *img, rkind k) {
+    int ch = img->format == DN_GRAY8 ? 1 : 3, w = img->w, h = img->h;
+    size_t n = (size_t)w * h * ch;
+    if (k == R_BRIGHT) {
+        for (size_t i = 0; i < n; i++) {
+            int v = (int)(img->data[i] * 1.6f + 0.5f);
+            img->data[i] = (uint8_t)(v > 255 ? 255 : v);
+        }
+    } else if (k == R_BLUR && w == h) { /* box_blur works on one n x n plane */
+        uint8_t *pl = malloc((size_t)w * h);
+        for (int c = 0; pl && c < ch; c++) {
+            for (size_t i = 0; i < (size_t)w * h; i++) pl[i] = img->data[i * ch + c];
+            box_blur(pl, w, 6);
+            for (size_t i = 0; i < (size_t)w * h; i++) img->data[i * ch + c] = pl[i];
+        }
+        free(pl);
+    }
+}
+
+static void feed_files(dn_drift *d, dn_model *m, dn_session *s, char **paths, int n, rkind k) {
+    int hw = m->pp.crop;
+    float *x = dn_session_input(s);
+    dn_prediction p[8];
+    for (int i = 0; i < n; i += 8) {
+        int nb = n - i < 8 ? n - i : 8;
+        for (int j = 0; j < nb; j++) {
+            dn_image img = {0};
+            if (dn_image_load(paths[i + j], &img)) { CHECK_MSG(0, "%s", dn_last_error()); return; }
+            shift_image(&img, k);
+            dn_status st = dn_preprocess(&img, &m->pp, x + (size_t)j * 3 * hw * hw);
+            dn_image_free(&img);
+            if (st) { CHECK_MSG(0, "%s", dn_last_error()); return; }
+        }
+        if (dn_session_classify_batch(s, x, nb, p, NULL)) { CHECK_MSG(0, "%s", dn_last_error()); return; }
+        for (int j = 0; j < nb; j++)
+            dn_drift_observe(d, m, "L1", r_names[k], 1000.0 + i + j, &p[j], dn_session_last_features(s) + (size_t)j * m->feat_dim,
+                             NULL);
+    }
+}
+
+/* Every `step`-th image of dir (natural order) up to n paths. */
+static int pick(const char *dir, int step, int n, char **out, int have) {
+    char **all = NULL;
+    int na = 0;
+    if (dn_collect_images(&dir, 1, &all, &na)) return have;
+    for (int i = 0; i < na && have < n; i += step) out[have++] = dn_strdup(all[i]);
+    dn_paths_free(all, na);
+    return have;
+}
+
+TEST(monitor_real_data) {
+    const char *sh = h_shared();
+    if (!sh) SKIP("../shared (or $DN_SHARED) not present");
+    char w[1200], man[600], out[600], cwd[1024], dir[2600];
+    snprintf(w, sizeof w, "%s/weights/resnet18-imagenet.pth", sh);
+    if (access(w, R_OK)) SKIP("%s not present", w);
+    if (!getcwd(cwd, sizeof cwd)) SKIP("getcwd failed");
+    char root[2400];
+    snprintf(root, sizeof root, "%s%s%s/datasets", sh[0] == '/' ? "" : cwd, sh[0] == '/' ? "" : "/", sh);
+    static const char *const cls[6] = {"Cr", "In", "PS", "Pa", "RS", "Sc"};
+    snprintf(man, sizeof man, "%s/neu_drift.csv", g_dir);
+    FILE *f = fopen(man, "w");
+    if (!f) { CHECK_MSG(0, "cannot write %s", man); return; }
+    fprintf(f, "path,label,split\n");
+    for (int c = 0; c < 6; c++) /* interleaved, as a random split would be: neighbouring images are alike */
+        for (int i = 1; i <= 300; i++)
+            if (i % 10 >= 1 && i % 10 <= 6)
+                fprintf(f, "%s/NEU-CLS/%s/%s_%d.bmp,%s,%s\n", root, cls[c], cls[c], i, cls[c], i % 10 <= 3 ? "train" : "val");
+    fclose(f);
+    snprintf(out, sizeof out, "%s/neu_drift.safetensors", g_dir);
+    dn_train_cfg c;
+    dn_train_cfg_default(&c);
+    c.split_manifest = man;
+    c.weights = w;
+    c.out = out;
+    c.image_size = 64;
+    c.views = 0;
+    c.stages[0].epochs = 30;
+    c.nstages = 1;
+    c.quiet = 1;
+    dn_train_result res;
+    dn_status st = dn_train_run(&c, &res);
+    CHECK_MSG(st == DN_OK, "%s", dn_last_error());
+    if (st) return;
+    dn_train_result_free(&res);
+    enum { N = 240 };
+    char *streams[R_N][N];
+    int ns[R_N] = {0};
+    for (int k = 0; k < R_N; k++) memset(streams[k], 0, sizeof streams[k]);
+    for (int k = R_IN; k <= R_BLUR; k++) /* 40 unseen NEU-CLS images of each class (numbers 7, 8 mod 10) */
+        for (int cc = 0; cc < 6; cc++)
+            for (int i = 7; i <= 300 && ns[k] < 40 * (cc + 1); i += (i % 10 == 7 ? 1 : 9)) {
+                char *p = malloc(strlen(root) + 64);
+                sprintf(p, "%s/NEU-CLS/%s/%s_%d.bmp", root, cls[cc], cls[cc], i);
+                streams[k][ns[k]++] = p;
+            }
+    static const char *const pcb[6] = {"copper", "mousebite", "open", "pin-hole", "short", "spur"};
+    for (int cc = 0; cc < 6; cc++) {
+        snprintf(dir, sizeof dir, "%s/DeepPCB-crops/test/%s", root, pcb[cc]);
+        ns[R_PCB] = pick(dir, 7, 40 * (cc + 1), streams[R_PCB], ns[R_PCB]);
+    }
+    static const char *const el[4] = {"p000", "p033", "p067", "p100"};
+    for (int cc = 0; cc < 4; cc++) {
+        snprintf(dir, sizeof dir, "%s/elpv/%s", root, el[cc]);
+        ns[R_ELPV] = pick(dir, 3, 60 * (cc + 1), streams[R_ELPV], ns[R_ELPV]);
+    }
+    dn_model *m = NULL;
+    dn_session *s = NULL;
+    dn_drift *d = NULL;
+    dn_drift_cfg dc;
+    CHECK(dn_model_load(out, &m) == DN_OK && m && m->ood && dn_meta_get(&m->meta, "drift"));
+    CHECK(m && dn_session_new(m, 8, 1, &s) == DN_OK);
+    CHECK(dn_drift_window_parse("240", &dc) == DN_OK && dn_drift_new(&dc, &d) == DN_OK);
+    if (!m || !s || !d) goto done;
+    for (int k = 0; k < R_N; k++) {
+        CHECK_MSG(ns[k] == N, "%s: %d images", r_names[k], ns[k]);
+        feed_files(d, m, s, streams[k], ns[k], (rkind)k);
+    }
+    dn_sb b = {0};
+    dn_drift_json(d, 5000, &b);
+    dn_json *j = dn_json_parse(b.s, b.len, NULL, 0);
+    CHECK_MSG(j && !strcmp(dn_json_str(dn_json_get(dn_json_get(j, "reference"), "status"), ""), "ok"), "%s", b.s);
+    printf("  | stream (240 images) | confidence | ood_score | class_mix | feature | est. accuracy (ref) | level |\n");
+    for (int k = 0; k < R_N && j; k++) {
+        const dn_json *cam = camera_of(j, r_names[k]), *psi = dn_json_get(cam, "psi");
+        double v[DN_DRIFT_NSIG], mx = 0;
+        for (int sg = 0; sg < DN_DRIFT_NSIG; sg++) {
+            v[sg] = dn_json_num(dn_json_get(psi, dn_drift_signal_name(sg)), NAN);
+            if (v[sg] > mx) mx = v[sg];
+        }
+        printf("  | %s | %.3f | %.3f | %.3f | %.3f | %.3f (%.3f) | %s |\n", r_names[k], v[0], v[1], v[2], v[3],
+               dn_json_num(dn_json_get(cam, "estimated_accuracy"), NAN), dn_json_num(dn_json_get(cam, "reference_accuracy"), NAN),
+               dn_json_str(dn_json_get(cam, "level"), "?"));
+        if (k == R_IN) {
+            CHECK_MSG(mx < DN_DRIFT_ALERT, "unseen NEU-CLS images: largest PSI %g", mx);
+        } else {
+            CHECK_MSG(v[DN_DRIFT_OOD] > DN_DRIFT_ALERT || v[DN_DRIFT_FEAT] > DN_DRIFT_ALERT, "%s: ood %g feature %g",
+                      r_names[k], v[DN_DRIFT_OOD], v[DN_DRIFT_FEAT]);
+        }
+    }
+    dn_json_free(j);
+    dn_sb_free(&b);
+done:
+    for (int k = 0; k < R_N; k++)
+        for (int i = 0; i < ns[k]; i++) free(streams[k][i]);
+    dn_drift_free(d);
+    dn_session_free(s);
+    dn_model_free(m);
+}
+
 /* A time window forgets what aged out; a count window keeps the last N. */
 TEST(monitor_windows_age) {
     if (!g_drift_ready) SKIP("drift model fixture could not be built");
@@ -573,6 +735,7 @@ int main(void) {
     RUN(reference_from_calibration);
     RUN(monitor_in_distribution_vs_shifted);
     RUN(monitor_windows_age);
+    RUN(monitor_real_data);
     RUN(serve_drift_endpoint_metrics_and_rule);
     RUN(serve_bad_config);
     if (g_dir[0]) h_rmrf(g_dir);
