@@ -126,7 +126,31 @@ if [ $rc -eq 1 ] && grep -q "skipped: .*zz_broken.png" "$tmp/u.err" && grep -qF 
     ok unreadable_image_skipped
 else bad unreadable_image_skipped "rc $rc: $(cat "$tmp/u.err")"; fi
 
-# 7. bad input: exit 2, exactly one stderr line naming the problem, nothing on stdout
+# 7. decisions: the same weights with a confidence threshold (eval --threshold --write-model) give the same
+#    classes, the uncertain answers counted as predict's decision column gives them, and the escape /
+#    false-reject counts under that policy; --good-class re-aims both models' policies
+U=$tmp/U.safetensors
+"$BIN" eval --model "$L" --data "$tmp/data" --threshold 0.3 --write-model "$U" >/dev/null 2>&1
+"$BIN" predict -m "$U" -f csv "$tmp/data" >"$tmp/pu.csv" 2>/dev/null
+counts() { # good class, csv -> "UN ESC FR"
+    awk -F, -v G="$1" 'NR > 1 { n = split($1, p, "/"); t = p[n - 1]; u += ($5 == "uncertain"); acc = ($2 == G && $5 == "accepted")
+        if (t == G) fr += !acc; else e += acc } END { printf "%d %d %d", u, e, fr }' "$2"
+}
+set -- $(counts clean "$tmp/pu.csv"); UN=$1; UESC=$2; UFR=$3
+"$BIN" compare "$L" "$U" --data "$tmp/data" -f json >"$tmp/d.json" 2>/dev/null; rc=$?
+if [ $rc -eq 0 ] && [ "$UN" -gt 0 ] && grep -qF "\"same_class\":$N,\"share\":1,\"same_decision\":$((N - UN))," "$tmp/d.json" &&
+    grep -qF "\"escape\":{\"k\":$UESC,\"n\":$ND," "$tmp/d.json" && grep -qF "\"false_reject\":{\"k\":$UFR,\"n\":$G," "$tmp/d.json" &&
+    grep -qF "\"decisions\":{\"accepted\":$((N - UN)),\"uncertain\":$UN,\"unknown\":0}" "$tmp/d.json" &&
+    grep -qF '"verdict":"no significant difference"' "$tmp/d.json"; then ok "decisions ($UN uncertain, escapes $UESC, false rejects $UFR)"
+else bad decisions "rc $rc, $UN uncertain: $(grep -o '"candidate":{"path[^}]*}[^}]*}[^}]*}' "$tmp/d.json")"; fi
+set -- $(counts crack "$tmp/pl.csv"); CESC=$2; CFR=$3
+"$BIN" compare "$L" "$L" --data "$tmp/data" --good-class crack -f json >"$tmp/g.json" 2>/dev/null; rc=$?
+if [ $rc -eq 0 ] && grep -qF '"good_class":"crack"' "$tmp/g.json" &&
+    [ "$(grep -o "\"escape\":{\"k\":$CESC,\"n\":60," "$tmp/g.json" | wc -l)" -eq 2 ] &&
+    [ "$(grep -o "\"false_reject\":{\"k\":$CFR,\"n\":12," "$tmp/g.json" | wc -l)" -eq 2 ]; then ok "good_class_given (crack: escapes $CESC, false rejects $CFR)"
+else bad good_class_given "rc $rc: $(grep -o '"escape":{[^}]*}' "$tmp/g.json")"; fi
+
+# 8. bad input: exit 2, exactly one stderr line naming the problem, nothing on stdout
 printf 'garbage' >"$tmp/bad.safetensors"
 mkdir -p "$tmp/empty"
 odd=$(echo "$classes" | awk -F, -v OFS=, '{ for (i = 1; i <= NF; i++) $i = "q" $i; print }')
