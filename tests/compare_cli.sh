@@ -5,6 +5,7 @@
 # predicted class X renamed X_v2 (`convert --classes`). Every figure is checked against a value counted
 # by hand from `predict --format csv` of the same models (the engine's own answers):
 #   - the model against itself: agreement 1, no discordant pair, McNemar p = 1, "no significant difference";
+#     accuracy / macro-F1 / escape intervals equal to `eval -f json` on the same images (the same functions);
 #     its accuracy, escape and false-reject counts as predict's rows give them;
 #   - against the renamed copy: the candidate loses exactly the X images the live model got right (recall
 #     of X 0, every other recall delta 0), disagrees on every image the live model called X, McNemar
@@ -62,6 +63,18 @@ if grep -qF "\"live\":{\"path\":\"$L\"" "$tmp/same.json" && grep -qF "\"correct\
     grep -qF "\"escape\":{\"k\":$ESC,\"n\":$ND," "$tmp/same.json" && grep -qF "\"false_reject\":{\"k\":$FR,\"n\":$G," "$tmp/same.json" &&
     grep -qF '"good_class":"clean"' "$tmp/same.json"; then ok figures_match_predict
 else bad figures_match_predict "$(head -c 600 "$tmp/same.json")"; fi
+
+# the same functions as eval: its accuracy and macro-F1 intervals and escape interval, to the digit
+"$BIN" eval --model "$L" --data "$tmp/data" -f json >"$tmp/ev.json" 2>/dev/null
+eacc=$(grep -o '"intervals":{"level":0.95,"accuracy":\[[^]]*\]' "$tmp/ev.json" | sed 's/.*\[//; s/\]//')
+ef1=$(grep -o '"macro_f1":[0-9.]*' "$tmp/ev.json" | head -n 1 | cut -d: -f2)
+ef1ci=$(grep -o '"macro_f1":\[[^]]*\]' "$tmp/ev.json" | sed 's/.*\[//; s/\]//')
+eesc=$(grep -o '"escape":{"rate":[^}]*}' "$tmp/ev.json" | sed 's/.*"ci95":\[//; s/\]}//')
+if [ -n "$eacc" ] && [ -n "$ef1" ] && [ -n "$ef1ci" ] && [ -n "$eesc" ] &&
+    grep -qF "\"n\":$N,\"rate\":$(awk -v a=$A -v n=$N 'BEGIN { printf "%.6g", a / n }'),\"ci95\":[$eacc]}" "$tmp/same.json" &&
+    grep -qF "\"macro_f1\":$ef1,\"macro_f1_ci95\":[$ef1ci]" "$tmp/same.json" && grep -qF "\"ci95\":[$eesc]},\"false_reject\"" "$tmp/same.json"; then
+    ok "figures_match_eval (accuracy CI $eacc, macro-F1 $ef1 CI $ef1ci)"
+else bad figures_match_eval "eval: acc [$eacc] f1 $ef1 [$ef1ci] escape [$eesc]"; fi
 
 # 2. against the copy with X renamed
 "$BIN" compare "$L" "$C" --data "$tmp/data" -f json >"$tmp/ren.json" 2>"$tmp/ren.err"; rc=$?
