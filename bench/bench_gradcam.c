@@ -11,6 +11,7 @@
  * and prints ms and the multiple of the forward pass. bench/gradcam.sh runs this and the
  * PyTorch recipe (tools/bench_gradcam_torch.py) in the same run. Only meaningful on a
  * quiet machine. */
+#include "bench_util.h"
 #include "core/core.h"
 #include "nn/engine.h"
 #include "nn/model.h"
@@ -60,11 +61,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     char wpath[1100];
-    if (!weights) {
-        const char *e = getenv("DN_SHARED");
-        snprintf(wpath, sizeof wpath, "%s/weights/resnet18-imagenet.pth", e && *e ? e : "../shared");
-        weights = wpath;
-    }
+    if (!weights) weights = bench_default_weights(wpath, sizeof wpath);
     static const char *const names[6] = {"crazing", "inclusion", "patches", "pitted", "rolled", "scratches"};
     dn_model *m = NULL;
     dn_session *s = NULL;

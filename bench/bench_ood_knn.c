@@ -18,6 +18,7 @@
  * --save DIR also writes the model with its detector twice and prints both sizes:
  * DIR/knn_f16.safetensors (as defectnet writes it, bank F16) and DIR/knn_f32.safetensors
  * (the same tensors all F32, the form written before the fp16 bank). */
+#include "bench_util.h"
 #include "core/core.h"
 #include "io/safetensors.h"
 #include "kernels/kernels.h"
@@ -93,11 +94,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     char wpath[1100];
-    if (!weights) {
-        const char *e = getenv("DN_SHARED");
-        snprintf(wpath, sizeof wpath, "%s/weights/resnet18-imagenet.pth", e && *e ? e : "../shared");
-        weights = wpath;
-    }
+    if (!weights) weights = bench_default_weights(wpath, sizeof wpath);
     int bs[8], nb = 0, maxb = 0;
     for (const char *p = batches; *p && nb < 8;) {
         char *end;

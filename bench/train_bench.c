@@ -5,6 +5,7 @@
  * Usage: train_bench [--weights PTH] [--batch 32] [--size 224] [--steps 3]
  *                    [--freeze none] [--threads 2] [--classes 6]
  * Default weights: $DN_SHARED/weights/resnet18-imagenet.pth (or ../shared/...). */
+#include "bench_util.h"
 #include "core/core.h"
 #include "io/pth.h"
 #include "nn/model.h"
@@ -53,7 +54,7 @@ static double cpu_seconds(void) {
 
 int main(int argc, char **argv) {
     char wbuf[1024];
-    const char *weights = NULL, *freeze = "none", *sh = getenv("DN_SHARED");
+    const char *weights = NULL, *freeze = "none";
     int batch = 32, size = 224, steps = 3, threads = 2, classes = 6, rc = 1, first = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
@@ -66,10 +67,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--classes")) classes = atoi(v);
         else { fprintf(stderr, "train_bench: unknown option %s\n", k); return 2; }
     }
-    if (!weights) {
-        snprintf(wbuf, sizeof wbuf, "%s/weights/resnet18-imagenet.pth", sh && *sh ? sh : "../shared");
-        weights = wbuf;
-    }
+    if (!weights) weights = bench_default_weights(wbuf, sizeof wbuf);
     dn_tensors ts = {0};
     dn_model *m = NULL;
     dn_net *net = NULL;
