@@ -140,8 +140,9 @@ if [ "$1" = campaign ]; then
     table=${FUZZ_TABLE:-$B/campaign-$runs.md}
     # ROUNDS > 1: every target runs ROUNDS times to -runs=RUNS on its growing corpus, one
     # table per round ($table.roundK), then $table sums them per target. A round that was
-    # cut short (the machine stopped) loses only that round; rerunning with the same
-    # FUZZ_TABLE continues after the last complete round (FUZZ_RESUME=1).
+    # cut short (the machine stopped) loses only its unfinished target; rerunning with the
+    # same FUZZ_TABLE and FUZZ_RESUME=1 continues: complete rounds are kept, and in the first
+    # incomplete one only the targets without a row run.
     k=1
     if [ "$rounds" -gt 1 ] && [ "${FUZZ_RESUME:-0}" = 1 ]; then
         while [ -f "$table.round$k" ] && [ "$(grep -c '^| [a-z_]* | [0-9]' "$table.round$k")" -eq "$(echo $TARGETS | wc -w)" ]; do
@@ -151,13 +152,20 @@ if [ "$1" = campaign ]; then
     while [ "$k" -le "$rounds" ]; do
         t_round=$table
         [ "$rounds" -gt 1 ] && t_round="$table.round$k"
-        {
-            echo "Fuzz campaign: -runs=$runs, $jobs at a time, nice -n ${FUZZ_NICE:-19}, round $k of $rounds, started $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null)"
-            echo
-            echo "| target | executions | cov | ft | crashes | seconds | exec/s |"
-            echo "|---|---|---|---|---|---|---|"
-        } >"$t_round"
-        for t in $TARGETS; do echo "$t"; done | xargs -P "$jobs" -I{} sh "$0" campaign-one {} "$runs" "$t_round"
+        todo=$TARGETS
+        if [ "$rounds" -gt 1 ] && [ "${FUZZ_RESUME:-0}" = 1 ] && [ -f "$t_round" ]; then
+            todo=""
+            for t in $TARGETS; do grep -q "^| $t | [0-9]" "$t_round" || todo="$todo $t"; done
+            echo "Resumed $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null):$todo" >>"$t_round"
+        else
+            {
+                echo "Fuzz campaign: -runs=$runs, $jobs at a time, nice -n ${FUZZ_NICE:-19}, round $k of $rounds, started $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), commit $(git rev-parse --short HEAD 2>/dev/null)"
+                echo
+                echo "| target | executions | cov | ft | crashes | seconds | exec/s |"
+                echo "|---|---|---|---|---|---|---|"
+            } >"$t_round"
+        fi
+        for t in $todo; do echo "$t"; done | xargs -r -P "$jobs" -I{} sh "$0" campaign-one {} "$runs" "$t_round"
         k=$((k + 1))
     done
     if [ "$rounds" -gt 1 ]; then
