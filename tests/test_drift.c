@@ -335,6 +335,16 @@ static const dn_json *camera_of(const dn_json *j, const char *cam) {
     return NULL;
 }
 
+/* The PSI of every signal of one camera's "psi" object into v; returns the largest. */
+static double psi_values(const dn_json *psi, double *v) {
+    double mx = 0;
+    for (int sg = 0; sg < DN_DRIFT_NSIG; sg++) {
+        v[sg] = dn_json_num(dn_json_get(psi, dn_drift_signal_name(sg)), NAN);
+        if (v[sg] > mx) mx = v[sg];
+    }
+    return mx;
+}
+
 TEST(monitor_in_distribution_vs_shifted) {
     if (!g_drift_ready) SKIP("drift model fixture could not be built");
     dn_model *m = NULL;
@@ -351,11 +361,7 @@ TEST(monitor_in_distribution_vs_shifted) {
     CHECK_MSG(j && !strcmp(dn_json_str(dn_json_get(dn_json_get(j, "reference"), "status"), ""), "ok"), "%s", b.s);
     for (int k = 0; k < K_N && j; k++) {
         const dn_json *cam = camera_of(j, k_names[k]), *psi = dn_json_get(cam, "psi");
-        double v[DN_DRIFT_NSIG], mx = 0;
-        for (int sg = 0; sg < DN_DRIFT_NSIG; sg++) {
-            v[sg] = dn_json_num(dn_json_get(psi, dn_drift_signal_name(sg)), NAN);
-            if (v[sg] > mx) mx = v[sg];
-        }
+        double v[DN_DRIFT_NSIG], mx = psi_values(psi, v);
         printf("  %-8s PSI confidence %.3f ood_score %.3f class_mix %.3f feature %.3f  est. accuracy %.3f (ref %.3f)\n",
                k_names[k], v[0], v[1], v[2], v[3], dn_json_num(dn_json_get(cam, "estimated_accuracy"), NAN),
                dn_json_num(dn_json_get(cam, "reference_accuracy"), NAN));
@@ -526,11 +532,7 @@ TEST(monitor_real_data) {
     printf("  | stream (240 images) | confidence | ood_score | class_mix | feature | est. accuracy (ref) | level |\n");
     for (int k = 0; k < R_N && j; k++) {
         const dn_json *cam = camera_of(j, r_names[k]), *psi = dn_json_get(cam, "psi");
-        double v[DN_DRIFT_NSIG], mx = 0;
-        for (int sg = 0; sg < DN_DRIFT_NSIG; sg++) {
-            v[sg] = dn_json_num(dn_json_get(psi, dn_drift_signal_name(sg)), NAN);
-            if (v[sg] > mx) mx = v[sg];
-        }
+        double v[DN_DRIFT_NSIG], mx = psi_values(psi, v);
         printf("  | %s | %.3f | %.3f | %.3f | %.3f | %.3f (%.3f) | %s |\n", r_names[k], v[0], v[1], v[2], v[3],
                dn_json_num(dn_json_get(cam, "estimated_accuracy"), NAN), dn_json_num(dn_json_get(cam, "reference_accuracy"), NAN),
                dn_json_str(dn_json_get(cam, "level"), "?"));
